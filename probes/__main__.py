@@ -1,0 +1,5 @@
+"""`python -m probes ...`: the command-line interface."""
+
+from probes.cli import main
+
+raise SystemExit(main())

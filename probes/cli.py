@@ -1,0 +1,97 @@
+"""Command-line interface: the same probes as the dashboard, printing JSON on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import sys
+from collections.abc import Callable
+
+import numpy as np
+
+from probes import attention
+from probes.builtin import BUILTINS
+from probes.cache import ResultCache
+from probes.errors import LmscopeError
+from probes.models import ModelHandle, info, load
+
+
+def to_json(value: object) -> object:
+    """Plain JSON values from numpy arrays and scalars; NaN and infinities become null."""
+    if isinstance(value, np.ndarray):
+        return to_json(value.tolist())
+    if isinstance(value, np.generic):
+        return to_json(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
+
+
+def _list_models(args: argparse.Namespace) -> object:
+    return [dataclasses.asdict(info(load(name))) for name in BUILTINS]
+
+
+def _prepare(args: argparse.Namespace) -> object:
+    prepared = []
+    for name in args.model or list(BUILTINS):
+        handle = load(name)
+        prepared.append({"name": name, "fingerprint": handle.fingerprint, "load_seconds": round(handle.load_seconds, 2)})
+    return prepared
+
+
+def _attention(args: argparse.Namespace) -> object:
+    handle = load(args.model)
+    result = attention.run(handle, args.text, ResultCache()).value
+    out = {
+        "model": handle.name,
+        "fingerprint": handle.fingerprint,
+        "token_ids": result.token_ids,
+        "tokens": result.tokens,
+        "n_layers": result.n_layers,
+        "n_heads": result.n_heads,
+        **{k: getattr(result, k) for k in attention.SUMMARIES},
+    }
+    if (args.layer is None) != (args.head is None):
+        raise LmscopeError("Give both --layer and --head to print one head's map.")
+    if args.layer is not None:
+        result.check_head(args.layer, args.head)
+        out.update(layer=args.layer, head=args.head, map=result.maps[args.layer, args.head].astype(np.float32))
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m probes", description="lmscope probes; JSON on stdout.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list-models", help="the built-in models").set_defaults(run=_list_models)
+    prepare = commands.add_parser("prepare", help="convert the built-in models into the local model store")
+    prepare.add_argument("--model", action="append", help="a model to prepare (default: every built-in)")
+    prepare.set_defaults(run=_prepare)
+    attn = commands.add_parser("attention", help="attention maps and per-head summaries")
+    attn.add_argument("--model", required=True, help="built-in name, Hugging Face id or local folder")
+    attn.add_argument("--text", required=True)
+    attn.add_argument("--layer", type=int)
+    attn.add_argument("--head", type=int)
+    attn.set_defaults(run=_attention)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; user errors print one line on stderr and exit 1."""
+    logging.basicConfig(level=logging.WARNING, format="lmscope: %(message)s")
+    args = _parser().parse_args(argv)
+    command: Callable[[argparse.Namespace], object] = args.run
+    try:
+        result = command(args)
+    except LmscopeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    json.dump(to_json(result), sys.stdout, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0

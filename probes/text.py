@@ -1,0 +1,87 @@
+"""Text input: clean odd Unicode, tokenise, and enforce the token limit with a clear message."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+
+from probes.errors import LmscopeError
+from probes.models import ModelHandle
+
+_KEEP_CONTROLS = {"\n", "\t"}
+# No tokenizer needs more characters than this per token, so a longer text is refused before tokenising it.
+_CHARS_PER_TOKEN_CAP = 64
+
+
+def clean(text: str) -> str:
+    """NFC-normalise, replace lone surrogates, and drop control characters other than newline and tab."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    kept = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category == "Cs":  # a lone surrogate cannot be encoded as UTF-8
+            kept.append("\ufffd")
+        elif category != "Cc" or char in _KEEP_CONTROLS:
+            kept.append(char)
+    return unicodedata.normalize("NFC", "".join(kept))
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A text as the model sees it: token ids and one readable string per token."""
+
+    text: str
+    token_ids: np.ndarray
+    tokens: list[str]
+
+
+def token_strings(handle: ModelHandle, ids: list[int]) -> list[str]:
+    """One readable label per token: its decoded text, or the raw piece where bytes are split across tokens."""
+    pieces = handle.tokenizer.convert_ids_to_tokens(ids)
+    labels = []
+    for token_id, piece in zip(ids, pieces):
+        decoded = handle.tokenizer.decode([token_id])
+        labels.append(piece if "\ufffd" in decoded or not decoded else decoded)
+    return labels
+
+
+class TextTooLong(LmscopeError):
+    """The text has more tokens than the configured limit."""
+
+    def __init__(self, n_tokens: int | None, limit: int) -> None:
+        size = f"{n_tokens} tokens" if n_tokens is not None else f"over {limit * _CHARS_PER_TOKEN_CAP:,} characters"
+        super().__init__(
+            f"The text has {size}, more than the limit of {limit} tokens (LMSCOPE_MAX_TOKENS). "
+            f"Shorten it or truncate it to the first {limit} tokens."
+        )
+        self.n_tokens = n_tokens
+        self.limit = limit
+
+
+def encode(handle: ModelHandle, text: str, max_tokens: int) -> Encoded:
+    """Tokenise a cleaned text as the model would (with its special tokens); refuse empty or too-long text."""
+    text = clean(text)
+    if not text.strip():
+        raise LmscopeError("The text is empty: type a sentence or two.")
+    if len(text) > max_tokens * _CHARS_PER_TOKEN_CAP:
+        raise TextTooLong(None, max_tokens)
+    ids = handle.tokenizer(text)["input_ids"]
+    if len(ids) > max_tokens:
+        raise TextTooLong(len(ids), max_tokens)
+    return Encoded(text, np.asarray(ids, dtype=np.int64), token_strings(handle, ids))
+
+
+def truncate(handle: ModelHandle, text: str, max_tokens: int) -> str:
+    """The longest prefix of the text that stays within max_tokens (special tokens included)."""
+    text = clean(text)[: max_tokens * _CHARS_PER_TOKEN_CAP]
+    ids = handle.tokenizer(text, add_special_tokens=False)["input_ids"]
+    n_special = len(handle.tokenizer("")["input_ids"])
+    keep = max(0, max_tokens - n_special)
+    while keep > 0:
+        prefix = handle.tokenizer.decode(ids[:keep])
+        if len(handle.tokenizer(prefix)["input_ids"]) <= max_tokens:
+            return prefix
+        keep -= 1
+    return ""

@@ -1,0 +1,1 @@
+"""Plotly figure builders: pure functions from probe results to figures (no torch, no Streamlit)."""

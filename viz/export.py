@@ -1,0 +1,53 @@
+"""Static export of figures (PNG, SVG, PDF) through kaleido and Debian's chromium, kept running between exports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import warnings
+
+import plotly.graph_objects as go
+
+from viz.theme import TEMPLATE
+
+FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+_started = threading.Lock()
+_server_running = False
+
+
+class ExportUnavailable(RuntimeError):
+    """No browser for kaleido: static export cannot work on this machine."""
+
+
+def browser_path() -> str | None:
+    """The chromium kaleido will use (BROWSER_PATH, else chromium on PATH), or None if there is none."""
+    path = os.environ.get("BROWSER_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+    return path if os.path.exists(path) else None
+
+
+def _ensure_server() -> None:
+    global _server_running
+    with _started:
+        if _server_running:
+            return
+        browser = browser_path()
+        if browser is None:
+            raise ExportUnavailable("Static export needs chromium: install Debian's chromium or set BROWSER_PATH.")
+        os.environ["BROWSER_PATH"] = browser
+        import kaleido
+
+        kaleido.start_sync_server(silence_warnings=True)
+        _server_running = True
+
+
+def figure_bytes(fig: go.Figure, fmt: str, width: int = 1400, height: int = 900, scale: float = 2.0) -> bytes:
+    """The figure rendered as PNG, SVG or PDF bytes, in the lmscope template whatever the default is."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+    _ensure_server()
+    export = go.Figure(fig)
+    export.update_layout(template=TEMPLATE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # kaleido warns that a running server ignores kopts
+        return export.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)
