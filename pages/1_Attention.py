@@ -47,8 +47,8 @@ if "attn_summary" not in st.session_state:
 
 def _pick_head() -> None:
     points = st.session_state["attn_grid"]["selection"]["points"]
-    if points and "customdata" in points[0]:
-        st.session_state["attn_layer"], st.session_state["attn_head"] = (int(v) for v in points[0]["customdata"])
+    if points:  # the grid's markers sit at x = head, y = layer
+        st.session_state["attn_layer"], st.session_state["attn_head"] = int(points[0]["y"]), int(points[0]["x"])
 
 
 controls = st.columns([1, 1, 3])

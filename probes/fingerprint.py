@@ -49,9 +49,10 @@ def file_digest(path: Path) -> str:
     return memo[str(path)]["sha256"]
 
 
-def folder_fingerprint(folder: Path, config: dict) -> str:
-    """Fingerprint of a model: its config plus the digest of every weight file in its folder."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+def folder_fingerprint(folder: Path) -> str:
+    """Fingerprint of a model folder: its config.json plus the digest of every weight file in it."""
+    config = json.loads((folder / "config.json").read_text())
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for weight in sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES):
         digest.update(f"{weight.name}:{file_digest(weight)}".encode())
     return digest.hexdigest()[:16]

@@ -186,7 +186,7 @@ def load(name: str) -> ModelHandle:
     except Exception as exc:  # transformers raises many types for a model it cannot build
         raise LmscopeError(f"Model '{name}' failed to load: {type(exc).__name__}: {exc}".strip()) from exc
     model.eval()
-    fingerprint = folder_fingerprint(folder, config.to_dict())
+    fingerprint = folder_fingerprint(folder)
     return ModelHandle(name.strip(), source, model, tokenizer, fingerprint, time.perf_counter() - started)
 
 

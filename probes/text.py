@@ -74,14 +74,15 @@ def encode(handle: ModelHandle, text: str, max_tokens: int) -> Encoded:
 
 
 def truncate(handle: ModelHandle, text: str, max_tokens: int) -> str:
-    """The longest prefix of the text that stays within max_tokens (special tokens included)."""
+    """The longest prefix of the text, as typed, that stays within max_tokens (special tokens included)."""
     text = clean(text)[: max_tokens * _CHARS_PER_TOKEN_CAP]
-    ids = handle.tokenizer(text, add_special_tokens=False)["input_ids"]
-    n_special = len(handle.tokenizer("")["input_ids"])
-    keep = max(0, max_tokens - n_special)
+    tokenizer = handle.tokenizer
+    ends = [end for _, end in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+    keep = min(len(ends), max_tokens - len(tokenizer("")["input_ids"]))
+    # Tokenising a cut text can split its last word differently, so step back until it fits.
     while keep > 0:
-        prefix = handle.tokenizer.decode(ids[:keep])
-        if len(handle.tokenizer(prefix)["input_ids"]) <= max_tokens:
+        prefix = text[: ends[keep - 1]]
+        if len(tokenizer(prefix)["input_ids"]) <= max_tokens:
             return prefix
         keep -= 1
     return ""

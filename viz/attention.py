@@ -45,10 +45,11 @@ def attention_heatmap(result: AttentionLike, layer: int, head: int) -> go.Figure
             hovertemplate="%{customdata}<br>weight %{z:.4f}<extra></extra>",
         )
     )
-    kind = "causal: blank cells are masked" if result.is_causal else "bidirectional"
-    themed(fig, f"Layer {layer}, head {head}: attention weights ({kind})")
-    fig.update_xaxes(title_text="key (attended-to token)", constrain="domain", showgrid=False, **token_axis(result.tokens, angle=-60))
-    fig.update_yaxes(title_text="query (attending token)", autorange="reversed", scaleanchor="x", showgrid=False, **token_axis(result.tokens))
+    themed(fig, f"Layer {layer}, head {head}: attention weights")
+    kind = "causal: a token sees only earlier tokens, blank cells are masked" if result.is_causal else "bidirectional encoder"
+    fig.update_layout(title_subtitle_text=kind)
+    fig.update_xaxes(title_text="key (attended-to token)", constrain="domain", showgrid=False, zeroline=False, **token_axis(result.tokens, angle=-60))
+    fig.update_yaxes(title_text="query (attending token)", autorange="reversed", scaleanchor="x", showgrid=False, zeroline=False, **token_axis(result.tokens))
     fig.update_layout(height=760)
     return fig
 
@@ -69,22 +70,23 @@ def head_summary_grid(result: AttentionLike, summary: str) -> go.Figure:
                 zmin=0.0,
                 zmax=zmax,
                 colorbar={"title": {"text": summary.replace("_", " ")}},
-                hovertemplate="layer %{y}, head %{x}<br>%{z:.3f}<extra></extra>",
+                hoverinfo="skip",
             ),
-            # Heatmap cells cannot be selected in Plotly; invisible markers on the cell centres can.
+            # Heatmap cells cannot be selected in Plotly; invisible markers on the cell centres can,
+            # so they carry the hover text and the click.
             go.Scatter(
                 x=heads.ravel(),
                 y=layers.ravel(),
                 mode="markers",
                 marker={"size": 14, "opacity": 0.0},
-                customdata=np.stack([layers.ravel(), heads.ravel()], axis=1),
-                hoverinfo="skip",
+                customdata=values.ravel(),
+                hovertemplate="layer %{y}, head %{x}<br>%{customdata:.3f}<extra></extra>",
                 showlegend=False,
             ),
         ]
     )
     themed(fig, SUMMARY_LABELS[summary])
-    fig.update_xaxes(title_text="head", range=[-0.5, n_heads - 0.5], dtick=1 if n_heads <= 16 else None, showgrid=False)
-    fig.update_yaxes(title_text="layer", range=[n_layers - 0.5, -0.5], dtick=1 if n_layers <= 32 else None, showgrid=False)
+    fig.update_xaxes(title_text="head", range=[-0.5, n_heads - 0.5], dtick=1 if n_heads <= 16 else None, showgrid=False, zeroline=False)
+    fig.update_yaxes(title_text="layer", range=[n_layers - 0.5, -0.5], dtick=1 if n_layers <= 32 else None, showgrid=False, zeroline=False)
     fig.update_layout(clickmode="event+select", dragmode=False, height=max(420, 22 * n_layers + 160))
     return fig

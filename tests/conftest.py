@@ -1,0 +1,55 @@
+"""Shared fixtures: one loaded copy of each built-in model per test session, and a private result cache."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# Results go to a throwaway cache; the model store stays the prepared one (`make models`).
+os.environ["LMSCOPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmscope-test-cache-")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from probes.cache import ResultCache  # noqa: E402
+from probes.models import ModelHandle, load  # noqa: E402
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> ModelHandle:
+    return load("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma3() -> ModelHandle:
+    return load("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> ModelHandle:
+    return load("all-minilm-l6-v2")
+
+
+@pytest.fixture(params=["smollm2", "gemma3", "minilm"])
+def any_model(request: pytest.FixtureRequest) -> ModelHandle:
+    """Each built-in model in turn."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> ResultCache:
+    store = ResultCache(tmp_path / "cache")
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

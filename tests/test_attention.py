@@ -1,0 +1,84 @@
+"""The attention probe on the real built-in models, checked against transformers' own output_attentions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from probes import attention
+from probes.cache import ResultCache
+from probes.errors import LmscopeError
+from probes.models import ModelHandle
+
+TEXT = "When Mary and John went to the store, John gave a drink to Mary. Then they went home."
+
+
+def _direct_attentions(handle: ModelHandle, token_ids: np.ndarray) -> list[np.ndarray]:
+    ids = torch.as_tensor(token_ids)[None]
+    with torch.inference_mode():
+        out = handle.model(input_ids=ids, output_attentions=True)
+    return [a[0].double().numpy() for a in out.attentions]
+
+
+def test_maps_are_distributions_over_visible_keys(any_model: ModelHandle, cache: ResultCache) -> None:
+    result = attention.run(any_model, TEXT, cache).value
+    n = len(result.tokens)
+    assert result.maps.shape == (any_model.n_layers, any_model.n_heads, n, n)
+    maps = result.maps.astype(np.float64)
+    np.testing.assert_allclose(maps.sum(axis=-1), 1.0, atol=5e-3)
+    future = np.triu(np.ones((n, n), dtype=bool), k=1)
+    if any_model.is_causal:
+        assert np.all(maps[..., future] == 0)
+    else:
+        assert np.all(maps[..., future].sum(axis=-1) > 0)
+
+
+def test_summaries_equal_a_direct_computation(any_model: ModelHandle, cache: ResultCache) -> None:
+    result = attention.run(any_model, TEXT, cache).value
+    direct = _direct_attentions(any_model, result.token_ids)
+    n = len(result.tokens)
+    for layer, maps in enumerate(direct):
+        for head in range(any_model.n_heads):
+            a = maps[head]
+            sink = np.mean([a[q, 0] for q in range(1, n)])
+            prev = np.mean([a[q, q - 1] for q in range(1, n)])
+            entropy = np.mean([-sum(p * np.log(p) for p in row if p > 0) for row in a])
+            assert result.sink_share[layer, head] == pytest.approx(sink, abs=1e-5)
+            assert result.previous_token[layer, head] == pytest.approx(prev, abs=1e-5)
+            assert result.entropy[layer, head] == pytest.approx(entropy, abs=1e-4)
+        np.testing.assert_allclose(result.maps[layer].astype(np.float64), maps, atol=1e-3)
+
+
+def test_grouped_query_heads_are_expanded(smollm2: ModelHandle, cache: ResultCache) -> None:
+    result = attention.run(smollm2, TEXT, cache).value
+    assert smollm2.n_kv_heads < smollm2.n_heads == result.n_heads == 9
+    # Query heads sharing one key/value head still attend differently.
+    group = smollm2.n_heads // smollm2.n_kv_heads
+    assert not np.array_equal(result.maps[5, 0], result.maps[5, group - 1])
+
+
+def test_sink_appears_beyond_the_first_layers(smollm2: ModelHandle, cache: ResultCache) -> None:
+    """StreamingLLM's observation, measured: later layers put far more weight on token 0 than layer 0."""
+    result = attention.run(smollm2, TEXT, cache).value
+    per_layer = result.sink_share.mean(axis=1)
+    assert per_layer[2:].mean() > 2 * per_layer[0]
+
+
+def test_tokens_match_the_tokenizer(any_model: ModelHandle, cache: ResultCache) -> None:
+    result = attention.run(any_model, TEXT, cache).value
+    assert result.token_ids.tolist() == any_model.tokenizer(TEXT)["input_ids"]
+    assert len(result.tokens) == len(result.token_ids)
+    assert all(result.tokens)
+
+
+def test_one_token_text_is_refused(smollm2: ModelHandle, cache: ResultCache) -> None:
+    with pytest.raises(LmscopeError, match="at least two tokens"):
+        attention.run(smollm2, "Hello", cache)
+
+
+@pytest.mark.parametrize(("layer", "head"), [(-1, 0), (30, 0), (0, 9), (0, -1)])
+def test_out_of_range_heads_get_a_message(smollm2: ModelHandle, cache: ResultCache, layer: int, head: int) -> None:
+    result = attention.run(smollm2, TEXT, cache).value
+    with pytest.raises(LmscopeError, match="does not exist"):
+        result.check_head(layer, head)

@@ -1,0 +1,164 @@
+"""End to end: a real `streamlit run app.py` on loopback, driven by Playwright in Debian's chromium."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+WAIT_MS = 240_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not become healthy within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The dashboard served on a free loopback port."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, 120)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1500, "height": 1200})
+    yield context.new_page()
+    context.close()
+
+
+def _settle(page: Page) -> None:
+    """Wait until the script has finished its run."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector(IDLE, timeout=WAIT_MS)
+
+
+def _no_exception(page: Page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def _location(page: Page) -> str:
+    """The address bar now (Streamlit rewrites it with history.replaceState, which page.url can miss)."""
+    return page.evaluate("location.href")
+
+
+def _open(page: Page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector(IDLE, timeout=WAIT_MS)
+
+
+def test_type_text_then_open_the_attention_view(server: str, page: Page, artifacts: Path) -> None:
+    _open(page, server)
+    page.wait_for_selector("text=Tokens", timeout=WAIT_MS)
+    area = page.get_by_role("textbox", name="Text")
+    area.fill("Induction heads copy what followed the last time: red apple, green pear, red apple.")
+    area.press("Control+Enter")
+    page.wait_for_selector('span[title^="position"]:has-text("pear")', timeout=WAIT_MS)
+    _settle(page)
+    page.screenshot(path=str(artifacts / "home.png"), full_page=True)
+    _no_exception(page)
+    page.get_by_role("link", name="Attention: heatmaps").click()
+    page.wait_for_selector(".js-plotly-plot >> nth=1", timeout=WAIT_MS)
+    _settle(page)
+    page.screenshot(path=str(artifacts / "attention-typed.png"), full_page=True)
+    _no_exception(page)
+    assert "pear" in page.locator(".js-plotly-plot").first.inner_text()
+    assert "text=" in _location(page) and "pear" in _location(page)
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma3-270m", "all-minilm-l6-v2"])
+def test_attention_page_on_each_builtin(server: str, page: Page, artifacts: Path, model: str) -> None:
+    query = urlencode({"model": model, "text": "The sink takes what nobody else wants. Then it rests.", "layer": 2, "head": 1})
+    _open(page, f"{server}/Attention?{query}")
+    page.wait_for_selector(".js-plotly-plot >> nth=1", timeout=WAIT_MS)
+    _settle(page)
+    page.screenshot(path=str(artifacts / f"attention-{model}.png"), full_page=True)
+    _no_exception(page)
+    assert "Layer 2, head 1" in page.locator(".js-plotly-plot").first.inner_text()
+
+
+def test_clicking_a_grid_cell_selects_that_head(server: str, page: Page, artifacts: Path) -> None:
+    _open(page, f"{server}/Attention?{urlencode({'text': 'One head looks back; another looks at the start.'})}")
+    grid = page.locator(".js-plotly-plot").nth(1)
+    grid.wait_for(timeout=WAIT_MS)
+    _settle(page)
+    x, y = grid.evaluate(
+        """(el, [layer, head]) => {
+            const l = el._fullLayout, box = el.getBoundingClientRect();
+            return [box.left + l.xaxis._offset + l.xaxis.l2p(head), box.top + l.yaxis._offset + l.yaxis.l2p(layer)];
+        }""",
+        [12, 5],
+    )
+    page.mouse.click(x, y)
+    page.wait_for_selector('text="Layer 12, head 5: attention weights"', timeout=WAIT_MS)
+    _settle(page)
+    page.screenshot(path=str(artifacts / "attention-clicked.png"), full_page=True)
+    _no_exception(page)
+    assert "layer=12" in _location(page) and "head=5" in _location(page)
+
+
+def test_bad_url_gets_messages_not_tracebacks(server: str, page: Page) -> None:
+    _open(page, f"{server}/Attention?layer=400&head=abc")
+    page.wait_for_selector("text=is out of range", timeout=WAIT_MS)
+    _no_exception(page)
+    _open(page, f"{server}/?model=no/such-model")
+    page.wait_for_selector("text=Unknown model", timeout=WAIT_MS)
+    _no_exception(page)

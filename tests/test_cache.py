@@ -1,0 +1,92 @@
+"""The disk cache: real diskcache in a temporary folder; hits, keys, eviction, and every failure survived."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probes import attention
+from probes.cache import ResultCache, cache_key
+from probes.models import ModelHandle
+
+TEXT = "Caches make the second look instant."
+
+
+def test_hit_returns_identical_arrays(smollm2: ModelHandle, cache: ResultCache) -> None:
+    first = attention.run(smollm2, TEXT, cache)
+    second = attention.run(smollm2, TEXT, cache)
+    assert (first.hit, second.hit) == (False, True)
+    assert first.warning is None and second.warning is None
+    for name in ("maps", "sink_share", "previous_token", "entropy", "token_ids"):
+        assert np.array_equal(getattr(first.value, name), getattr(second.value, name))
+    assert second.value.tokens == first.value.tokens
+
+
+def test_results_survive_a_new_cache_object(smollm2: ModelHandle, tmp_path: Path) -> None:
+    attention.run(smollm2, TEXT, ResultCache(tmp_path))
+    assert attention.run(smollm2, TEXT, ResultCache(tmp_path)).hit
+
+
+def test_key_changes_with_model_probe_version_and_input() -> None:
+    base = cache_key("model-a", "attention", 1, {"token_ids": [1, 2, 3]})
+    assert base == cache_key("model-a", "attention", 1, {"token_ids": [1, 2, 3]})
+    variants = [
+        cache_key("model-b", "attention", 1, {"token_ids": [1, 2, 3]}),
+        cache_key("model-a", "activations", 1, {"token_ids": [1, 2, 3]}),
+        cache_key("model-a", "attention", 2, {"token_ids": [1, 2, 3]}),
+        cache_key("model-a", "attention", 1, {"token_ids": [1, 2, 4]}),
+        cache_key("model-a", "attention", 1, {"token_ids": [1, 2, 3], "layer": 0}),
+    ]
+    assert len({base, *variants}) == 6
+
+
+def test_other_text_or_model_misses(smollm2: ModelHandle, minilm: ModelHandle, cache: ResultCache) -> None:
+    attention.run(smollm2, TEXT, cache)
+    assert not attention.run(smollm2, TEXT + " Again.", cache).hit
+    assert not attention.run(minilm, TEXT, cache).hit
+
+
+def test_corrupted_entry_is_recomputed(smollm2: ModelHandle, tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path)
+    fresh = attention.run(smollm2, TEXT, cache).value
+    value_files = list(tmp_path.rglob("*.val"))
+    assert value_files, "large results are stored as files"
+    for path in value_files:
+        path.write_bytes(b"\x80\x04garbage")
+    again = attention.run(smollm2, TEXT, cache)
+    assert not again.hit and "unreadable" in again.warning
+    assert np.array_equal(again.value.maps, fresh.maps)
+    assert attention.run(smollm2, TEXT, cache).hit
+
+
+def test_unusable_directory_computes_anyway(smollm2: ModelHandle, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cache = ResultCache(blocker / "cache")
+    assert cache.problem and "cannot be used" in cache.problem
+    result = attention.run(smollm2, TEXT, cache)
+    assert result.value.maps.shape[0] == smollm2.n_layers
+    assert not result.hit and "not saved" in result.warning
+
+
+def test_full_disk_only_warns(smollm2: ModelHandle, cache: ResultCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache._store, "set", no_space)
+    result = attention.run(smollm2, TEXT, cache)
+    assert result.value.n_layers == smollm2.n_layers
+    assert "could not be saved" in result.warning
+
+
+def test_size_limit_evicts_least_recently_used(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path, size_limit_mb=1)
+    blob = np.random.default_rng(0).random(40_000)  # about 320 kB each
+    for i in range(8):
+        cache.fetch(f"k{i}", lambda: blob.copy())
+    assert cache.volume_mb() <= 1.5
+    assert not cache.fetch("k0", lambda: blob.copy()).hit  # the oldest was evicted
+    assert cache.fetch("k0", lambda: blob.copy()).hit  # and the cache still stores new results

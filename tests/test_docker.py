@@ -1,0 +1,172 @@
+"""The Dockerfile: hadolint accepts it, and its install steps and start command work (checked without Docker)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from probes.settings import settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+PREPARE = ["python", "-m", "probes", "prepare"]
+HEALTH_TIMEOUT_S = 120
+
+Instruction = tuple[str, str]  # (keyword in capitals, its arguments)
+
+
+def instructions(dockerfile: Path) -> list[Instruction]:
+    """A Dockerfile's instructions, with comments dropped and backslash-continued lines joined."""
+    parsed: list[Instruction] = []
+    pending = ""
+    for line in dockerfile.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + line).partition(" ")
+        parsed.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    return parsed
+
+
+def env_values(parsed: list[Instruction]) -> dict[str, str]:
+    """The variables that the ENV instructions set (KEY=value form)."""
+    return dict(
+        token.split("=", 1) for keyword, arguments in parsed if keyword == "ENV" for token in shlex.split(arguments)
+    )
+
+
+def python_steps(parsed: list[Instruction]) -> list[list[str]]:
+    """The pip and python commands of the RUN instructions, in order (the apt and user steps need Debian and root)."""
+    return [
+        argv
+        for keyword, arguments in parsed
+        if keyword == "RUN"
+        for command in arguments.split("&&")
+        if (argv := shlex.split(command)) and argv[0] in {"pip", "python"}
+    ]
+
+
+def start_command(parsed: list[Instruction]) -> list[str]:
+    """The CMD instruction's JSON array."""
+    commands = [json.loads(arguments) for keyword, arguments in parsed if keyword == "CMD"]
+    assert commands, "the Dockerfile has no CMD"
+    return commands[-1]
+
+
+def in_venv(argv: list[str], venv: Path) -> list[str]:
+    """The command with its program (pip, python, streamlit) taken from the virtual environment."""
+    program = venv / "bin" / argv[0]
+    assert program.exists(), f"{argv[0]} is not installed in the virtual environment"
+    return [str(program), *argv[1:]]
+
+
+def on_loopback(argv: list[str], port: int) -> list[str]:
+    """The start command with --server.port and --server.address replaced to listen on 127.0.0.1:port."""
+    overrides = {"--server.port": str(port), "--server.address": "127.0.0.1"}
+    replaced = []
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        replaced.append(f"{name}={overrides.pop(name)}" if name in overrides else arg)
+    assert not overrides, f"the start command does not set {', '.join(overrides)}"
+    return replaced
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_step(argv: list[str], env: dict[str, str]) -> None:
+    """Run one build step from the repository root; fail the test with its output if it fails."""
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"`{shlex.join(argv)}` exited {done.returncode}:\n{output}"
+
+
+@contextlib.contextmanager
+def serving(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """Start the server from the repository root with its output in log; stop it on the way out."""
+    with log.open("wb") as out:
+        server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield server
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    """Poll the health endpoint until it answers "ok"; fail early if the server exits, or after HEALTH_TIMEOUT_S."""
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the server exited {server.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.read() == b"ok":
+                    return
+        except OSError:  # not listening yet
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer ok within {HEALTH_TIMEOUT_S} s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def test_hadolint_passes() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.exists(), f"hadolint is not installed next to {sys.executable} (requirements-test.txt)"
+    done = subprocess.run(
+        [str(hadolint), "--no-color", "--config", str(ROOT / ".hadolint.yaml"), str(DOCKERFILE)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.timeout(900)
+def test_install_steps_and_start_command_work_in_a_fresh_venv(tmp_path: Path) -> None:
+    parsed = instructions(DOCKERFILE)
+    steps = python_steps(parsed)
+    assert any(argv[:2] == ["pip", "install"] for argv in steps), "the Dockerfile installs nothing with pip"
+    assert PREPARE in steps, "the Dockerfile does not convert the built-in models at build time"
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {
+        **os.environ,
+        **env_values(parsed),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        # The session's store is already prepared, so `prepare` only checks it; the rest stays in tmp_path.
+        "LMSCOPE_MODEL_STORE": str(settings().model_store),
+        "LMSCOPE_HOME": str(tmp_path / "home"),
+        "LMSCOPE_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    for argv in steps:
+        run_step(in_venv(argv, venv), env)
+
+    port = free_port()
+    command = in_venv(on_loopback(start_command(parsed), port), venv)
+    log = tmp_path / "server.log"
+    with serving(command, env, log) as server:
+        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", server, log)

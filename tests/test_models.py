@@ -1,0 +1,132 @@
+"""Loading: built-ins offline, GGUF conversion identical to transformers' GGUF loader, fingerprints, safety."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from probes.builtin import BUILTINS
+from probes.errors import LmscopeError
+from probes.fingerprint import folder_fingerprint
+from probes.gguf_store import converted_folder, load_gguf
+from probes.models import ModelHandle, load, resolve
+from probes.settings import settings
+
+TEXT = "The quick brown fox jumps over the lazy dog.\nÜnïcödé, emoji 🙂 and numbers 1234."
+
+
+@pytest.mark.parametrize("fixture", ["smollm2", "gemma3"])
+def test_converted_gguf_matches_transformers_gguf_loader(fixture: str, request: pytest.FixtureRequest) -> None:
+    handle: ModelHandle = request.getfixturevalue(fixture)
+    gguf = BUILTINS[handle.name].locate(settings().model_store)
+    reference, reference_tokenizer = load_gguf(gguf)
+    reference.set_attn_implementation("eager")  # as lmscope loads it, so the same kernels run
+    converted = handle.model.state_dict()
+    assert all(torch.equal(converted[k], v) for k, v in reference.state_dict().items())
+    ids = handle.tokenizer(TEXT, return_tensors="pt").input_ids
+    assert torch.equal(ids, reference_tokenizer(TEXT, return_tensors="pt").input_ids)
+    with torch.inference_mode():
+        assert torch.equal(handle.model(ids).logits, reference(ids).logits)
+
+
+def test_conversion_happens_once(smollm2: ModelHandle) -> None:
+    store = settings().model_store
+    gguf = BUILTINS[smollm2.name].locate(store)
+    folder = converted_folder(gguf, store)
+    before = (folder / "model.safetensors").stat().st_mtime_ns
+    started = time.perf_counter()
+    assert converted_folder(gguf, store) == folder
+    assert time.perf_counter() - started < 5
+    assert (folder / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_builtins_describe_themselves(smollm2: ModelHandle, gemma3: ModelHandle, minilm: ModelHandle) -> None:
+    for handle in (smollm2, gemma3, minilm):
+        config = handle.text_config
+        assert handle.n_layers == config.num_hidden_layers
+        assert handle.n_heads == config.num_attention_heads
+        assert handle.model.config._attn_implementation == "eager"
+        assert next(handle.model.parameters()).dtype == torch.float32
+        assert len(handle.fingerprint) == 16
+    assert (smollm2.architecture, smollm2.is_causal, smollm2.n_kv_heads) == ("LlamaForCausalLM", True, 3)
+    assert (gemma3.architecture, gemma3.is_causal) == ("Gemma3ForCausalLM", True)
+    assert (minilm.architecture, minilm.is_causal) == ("BertModel", False)
+    assert len({smollm2.fingerprint, gemma3.fingerprint, minilm.fingerprint}) == 3
+
+
+def test_smollm2_adds_no_bos_and_gemma_does(smollm2: ModelHandle, gemma3: ModelHandle) -> None:
+    assert smollm2.tokenizer("Hello")["input_ids"][0] != smollm2.tokenizer.bos_token_id
+    assert gemma3.tokenizer("Hello")["input_ids"][0] == gemma3.tokenizer.bos_token_id
+
+
+def test_local_folder_loads_through_the_same_path(minilm: ModelHandle) -> None:
+    folder, _ = resolve("all-minilm-l6-v2")
+    by_path = load(folder)
+    assert by_path.source.startswith("local folder")
+    assert by_path.fingerprint == minilm.fingerprint
+
+
+def _copy_model(src: str, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("1_Pooling", "*.md"))
+    return dst
+
+
+def test_fingerprint_follows_config_and_weights(tmp_path: Path) -> None:
+    folder = _copy_model(resolve("all-minilm-l6-v2")[0], tmp_path / "m")
+    base = folder_fingerprint(folder)
+    assert folder_fingerprint(folder) == base
+    config_file = folder / "config.json"
+    original_config = config_file.read_text()
+    config_file.write_text(json.dumps({**json.loads(original_config), "layer_norm_eps": 1e-5}))
+    assert folder_fingerprint(folder) != base
+    config_file.write_text(original_config)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert folder_fingerprint(folder) not in (base, "")
+
+
+def test_pickle_checkpoints_are_refused_unless_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (folder / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with pytest.raises(LmscopeError, match="pickle"):
+        load(str(folder))
+    monkeypatch.setenv("LMSCOPE_ALLOW_PICKLE", "1")
+    with pytest.raises(LmscopeError, match="failed to load"):
+        load(str(folder))
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "No model given"),
+        ("   ", "No model given"),
+        ("no-such-org/no-such-model", "not in the local Hugging Face cache"),
+        ("/definitely/not/here", "Unknown model"),
+        ("bad name with spaces!", "Unknown model"),
+        ("/tmp/missing.gguf", "No GGUF file"),
+    ],
+)
+def test_unknown_models_get_a_clear_message(name: str, message: str) -> None:
+    with pytest.raises(LmscopeError, match=message):
+        load(name)
+
+
+def test_folder_without_config_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LmscopeError, match="no config.json"):
+        load(str(tmp_path))
+
+
+def test_broken_config_fails_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{ not json")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(LmscopeError, match="failed to load"):
+        load(str(tmp_path))

@@ -1,0 +1,78 @@
+"""Figure builders: the data they draw is the probe's data; exports are real PNG/SVG/PDF files."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+
+from probes import attention
+from probes.cache import ResultCache
+from probes.models import ModelHandle
+from viz.attention import attention_heatmap, head_summary_grid
+from viz.export import figure_bytes
+from viz.theme import TEMPLATE, token_axis, visible
+from viz.tokens import token_chips_html
+
+TEXT = "The cat sat on the mat.\nThe dog sat on the log."
+
+
+@pytest.fixture(scope="module")
+def smollm2_attention(smollm2: ModelHandle, tmp_path_factory: pytest.TempPathFactory) -> attention.AttentionResult:
+    return attention.run(smollm2, TEXT, ResultCache(tmp_path_factory.mktemp("cache"))).value
+
+
+def test_heatmap_draws_the_head_and_blanks_the_future(smollm2_attention: attention.AttentionResult) -> None:
+    fig = attention_heatmap(smollm2_attention, 4, 2)
+    z = np.asarray(fig.data[0].z, dtype=float)
+    n = len(smollm2_attention.tokens)
+    expected = smollm2_attention.maps[4, 2].astype(float)
+    lower = np.tril(np.ones((n, n), dtype=bool))
+    np.testing.assert_array_equal(z[lower], expected[lower])
+    assert np.isnan(z[~lower]).all()
+    assert list(fig.layout.xaxis.ticktext) == [visible(t) for t in smollm2_attention.tokens]
+    assert "Layer 4, head 2" in fig.layout.title.text
+
+
+def test_encoder_heatmap_has_no_mask(minilm: ModelHandle, cache: ResultCache) -> None:
+    result = attention.run(minilm, TEXT, cache).value
+    z = np.asarray(attention_heatmap(result, 0, 0).data[0].z, dtype=float)
+    assert not np.isnan(z).any()
+
+
+def test_grid_cells_carry_layer_and_head(smollm2_attention: attention.AttentionResult) -> None:
+    fig = head_summary_grid(smollm2_attention, "previous_token")
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), smollm2_attention.previous_token)
+    markers = fig.data[1]
+    assert len(markers.x) == len(markers.y) == len(markers.customdata) == 30 * 9
+    index = 7 * 9 + 5
+    assert (markers.y[index], markers.x[index]) == (7, 5)
+    assert markers.customdata[index] == pytest.approx(smollm2_attention.previous_token[7, 5])
+
+
+def test_long_axes_are_thinned() -> None:
+    axis = token_axis([f"t{i}" for i in range(500)], max_labels=50)
+    assert len(axis["tickvals"]) <= 50 and axis["tickvals"][0] == 0
+
+
+def test_token_chips_escape_html() -> None:
+    html = token_chips_html(["<b>", " x"], np.array([5, 6]))
+    assert "&lt;b&gt;" in html and "␣x" in html and "<b>" not in html
+
+
+def test_exports_ignore_the_default_template(smollm2_attention: attention.AttentionResult) -> None:
+    fig = attention_heatmap(smollm2_attention, 0, 0)
+    pio.templates.default = "plotly_dark"  # what importing a UI library may do
+    try:
+        png = figure_bytes(fig, "png", width=640, height=480, scale=1)
+        svg = figure_bytes(fig, "svg", width=640, height=480)
+        pdf = figure_bytes(fig, "pdf", width=640, height=480)
+    finally:
+        pio.templates.default = "plotly"
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[16:20], "big") == 640 and int.from_bytes(png[20:24], "big") == 480
+    assert b"<svg" in svg[:500] and b"Layer 0, head 0" in svg
+    assert b'fill: rgb(255, 255, 255)' in svg or b"fill:#fff" in svg.replace(b" ", b"")
+    assert pdf.startswith(b"%PDF")
+    assert go.Figure(fig).layout.template == TEMPLATE
