@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from transformers.utils import ModelOutput
 
+from probes.errors import LmscopeError
 from probes.models import ModelHandle
 
 
@@ -22,4 +23,7 @@ def forward(handle: ModelHandle, token_ids: np.ndarray, *, logits: bool = False,
     if not logits and "logits_to_keep" in inspect.signature(handle.model.forward).parameters:
         kwargs["logits_to_keep"] = 1
     with handle.lock, torch.inference_mode():
-        return handle.model(**kwargs)
+        try:
+            return handle.model(**kwargs)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # e.g. a model that needs decoder inputs
+            raise LmscopeError(f"Model '{handle.name}' failed on this text: {type(exc).__name__}: {exc}") from exc

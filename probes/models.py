@@ -71,7 +71,7 @@ class ModelHandle:
     @property
     def is_causal(self) -> bool:
         """Decoders attend only to earlier tokens; encoders (BERT) attend both ways."""
-        return not getattr(self.text_config, "is_encoder_decoder", False) and _is_causal_config(self.config)
+        return _is_causal_config(self.config)
 
     @property
     def n_parameters(self) -> int:

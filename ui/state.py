@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes.builtin import BUILTINS, DEFAULT_MODEL
+from probes.builtin import DEFAULT_MODEL
 from probes.text import clean
 
 DEFAULT_TEXT = (
@@ -71,6 +71,3 @@ def url_int(name: str, default: int, upper: int) -> tuple[int, str | None]:
         return default, f"The link's {name}={value} is out of range (0 to {upper - 1}); showing {name} {default}."
     return value, None
 
-
-def is_builtin(name: str) -> bool:
-    return name in BUILTINS
