@@ -21,9 +21,12 @@ page(
 handle = loaded_model(state.model_name())
 if handle is None:
     st.stop()
+if "attn_logits" not in st.session_state:
+    st.session_state["attn_logits"] = st.query_params.get("logits") == "1"
+show_logits = st.session_state["attn_logits"]
 try:
-    with st.spinner("Running the model with output_attentions..."):
-        cached = attention.run(handle, state.text(), result_cache())
+    with st.spinner("Running the model and summarising every head..."):
+        cached = attention.run(handle, state.text(), result_cache(), with_logits=show_logits)
 except LmscopeError as exc:
     st.error(str(exc))
     st.page_link("app.py", label="Change the model or text", icon=":material/edit:")
@@ -51,17 +54,19 @@ def _pick_head() -> None:
         st.session_state["attn_layer"], st.session_state["attn_head"] = int(points[0]["y"]), int(points[0]["x"])
 
 
-controls = st.columns([1, 1, 3])
+controls = st.columns([1, 1, 1, 3])
 layer = controls[0].number_input("Layer", 0, result.n_layers - 1, key="attn_layer")
 head = controls[1].number_input("Head", 0, result.n_heads - 1, key="attn_head")
-summary = controls[2].radio(
-    "Overview colour", attention.SUMMARIES, key="attn_summary", horizontal=True, format_func=lambda s: SUMMARY_LABELS[s]
-)
-state.sync_url(layer=layer, head=head, summary=summary)
+controls[2].toggle("Logits", key="attn_logits", help="Show pre-softmax scores (q·k scaled, before the softmax) instead of weights.")
+summary = controls[3].selectbox("Overview colour", attention.SUMMARIES, key="attn_summary", format_func=lambda s: SUMMARY_LABELS[s])
+state.sync_url(layer=layer, head=head, summary=summary, logits=int(show_logits))
 
 left, right = st.columns([3, 2])
 with left:
-    show_figure(attention_heatmap(result, layer, head), "attn_map", f"{result.model}-attention-L{layer}-H{head}")
+    kind = "logits" if show_logits else "attention"
+    show_figure(
+        attention_heatmap(result, layer, head, logits=show_logits), "attn_map", f"{result.model}-{kind}-L{layer}-H{head}"
+    )
 with right:
     st.markdown("Click a cell to show that head.")
     show_figure(

@@ -1,12 +1,19 @@
-"""Attention probe: every layer's and query head's attention map, with per-head summaries."""
+"""Attention probe: per-head summaries of every layer, and maps of every head (block-pooled when long).
+
+Summaries are computed layer by layer inside the attention call (probes.capture), so a 4,096-token text
+never holds more than one layer's n x n maps at a time.
+"""
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from probes.cache import Cached, ResultCache, cache_key
+from probes.capture import capturing
 from probes.errors import LmscopeError
 from probes.forward import forward
 from probes.models import ModelHandle
@@ -14,23 +21,30 @@ from probes.settings import settings
 from probes.text import Encoded, encode
 
 NAME = "attention"
-VERSION = 1
-SUMMARIES = ("sink_share", "previous_token", "entropy")
+VERSION = 2
+SUMMARIES = ("sink_share", "previous_token", "delimiter_share", "mean_distance", "entropy")
+# Maps longer than this are block-pooled for display; summaries always use the exact maps.
+MAX_MAP_SIDE = 256
 
 
 @dataclass
 class AttentionResult:
-    """Attention maps (layers x query heads x queries x keys, rows sum to 1) and per-head summaries."""
+    """Per-head summaries (n_layers x n_heads) and attention maps (n_layers x n_heads x cells x cells)."""
 
     model: str
     fingerprint: str
     token_ids: np.ndarray
     tokens: list[str]
     is_causal: bool
-    maps: np.ndarray  # float16, (n_layers, n_heads, n_tokens, n_tokens)
-    sink_share: np.ndarray  # (n_layers, n_heads): mean over queries 1..n-1 of the weight on key 0
-    previous_token: np.ndarray  # (n_layers, n_heads): mean over queries 1..n-1 of the weight on key q-1
-    entropy: np.ndarray  # (n_layers, n_heads): mean over queries of the row entropy, in nats
+    delimiters: np.ndarray  # bool per token: punctuation, newline, or a special token after the first
+    pool: int  # tokens per map cell along each axis; 1 means the maps are exact
+    maps: np.ndarray  # float16; a cell is the queries' mean total weight on the cell's keys, so rows sum to 1
+    logits: np.ndarray | None  # float16 pre-softmax scores, pooled like maps (mean of visible scores); NaN = masked
+    sink_share: np.ndarray  # mean over queries 1..n-1 of the weight on key 0
+    previous_token: np.ndarray  # mean over queries 1..n-1 of the weight on key q-1
+    delimiter_share: np.ndarray  # mean over queries 1..n-1 of the weight on delimiter tokens
+    mean_distance: np.ndarray  # mean over queries of sum_k weight * |q - k|, in tokens
+    entropy: np.ndarray  # mean over queries of the row entropy, in nats
 
     @property
     def n_layers(self) -> int:
@@ -48,41 +62,91 @@ class AttentionResult:
             raise LmscopeError(f"Head {head} does not exist: this model has heads 0 to {self.n_heads - 1}.")
 
 
-def head_summaries(layer_maps: np.ndarray) -> dict[str, np.ndarray]:
-    """Sink share, previous-token share and entropy of each head of one layer, from (heads, q, k) maps."""
-    maps = layer_maps.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plogp = np.where(maps > 0, maps * np.log(maps), 0.0)
+def delimiter_tokens(handle: ModelHandle, token_ids: np.ndarray, tokens: list[str]) -> np.ndarray:
+    """Which tokens are delimiters: punctuation or whitespace-only text, or special tokens ([SEP]) after the first."""
+    special = set(handle.tokenizer.all_special_ids)
+    marks = set(string.punctuation) | {"…", "—", "–", "«", "»", "“", "”", "‘", "’"}
+    flags = [
+        (i > 0 and int(tid) in special) or (tok.strip() == "" and tok != "") or (tok.strip() != "" and set(tok.strip()) <= marks)
+        for i, (tid, tok) in enumerate(zip(token_ids, tokens))
+    ]
+    return np.array(flags, dtype=bool)
+
+
+def block_pool(maps: torch.Tensor, pool: int, reduce_keys: str = "sum") -> torch.Tensor:
+    """Pool (..., n, n) maps into pool x pool blocks: over a block's keys take the sum (probabilities: rows
+    still sum to 1) or the mean ignoring NaN (logits, NaN where masked), then average over its queries."""
+    if pool == 1:
+        return maps
+    n = maps.shape[-1]
+    cells = -(-n // pool)
+    extra = cells * pool - n
+    if reduce_keys == "sum":
+        blocks = torch.nn.functional.pad(maps, (0, extra, 0, extra)).reshape(*maps.shape[:-2], cells, pool, cells, pool)
+        rows = torch.full((cells,), float(pool))
+        rows[-1] = n - (cells - 1) * pool
+        return blocks.sum(-1).sum(-2) / rows[:, None]
+    padded = torch.nn.functional.pad(maps, (0, extra, 0, extra), value=float("nan"))
+    return padded.reshape(*maps.shape[:-2], cells, pool, cells, pool).nanmean(-1).nanmean(-2)
+
+
+def head_summaries(weights: torch.Tensor, delimiters: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The summaries of each head of one layer, from its (heads, n, n) probabilities."""
+    n = weights.shape[-1]
+    positions = torch.arange(n, dtype=weights.dtype)
+    distance = (positions[:, None] - positions[None, :]).abs()
+    later = weights[:, 1:, :]
     return {
-        "sink_share": maps[:, 1:, 0].mean(axis=-1),
-        "previous_token": np.diagonal(maps, offset=-1, axis1=1, axis2=2).mean(axis=-1),
-        "entropy": -plogp.sum(axis=-1).mean(axis=-1),
+        "sink_share": later[..., 0].mean(-1),
+        "previous_token": torch.diagonal(weights, offset=-1, dim1=1, dim2=2).mean(-1),
+        "delimiter_share": later[..., delimiters].sum(-1).mean(-1),
+        "mean_distance": (weights * distance).sum(-1).mean(-1),
+        "entropy": torch.special.entr(weights).sum(-1).mean(-1),
     }
 
 
-def compute(handle: ModelHandle, encoded: Encoded) -> AttentionResult:
-    """Run the model once with output_attentions and summarise every head."""
-    outputs = forward(handle, encoded.token_ids, output_attentions=True)
-    if not outputs.attentions or outputs.attentions[0] is None:
-        raise LmscopeError(f"Model '{handle.name}' returned no attention weights (it needs eager attention).")
-    layers = [a[0].float().numpy() for a in outputs.attentions]
-    per_layer = [head_summaries(m) for m in layers]
-    summaries = {k: np.stack([s[k] for s in per_layer]).astype(np.float32) for k in SUMMARIES}
+def compute(handle: ModelHandle, encoded: Encoded, with_logits: bool = False) -> AttentionResult:
+    """Run the model once, summarising each layer as it is computed."""
+    n = len(encoded.token_ids)
+    pool = -(-n // MAX_MAP_SIDE)
+    delimiters = delimiter_tokens(handle, encoded.token_ids, encoded.tokens)
+    delimiter_mask = torch.as_tensor(delimiters)
+    per_layer: dict[int, dict[str, torch.Tensor]] = {}
+    maps: dict[int, torch.Tensor] = {}
+    logits: dict[int, torch.Tensor] = {}
+
+    def on_layer(layer: int, weights: torch.Tensor, layer_logits) -> None:
+        per_layer[layer] = head_summaries(weights, delimiter_mask)
+        maps[layer] = block_pool(weights, pool).half()
+        if with_logits:
+            scores = layer_logits()
+            visible = scores.masked_fill(scores < torch.finfo(scores.dtype).min / 2, float("nan"))
+            logits[layer] = block_pool(visible, pool, reduce_keys="mean").half()
+
+    with capturing(handle.model, on_layer):
+        forward(handle, encoded.token_ids)
+    if not per_layer:
+        raise LmscopeError(f"Model '{handle.name}' reported no attention layers to lmscope.")
+    layers = sorted(per_layer)
+    summaries = {k: torch.stack([per_layer[i][k] for i in layers]).numpy().astype(np.float32) for k in SUMMARIES}
     return AttentionResult(
         model=handle.name,
         fingerprint=handle.fingerprint,
         token_ids=encoded.token_ids,
         tokens=encoded.tokens,
         is_causal=handle.is_causal,
-        maps=np.stack(layers).astype(np.float16),
+        delimiters=delimiters,
+        pool=pool,
+        maps=torch.stack([maps[i] for i in layers]).numpy(),
+        logits=torch.stack([logits[i] for i in layers]).numpy() if with_logits else None,
         **summaries,
     )
 
 
-def run(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[AttentionResult]:
+def run(handle: ModelHandle, text: str, cache: ResultCache, with_logits: bool = False) -> Cached[AttentionResult]:
     """Attention of the model on the text, from the disk cache when it has been computed before."""
     encoded = encode(handle, text, settings().max_tokens)
     if len(encoded.token_ids) < 2:
         raise LmscopeError("Attention needs at least two tokens: type a longer text.")
-    key = cache_key(handle.fingerprint, NAME, VERSION, {"token_ids": encoded.token_ids.tolist()})
-    return cache.fetch(key, lambda: compute(handle, encoded))
+    key = cache_key(handle.fingerprint, NAME, VERSION, {"token_ids": encoded.token_ids.tolist(), "logits": with_logits})
+    return cache.fetch(key, lambda: compute(handle, encoded, with_logits))

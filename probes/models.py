@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from probes.builtin import BUILTINS
+from probes.capture import IMPLEMENTATION
 from probes.errors import LmscopeError
 from probes.fingerprint import folder_fingerprint
 from probes.gguf_store import converted_folder
@@ -162,7 +163,7 @@ def _hub_folder(name: str) -> Path:
 
 
 def load(name: str) -> ModelHandle:
-    """Load a model in float32 with eager attention (so attention weights are returned)."""
+    """Load a model in float32 with lmscope's observable eager attention (see probes.capture)."""
     started = time.perf_counter()
     where, source = resolve(name)
     if source == HUB_SOURCE:
@@ -176,7 +177,7 @@ def load(name: str) -> ModelHandle:
         model = _model_class(config).from_pretrained(
             folder,
             dtype=torch.float32,
-            attn_implementation="eager",
+            attn_implementation=IMPLEMENTATION,
             trust_remote_code=trust,
             use_safetensors=None if settings().allow_pickle else True,
         )

@@ -41,7 +41,7 @@ def settings() -> Settings:
         model_store=Path(os.environ.get("LMSCOPE_MODEL_STORE") or home / "models").expanduser(),
         cache_dir=Path(os.environ.get("LMSCOPE_CACHE_DIR") or home / "results").expanduser(),
         cache_size_mb=max(1, _int("LMSCOPE_CACHE_SIZE_MB", 2048)),
-        max_tokens=max(8, _int("LMSCOPE_MAX_TOKENS", 512)),
+        max_tokens=max(8, _int("LMSCOPE_MAX_TOKENS", 4096)),
         trust_remote_code=_flag("LMSCOPE_TRUST_REMOTE_CODE"),
         allow_pickle=_flag("LMSCOPE_ALLOW_PICKLE"),
         allow_downloads=_flag("LMSCOPE_ALLOW_DOWNLOADS"),

@@ -138,6 +138,20 @@ def test_attention_page_on_other_builtins(model: str, request: pytest.FixtureReq
     assert len(at.get("plotly_chart")) == 2
 
 
+def test_logits_toggle_from_the_url(smollm2: ModelHandle, tmp_path) -> None:
+    text = "Logits come before the softmax."
+    at = _run(ATTENTION, text=text, layer="6", head="1", logits="1")
+    assert not at.exception and not at.error
+    assert at.toggle(key="attn_logits").value
+    figure = _chart(at, 0)
+    assert "logits" in figure["layout"]["title"]["text"]
+    expected = attention.run(smollm2, text, ResultCache(tmp_path), with_logits=True).value.logits[6, 1].astype(float)
+    lower = np.tril(np.ones_like(expected, dtype=bool))
+    np.testing.assert_allclose(_array(figure["data"][0]["z"]).astype(float)[lower], expected[lower])
+    at.toggle(key="attn_logits").set_value(False).run()
+    assert "weights" in _chart(at, 0)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
+
+
 def test_one_token_text_on_the_attention_page() -> None:
     at = _run(ATTENTION, text="Hi")
     assert not at.exception
@@ -147,5 +161,5 @@ def test_one_token_text_on_the_attention_page() -> None:
 def test_summary_choice_recolours_the_grid() -> None:
     at = _run(ATTENTION, summary="entropy")
     assert not at.exception
-    assert at.radio[0].value == "entropy"
+    assert at.selectbox(key="attn_summary").value == "entropy"
     assert "Entropy" in _chart(at, 1)["layout"]["title"]["text"]

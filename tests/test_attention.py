@@ -38,16 +38,45 @@ def test_summaries_equal_a_direct_computation(any_model: ModelHandle, cache: Res
     result = attention.run(any_model, TEXT, cache).value
     direct = _direct_attentions(any_model, result.token_ids)
     n = len(result.tokens)
+    delimiters = [i for i, t in enumerate(result.tokens) if i > 0 and (t.strip() in {".", ",", "[SEP]"})]
+    assert delimiters == list(np.flatnonzero(result.delimiters))
     for layer, maps in enumerate(direct):
         for head in range(any_model.n_heads):
             a = maps[head]
             sink = np.mean([a[q, 0] for q in range(1, n)])
             prev = np.mean([a[q, q - 1] for q in range(1, n)])
+            delimiter = np.mean([sum(a[q, k] for k in delimiters) for q in range(1, n)])
+            distance = np.mean([sum(a[q, k] * abs(q - k) for k in range(n)) for q in range(n)])
             entropy = np.mean([-sum(p * np.log(p) for p in row if p > 0) for row in a])
             assert result.sink_share[layer, head] == pytest.approx(sink, abs=1e-5)
             assert result.previous_token[layer, head] == pytest.approx(prev, abs=1e-5)
+            assert result.delimiter_share[layer, head] == pytest.approx(delimiter, abs=1e-5)
+            assert result.mean_distance[layer, head] == pytest.approx(distance, abs=1e-3)
             assert result.entropy[layer, head] == pytest.approx(entropy, abs=1e-4)
         np.testing.assert_allclose(result.maps[layer].astype(np.float64), maps, atol=1e-3)
+
+
+def test_logits_are_the_scores_before_the_softmax(any_model: ModelHandle, cache: ResultCache) -> None:
+    result = attention.run(any_model, TEXT, cache, with_logits=True).value
+    logits = result.logits.astype(np.float64)
+    masked = np.isnan(logits)
+    future = np.triu(np.ones(masked.shape[-2:], dtype=bool), k=1)
+    assert np.array_equal(masked, np.broadcast_to(future, masked.shape)) if any_model.is_causal else not masked.any()
+    shifted = np.where(masked, -np.inf, logits - np.nanmax(logits, axis=-1, keepdims=True))
+    softmax = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(softmax, result.maps.astype(np.float64), atol=2e-2)  # float16 logits
+
+
+def test_long_texts_are_pooled_for_display(smollm2: ModelHandle, cache: ResultCache) -> None:
+    text = "A sentence that repeats, so that the text is long. " * 60
+    result = attention.run(smollm2, text, cache).value
+    n = len(result.tokens)
+    pool = -(-n // attention.MAX_MAP_SIDE)
+    assert result.pool == pool > 1 and result.maps.shape[-1] == -(-n // pool)
+    np.testing.assert_allclose(result.maps.astype(np.float64).sum(-1), 1.0, atol=5e-3)
+    exact = _direct_attentions(smollm2, result.token_ids)[7][3]
+    assert result.maps[7, 3, 1, 0] == pytest.approx(exact[pool : 2 * pool, :pool].sum(-1).mean(), abs=1e-3)
+    assert result.sink_share[7, 3] == pytest.approx(exact[1:, 0].mean(), abs=1e-5)
 
 
 def test_grouped_query_heads_are_expanded(smollm2: ModelHandle, cache: ResultCache) -> None:

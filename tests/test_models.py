@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from probes.builtin import BUILTINS
+from probes.capture import IMPLEMENTATION
 from probes.errors import LmscopeError
 from probes.fingerprint import folder_fingerprint
 from probes.gguf_store import converted_folder, load_gguf
@@ -50,7 +51,7 @@ def test_builtins_describe_themselves(smollm2: ModelHandle, gemma3: ModelHandle,
         config = handle.text_config
         assert handle.n_layers == config.num_hidden_layers
         assert handle.n_heads == config.num_attention_heads
-        assert handle.model.config._attn_implementation == "eager"
+        assert handle.model.config._attn_implementation == IMPLEMENTATION
         assert next(handle.model.parameters()).dtype == torch.float32
         assert len(handle.fingerprint) == 16
     assert (smollm2.architecture, smollm2.is_causal, smollm2.n_kv_heads) == ("LlamaForCausalLM", True, 3)

@@ -48,7 +48,7 @@ def test_grid_cells_carry_layer_and_head(smollm2_attention: attention.AttentionR
     assert len(markers.x) == len(markers.y) == len(markers.customdata) == 30 * 9
     index = 7 * 9 + 5
     assert (markers.y[index], markers.x[index]) == (7, 5)
-    assert markers.customdata[index] == pytest.approx(smollm2_attention.previous_token[7, 5])
+    assert markers.customdata[index][0] == pytest.approx(smollm2_attention.previous_token[7, 5])
 
 
 def test_long_axes_are_thinned() -> None:

@@ -12,54 +12,84 @@ from viz.theme import SEQUENTIAL, themed, token_axis, visible
 SUMMARY_LABELS = {
     "sink_share": "Sink share: weight on the first token",
     "previous_token": "Previous-token share: weight on token q-1",
+    "delimiter_share": "Delimiter share: weight on punctuation, newlines, [SEP]",
+    "mean_distance": "Mean attention distance (tokens)",
     "entropy": "Entropy of attention rows (nats)",
 }
+# Colour-scale maxima that are not 1; None means "the largest value".
+_SUMMARY_MAX = {"entropy": lambda n: float(np.log(n)), "mean_distance": lambda n: None}
 
 
 class AttentionLike(Protocol):
     tokens: list[str]
     is_causal: bool
+    pool: int
     maps: np.ndarray
-    sink_share: np.ndarray
-    previous_token: np.ndarray
-    entropy: np.ndarray
+    logits: np.ndarray | None
 
 
-def attention_heatmap(result: AttentionLike, layer: int, head: int) -> go.Figure:
-    """One head's attention weights: rows are queries, columns keys; masked (future) cells are left blank."""
-    weights = result.maps[layer, head].astype(np.float32)
-    n = len(result.tokens)
-    labels = [visible(t) for t in result.tokens]
-    shown = np.where(np.triu(np.ones((n, n), dtype=bool), k=1), np.nan, weights) if result.is_causal else weights
-    hover = np.array([[f"{q}:{labels[q]} → {k}:{labels[k]}" for k in range(n)] for q in range(n)])
+def cell_labels(tokens: list[str], pool: int) -> list[str]:
+    """Axis labels of map cells: the token itself, or the range of positions a pooled cell covers."""
+    if pool == 1:
+        return [visible(t) for t in tokens]
+    n = len(tokens)
+    return [f"{start}–{min(n, start + pool) - 1}" for start in range(0, n, pool)]
+
+
+def attention_heatmap(result: AttentionLike, layer: int, head: int, logits: bool = False) -> go.Figure:
+    """One head's attention (or its pre-softmax logits): rows are queries, columns keys; masked cells blank."""
+    source = result.logits if logits else result.maps
+    if source is None:
+        raise ValueError("this result was computed without logits")
+    values = source[layer, head].astype(np.float32)
+    cells = values.shape[0]
+    if result.is_causal:  # a cell entirely in the future of its queries is masked
+        values = np.where(np.triu(np.ones((cells, cells), dtype=bool), k=1), np.nan, values)
+    labels = cell_labels(result.tokens, result.pool)
+    hover = np.array([[f"{q}:{labels[q]} → {k}:{labels[k]}" for k in range(cells)] for q in range(cells)])
+    finite = values[np.isfinite(values)]
+    if logits:
+        low, high, scale, unit = float(np.percentile(finite, 1)), float(np.percentile(finite, 99)), SEQUENTIAL, "logit"
+    else:
+        low, high, scale, unit = 0.0, float(finite.max()) if finite.size and finite.max() > 0 else 1.0, SEQUENTIAL, "weight"
     fig = go.Figure(
         go.Heatmap(
-            z=shown,
-            x=list(range(n)),
-            y=list(range(n)),
+            z=values,
+            x=list(range(cells)),
+            y=list(range(cells)),
             customdata=hover,
-            colorscale=SEQUENTIAL,
-            zmin=0.0,
-            zmax=float(np.nanmax(shown)) or 1.0,
-            colorbar={"title": {"text": "weight"}},
-            hovertemplate="%{customdata}<br>weight %{z:.4f}<extra></extra>",
+            colorscale=scale,
+            zmin=low,
+            zmax=high,
+            colorbar={"title": {"text": unit}},
+            hovertemplate="%{customdata}<br>" + unit + " %{z:.4f}<extra></extra>",
         )
     )
-    themed(fig, f"Layer {layer}, head {head}: attention weights")
-    kind = "causal: a token sees only earlier tokens, blank cells are masked" if result.is_causal else "bidirectional encoder"
-    fig.update_layout(title_subtitle_text=kind)
-    fig.update_xaxes(title_text="key (attended-to token)", constrain="domain", showgrid=False, zeroline=False, **token_axis(result.tokens, angle=-60))
-    fig.update_yaxes(title_text="query (attending token)", autorange="reversed", scaleanchor="x", showgrid=False, zeroline=False, **token_axis(result.tokens))
+    what = "attention logits (pre-softmax)" if logits else "attention weights"
+    themed(fig, f"Layer {layer}, head {head}: {what}")
+    notes = ["causal: a token sees only earlier tokens, blank cells are masked" if result.is_causal else "bidirectional encoder"]
+    if result.pool > 1:
+        reduce = "mean of visible logits" if logits else "mean over the block's queries of their total weight on its keys"
+        notes.append(f"pooled {result.pool}x{result.pool} tokens per cell ({reduce})")
+    fig.update_layout(title_subtitle_text="; ".join(notes))
+    axis = {"showgrid": False, "zeroline": False, **token_axis(labels)}
+    fig.update_xaxes(title_text="key (attended-to token)", constrain="domain", **{**axis, "tickangle": -60})
+    fig.update_yaxes(title_text="query (attending token)", autorange="reversed", scaleanchor="x", **axis)
     fig.update_layout(height=760)
     return fig
 
 
-def head_summary_grid(result: AttentionLike, summary: str) -> go.Figure:
-    """A layer x head heatmap of one summary; click a cell to select that head."""
-    values = np.asarray(getattr(result, summary), dtype=np.float32)
+def head_grid(
+    values: np.ndarray, title: str, colorbar: str, zmax: float | None = 1.0, notes: np.ndarray | None = None
+) -> go.Figure:
+    """A layer x head heatmap of per-head scores; each cell can be clicked (it selects that head).
+
+    `notes` (layers x heads strings, optional) are added to each cell's hover text, e.g. the head's type.
+    """
+    values = np.asarray(values, dtype=np.float32)
     n_layers, n_heads = values.shape
-    zmax = float(np.log(len(result.tokens))) if summary == "entropy" else 1.0
     heads, layers = np.meshgrid(np.arange(n_heads), np.arange(n_layers))
+    extra = notes.ravel() if notes is not None else np.full(values.size, "")
     fig = go.Figure(
         [
             go.Heatmap(
@@ -69,7 +99,7 @@ def head_summary_grid(result: AttentionLike, summary: str) -> go.Figure:
                 colorscale=SEQUENTIAL,
                 zmin=0.0,
                 zmax=zmax,
-                colorbar={"title": {"text": summary.replace("_", " ")}},
+                colorbar={"title": {"text": colorbar}},
                 hoverinfo="skip",
             ),
             # Heatmap cells cannot be selected in Plotly; invisible markers on the cell centres can,
@@ -79,14 +109,20 @@ def head_summary_grid(result: AttentionLike, summary: str) -> go.Figure:
                 y=layers.ravel(),
                 mode="markers",
                 marker={"size": 14, "opacity": 0.0},
-                customdata=values.ravel(),
-                hovertemplate="layer %{y}, head %{x}<br>%{customdata:.3f}<extra></extra>",
+                customdata=np.stack([values.ravel().astype(object), extra], axis=1),
+                hovertemplate="layer %{y}, head %{x}<br>%{customdata[0]:.3f} %{customdata[1]}<extra></extra>",
                 showlegend=False,
             ),
         ]
     )
-    themed(fig, SUMMARY_LABELS[summary])
+    themed(fig, title)
     fig.update_xaxes(title_text="head", range=[-0.5, n_heads - 0.5], dtick=1 if n_heads <= 16 else None, showgrid=False, zeroline=False)
     fig.update_yaxes(title_text="layer", range=[n_layers - 0.5, -0.5], dtick=1 if n_layers <= 32 else None, showgrid=False, zeroline=False)
     fig.update_layout(clickmode="event+select", dragmode=False, height=max(420, 22 * n_layers + 160))
     return fig
+
+
+def head_summary_grid(result: AttentionLike, summary: str) -> go.Figure:
+    """The layer x head grid of one of the attention probe's summaries."""
+    zmax = _SUMMARY_MAX[summary](len(result.tokens)) if summary in _SUMMARY_MAX else 1.0
+    return head_grid(getattr(result, summary), SUMMARY_LABELS[summary], summary.replace("_", " "), zmax)

@@ -21,7 +21,7 @@ def themed(fig: go.Figure, title: str) -> go.Figure:
     return fig
 
 
-def token_axis(tokens: list[str], max_labels: int = 64, angle: int = 0) -> dict:
+def token_axis(tokens: list[str], max_labels: int = 48, angle: int = 0) -> dict:
     """Axis settings that label positions with their tokens (every k-th one when there are many)."""
     step = max(1, -(-len(tokens) // max_labels))
     positions = list(range(0, len(tokens), step))
