@@ -115,11 +115,12 @@ def compute(handle: ModelHandle, encoded: Encoded, with_logits: bool = False) ->
     maps: dict[int, torch.Tensor] = {}
     logits: dict[int, torch.Tensor] = {}
 
-    def on_layer(layer: int, weights: torch.Tensor, layer_logits) -> None:
+    def on_layer(layer: int, batch_weights: torch.Tensor, layer_logits) -> None:
+        weights = batch_weights[0]
         per_layer[layer] = head_summaries(weights, delimiter_mask)
         maps[layer] = block_pool(weights, pool).half()
         if with_logits:
-            scores = layer_logits()
+            scores = layer_logits()[0]
             visible = scores.masked_fill(scores < torch.finfo(scores.dtype).min / 2, float("nan"))
             logits[layer] = block_pool(visible, pool, reduce_keys="mean").half()
 
