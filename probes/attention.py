@@ -7,7 +7,8 @@ never holds more than one layer's n x n maps at a time.
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,8 +22,10 @@ from probes.settings import settings
 from probes.text import Encoded, encode
 
 NAME = "attention"
-VERSION = 2
-SUMMARIES = ("sink_share", "previous_token", "delimiter_share", "mean_distance", "entropy")
+VERSION = 3
+SUMMARIES = ("sink_share", "previous_token", "delimiter_share", "special_share", "mean_distance", "entropy")
+# A scorer maps one layer's (heads, n, n) probabilities to one score per head.
+Scorer = Callable[[torch.Tensor], torch.Tensor]
 # Maps longer than this are block-pooled for display; summaries always use the exact maps.
 MAX_MAP_SIDE = 256
 
@@ -37,14 +40,17 @@ class AttentionResult:
     tokens: list[str]
     is_causal: bool
     delimiters: np.ndarray  # bool per token: punctuation, newline, or a special token after the first
+    specials: np.ndarray  # bool per token: a special token ([SEP], <eos>) after the first
     pool: int  # tokens per map cell along each axis; 1 means the maps are exact
     maps: np.ndarray  # float16; a cell is the queries' mean total weight on the cell's keys, so rows sum to 1
     logits: np.ndarray | None  # float16 pre-softmax scores, pooled like maps (mean of visible scores); NaN = masked
     sink_share: np.ndarray  # mean over queries 1..n-1 of the weight on key 0
     previous_token: np.ndarray  # mean over queries 1..n-1 of the weight on key q-1
     delimiter_share: np.ndarray  # mean over queries 1..n-1 of the weight on delimiter tokens
+    special_share: np.ndarray  # mean over queries 1..n-1 of the weight on special tokens after the first
     mean_distance: np.ndarray  # mean over queries of sum_k weight * |q - k|, in tokens
     entropy: np.ndarray  # mean over queries of the row entropy, in nats
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # extra per-head scores asked for by the caller
 
     @property
     def n_layers(self) -> int:
@@ -62,15 +68,19 @@ class AttentionResult:
             raise LmscopeError(f"Head {head} does not exist: this model has heads 0 to {self.n_heads - 1}.")
 
 
-def delimiter_tokens(handle: ModelHandle, token_ids: np.ndarray, tokens: list[str]) -> np.ndarray:
-    """Which tokens are delimiters: punctuation or whitespace-only text, or special tokens ([SEP]) after the first."""
+_MARKS = set(string.punctuation) | {"…", "—", "–", "«", "»", "“", "”", "‘", "’"}
+
+
+def special_tokens(handle: ModelHandle, token_ids: np.ndarray) -> np.ndarray:
+    """Which tokens are special tokens ([SEP], <eos>, ...) after the first position (the first is the sink)."""
     special = set(handle.tokenizer.all_special_ids)
-    marks = set(string.punctuation) | {"…", "—", "–", "«", "»", "“", "”", "‘", "’"}
-    flags = [
-        (i > 0 and int(tid) in special) or (tok.strip() == "" and tok != "") or (tok.strip() != "" and set(tok.strip()) <= marks)
-        for i, (tid, tok) in enumerate(zip(token_ids, tokens))
-    ]
-    return np.array(flags, dtype=bool)
+    return np.array([i > 0 and int(t) in special for i, t in enumerate(token_ids)], dtype=bool)
+
+
+def delimiter_tokens(handle: ModelHandle, token_ids: np.ndarray, tokens: list[str]) -> np.ndarray:
+    """Which tokens are delimiters: punctuation or whitespace-only text, or special tokens after the first."""
+    text_marks = [(t != "" and t.strip() == "") or (t.strip() != "" and set(t.strip()) <= _MARKS) for t in tokens]
+    return special_tokens(handle, token_ids) | np.array(text_marks, dtype=bool)
 
 
 def block_pool(maps: torch.Tensor, pool: int, reduce_keys: str = "sum") -> torch.Tensor:
@@ -90,7 +100,7 @@ def block_pool(maps: torch.Tensor, pool: int, reduce_keys: str = "sum") -> torch
     return padded.reshape(*maps.shape[:-2], cells, pool, cells, pool).nanmean(-1).nanmean(-2)
 
 
-def head_summaries(weights: torch.Tensor, delimiters: torch.Tensor) -> dict[str, torch.Tensor]:
+def head_summaries(weights: torch.Tensor, delimiters: torch.Tensor, specials: torch.Tensor) -> dict[str, torch.Tensor]:
     """The summaries of each head of one layer, from its (heads, n, n) probabilities."""
     n = weights.shape[-1]
     positions = torch.arange(n, dtype=weights.dtype)
@@ -100,24 +110,29 @@ def head_summaries(weights: torch.Tensor, delimiters: torch.Tensor) -> dict[str,
         "sink_share": later[..., 0].mean(-1),
         "previous_token": torch.diagonal(weights, offset=-1, dim1=1, dim2=2).mean(-1),
         "delimiter_share": later[..., delimiters].sum(-1).mean(-1),
+        "special_share": later[..., specials].sum(-1).mean(-1),
         "mean_distance": (weights * distance).sum(-1).mean(-1),
         "entropy": torch.special.entr(weights).sum(-1).mean(-1),
     }
 
 
-def compute(handle: ModelHandle, encoded: Encoded, with_logits: bool = False) -> AttentionResult:
-    """Run the model once, summarising each layer as it is computed."""
+def compute(
+    handle: ModelHandle, encoded: Encoded, with_logits: bool = False, scorers: Mapping[str, Scorer] | None = None
+) -> AttentionResult:
+    """Run the model once, summarising each layer (and scoring it with any extra scorers) as it is computed."""
     n = len(encoded.token_ids)
     pool = -(-n // MAX_MAP_SIDE)
     delimiters = delimiter_tokens(handle, encoded.token_ids, encoded.tokens)
-    delimiter_mask = torch.as_tensor(delimiters)
+    specials = special_tokens(handle, encoded.token_ids)
+    masks = torch.as_tensor(delimiters), torch.as_tensor(specials)
+    scorers = dict(scorers or {})
     per_layer: dict[int, dict[str, torch.Tensor]] = {}
     maps: dict[int, torch.Tensor] = {}
     logits: dict[int, torch.Tensor] = {}
 
     def on_layer(layer: int, batch_weights: torch.Tensor, layer_logits) -> None:
         weights = batch_weights[0]
-        per_layer[layer] = head_summaries(weights, delimiter_mask)
+        per_layer[layer] = head_summaries(weights, *masks) | {k: f(weights) for k, f in scorers.items()}
         maps[layer] = block_pool(weights, pool).half()
         if with_logits:
             scores = layer_logits()[0]
@@ -129,7 +144,7 @@ def compute(handle: ModelHandle, encoded: Encoded, with_logits: bool = False) ->
     if not per_layer:
         raise LmscopeError(f"Model '{handle.name}' reported no attention layers to lmscope.")
     layers = sorted(per_layer)
-    summaries = {k: torch.stack([per_layer[i][k] for i in layers]).numpy().astype(np.float32) for k in SUMMARIES}
+    stacked = {k: torch.stack([per_layer[i][k] for i in layers]).numpy().astype(np.float32) for k in per_layer[layers[0]]}
     return AttentionResult(
         model=handle.name,
         fingerprint=handle.fingerprint,
@@ -137,10 +152,12 @@ def compute(handle: ModelHandle, encoded: Encoded, with_logits: bool = False) ->
         tokens=encoded.tokens,
         is_causal=handle.is_causal,
         delimiters=delimiters,
+        specials=specials,
         pool=pool,
         maps=torch.stack([maps[i] for i in layers]).numpy(),
         logits=torch.stack([logits[i] for i in layers]).numpy() if with_logits else None,
-        **summaries,
+        scores={k: stacked.pop(k) for k in scorers},
+        **stacked,
     )
 
 

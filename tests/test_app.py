@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from probes import attention
+from probes import attention, heads
 from probes.cache import ResultCache
 from probes.models import ModelHandle
 from tests.conftest import ROOT
 
 APP = "app.py"
 ATTENTION = "pages/1_Attention.py"
+ATLAS = "pages/2_Head_atlas.py"
 TIMEOUT = 300
 
 
@@ -163,3 +164,26 @@ def test_summary_choice_recolours_the_grid() -> None:
     assert not at.exception
     assert at.selectbox(key="attn_summary").value == "entropy"
     assert "Entropy" in _chart(at, 1)["layout"]["title"]["text"]
+
+
+def test_atlas_colours_heads_by_induction(smollm2: ModelHandle, tmp_path) -> None:
+    at = _run(ATLAS, layer="17", head="3")
+    assert not at.exception and not at.error
+    grid = _chart(at, 0)
+    expected = heads.run(smollm2, ResultCache(tmp_path), 50, 0).value.scores["induction"]
+    np.testing.assert_allclose(_array(grid["data"][0]["z"]), expected, rtol=1e-6)
+    assert "Layer 17, head 3" in _chart(at, 1)["layout"]["title"]["text"]
+    assert "Highest-scoring heads" in _texts(at.markdown)
+
+
+def test_atlas_on_the_encoder_names_cls_and_sep(minilm: ModelHandle) -> None:
+    at = _run(ATLAS, model="all-minilm-l6-v2", score="special_share")
+    assert not at.exception and not at.error
+    assert "[SEP]" in _chart(at, 0)["layout"]["title"]["text"]
+
+
+def test_atlas_bad_score_in_the_url_falls_back() -> None:
+    at = _run(ATLAS, score="nonsense", layer="77")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="atlas_score").value == "induction"
+    assert "layer=77 is out of range" in _texts(at.warning)

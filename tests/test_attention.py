@@ -40,17 +40,21 @@ def test_summaries_equal_a_direct_computation(any_model: ModelHandle, cache: Res
     n = len(result.tokens)
     delimiters = [i for i, t in enumerate(result.tokens) if i > 0 and (t.strip() in {".", ",", "[SEP]"})]
     assert delimiters == list(np.flatnonzero(result.delimiters))
+    specials = [i for i, t in enumerate(result.tokens) if i > 0 and t == "[SEP]"]
+    assert specials == list(np.flatnonzero(result.specials))
     for layer, maps in enumerate(direct):
         for head in range(any_model.n_heads):
             a = maps[head]
             sink = np.mean([a[q, 0] for q in range(1, n)])
             prev = np.mean([a[q, q - 1] for q in range(1, n)])
             delimiter = np.mean([sum(a[q, k] for k in delimiters) for q in range(1, n)])
+            special = np.mean([sum(a[q, k] for k in specials) for q in range(1, n)])
             distance = np.mean([sum(a[q, k] * abs(q - k) for k in range(n)) for q in range(n)])
             entropy = np.mean([-sum(p * np.log(p) for p in row if p > 0) for row in a])
             assert result.sink_share[layer, head] == pytest.approx(sink, abs=1e-5)
             assert result.previous_token[layer, head] == pytest.approx(prev, abs=1e-5)
             assert result.delimiter_share[layer, head] == pytest.approx(delimiter, abs=1e-5)
+            assert result.special_share[layer, head] == pytest.approx(special, abs=1e-5)
             assert result.mean_distance[layer, head] == pytest.approx(distance, abs=1e-3)
             assert result.entropy[layer, head] == pytest.approx(entropy, abs=1e-4)
         np.testing.assert_allclose(result.maps[layer].astype(np.float64), maps, atol=1e-3)

@@ -71,3 +71,9 @@ def url_int(name: str, default: int, upper: int) -> tuple[int, str | None]:
         return default, f"The link's {name}={value} is out of range (0 to {upper - 1}); showing {name} {default}."
     return value, None
 
+
+
+def url_choice(name: str, options: tuple[str, ...] | list[str], default: str) -> str:
+    """A choice from the URL if it is one of the options, else the default."""
+    value = st.query_params.get(name, default)
+    return value if value in options else default

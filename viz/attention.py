@@ -13,6 +13,7 @@ SUMMARY_LABELS = {
     "sink_share": "Sink share: weight on the first token",
     "previous_token": "Previous-token share: weight on token q-1",
     "delimiter_share": "Delimiter share: weight on punctuation, newlines, [SEP]",
+    "special_share": "Special-token share: weight on [SEP], <eos> and other special tokens",
     "mean_distance": "Mean attention distance (tokens)",
     "entropy": "Entropy of attention rows (nats)",
 }

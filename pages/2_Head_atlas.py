@@ -1,0 +1,105 @@
+"""Head atlas: every head scored for a type (induction, previous-token, sink, delimiter), click to see it."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from probes import attention, heads
+from probes.errors import LmscopeError
+from ui import state
+from ui.charts import show_figure
+from ui.head_choice import grid_click, head_inputs
+from ui.layout import page
+from ui.models import loaded_model, result_cache
+from viz.attention import SUMMARY_LABELS, attention_heatmap, head_grid
+
+page(
+    "Head atlas",
+    "Specialised heads (Clark et al. 2019; Olsson et al. 2022). Induction and previous-token scores are measured "
+    "the standard way, on random tokens repeated twice; the other scores on your text.",
+)
+
+handle = loaded_model(state.model_name())
+if handle is None:
+    st.stop()
+
+RANDOM_SCORES = {
+    "induction": "Induction: weight on the token after the earlier occurrence (random tokens repeated)",
+    "previous_token_random": "Previous-token share on random tokens repeated",
+}
+ENCODER_LABELS = {"sink_share": "Attention to [CLS] (first token)", "special_share": "Attention to [SEP]"}
+SCORES = (*RANDOM_SCORES, *attention.SUMMARIES)
+
+
+def _label(score: str) -> str:
+    if not handle.is_causal and score in ENCODER_LABELS:
+        return ENCODER_LABELS[score]
+    return RANDOM_SCORES.get(score) or SUMMARY_LABELS[score] + " (your text)"
+
+
+st.session_state.setdefault("atlas_score", state.url_choice("score", SCORES, "induction"))
+controls = st.columns([3, 1, 1, 1, 1])
+score = controls[0].selectbox("Colour heads by", SCORES, key="atlas_score", format_func=_label)
+seq_len = controls[1].number_input("Random tokens N", heads.MIN_SEQ_LEN, heads.MAX_SEQ_LEN, 50, key="atlas_n")
+seed = controls[2].number_input("Seed", 0, 2**31 - 1, 0, key="atlas_seed")
+try:
+    with st.spinner("Scoring every head on your text and on random tokens repeated twice..."):
+        on_text = attention.run(handle, state.text(), result_cache())
+        on_random = heads.run(handle, result_cache(), int(seq_len), int(seed))
+except LmscopeError as exc:
+    st.error(str(exc))
+    st.stop()
+for warning in {on_text.warning, on_random.warning} - {None}:
+    st.warning(warning)
+text_result, random_result = on_text.value, on_random.value
+layer, head = head_inputs("atlas", text_result.n_layers, text_result.n_heads, controls[3], controls[4])
+state.sync_url(score=score, layer=layer, head=head)
+
+values = {
+    "induction": random_result.scores["induction"],
+    "previous_token_random": random_result.previous_token,
+    **{s: getattr(text_result, s) for s in attention.SUMMARIES},
+}[score]
+types = heads.head_types(text_result, random_result)
+zmax = None if score in ("mean_distance", "entropy") else 1.0
+
+left, right = st.columns([2, 3])
+with left:
+    st.markdown("Click a cell to open that head. Hover shows its score and type.")
+    show_figure(
+        head_grid(values, _label(score).split(":")[0], score.replace("_", " "), zmax, notes=types),
+        "atlas_grid",
+        f"{handle.name}-atlas-{score}",
+        on_select=grid_click("atlas"),
+        selection_mode="points",
+    )
+    counts = {t: int((types == t).sum()) for t in heads.TYPES}
+    st.markdown(
+        "**Head types** (a head takes the type whose score is furthest above its threshold: "
+        + ", ".join(f"{name} ≥ {limit}" for name, limit in heads.THRESHOLDS.items())
+        + "; induction and previous-token on random tokens, sink and delimiter on your text): "
+        + ", ".join(f"{name} {count}" for name, count in counts.items())
+    )
+with right:
+    st.markdown(
+        f"**Layer {layer}, head {head}**: type *{types[layer, head]}* · induction "
+        f"{random_result.scores['induction'][layer, head]:.2f} · previous-token "
+        f"{random_result.previous_token[layer, head]:.2f} · sink {text_result.sink_share[layer, head]:.2f} · "
+        f"delimiter {text_result.delimiter_share[layer, head]:.2f}"
+    )
+    tabs = st.tabs(["On your text", f"On {int(seq_len)} random tokens, repeated"])
+    with tabs[0]:
+        show_figure(attention_heatmap(text_result, layer, head), "atlas_text_map", f"{handle.name}-L{layer}-H{head}-text")
+    with tabs[1]:
+        st.caption(
+            "An induction head draws a stripe one step right of the diagonal that runs through the second copy: "
+            "each token looks at what followed its earlier occurrence."
+        )
+        show_figure(attention_heatmap(random_result, layer, head), "atlas_random_map", f"{handle.name}-L{layer}-H{head}-random")
+
+top = np.argsort(values, axis=None)[::-1][:8]
+st.markdown(
+    "**Highest-scoring heads:** "
+    + ", ".join(f"L{i // values.shape[1]}H{i % values.shape[1]} ({values.flat[i]:.2f})" for i in top)
+)
