@@ -28,6 +28,7 @@ SUMMARIES = ("sink_share", "previous_token", "delimiter_share", "special_share",
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 # Maps longer than this are block-pooled for display; summaries always use the exact maps.
 MAX_MAP_SIDE = 256
+QUERY_CHUNK = 256
 
 
 @dataclass
@@ -84,36 +85,48 @@ def delimiter_tokens(handle: ModelHandle, token_ids: np.ndarray, tokens: list[st
 
 
 def block_pool(maps: torch.Tensor, pool: int, reduce_keys: str = "sum") -> torch.Tensor:
-    """Pool (..., n, n) maps into pool x pool blocks: over a block's keys take the sum (probabilities: rows
-    still sum to 1) or the mean ignoring NaN (logits, NaN where masked), then average over its queries."""
+    """Pool (..., queries, keys) maps into pool x pool blocks: over a block's keys take the sum (probabilities:
+    rows still sum to 1) or the NaN-ignoring mean (logits, NaN where masked), then average over its queries."""
     if pool == 1:
         return maps
-    n = maps.shape[-1]
-    cells = -(-n // pool)
-    extra = cells * pool - n
+    rows, cols = maps.shape[-2:]
+    row_cells, col_cells = -(-rows // pool), -(-cols // pool)
+    padding = (0, col_cells * pool - cols, 0, row_cells * pool - rows)
     if reduce_keys == "sum":
-        blocks = torch.nn.functional.pad(maps, (0, extra, 0, extra)).reshape(*maps.shape[:-2], cells, pool, cells, pool)
-        rows = torch.full((cells,), float(pool))
-        rows[-1] = n - (cells - 1) * pool
-        return blocks.sum(-1).sum(-2) / rows[:, None]
-    padded = torch.nn.functional.pad(maps, (0, extra, 0, extra), value=float("nan"))
-    return padded.reshape(*maps.shape[:-2], cells, pool, cells, pool).nanmean(-1).nanmean(-2)
+        padded = torch.nn.functional.pad(maps, padding)
+        blocks = padded.reshape(*maps.shape[:-2], row_cells, pool, col_cells, pool)
+        counts = torch.full((row_cells,), float(pool))
+        counts[-1] = rows - (row_cells - 1) * pool
+        return blocks.sum(-1).sum(-2) / counts[:, None]
+    padded = torch.nn.functional.pad(maps, padding, value=float("nan"))
+    return padded.reshape(*maps.shape[:-2], row_cells, pool, col_cells, pool).nanmean(-1).nanmean(-2)
 
 
 def head_summaries(weights: torch.Tensor, delimiters: torch.Tensor, specials: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The summaries of each head of one layer, from its (heads, n, n) probabilities."""
+    """The summaries of each head of one layer, from its (heads, n, n) probabilities.
+
+    Works through the queries in chunks so that a long text never needs more n x n temporaries.
+    """
     n = weights.shape[-1]
     positions = torch.arange(n, dtype=weights.dtype)
-    distance = (positions[:, None] - positions[None, :]).abs()
-    later = weights[:, 1:, :]
-    return {
-        "sink_share": later[..., 0].mean(-1),
-        "previous_token": torch.diagonal(weights, offset=-1, dim1=1, dim2=2).mean(-1),
-        "delimiter_share": later[..., delimiters].sum(-1).mean(-1),
-        "special_share": later[..., specials].sum(-1).mean(-1),
-        "mean_distance": (weights * distance).sum(-1).mean(-1),
-        "entropy": torch.special.entr(weights).sum(-1).mean(-1),
-    }
+    totals = {name: torch.zeros(weights.shape[0], dtype=torch.float64) for name in SUMMARIES}
+    for start in range(0, n, QUERY_CHUNK):
+        chunk = weights[:, start : start + QUERY_CHUNK]
+        later = chunk[:, 1:] if start == 0 else chunk  # summaries of "later" queries skip query 0
+        distance = (positions[start : start + QUERY_CHUNK, None] - positions[None, :]).abs()
+        totals["sink_share"] += later[..., 0].sum(-1)
+        totals["previous_token"] += torch.diagonal(chunk, offset=start - 1, dim1=1, dim2=2).sum(-1)
+        totals["delimiter_share"] += later[..., delimiters].sum((-1, -2))
+        totals["special_share"] += later[..., specials].sum((-1, -2))
+        totals["mean_distance"] += (chunk * distance).sum((-1, -2))
+        totals["entropy"] += torch.special.entr(chunk).sum((-1, -2))
+    return {name: total / (n if name in ("mean_distance", "entropy") else n - 1) for name, total in totals.items()}
+
+
+def pooled_map(weights: torch.Tensor, pool: int) -> torch.Tensor:
+    """Block-pooled float16 maps of one layer, pooled chunk by chunk of queries."""
+    step = pool * max(1, QUERY_CHUNK // pool)
+    return torch.cat([block_pool(weights[:, s : s + step], pool) for s in range(0, weights.shape[-2], step)], dim=-2).half()
 
 
 def compute(
@@ -133,7 +146,7 @@ def compute(
     def on_layer(layer: int, batch_weights: torch.Tensor, layer_logits) -> None:
         weights = batch_weights[0]
         per_layer[layer] = head_summaries(weights, *masks) | {k: f(weights) for k, f in scorers.items()}
-        maps[layer] = block_pool(weights, pool).half()
+        maps[layer] = pooled_map(weights, pool)
         if with_logits:
             scores = layer_logits()[0]
             visible = scores.masked_fill(scores < torch.finfo(scores.dtype).min / 2, float("nan"))

@@ -81,6 +81,13 @@ def test_long_texts_are_pooled_for_display(smollm2: ModelHandle, cache: ResultCa
     exact = _direct_attentions(smollm2, result.token_ids)[7][3]
     assert result.maps[7, 3, 1, 0] == pytest.approx(exact[pool : 2 * pool, :pool].sum(-1).mean(), abs=1e-3)
     assert result.sink_share[7, 3] == pytest.approx(exact[1:, 0].mean(), abs=1e-5)
+    # Summaries are accumulated over chunks of queries; they must equal the whole-map computation.
+    q = np.arange(n)
+    assert result.previous_token[7, 3] == pytest.approx(exact[q[1:], q[1:] - 1].mean(), abs=1e-5)
+    assert result.delimiter_share[7, 3] == pytest.approx(exact[1:, result.delimiters].sum(-1).mean(), abs=1e-5)
+    assert result.mean_distance[7, 3] == pytest.approx((exact * np.abs(q[:, None] - q[None, :])).sum(-1).mean(), rel=1e-5)
+    entropy = -np.where(exact > 0, exact * np.log(np.where(exact > 0, exact, 1)), 0).sum(-1).mean()
+    assert result.entropy[7, 3] == pytest.approx(entropy, rel=1e-5)
 
 
 def test_grouped_query_heads_are_expanded(smollm2: ModelHandle, cache: ResultCache) -> None:
