@@ -148,9 +148,7 @@ def compute(
         per_layer[layer] = head_summaries(weights, *masks) | {k: f(weights) for k, f in scorers.items()}
         maps[layer] = pooled_map(weights, pool)
         if with_logits:
-            scores = layer_logits()[0]
-            visible = scores.masked_fill(scores < torch.finfo(scores.dtype).min / 2, float("nan"))
-            logits[layer] = block_pool(visible, pool, reduce_keys="mean").half()
+            logits[layer] = block_pool(layer_logits()[0], pool, reduce_keys="mean").half()
 
     with capturing(handle.model, on_layer):
         forward(handle, encoded.token_ids)

@@ -23,7 +23,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
 IMPLEMENTATION = "lmscope"
 
-# (layer, probabilities (batch, heads, queries, keys), a function returning the logits in the same shape) -> None
+# (layer, probabilities (batch, heads, queries, keys), a function returning the logits in that shape, NaN = masked)
 LayerCallback = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
 
 
@@ -53,7 +53,8 @@ def _impose(mask: torch.Tensor | None, allowed: np.ndarray, query: torch.Tensor,
 def attention_logits(
     module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, **kwargs
 ) -> torch.Tensor:
-    """Pre-softmax scores as the model's eager attention forms them: q.k * scaling, soft-capped, plus the mask."""
+    """Pre-softmax scores as the model's eager attention forms them (q.k * scaling, soft-capped, plus the mask),
+    in float32, with NaN where the mask hides a key."""
     if key.shape[1] != query.shape[1]:  # grouped-query attention: each key head serves several query heads
         key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
     scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
@@ -61,7 +62,8 @@ def attention_logits(
     if softcap := kwargs.get("softcap"):
         logits = torch.tanh(logits / softcap) * softcap
     if mask is not None:
-        logits = logits + mask[..., : key.shape[-2]].float()
+        mask = mask[..., : key.shape[-2]]
+        logits = (logits + mask.float()).masked_fill(mask <= torch.finfo(mask.dtype).min / 2, float("nan"))
     return logits
 
 

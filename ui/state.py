@@ -58,8 +58,8 @@ def sync_url(**view: int | str) -> None:
     st.query_params.update(params)
 
 
-def url_int(name: str, default: int, upper: int) -> tuple[int, str | None]:
-    """An integer view option from the URL, checked against [0, upper); bad values fall back with a message."""
+def url_int(name: str, default: int, upper: int, lower: int = 0) -> tuple[int, str | None]:
+    """An integer view option from the URL, checked against [lower, upper); bad values fall back with a message."""
     raw = st.query_params.get(name)
     if raw is None:
         return default, None
@@ -67,8 +67,8 @@ def url_int(name: str, default: int, upper: int) -> tuple[int, str | None]:
         value = int(raw)
     except ValueError:
         return default, f"The link's {name}={raw!r} is not a number; showing {name} {default}."
-    if not 0 <= value < upper:
-        return default, f"The link's {name}={value} is out of range (0 to {upper - 1}); showing {name} {default}."
+    if not lower <= value < upper:
+        return default, f"The link's {name}={value} is out of range ({lower} to {upper - 1}); showing {name} {default}."
     return value, None
 
 

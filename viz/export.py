@@ -41,8 +41,11 @@ def _ensure_server() -> None:
         _server_running = True
 
 
-def figure_bytes(fig: go.Figure, fmt: str, width: int = 1400, height: int = 900, scale: float = 2.0) -> bytes:
-    """The figure rendered as PNG, SVG or PDF bytes, in the lmscope template whatever the default is."""
+def figure_bytes(fig: go.Figure, fmt: str, width: int = 1400, height: int | None = None, scale: float = 2.0) -> bytes:
+    """The figure rendered as PNG, SVG or PDF bytes, in the lmscope template whatever the default is.
+
+    The height defaults to the figure's own layout height, else 900 px.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}")
     _ensure_server()
@@ -50,4 +53,5 @@ def figure_bytes(fig: go.Figure, fmt: str, width: int = 1400, height: int = 900,
     export.update_layout(template=TEMPLATE)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # kaleido warns that a running server ignores kopts
+        height = height or export.layout.height or 900
         return export.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)

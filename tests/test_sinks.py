@@ -1,0 +1,257 @@
+"""Attention sinks on the real built-in models: statistics, corpus averages and the massive-activation link,
+each checked against transformers' own output_attentions / output_hidden_states; the page in AppTest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from probes import attention, corpus, sinks
+from probes.cache import ResultCache
+from probes.errors import LmscopeError
+from probes.models import ModelHandle
+from tests.test_app import _array, _chart, _run, _texts
+from viz.sinks import corpus_maps, massive_link_chart, sink_table_rows
+from viz.theme import visible
+
+TEXT = "When Mary and John went to the store, John gave a drink to Mary. Then they went home."
+LONG_TEXT = "A sentence that repeats, so that the text is long. " * 24
+SINKS = "pages/4_Attention_sinks.py"
+
+
+def _direct(handle: ModelHandle, token_ids: np.ndarray, **flags: bool):
+    """The model's own outputs for one sequence, called directly (not through lmscope's probes)."""
+    with torch.inference_mode():
+        return handle.model(input_ids=torch.as_tensor(token_ids)[None], **flags)
+
+
+def _head_mean_attention(handle: ModelHandle, token_ids: np.ndarray) -> list[np.ndarray]:
+    """Per layer, the (n, n) attention of output_attentions averaged over heads, in float64."""
+    return [a[0].double().mean(0).numpy() for a in _direct(handle, token_ids, output_attentions=True).attentions]
+
+
+def _senders(key: int, n: int, is_causal: bool) -> list[int]:
+    """The queries that can look back at a key: the later ones in a decoder, every other one in an encoder."""
+    return [q for q in range(n) if (q > key if is_causal else q != key)]
+
+
+def _received(a: np.ndarray, is_causal: bool) -> np.ndarray:
+    """Mean weight each key gets from its senders (NaN when it has none)."""
+    senders = [_senders(k, len(a), is_causal) for k in range(len(a))]
+    return np.array([np.mean([a[q, k] for q in qs]) if qs else np.nan for k, qs in enumerate(senders)])
+
+
+def _values(trace_values: object) -> np.ndarray:
+    """A Plotly JSON 1-D array: a plain list or base64."""
+    return _array(trace_values) if isinstance(trace_values, dict) else np.asarray(trace_values, dtype=float)
+
+
+def _first_k(a: np.ndarray, k: int) -> float:
+    """Mean over queries q >= k of the weight on keys < k."""
+    return float(np.mean([a[q, :k].sum() for q in range(k, len(a))]))
+
+
+@pytest.fixture(scope="module")
+def sentences() -> list[str]:
+    return list(corpus.sentences()[:6])
+
+
+def test_sink_statistics_equal_a_direct_computation(any_model: ModelHandle, cache: ResultCache) -> None:
+    result = attention.run(any_model, TEXT, cache).value
+    profile = sinks.sink_profile(result)
+    direct = _head_mean_attention(any_model, result.token_ids)
+    n = len(result.tokens)
+    assert profile.sink_position.shape == (any_model.n_layers,)
+    for layer, a in enumerate(direct):
+        received = _received(a, any_model.is_causal)
+        assert profile.layer_share[layer] == pytest.approx(np.mean([a[q, 0] for q in range(1, n)]), abs=1e-5)
+        np.testing.assert_allclose(profile.received[layer], received, atol=2e-3)
+        # float16 maps can swap near-ties, so the chosen sink must receive the most, within that precision.
+        assert received[profile.sink_position[layer]] == pytest.approx(np.nanmax(received), abs=2e-3)
+        for k in (1, 3, n - 1):
+            assert sinks.first_k_share(result, k)[layer] == pytest.approx(_first_k(a, k), abs=2e-3)
+
+
+def test_uniform_baseline_is_an_even_spread(any_model: ModelHandle, cache: ResultCache) -> None:
+    result = attention.run(any_model, TEXT, cache).value
+    n = len(result.tokens)
+    even = np.tril(np.ones((n, n))) if any_model.is_causal else np.ones((n, n))
+    even /= even.sum(-1, keepdims=True)
+    assert sinks.sink_profile(result).uniform_share == pytest.approx(np.mean(even[1:, 0]))
+
+
+def test_pooled_long_text_keeps_exact_first_k_shares(smollm2: ModelHandle, cache: ResultCache) -> None:
+    result = attention.run(smollm2, LONG_TEXT, cache).value
+    pool = result.pool
+    assert pool > 1
+    direct = _head_mean_attention(smollm2, result.token_ids)
+    shares = sinks.first_k_share(result, 2 * pool)
+    for layer in (0, 5, 20):
+        assert shares[layer] == pytest.approx(_first_k(direct[layer], 2 * pool), abs=2e-3)
+    with pytest.raises(LmscopeError, match=f"multiple of {pool}"):
+        sinks.first_k_share(result, pool + 1)
+
+
+@pytest.mark.parametrize("k", [0, -2, 999])
+def test_k_out_of_range_gets_a_message(smollm2: ModelHandle, cache: ResultCache, k: int) -> None:
+    result = attention.run(smollm2, TEXT, cache).value
+    with pytest.raises(LmscopeError, match=f"k = {k} is out of range.*1 to {len(result.tokens) - 1}"):
+        sinks.first_k_share(result, k)
+
+
+def test_corpus_average_equals_the_mean_of_direct_computations(
+    any_model: ModelHandle, cache: ResultCache, sentences: list[str]
+) -> None:
+    n_tokens = 8
+    averaged = sinks.corpus_attention(any_model, sentences, cache, n_tokens=n_tokens, batch_size=4).value
+    ids = [any_model.tokenizer(s)["input_ids"][:n_tokens] for s in sentences]
+    assert averaged.token_ids.tolist() == ids and averaged.n_skipped == 0
+    per_sentence = [
+        np.stack([a[0].double().numpy() for a in _direct(any_model, np.array(i), output_attentions=True).attentions]) for i in ids
+    ]
+    np.testing.assert_allclose(averaged.probabilities, np.mean(per_sentence, axis=0), atol=1e-5)
+    np.testing.assert_allclose(averaged.layer_probabilities, np.mean(per_sentence, axis=(0, 2)), atol=1e-5)
+    # Logits are softmax's inputs: within a row, differences of logits are differences of log-probabilities,
+    # so the row-centred mean logits equal the mean row-centred log-probabilities over the sentences.
+    future = np.triu(np.ones((n_tokens, n_tokens), dtype=bool), k=1) & any_model.is_causal
+    assert np.array_equal(np.isnan(averaged.logits), np.broadcast_to(future, averaged.logits.shape))
+    logs = np.where(future, np.nan, np.log(np.maximum(per_sentence, 1e-30)))
+    expected = np.mean(logs - np.nanmean(logs, axis=-1, keepdims=True), axis=0)
+    got = averaged.logits.astype(np.float64)
+    np.testing.assert_allclose(got - np.nanmean(got, axis=-1, keepdims=True), expected, atol=2e-3)
+
+
+def test_batching_does_not_change_results(smollm2: ModelHandle, sentences: list[str], tmp_path: Path) -> None:
+    progress: list[tuple[int, int]] = []
+    one = sinks.corpus_attention(smollm2, sentences, ResultCache(tmp_path / "a"), n_tokens=12, batch_size=1).value
+    four = sinks.corpus_attention(
+        smollm2, sentences, ResultCache(tmp_path / "b"), n_tokens=12, batch_size=4, on_progress=lambda *done: progress.append(done)
+    ).value
+    np.testing.assert_allclose(one.probabilities, four.probabilities, atol=1e-5)
+    np.testing.assert_allclose(one.logits, four.logits, atol=1e-4)
+    assert progress == [(4, 6), (6, 6)]
+
+
+def test_corpus_is_cached_and_skips_short_sentences(smollm2: ModelHandle, cache: ResultCache) -> None:
+    pasted = "Too short.\n\n" + "\n".join(corpus.sentences()[:3])
+    first = sinks.corpus_attention(smollm2, sinks.split_sentences(pasted), cache, n_tokens=10, limit=2)
+    assert not first.hit and first.value.n_sentences == 2 and first.value.n_skipped == 1
+    again = sinks.corpus_attention(smollm2, sinks.split_sentences(pasted), cache, n_tokens=10, limit=2)
+    assert again.hit
+    np.testing.assert_array_equal(again.value.probabilities, first.value.probabilities)
+
+
+def test_first_token_dominates_beyond_the_first_two_layers(smollm2: ModelHandle, cache: ResultCache) -> None:
+    """StreamingLLM's Figure 2 on smollm2-135m-instruct: past layers 0 and 1, position 0 takes the most attention."""
+    averaged = sinks.corpus_attention(smollm2, corpus.sentences(), cache, n_tokens=16, limit=32).value
+    maps = averaged.layer_probabilities.astype(np.float64)
+    received = np.stack([_received(a, is_causal=True) for a in maps])
+    dominant = [layer for layer in range(2, averaged.n_layers) if np.nanargmax(received[layer]) == 0]
+    assert len(dominant) >= 0.75 * (averaged.n_layers - 2), dominant
+    first_column = maps[:, 1:, 0].mean(axis=1)
+    assert first_column[2:].mean() > 2 * first_column[:2].mean()
+
+
+@pytest.mark.parametrize(
+    ("pasted", "n_tokens", "message"),
+    [
+        ("", 16, "no sentences"),
+        ("Too short.\nAlso short.", 16, "None of the 2 sentences has 16 tokens"),
+        ("Fine here.", 1, "between 2 and"),
+    ],
+)
+def test_bad_sentences_get_a_message(
+    smollm2: ModelHandle, cache: ResultCache, pasted: str, n_tokens: int, message: str
+) -> None:
+    with pytest.raises(LmscopeError, match=message):
+        sinks.corpus_attention(smollm2, sinks.split_sentences(pasted), cache, n_tokens=n_tokens)
+
+
+def test_massive_link_equals_output_hidden_states(any_model: ModelHandle, cache: ResultCache) -> None:
+    result = attention.run(any_model, TEXT, cache).value
+    link = sinks.massive_link(any_model, result, cache).value
+    states = _direct(any_model, result.token_ids, output_hidden_states=True).hidden_states
+    for layer in range(any_model.n_layers):
+        magnitude = states[layer][0].abs().double().numpy()  # the hidden state entering this layer
+        peaks = magnitude.max(axis=-1)
+        sink = sinks.sink_profile(result).sink_position[layer]
+        others = np.delete(np.arange(len(peaks)), sink)
+        assert link.sink_position[layer] == sink
+        assert link.sink_magnitude[layer] == pytest.approx(peaks[sink], rel=1e-5)
+        assert link.other_magnitude[layer] == pytest.approx(peaks[others].max(), rel=1e-5)
+        assert link.median_magnitude[layer] == pytest.approx(np.median(magnitude), rel=1e-5)
+        assert link.sink_is_massive[layer] == (np.argmax(peaks) == sink)
+
+
+def test_figures_draw_the_probe_numbers(smollm2: ModelHandle, cache: ResultCache, sentences: list[str]) -> None:
+    averaged = sinks.corpus_attention(smollm2, sentences, cache, n_tokens=10).value
+    fig = corpus_maps(averaged, [1, 4], logits=True)
+    future = np.triu(np.ones((10, 10), dtype=bool), k=1)
+    for trace, layer in zip(fig.data, [1, 4]):
+        z = np.asarray(trace.z, dtype=float)
+        assert np.isnan(z[future]).all()
+        np.testing.assert_allclose(z[~future], averaged.layer_logits[layer][~future], rtol=1e-6)
+    result = attention.run(smollm2, TEXT, cache).value
+    link = sinks.massive_link(smollm2, result, cache).value
+    chart = massive_link_chart(link)
+    np.testing.assert_allclose(chart.data[0].y, link.sink_magnitude)
+    np.testing.assert_allclose(chart.data[1].y, link.other_magnitude)
+    assert list(chart.data[2].x) == list(np.flatnonzero(~link.sink_is_massive))
+    rows = sink_table_rows(sinks.sink_profile(result))
+    assert [r["sink token"] for r in rows] == [visible(result.tokens[p]) for p in link.sink_position]
+    pooled = sink_table_rows(sinks.sink_profile(attention.run(smollm2, LONG_TEXT, cache).value))
+    assert "–" in pooled[0]["sink positions"] and "sink token" not in pooled[0]
+
+
+def test_sinks_page_draws_its_charts(smollm2: ModelHandle, tmp_path: Path) -> None:
+    at = _run(SINKS, text=TEXT, k="3", sentences="4", tokens="12", layers="0,5")
+    assert not at.exception and not at.error and not at.warning
+    assert len(at.get("plotly_chart")) == 4
+    result = attention.run(smollm2, TEXT, ResultCache(tmp_path)).value
+    lines = _chart(at, 0)["data"]
+    np.testing.assert_allclose(_values(lines[0]["y"]), sinks.sink_profile(result).layer_share, rtol=1e-6)
+    np.testing.assert_allclose(_values(lines[1]["y"]), sinks.first_k_share(result, 3), rtol=1e-6)
+    maps = _chart(at, 3)
+    assert [a["text"].split("<br>")[0] for a in maps["layout"]["annotations"]] == ["Layer 0", "Layer 5"]
+    assert "logits" in maps["layout"]["title"]["text"] and "4 sentences of 12 tokens" in maps["layout"]["title"]["text"]
+    assert at.query_params["k"] == "3" and at.query_params["layers"] == "0,5"
+    at.toggle(key="sink_logits").set_value(False).run()
+    assert "weights" in _chart(at, 3)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
+
+
+@pytest.mark.parametrize("model", ["gemma3-270m", "all-minilm-l6-v2"])
+def test_sinks_page_on_other_builtins(model: str) -> None:
+    at = _run(SINKS, model=model, text="Sinks and delimiters, again.", sentences="3")
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 4
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"k": "0"}, "k = 0 is out of range"),
+        ({"k": "999"}, "k=999 is out of range"),
+        ({"tokens": "1"}, "tokens=1 is out of range"),
+        ({"layers": "2,77"}, "not all layers"),
+    ],
+)
+def test_bad_url_options_fall_back_with_a_message(smollm2: ModelHandle, params: dict[str, str], message: str) -> None:
+    at = _run(SINKS, text=TEXT, sentences="2", **params)
+    assert not at.exception and not at.error
+    assert message in _texts(at.warning)
+    assert at.slider(key="sink_k").value == sinks.DEFAULT_K
+
+
+@pytest.mark.parametrize(
+    ("pasted", "message"), [("", "no sentences"), ("Too short.\nAlso short.", "None of the 2 sentences has 16 tokens")]
+)
+def test_pasted_sentences_that_cannot_be_used(smollm2: ModelHandle, pasted: str, message: str) -> None:
+    at = _run(SINKS, text=TEXT, sentences="2")
+    at.toggle(key="sink_own").set_value(True).run()
+    at.text_area(key="sink_pasted").input(pasted).run()
+    assert not at.exception
+    assert message in _texts(at.error)
+    assert len(at.get("plotly_chart")) == 3  # the charts of the text are still shown
