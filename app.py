@@ -100,3 +100,14 @@ state.sync_url()
 st.divider()
 st.markdown("**Views**")
 st.page_link("pages/1_Attention.py", label="Attention: heatmaps of every layer and head", icon=":material/grid_on:")
+st.page_link("pages/2_Head_atlas.py", label="Head atlas: induction, previous-token, sink and delimiter heads", icon=":material/apps:")
+st.page_link(
+    "pages/3_Structured_attention.py",
+    label="Structured attention: sliding-window, dilated and global masks, and what they cost the model",
+    icon=":material/filter_alt:",
+)
+st.page_link(
+    "pages/4_Attention_sinks.py",
+    label="Attention sinks: how much attention lands on the first token, on your text and over a corpus",
+    icon=":material/vertical_align_bottom:",
+)

@@ -38,14 +38,6 @@ result = cached.value
 profile = sinks.sink_profile(result)
 
 
-def _url_int(name: str, default: int, allowed: range) -> int:
-    """An integer option from the URL if it is one of `allowed`; otherwise the default, with a warning."""
-    value, problem = state.url_int(name, default, allowed.stop, allowed.start)
-    if problem:
-        st.warning(problem)
-    return value
-
-
 def _url_k(result: AttentionResult) -> int:
     """The first-k choice from the URL, checked against what this text allows."""
     default = sinks.default_k(result)
@@ -81,12 +73,8 @@ if "sink_layers" not in st.session_state:
     st.session_state["sink_layers"] = _url_layers(result.n_layers)
 else:  # the model changed under a kept choice
     st.session_state["sink_layers"] = [i for i in st.session_state["sink_layers"] if i < result.n_layers]
-for key, name, default, allowed in (
-    ("sink_sentences", "sentences", sinks.DEFAULT_SENTENCES, range(1, MAX_SENTENCES + 1)),
-    ("sink_tokens", "tokens", sinks.DEFAULT_TOKENS, range(2, MAX_TOKENS_PER_SENTENCE + 1)),
-):
-    if key not in st.session_state:
-        st.session_state[key] = _url_int(name, default, allowed)
+state.init_int("sink_sentences", "sentences", sinks.DEFAULT_SENTENCES, MAX_SENTENCES + 1, lower=1)
+state.init_int("sink_tokens", "tokens", sinks.DEFAULT_TOKENS, MAX_TOKENS_PER_SENTENCE + 1, lower=2)
 if "sink_logits" not in st.session_state:
     st.session_state["sink_logits"] = st.query_params.get("logits", "1") != "0"
 

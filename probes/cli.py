@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from probes import attention
+from probes import attention, heads, structured
 from probes.builtin import BUILTINS
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
-from probes.models import ModelHandle, info, load
+from probes.models import info, load
 
 
 def to_json(value: object) -> object:
@@ -48,7 +48,11 @@ def _prepare(args: argparse.Namespace) -> object:
 
 def _attention(args: argparse.Namespace) -> object:
     handle = load(args.model)
-    result = attention.run(handle, args.text, ResultCache()).value
+    if (args.layer is None) != (args.head is None):
+        raise LmscopeError("Give both --layer and --head to print one head's map.")
+    if args.logits and args.layer is None:
+        raise LmscopeError("--logits prints one head's pre-softmax scores: give --layer and --head too.")
+    result = attention.run(handle, args.text, ResultCache(), with_logits=args.logits).value
     out = {
         "model": handle.name,
         "fingerprint": handle.fingerprint,
@@ -56,14 +60,37 @@ def _attention(args: argparse.Namespace) -> object:
         "tokens": result.tokens,
         "n_layers": result.n_layers,
         "n_heads": result.n_heads,
+        "pool": result.pool,
         **{k: getattr(result, k) for k in attention.SUMMARIES},
     }
-    if (args.layer is None) != (args.head is None):
-        raise LmscopeError("Give both --layer and --head to print one head's map.")
     if args.layer is not None:
         result.check_head(args.layer, args.head)
         out.update(layer=args.layer, head=args.head, map=result.maps[args.layer, args.head].astype(np.float32))
+        if args.logits:
+            out["logits"] = result.logits[args.layer, args.head].astype(np.float32)
     return out
+
+
+def _heads(args: argparse.Namespace) -> object:
+    handle = load(args.model)
+    result = heads.run(handle, ResultCache(), args.seq_len, args.seed).value
+    return {
+        "model": handle.name,
+        "fingerprint": handle.fingerprint,
+        "seq_len": args.seq_len,
+        "seed": args.seed,
+        "token_ids": result.token_ids,
+        "n_layers": result.n_layers,
+        "n_heads": result.n_heads,
+        "induction": result.scores["induction"],
+        "previous_token": result.previous_token,
+        "sink_share": result.sink_share,
+    }
+
+
+def _window(args: argparse.Namespace) -> object:
+    loss = structured.window_nll(load(args.model), args.text, args.window, args.sinks)
+    return dataclasses.asdict(loss)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,7 +105,19 @@ def _parser() -> argparse.ArgumentParser:
     attn.add_argument("--text", required=True)
     attn.add_argument("--layer", type=int)
     attn.add_argument("--head", type=int)
+    attn.add_argument("--logits", action="store_true", help="also print that head's pre-softmax scores (null = masked)")
     attn.set_defaults(run=_attention)
+    head_scores = commands.add_parser("heads", help="induction, previous-token and sink scores on repeated random tokens")
+    head_scores.add_argument("--model", required=True, help="built-in name, Hugging Face id or local folder")
+    head_scores.add_argument("--seq-len", type=int, default=50, help="N random tokens, shown twice (default 50)")
+    head_scores.add_argument("--seed", type=int, default=0)
+    head_scores.set_defaults(run=_heads)
+    window = commands.add_parser("window", help="mean per-token loss with every layer limited to a sliding window")
+    window.add_argument("--model", required=True, help="built-in name, Hugging Face id or local folder (a decoder)")
+    window.add_argument("--text", required=True)
+    window.add_argument("--window", type=int, required=True, help="tokens each query may see, itself included")
+    window.add_argument("--sinks", type=int, default=0, help="the first K tokens stay visible to every query (default 0)")
+    window.set_defaults(run=_window)
     return parser
 
 

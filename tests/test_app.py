@@ -2,61 +2,29 @@
 
 from __future__ import annotations
 
-import base64
-import json
-
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from probes import attention, heads
 from probes.cache import ResultCache
 from probes.models import ModelHandle
-from tests.conftest import ROOT
+from tests.helpers import APP, chart, open_page, plotly_array, texts
 
-APP = "app.py"
 ATTENTION = "pages/1_Attention.py"
 ATLAS = "pages/2_Head_atlas.py"
-TIMEOUT = 300
-
-
-def _run(page: str, **params: str) -> AppTest:
-    """Open a page of the app as a browser would, with these URL query parameters."""
-    at = AppTest.from_file(str(ROOT / APP), default_timeout=TIMEOUT)
-    for key, value in params.items():
-        at.query_params[key] = value
-    if page != APP:
-        at.switch_page(page)
-    return at.run()
-
-
-def _texts(elements) -> str:
-    return " ".join(str(e.value) for e in elements)
-
-
-def _array(value: object) -> np.ndarray:
-    """A Plotly JSON array: a plain list, or base64 {"dtype", "bdata", "shape"}."""
-    if isinstance(value, dict):
-        shape = [int(d) for d in str(value.get("shape", "-1")).split(",")]
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
-    return np.array([[np.nan if v is None else v for v in row] for row in value], dtype=float)
-
-
-def _chart(at: AppTest, index: int) -> dict:
-    return json.loads(at.get("plotly_chart")[index].proto.spec)
 
 
 def test_home_shows_the_default_model_and_its_tokens(smollm2: ModelHandle) -> None:
-    at = _run(APP)
+    at = open_page(APP)
     assert not at.exception and not at.error
     assert at.selectbox[0].value == "smollm2-135m-instruct"
     assert {m.label: m.value for m in at.metric}["Layers"] == "30"
-    assert "Tokens" in _texts(at.markdown)
+    assert "Tokens" in texts(at.markdown)
     assert at.query_params["model"] == "smollm2-135m-instruct"
 
 
 def test_home_follows_the_url(minilm: ModelHandle) -> None:
-    at = _run(APP, model="all-minilm-l6-v2", text="Encoders look both ways.")
+    at = open_page(APP, model="all-minilm-l6-v2", text="Encoders look both ways.")
     assert not at.exception and not at.error
     assert at.selectbox[0].value == "all-minilm-l6-v2"
     assert at.text_area[0].value == "Encoders look both ways."
@@ -64,7 +32,7 @@ def test_home_follows_the_url(minilm: ModelHandle) -> None:
 
 
 def test_switching_model_reloads(gemma3: ModelHandle) -> None:
-    at = _run(APP)
+    at = open_page(APP)
     at.selectbox[0].set_value("gemma3-270m").run()
     assert not at.exception and not at.error
     assert {m.label: m.value for m in at.metric}["Layers"] == "18"
@@ -72,52 +40,52 @@ def test_switching_model_reloads(gemma3: ModelHandle) -> None:
 
 
 def test_other_model_path_that_does_not_exist() -> None:
-    at = _run(APP)
+    at = open_page(APP)
     at.selectbox[0].set_value(at.selectbox[0].options[-1]).run()
     at.text_input[0].input("/no/such/model").run()
     assert not at.exception
-    assert "Unknown model" in _texts(at.error)
+    assert "Unknown model" in texts(at.error)
 
 
 @pytest.mark.parametrize(("model", "message"), [("nobody/nothing", "Unknown model"), ("../etc", "Unknown model")])
 def test_unknown_model_in_the_url(model: str, message: str) -> None:
     for script in (APP, ATTENTION):
-        at = _run(script, model=model)
+        at = open_page(script, model=model)
         assert not at.exception
-        assert message in _texts(at.error)
+        assert message in texts(at.error)
 
 
 def test_empty_text_gets_a_message() -> None:
-    at = _run(APP)
+    at = open_page(APP)
     at.text_area[0].input("   \n ").run()
     assert not at.exception
-    assert "empty" in _texts(at.error)
+    assert "empty" in texts(at.error)
 
 
 def test_long_text_offers_truncation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LMSCOPE_MAX_TOKENS", "16")
-    at = _run(APP, text="Sinks soak up attention. " * 20)
+    at = open_page(APP, text="Sinks soak up attention. " * 20)
     assert not at.exception
-    assert "more than the limit of 16 tokens" in _texts(at.error)
+    assert "more than the limit of 16 tokens" in texts(at.error)
     at.button[0].click().run()
     assert not at.exception and not at.error
     assert at.text_area[0].value.startswith("Sinks soak up attention.")
-    assert "Tokens" in _texts(at.markdown)
+    assert "Tokens" in texts(at.markdown)
 
 
 def test_odd_unicode_text_works() -> None:
-    at = _run(APP, text="naïve café 🙂 \u200b שלום 中文 \x00")
+    at = open_page(APP, text="naïve café 🙂 \u200b שלום 中文 \x00")
     assert not at.exception and not at.error
 
 
 def test_attention_page_draws_the_chosen_head(smollm2: ModelHandle, tmp_path) -> None:
     text = "Heads specialise: some look back one token."
-    at = _run(ATTENTION, text=text, layer="4", head="7")
+    at = open_page(ATTENTION, text=text, layer="4", head="7")
     assert not at.exception and not at.error and not at.warning
     assert (at.number_input[0].value, at.number_input[1].value) == (4, 7)
-    heatmap = _chart(at, 0)["data"][0]
+    heatmap = chart(at, 0)["data"][0]
     expected = attention.run(smollm2, text, ResultCache(tmp_path)).value.maps[4, 7].astype(float)
-    z = _array(heatmap["z"]).astype(float)
+    z = plotly_array(heatmap["z"]).astype(float)
     lower = np.tril(np.ones_like(expected, dtype=bool))
     np.testing.assert_allclose(z[lower], expected[lower])
     assert len(at.get("plotly_chart")) == 2
@@ -126,64 +94,64 @@ def test_attention_page_draws_the_chosen_head(smollm2: ModelHandle, tmp_path) ->
 
 @pytest.mark.parametrize(("layer", "head", "message"), [("99", "0", "layer=99 is out of range"), ("x", "2", "not a number"), ("1", "-3", "head=-3 is out of range")])
 def test_bad_layer_or_head_in_the_url(smollm2: ModelHandle, layer: str, head: str, message: str) -> None:
-    at = _run(ATTENTION, layer=layer, head=head)
+    at = open_page(ATTENTION, layer=layer, head=head)
     assert not at.exception and not at.error
-    assert message in _texts(at.warning)
+    assert message in texts(at.warning)
     assert 0 <= at.number_input[0].value < 30 and 0 <= at.number_input[1].value < 9
 
 
 @pytest.mark.parametrize("model", ["gemma3-270m", "all-minilm-l6-v2"])
 def test_attention_page_on_other_builtins(model: str, request: pytest.FixtureRequest) -> None:
-    at = _run(ATTENTION, model=model, text="Sinks and delimiters.", layer="1", head="1")
+    at = open_page(ATTENTION, model=model, text="Sinks and delimiters.", layer="1", head="1")
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == 2
 
 
 def test_logits_toggle_from_the_url(smollm2: ModelHandle, tmp_path) -> None:
     text = "Logits come before the softmax."
-    at = _run(ATTENTION, text=text, layer="6", head="1", logits="1")
+    at = open_page(ATTENTION, text=text, layer="6", head="1", logits="1")
     assert not at.exception and not at.error
     assert at.toggle(key="attn_logits").value
-    figure = _chart(at, 0)
+    figure = chart(at, 0)
     assert "logits" in figure["layout"]["title"]["text"]
     expected = attention.run(smollm2, text, ResultCache(tmp_path), with_logits=True).value.logits[6, 1].astype(float)
     lower = np.tril(np.ones_like(expected, dtype=bool))
-    np.testing.assert_allclose(_array(figure["data"][0]["z"]).astype(float)[lower], expected[lower])
+    np.testing.assert_allclose(plotly_array(figure["data"][0]["z"]).astype(float)[lower], expected[lower])
     at.toggle(key="attn_logits").set_value(False).run()
-    assert "weights" in _chart(at, 0)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
+    assert "weights" in chart(at, 0)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
 
 
 def test_one_token_text_on_the_attention_page() -> None:
-    at = _run(ATTENTION, text="Hi")
+    at = open_page(ATTENTION, text="Hi")
     assert not at.exception
-    assert "at least two tokens" in _texts(at.error)
+    assert "at least two tokens" in texts(at.error)
 
 
 def test_summary_choice_recolours_the_grid() -> None:
-    at = _run(ATTENTION, summary="entropy")
+    at = open_page(ATTENTION, summary="entropy")
     assert not at.exception
     assert at.selectbox(key="attn_summary").value == "entropy"
-    assert "Entropy" in _chart(at, 1)["layout"]["title"]["text"]
+    assert "Entropy" in chart(at, 1)["layout"]["title"]["text"]
 
 
 def test_atlas_colours_heads_by_induction(smollm2: ModelHandle, tmp_path) -> None:
-    at = _run(ATLAS, layer="17", head="3")
+    at = open_page(ATLAS, layer="17", head="3")
     assert not at.exception and not at.error
-    grid = _chart(at, 0)
+    grid = chart(at, 0)
     expected = heads.run(smollm2, ResultCache(tmp_path), 50, 0).value.scores["induction"]
-    np.testing.assert_allclose(_array(grid["data"][0]["z"]), expected, rtol=1e-6)
-    assert "Layer 17, head 3" in _chart(at, 1)["layout"]["title"]["text"]
-    assert "Highest-scoring heads" in _texts(at.markdown)
+    np.testing.assert_allclose(plotly_array(grid["data"][0]["z"]), expected, rtol=1e-6)
+    assert "Layer 17, head 3" in chart(at, 1)["layout"]["title"]["text"]
+    assert "Highest-scoring heads" in texts(at.markdown)
 
 
 def test_atlas_on_the_encoder_names_cls_and_sep(minilm: ModelHandle) -> None:
-    at = _run(ATLAS, model="all-minilm-l6-v2", score="special_share")
+    at = open_page(ATLAS, model="all-minilm-l6-v2", score="special_share")
     assert not at.exception and not at.error
-    assert "[SEP]" in _chart(at, 0)["layout"]["title"]["text"]
+    assert "[SEP]" in chart(at, 0)["layout"]["title"]["text"]
 
 
 def test_atlas_bad_score_in_the_url_falls_back() -> None:
-    at = _run(ATLAS, score="nonsense", layer="77")
+    at = open_page(ATLAS, score="nonsense", layer="77")
     assert not at.exception and not at.error
     assert at.selectbox(key="atlas_score").value == "induction"
-    assert "layer=77 is out of range" in _texts(at.warning)
+    assert "layer=77 is out of range" in texts(at.warning)

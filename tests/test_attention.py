@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from probes import attention
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.models import ModelHandle
+from tests.helpers import direct_attentions
 
 TEXT = "When Mary and John went to the store, John gave a drink to Mary. Then they went home."
-
-
-def _direct_attentions(handle: ModelHandle, token_ids: np.ndarray) -> list[np.ndarray]:
-    ids = torch.as_tensor(token_ids)[None]
-    with torch.inference_mode():
-        out = handle.model(input_ids=ids, output_attentions=True)
-    return [a[0].double().numpy() for a in out.attentions]
 
 
 def test_maps_are_distributions_over_visible_keys(any_model: ModelHandle, cache: ResultCache) -> None:
@@ -36,7 +29,7 @@ def test_maps_are_distributions_over_visible_keys(any_model: ModelHandle, cache:
 
 def test_summaries_equal_a_direct_computation(any_model: ModelHandle, cache: ResultCache) -> None:
     result = attention.run(any_model, TEXT, cache).value
-    direct = _direct_attentions(any_model, result.token_ids)
+    direct = direct_attentions(any_model, result.token_ids)
     n = len(result.tokens)
     delimiters = [i for i, t in enumerate(result.tokens) if i > 0 and (t.strip() in {".", ",", "[SEP]"})]
     assert delimiters == list(np.flatnonzero(result.delimiters))
@@ -78,7 +71,7 @@ def test_long_texts_are_pooled_for_display(smollm2: ModelHandle, cache: ResultCa
     pool = -(-n // attention.MAX_MAP_SIDE)
     assert result.pool == pool > 1 and result.maps.shape[-1] == -(-n // pool)
     np.testing.assert_allclose(result.maps.astype(np.float64).sum(-1), 1.0, atol=5e-3)
-    exact = _direct_attentions(smollm2, result.token_ids)[7][3]
+    exact = direct_attentions(smollm2, result.token_ids)[7][3]
     assert result.maps[7, 3, 1, 0] == pytest.approx(exact[pool : 2 * pool, :pool].sum(-1).mean(), abs=1e-3)
     assert result.sink_share[7, 3] == pytest.approx(exact[1:, 0].mean(), abs=1e-5)
     # Summaries are accumulated over chunks of queries; they must equal the whole-map computation.

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
 from tests.conftest import ROOT
 
@@ -80,7 +80,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1500, "height": 1200})
+    context = browser.new_context(viewport={"width": 1500, "height": 2400})
     yield context.new_page()
     context.close()
 
@@ -98,6 +98,18 @@ def _no_exception(page: Page) -> None:
 def _location(page: Page) -> str:
     """The address bar now (Streamlit rewrites it with history.replaceState, which page.url can miss)."""
     return page.evaluate("location.href")
+
+
+def _click_cell(page: Page, grid: Locator, layer: int, head: int) -> None:
+    """Click the centre of a layer x head grid cell, located through Plotly's own axis mapping."""
+    x, y = grid.evaluate(
+        """(el, [layer, head]) => {
+            const l = el._fullLayout, box = el.getBoundingClientRect();
+            return [box.left + l.xaxis._offset + l.xaxis.l2p(head), box.top + l.yaxis._offset + l.yaxis.l2p(layer)];
+        }""",
+        [layer, head],
+    )
+    page.mouse.click(x, y)
 
 
 def _open(page: Page, url: str) -> None:
@@ -140,19 +152,38 @@ def test_clicking_a_grid_cell_selects_that_head(server: str, page: Page, artifac
     grid = page.locator(".js-plotly-plot").nth(1)
     grid.wait_for(timeout=WAIT_MS)
     _settle(page)
-    x, y = grid.evaluate(
-        """(el, [layer, head]) => {
-            const l = el._fullLayout, box = el.getBoundingClientRect();
-            return [box.left + l.xaxis._offset + l.xaxis.l2p(head), box.top + l.yaxis._offset + l.yaxis.l2p(layer)];
-        }""",
-        [12, 5],
-    )
-    page.mouse.click(x, y)
+    _click_cell(page, grid, layer=12, head=5)
     page.wait_for_selector('text="Layer 12, head 5: attention weights"', timeout=WAIT_MS)
     _settle(page)
     page.screenshot(path=str(artifacts / "attention-clicked.png"), full_page=True)
     _no_exception(page)
     assert "layer=12" in _location(page) and "head=5" in _location(page)
+
+
+def test_clicking_an_atlas_cell_opens_that_head(server: str, page: Page, artifacts: Path) -> None:
+    _open(page, f"{server}/Head_atlas")
+    grid = page.locator(".js-plotly-plot").first
+    grid.wait_for(timeout=WAIT_MS)
+    _settle(page)
+    _click_cell(page, grid, layer=18, head=6)
+    page.wait_for_selector('text="Layer 18, head 6: attention weights"', timeout=WAIT_MS)
+    _settle(page)
+    page.get_by_role("tab", name="random tokens").click()
+    page.screenshot(path=str(artifacts / "atlas-clicked.png"), full_page=True)
+    _no_exception(page)
+    assert "layer=18" in _location(page) and "head=6" in _location(page)
+
+
+def test_structured_attention_page_draws_masks_and_losses(server: str, page: Page, artifacts: Path) -> None:
+    text = "The first tokens soak up attention. A window that hides them costs the model dearly, sinks keep it calm."
+    _open(page, f"{server}/Structured_attention?{urlencode({'text': text, 'layer': 3, 'head': 2, 'window': 6, 'sinks': 2})}")
+    page.wait_for_selector(".js-plotly-plot >> nth=3", timeout=WAIT_MS)
+    _settle(page)
+    page.screenshot(path=str(artifacts / "structured-attention.png"), full_page=True)
+    _no_exception(page)
+    plots = page.locator(".js-plotly-plot")
+    assert "keeps" in plots.nth(0).inner_text() and "dilated w=6, d=2" in plots.nth(0).inner_text()
+    assert "full attention" in plots.nth(2).inner_text()
 
 
 def test_bad_url_gets_messages_not_tracebacks(server: str, page: Page) -> None:
@@ -162,3 +193,15 @@ def test_bad_url_gets_messages_not_tracebacks(server: str, page: Page) -> None:
     _open(page, f"{server}/?model=no/such-model")
     page.wait_for_selector("text=Unknown model", timeout=WAIT_MS)
     _no_exception(page)
+
+
+def test_attention_sinks_page_draws_its_charts(server: str, page: Page, artifacts: Path) -> None:
+    query = urlencode({"text": "The first token soaks up attention. Later tokens have nowhere else to look.", "sentences": 16})
+    _open(page, f"{server}/Attention_sinks?{query}")
+    page.wait_for_selector(".js-plotly-plot >> nth=3", timeout=WAIT_MS)
+    _settle(page)
+    page.screenshot(path=str(artifacts / "attention-sinks.png"), full_page=True)
+    _no_exception(page)
+    plots = page.locator(".js-plotly-plot")
+    assert "Sink share by layer" in plots.nth(0).inner_text()
+    assert "over 16 sentences of 16 tokens" in plots.nth(3).inner_text()

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from probes import attention
+from probes import attention, heads
 from probes.builtin import BUILTINS
 from probes.cache import ResultCache
 from probes.models import ModelHandle, resolve
-from tests.conftest import ROOT
+from tests.helpers import cli
 
 TEXT = "Previous-token heads look one step back."
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "probes", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-
-
 def test_list_models() -> None:
-    done = _cli("list-models")
+    done = cli("list-models")
     assert done.returncode == 0, done.stderr
     models = json.loads(done.stdout)
     assert [m["name"] for m in models] == list(BUILTINS)
@@ -36,7 +28,7 @@ def test_list_models() -> None:
 
 
 def test_attention_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCache) -> None:
-    done = _cli("attention", "--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "3", "--head", "4")
+    done = cli("attention", "--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "3", "--head", "4")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     expected = attention.run(smollm2, TEXT, cache).value
@@ -55,11 +47,32 @@ def test_attention_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCac
 
 def test_attention_on_an_encoder_by_local_folder() -> None:
     folder, _ = resolve("all-minilm-l6-v2")
-    done = _cli("attention", "--model", folder, "--text", "Where is the period?")
+    done = cli("attention", "--model", folder, "--text", "Where is the period?")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["tokens"][0] == "[CLS]" and out["tokens"][-1] == "[SEP]"
     assert (out["n_layers"], out["n_heads"]) == (6, 12)
+
+
+def test_logits_of_one_head(smollm2: ModelHandle, cache: ResultCache) -> None:
+    done = cli("attention", "--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "5", "--head", "2", "--logits")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    expected = attention.run(smollm2, TEXT, cache, with_logits=True).value.logits[5, 2].astype(np.float64)
+    got = np.array([[np.nan if v is None else v for v in row] for row in out["logits"]])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)])
+
+
+def test_heads_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCache) -> None:
+    done = cli("heads", "--model", "smollm2-135m-instruct", "--seq-len", "30", "--seed", "7")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    expected = heads.run(smollm2, cache, 30, 7).value
+    assert out["token_ids"] == expected.token_ids.tolist() and len(out["token_ids"]) == 60
+    np.testing.assert_allclose(out["induction"], expected.scores["induction"], rtol=1e-6)
+    for name in ("previous_token", "sink_share"):
+        np.testing.assert_allclose(out[name], getattr(expected, name), rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -69,10 +82,11 @@ def test_attention_on_an_encoder_by_local_folder() -> None:
         (["--model", "smollm2-135m-instruct", "--text", "   "], "empty"),
         (["--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "30", "--head", "0"], "Layer 30 does not exist"),
         (["--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "1"], "both --layer and --head"),
+        (["--model", "smollm2-135m-instruct", "--text", TEXT, "--logits"], "give --layer and --head"),
     ],
 )
 def test_errors_are_one_line_on_stderr(args: list[str], message: str) -> None:
-    done = _cli("attention", *args)
+    done = cli("attention", *args)
     assert done.returncode == 1
     assert done.stdout == ""
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]

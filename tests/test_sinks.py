@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from probes import attention, corpus, sinks
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.models import ModelHandle
-from tests.test_app import _array, _chart, _run, _texts
+from tests.helpers import chart, direct, open_page, plotly_array, texts
 from viz.sinks import corpus_maps, massive_link_chart, sink_table_rows
 from viz.theme import visible
 
@@ -22,15 +21,9 @@ LONG_TEXT = "A sentence that repeats, so that the text is long. " * 24
 SINKS = "pages/4_Attention_sinks.py"
 
 
-def _direct(handle: ModelHandle, token_ids: np.ndarray, **flags: bool):
-    """The model's own outputs for one sequence, called directly (not through lmscope's probes)."""
-    with torch.inference_mode():
-        return handle.model(input_ids=torch.as_tensor(token_ids)[None], **flags)
-
-
 def _head_mean_attention(handle: ModelHandle, token_ids: np.ndarray) -> list[np.ndarray]:
     """Per layer, the (n, n) attention of output_attentions averaged over heads, in float64."""
-    return [a[0].double().mean(0).numpy() for a in _direct(handle, token_ids, output_attentions=True).attentions]
+    return [a[0].double().mean(0).numpy() for a in direct(handle, token_ids, output_attentions=True).attentions]
 
 
 def _senders(key: int, n: int, is_causal: bool) -> list[int]:
@@ -46,7 +39,7 @@ def _received(a: np.ndarray, is_causal: bool) -> np.ndarray:
 
 def _values(trace_values: object) -> np.ndarray:
     """A Plotly JSON 1-D array: a plain list or base64."""
-    return _array(trace_values) if isinstance(trace_values, dict) else np.asarray(trace_values, dtype=float)
+    return plotly_array(trace_values) if isinstance(trace_values, dict) else np.asarray(trace_values, dtype=float)
 
 
 def _first_k(a: np.ndarray, k: int) -> float:
@@ -110,7 +103,7 @@ def test_corpus_average_equals_the_mean_of_direct_computations(
     ids = [any_model.tokenizer(s)["input_ids"][:n_tokens] for s in sentences]
     assert averaged.token_ids.tolist() == ids and averaged.n_skipped == 0
     per_sentence = [
-        np.stack([a[0].double().numpy() for a in _direct(any_model, np.array(i), output_attentions=True).attentions]) for i in ids
+        np.stack([a[0].double().numpy() for a in direct(any_model, np.array(i), output_attentions=True).attentions]) for i in ids
     ]
     np.testing.assert_allclose(averaged.probabilities, np.mean(per_sentence, axis=0), atol=1e-5)
     np.testing.assert_allclose(averaged.layer_probabilities, np.mean(per_sentence, axis=(0, 2)), atol=1e-5)
@@ -173,7 +166,7 @@ def test_bad_sentences_get_a_message(
 def test_massive_link_equals_output_hidden_states(any_model: ModelHandle, cache: ResultCache) -> None:
     result = attention.run(any_model, TEXT, cache).value
     link = sinks.massive_link(any_model, result, cache).value
-    states = _direct(any_model, result.token_ids, output_hidden_states=True).hidden_states
+    states = direct(any_model, result.token_ids, output_hidden_states=True).hidden_states
     for layer in range(any_model.n_layers):
         magnitude = states[layer][0].abs().double().numpy()  # the hidden state entering this layer
         peaks = magnitude.max(axis=-1)
@@ -207,24 +200,24 @@ def test_figures_draw_the_probe_numbers(smollm2: ModelHandle, cache: ResultCache
 
 
 def test_sinks_page_draws_its_charts(smollm2: ModelHandle, tmp_path: Path) -> None:
-    at = _run(SINKS, text=TEXT, k="3", sentences="4", tokens="12", layers="0,5")
+    at = open_page(SINKS, text=TEXT, k="3", sentences="4", tokens="12", layers="0,5")
     assert not at.exception and not at.error and not at.warning
     assert len(at.get("plotly_chart")) == 4
     result = attention.run(smollm2, TEXT, ResultCache(tmp_path)).value
-    lines = _chart(at, 0)["data"]
+    lines = chart(at, 0)["data"]
     np.testing.assert_allclose(_values(lines[0]["y"]), sinks.sink_profile(result).layer_share, rtol=1e-6)
     np.testing.assert_allclose(_values(lines[1]["y"]), sinks.first_k_share(result, 3), rtol=1e-6)
-    maps = _chart(at, 3)
+    maps = chart(at, 3)
     assert [a["text"].split("<br>")[0] for a in maps["layout"]["annotations"]] == ["Layer 0", "Layer 5"]
     assert "logits" in maps["layout"]["title"]["text"] and "4 sentences of 12 tokens" in maps["layout"]["title"]["text"]
     assert at.query_params["k"] == "3" and at.query_params["layers"] == "0,5"
     at.toggle(key="sink_logits").set_value(False).run()
-    assert "weights" in _chart(at, 3)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
+    assert "weights" in chart(at, 3)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
 
 
 @pytest.mark.parametrize("model", ["gemma3-270m", "all-minilm-l6-v2"])
 def test_sinks_page_on_other_builtins(model: str) -> None:
-    at = _run(SINKS, model=model, text="Sinks and delimiters, again.", sentences="3")
+    at = open_page(SINKS, model=model, text="Sinks and delimiters, again.", sentences="3")
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == 4
 
@@ -239,9 +232,9 @@ def test_sinks_page_on_other_builtins(model: str) -> None:
     ],
 )
 def test_bad_url_options_fall_back_with_a_message(smollm2: ModelHandle, params: dict[str, str], message: str) -> None:
-    at = _run(SINKS, text=TEXT, sentences="2", **params)
+    at = open_page(SINKS, text=TEXT, sentences="2", **params)
     assert not at.exception and not at.error
-    assert message in _texts(at.warning)
+    assert message in texts(at.warning)
     assert at.slider(key="sink_k").value == sinks.DEFAULT_K
 
 
@@ -249,9 +242,9 @@ def test_bad_url_options_fall_back_with_a_message(smollm2: ModelHandle, params: 
     ("pasted", "message"), [("", "no sentences"), ("Too short.\nAlso short.", "None of the 2 sentences has 16 tokens")]
 )
 def test_pasted_sentences_that_cannot_be_used(smollm2: ModelHandle, pasted: str, message: str) -> None:
-    at = _run(SINKS, text=TEXT, sentences="2")
+    at = open_page(SINKS, text=TEXT, sentences="2")
     at.toggle(key="sink_own").set_value(True).run()
     at.text_area(key="sink_pasted").input(pasted).run()
     assert not at.exception
-    assert message in _texts(at.error)
+    assert message in texts(at.error)
     assert len(at.get("plotly_chart")) == 3  # the charts of the text are still shown

@@ -73,6 +73,17 @@ def url_int(name: str, default: int, upper: int, lower: int = 0) -> tuple[int, s
 
 
 
+def init_int(key: str, name: str, default: int, upper: int, lower: int = 0) -> None:
+    """Start the widget state `key` from the URL's `name` (checked against [lower, upper), with a warning when
+    bad); later, reset it to the default when a new model or text no longer allows it."""
+    if key not in st.session_state:
+        st.session_state[key], problem = url_int(name, default, upper, lower)
+        if problem:
+            st.warning(problem)
+    elif not lower <= st.session_state[key] < upper:
+        st.session_state[key] = default
+
+
 def url_choice(name: str, options: tuple[str, ...] | list[str], default: str) -> str:
     """A choice from the URL if it is one of the options, else the default."""
     value = st.query_params.get(name, default)

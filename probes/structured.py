@@ -1,0 +1,320 @@
+"""Structured sparse attention applied for real: causal masks (sliding window, dilated, global + sliding, sink
+tokens), the share of each head's attention they keep, and the loss of a text when every layer obeys them.
+
+Masks are (queries x keys) boolean arrays, True where a query may attend. They are imposed on every attention
+layer through probes.capture, on top of the model's own causal (and sliding-window) mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from probes.attention import MAX_MAP_SIDE, block_pool
+from probes.cache import Cached, ResultCache, cache_key
+from probes.capture import capturing
+from probes.errors import LmscopeError
+from probes.forward import forward
+from probes.models import ModelHandle
+from probes.nll import perplexity, token_nll
+from probes.settings import settings
+from probes.text import Encoded, encode
+
+NAME = "window_sweep"
+VERSION = 1
+MASKS_NAME = "structured_masks"
+MASKS_VERSION = 1
+DEFAULT_WINDOWS = (2, 4, 8, 16, 32, 64)
+
+Progress = Callable[[int, int], None]  # (forward passes done, forward passes in all)
+
+
+def _at_least(value: int, low: int, what: str) -> None:
+    if value < low:
+        raise LmscopeError(f"The {what} must be at least {low}; got {value}.")
+
+
+def _offsets(n: int) -> np.ndarray:
+    """q - k for every (query, key) pair: 0 on the diagonal, positive for keys in the past."""
+    positions = np.arange(n)
+    return positions[:, None] - positions[None, :]
+
+
+def full_mask(n: int) -> np.ndarray:
+    """Causal attention: each query sees itself and every earlier key."""
+    return _offsets(n) >= 0
+
+
+def sliding_window_mask(n: int, window: int) -> np.ndarray:
+    """Query q sees keys q-window+1 .. q (Mistral-style sliding window)."""
+    _at_least(window, 1, "window")
+    offsets = _offsets(n)
+    return (offsets >= 0) & (offsets < window)
+
+
+def dilated_window_mask(n: int, window: int, dilation: int) -> np.ndarray:
+    """Query q sees q, q-d, q-2d, ...: `window` keys in all, `dilation` apart."""
+    _at_least(window, 1, "window")
+    _at_least(dilation, 1, "dilation")
+    offsets = _offsets(n)
+    return (offsets >= 0) & (offsets % dilation == 0) & (offsets < window * dilation)
+
+
+def global_sliding_mask(n: int, window: int, global_positions: Iterable[int]) -> np.ndarray:
+    """A sliding window plus global tokens that see, and are seen by, every token (Longformer, kept causal)."""
+    is_global = np.zeros(n, dtype=bool)
+    for position in global_positions:
+        if not 0 <= position < n:
+            raise LmscopeError(f"Global position {position} is outside the text: its positions are 0 to {n - 1}.")
+        is_global[position] = True
+    return sliding_window_mask(n, window) | (full_mask(n) & (is_global[None, :] | is_global[:, None]))
+
+
+def with_sinks(mask: np.ndarray, k: int) -> np.ndarray:
+    """The mask with the first k tokens also visible to every (later) query, as StreamingLLM keeps its sinks."""
+    _at_least(k, 0, "number of sink tokens")
+    n = mask.shape[-1]
+    return mask | (full_mask(n) & (np.arange(n) < k)[None, :])
+
+
+def check_mask(mask: np.ndarray, n: int) -> None:
+    """Refuse a mask of the wrong shape or one that leaves some query nothing to attend to."""
+    if mask.shape != (n, n):
+        raise LmscopeError(f"The mask is {mask.shape[0]} x {mask.shape[1]} but the text has {n} tokens.")
+    blind = np.flatnonzero(~mask.any(axis=-1))
+    if blind.size:
+        raise LmscopeError(f"Under this mask query {blind[0]} may see no token: every query needs at least one key.")
+
+
+def check_window(window: int, n: int) -> None:
+    """A window must restrict attention: at least 1 token and fewer than the text's n tokens."""
+    _at_least(window, 1, "window")
+    if window >= n:
+        raise LmscopeError(
+            f"Window {window} is larger than the text allows: the text has {n} tokens, so a window of {n} or more "
+            f"is full attention. Choose a window from 1 to {n - 1}."
+        )
+
+
+def kept_mass(attention_map: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean over queries of the attention weight that falls inside the mask (per map for stacked maps)."""
+    return (attention_map * mask).sum(axis=-1).mean(axis=-1)
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    """Whole numbers from a comma- or space-separated list, e.g. "2, 4, 8"; a clear error otherwise."""
+    parts = text.replace(",", " ").split()
+    try:
+        return [int(part) for part in parts]
+    except ValueError:
+        raise LmscopeError(f"The {what} must be whole numbers separated by commas, e.g. 2, 4, 8; got {text!r}.") from None
+
+
+def masked_nll(handle: ModelHandle, token_ids: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Per-token NLL (nats) of tokens 1..n-1 with the mask imposed on every attention layer (None: no mask)."""
+    if mask is not None:
+        check_mask(mask, len(token_ids))
+    with capturing(handle.model, allowed=mask):
+        return token_nll(handle, token_ids)
+
+
+def _decoder_text(handle: ModelHandle, text: str) -> Encoded:
+    """The text's tokens, for a decoder and at least two tokens; a clear error otherwise."""
+    if not handle.is_causal:
+        raise LmscopeError(
+            f"'{handle.name}' is an encoder: it does not predict the next token, so it has no loss. "
+            "The windowed loss needs a decoder (a causal language model)."
+        )
+    encoded = encode(handle, text, settings().max_tokens)
+    if len(encoded.token_ids) < 2:
+        raise LmscopeError("The loss needs at least two tokens: type a longer text.")
+    return encoded
+
+
+def windowed_mask(n: int, window: int, sinks: int) -> np.ndarray:
+    """A sliding window of `window` tokens that also keeps the first `sinks` tokens visible."""
+    return with_sinks(sliding_window_mask(n, window), sinks)
+
+
+@dataclass
+class WindowSweep:
+    """Per-token NLL (nats) of tokens 1..n-1: full attention, and every layer limited to each sliding window,
+    without and with the first `sinks` tokens kept visible (nll_sinks is nll_window when sinks is 0)."""
+
+    model: str
+    fingerprint: str
+    token_ids: np.ndarray
+    tokens: list[str]
+    windows: np.ndarray  # int, ascending
+    sinks: int
+    nll_full: np.ndarray  # (n-1,)
+    nll_window: np.ndarray  # (windows, n-1)
+    nll_sinks: np.ndarray  # (windows, n-1)
+
+    @property
+    def mean_full(self) -> float:
+        """Mean per-token NLL with full attention."""
+        return float(self.nll_full.mean())
+
+    @property
+    def mean_window(self) -> np.ndarray:
+        """Mean per-token NLL for each window, without sink tokens."""
+        return self.nll_window.mean(axis=-1)
+
+    @property
+    def mean_sinks(self) -> np.ndarray:
+        """Mean per-token NLL for each window, with the first `sinks` tokens kept visible."""
+        return self.nll_sinks.mean(axis=-1)
+
+    def rows(self) -> list[dict[str, float | int]]:
+        """One row per window: mean NLL and perplexity with the window only, with sinks (when k > 0), and full."""
+        means = {"window only": self.mean_window, **({f"window + {self.sinks} sinks": self.mean_sinks} if self.sinks else {})}
+        means["full attention"] = np.full(len(self.windows), self.mean_full)
+        return [
+            {
+                "window": int(w),
+                **{f"mean NLL, {name}": float(values[i]) for name, values in means.items()},
+                **{f"perplexity, {name}": float(np.exp(values[i])) for name, values in means.items()},
+            }
+            for i, w in enumerate(self.windows)
+        ]
+
+
+def _sweep(handle: ModelHandle, encoded: Encoded, windows: list[int], sinks: int, on_progress: Progress) -> WindowSweep:
+    """One forward pass with full attention, then one per window (and per window with sinks)."""
+    n = len(encoded.token_ids)
+    masks = [None] + [windowed_mask(n, w, 0) for w in windows] + ([windowed_mask(n, w, sinks) for w in windows] if sinks else [])
+    losses = []
+    for done, mask in enumerate(masks, start=1):
+        losses.append(masked_nll(handle, encoded.token_ids, mask))
+        on_progress(done, len(masks))
+    per_window = np.stack(losses[1 : 1 + len(windows)])
+    return WindowSweep(
+        model=handle.name,
+        fingerprint=handle.fingerprint,
+        token_ids=encoded.token_ids,
+        tokens=encoded.tokens,
+        windows=np.asarray(windows, dtype=np.int64),
+        sinks=sinks,
+        nll_full=losses[0],
+        nll_window=per_window,
+        nll_sinks=np.stack(losses[1 + len(windows) :]) if sinks else per_window,
+    )
+
+
+def window_sweep(
+    handle: ModelHandle,
+    text: str,
+    windows: Iterable[int],
+    sinks: int,
+    cache: ResultCache,
+    on_progress: Progress | None = None,
+) -> Cached[WindowSweep]:
+    """The text's loss for each sliding window, without and with sink tokens, from the disk cache when possible."""
+    encoded = _decoder_text(handle, text)
+    n = len(encoded.token_ids)
+    chosen = sorted({int(w) for w in windows})
+    if not chosen:
+        raise LmscopeError("Give at least one window size, e.g. 2, 4, 8.")
+    for window in chosen:
+        check_window(window, n)
+    _at_least(sinks, 0, "number of sink tokens")
+    key = cache_key(handle.fingerprint, NAME, VERSION, {"token_ids": encoded.token_ids.tolist(), "windows": chosen, "sinks": sinks})
+    return cache.fetch(key, lambda: _sweep(handle, encoded, chosen, sinks, on_progress or (lambda done, total: None)))
+
+
+@dataclass(frozen=True)
+class WindowLoss:
+    """Mean per-token NLL (nats) and perplexity of a text with full attention and with one sliding window."""
+
+    model: str
+    n_tokens: int
+    window: int
+    sinks: int
+    nll_full: float
+    nll_window: float
+    perplexity_full: float
+    perplexity_window: float
+
+
+def window_nll(handle: ModelHandle, text: str, window: int, sinks: int = 0) -> WindowLoss:
+    """The text's mean loss with full attention and with every layer limited to a window (plus `sinks` tokens)."""
+    encoded = _decoder_text(handle, text)
+    n = len(encoded.token_ids)
+    check_window(window, n)
+    full = masked_nll(handle, encoded.token_ids, None)
+    windowed = masked_nll(handle, encoded.token_ids, windowed_mask(n, window, sinks))
+    return WindowLoss(
+        model=handle.name,
+        n_tokens=n,
+        window=window,
+        sinks=sinks,
+        nll_full=float(full.mean()),
+        nll_window=float(windowed.mean()),
+        perplexity_full=perplexity(full),
+        perplexity_window=perplexity(windowed),
+    )
+
+
+def structure_masks(n: int, window: int, dilation: int, global_positions: list[int], sinks: int) -> dict[str, np.ndarray]:
+    """The four structures shown side by side, by title: full causal, sliding, dilated, global + sliding."""
+    check_window(window, n)
+    kept = f" + {sinks} sinks" if sinks else ""
+    shown = ", ".join(str(p) for p in global_positions[:4]) + (f", … ({len(global_positions)} in all)" if len(global_positions) > 4 else "")
+    masks = {
+        f"sliding w={window}{kept}": sliding_window_mask(n, window),
+        f"dilated w={window}, d={dilation}{kept}": dilated_window_mask(n, window, dilation),
+        f"global [{shown}] + sliding w={window}{kept}": global_sliding_mask(n, window, global_positions),
+    }
+    return {"full causal": full_mask(n), **{title: with_sinks(mask, sinks) for title, mask in masks.items()}}
+
+
+@dataclass
+class MaskView:
+    """The structured masks for display (block-pooled like the attention maps) and the share of every head's
+    real attention each one keeps."""
+
+    model: str
+    titles: list[str]
+    pool: int  # tokens per cell along each axis, as in the attention probe's maps
+    cells: np.ndarray  # (masks, cells, cells) float32: the share of the cell's (query, key) pairs the mask allows
+    kept: np.ndarray  # (masks, layers, heads) float32: mean over queries of the head's weight inside the mask
+
+
+def _mask_view(handle: ModelHandle, encoded: Encoded, masks: dict[str, np.ndarray]) -> MaskView:
+    """Run the model once, measuring each head's kept mass under every mask layer by layer."""
+    stack = np.stack(list(masks.values()))
+    kept: dict[int, np.ndarray] = {}
+
+    def on_layer(layer: int, weights: torch.Tensor, _logits) -> None:
+        maps = weights[0].numpy()
+        kept[layer] = np.stack([kept_mass(maps, mask) for mask in stack])
+
+    with capturing(handle.model, on_layer):
+        forward(handle, encoded.token_ids)
+    if not kept:
+        raise LmscopeError(f"Model '{handle.name}' reported no attention layers to lmscope.")
+    n = len(encoded.token_ids)
+    pool = -(-n // MAX_MAP_SIDE)
+    return MaskView(
+        model=handle.name,
+        titles=list(masks),
+        pool=pool,
+        cells=block_pool(torch.as_tensor(stack, dtype=torch.float32), pool, reduce_keys="mean").numpy(),
+        kept=np.stack([kept[i] for i in sorted(kept)], axis=1).astype(np.float32),
+    )
+
+
+def mask_view(
+    handle: ModelHandle, text: str, window: int, dilation: int, global_positions: list[int], sinks: int, cache: ResultCache
+) -> Cached[MaskView]:
+    """The four structured masks on this text and the attention mass of every head each keeps (cached)."""
+    encoded = encode(handle, text, settings().max_tokens)
+    positions = sorted(set(global_positions))
+    masks = structure_masks(len(encoded.token_ids), window, dilation, positions, sinks)
+    params = {"window": window, "dilation": dilation, "global": positions, "sinks": sinks}
+    key = cache_key(handle.fingerprint, MASKS_NAME, MASKS_VERSION, {"token_ids": encoded.token_ids.tolist(), **params})
+    return cache.fetch(key, lambda: _mask_view(handle, encoded, masks))

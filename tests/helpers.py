@@ -1,0 +1,62 @@
+"""Helpers shared by the tests: open app pages in AppTest, read their charts, call the CLI, ask the model directly."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from streamlit.testing.v1 import AppTest
+
+from probes.models import ModelHandle
+from tests.conftest import ROOT
+
+APP = "app.py"
+TIMEOUT = 300
+
+
+def open_page(page: str, **params: str) -> AppTest:
+    """Open a page of the app as a browser would, with these URL query parameters."""
+    at = AppTest.from_file(str(ROOT / APP), default_timeout=TIMEOUT)
+    for key, value in params.items():
+        at.query_params[key] = value
+    if page != APP:
+        at.switch_page(page)
+    return at.run()
+
+
+def texts(elements) -> str:
+    """The text of a list of AppTest elements (errors, warnings, markdown), joined."""
+    return " ".join(str(e.value) for e in elements)
+
+
+def plotly_array(value: object) -> np.ndarray:
+    """A Plotly JSON array: a plain list, or base64 {"dtype", "bdata", "shape"}."""
+    if isinstance(value, dict):
+        shape = [int(d) for d in str(value.get("shape", "-1")).split(",")]
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
+    return np.array([[np.nan if v is None else v for v in row] for row in value], dtype=float)
+
+
+def chart(at: AppTest, index: int) -> dict:
+    """The Plotly figure (as JSON) of the index-th chart on the page."""
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """Run `python -m probes ARGS` from the repository root."""
+    return subprocess.run([sys.executable, "-m", "probes", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def direct(handle: ModelHandle, token_ids: np.ndarray, **flags: bool):
+    """The model's own outputs for one sequence, called directly (not through lmscope's probes)."""
+    with torch.inference_mode():
+        return handle.model(input_ids=torch.as_tensor(np.asarray(token_ids))[None], **flags)
+
+
+def direct_attentions(handle: ModelHandle, token_ids: np.ndarray) -> list[np.ndarray]:
+    """Per layer, output_attentions as (heads, n, n) float64 arrays."""
+    return [a[0].double().numpy() for a in direct(handle, token_ids, output_attentions=True).attentions]
