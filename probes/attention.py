@@ -92,41 +92,42 @@ def block_pool(maps: torch.Tensor, pool: int, reduce_keys: str = "sum") -> torch
     rows, cols = maps.shape[-2:]
     row_cells, col_cells = -(-rows // pool), -(-cols // pool)
     padding = (0, col_cells * pool - cols, 0, row_cells * pool - rows)
-    if reduce_keys == "sum":
-        padded = torch.nn.functional.pad(maps, padding)
-        blocks = padded.reshape(*maps.shape[:-2], row_cells, pool, col_cells, pool)
-        counts = torch.full((row_cells,), float(pool))
-        counts[-1] = rows - (row_cells - 1) * pool
-        return blocks.sum(-1).sum(-2) / counts[:, None]
+    if reduce_keys == "sum":  # block sums / pool through avg_pool2d, then a true mean for a short last row
+        flat = maps.reshape(-1, 1, rows, cols)
+        sums = torch.nn.functional.avg_pool2d(flat, pool, ceil_mode=True, divisor_override=pool)
+        sums = sums.reshape(*maps.shape[:-2], row_cells, col_cells)
+        sums[..., -1, :] *= pool / (rows - (row_cells - 1) * pool)
+        return sums
     padded = torch.nn.functional.pad(maps, padding, value=float("nan"))
     return padded.reshape(*maps.shape[:-2], row_cells, pool, col_cells, pool).nanmean(-1).nanmean(-2)
 
 
-def head_summaries(weights: torch.Tensor, delimiters: torch.Tensor, specials: torch.Tensor) -> dict[str, torch.Tensor]:
+def head_summaries(
+    weights: torch.Tensor, delimiters: torch.Tensor, specials: torch.Tensor, causal: bool
+) -> dict[str, torch.Tensor]:
     """The summaries of each head of one layer, from its (heads, n, n) probabilities.
 
-    Works through the queries in chunks so that a long text never needs more n x n temporaries.
+    Works through the queries in chunks so that a long text needs no more n x n temporaries; for a causal
+    model a chunk's keys stop at its last query, since later keys carry no weight.
     """
     n = weights.shape[-1]
     positions = torch.arange(n, dtype=weights.dtype)
     totals = {name: torch.zeros(weights.shape[0], dtype=torch.float64) for name in SUMMARIES}
     for start in range(0, n, QUERY_CHUNK):
-        chunk = weights[:, start : start + QUERY_CHUNK]
+        stop = min(n, start + QUERY_CHUNK)
+        keys = stop if causal else n
+        chunk = weights[:, start:stop, :keys]
         later = chunk[:, 1:] if start == 0 else chunk  # summaries of "later" queries skip query 0
-        distance = (positions[start : start + QUERY_CHUNK, None] - positions[None, :]).abs()
         totals["sink_share"] += later[..., 0].sum(-1)
         totals["previous_token"] += torch.diagonal(chunk, offset=start - 1, dim1=1, dim2=2).sum(-1)
-        totals["delimiter_share"] += later[..., delimiters].sum((-1, -2))
-        totals["special_share"] += later[..., specials].sum((-1, -2))
-        totals["mean_distance"] += (chunk * distance).sum((-1, -2))
+        totals["delimiter_share"] += later[..., delimiters[:keys]].sum((-1, -2))
+        totals["special_share"] += later[..., specials[:keys]].sum((-1, -2))
+        if causal:  # every key is at or before its query: sum_k w (q - k) = q * sum_k w - w @ k
+            totals["mean_distance"] += (positions[start:stop] * chunk.sum(-1) - chunk @ positions[:keys]).sum(-1)
+        else:
+            totals["mean_distance"] += (chunk * (positions[start:stop, None] - positions[None, :]).abs()).sum((-1, -2))
         totals["entropy"] += torch.special.entr(chunk).sum((-1, -2))
     return {name: total / (n if name in ("mean_distance", "entropy") else n - 1) for name, total in totals.items()}
-
-
-def pooled_map(weights: torch.Tensor, pool: int) -> torch.Tensor:
-    """Block-pooled float16 maps of one layer, pooled chunk by chunk of queries."""
-    step = pool * max(1, QUERY_CHUNK // pool)
-    return torch.cat([block_pool(weights[:, s : s + step], pool) for s in range(0, weights.shape[-2], step)], dim=-2).half()
 
 
 def compute(
@@ -145,8 +146,8 @@ def compute(
 
     def on_layer(layer: int, batch_weights: torch.Tensor, layer_logits) -> None:
         weights = batch_weights[0]
-        per_layer[layer] = head_summaries(weights, *masks) | {k: f(weights) for k, f in scorers.items()}
-        maps[layer] = pooled_map(weights, pool)
+        per_layer[layer] = head_summaries(weights, *masks, handle.is_causal) | {k: f(weights) for k, f in scorers.items()}
+        maps[layer] = block_pool(weights, pool).half()
         if with_logits:
             logits[layer] = block_pool(layer_logits()[0], pool, reduce_keys="mean").half()
 
