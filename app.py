@@ -11,7 +11,7 @@ from probes.settings import settings
 from probes.text import TextTooLong, encode, truncate
 from ui import state
 from ui.layout import page
-from ui.models import loaded_model
+from ui.models import current_model
 from viz.tokens import token_chips_html
 
 OTHER = "Other: a Hugging Face id or a local folder…"
@@ -62,9 +62,7 @@ name = state.model_name()
 if not name:
     st.info("Type a Hugging Face id or a local model folder, then press Enter.")
     st.stop()
-handle = loaded_model(name)
-if handle is None:
-    st.stop()
+handle = current_model()
 
 summary = info(handle)
 st.subheader(summary.title)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import attention
-from probes.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.head_choice import grid_click, head_inputs
 from ui.layout import page
-from ui.models import loaded_model, result_cache
+from ui.models import current_model, probe_or_stop, result_cache
 from viz.attention import SUMMARY_LABELS, attention_heatmap, head_summary_grid
 from viz.tokens import token_chips_html
 
@@ -19,20 +18,13 @@ page(
     "Where each token looks. Rows are queries (the attending token), columns keys; each row sums to 1.",
 )
 
-handle = loaded_model(state.model_name())
-if handle is None:
-    st.stop()
+handle = current_model()
 st.session_state.setdefault("attn_logits", st.query_params.get("logits") == "1")
 show_logits = st.session_state["attn_logits"]
-try:
-    with st.spinner("Running the model and summarising every head..."):
-        cached = attention.run(handle, state.text(), result_cache(), with_logits=show_logits)
-except LmscopeError as exc:
-    st.error(str(exc))
-    st.page_link("app.py", label="Change the model or text", icon=":material/edit:")
-    st.stop()
-if cached.warning:
-    st.warning(cached.warning)
+cached = probe_or_stop(
+    "Running the model and summarising every head...",
+    lambda: attention.run(handle, state.text(), result_cache(), with_logits=show_logits),
+)
 result = cached.value
 
 st.session_state.setdefault("attn_summary", state.url_choice("summary", attention.SUMMARIES, "sink_share"))

@@ -6,12 +6,11 @@ import numpy as np
 import streamlit as st
 
 from probes import attention, heads
-from probes.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.head_choice import grid_click, head_inputs
 from ui.layout import page
-from ui.models import loaded_model, result_cache
+from ui.models import current_model, probe_or_stop, result_cache
 from viz.attention import SUMMARY_LABELS, attention_heatmap, head_grid
 
 page(
@@ -20,9 +19,7 @@ page(
     "the standard way, on random tokens repeated twice; the other scores on your text.",
 )
 
-handle = loaded_model(state.model_name())
-if handle is None:
-    st.stop()
+handle = current_model()
 
 RANDOM_SCORES = {
     "induction": "Induction: weight on the token after the earlier occurrence (random tokens repeated)",
@@ -43,16 +40,13 @@ controls = st.columns([3, 1, 1, 1, 1])
 score = controls[0].selectbox("Colour heads by", SCORES, key="atlas_score", format_func=_label)
 seq_len = controls[1].number_input("Random tokens N", heads.MIN_SEQ_LEN, heads.MAX_SEQ_LEN, 50, key="atlas_n")
 seed = controls[2].number_input("Seed", 0, 2**31 - 1, 0, key="atlas_seed")
-try:
-    with st.spinner("Scoring every head on your text and on random tokens repeated twice..."):
-        on_text = attention.run(handle, state.text(), result_cache())
-        on_random = heads.run(handle, result_cache(), int(seq_len), int(seed))
-except LmscopeError as exc:
-    st.error(str(exc))
-    st.stop()
-for warning in {on_text.warning, on_random.warning} - {None}:
-    st.warning(warning)
-text_result, random_result = on_text.value, on_random.value
+text_result = probe_or_stop(
+    "Scoring every head on your text...", lambda: attention.run(handle, state.text(), result_cache())
+).value
+random_result = probe_or_stop(
+    "Scoring every head on random tokens repeated twice...",
+    lambda: heads.run(handle, result_cache(), int(seq_len), int(seed)),
+).value
 layer, head = head_inputs("atlas", text_result.n_layers, text_result.n_heads, controls[3], controls[4])
 state.sync_url(score=score, layer=layer, head=head)
 

@@ -11,7 +11,7 @@ from ui import state
 from ui.charts import show_figure
 from ui.head_choice import grid_click, head_inputs
 from ui.layout import page
-from ui.models import loaded_model, result_cache
+from ui.models import current_model, probe_or_stop, result_cache
 from viz.attention import head_grid
 from viz.structured import METRICS, extra_loss_by_token, loss_by_window, mask_panel
 
@@ -21,18 +21,11 @@ page(
     "real head and then imposed on every layer of the model to see what they cost.",
 )
 
-handle = loaded_model(state.model_name())
-if handle is None:
-    st.stop()
-try:
-    with st.spinner("Running the model and reading every head's attention..."):
-        cached = attention.run(handle, state.text(), result_cache())
-except LmscopeError as exc:
-    st.error(str(exc))
-    st.page_link("app.py", label="Change the model or text", icon=":material/edit:")
-    st.stop()
-if cached.warning:
-    st.warning(cached.warning)
+handle = current_model()
+cached = probe_or_stop(
+    "Running the model and reading every head's attention...",
+    lambda: attention.run(handle, state.text(), result_cache()),
+)
 result = cached.value
 n = len(result.tokens)
 

@@ -10,7 +10,7 @@ from probes.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page
-from ui.models import loaded_model, result_cache
+from ui.models import current_model, probe_or_stop, result_cache
 from viz.sinks import corpus_maps, massive_link_chart, sink_head_grid, sink_share_by_layer, sink_table_rows
 
 MAX_SENTENCES = 2000
@@ -22,18 +22,11 @@ page(
     "somewhere, and the first token, seen by every query, soaks it up (StreamingLLM, Xiao et al. 2023).",
 )
 
-handle = loaded_model(state.model_name())
-if handle is None:
-    st.stop()
-try:
-    with st.spinner("Running the model and summarising every head..."):
-        cached = attention.run(handle, state.text(), result_cache())
-except LmscopeError as exc:
-    st.error(str(exc))
-    st.page_link("app.py", label="Change the model or text", icon=":material/edit:")
-    st.stop()
-if cached.warning:
-    st.warning(cached.warning)
+handle = current_model()
+cached = probe_or_stop(
+    "Running the model and summarising every head...",
+    lambda: attention.run(handle, state.text(), result_cache()),
+)
 result = cached.value
 profile = sinks.sink_profile(result)
 

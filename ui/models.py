@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import streamlit as st
 
-from probes.cache import ResultCache
+from probes.cache import Cached, ResultCache
 from probes.errors import LmscopeError
 from probes.models import ModelHandle, load
+from ui import state
+
+T = TypeVar("T")
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -28,3 +34,25 @@ def loaded_model(name: str) -> ModelHandle | None:
     except LmscopeError as exc:  # st.cache_resource does not cache exceptions, so a fixed problem retries
         st.error(str(exc))
         return None
+
+
+def current_model() -> ModelHandle:
+    """The chosen model, loaded; if it cannot be, the page shows why and stops."""
+    handle = loaded_model(state.model_name())
+    if handle is None:
+        st.stop()
+    return handle
+
+
+def probe_or_stop(spinner: str, run: Callable[[], Cached[T]]) -> Cached[T]:
+    """Run a probe under a spinner; a user error is shown with a link home and stops the page."""
+    try:
+        with st.spinner(spinner):
+            cached = run()
+    except LmscopeError as exc:
+        st.error(str(exc))
+        st.page_link("app.py", label="Change the model or text", icon=":material/edit:")
+        st.stop()
+    if cached.warning:
+        st.warning(cached.warning)
+    return cached
