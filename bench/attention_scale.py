@@ -29,7 +29,10 @@ from probes.text import Encoded, token_strings  # noqa: E402
 
 LENGTHS = (512, 1024, 2048, 4096)
 MODEL = "smollm2-135m-instruct"
-REPEATS = 3  # the fastest of these runs is reported, which is least disturbed by the rest of the machine
+# The fastest of several runs is reported (least disturbed by the rest of the machine); short inputs, whose
+# timings are noisier, get more runs.
+def repeats(n_tokens: int) -> int:
+    return max(3, 20 * 512 // n_tokens)
 
 
 def measure(mode: str, n_tokens: int) -> dict[str, float]:
@@ -42,7 +45,7 @@ def measure(mode: str, n_tokens: int) -> dict[str, float]:
     forward(handle, encoded.token_ids[:16])  # warm up kernels
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats(n_tokens)):
         started = time.perf_counter()
         if mode == "plain forward":
             forward(handle, encoded.token_ids)
@@ -69,7 +72,7 @@ def main() -> None:
         f"## Attention probe at scale ({datetime.now(timezone.utc):%Y-%m-%d}, {platform.machine()}, {os.cpu_count()} cores, "
         f"{MODEL}; `python bench/attention_scale.py`)",
         "",
-        f"Time = the fastest of {REPEATS} runs; peak = the process's peak resident memory (model included); "
+        f"Time = the fastest of {', '.join(str(repeats(n)) for n in LENGTHS)} runs; peak = the process's peak resident memory (model included); "
         "each cell is a fresh process.",
         "",
         "| tokens | plain forward (s) | probe (s) | time ratio | plain peak (GB) | probe peak (GB) |",

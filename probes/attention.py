@@ -103,14 +103,21 @@ def block_pool(maps: torch.Tensor, pool: int, reduce_keys: str = "sum") -> torch
 
 
 def head_summaries(
-    weights: torch.Tensor, delimiters: torch.Tensor, specials: torch.Tensor, causal: bool
+    weights: torch.Tensor,
+    delimiters: torch.Tensor,
+    specials: torch.Tensor,
+    causal: bool,
+    scratch: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The summaries of each head of one layer, from its (heads, n, n) probabilities.
 
     Works through the queries in chunks so that a long text needs no more n x n temporaries; for a causal
-    model a chunk's keys stop at its last query, since later keys carry no weight.
+    model a chunk's keys stop at its last query, since later keys carry no weight. `scratch`, a
+    (heads, QUERY_CHUNK, n) buffer reused across layers, saves allocating one per chunk.
     """
     n = weights.shape[-1]
+    if scratch is None or scratch.shape[0] != weights.shape[0] or scratch.shape[-1] < n:
+        scratch = torch.empty(weights.shape[0], min(n, QUERY_CHUNK), n)
     positions = torch.arange(n, dtype=weights.dtype)
     totals = {name: torch.zeros(weights.shape[0], dtype=torch.float64) for name in SUMMARIES}
     for start in range(0, n, QUERY_CHUNK):
@@ -126,7 +133,8 @@ def head_summaries(
             totals["mean_distance"] += (positions[start:stop] * chunk.sum(-1) - chunk @ positions[:keys]).sum(-1)
         else:
             totals["mean_distance"] += (chunk * (positions[start:stop, None] - positions[None, :]).abs()).sum((-1, -2))
-        totals["entropy"] += torch.special.entr(chunk).sum((-1, -2))
+        plogp = scratch[:, : stop - start, :keys]
+        totals["entropy"] += torch.special.entr(chunk, out=plogp).sum((-1, -2))
     return {name: total / (n if name in ("mean_distance", "entropy") else n - 1) for name, total in totals.items()}
 
 
@@ -140,13 +148,15 @@ def compute(
     specials = special_tokens(handle, encoded.token_ids)
     masks = torch.as_tensor(delimiters), torch.as_tensor(specials)
     scorers = dict(scorers or {})
+    scratch = torch.empty(handle.n_heads, min(n, QUERY_CHUNK), n)
     per_layer: dict[int, dict[str, torch.Tensor]] = {}
     maps: dict[int, torch.Tensor] = {}
     logits: dict[int, torch.Tensor] = {}
 
     def on_layer(layer: int, batch_weights: torch.Tensor, layer_logits) -> None:
         weights = batch_weights[0]
-        per_layer[layer] = head_summaries(weights, *masks, handle.is_causal) | {k: f(weights) for k, f in scorers.items()}
+        summaries = head_summaries(weights, *masks, handle.is_causal, scratch)
+        per_layer[layer] = summaries | {k: f(weights) for k, f in scorers.items()}
         maps[layer] = block_pool(weights, pool).half()
         if with_logits:
             logits[layer] = block_pool(layer_logits()[0], pool, reduce_keys="mean").half()

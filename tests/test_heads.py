@@ -42,7 +42,7 @@ def test_induction_equals_a_direct_computation(any_model: ModelHandle, cache: Re
 def test_smollm2_has_a_few_induction_heads(smollm2: ModelHandle, cache: ResultCache) -> None:
     induction = heads.run(smollm2, cache, 50, 0).value.scores["induction"]
     strong = induction > 0.5
-    assert 1 <= strong.sum() <= 0.1 * induction.size
+    assert 0 < strong.sum() <= 0.1 * induction.size
     assert np.median(induction) < 0.05
     # They sit in the upper half of the network, after the layers that build previous-token features.
     assert np.flatnonzero(strong.any(axis=1)).min() >= smollm2.n_layers // 3

@@ -67,12 +67,11 @@ def attention_heatmap(result: AttentionLike, layer: int, head: int, logits: bool
         )
     )
     what = "attention logits (pre-softmax)" if logits else "attention weights"
-    themed(fig, f"Layer {layer}, head {head}: {what}")
     notes = ["causal: a token sees only earlier tokens, blank cells are masked" if result.is_causal else "bidirectional encoder"]
     if result.pool > 1:
         reduce = "mean of visible logits" if logits else "mean over the block's queries of their total weight on its keys"
         notes.append(f"pooled {result.pool}x{result.pool} tokens per cell ({reduce})")
-    fig.update_layout(title_subtitle_text="; ".join(notes))
+    themed(fig, f"Layer {layer}, head {head}: {what}", "; ".join(notes))
     axis = {"showgrid": False, "zeroline": False, **token_axis(labels)}
     fig.update_xaxes(title_text="key (attended-to token)", constrain="domain", **{**axis, "tickangle": -60})
     fig.update_yaxes(title_text="query (attending token)", autorange="reversed", scaleanchor="x", **axis)

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from viz.attention import cell_labels, head_grid
-from viz.theme import SEQUENTIAL, themed, visible
+from viz.theme import SEQUENTIAL, legend_below, themed, visible
 
 SINK_COLOUR = "#c0392b"
 FIRST_K_COLOUR = "#2e6fb7"
@@ -90,16 +90,13 @@ def sink_share_by_layer(profile: ProfileLike, first_k: np.ndarray, k: int) -> go
         annotation_text=f"token 0 if attention were spread evenly ({profile.uniform_share:.1%})",
         annotation_position="top right",
     )
-    themed(fig, "Sink share by layer: how much attention lands on the first token(s)")
-    fig.update_layout(
-        title_subtitle_text=(
-            "Mean over heads and over later tokens of the weight they put on token 0 (or on tokens 0 to k-1)."
-            "<br>Far above the dotted line: a sink."
-        ),
-        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0.0},
-        margin={"t": 100, "b": 110},
-        height=480,
+    themed(
+        fig,
+        "Sink share by layer: how much attention lands on the first token(s)",
+        "Mean over heads and over later tokens of the weight they put on token 0 (or on tokens 0 to k-1)."
+        "<br>Far above the dotted line: a sink.",
     )
+    legend_below(fig, height=480)
     fig.update_xaxes(**_layer_axis(len(layers)))
     fig.update_yaxes(title_text="share of attention", range=[0, 1.02], tickformat=".0%")
     return fig
@@ -261,16 +258,13 @@ def massive_link_chart(link: LinkLike) -> go.Figure:
         ]
     )
     same = int(np.sum(link.sink_is_massive))
-    themed(fig, f"Is the sink token also the massive activation? In {same} of {len(layers)} layers, yes")
-    fig.update_layout(
-        title_subtitle_text=(
-            "Hidden state entering each layer: largest |value| over features at the sink token vs at any other token."
-            "<br>Ringed: layers where another token holds the largest activation."
-        ),
-        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0.0},
-        margin={"t": 100, "b": 120},
-        height=520,
+    themed(
+        fig,
+        f"Is the sink token also the massive activation? In {same} of {len(layers)} layers, yes",
+        "Hidden state entering each layer: largest |value| over features at the sink token vs at any other token."
+        "<br>Ringed: layers where another token holds the largest activation.",
     )
+    legend_below(fig, height=520)
     fig.update_xaxes(**_layer_axis(len(layers)))
     fig.update_yaxes(title_text="largest |hidden state| (log scale)", type="log", dtick=1)
     return fig

@@ -15,9 +15,19 @@ TEMPLATE.layout.update(
 )
 
 
-def themed(fig: go.Figure, title: str) -> go.Figure:
-    """Apply the lmscope template and a title to a figure (returns the same figure)."""
+def themed(fig: go.Figure, title: str, subtitle: str | None = None) -> go.Figure:
+    """Apply the lmscope template, a title and an optional subtitle to a figure (returns the same figure)."""
     fig.update_layout(template=TEMPLATE, title_text=title)
+    if subtitle:
+        fig.update_layout(title_subtitle_text=subtitle)
+    return fig
+
+
+def legend_below(fig: go.Figure, height: int) -> go.Figure:
+    """A horizontal legend under the plot, leaving the top for a two-line subtitle."""
+    fig.update_layout(
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0.0}, margin={"t": 100, "b": 120}, height=height
+    )
     return fig
 
 
