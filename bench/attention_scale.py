@@ -1,7 +1,9 @@
 """Peak memory and time of the attention probe against the plain forward pass, at 512 to 4,096 tokens.
 
-Each measurement runs in a fresh process (peak RSS is per process), the two modes side by side for each
-length, on smollm2-135m-instruct. Appends a table to bench/RESULTS.md.
+On smollm2-135m-instruct. Time: for each length one process alternates plain and probe passes (plain,
+probe, plain, probe, ...), so both see the same machine state; the ratio is the median of the pairs' ratios.
+Peak memory: one fresh process per mode and length (peak RSS is per process). Appends a table to
+bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,61 +32,76 @@ from probes.text import Encoded, token_strings  # noqa: E402
 
 LENGTHS = (512, 1024, 2048, 4096)
 MODEL = "smollm2-135m-instruct"
-# The fastest of several runs is reported (least disturbed by the rest of the machine); short inputs, whose
-# timings are noisier, get more runs.
-def repeats(n_tokens: int) -> int:
+MODES = ("plain forward", "attention probe")
+
+
+def pairs(n_tokens: int) -> int:
+    """Plain/probe pairs timed at this length: more for short inputs, whose timings are noisier."""
     return max(3, 20 * 512 // n_tokens)
 
 
-def measure(mode: str, n_tokens: int) -> dict[str, float]:
-    """In this process: load, build an n-token input, run `mode` once, report seconds and peak memory."""
+def run_mode(mode: str, n_tokens: int) -> Callable[[], object]:
+    """Load the model, build an n-token input from the corpus, and return one pass of `mode` (warmed up)."""
     handle = load(MODEL)
     ids: list[int] = []
     while len(ids) < n_tokens:
         ids += handle.tokenizer(" ".join(sentences()))["input_ids"]
     encoded = Encoded("", np.array(ids[:n_tokens]), token_strings(handle, ids[:n_tokens]))
     forward(handle, encoded.token_ids[:16])  # warm up kernels
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
-    for _ in range(repeats(n_tokens)):
-        started = time.perf_counter()
-        if mode == "plain forward":
-            forward(handle, encoded.token_ids)
-        else:
-            attention.compute(handle, encoded)
-        times.append(time.perf_counter() - started)
-    seconds = min(times)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": seconds, "peak_gb": peak / 2**20, "added_gb": (peak - before) / 2**20}
+    if mode == MODES[0]:
+        return lambda: forward(handle, encoded.token_ids)
+    return lambda: attention.compute(handle, encoded)
+
+
+def peak_gb(mode: str, n_tokens: int) -> float:
+    """In this process: one pass of `mode`; the process's peak resident memory in GB."""
+    run_mode(mode, n_tokens)()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def timed_pairs(n_tokens: int) -> dict[str, list[float]]:
+    """In this process: seconds of alternating plain and probe passes."""
+    passes = {mode: run_mode(mode, n_tokens) for mode in MODES}
+    seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for _ in range(pairs(n_tokens)):
+        for mode in MODES:
+            started = time.perf_counter()
+            passes[mode]()
+            seconds[mode].append(time.perf_counter() - started)
+    return seconds
+
+
+def in_subprocess(*args: str) -> object:
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    if len(sys.argv) == 3:
-        print(json.dumps(measure(sys.argv[1], int(sys.argv[2]))))
+    if len(sys.argv) > 1:
+        n = int(sys.argv[-1])
+        print(json.dumps(timed_pairs(n) if sys.argv[1] == "time" else peak_gb(sys.argv[1], n)))
         return
-    rows = []
-    for n in LENGTHS:
-        pair = {}
-        for mode in ("plain forward", "attention probe"):
-            done = subprocess.run([sys.executable, __file__, mode, str(n)], capture_output=True, text=True, check=True)
-            pair[mode] = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append((n, pair))
     lines = [
         f"## Attention probe at scale ({datetime.now(timezone.utc):%Y-%m-%d}, {platform.machine()}, {os.cpu_count()} cores, "
         f"{MODEL}; `python bench/attention_scale.py`)",
         "",
-        f"Time = the fastest of {', '.join(str(repeats(n)) for n in LENGTHS)} runs; peak = the process's peak resident memory (model included); "
-        "each cell is a fresh process.",
+        f"Time: {', '.join(str(pairs(n)) for n in LENGTHS)} alternating plain/probe pairs in one process per length; "
+        "seconds are medians, the ratio is the median of the pairs' ratios (min-max in brackets). "
+        "Peak = a fresh process's peak resident memory after one pass (model included).",
         "",
         "| tokens | plain forward (s) | probe (s) | time ratio | plain peak (GB) | probe peak (GB) |",
         "|---|---|---|---|---|---|",
     ]
-    for n, pair in rows:
-        plain, probe = pair["plain forward"], pair["attention probe"]
+    for n in LENGTHS:
+        seconds = in_subprocess("time", str(n))
+        plain, probe = (np.array(seconds[mode]) for mode in MODES)
+        ratios = probe / plain
+        peaks = [in_subprocess(mode, str(n)) for mode in MODES]
         lines.append(
-            f"| {n} | {plain['seconds']:.2f} | {probe['seconds']:.2f} | {probe['seconds'] / plain['seconds']:.2f}x | "
-            f"{plain['peak_gb']:.2f} | {probe['peak_gb']:.2f} |"
+            f"| {n} | {np.median(plain):.2f} | {np.median(probe):.2f} | {np.median(ratios):.2f}x "
+            f"({ratios.min():.2f}-{ratios.max():.2f}) | {peaks[0]:.2f} | {peaks[1]:.2f} |"
         )
+        print(lines[-1], flush=True)
     report = "\n".join(lines) + "\n"
     print(report)
     with (ROOT / "bench" / "RESULTS.md").open("a") as out:
