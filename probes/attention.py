@@ -119,22 +119,26 @@ def head_summaries(
     if scratch is None or scratch.shape[0] != weights.shape[0] or scratch.shape[-1] < n:
         scratch = torch.empty(weights.shape[0], min(n, QUERY_CHUNK), n)
     positions = torch.arange(n, dtype=weights.dtype)
+    # One matrix product per chunk gives each query's total weight, weighted key position, and weight on
+    # delimiters and on special tokens: one pass over the maps instead of four.
+    features = torch.stack([torch.ones(n), positions, delimiters.to(weights.dtype), specials.to(weights.dtype)], dim=1)
     totals = {name: torch.zeros(weights.shape[0], dtype=torch.float64) for name in SUMMARIES}
     for start in range(0, n, QUERY_CHUNK):
         stop = min(n, start + QUERY_CHUNK)
         keys = stop if causal else n
         chunk = weights[:, start:stop, :keys]
-        later = chunk[:, 1:] if start == 0 else chunk  # summaries of "later" queries skip query 0
-        totals["sink_share"] += later[..., 0].sum(-1)
+        skip = 1 if start == 0 else 0  # summaries of "later" queries leave out query 0
+        row_total, key_position, on_delimiters, on_specials = (chunk @ features[:keys]).unbind(-1)
+        totals["sink_share"] += chunk[:, skip:, 0].sum(-1)
         totals["previous_token"] += torch.diagonal(chunk, offset=start - 1, dim1=1, dim2=2).sum(-1)
-        totals["delimiter_share"] += later[..., delimiters[:keys]].sum((-1, -2))
-        totals["special_share"] += later[..., specials[:keys]].sum((-1, -2))
-        if causal:  # every key is at or before its query: sum_k w (q - k) = q * sum_k w - w @ k
-            totals["mean_distance"] += (positions[start:stop] * chunk.sum(-1) - chunk @ positions[:keys]).sum(-1)
+        totals["delimiter_share"] += on_delimiters[:, skip:].sum(-1)
+        totals["special_share"] += on_specials[:, skip:].sum(-1)
+        if causal:  # every key is at or before its query: sum_k w (q - k) = q * sum_k w - sum_k w k
+            totals["mean_distance"] += (positions[start:stop] * row_total - key_position).sum(-1)
         else:
             totals["mean_distance"] += (chunk * (positions[start:stop, None] - positions[None, :]).abs()).sum((-1, -2))
         plogp = scratch[:, : stop - start, :keys]
-        totals["entropy"] += torch.special.entr(chunk, out=plogp).sum((-1, -2))
+        totals["entropy"] -= torch.xlogy(chunk, chunk, out=plogp).sum((-1, -2))
     return {name: total / (n if name in ("mean_distance", "entropy") else n - 1) for name, total in totals.items()}
 
 
