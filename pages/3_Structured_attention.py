@@ -36,9 +36,9 @@ def _text_choice(name: str, default: str) -> None:
         st.session_state[f"st_{name}"] = st.query_params.get(name, default)[:200]
 
 
-state.init_int("st_window", "window", min(8, n - 1), n, lower=1)
-state.init_int("st_dilation", "dilation", 2, n, lower=1)
-state.init_int("st_sinks", "sinks", min(4, n - 1), n)
+state.init_number("st_window", "window", min(8, n - 1), n, lower=1)
+state.init_number("st_dilation", "dilation", 2, n, lower=1)
+state.init_number("st_sinks", "sinks", min(4, n - 1), n)
 _text_choice("global", str(n // 2))
 _text_choice("windows", ", ".join(str(w) for w in structured.DEFAULT_WINDOWS if w < n) or "1")
 if "st_metric" not in st.session_state:

@@ -34,7 +34,7 @@ profile = sinks.sink_profile(result)
 def _url_k(result: AttentionResult) -> int:
     """The first-k choice from the URL, checked against what this text allows."""
     default = sinks.default_k(result)
-    value, problem = state.url_int("k", default, sinks.first_k_range(result)[1] + 1)
+    value, problem = state.url_number("k", default, sinks.first_k_range(result)[1] + 1)
     if problem is None:
         try:
             sinks.check_k(result, value)
@@ -66,8 +66,8 @@ if "sink_layers" not in st.session_state:
     st.session_state["sink_layers"] = _url_layers(result.n_layers)
 else:  # the model changed under a kept choice
     st.session_state["sink_layers"] = [i for i in st.session_state["sink_layers"] if i < result.n_layers]
-state.init_int("sink_sentences", "sentences", sinks.DEFAULT_SENTENCES, MAX_SENTENCES + 1, lower=1)
-state.init_int("sink_tokens", "tokens", sinks.DEFAULT_TOKENS, MAX_TOKENS_PER_SENTENCE + 1, lower=2)
+state.init_number("sink_sentences", "sentences", sinks.DEFAULT_SENTENCES, MAX_SENTENCES + 1, lower=1)
+state.init_number("sink_tokens", "tokens", sinks.DEFAULT_TOKENS, MAX_TOKENS_PER_SENTENCE + 1, lower=2)
 if "sink_logits" not in st.session_state:
     st.session_state["sink_logits"] = st.query_params.get("logits", "1") != "0"
 

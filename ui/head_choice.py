@@ -12,8 +12,8 @@ from ui import state
 
 def head_inputs(prefix: str, n_layers: int, n_heads: int, layer_slot: DeltaGenerator, head_slot: DeltaGenerator) -> tuple[int, int]:
     """Layer and head number inputs: first from the URL (checked, with a warning if bad), then as chosen."""
-    state.init_int(f"{prefix}_layer", "layer", 0, n_layers)
-    state.init_int(f"{prefix}_head", "head", 0, n_heads)
+    state.init_number(f"{prefix}_layer", "layer", 0, n_layers)
+    state.init_number(f"{prefix}_head", "head", 0, n_heads)
     layer = layer_slot.number_input("Layer", 0, n_layers - 1, key=f"{prefix}_layer")
     head = head_slot.number_input("Head", 0, n_heads - 1, key=f"{prefix}_head")
     return int(layer), int(head)
