@@ -109,3 +109,13 @@ st.page_link(
     label="Attention sinks: how much attention lands on the first token, on your text and over a corpus",
     icon=":material/vertical_align_bottom:",
 )
+st.page_link(
+    "pages/5_Massive_activations.py",
+    label="Massive activations: the few huge hidden-state values, across layers and the corpus, and what removing them does",
+    icon=":material/landscape:",
+)
+st.page_link(
+    "pages/6_Distributions_and_neurons.py",
+    label="Distributions and neurons: hidden states against a Gaussian, active and dead MLP neurons",
+    icon=":material/ssid_chart:",
+)

@@ -12,11 +12,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from probes import attention, heads, structured
+from probes import ablation, activations, attention, heads, structured
+from probes.activations import Thresholds
 from probes.builtin import BUILTINS
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.models import info, load
+from probes.nll import perplexity
 
 
 def to_json(value: object) -> object:
@@ -42,7 +44,9 @@ def _prepare(args: argparse.Namespace) -> object:
     prepared = []
     for name in args.model or list(BUILTINS):
         handle = load(name)
-        prepared.append({"name": name, "fingerprint": handle.fingerprint, "load_seconds": round(handle.load_seconds, 2)})
+        prepared.append(
+            {"name": name, "fingerprint": handle.fingerprint, "load_seconds": round(handle.load_seconds, 2)}
+        )
     return prepared
 
 
@@ -93,6 +97,77 @@ def _window(args: argparse.Namespace) -> object:
     return dataclasses.asdict(loss)
 
 
+def _activations(args: argparse.Namespace) -> object:
+    if not 1 <= args.top <= activations.TOP:
+        raise LmscopeError(f"--top must be between 1 and {activations.TOP}; got {args.top}.")
+    handle = load(args.model)
+    result = activations.run(handle, args.text, ResultCache()).value
+    thresholds = Thresholds(args.min_magnitude, args.min_ratio)
+    return {
+        "model": handle.name,
+        "fingerprint": handle.fingerprint,
+        "token_ids": result.token_ids,
+        "tokens": result.tokens,
+        "layers": [
+            {
+                "layer": layer,
+                "max_abs": result.max_abs[layer],
+                "median_abs": result.median_abs[layer],
+                "top": [
+                    {
+                        "position": result.top_positions[layer, j],
+                        "dim": result.top_dims[layer, j],
+                        "value": result.top_values[layer, j],
+                    }
+                    for j in range(args.top)
+                ],
+            }
+            for layer in range(result.n_layers)
+        ],
+        "thresholds": dataclasses.asdict(thresholds),
+        "massive": [dataclasses.asdict(m) for m in activations.massive(result, thresholds)],
+    }
+
+
+def _ablate(args: argparse.Namespace) -> object:
+    handle = load(args.model)
+    thresholds = Thresholds(args.min_magnitude, args.min_ratio)
+    done = ablation.run(handle, args.text, thresholds, ResultCache(), everywhere=args.everywhere).value
+    return {
+        "model": handle.name,
+        "fingerprint": handle.fingerprint,
+        "tokens": done.tokens,
+        "thresholds": {"min_magnitude": done.min_magnitude, "min_ratio": done.min_ratio},
+        "everywhere": done.everywhere,
+        "ablated": [
+            {"layer": layer, "position": position, "dim": dim, "value": value, "mean": mean}
+            for layer, position, dim, value, mean in zip(
+                done.layers, done.positions, done.dims, done.values, done.means
+            )
+        ],
+        "nll_base": done.nll_base.mean(),
+        "nll_massive_zeroed": done.nll_zeroed.mean(),
+        "nll_massive_mean": done.nll_mean.mean(),
+        "nll_random_zeroed": done.nll_random.mean(),
+        "nll_random_draws": done.nll_random.mean(axis=1),
+        "perplexity_base": perplexity(done.nll_base),
+        "perplexity_massive_zeroed": perplexity(done.nll_zeroed),
+    }
+
+
+def _thresholds(command: argparse.ArgumentParser) -> None:
+    defaults = Thresholds()
+    command.add_argument(
+        "--min-magnitude", type=float, default=defaults.min_magnitude, help="massive: |h| above this (default 100)"
+    )
+    command.add_argument(
+        "--min-ratio",
+        type=float,
+        default=defaults.min_ratio,
+        help="... and above this times the layer's median |h| (default 1000)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m probes", description="lmscope probes; JSON on stdout.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,7 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     attn.add_argument("--head", type=int)
     attn.add_argument("--logits", action="store_true", help="also print that head's pre-softmax scores (null = masked)")
     attn.set_defaults(run=_attention)
-    head_scores = commands.add_parser("heads", help="induction, previous-token and sink scores on repeated random tokens")
+    head_scores = commands.add_parser(
+        "heads", help="induction, previous-token and sink scores on repeated random tokens"
+    )
     head_scores.add_argument("--model", required=True, help="built-in name, Hugging Face id or local folder")
     head_scores.add_argument("--seq-len", type=int, default=50, help="N random tokens, shown twice (default 50)")
     head_scores.add_argument("--seed", type=int, default=0)
@@ -116,8 +193,28 @@ def _parser() -> argparse.ArgumentParser:
     window.add_argument("--model", required=True, help="built-in name, Hugging Face id or local folder (a decoder)")
     window.add_argument("--text", required=True)
     window.add_argument("--window", type=int, required=True, help="tokens each query may see, itself included")
-    window.add_argument("--sinks", type=int, default=0, help="the first K tokens stay visible to every query (default 0)")
+    window.add_argument(
+        "--sinks", type=int, default=0, help="the first K tokens stay visible to every query (default 0)"
+    )
     window.set_defaults(run=_window)
+    acts = commands.add_parser("activations", help="largest residual-stream activations of every block's output")
+    acts.add_argument("--model", required=True, help="built-in name, Hugging Face id or local folder")
+    acts.add_argument("--text", required=True)
+    acts.add_argument(
+        "--top", type=int, default=10, help=f"largest-magnitude entries per layer, 1 to {activations.TOP} (default 10)"
+    )
+    _thresholds(acts)
+    acts.set_defaults(run=_activations)
+    ablate = commands.add_parser("ablate", help="loss with the massive activations zeroed, against random ones zeroed")
+    ablate.add_argument("--model", required=True, help="built-in name, Hugging Face id or local folder (a decoder)")
+    ablate.add_argument("--text", required=True)
+    _thresholds(ablate)
+    ablate.add_argument(
+        "--everywhere",
+        action="store_true",
+        help="edit each massive entry at every layer where it is massive, not only the first",
+    )
+    ablate.set_defaults(run=_ablate)
     return parser
 
 

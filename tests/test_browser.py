@@ -205,3 +205,20 @@ def test_attention_sinks_page_draws_its_charts(server: str, page: Page, artifact
     plots = page.locator(".js-plotly-plot")
     assert "Sink share by layer" in plots.nth(0).inner_text()
     assert "over 16 sentences of 16 tokens" in plots.nth(3).inner_text()
+
+
+def test_massive_activations_surface_renders_in_webgl(server: str, page: Page, artifacts: Path) -> None:
+    query = urlencode({"text": "The first token and the first period carry huge values. Then nothing does.", "sentences": 8})
+    _open(page, f"{server}/Massive_activations?{query}")
+    surface = page.locator(".js-plotly-plot").first
+    surface.wait_for(timeout=WAIT_MS)
+    page.wait_for_selector(".js-plotly-plot >> nth=4", timeout=WAIT_MS)
+    _settle(page)
+    page.screenshot(path=str(artifacts / "massive-activations.png"), full_page=True)
+    _no_exception(page)
+    # The 3D scene drew into a WebGL canvas with its labelled peak, and the lines chart has its log axis.
+    assert surface.locator("canvas").count() > 0
+    assert surface.evaluate("el => el._fullLayout.scene.annotations.length") == 3
+    assert "dim " in surface.evaluate("el => el._fullLayout.scene.annotations[0].text")
+    assert page.locator(".js-plotly-plot").nth(1).evaluate("el => el._fullLayout.yaxis.type") == "log"
+    assert "layer=" in _location(page)

@@ -1,0 +1,165 @@
+"""Massive activations: a few residual-stream values thousands of times the median, found automatically."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from probes import ablation, activations, corpus
+from probes.activations import KINDS, Thresholds
+from probes.errors import LmscopeError
+from ui import state
+from ui.charts import show_figure
+from ui.layout import page
+from ui.models import current_model, probe_or_stop, result_cache
+from viz.activations import (
+    ablation_chart,
+    corpus_massive_kinds,
+    corpus_massive_layers,
+    magnitude_heatmap,
+    magnitude_lines,
+    magnitude_surface,
+    massive_rows,
+)
+
+VIEWS = ("surface", "heatmap")
+MAX_THRESHOLD = 1e9
+
+page(
+    "Massive activations",
+    "Hidden states look Gaussian except for a few features with consistently huge values at the first token and "
+    "the first delimiter (Sun et al. 2024). Here they are found automatically, on any model.",
+)
+
+handle = current_model()
+result = probe_or_stop(
+    "Running the model and measuring every block's output...",
+    lambda: activations.run(handle, state.text(), result_cache()),
+).value
+
+state.init_number("ma_layer", "layer", int(np.argmax(result.max_abs)), result.n_layers)
+state.init_number("ma_min", "min", Thresholds.min_magnitude, MAX_THRESHOLD, cast=float)
+state.init_number("ma_ratio", "ratio", Thresholds.min_ratio, MAX_THRESHOLD, cast=float)
+state.init_number("ma_sentences", "sentences", len(corpus.sentences()), len(corpus.sentences()) + 1, lower=1)
+if "ma_everywhere" not in st.session_state:
+    st.session_state["ma_everywhere"] = st.query_params.get("everywhere") == "1"
+if "ma_view" not in st.session_state:
+    st.session_state["ma_view"] = state.url_choice("view", VIEWS, VIEWS[0])
+
+controls = st.columns([1, 1, 1, 2])
+layer = controls[0].number_input("Layer (output of block)", 0, result.n_layers - 1, key="ma_layer")
+min_magnitude = controls[1].number_input(
+    "Massive: |h| above", 0.0, MAX_THRESHOLD, step=10.0, key="ma_min", help="Sun et al.: larger than 100."
+)
+min_ratio = controls[2].number_input(
+    "… and above × median",
+    0.0,
+    MAX_THRESHOLD,
+    step=100.0,
+    key="ma_ratio",
+    help="Sun et al.: about 1,000 times the median magnitude of its layer.",
+)
+view = controls[3].radio("Show the layer as", VIEWS, horizontal=True, key="ma_view")
+thresholds = Thresholds(min_magnitude, min_ratio)
+
+st.subheader(f"Layer {layer}: |h| over tokens and features")
+layer_values = probe_or_stop(
+    f"Reading the output of block {layer}...", lambda: activations.layer_run(handle, state.text(), layer, result_cache())
+).value
+figure = magnitude_surface(layer_values) if view == "surface" else magnitude_heatmap(layer_values)
+show_figure(figure, "ma_layer_figure", f"{result.model}-magnitudes-L{layer}-{view}")
+
+st.subheader("Across layers")
+show_figure(magnitude_lines(result), "ma_lines", f"{result.model}-magnitudes-by-layer")
+
+st.subheader("The massive activations of your text")
+st.markdown(
+    f"**Massive** here means |h| above **{min_magnitude:g}** and above **{min_ratio:g}×** the median |h| of its layer "
+    f"(Sun et al.'s definition is 100 and about 1,000×). The {activations.TOP} largest entries of each layer are "
+    "checked. Kinds of token: the first token, the first delimiter after it (punctuation, newline or a special "
+    "token), later delimiters, and other tokens."
+)
+found = activations.massive(result, thresholds)
+if found:
+    layers = sorted({m.layer for m in found})
+    st.caption(
+        f"{len(found)} entries in {len(layers)} layers ({layers[0]} to {layers[-1]}), in features "
+        f"{', '.join(map(str, sorted({m.dim for m in found})))}."
+    )
+    st.dataframe(massive_rows(found), hide_index=True, height=min(420, 35 * (len(found) + 1) + 3))
+else:
+    peak = int(np.argmax(result.max_abs))
+    st.info(
+        f"No activation of this text passes both thresholds. The largest is {result.max_abs[peak]:,.1f} at layer {peak}, "
+        f"{result.max_abs[peak] / result.median_abs[peak]:,.0f}× that layer's median."
+    )
+
+st.subheader("Consistency over the bundled corpus")
+st.markdown(
+    "The same search on each sentence of the bundled corpus: which features are massive, in what share of "
+    "sentences, and on which kind of token. Ablation below also takes its means from these sentences."
+)
+n_sentences = st.number_input("Corpus sentences", 1, len(corpus.sentences()), key="ma_sentences")
+state.sync_url(
+    layer=layer,
+    min=f"{min_magnitude:g}",
+    ratio=f"{min_ratio:g}",
+    view=view,
+    sentences=n_sentences,
+    everywhere=int(st.session_state["ma_everywhere"]),
+)
+chosen = corpus.sentences()[:n_sentences]
+progress = st.empty()
+try:
+    sentences = activations.corpus_run(
+        handle,
+        chosen,
+        result_cache(),
+        on_progress=lambda done, total: progress.progress(done / total, text=f"Running the corpus: {done} of {total} sentences..."),
+    )
+except LmscopeError as exc:
+    st.error(str(exc))
+    st.stop()
+progress.empty()
+if sentences.warning:
+    st.warning(sentences.warning)
+counts = activations.massive_counts(sentences.value, thresholds)
+if counts.any():
+    show_figure(corpus_massive_layers(counts, sentences.value.n_sentences, result.model), "ma_corpus", f"{result.model}-massive-corpus")
+    if counts[layer].any():
+        figure = corpus_massive_kinds(counts, sentences.value.n_sentences, layer, KINDS, result.model)
+        show_figure(figure, "ma_corpus_kinds", f"{result.model}-massive-corpus-kinds-L{layer}")
+    else:
+        st.info(f"No feature is massive at layer {layer} in any corpus sentence; pick another layer to see on which tokens.")
+else:
+    st.info("No feature passes the thresholds in any corpus sentence.")
+
+st.subheader("Ablation: do these few values matter?")
+if not handle.is_causal:
+    st.info(f"{result.model} is an encoder: it predicts no next token, so there is no loss to ablate against.")
+    st.stop()
+if not found:
+    st.info("This text has no massive activations at these thresholds, so there is nothing to remove.")
+    st.stop()
+st.markdown(
+    "Each massive entry is edited in the block output where it first appears (Sun et al.), or at every layer where it "
+    "is massive: some models rebuild a massive feature in later layers. Every later block sees the edit. Setting "
+    "them to zero is compared with setting them to their mean over the corpus sentences above (same layer, feature "
+    "and kind of token) and with zeroing as many randomly chosen entries at the same layers."
+)
+everywhere = st.toggle("Edit at every layer where it is massive", key="ma_everywhere")
+done = probe_or_stop(
+    "Measuring the loss with and without the massive activations...",
+    lambda: ablation.run(handle, state.text(), thresholds, result_cache(), chosen, everywhere),
+).value
+show_figure(ablation_chart(done), "ma_ablation", f"{result.model}-massive-ablation")
+base, zeroed, mean = (float(n.mean()) for n in (done.nll_base, done.nll_zeroed, done.nll_mean))
+st.caption(
+    f"Mean NLL per token: unchanged {base:.3f} nats, massive zeroed {zeroed:.3f}, massive set to their mean {mean:.3f}, "
+    f"random zeroed {float(done.nll_random.mean()):.3f} (mean of {len(done.nll_random)} draws)."
+    + (
+        f" {done.n_without_mean} entries were never massive at the same place in the corpus and kept their value under 'mean'."
+        if done.n_without_mean
+        else ""
+    )
+)

@@ -1,0 +1,278 @@
+"""Massive activations (Sun et al. 2024): a few residual-stream values thousands of times the median magnitude.
+
+Found automatically on any model: per block output, the largest-magnitude entries and the median magnitude,
+computed inside forward hooks so that a long text never holds every layer at once. Over the bundled corpus,
+which dimensions are massive and on which kinds of token (the first token, the first delimiter, ...).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from probes.attention import delimiter_tokens
+from probes.batches import Progress, batches, by_length
+from probes.cache import Cached, ResultCache, cache_key
+from probes.errors import LmscopeError
+from probes.forward import forward
+from probes.models import ModelHandle
+from probes.residual import block_output, hooked_blocks
+from probes.settings import settings
+from probes.text import Encoded, encode, token_strings
+
+NAME = "activations"
+LAYER_NAME = "activations-layer"
+CORPUS_NAME = "activations-corpus"
+VERSION = 1
+TOP = 64  # largest-magnitude entries kept per layer of a text
+CORPUS_TOP = 8  # ... per layer of each corpus sentence
+KINDS = ("first token", "first delimiter", "later delimiter", "other token")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What counts as massive: |value| above min_magnitude and above min_ratio times the layer's median |value|.
+
+    The defaults are Sun et al.'s: larger than 100 and about 1,000 times the median.
+    """
+
+    min_magnitude: float = 100.0
+    min_ratio: float = 1000.0
+
+    def passes(self, magnitude: np.ndarray, median: np.ndarray | float) -> np.ndarray:
+        """Which magnitudes count as massive against their layer's median."""
+        return (magnitude > self.min_magnitude) & (magnitude > self.min_ratio * np.asarray(median))
+
+
+def token_kinds(handle: ModelHandle, token_ids: np.ndarray, tokens: list[str]) -> np.ndarray:
+    """Index into KINDS per token: position 0, the first delimiter after it, later delimiters, other tokens."""
+    delimiters = delimiter_tokens(handle, token_ids, tokens)
+    kinds = np.full(len(tokens), KINDS.index("other token"), dtype=np.int8)
+    kinds[delimiters] = KINDS.index("later delimiter")
+    later = np.flatnonzero(delimiters[1:])
+    if len(later):
+        kinds[later[0] + 1] = KINDS.index("first delimiter")
+    kinds[0] = KINDS.index("first token")
+    return kinds
+
+
+def top_entries(hidden: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k largest-magnitude entries of (..., tokens, features) states: positions, dims and signed values,
+    largest first, per leading index."""
+    flat = hidden.flatten(-2)
+    k = min(k, flat.shape[-1])
+    index = flat.abs().topk(k, dim=-1).indices
+    width = hidden.shape[-1]
+    return (index // width).numpy(), (index % width).numpy(), flat.gather(-1, index).numpy()
+
+
+@dataclass
+class ActivationResult:
+    """Magnitudes of every block's output on one text; layer l is the output of block l."""
+
+    model: str
+    fingerprint: str
+    token_ids: np.ndarray
+    tokens: list[str]
+    kinds: np.ndarray  # index into KINDS per token
+    max_abs: np.ndarray  # per layer: largest |h|
+    median_abs: np.ndarray  # per layer: median |h| over tokens and features
+    top_positions: np.ndarray  # layers x TOP: token of each of the largest-|h| entries, largest first
+    top_dims: np.ndarray  # layers x TOP: feature dimension of each
+    top_values: np.ndarray  # layers x TOP: signed value of each
+    token_peak: np.ndarray  # layers x tokens: largest |h| over the features
+    dim_peak: np.ndarray  # layers x features: largest |h| over the tokens
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.max_abs)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.dim_peak.shape[1]
+
+    def check_layer(self, layer: int) -> None:
+        """Raise a clear error for a layer this model does not have."""
+        if not 0 <= layer < self.n_layers:
+            raise LmscopeError(f"Layer {layer} does not exist: this model has layers 0 to {self.n_layers - 1}.")
+
+    def ranked(self, rank: int) -> np.ndarray:
+        """Per layer, the |h| of the rank-th largest entry (rank 1 = the largest)."""
+        return np.abs(self.top_values[:, rank - 1])
+
+
+@dataclass
+class Massive:
+    """One massive activation."""
+
+    layer: int
+    position: int
+    token: str
+    kind: str
+    dim: int
+    value: float
+    ratio: float  # |value| over the layer's median |h|
+
+
+def massive(result: ActivationResult, thresholds: Thresholds) -> list[Massive]:
+    """Every stored entry that counts as massive, layer by layer, largest first.
+
+    Only the TOP largest entries per layer are stored, so at most TOP per layer are found.
+    """
+    found = []
+    for layer in range(result.n_layers):
+        values = result.top_values[layer]
+        for j in np.flatnonzero(thresholds.passes(np.abs(values), result.median_abs[layer])):
+            position = int(result.top_positions[layer, j])
+            found.append(
+                Massive(
+                    layer=layer,
+                    position=position,
+                    token=result.tokens[position],
+                    kind=KINDS[result.kinds[position]],
+                    dim=int(result.top_dims[layer, j]),
+                    value=float(values[j]),
+                    ratio=float(abs(values[j]) / result.median_abs[layer]),
+                )
+            )
+    return found
+
+
+def compute(handle: ModelHandle, encoded: Encoded) -> ActivationResult:
+    """Run the model once, summarising each block's output as it is computed."""
+    per_layer: dict[int, dict[str, np.ndarray]] = {}
+
+    def summarise(layer: int, hidden: torch.Tensor) -> None:
+        h = hidden[0].float()
+        magnitude = h.abs()
+        positions, dims, values = top_entries(h, TOP)
+        per_layer[layer] = {
+            "max_abs": magnitude.max().numpy(),
+            "median_abs": np.median(magnitude.numpy()),
+            "top_positions": positions,
+            "top_dims": dims,
+            "top_values": values,
+            "token_peak": magnitude.amax(dim=1).numpy(),
+            "dim_peak": magnitude.amax(dim=0).numpy(),
+        }
+
+    with hooked_blocks(handle, summarise):
+        forward(handle, encoded.token_ids)
+    layers = sorted(per_layer)
+    return ActivationResult(
+        model=handle.name,
+        fingerprint=handle.fingerprint,
+        token_ids=encoded.token_ids,
+        tokens=encoded.tokens,
+        kinds=token_kinds(handle, encoded.token_ids, encoded.tokens),
+        **{name: np.stack([per_layer[i][name] for i in layers]) for name in per_layer[layers[0]]},
+    )
+
+
+def run(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[ActivationResult]:
+    """Magnitudes of every block's output on the text, from the disk cache when computed before."""
+    encoded = encode(handle, text, settings().max_tokens)
+    key = cache_key(handle.fingerprint, NAME, VERSION, {"token_ids": encoded.token_ids.tolist()})
+    return cache.fetch(key, lambda: compute(handle, encoded))
+
+
+@dataclass
+class LayerActivations:
+    """One block's output on one text, every value (tokens x features, signed float32)."""
+
+    model: str
+    layer: int
+    tokens: list[str]
+    values: np.ndarray
+
+
+def layer_run(handle: ModelHandle, text: str, layer: int, cache: ResultCache) -> Cached[LayerActivations]:
+    """Every value of one block's output on the text (the blocks after it are not run), cached."""
+    encoded = encode(handle, text, settings().max_tokens)
+    key = cache_key(handle.fingerprint, LAYER_NAME, VERSION, {"token_ids": encoded.token_ids.tolist(), "layer": layer})
+    return cache.fetch(
+        key,
+        lambda: LayerActivations(handle.name, layer, encoded.tokens, block_output(handle, encoded.token_ids, layer)),
+    )
+
+
+@dataclass
+class CorpusActivations:
+    """The largest entries of every block's output on each of many sentences, with each entry's kind of token."""
+
+    model: str
+    fingerprint: str
+    n_sentences: int
+    hidden_size: int
+    median_abs: np.ndarray  # sentences x layers
+    dims: np.ndarray  # sentences x layers x CORPUS_TOP, largest |h| first
+    values: np.ndarray  # sentences x layers x CORPUS_TOP, signed
+    kinds: np.ndarray  # sentences x layers x CORPUS_TOP: index into KINDS of each entry's token
+
+    @property
+    def n_layers(self) -> int:
+        return self.median_abs.shape[1]
+
+
+def massive_counts(result: CorpusActivations, thresholds: Thresholds) -> np.ndarray:
+    """Layers x features x KINDS: in how many sentences the feature is massive on that kind of token
+    (a sentence counts once per kind even if several of its tokens of that kind qualify)."""
+    hit = thresholds.passes(np.abs(result.values), result.median_abs[..., None])
+    seen = np.zeros((result.n_sentences, result.n_layers, result.hidden_size, len(KINDS)), dtype=bool)
+    s, layer, j = np.nonzero(hit)
+    seen[s, layer, result.dims[s, layer, j], result.kinds[s, layer, j]] = True
+    return seen.sum(axis=0)
+
+
+def massive_means(result: CorpusActivations, thresholds: Thresholds) -> dict[tuple[int, int, int], float]:
+    """(layer, feature, kind) -> mean signed value of its massive entries over the sentences."""
+    hit = thresholds.passes(np.abs(result.values), result.median_abs[..., None])
+    groups: dict[tuple[int, int, int], list[float]] = defaultdict(list)
+    for s, layer, j in zip(*np.nonzero(hit)):
+        groups[(int(layer), int(result.dims[s, layer, j]), int(result.kinds[s, layer, j]))].append(
+            float(result.values[s, layer, j])
+        )
+    return {group: float(np.mean(values)) for group, values in groups.items()}
+
+
+def corpus_run(
+    handle: ModelHandle, sentences: Sequence[str], cache: ResultCache, on_progress: Progress | None = None
+) -> Cached[CorpusActivations]:
+    """The largest entries of every block's output on each sentence, run in batches of equal length, cached."""
+    groups = by_length(handle, sentences)
+
+    def compute() -> CorpusActivations:
+        rows: list[dict[str, np.ndarray]] = []
+        current: dict[int, torch.Tensor] = {}
+
+        def keep(layer: int, hidden: torch.Tensor) -> None:
+            current[layer] = hidden.float()
+
+        with hooked_blocks(handle, keep):
+            for batch in batches(groups, on_progress):
+                forward(handle, batch)
+                states = torch.stack([current[i] for i in sorted(current)], dim=1)  # batch x layers x n x d
+                positions, dims, values = top_entries(states, CORPUS_TOP)
+                kinds = np.stack([token_kinds(handle, ids, token_strings(handle, ids)) for ids in batch])
+                rows.append(
+                    {
+                        "median_abs": np.median(states.abs().flatten(-2).numpy(), axis=-1),
+                        "dims": dims,
+                        "values": values,
+                        "kinds": np.take_along_axis(kinds[:, None, :], positions, axis=-1),
+                    }
+                )
+        return CorpusActivations(
+            model=handle.name,
+            fingerprint=handle.fingerprint,
+            n_sentences=sum(len(group) for group in groups.values()),
+            hidden_size=handle.text_config.hidden_size,
+            **{name: np.concatenate([row[name] for row in rows]) for name in rows[0]},
+        )
+
+    key = cache_key(handle.fingerprint, CORPUS_NAME, VERSION, {"groups": list(groups.items())})
+    return cache.fetch(key, compute)

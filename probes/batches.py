@@ -1,0 +1,42 @@
+"""Many sentences through a model: token ids grouped by length, run in batches without padding."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from probes.errors import LmscopeError
+from probes.models import ModelHandle
+from probes.settings import settings
+from probes.text import clean
+
+BATCH_SIZE = 32
+# (sentences done, sentences in all) -> None
+Progress = Callable[[int, int], None]
+
+
+def by_length(handle: ModelHandle, sentences: Sequence[str]) -> dict[int, list[list[int]]]:
+    """Token ids of each sentence of two tokens or more, tokenised like `text.encode` and cut to the token limit,
+    grouped by length (a key for the cache, too)."""
+    groups: dict[int, list[list[int]]] = defaultdict(list)
+    for sentence in sentences:
+        ids = handle.tokenizer(clean(sentence))["input_ids"][: settings().max_tokens]
+        if len(ids) >= 2:
+            groups[len(ids)].append(ids)
+    if not groups:
+        raise LmscopeError("There are no sentences of two tokens or more to run.")
+    return dict(sorted(groups.items()))
+
+
+def batches(groups: dict[int, list[list[int]]], on_progress: Progress | None = None) -> Iterator[np.ndarray]:
+    """Equal-length batches (sentences x tokens) of the groups, reporting progress after each batch."""
+    total, done = sum(len(group) for group in groups.values()), 0
+    for group in groups.values():
+        for start in range(0, len(group), BATCH_SIZE):
+            batch = np.asarray(group[start : start + BATCH_SIZE], dtype=np.int64)
+            yield batch
+            done += len(batch)
+            if on_progress is not None:
+                on_progress(done, total)

@@ -1,0 +1,130 @@
+"""MLP neurons: how many are active per token, and which never are (dead neurons), per layer.
+
+A neuron is active on a token when its pre-activation z (the input of the MLP's activation function: the gate
+projection of a gated MLP) exceeds a threshold tau. For ReLU with tau = 0 that is exactly "output non-zero".
+SiLU and GELU are not ReLU: they are close to zero for z well below 0 and close to z above it, so z > tau
+splits their neurons the same way, with tau a choice. A neuron is dead when it is never active on a corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from probes.batches import Progress, batches, by_length
+from probes.cache import Cached, ResultCache, cache_key
+from probes.errors import LmscopeError
+from probes.forward import forward
+from probes.models import ModelHandle
+from probes.residual import blocks
+
+NAME = "neurons"
+VERSION = 1
+# Histogram of pre-activations per layer: bins of 0.05 from -8 to 8 (values beyond go to the end bins), so
+# the share of active neurons can be read off at any threshold on that grid.
+EDGES = np.round(np.linspace(-8.0, 8.0, 321), 2)
+# Names (last parts) of the linear layer whose output goes through the activation, by model family.
+PRE_ACTIVATION = ("mlp.gate_proj", "intermediate.dense", "mlp.fc1", "mlp.c_fc", "mlp.dense_h_to_4h", "mlp.w1")
+
+
+def pre_activation_modules(handle: ModelHandle) -> list[nn.Module]:
+    """Per block, the linear layer whose output is the MLP neurons' pre-activations."""
+    found = []
+    for block in blocks(handle):
+        modules = [m for name, m in block.named_modules() if name.endswith(PRE_ACTIVATION)]
+        if len(modules) != 1:
+            raise LmscopeError(
+                f"lmscope finds MLP neurons in dense MLPs ({', '.join(PRE_ACTIVATION)}); "
+                f"model '{handle.name}' has {len(modules)} such layers per block."
+            )
+        found.append(modules[0])
+    return found
+
+
+def activation_name(handle: ModelHandle) -> str:
+    """The MLP activation function as the config names it (silu, gelu_pytorch_tanh, ...)."""
+    config = handle.text_config
+    return str(getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", "unknown"))
+
+
+@dataclass
+class NeuronStats:
+    """Pre-activation statistics of every MLP neuron over some tokens."""
+
+    model: str
+    activation: str
+    gated: bool  # the neuron's output is act(z) times an up projection
+    n_sequences: int
+    n_tokens: int
+    counts: np.ndarray  # layers x bins: histogram of z over tokens and neurons; bin i is (EDGES[i], EDGES[i+1]]
+    peak: np.ndarray  # layers x neurons: the largest z over the tokens
+
+    @property
+    def n_neurons(self) -> int:
+        return self.peak.shape[1]
+
+
+def check_threshold(tau: float) -> int:
+    """The index into EDGES of the threshold; a clear error for one off the grid."""
+    index = int(np.argmin(np.abs(EDGES - tau)))
+    if abs(EDGES[index] - tau) > 1e-6:
+        raise LmscopeError(f"The threshold must be a multiple of 0.05 between {EDGES[0]} and {EDGES[-1]}; got {tau}.")
+    return index
+
+
+def active_share(stats: NeuronStats, tau: float) -> np.ndarray:
+    """Per layer: the mean over tokens of the share of neurons with z > tau."""
+    index = check_threshold(tau)
+    return stats.counts[:, index:].sum(axis=1) / stats.counts.sum(axis=1)
+
+
+def dead_share(stats: NeuronStats, tau: float) -> np.ndarray:
+    """Per layer: the share of neurons whose z never exceeds tau."""
+    check_threshold(tau)
+    return (stats.peak <= tau).mean(axis=1)
+
+
+def _compute(handle: ModelHandle, groups: dict[int, list[list[int]]], on_progress: Progress | None) -> NeuronStats:
+    modules = pre_activation_modules(handle)
+    inner = torch.as_tensor(EDGES[1:-1], dtype=torch.float32)
+    counts = np.zeros((len(modules), len(EDGES) - 1), dtype=np.int64)
+    peaks: dict[int, np.ndarray] = {}
+
+    def hook(layer: int):
+        def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            z = output.float().reshape(-1, output.shape[-1])
+            counts[layer] += np.bincount(torch.bucketize(z.flatten(), inner).numpy(), minlength=counts.shape[1])
+            highest = z.amax(dim=0).numpy()
+            peaks[layer] = np.maximum(peaks[layer], highest) if layer in peaks else highest
+
+        return record
+
+    removers = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    try:
+        for batch in batches(groups, on_progress):
+            forward(handle, batch)
+    finally:
+        for remover in removers:
+            remover.remove()
+    return NeuronStats(
+        model=handle.name,
+        activation=activation_name(handle),
+        gated=any(name.endswith("gate_proj") for name, _ in blocks(handle)[0].named_modules()),
+        n_sequences=sum(len(g) for g in groups.values()),
+        n_tokens=sum(length * len(g) for length, g in groups.items()),
+        counts=counts,
+        peak=np.stack([peaks[i] for i in range(len(modules))]),
+    )
+
+
+def run(
+    handle: ModelHandle, sentences: Sequence[str], cache: ResultCache, on_progress: Progress | None = None
+) -> Cached[NeuronStats]:
+    """Neuron statistics over the sentences (one text is one sentence), run in batches, cached."""
+    groups = by_length(handle, sentences)
+    key = cache_key(handle.fingerprint, NAME, VERSION, {"groups": list(groups.items())})
+    return cache.fetch(key, lambda: _compute(handle, groups, on_progress))
