@@ -30,15 +30,21 @@ result = cached.value
 st.session_state.setdefault("attn_summary", state.url_choice("summary", attention.SUMMARIES, "sink_share"))
 controls = st.columns([1, 1, 1, 3])
 layer, head = head_inputs("attn", result.n_layers, result.n_heads, controls[0], controls[1])
-controls[2].toggle("Logits", key="attn_logits", help="Show pre-softmax scores (q·k scaled, before the softmax) instead of weights.")
-summary = controls[3].selectbox("Overview colour", attention.SUMMARIES, key="attn_summary", format_func=lambda s: SUMMARY_LABELS[s])
+controls[2].toggle(
+    "Logits", key="attn_logits", help="Show pre-softmax scores (q·k scaled, before the softmax) instead of weights."
+)
+summary = controls[3].selectbox(
+    "Overview colour", attention.SUMMARIES, key="attn_summary", format_func=lambda s: SUMMARY_LABELS[s]
+)
 state.sync_url(layer=layer, head=head, summary=summary, logits=int(show_logits))
 
 left, right = st.columns([3, 2])
 with left:
     kind = "logits" if show_logits else "attention"
     show_figure(
-        attention_heatmap(result, layer, head, logits=show_logits), "attn_map", f"{result.model}-{kind}-L{layer}-H{head}"
+        attention_heatmap(result, layer, head, logits=show_logits),
+        "attn_map",
+        f"{result.model}-{kind}-L{layer}-H{head}",
     )
 with right:
     st.markdown("Click a cell to show that head.")

@@ -84,13 +84,17 @@ with right:
     )
     tabs = st.tabs(["On your text", f"On {int(seq_len)} random tokens, repeated"])
     with tabs[0]:
-        show_figure(attention_heatmap(text_result, layer, head), "atlas_text_map", f"{handle.name}-L{layer}-H{head}-text")
+        show_figure(
+            attention_heatmap(text_result, layer, head), "atlas_text_map", f"{handle.name}-L{layer}-H{head}-text"
+        )
     with tabs[1]:
         st.caption(
             "An induction head draws a stripe one step right of the diagonal that runs through the second copy: "
             "each token looks at what followed its earlier occurrence."
         )
-        show_figure(attention_heatmap(random_result, layer, head), "atlas_random_map", f"{handle.name}-L{layer}-H{head}-random")
+        show_figure(
+            attention_heatmap(random_result, layer, head), "atlas_random_map", f"{handle.name}-L{layer}-H{head}-random"
+        )
 
 top = np.argsort(values, axis=None)[::-1][:8]
 st.markdown(

@@ -46,7 +46,9 @@ if "st_metric" not in st.session_state:
 
 controls = st.columns(6)
 layer, head = head_inputs("st", result.n_layers, result.n_heads, controls[0], controls[1])
-window = controls[2].number_input("Window w", 1, n - 1, key="st_window", help="Each query sees itself and the w - 1 tokens before it.")
+window = controls[2].number_input(
+    "Window w", 1, n - 1, key="st_window", help="Each query sees itself and the w - 1 tokens before it."
+)
 dilation = controls[3].number_input(
     "Dilation d", 1, n - 1, key="st_dilation", help="The dilated window sees q, q-d, q-2d, ...: w keys, d apart."
 )
@@ -56,11 +58,22 @@ global_text = controls[4].text_input(
     help=f"Token positions (0 to {n - 1}, commas between) that see every earlier token and are seen by every later one.",
 )
 sinks = controls[5].number_input(
-    "Sink tokens k", 0, n - 1, key="st_sinks", help="The first k tokens stay visible to every query (StreamingLLM's attention sinks)."
+    "Sink tokens k",
+    0,
+    n - 1,
+    key="st_sinks",
+    help="The first k tokens stay visible to every query (StreamingLLM's attention sinks).",
 )
 windows_text = st.session_state["st_windows"]
 metric = st.session_state["st_metric"]
-view_options = {"window": window, "dilation": dilation, "global": global_text, "sinks": sinks, "windows": windows_text, "metric": metric}
+view_options = {
+    "window": window,
+    "dilation": dilation,
+    "global": global_text,
+    "sinks": sinks,
+    "windows": windows_text,
+    "metric": metric,
+}
 state.sync_url(layer=layer, head=head, **view_options)
 
 try:
@@ -101,7 +114,13 @@ st.markdown(
 )
 left, right = st.columns([3, 1])
 left.text_input("Window sizes to sweep", key="st_windows", help=f"Whole numbers from 1 to {n - 1}, commas between.")
-right.radio("Show", list(METRICS), key="st_metric", format_func=lambda m: "mean NLL" if m == "nll" else "perplexity", horizontal=True)
+right.radio(
+    "Show",
+    list(METRICS),
+    key="st_metric",
+    format_func=lambda m: "mean NLL" if m == "nll" else "perplexity",
+    horizontal=True,
+)
 progress = st.progress(0.0, text="Running the model once per window...")
 try:
     windows = structured.parse_ints(windows_text, "window sizes")
