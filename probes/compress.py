@@ -1,0 +1,495 @@
+"""Compression of the block matrices: magnitude pruning, 2:4 sparsity, round-to-nearest quantization and low rank.
+
+The lecture's claims, measured on the chosen model: pruning has had limited success (SparseGPT stops near 50%
+sparsity) while quantization works better, and low rank is everywhere (LoRA: W = W0 + BA). Every method edits a
+copy of the model's q, k, v, o, gate, up and down matrices (the ones chosen); the loaded model is never touched.
+
+Storage is counted in bytes per weight against a dense fp16 baseline of 2 bytes (see `bytes_per_weight`). The
+compression is simulated in the model's own dtype: it shows the loss each format would give, not its speed.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from numbers import Real
+
+import numpy as np
+import torch
+from torch import nn
+
+from probes import spectra
+from probes.batches import BATCH_SIZE, by_length
+from probes.cache import Cached, ResultCache, cache_key
+from probes.errors import LmscopeError
+from probes.forward import forward
+from probes.models import ModelHandle
+from probes.nll import token_nll
+from probes.settings import settings
+from probes.text import encode
+
+NAME = "compress"
+VERSION = 1
+KINDS = ("q", "k", "v", "o", "gate", "up", "down")
+METHODS = ("prune", "prune-2:4", "quantize", "rank")
+DENSE_BYTES = 2.0  # the fp16 baseline every format is compared with
+MAX_BITS = 16
+# (settings done, settings in all) -> None
+Progress = Callable[[int, int], None]
+
+# Vocabulary logits held at once when scoring sentences in batches (Gemma's vocabulary has 262k entries).
+_LOGITS_BUDGET = 2**26
+
+
+@dataclass(frozen=True)
+class Compression:
+    """One compression setting: the method, its amount, and which kinds of block matrix it applies to.
+
+    amount is the sparsity in [0, 1) for "prune", ignored for "prune-2:4" (always half the weights), the number
+    of bits (a whole number from 2 to 16; 16 means the fp16 baseline, left as loaded) for "quantize", and the
+    rank r (a whole number of at least 1) for "rank".
+    """
+
+    method: str
+    amount: float
+    kinds: tuple[str, ...] = KINDS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+
+    def check(self) -> None:
+        """Raise LmscopeError with a plain message if the setting cannot be applied."""
+        if self.method not in METHODS:
+            raise LmscopeError(f"Unknown compression method '{self.method}': choose one of {', '.join(METHODS)}.")
+        if not self.kinds:
+            raise LmscopeError(f"Choose at least one kind of matrix to compress ({', '.join(KINDS)}).")
+        for kind in self.kinds:
+            if kind not in KINDS:
+                raise LmscopeError(f"Unknown matrix kind '{kind}': choose from {', '.join(KINDS)}.")
+        amount = self.amount
+        is_number = isinstance(amount, Real) and not isinstance(amount, bool)
+        if self.method == "prune" and not (is_number and 0 <= amount < 1):
+            raise LmscopeError(
+                f"The sparsity is the share of weights set to zero: at least 0 and below 1 (got {amount!r})."
+            )
+        whole = is_number and math.isfinite(amount) and float(amount).is_integer()
+        if self.method == "quantize" and not (whole and 2 <= amount <= MAX_BITS):
+            raise LmscopeError(f"Quantization needs a whole number of bits from 2 to {MAX_BITS} (got {amount!r}).")
+        if self.method == "rank" and not (whole and amount >= 1):
+            raise LmscopeError(f"The rank must be a whole number of at least 1 (got {amount!r}).")
+
+    @property
+    def label(self) -> str:
+        """A short name for charts: "50% pruned", "2:4", "4-bit", "rank 32"."""
+        if self.method == "prune":
+            return f"{self.amount:.0%} pruned"
+        if self.method == "prune-2:4":
+            return "2:4"
+        if self.method == "quantize":
+            return f"{int(self.amount)}-bit"
+        return f"rank {int(self.amount)}"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One linear layer of a block: where it is, what kind it is, and the module holding its weight."""
+
+    layer: int
+    kind: str
+    name: str  # the module name, e.g. "model.layers.0.self_attn.q_proj"
+    module: nn.Linear
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.module.weight.shape)
+
+
+def linear_weights(handle: ModelHandle, kinds: Sequence[str] = KINDS) -> list[Matrix]:
+    """The block matrices of the given kinds (as spectra.block_weights names them), layer by layer, in module order."""
+    found = [
+        Matrix(ref.layer, ref.kind, ref.name, handle.model.get_submodule(ref.name))
+        for ref in spectra.block_weights(handle)
+        if ref.layer >= 0 and ref.kind in kinds
+    ]
+    if not found:
+        raise LmscopeError(
+            f"lmscope found no {', '.join(kinds)} matrices in the blocks of '{handle.name}': it recognises "
+            "q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj/down_proj and BERT's query/key/value/dense layers."
+        )
+    return found
+
+
+def full_rank(handle: ModelHandle, kinds: Sequence[str] = KINDS) -> int:
+    """The smallest rank that leaves every chosen matrix unchanged: the largest min(rows, columns)."""
+    return max(min(m.shape) for m in linear_weights(handle, kinds))
+
+
+def _n_pruned(n: int, sparsity: float) -> int:
+    return int(math.floor(sparsity * n + 0.5))
+
+
+def _prune(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    n_zero = _n_pruned(weight.numel(), sparsity)
+    if n_zero == 0:
+        return weight
+    flat = weight.detach().flatten().clone()
+    flat[torch.topk(flat.abs(), n_zero, largest=False, sorted=False).indices] = 0
+    return flat.view_as(weight)
+
+
+def _prune_2_4(weight: torch.Tensor) -> torch.Tensor:
+    rows, cols = weight.shape
+    pad = -cols % 4
+    # A short last group keeps its two largest; padding gets magnitude -1 so it is never chosen over a weight.
+    magnitude = nn.functional.pad(weight.detach().abs().float(), (0, pad), value=-1.0).view(rows, -1, 4)
+    keep = torch.zeros_like(magnitude, dtype=torch.bool)
+    keep.scatter_(2, torch.topk(magnitude, 2, dim=2).indices, True)
+    keep = keep.view(rows, -1)[:, :cols]
+    return torch.where(keep, weight.detach(), torch.zeros((), dtype=weight.dtype))
+
+
+def _quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    if bits >= MAX_BITS:
+        return weight
+    levels = 2 ** (bits - 1) - 1
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=1, keepdim=True) / levels
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row stays zero
+    return (torch.round(w / scale).clamp(-levels, levels) * scale).to(weight.dtype)
+
+
+def _svd(weight: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The leading `keep` singular triplets (U, S, Vh), computed in float32."""
+    u, s, vh = torch.linalg.svd(weight.detach().float(), full_matrices=False)
+    return u[:, :keep].clone(), s[:keep].clone(), vh[:keep].clone()
+
+
+def _truncate(factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor], rank: int, dtype: torch.dtype) -> torch.Tensor:
+    u, s, vh = factors
+    return ((u[:, :rank].contiguous() * s[:rank]) @ vh[:rank]).to(dtype)
+
+
+def compress_weight(weight: torch.Tensor, compression: Compression) -> torch.Tensor:
+    """The compressed version of one (out x in) weight matrix; identity settings return the input itself.
+
+    prune: zero the round(sparsity x size) weights of smallest magnitude over the whole matrix. prune-2:4: in
+    every group of 4 consecutive weights along the input dimension keep the 2 of largest magnitude. quantize:
+    symmetric round-to-nearest with one scale per output row, max|row| / (2^(b-1) - 1); 16 bits is the fp16
+    baseline and returns the input. rank: truncated SVD; a rank >= min(shape) returns the input.
+    """
+    compression.check()
+    if weight.ndim != 2:
+        raise ValueError(f"compress_weight takes a matrix, not a tensor of shape {tuple(weight.shape)}")
+    if compression.method == "prune":
+        return _prune(weight, float(compression.amount))
+    if compression.method == "prune-2:4":
+        return _prune_2_4(weight)
+    if compression.method == "quantize":
+        return _quantize(weight, int(compression.amount))
+    rank = int(compression.amount)
+    if rank >= min(weight.shape):
+        return weight
+    return _truncate(_svd(weight, rank), rank, weight.dtype)
+
+
+def _matrix_bytes(compression: Compression, rows: int, cols: int) -> float:
+    size = rows * cols
+    if compression.method == "prune":
+        kept = size - _n_pruned(size, float(compression.amount))
+        return DENSE_BYTES * kept + size / 8
+    if compression.method == "prune-2:4":
+        kept = rows * (2 * (cols // 4) + min(2, cols % 4))
+        return (DENSE_BYTES + 2 / 8) * kept
+    if compression.method == "quantize":
+        bits = int(compression.amount)
+        return DENSE_BYTES * size if bits >= MAX_BITS else size * bits / 8 + DENSE_BYTES * rows
+    rank = int(compression.amount)
+    return DENSE_BYTES * min(rank * (rows + cols), size)
+
+
+def bytes_per_weight(compression: Compression, shapes: Sequence[tuple[int, int]]) -> float:
+    """Storage of the compressed matrices (rows x columns each) in bytes per weight, all weights pooled.
+
+    Formats: dense fp16 = 2 bytes. prune: the kept values in fp16 plus a 1-bit mask per weight. prune-2:4: the
+    kept values in fp16 plus a 2-bit index per kept value (1.125). quantize, b bits: b/8 per weight plus one fp16
+    scale per row; 16 bits is the dense baseline (2). rank r: the factors' r x (rows + columns) fp16 values, or the
+    dense matrix where that is smaller (always at r >= min(rows, columns), where the matrix is unchanged).
+    """
+    compression.check()
+    if not shapes:
+        raise LmscopeError("There are no matrices to compress.")
+    total = sum(_matrix_bytes(compression, int(m), int(n)) for m, n in shapes)
+    return total / sum(int(m) * int(n) for m, n in shapes)
+
+
+@contextmanager
+def _twin(handle: ModelHandle, suffix: str) -> Iterator[ModelHandle]:
+    """A handle of a deep copy of the model, whose weights are released (moved to the meta device) on exit."""
+    model = copy.deepcopy(handle.model)
+    twin = ModelHandle(handle.name, handle.source, model, handle.tokenizer, f"{handle.fingerprint}+{suffix}", 0.0)
+    try:
+        yield twin
+    finally:
+        model.to("meta")
+        del model
+        gc.collect()
+
+
+def _set(pairs: list[tuple[Matrix, Matrix]], make: Callable[[Matrix], torch.Tensor]) -> None:
+    """Write make(original) into each copy's weight."""
+    with torch.no_grad():
+        for original, target in pairs:
+            target.module.weight.copy_(make(original))
+
+
+def _pairs(handle: ModelHandle, twin: ModelHandle, kinds: Sequence[str]) -> list[tuple[Matrix, Matrix]]:
+    return list(zip(linear_weights(handle, kinds), linear_weights(twin, kinds)))
+
+
+@contextmanager
+def compressed(handle: ModelHandle, compression: Compression) -> Iterator[ModelHandle]:
+    """A handle of a copy of the model with its chosen block matrices compressed; the copy is freed on exit."""
+    compression.check()
+    linear_weights(handle, compression.kinds)  # a plain error before the copy, if there is nothing to compress
+    suffix = f"{NAME}:{compression.method}:{compression.amount}:{','.join(compression.kinds)}"
+    with _twin(handle, suffix) as twin:
+        _set(_pairs(handle, twin, compression.kinds), lambda m: compress_weight(m.module.weight, compression))
+        yield twin
+
+
+def sentences_nll(handle: ModelHandle, groups: dict[int, list[list[int]]]) -> float:
+    """Mean NLL (nats) over every predicted token of the sentences (token ids grouped by length, as
+    `probes.batches.by_length` gives them), run in equal-length batches."""
+    if not handle.is_causal:
+        raise LmscopeError(f"'{handle.name}' is an encoder: it does not predict the next token, so it has no loss.")
+    vocab = int(handle.text_config.vocab_size)
+    total, count = 0.0, 0
+    for length, group in groups.items():
+        step = max(1, min(BATCH_SIZE, _LOGITS_BUDGET // (length * vocab)))
+        for start in range(0, len(group), step):
+            batch = np.asarray(group[start : start + step], dtype=np.int64)
+            logits = forward(handle, batch, logits=True).logits[:, :-1].float()
+            targets = torch.as_tensor(batch[:, 1:])
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
+            )
+            total += float(loss)
+            count += targets.numel()
+    return total / count
+
+
+@dataclass
+class TradeoffPoint:
+    """The loss of the text and of the sentences under one compression setting, and its storage cost."""
+
+    method: str
+    amount: float
+    bytes_per_weight: float
+    nll_text: float
+    nll_corpus: float
+
+
+@dataclass
+class Tradeoff:
+    """Loss against bytes per weight for unstructured pruning, 2:4 pruning and quantization of the same matrices."""
+
+    model: str
+    fingerprint: str
+    kinds: tuple[str, ...]
+    n_tokens_text: int
+    n_sentences: int
+    base_nll_text: float  # mean per-token NLL (nats) of the uncompressed model
+    base_nll_corpus: float  # NaN without sentences
+    points: list[TradeoffPoint]
+
+
+def _settings(sparsities: Sequence[float], bits: Sequence[int], kinds: tuple[str, ...]) -> list[Compression]:
+    chosen = [Compression("prune", float(s), kinds) for s in sparsities]
+    chosen.append(Compression("prune-2:4", 0.5, kinds))
+    chosen += [Compression("quantize", b, kinds) for b in bits]
+    for compression in chosen:
+        compression.check()
+    return chosen
+
+
+def tradeoff(
+    handle: ModelHandle,
+    text: str,
+    sentences: Sequence[str],
+    sparsities: Sequence[float],
+    bits: Sequence[int],
+    cache: ResultCache,
+    kinds: Sequence[str] = KINDS,
+    on_progress: Progress | None = None,
+) -> Cached[Tradeoff]:
+    """Mean NLL of the text and of the sentences for each sparsity, 2:4 once and each bit width, all on one copy
+    of the model whose chosen matrices are rewritten from the original's for each setting; cached."""
+    kinds = tuple(kinds)
+    chosen = _settings(sparsities, bits, kinds)
+    ids = encode(handle, text, settings().max_tokens).token_ids
+    shapes = [m.shape for m in linear_weights(handle, kinds)]
+
+    def compute() -> Tradeoff:
+        groups = by_length(handle, sentences) if sentences else {}
+        total = len(chosen) + 1
+
+        def score(target: ModelHandle) -> tuple[float, float]:
+            text_nll = float(np.mean(token_nll(target, ids)))  # first: an encoder stops here with a plain message
+            return text_nll, sentences_nll(target, groups) if groups else math.nan
+
+        base_text, base_corpus = score(handle)  # before the copy
+        if on_progress is not None:
+            on_progress(1, total)
+        points = []
+        with _twin(handle, NAME) as twin:
+            pairs = _pairs(handle, twin, kinds)
+            for done, compression in enumerate(chosen, start=2):
+                _set(pairs, lambda m: compress_weight(m.module.weight, compression))
+                nll_text, nll_corpus = score(twin)
+                cost = bytes_per_weight(compression, shapes)
+                points.append(TradeoffPoint(compression.method, compression.amount, cost, nll_text, nll_corpus))
+                if on_progress is not None:
+                    on_progress(done, total)
+        return Tradeoff(
+            model=handle.name,
+            fingerprint=handle.fingerprint,
+            kinds=kinds,
+            n_tokens_text=len(ids),
+            n_sentences=sum(len(group) for group in groups.values()),
+            base_nll_text=base_text,
+            base_nll_corpus=base_corpus,
+            points=points,
+        )
+
+    inputs = {
+        "token_ids": ids.tolist(),
+        "sentences": list(sentences),
+        "max_tokens": settings().max_tokens,
+        "settings": [[c.method, c.amount] for c in chosen],
+        "kinds": list(kinds),
+    }
+    return cache.fetch(cache_key(handle.fingerprint, NAME, VERSION, inputs), compute)
+
+
+@dataclass
+class RankSweep:
+    """Loss of the text against the rank r to which the chosen matrices are truncated."""
+
+    model: str
+    fingerprint: str
+    kinds: tuple[str, ...]
+    ranks: np.ndarray  # int64, as asked
+    nll: np.ndarray  # mean per-token NLL (nats) of the text at each rank
+    base_nll: float
+    bytes_per_weight: np.ndarray
+    n_tokens: int
+
+
+def rank_sweep(
+    handle: ModelHandle,
+    text: str,
+    ranks: Sequence[int],
+    cache: ResultCache,
+    kinds: Sequence[str] = KINDS,
+    on_progress: Progress | None = None,
+) -> Cached[RankSweep]:
+    """Mean NLL of the text with every chosen matrix replaced by its rank-r truncation, for each r; each matrix's
+    SVD is computed once for all ranks; cached."""
+    kinds = tuple(kinds)
+    settings_ = [Compression("rank", r, kinds) for r in ranks]
+    for compression in settings_:
+        compression.check()
+    ids = encode(handle, text, settings().max_tokens).token_ids
+    shapes = [m.shape for m in linear_weights(handle, kinds)]
+
+    def compute() -> RankSweep:
+        base = float(np.mean(token_nll(handle, ids)))
+        total = len(settings_) + 1
+        if on_progress is not None:
+            on_progress(1, total)
+        nll = []
+        with _twin(handle, NAME) as twin:
+            pairs = _pairs(handle, twin, kinds)
+            factors = {}
+            for original, _ in pairs:
+                below = [int(r) for r in ranks if int(r) < min(original.shape)]
+                if below:
+                    factors[id(original.module)] = _svd(original.module.weight, max(below))
+            for done, compression in enumerate(settings_, start=2):
+                rank = int(compression.amount)
+
+                def make(m: Matrix) -> torch.Tensor:
+                    weight = m.module.weight
+                    return weight if rank >= min(m.shape) else _truncate(factors[id(m.module)], rank, weight.dtype)
+
+                _set(pairs, make)
+                nll.append(float(np.mean(token_nll(twin, ids))))
+                if on_progress is not None:
+                    on_progress(done, total)
+        return RankSweep(
+            model=handle.name,
+            fingerprint=handle.fingerprint,
+            kinds=kinds,
+            ranks=np.asarray([int(r) for r in ranks], dtype=np.int64),
+            nll=np.asarray(nll, dtype=np.float64),
+            base_nll=base,
+            bytes_per_weight=np.asarray([bytes_per_weight(c, shapes) for c in settings_], dtype=np.float64),
+            n_tokens=len(ids),
+        )
+
+    inputs = {"token_ids": ids.tolist(), "ranks": [int(r) for r in ranks], "kinds": list(kinds)}
+    return cache.fetch(cache_key(handle.fingerprint, f"{NAME}-rank", VERSION, inputs), compute)
+
+
+@dataclass
+class Difference:
+    """The spectrum of one block matrix's change W1 - W0 between two models of the same architecture."""
+
+    name: str  # the module name, e.g. "model.layers.3.self_attn.q_proj"
+    shape: tuple[int, int]
+    singular_values: np.ndarray  # descending, float32; all zero where the matrix is unchanged
+    effective_rank: float  # exp of the entropy of the normalised singular values (0 for no change)
+    relative_norm: float  # ||W1 - W0||_F / ||W0||_F
+    layer: int
+    kind: str
+
+
+def differences(base: ModelHandle, tuned: ModelHandle) -> list[Difference]:
+    """The singular values of W1 - W0 for every block matrix of a base model (W0) and a tuned one (W1)."""
+    if base.architecture != tuned.architecture or base.n_layers != tuned.n_layers:
+        raise LmscopeError(
+            f"'{base.name}' ({base.architecture}, {base.n_layers} layers) and '{tuned.name}' ({tuned.architecture}, "
+            f"{tuned.n_layers} layers) differ in architecture, so their weights cannot be compared."
+        )
+    before, after = linear_weights(base), linear_weights(tuned)
+    if [(m.layer, m.name, m.shape) for m in before] != [(m.layer, m.name, m.shape) for m in after]:
+        raise LmscopeError(
+            f"'{base.name}' and '{tuned.name}' have different block matrices or shapes, so their weights cannot be "
+            "compared."
+        )
+    found = []
+    with torch.inference_mode():
+        for w0, w1 in zip(before, after):
+            original = w0.module.weight.detach().float()
+            change = w1.module.weight.detach().float() - original
+            if change.any():
+                values = torch.linalg.svdvals(change).numpy()
+            else:  # most matrices of a LoRA merge are untouched: skip their SVD
+                values = np.zeros(min(w0.shape), dtype=np.float32)
+            norm = float(torch.linalg.norm(original))
+            found.append(
+                Difference(
+                    name=w0.name,
+                    shape=w0.shape,
+                    singular_values=values.astype(np.float32),
+                    effective_rank=spectra.effective_rank(values),
+                    relative_norm=float(torch.linalg.norm(change)) / norm if norm > 0 else math.inf,
+                    layer=w0.layer,
+                    kind=w0.kind,
+                )
+            )
+    return found
