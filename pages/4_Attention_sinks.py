@@ -10,7 +10,7 @@ from probes.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page
-from ui.models import current_model, probe_or_stop, result_cache
+from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache
 from viz.sinks import corpus_maps, massive_link_chart, sink_head_grid, sink_share_by_layer, sink_table_rows
 
 MAX_SENTENCES = 2000
@@ -53,7 +53,9 @@ def _url_layers(n_layers: int) -> list[int]:
     parts = [p.strip() for p in raw.split(",") if p.strip()]
     if all(p.isdigit() and int(p) < n_layers for p in parts):
         return sorted({int(p) for p in parts})
-    st.warning(f"The link's layers={raw!r} are not all layers of this model (0 to {n_layers - 1}); showing the defaults.")
+    st.warning(
+        f"The link's layers={raw!r} are not all layers of this model (0 to {n_layers - 1}); showing the defaults."
+    )
     return sinks.default_layers(n_layers)
 
 
@@ -125,22 +127,17 @@ own = st.toggle("Use my own sentences", key="sink_own", help="Otherwise the bund
 pasted = st.text_area("Your sentences, one per line", key="sink_pasted", height=160) if own else ""
 state.sync_url(k=k, sentences=n_sentences, tokens=n_tokens, layers=",".join(map(str, layers)), logits=int(show_logits))
 
-progress = st.empty()
-try:
-    averaged = sinks.corpus_attention(
+averaged = probe_with_progress(
+    "Averaging attention, sentences",
+    lambda progress: sinks.corpus_attention(
         handle,
         sinks.split_sentences(pasted) if own else corpus.sentences(),
         result_cache(),
         n_tokens=n_tokens,
         limit=n_sentences,
-        on_progress=lambda done, total: progress.progress(done / total, text=f"Averaging attention: {done} of {total} sentences..."),
-    )
-except LmscopeError as exc:
-    st.error(str(exc))
-    st.stop()
-progress.empty()
-if averaged.warning:
-    st.warning(averaged.warning)
+        on_progress=progress,
+    ),
+)
 value = averaged.value
 skipped = f"; {value.n_skipped} shorter ones skipped" if value.n_skipped else ""
 from_cache = " · from the result cache" if averaged.hit else ""

@@ -7,11 +7,10 @@ import streamlit as st
 
 from probes import ablation, activations, corpus
 from probes.activations import KINDS, Thresholds
-from probes.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page
-from ui.models import current_model, probe_or_stop, result_cache
+from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache
 from viz.activations import (
     ablation_chart,
     corpus_massive_kinds,
@@ -64,7 +63,8 @@ thresholds = Thresholds(min_magnitude, min_ratio)
 
 st.subheader(f"Layer {layer}: |h| over tokens and features")
 layer_values = probe_or_stop(
-    f"Reading the output of block {layer}...", lambda: activations.layer_run(handle, state.text(), layer, result_cache())
+    f"Reading the output of block {layer}...",
+    lambda: activations.layer_run(handle, state.text(), layer, result_cache()),
 ).value
 figure = magnitude_surface(layer_values) if view == "surface" else magnitude_heatmap(layer_values)
 show_figure(figure, "ma_layer_figure", f"{result.model}-magnitudes-L{layer}-{view}")
@@ -109,28 +109,23 @@ state.sync_url(
     everywhere=int(st.session_state["ma_everywhere"]),
 )
 chosen = corpus.sentences()[:n_sentences]
-progress = st.empty()
-try:
-    sentences = activations.corpus_run(
-        handle,
-        chosen,
-        result_cache(),
-        on_progress=lambda done, total: progress.progress(done / total, text=f"Running the corpus: {done} of {total} sentences..."),
-    )
-except LmscopeError as exc:
-    st.error(str(exc))
-    st.stop()
-progress.empty()
-if sentences.warning:
-    st.warning(sentences.warning)
+sentences = probe_with_progress(
+    "Running the corpus, sentences", lambda progress: activations.corpus_run(handle, chosen, result_cache(), progress)
+)
 counts = activations.massive_counts(sentences.value, thresholds)
 if counts.any():
-    show_figure(corpus_massive_layers(counts, sentences.value.n_sentences, result.model), "ma_corpus", f"{result.model}-massive-corpus")
+    show_figure(
+        corpus_massive_layers(counts, sentences.value.n_sentences, result.model),
+        "ma_corpus",
+        f"{result.model}-massive-corpus",
+    )
     if counts[layer].any():
         figure = corpus_massive_kinds(counts, sentences.value.n_sentences, layer, KINDS, result.model)
         show_figure(figure, "ma_corpus_kinds", f"{result.model}-massive-corpus-kinds-L{layer}")
     else:
-        st.info(f"No feature is massive at layer {layer} in any corpus sentence; pick another layer to see on which tokens.")
+        st.info(
+            f"No feature is massive at layer {layer} in any corpus sentence; pick another layer to see on which tokens."
+        )
 else:
     st.info("No feature passes the thresholds in any corpus sentence.")
 

@@ -6,11 +6,10 @@ import numpy as np
 import streamlit as st
 
 from probes import activations, corpus, distribution, neurons
-from probes.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page
-from ui.models import current_model, probe_or_stop, result_cache
+from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache
 from viz.distribution import distribution_figure
 from viz.neurons import sparsity_figure
 
@@ -32,7 +31,8 @@ layer = controls[0].number_input("Layer (output of block)", 0, n_layers - 1, key
 
 st.subheader(f"Layer {layer}: the distribution of the hidden state")
 layer_values = probe_or_stop(
-    f"Reading the output of block {layer}...", lambda: activations.layer_run(handle, state.text(), layer, result_cache())
+    f"Reading the output of block {layer}...",
+    lambda: activations.layer_run(handle, state.text(), layer, result_cache()),
 ).value
 spread = distribution.describe(layer_values.values)
 title = f"Output of block {layer}: {len(layer_values.tokens)} tokens x {layer_values.values.shape[1]} features"
@@ -54,21 +54,13 @@ tau = controls[1].slider("τ: active when z exceeds", *TAU_RANGE, step=0.05, key
 n_sentences = st.number_input("Corpus sentences", 1, len(corpus.sentences()), key="nd_sentences")
 state.sync_url(layer=layer, tau=f"{tau:g}", sentences=n_sentences)
 tau = round(tau, 2)
-own = probe_or_stop("Counting active neurons on your text...", lambda: neurons.run(handle, [state.text()], result_cache()))
-progress = st.empty()
-try:
-    on_corpus = neurons.run(
-        handle,
-        corpus.sentences()[:n_sentences],
-        result_cache(),
-        on_progress=lambda done, total: progress.progress(done / total, text=f"Running the corpus: {done} of {total} sentences..."),
-    )
-except LmscopeError as exc:
-    st.error(str(exc))
-    st.stop()
-progress.empty()
-if on_corpus.warning:
-    st.warning(on_corpus.warning)
+own = probe_or_stop(
+    "Counting active neurons on your text...", lambda: neurons.run(handle, [state.text()], result_cache())
+)
+on_corpus = probe_with_progress(
+    "Running the corpus, sentences",
+    lambda progress: neurons.run(handle, corpus.sentences()[:n_sentences], result_cache(), progress),
+)
 stats = on_corpus.value
 active, dead = neurons.active_share(stats, tau), neurons.dead_share(stats, tau)
 figure = sparsity_figure(neurons.active_share(own.value, tau), active, dead, tau, stats.activation, handle.name)

@@ -12,13 +12,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from probes import ablation, activations, attention, heads, structured
+from probes import ablation, activations, attention, compress, heads, spectra, structured
 from probes.activations import Thresholds
 from probes.builtin import BUILTINS
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.models import info, load
-from probes.nll import perplexity
+from probes.nll import perplexity, token_nll
+from probes.settings import settings
+from probes.text import encode
 
 
 def to_json(value: object) -> object:
@@ -155,6 +157,45 @@ def _ablate(args: argparse.Namespace) -> object:
     }
 
 
+def _weights(args: argparse.Namespace) -> object:
+    handle = load(args.model)
+    result = spectra.run(handle, ResultCache()).value
+    keys = ("name", "kind", "layer", "shape", "alpha", "xmin", "ks_distance", "n_tail", "stable_rank", "spectral_norm")
+    return {
+        "model": handle.name,
+        "fingerprint": handle.fingerprint,
+        "matrices": [
+            {**{k: getattr(m, k) for k in keys}, "effective_rank": m.effective_rank, "kurtosis": m.kurtosis, "std": m.std}
+            for m in result.matrices
+        ],
+    }
+
+
+def _compress(args: argparse.Namespace) -> object:
+    if args.bits is not None:
+        compression = compress.Compression("quantize", args.bits)
+    else:
+        compression = compress.Compression("prune-2:4" if args.semi_structured else "prune", args.sparsity or 0.5)
+    compression.check()
+    handle = load(args.model)
+    encoded = encode(handle, args.text, settings().max_tokens)
+    base = token_nll(handle, encoded.token_ids)
+    with compress.compressed(handle, compression) as smaller:
+        shapes = [m.shape for m in compress.linear_weights(handle, compression.kinds)]
+        nll = token_nll(smaller, encoded.token_ids)
+    return {
+        "model": handle.name,
+        "method": compression.method,
+        "amount": compression.amount,
+        "bytes_per_weight": compress.bytes_per_weight(compression, shapes),
+        "n_tokens": len(encoded.token_ids),
+        "nll_base": base.mean(),
+        "nll_compressed": nll.mean(),
+        "perplexity_base": perplexity(base),
+        "perplexity_compressed": perplexity(nll),
+    }
+
+
 def _thresholds(command: argparse.ArgumentParser) -> None:
     defaults = Thresholds()
     command.add_argument(
@@ -215,6 +256,17 @@ def _parser() -> argparse.ArgumentParser:
         help="edit each massive entry at every layer where it is massive, not only the first",
     )
     ablate.set_defaults(run=_ablate)
+    spectra_command = commands.add_parser("weights", help="spectra and power-law fits of every block weight matrix")
+    spectra_command.add_argument("--model", required=True, help="built-in name, Hugging Face id or local folder")
+    spectra_command.set_defaults(run=_weights)
+    shrink = commands.add_parser("compress", help="loss of a text after magnitude pruning or round-to-nearest quantization")
+    shrink.add_argument("--model", required=True, help="built-in name, Hugging Face id or local folder (a decoder)")
+    shrink.add_argument("--text", required=True)
+    how = shrink.add_mutually_exclusive_group(required=True)
+    how.add_argument("--sparsity", type=float, help="share of each block matrix's weights set to zero, in [0, 1)")
+    how.add_argument("--bits", type=int, help="round-to-nearest bits per weight, one scale per output channel (2 to 16)")
+    how.add_argument("--semi-structured", action="store_true", help="2:4 pruning: 2 of every 4 consecutive weights kept")
+    shrink.set_defaults(run=_compress)
     return parser
 
 

@@ -222,3 +222,17 @@ def test_massive_activations_surface_renders_in_webgl(server: str, page: Page, a
     assert "dim " in surface.evaluate("el => el._fullLayout.scene.annotations[0].text")
     assert page.locator(".js-plotly-plot").nth(1).evaluate("el => el._fullLayout.yaxis.type") == "log"
     assert "layer=" in _location(page)
+
+
+def test_weight_spectra_page_draws_the_esd_and_alpha(server: str, page: Page, artifacts: Path) -> None:
+    query = urlencode({"matrix": "model.layers.5.mlp.down_proj", "ranks": "64"})
+    _open(page, f"{server}/Weight_spectra?{query}")
+    page.wait_for_selector(".js-plotly-plot >> nth=4", timeout=WAIT_MS)
+    _settle(page)
+    page.screenshot(path=str(artifacts / "weight-spectra.png"), full_page=True)
+    _no_exception(page)
+    plots = page.locator(".js-plotly-plot")
+    assert "Spectrum of model.layers.5.mlp.down_proj" in plots.nth(0).inner_text()
+    assert plots.nth(0).evaluate("el => el._fullLayout.xaxis.type") == "log"
+    assert "alpha across layers" in plots.nth(1).inner_text()
+    assert "matrix=model.layers.5.mlp.down_proj" in _location(page)

@@ -10,7 +10,9 @@ from streamlit.delta_generator import DeltaGenerator
 from ui import state
 
 
-def head_inputs(prefix: str, n_layers: int, n_heads: int, layer_slot: DeltaGenerator, head_slot: DeltaGenerator) -> tuple[int, int]:
+def head_inputs(
+    prefix: str, n_layers: int, n_heads: int, layer_slot: DeltaGenerator, head_slot: DeltaGenerator
+) -> tuple[int, int]:
     """Layer and head number inputs: first from the URL (checked, with a warning if bad), then as chosen."""
     state.init_number(f"{prefix}_layer", "layer", 0, n_layers)
     state.init_number(f"{prefix}_head", "head", 0, n_heads)
@@ -25,6 +27,9 @@ def grid_click(prefix: str) -> Callable[[], None]:
     def pick() -> None:
         points = st.session_state[f"{prefix}_grid"]["selection"]["points"]
         if points:  # the grid's markers sit at x = head, y = layer
-            st.session_state[f"{prefix}_layer"], st.session_state[f"{prefix}_head"] = int(points[0]["y"]), int(points[0]["x"])
+            st.session_state[f"{prefix}_layer"], st.session_state[f"{prefix}_head"] = (
+                int(points[0]["y"]),
+                int(points[0]["x"]),
+            )
 
     return pick

@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import streamlit as st
 
+from probes.batches import Progress
 from probes.cache import Cached, ResultCache
 from probes.errors import LmscopeError
 from probes.models import ModelHandle, load
@@ -42,6 +43,20 @@ def current_model() -> ModelHandle:
     if handle is None:
         st.stop()
     return handle
+
+
+def probe_with_progress(what: str, run: Callable[[Progress], Cached[T]]) -> Cached[T]:
+    """Run a long probe under a progress bar ("what: i of n..."); a user error is shown and stops the page."""
+    bar = st.empty()
+    try:
+        cached = run(lambda done, total: bar.progress(done / total, text=f"{what}: {done} of {total}..."))
+    except LmscopeError as exc:
+        st.error(str(exc))
+        st.stop()
+    bar.empty()
+    if cached.warning:
+        st.warning(cached.warning)
+    return cached
 
 
 def probe_or_stop(spinner: str, run: Callable[[], Cached[T]]) -> Cached[T]:

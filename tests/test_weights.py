@@ -1,0 +1,169 @@
+"""Weight distributions, spectra, low rank and compression as the pages and the CLI show them, on the real
+built-in models; statistics checked against direct computations on the model's own parameters."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from probes import compress, distribution, spectra
+from probes.cache import ResultCache
+from probes.errors import LmscopeError
+from probes.models import ModelHandle
+from tests.helpers import chart, cli, open_page, plotly_array, texts
+from viz.compress import tradeoff_figure
+from viz.spectra import alpha_by_layer, energy_captured, esd_figure, statistic_grid
+
+DISTRIBUTIONS = "pages/7_Weight_distributions.py"
+SPECTRA = "pages/8_Weight_spectra.py"
+COMPRESSION = "pages/9_Pruning_vs_quantization.py"
+TEXT = "The cat sat on the mat. Then the cat slept, and the dog watched."
+
+
+def _parameter(handle: ModelHandle, name: str) -> np.ndarray:
+    return dict(handle.model.named_parameters())[f"{name}.weight"].detach().double().numpy()
+
+
+def test_weight_statistics_equal_a_direct_computation(any_model: ModelHandle, cache: ResultCache) -> None:
+    stats = spectra.run(any_model, cache).value
+    assert [m.name for m in stats.matrices] == [r.name for r in spectra.block_weights(any_model)]
+    for m in stats.matrices[:: max(1, len(stats.matrices) // 12)]:
+        w = _parameter(any_model, m.name).ravel()
+        z = (w - w.mean()) / w.std()
+        assert m.std == pytest.approx(w.std(), rel=1e-9)
+        assert m.kurtosis == pytest.approx(np.mean(z**4) - 3, rel=1e-6, abs=1e-9)
+        assert m.beyond_3_std == pytest.approx(np.mean(np.abs(z) > 3), abs=1e-12)
+        assert m.beyond_6_std == pytest.approx(np.mean(np.abs(z) > 6), abs=1e-12)
+    assert spectra.run(any_model, cache).hit
+
+
+def test_unknown_matrix_gets_a_message(smollm2: ModelHandle) -> None:
+    with pytest.raises(LmscopeError, match="model.layers.99.self_attn.q_proj"):
+        distribution.describe(spectra.weight_matrix(smollm2, "model.layers.99.self_attn.q_proj"))
+
+
+def test_energy_captured_matches_the_definition() -> None:
+    s = np.array([4.0, 2.0, 1.0, 1.0])
+    np.testing.assert_allclose(energy_captured(s, np.array([1, 2, 4])), [16 / 22, 20 / 22, 1.0])
+
+
+def test_spectra_figures_draw_the_probe_numbers(smollm2: ModelHandle, cache: ResultCache) -> None:
+    model_spectra = spectra.run(smollm2, cache).value
+    chosen = model_spectra.get("model.layers.4.mlp.down_proj")
+    fig = esd_figure(chosen, *spectra.marchenko_pastur(chosen.shape, chosen.std**2))
+    assert f"alpha {chosen.alpha:.2f}" in fig.layout.title.subtitle.text
+    assert np.asarray(fig.data[-1].y).tolist() == chosen.singular_values.tolist()
+    lines = alpha_by_layer(model_spectra)
+    down = next(t for t in lines.data if t.name == "down")
+    expected = [m.alpha for m in model_spectra.matrices if m.kind == "down"]
+    np.testing.assert_allclose(down.y, expected)
+    grid = statistic_grid(model_spectra.matrices, "stable_rank", "stable rank", smollm2.name)
+    assert np.asarray(grid.data[0].z).shape == (smollm2.n_layers, 7)
+
+
+def test_distributions_page(smollm2: ModelHandle, tmp_path) -> None:
+    at = open_page(DISTRIBUTIONS, matrix="model.layers.2.mlp.up_proj", statistic="beyond_6_std")
+    assert not at.exception and not at.error and not at.warning
+    assert "model.layers.2.mlp.up_proj" in chart(at, 0)["layout"]["title"]["text"]
+    grid = chart(at, 1)
+    stats = spectra.run(smollm2, ResultCache(tmp_path)).value
+    z = plotly_array(grid["data"][0]["z"])
+    up = [m.beyond_6_std for m in stats.matrices if m.kind == "up"]
+    kinds = grid["data"][0]["x"]
+    np.testing.assert_allclose(z[:, kinds.index("up")], up)
+    at.radio(key="wd_statistic").set_value("kurtosis").run()
+    assert at.query_params["statistic"] == "kurtosis"
+
+
+def test_distributions_page_unknown_matrix_in_the_url(smollm2: ModelHandle) -> None:
+    at = open_page(DISTRIBUTIONS, matrix="model.layers.77.nothing")
+    assert not at.exception and not at.error
+    assert "is not a weight matrix of this model" in texts(at.warning)
+
+
+@pytest.mark.parametrize("model", ["gemma3-270m", "all-minilm-l6-v2"])
+def test_distributions_page_on_other_builtins(model: str) -> None:
+    at = open_page(DISTRIBUTIONS, model=model)
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 2
+
+
+def test_spectra_page(smollm2: ModelHandle) -> None:
+    at = open_page(SPECTRA, text=TEXT, matrix="model.layers.3.self_attn.v_proj", ranks="16, 576")
+    assert not at.exception and not at.error and not at.warning
+    titles = [chart(at, i)["layout"]["title"]["text"] for i in range(len(at.get("plotly_chart")))]
+    assert titles[0] == "Spectrum of model.layers.3.self_attn.v_proj"
+    assert "alpha across layers" in titles and "How low can the rank go?" in titles
+    sweep = chart(at, titles.index("How low can the rank go?"))
+    nll = plotly_array(sweep["data"][0]["y"]) if isinstance(sweep["data"][0]["y"], dict) else np.array(sweep["data"][0]["y"])
+    assert nll[0] > nll[-1]  # rank 16 costs more than full rank
+
+
+@pytest.mark.parametrize("ranks", ["0", "a, b"])
+def test_spectra_page_bad_ranks(smollm2: ModelHandle, ranks: str) -> None:
+    at = open_page(SPECTRA, text=TEXT, ranks=ranks)
+    assert not at.exception
+    assert at.error and ("rank" in texts(at.error).lower())
+
+
+def test_compression_page(smollm2: ModelHandle, tmp_path) -> None:
+    at = open_page(COMPRESSION, text=TEXT, sparsities="50", bits="8, 4", sentences="3")
+    assert not at.exception and not at.error and not at.warning
+    fig = chart(at, 0)
+    names = {trace["name"] for trace in fig["data"]}
+    assert {"magnitude pruning (unstructured)", "round-to-nearest quantization", "2:4 semi-structured pruning"} <= names
+    at.text_input(key="pq_bits").input("1").run()
+    assert "bit" in texts(at.error)
+
+
+def test_compression_page_on_the_encoder(minilm: ModelHandle) -> None:
+    at = open_page(COMPRESSION, model="all-minilm-l6-v2", text=TEXT)
+    assert not at.exception and not at.error
+    assert "encoder" in texts(at.info)
+
+
+def test_tradeoff_figure_draws_the_points(smollm2: ModelHandle, cache: ResultCache) -> None:
+    from probes import corpus
+
+    done = compress.tradeoff(smollm2, TEXT, corpus.sentences()[:2], [0.5], [8], cache).value
+    fig = tradeoff_figure(done)
+    quant = next(t for t in fig.data if t.name == "round-to-nearest quantization")
+    point = next(p for p in done.points if p.method == "quantize")
+    assert quant.x[0] == pytest.approx(point.bytes_per_weight) and quant.y[0] == pytest.approx(point.nll_text)
+
+
+def test_cli_weights_and_compress(smollm2: ModelHandle, cache: ResultCache) -> None:
+    done = cli("weights", "--model", "smollm2-135m-instruct")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    by_name = {m["name"]: m for m in out["matrices"]}
+    blocks = [r for r in spectra.block_weights(smollm2) if r.layer >= 0]
+    assert {r.name for r in blocks} <= set(by_name)
+    q = by_name["model.layers.0.self_attn.q_proj"]
+    assert q["shape"] == list(_parameter(smollm2, "model.layers.0.self_attn.q_proj").shape)
+    assert set(q) >= {"alpha", "xmin", "ks_distance", "stable_rank", "spectral_norm", "kurtosis"}
+    assert q["spectral_norm"] == pytest.approx(np.linalg.norm(_parameter(smollm2, "model.layers.0.self_attn.q_proj"), 2), rel=1e-5)
+    done = cli("compress", "--model", "smollm2-135m-instruct", "--text", TEXT, "--bits", "16")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["nll_compressed"] == out["nll_base"]
+    done = cli("compress", "--model", "smollm2-135m-instruct", "--text", TEXT, "--sparsity", "0.5")
+    out = json.loads(done.stdout)
+    assert out["nll_compressed"] > out["nll_base"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--sparsity", "1.0"), "sparsity"),
+        (("--sparsity", "-0.1"), "sparsity"),
+        (("--bits", "1"), "bits"),
+        ((), "one of the arguments --sparsity --bits"),
+    ],
+)
+def test_cli_compress_bad_input(args: tuple[str, ...], message: str) -> None:
+    done = cli("compress", "--model", "smollm2-135m-instruct", "--text", TEXT, *args)
+    assert done.returncode in (1, 2) and "Traceback" not in done.stderr
+    assert message in done.stderr
