@@ -36,14 +36,14 @@ class DistributionLike(Protocol):
 
 
 def statistics_line(dist: DistributionLike) -> str:
-    """The distribution's numbers in one line."""
+    """The distribution's numbers, on two lines."""
     outside = (
-        f"; {dist.below + dist.above:,} beyond the histogram's range (min {dist.minimum:,.3g}, max {dist.maximum:,.3g})"
+        f" · {dist.below + dist.above:,} values beyond the histogram (min {dist.minimum:,.4g}, max {dist.maximum:,.4g})"
     )
     return (
         f"n = {dist.n:,} · excess kurtosis {dist.excess_kurtosis:,.2f} (0 for a Gaussian) · std {dist.std:.3g} "
-        f"(robust {dist.scale:.3g}) · beyond 3 std {dist.beyond_3_std:.3%}, beyond 6 std {dist.beyond_6_std:.3%}"
-        + (outside if dist.below + dist.above else "")
+        f"(robust {dist.scale:.3g})<br>beyond 3 std {dist.beyond_3_std:.3%} (Gaussian 0.27%) · beyond 6 std "
+        f"{dist.beyond_6_std:.4%} (Gaussian 2e-7 %)" + (outside if dist.below + dist.above else "")
     )
 
 
