@@ -33,7 +33,7 @@ from probes.settings import settings
 from probes.text import encode
 
 NAME = "compress"
-VERSION = 1
+VERSION = 2
 KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 METHODS = ("prune", "prune-2:4", "quantize", "rank")
 DENSE_BYTES = 2.0  # the fp16 baseline every format is compared with
@@ -288,6 +288,7 @@ class TradeoffPoint:
 
     method: str
     amount: float
+    label: str  # Compression.label: "50% pruned", "2:4", "4-bit"
     bytes_per_weight: float
     nll_text: float
     nll_corpus: float
@@ -351,7 +352,9 @@ def tradeoff(
                 _set(pairs, lambda m: compress_weight(m.module.weight, compression))
                 nll_text, nll_corpus = score(twin)
                 cost = bytes_per_weight(compression, shapes)
-                points.append(TradeoffPoint(compression.method, compression.amount, cost, nll_text, nll_corpus))
+                points.append(
+                    TradeoffPoint(compression.method, compression.amount, compression.label, cost, nll_text, nll_corpus)
+                )
                 if on_progress is not None:
                     on_progress(done, total)
         return Tradeoff(

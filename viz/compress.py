@@ -21,6 +21,7 @@ DENSE_BYTES = 2.0  # fp16
 class PointLike(Protocol):
     method: str
     amount: float
+    label: str
     bytes_per_weight: float
     nll_text: float
     nll_corpus: float
@@ -53,14 +54,6 @@ class DifferenceLike(Protocol):
     relative_norm: float
 
 
-def _label(point: PointLike) -> str:
-    if point.method == "quantize":
-        return f"{int(point.amount)} bits"
-    if point.method == "prune-2:4":
-        return "2:4"
-    return f"{point.amount:.0%} pruned"
-
-
 def tradeoff_figure(tradeoff: TradeoffLike) -> go.Figure:
     """Mean per-token NLL against bytes per weight, for the text and the corpus side by side: pruning and
     quantization as lines, 2:4 as a point, the unchanged fp16 model as a star."""
@@ -87,7 +80,7 @@ def tradeoff_figure(tradeoff: TradeoffLike) -> go.Figure:
                 go.Scatter(
                     x=[p.bytes_per_weight for p in points],
                     y=[getattr(p, attribute) for p in points],
-                    text=[_label(p) for p in points],
+                    text=[p.label for p in points],
                     textposition="top center",
                     mode=mode,
                     name=name,
