@@ -22,7 +22,6 @@ sys.path.insert(0, str(ROOT))
 
 from probes import compress  # noqa: E402
 from probes.cache import ResultCache  # noqa: E402
-from probes.compress import Compression  # noqa: E402
 from probes.corpus import sentences  # noqa: E402
 from probes.models import load  # noqa: E402
 
@@ -58,9 +57,8 @@ def main() -> None:
                 f"| {name} | dense (as loaded) | 2.000 | {result.base_nll_text:.3f} | {result.base_nll_corpus:.3f} |"
             )
             for p in result.points:
-                label = Compression(p.method, p.amount).label
                 tradeoff_rows.append(
-                    f"| {name} | {label} | {p.bytes_per_weight:.3f} | {p.nll_text:.3f} | {p.nll_corpus:.3f} |"
+                    f"| {name} | {p.label} | {p.bytes_per_weight:.3f} | {p.nll_text:.3f} | {p.nll_corpus:.3f} |"
                 )
             for rank, cost, nll in zip(sweep.ranks, sweep.bytes_per_weight, sweep.nll):
                 shown = f"{rank} (full)" if rank == full else str(rank)
