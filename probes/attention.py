@@ -28,7 +28,7 @@ SUMMARIES = ("sink_share", "previous_token", "delimiter_share", "special_share",
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 # Maps longer than this are block-pooled for display; summaries always use the exact maps.
 MAX_MAP_SIDE = 256
-QUERY_CHUNK = 512
+QUERY_CHUNK = 128
 
 
 @dataclass
