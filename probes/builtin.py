@@ -66,3 +66,8 @@ BUILTINS: dict[str, BuiltinModel] = {
     )
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# Models lmscope derives from a built-in (probes.moefication), by name -> title; here, so that the app can list
+# them without importing torch.
+DERIVED: dict[str, str] = {
+    "smollm2-135m-moefied": "MoEfied SmolLM2-135M (derived: 8/16/32 experts per MLP, built here from the dense model)",
+}

@@ -20,7 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from probes.builtin import BUILTINS
+from probes.builtin import BUILTINS, DERIVED
 from probes.capture import IMPLEMENTATION
 from probes.errors import LmscopeError
 from probes.fingerprint import folder_fingerprint
@@ -164,6 +164,10 @@ def _hub_folder(name: str) -> Path:
 
 def load(name: str) -> ModelHandle:
     """Load a model in float32 with lmscope's observable eager attention (see probes.capture)."""
+    if name.strip() in DERIVED:
+        from probes import moefication  # moefication imports this module: a top-level import would be circular
+
+        return moefication.load_derived()
     started = time.perf_counter()
     where, source = resolve(name)
     if source == HUB_SOURCE:
@@ -196,7 +200,7 @@ def info(handle: ModelHandle) -> ModelInfo:
     spec = BUILTINS.get(handle.name)
     return ModelInfo(
         name=handle.name,
-        title=spec.title if spec else handle.name,
+        title=spec.title if spec else DERIVED.get(handle.name, handle.name),
         source=handle.source,
         architecture=handle.architecture,
         n_layers=handle.n_layers,
