@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes.builtin import BUILTINS
+from probes.builtin import BUILTINS, DERIVED
 from probes.errors import LmscopeError
 from probes.models import info
 from probes.settings import settings
@@ -18,12 +18,12 @@ OTHER = "Other: a Hugging Face id or a local folder…"
 
 page("lmscope", "See inside language models: attention, activations, experts and weights, live on your text.")
 
-names = list(BUILTINS)
+TITLES = {name: spec.title for name, spec in BUILTINS.items()} | DERIVED
 current = state.model_name()
 if "w_model" not in st.session_state:
-    st.session_state["w_model"] = current if current in BUILTINS else OTHER
+    st.session_state["w_model"] = current if current in TITLES else OTHER
 if "w_model_other" not in st.session_state:
-    st.session_state["w_model_other"] = "" if current in BUILTINS else current
+    st.session_state["w_model_other"] = "" if current in TITLES else current
 if "w_text" not in st.session_state:
     st.session_state["w_text"] = state.text()
 
@@ -37,9 +37,9 @@ left, right = st.columns([1, 2])
 with left:
     st.selectbox(
         "Model",
-        names + [OTHER],
+        [*TITLES, OTHER],
         key="w_model",
-        format_func=lambda n: BUILTINS[n].title if n in BUILTINS else n,
+        format_func=lambda n: TITLES.get(n, n),
         on_change=_model_changed,
     )
     if st.session_state["w_model"] == OTHER:
@@ -97,25 +97,49 @@ state.sync_url()
 
 st.divider()
 st.markdown("**Views**")
-st.page_link("pages/1_Attention.py", label="Attention: heatmaps of every layer and head", icon=":material/grid_on:")
-st.page_link("pages/2_Head_atlas.py", label="Head atlas: induction, previous-token, sink and delimiter heads", icon=":material/apps:")
-st.page_link(
-    "pages/3_Structured_attention.py",
-    label="Structured attention: sliding-window, dilated and global masks, and what they cost the model",
-    icon=":material/filter_alt:",
+VIEWS = (
+    ("1_Attention", "Attention: heatmaps of every layer and head", "grid_on"),
+    ("2_Head_atlas", "Head atlas: induction, previous-token, sink and delimiter heads", "apps"),
+    (
+        "3_Structured_attention",
+        "Structured attention: sliding-window, dilated and global masks, and what they cost the model",
+        "filter_alt",
+    ),
+    (
+        "4_Attention_sinks",
+        "Attention sinks: how much attention lands on the first token, on your text and over a corpus",
+        "vertical_align_bottom",
+    ),
+    (
+        "5_Massive_activations",
+        "Massive activations: the few huge hidden-state values, across layers and the corpus, and what removing them does",
+        "landscape",
+    ),
+    (
+        "6_Distributions_and_neurons",
+        "Distributions and neurons: hidden states against a Gaussian, active and dead MLP neurons",
+        "ssid_chart",
+    ),
+    (
+        "7_Weight_distributions",
+        "Weight distributions: any weight matrix against a Gaussian, and heavy tails across layers",
+        "bar_chart",
+    ),
+    (
+        "8_Weight_spectra",
+        "Weight spectra: power-law tails, alpha across layers, low rank and fine-tuning updates",
+        "show_chart",
+    ),
+    (
+        "9_Pruning_vs_quantization",
+        "Pruning vs quantization: the loss per byte of each way to shrink a model",
+        "compress",
+    ),
+    (
+        "10_Expert_routing",
+        "Expert routing: which experts each token reaches, load balance, and loss against k",
+        "call_split",
+    ),
 )
-st.page_link(
-    "pages/4_Attention_sinks.py",
-    label="Attention sinks: how much attention lands on the first token, on your text and over a corpus",
-    icon=":material/vertical_align_bottom:",
-)
-st.page_link(
-    "pages/5_Massive_activations.py",
-    label="Massive activations: the few huge hidden-state values, across layers and the corpus, and what removing them does",
-    icon=":material/landscape:",
-)
-st.page_link(
-    "pages/6_Distributions_and_neurons.py",
-    label="Distributions and neurons: hidden states against a Gaussian, active and dead MLP neurons",
-    icon=":material/ssid_chart:",
-)
+for page_file, label, icon in VIEWS:
+    st.page_link(f"pages/{page_file}.py", label=label, icon=f":material/{icon}:")

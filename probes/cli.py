@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -12,9 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from probes import ablation, activations, attention, compress, heads, spectra, structured
+from probes import ablation, activations, attention, compress, heads, moefication, routing, spectra, structured
 from probes.activations import Thresholds
-from probes.builtin import BUILTINS
+from probes.builtin import BUILTINS, DERIVED
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.models import info, load
@@ -39,12 +40,12 @@ def to_json(value: object) -> object:
 
 
 def _list_models(args: argparse.Namespace) -> object:
-    return [dataclasses.asdict(info(load(name))) for name in BUILTINS]
+    return [dataclasses.asdict(info(load(name))) for name in [*BUILTINS, *DERIVED]]
 
 
 def _prepare(args: argparse.Namespace) -> object:
     prepared = []
-    for name in args.model or list(BUILTINS):
+    for name in args.model or [*BUILTINS, *DERIVED]:
         handle = load(name)
         prepared.append(
             {"name": name, "fingerprint": handle.fingerprint, "load_seconds": round(handle.load_seconds, 2)}
@@ -165,7 +166,12 @@ def _weights(args: argparse.Namespace) -> object:
         "model": handle.name,
         "fingerprint": handle.fingerprint,
         "matrices": [
-            {**{k: getattr(m, k) for k in keys}, "effective_rank": m.effective_rank, "kurtosis": m.kurtosis, "std": m.std}
+            {
+                **{k: getattr(m, k) for k in keys},
+                "effective_rank": m.effective_rank,
+                "kurtosis": m.kurtosis,
+                "std": m.std,
+            }
             for m in result.matrices
         ],
     }
@@ -196,6 +202,48 @@ def _compress(args: argparse.Namespace) -> object:
     }
 
 
+def _moe(args: argparse.Namespace) -> object:
+    handle = load(args.model)
+    derived = handle.name == moefication.DERIVED_NAME
+    if not derived and (args.experts or args.k or args.router):
+        raise LmscopeError("--experts, --k and --router set the derived MoE (smollm2-135m-moefied) only.")
+    setting = moefication.Setting(args.experts or 16, args.k or 4, args.router or "fitted") if derived else None
+    with moefication.routed(setting) if setting else contextlib.nullcontext():
+        result = routing.run(handle, args.text, ResultCache(), setting).value
+    out = {
+        "model": handle.name,
+        "fingerprint": handle.fingerprint,
+        "token_ids": result.token_ids,
+        "tokens": result.tokens,
+    }
+    if setting:
+        out["setting"] = dataclasses.asdict(setting)
+    out["layers"] = []
+    for layer in result.layers:
+        balance = routing.balance(layer)
+        out["layers"].append(
+            {
+                "layer": layer.layer,
+                "router": layer.label,
+                "module": layer.module,
+                "kind": layer.kind,
+                "rule": layer.rule,
+                "n_experts": layer.n_experts,
+                "top_k": layer.top_k,
+                "n_shared": layer.n_shared,
+                "probs": layer.probs,
+                "topk_experts": layer.experts,
+                "topk_weights": layer.weights,
+                "load": balance.load,
+                "cv": balance.cv,
+                "load_entropy": balance.entropy,
+                "aux_loss": balance.aux_loss,
+                "dropped": balance.dropped,
+            }
+        )
+    return out
+
+
 def _thresholds(command: argparse.ArgumentParser) -> None:
     defaults = Thresholds()
     command.add_argument(
@@ -212,8 +260,12 @@ def _thresholds(command: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m probes", description="lmscope probes; JSON on stdout.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list-models", help="the built-in models").set_defaults(run=_list_models)
-    prepare = commands.add_parser("prepare", help="convert the built-in models into the local model store")
+    commands.add_parser("list-models", help="the built-in models and the MoE derived from one").set_defaults(
+        run=_list_models
+    )
+    prepare = commands.add_parser(
+        "prepare", help="convert the built-in models into the local model store, and build the derived MoE"
+    )
     prepare.add_argument("--model", action="append", help="a model to prepare (default: every built-in)")
     prepare.set_defaults(run=_prepare)
     attn = commands.add_parser("attention", help="attention maps and per-head summaries")
@@ -259,14 +311,29 @@ def _parser() -> argparse.ArgumentParser:
     spectra_command = commands.add_parser("weights", help="spectra and power-law fits of every block weight matrix")
     spectra_command.add_argument("--model", required=True, help="built-in name, Hugging Face id or local folder")
     spectra_command.set_defaults(run=_weights)
-    shrink = commands.add_parser("compress", help="loss of a text after magnitude pruning or round-to-nearest quantization")
+    shrink = commands.add_parser(
+        "compress", help="loss of a text after magnitude pruning or round-to-nearest quantization"
+    )
     shrink.add_argument("--model", required=True, help="built-in name, Hugging Face id or local folder (a decoder)")
     shrink.add_argument("--text", required=True)
     how = shrink.add_mutually_exclusive_group(required=True)
     how.add_argument("--sparsity", type=float, help="share of each block matrix's weights set to zero, in [0, 1)")
-    how.add_argument("--bits", type=int, help="round-to-nearest bits per weight, one scale per output channel (2 to 16)")
-    how.add_argument("--semi-structured", action="store_true", help="2:4 pruning: 2 of every 4 consecutive weights kept")
+    how.add_argument(
+        "--bits", type=int, help="round-to-nearest bits per weight, one scale per output channel (2 to 16)"
+    )
+    how.add_argument(
+        "--semi-structured", action="store_true", help="2:4 pruning: 2 of every 4 consecutive weights kept"
+    )
     shrink.set_defaults(run=_compress)
+    moe = commands.add_parser("moe", help="Mixture-of-Experts routing of every router on a text")
+    moe.add_argument("--model", required=True, help="an MoE: Hugging Face id or local folder, or smollm2-135m-moefied")
+    moe.add_argument("--text", required=True)
+    moe.add_argument(
+        "--experts", type=int, help=f"derived MoE: experts per MLP, one of {moefication.EXPERT_COUNTS} (16)"
+    )
+    moe.add_argument("--k", type=int, help="derived MoE: active experts per token (default 4)")
+    moe.add_argument("--router", choices=moefication.ROUTERS, help="derived MoE: fitted router or oracle (fitted)")
+    moe.set_defaults(run=_moe)
     return parser
 
 

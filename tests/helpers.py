@@ -38,7 +38,9 @@ def plotly_array(value: object) -> np.ndarray:
     if isinstance(value, dict):
         shape = [int(d) for d in str(value.get("shape", "-1")).split(",")]
         return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
-    return np.array([[np.nan if v is None else v for v in row] for row in value], dtype=float)
+    if value and isinstance(value[0], list):
+        return np.array([[np.nan if v is None else v for v in row] for row in value], dtype=float)
+    return np.array([np.nan if v is None else v for v in value], dtype=float)
 
 
 def chart(at: AppTest, index: int) -> dict:

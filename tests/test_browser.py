@@ -236,3 +236,31 @@ def test_weight_spectra_page_draws_the_esd_and_alpha(server: str, page: Page, ar
     assert plots.nth(0).evaluate("el => el._fullLayout.xaxis.type") == "log"
     assert "alpha across layers" in plots.nth(1).inner_text()
     assert "matrix=model.layers.5.mlp.down_proj" in _location(page)
+
+
+def test_expert_routing_page_on_the_derived_moe(server: str, page: Page, artifacts: Path) -> None:
+    query = urlencode(
+        {
+            "model": "smollm2-135m-moefied",
+            "text": "The river flows past the old mill, and children throw stones into the water.",
+            "layer": 12,
+            "experts": 16,
+            "k": 4,
+        }
+    )
+    _open(page, f"{server}/Expert_routing?{query}")
+    page.wait_for_selector(".js-plotly-plot >> nth=4", timeout=WAIT_MS)
+    _settle(page)
+    _no_exception(page)
+    plots = page.locator(".js-plotly-plot")
+    assert "Routing of layer 12: top-4 of 16 experts per token" in plots.nth(0).inner_text()
+    # Four chosen experts per token: the top-1 markers plus three more ranks, on top of the heatmap.
+    assert plots.nth(0).evaluate("el => el.data.length") == 5
+    chips = page.locator('span[title*="expert"]')
+    assert chips.count() > 10 and "rgba(" in (chips.first.get_attribute("style") or "")
+    page.get_by_text("Sankey diagram").click()
+    _settle(page)
+    page.wait_for_selector(".js-plotly-plot .sankey", timeout=WAIT_MS)
+    page.screenshot(path=str(artifacts / "expert-routing.png"), full_page=True)
+    _no_exception(page)
+    assert "experts=16" in _location(page) and "k=4" in _location(page)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from probes import attention, heads
-from probes.builtin import BUILTINS
+from probes.builtin import BUILTINS, DERIVED
 from probes.cache import ResultCache
 from probes.models import ModelHandle, resolve
 from tests.helpers import cli
@@ -20,11 +20,12 @@ def test_list_models() -> None:
     done = cli("list-models")
     assert done.returncode == 0, done.stderr
     models = json.loads(done.stdout)
-    assert [m["name"] for m in models] == list(BUILTINS)
+    assert [m["name"] for m in models] == [*BUILTINS, *DERIVED]
     for model in models:
         assert {"name", "source", "architecture", "n_layers", "n_heads"} <= model.keys()
         assert model["n_layers"] > 0 and model["n_heads"] > 0
     assert models[0]["architecture"] == "LlamaForCausalLM"
+    assert models[-1]["title"] == DERIVED["smollm2-135m-moefied"] and "derived" in models[-1]["source"]
 
 
 def test_attention_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCache) -> None:

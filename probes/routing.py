@@ -1,0 +1,415 @@
+"""Mixture-of-Experts routing, read from the model's own router modules through forward hooks.
+
+transformers declares each MoE family's router class in `_can_record_outputs["router_logits"]` (what
+`output_router_logits=True` records). A hook on every such module sees the raw router scores and the experts
+the block then uses. The families differ in how scores become routing probabilities:
+- softmax over all experts (Mixtral, Qwen2/3-MoE, OLMoE, DeepSeek-V2, PhiMoE, Switch), where the top-k are
+  taken before or after the softmax (GraniteMoE, GPT-OSS and JetMoE take top-k logits, then softmax over
+  them: the same experts, since softmax keeps the order);
+- sigmoid affinities, each in (0, 1), with a bias that only steers the choice (DeepSeek-V3 and its kin);
+- lmscope's MoEfied model: each expert's predicted share of the MLP output norm.
+The experts and mixing weights are read from the router's own outputs, never re-derived, so capacity limits
+(Switch drops tokens beyond an expert's capacity: expert -1) and group-limited choices are what the model did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from probes.batches import Progress, batches, by_length
+from probes.cache import Cached, ResultCache, cache_key
+from probes.errors import LmscopeError
+from probes.forward import forward
+from probes.models import ModelHandle
+from probes.settings import settings
+from probes.text import encode
+
+VERSION = 1
+RULES = {
+    "softmax": "softmax of the router logits over all experts",
+    "sigmoid": "sigmoid affinity of each expert (they need not sum to 1)",
+    "norm share": "each expert's predicted share of the MLP output norm",
+}
+DROPPED = -1  # an expert slot left empty (Switch: the expert was full)
+
+
+@dataclass
+class LayerRouting:
+    """One router's decisions on a sequence of tokens."""
+
+    layer: int  # block index
+    module: str  # the router's module name
+    label: str  # how charts name it, e.g. "layer 3", "encoder layer 1", "layer 2 attention"
+    kind: str  # "mlp", or "attention" for JetMoE's mixture of attention heads
+    rule: str  # a key of RULES: how `probs` come from `logits`
+    n_shared: int  # shared experts every token also uses (DeepSeekMoE, Qwen2-MoE)
+    logits: np.ndarray  # (tokens, experts) raw router scores
+    probs: np.ndarray  # (tokens, experts) routing probabilities as the family defines them
+    experts: np.ndarray  # (tokens, k) the experts used, best first; DROPPED where none
+    weights: np.ndarray  # (tokens, k) the weight each used expert's output gets
+    shared_gate: np.ndarray | None  # (tokens,) Qwen2-MoE's sigmoid gate on its shared expert
+
+    @property
+    def n_experts(self) -> int:
+        return self.logits.shape[1]
+
+    @property
+    def top_k(self) -> int:
+        return self.experts.shape[1]
+
+
+@dataclass
+class RoutingResult:
+    """Every router of a model on one text, in the order the model runs them."""
+
+    model: str
+    fingerprint: str
+    token_ids: np.ndarray
+    tokens: list[str]
+    layers: list[LayerRouting]
+
+    def layer(self, index: int) -> LayerRouting:
+        """The router at position `index` of `layers`, with a clear message when out of range."""
+        if not 0 <= index < len(self.layers):
+            raise LmscopeError(f"Router {index} does not exist: this model has routers 0-{len(self.layers) - 1}.")
+        return self.layers[index]
+
+
+@dataclass(frozen=True)
+class Balance:
+    """How evenly one router spreads its token slots over the experts (uniform: cv 0, entropy 1, aux 1)."""
+
+    load: np.ndarray  # (experts,) share of routed slots per expert; sums to 1
+    cv: float  # coefficient of variation of the load
+    entropy: float  # entropy of the load over log(experts)
+    aux_loss: float | None  # Switch/Mixtral auxiliary loss E * sum_e f_e P_e, for softmax routers
+    dropped: float  # share of slots that reached no expert
+
+
+@dataclass
+class Router:
+    """A router module found in a model, with what is needed to read its outputs."""
+
+    name: str
+    module: nn.Module
+    logits_index: int
+    layer: int
+    kind: str
+    rule: str
+    label: str
+    n_shared: int
+    shared_gate: nn.Module | None
+
+
+def _recorded_router_classes(model: nn.Module) -> dict[type, int]:
+    """Router classes (and the output index of their logits) that the model's classes declare to transformers."""
+    found: dict[type, int] = {}
+    for module in model.modules():
+        recorder = (getattr(type(module), "_can_record_outputs", None) or {}).get("router_logits")
+        if recorder is not None:
+            target = getattr(recorder, "target_class", recorder)
+            found[target] = getattr(recorder, "index", 0)
+    return found
+
+
+def _rule(module: nn.Module) -> str:
+    if getattr(module, "scores_are_norms", False):
+        return "norm share"
+    if hasattr(module, "e_score_correction_bias"):  # DeepSeek-V3's aux-loss-free balancing bias
+        return "sigmoid"
+    return "softmax"
+
+
+def _layer_number(name: str) -> int:
+    numbers = [int(part) for part in name.split(".") if part.isdigit()]
+    if not numbers:
+        raise LmscopeError(f"lmscope cannot tell which block the router '{name}' belongs to.")
+    return numbers[0]
+
+
+def _shared(model: nn.Module, name: str) -> tuple[int, nn.Module | None]:
+    """Shared experts of the MoE block holding router `name`: their count, and Qwen2-MoE's gate on them."""
+    block = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    if hasattr(block, "shared_experts"):
+        return int(getattr(model.config.get_text_config(), "n_shared_experts", 1) or 1), None
+    if hasattr(block, "shared_expert"):
+        return 1, getattr(block, "shared_expert_gate", None)
+    return 0, None
+
+
+def routers(handle: ModelHandle) -> list[Router]:
+    """The model's router modules in the order it runs them; an error naming the model if it has none."""
+    classes = _recorded_router_classes(handle.model)
+    found = []
+    for name, module in handle.model.named_modules():
+        index = next((i for cls, i in classes.items() if isinstance(module, cls)), None)
+        if index is None and getattr(module, "scores_are_norms", False):
+            index = 0
+        if index is None:
+            continue
+        n_shared, gate = _shared(handle.model, name)
+        layer, kind = _layer_number(name), "attention" if "attention" in name else "mlp"
+        stack = next((f"{s} " for s in ("encoder", "decoder") if name.startswith(s)), "")
+        label = f"{stack}layer {layer}" + (" attention" if kind == "attention" else "")
+        found.append(Router(name, module, index, layer, kind, _rule(module), label, n_shared, gate))
+    if not found:
+        raise LmscopeError(
+            f"'{handle.name}' is a dense model: it has no Mixture-of-Experts routers. "
+            "Choose an MoE checkpoint, or the derived MoE built from SmolLM2 (smollm2-135m-moefied)."
+        )
+    return found
+
+
+def _best_first(experts: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    order = weights.argsort(dim=-1, descending=True, stable=True)
+    return experts.gather(-1, order), weights.gather(-1, order)
+
+
+def _jetmoe_choice(module: nn.Module, output: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """JetMoE's gating returns slots sorted by expert: put each slot back at its (token, rank) place."""
+    slots, _, gates, sizes, logits = output
+    experts = torch.repeat_interleave(torch.arange(len(sizes)), torch.as_tensor(sizes))
+    flat_experts = torch.empty_like(experts)
+    flat_experts[slots] = experts
+    flat_weights = torch.empty_like(gates)
+    flat_weights[slots] = gates
+    return flat_experts.view(logits.shape[0], module.top_k), flat_weights.view(logits.shape[0], module.top_k)
+
+
+def _switch_choice(output: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Switch's router returns a one-hot dispatch mask with over-capacity tokens zeroed, and the top-1 probability."""
+    dispatch, top_probability, logits = output
+    dispatch = dispatch.reshape(-1, logits.shape[-1])
+    experts = torch.where(dispatch.any(-1), dispatch.argmax(-1), DROPPED)
+    return experts[:, None], top_probability.reshape(-1, 1)
+
+
+def _choice(module: nn.Module, output: tuple, logits_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(experts, weights), each (tokens, k), from a router's output."""
+    kind = type(module).__name__
+    if kind == "JetMoeTopKGating":
+        return _jetmoe_choice(module, output)
+    if kind == "SwitchTransformersTop1Router":
+        return _switch_choice(output)
+    rest = [t for i, t in enumerate(output) if i != logits_index and isinstance(t, torch.Tensor)]
+    indices = [t for t in rest if not t.is_floating_point()]
+    scores = [t for t in rest if t.is_floating_point()]
+    if len(indices) != 1 or len(scores) != 1:
+        raise LmscopeError(
+            f"lmscope cannot read the experts chosen by {kind}: its outputs are not (logits, weights, indices)."
+        )
+    return indices[0], scores[0]
+
+
+def _probabilities(logits: torch.Tensor, rule: str) -> torch.Tensor:
+    if rule == "sigmoid":
+        return logits.sigmoid()
+    if rule == "norm share":
+        scores = logits.clamp(min=0)
+        return scores / scores.sum(-1, keepdim=True).clamp(min=torch.finfo(scores.dtype).tiny)
+    return logits.softmax(-1)
+
+
+# (router, its logits (tokens, experts), experts (tokens, k), weights (tokens, k), shared gate (tokens,) | None)
+RouterCallback = Callable[[Router, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], None]
+
+
+@contextmanager
+def hooked_routers(handle: ModelHandle, on_route: RouterCallback) -> Iterator[list[Router]]:
+    """Within the block, every router call reports its decisions (tokens batch-major) to on_route."""
+    found = routers(handle)
+    # Qwen2-MoE runs its shared expert's gate after the router: report a router once both have run.
+    decisions: dict[int, tuple] = {}
+    gates: dict[int, torch.Tensor] = {}
+
+    def report(router: Router) -> None:
+        if id(router) in decisions and (router.shared_gate is None or id(router) in gates):
+            on_route(router, *decisions.pop(id(router)), gates.pop(id(router), None))
+
+    def router_hook(router: Router) -> Callable:
+        def call(module: nn.Module, args: tuple, output: tuple) -> None:
+            logits = output[router.logits_index].float()
+            logits = logits.reshape(-1, logits.shape[-1])
+            experts, weights = _choice(module, output, router.logits_index)
+            decisions[id(router)] = (logits, *_best_first(experts.long(), weights.float()))
+            report(router)
+
+        return call
+
+    def gate_hook(router: Router) -> Callable:
+        def call(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            gates[id(router)] = output.float().sigmoid().reshape(-1)
+            report(router)
+
+        return call
+
+    with ExitStack() as stack:
+        for router in found:
+            if router.shared_gate is not None:
+                stack.callback(router.shared_gate.register_forward_hook(gate_hook(router)).remove)
+            stack.callback(router.module.register_forward_hook(router_hook(router)).remove)
+        yield found
+
+
+def _layer_routing(router: Router, logits, experts, weights, gate, rows: slice) -> LayerRouting:
+    return LayerRouting(
+        layer=router.layer,
+        module=router.name,
+        label=router.label,
+        kind=router.kind,
+        rule=router.rule,
+        n_shared=router.n_shared,
+        logits=logits[rows].numpy().astype(np.float32),
+        probs=_probabilities(logits[rows], router.rule).numpy().astype(np.float32),
+        experts=experts[rows].numpy().astype(np.int32),
+        weights=weights[rows].numpy().astype(np.float32),
+        shared_gate=None if gate is None else gate[rows].numpy().astype(np.float32),
+    )
+
+
+def compute(handle: ModelHandle, text: str) -> RoutingResult:
+    """Run the model once on the text and record every router."""
+    encoded = encode(handle, text, settings().max_tokens)
+    recorded: list[LayerRouting] = []
+
+    def on_route(router: Router, logits, experts, weights, gate) -> None:
+        recorded.append(_layer_routing(router, logits, experts, weights, gate, slice(None)))
+
+    with hooked_routers(handle, on_route):
+        forward(handle, encoded.token_ids)
+    return RoutingResult(handle.name, handle.fingerprint, encoded.token_ids, encoded.tokens, recorded)
+
+
+def run(handle: ModelHandle, text: str, cache: ResultCache, setting: object = None) -> Cached[RoutingResult]:
+    """Routing of the text, cached per model, text and any routing setting (the derived MoE's E, k, router)."""
+    key = cache_key(handle.fingerprint, "routing", VERSION, {"text": text, "setting": repr(setting)})
+    return cache.fetch(key, lambda: compute(handle, text))
+
+
+def _balance(experts: np.ndarray, n_experts: int, probs: np.ndarray | None) -> Balance:
+    used = experts[experts != DROPPED]
+    counts = np.bincount(used, minlength=n_experts).astype(np.float64)
+    load = counts / max(counts.sum(), 1.0)
+    cv = float(load.std() / load.mean()) if load.mean() > 0 else 0.0
+    nonzero = load[load > 0]
+    entropy = float(-(nonzero * np.log(nonzero)).sum() / np.log(n_experts)) if n_experts > 1 else 1.0
+    aux = None if probs is None else float(n_experts * (load * probs.mean(0)).sum())
+    return Balance(load, cv, entropy, aux, float((experts == DROPPED).mean()))
+
+
+def balance(layer: LayerRouting) -> Balance:
+    """Load per expert and how far it is from uniform; the auxiliary loss for softmax routers."""
+    return _balance(layer.experts, layer.n_experts, layer.probs if layer.rule == "softmax" else None)
+
+
+def confidence(layer: LayerRouting) -> tuple[np.ndarray, np.ndarray]:
+    """Per token: the top routing probability, and its margin over the second."""
+    top = np.sort(layer.probs, axis=1)[:, ::-1]
+    second = top[:, 1] if top.shape[1] > 1 else np.zeros(len(top))
+    return top[:, 0], top[:, 0] - second
+
+
+def transitions(first: np.ndarray, second: np.ndarray, n_first: int, n_second: int) -> np.ndarray:
+    """(n_first, n_second) counts of tokens whose top-1 expert goes from `first` to `second`, from two
+    routers' (tokens, k) experts."""
+    counts = np.zeros((n_first, n_second), dtype=np.int64)
+    keep = (first[:, 0] != DROPPED) & (second[:, 0] != DROPPED)
+    np.add.at(counts, (first[keep, 0], second[keep, 0]), 1)
+    return counts
+
+
+@dataclass
+class CorpusRouting:
+    """Top-k experts of every router for every token of many sentences (tokens concatenated)."""
+
+    model: str
+    fingerprint: str
+    token_ids: np.ndarray  # (tokens,)
+    experts: np.ndarray  # (routers, tokens, k) int16
+    routers: list[str]  # the label of each router
+    n_experts: list[int]
+
+
+@dataclass(frozen=True)
+class Preference:
+    """A token an expert takes often: how many of its occurrences go to the expert."""
+
+    token_id: int
+    token: str
+    routed: int
+    occurrences: int
+
+    @property
+    def share(self) -> float:
+        return self.routed / self.occurrences
+
+
+def _corpus(handle: ModelHandle, groups: dict[int, list[list[int]]], on_progress: Progress | None) -> CorpusRouting:
+    per_router: dict[str, list[np.ndarray]] = {}
+    sizes: dict[str, int] = {}
+    ids: list[np.ndarray] = []
+
+    def on_route(router: Router, logits, experts, weights, gate) -> None:
+        per_router.setdefault(router.name, []).append(experts.numpy().astype(np.int16))
+        sizes[router.name] = logits.shape[1]
+
+    with hooked_routers(handle, on_route) as found:
+        for batch in batches(groups, on_progress):
+            ids.append(batch.reshape(-1))
+            forward(handle, batch)
+    names = [router.name for router in found]
+    return CorpusRouting(
+        model=handle.name,
+        fingerprint=handle.fingerprint,
+        token_ids=np.concatenate(ids),
+        experts=np.stack([np.concatenate(per_router[name]) for name in names]),
+        routers=[router.label for router in found],
+        n_experts=[sizes[name] for name in names],
+    )
+
+
+def corpus_run(
+    handle: ModelHandle,
+    sentences: Sequence[str],
+    cache: ResultCache,
+    setting: object = None,
+    on_progress: Progress | None = None,
+) -> Cached[CorpusRouting]:
+    """Routing of many sentences, batched by length without padding, cached."""
+    groups = by_length(handle, sentences)
+    key = cache_key(handle.fingerprint, "routing-corpus", VERSION, {"groups": groups, "setting": repr(setting)})
+    return cache.fetch(key, lambda: _corpus(handle, groups, on_progress))
+
+
+def corpus_balance(corpus: CorpusRouting, router: int) -> Balance:
+    """Load per expert of one router over the whole corpus (no auxiliary loss: the probabilities are not kept)."""
+    return _balance(corpus.experts[router], corpus.n_experts[router], None)
+
+
+def preferences(
+    corpus: CorpusRouting, router: int, token_text: Callable[[int], str], top: int = 8, min_count: int = 3
+) -> list[list[Preference]]:
+    """For each expert of one router, the tokens (seen at least min_count times) it takes most often: by the
+    share of their occurrences routed to it, smoothed so that frequent tokens win ties."""
+    chosen = corpus.experts[router]
+    vocabulary, inverse, occurrences = np.unique(corpus.token_ids, return_inverse=True, return_counts=True)
+    result = []
+    for expert in range(corpus.n_experts[router]):
+        routed = np.bincount(inverse[(chosen == expert).any(1)], minlength=len(vocabulary))
+        frequent = np.flatnonzero((occurrences >= min_count) & (routed > 0))
+        # Laplace-smoothed share: 300 of 300 ranks above 3 of 3.
+        smoothed = (routed[frequent] + 1) / (occurrences[frequent] + 2)
+        order = frequent[np.lexsort((-routed[frequent], -smoothed))][:top]
+        result.append(
+            [
+                Preference(int(vocabulary[i]), token_text(int(vocabulary[i])), int(routed[i]), int(occurrences[i]))
+                for i in order
+            ]
+        )
+    return result
