@@ -257,7 +257,7 @@ def hooked_routers(handle: ModelHandle, on_route: RouterCallback) -> Iterator[li
         yield found
 
 
-def _layer_routing(router: Router, logits, experts, weights, gate, rows: slice) -> LayerRouting:
+def _layer_routing(router: Router, logits, experts, weights, gate) -> LayerRouting:
     return LayerRouting(
         layer=router.layer,
         module=router.name,
@@ -265,11 +265,11 @@ def _layer_routing(router: Router, logits, experts, weights, gate, rows: slice) 
         kind=router.kind,
         rule=router.rule,
         n_shared=router.n_shared,
-        logits=logits[rows].numpy().astype(np.float32),
-        probs=_probabilities(logits[rows], router.rule).numpy().astype(np.float32),
-        experts=experts[rows].numpy().astype(np.int32),
-        weights=weights[rows].numpy().astype(np.float32),
-        shared_gate=None if gate is None else gate[rows].numpy().astype(np.float32),
+        logits=logits.numpy().astype(np.float32),
+        probs=_probabilities(logits, router.rule).numpy().astype(np.float32),
+        experts=experts.numpy().astype(np.int32),
+        weights=weights.numpy().astype(np.float32),
+        shared_gate=None if gate is None else gate.numpy().astype(np.float32),
     )
 
 
@@ -279,7 +279,7 @@ def compute(handle: ModelHandle, text: str) -> RoutingResult:
     recorded: list[LayerRouting] = []
 
     def on_route(router: Router, logits, experts, weights, gate) -> None:
-        recorded.append(_layer_routing(router, logits, experts, weights, gate, slice(None)))
+        recorded.append(_layer_routing(router, logits, experts, weights, gate))
 
     with hooked_routers(handle, on_route):
         forward(handle, encoded.token_ids)
