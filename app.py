@@ -16,7 +16,11 @@ from viz.tokens import token_chips_html
 
 OTHER = "Other: a Hugging Face id or a local folder…"
 
-page("lmscope", "See inside language models: attention, activations, experts and weights, live on your text.")
+page(
+    "lmscope",
+    "See inside language models: attention, activations, experts and weights, live on your text.",
+    export=False,
+)
 
 TITLES = {name: spec.title for name, spec in BUILTINS.items()} | DERIVED
 current = state.model_name()

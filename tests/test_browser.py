@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -264,3 +266,9 @@ def test_expert_routing_page_on_the_derived_moe(server: str, page: Page, artifac
     page.screenshot(path=str(artifacts / "expert-routing.png"), full_page=True)
     _no_exception(page)
     assert "experts=16" in _location(page) and "k=4" in _location(page)
+    with page.expect_download(timeout=WAIT_MS) as download:
+        page.get_by_role("button", name="Export this page's figures").click()
+    archive = zipfile.ZipFile(download.value.path())
+    titles = [entry["title"] for entry in json.loads(archive.read("index.json"))]
+    assert len(titles) == plots.count() and titles[0].startswith("Routing of layer 12")
+    assert archive.read(json.loads(archive.read("index.json"))[0]["files"][0]).startswith(b"\x89PNG")

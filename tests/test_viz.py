@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -11,7 +15,7 @@ from probes import attention
 from probes.cache import ResultCache
 from probes.models import ModelHandle
 from viz.attention import attention_heatmap, head_summary_grid
-from viz.export import figure_bytes
+from viz.export import figure_bytes, figures_zip
 from viz.theme import TEMPLATE, token_axis, visible
 from viz.tokens import token_chips_html
 
@@ -76,3 +80,13 @@ def test_exports_ignore_the_default_template(smollm2_attention: attention.Attent
     assert b'fill: rgb(255, 255, 255)' in svg or b"fill:#fff" in svg.replace(b" ", b"")
     assert pdf.startswith(b"%PDF")
     assert go.Figure(fig).layout.template == TEMPLATE
+
+
+def test_figures_zip_holds_every_figure_in_every_format() -> None:
+    first = go.Figure(go.Bar(y=[1, 2]), layout={"title": {"text": "Load"}})
+    second = go.Figure(go.Scatter(y=[3, 1]), layout={"title": {"text": "Flow"}})
+    archive = zipfile.ZipFile(io.BytesIO(figures_zip([("load", first), ("load", second)])))
+    index = json.loads(archive.read("index.json"))
+    assert [entry["files"] for entry in index] == [["load.png", "load.svg"], ["load-2.png", "load-2.svg"]]
+    assert [entry["title"] for entry in index] == ["Load", "Flow"]
+    assert archive.read("load-2.png").startswith(b"\x89PNG") and b"<svg" in archive.read("load.svg")

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from viz.export import FORMATS, browser_path, figure_bytes
+from viz.export import FORMATS, browser_path, figure_bytes, slug
+
+PAGE_FIGURES = "_lm_page_figures"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:80] or "figure"
+def start_page_figures() -> list[tuple[str, go.Figure]]:
+    """A fresh list of the figures this run of the page shows (show_figure adds to it), for the zip export."""
+    st.session_state[PAGE_FIGURES] = []
+    return st.session_state[PAGE_FIGURES]
 
 
 def _renderer(fig: go.Figure, fmt: str) -> Callable[[], bytes]:
@@ -22,6 +25,7 @@ def _renderer(fig: go.Figure, fmt: str) -> Callable[[], bytes]:
 def show_figure(fig: go.Figure, key: str, name: str, **chart_options) -> object:
     """Draw the chart and its PNG/SVG download buttons; returns what st.plotly_chart returns."""
     event = st.plotly_chart(fig, key=key, theme=None, width="stretch", **chart_options)
+    st.session_state.setdefault(PAGE_FIGURES, []).append((name, fig))
     if browser_path() is None:
         st.caption("PNG/SVG downloads need chromium on the server (Debian package `chromium`).")
         return event
@@ -31,7 +35,7 @@ def show_figure(fig: go.Figure, key: str, name: str, **chart_options) -> object:
             fmt.upper(),
             icon=":material/download:",
             data=_renderer(fig, fmt),
-            file_name=f"{_slug(name)}.{fmt}",
+            file_name=f"{slug(name)}.{fmt}",
             mime=FORMATS[fmt],
             key=f"{key}-{fmt}",
             on_click="ignore",

@@ -5,10 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import state
+from ui.charts import start_page_figures
+from viz.export import browser_path, figures_zip, slug
 
 
-def page(title: str, caption: str) -> None:
-    """Configure the page and draw its title, caption and the sidebar summary of the choice."""
+def page(title: str, caption: str, export: bool = True) -> None:
+    """Configure the page and draw its title, caption and the sidebar summary of the choice, with a button that
+    exports the page's figures as one zip (unless `export` is off: a page without charts)."""
     st.set_page_config(page_title=f"{title} · lmscope", page_icon=":material/biotech:", layout="wide")
     st.title(title)
     st.caption(caption)
@@ -17,3 +20,14 @@ def page(title: str, caption: str) -> None:
         preview = state.text()
         st.markdown(f"**Text:** {preview[:120]}{'…' if len(preview) > 120 else ''}")
         st.page_link("app.py", label="Change model or text", icon=":material/edit:")
+        figures = start_page_figures()
+        if export and browser_path() is not None:  # rendered on click, from the figures this run of the page showed
+            st.download_button(
+                "Export this page's figures",
+                icon=":material/folder_zip:",
+                data=lambda: figures_zip(figures),
+                file_name=f"lmscope-{slug(title)}.zip",
+                mime="application/zip",
+                on_click="ignore",
+                help="A zip of every chart on this page as PNG and SVG, with an index.json.",
+            )

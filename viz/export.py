@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import re
 import shutil
 import threading
 import warnings
+import zipfile
 
 import plotly.graph_objects as go
 
@@ -55,3 +59,36 @@ def figure_bytes(fig: go.Figure, fmt: str, width: int = 1400, height: int | None
         warnings.simplefilter("ignore", UserWarning)  # kaleido warns that a running server ignores kopts
         height = height or export.layout.height or 900
         return export.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a figure's name."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:80] or "figure"
+
+
+def figures_zip(figures: list[tuple[str, go.Figure]], formats: tuple[str, ...] = ("png", "svg")) -> bytes:
+    """A zip of named figures, each in every format, with an index.json of their file names and titles."""
+    buffer, index, used = io.BytesIO(), [], set()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, fig in figures:
+            stem = base = slug(name)
+            for n in range(2, len(figures) + 2):  # the same chart name twice on a page gets -2, -3, ...
+                if stem not in used:
+                    break
+                stem = f"{base}-{n}"
+            used.add(stem)
+            files = [f"{stem}.{fmt}" for fmt in formats]
+            for file, fmt in zip(files, formats, strict=True):
+                archive.writestr(file, figure_bytes(fig, fmt))
+            index.append({"name": name, "title": fig.layout.title.text, "files": files})
+        archive.writestr("index.json", json.dumps(index, indent=2, ensure_ascii=False))
+    return buffer.getvalue()
+
+
+if __name__ == "__main__":
+    import sys
+
+    # The command renders presets, which runs models: its logic lives in lecture/, since viz never imports torch.
+    from lecture.export import main
+
+    sys.exit(main())
