@@ -1,0 +1,226 @@
+"""The lecture's presets and the tour's sections: one plain data file (presets.toml), loaded once and checked.
+
+A preset is a named, versioned recipe (model, text, view, options) for one figure, with the title and caption a
+slide needs and the dashboard page (and URL query) that shows the same figure live.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+
+from probes.builtin import BUILTINS, DERIVED
+from probes.errors import LmscopeError
+
+ROOT = Path(__file__).resolve().parents[1]
+PATH = Path(__file__).with_name("presets.toml")
+
+_TOP_KEYS = {"model", "texts", "section", "preset"}
+_SECTION_KEYS = {"id", "title", "text"}
+_PRESET_REQUIRED = {"name", "version", "section", "title", "caption", "view", "page"}
+_PRESET_KEYS = _PRESET_REQUIRED | {"model", "text", "options", "query"}
+# The page reads these from the preset's own fields, so a query table may not set them a second time.
+_FROM_FIELDS = {"model", "text"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One figure of the lecture: what to run, how to draw it, what it shows, and where to see it live."""
+
+    name: str
+    version: int
+    section: str
+    title: str
+    caption: str
+    view: str
+    model: str
+    text: str | None
+    options: Mapping[str, object]
+    page: str
+    query: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the lecture, in order, with a short paragraph and the presets that illustrate it."""
+
+    id: str
+    title: str
+    text: str
+    presets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Lecture:
+    """Everything presets.toml defines: presets by name (in file order) and sections in lecture order."""
+
+    presets: dict[str, Preset]
+    sections: list[Section]
+
+
+def _fail(path: Path, where: str, message: str) -> LmscopeError:
+    return LmscopeError(f"{path.name}: {where}: {message}")
+
+
+def _check_keys(path: Path, where: str, table: object, allowed: set[str], required: set[str]) -> dict:
+    if not isinstance(table, dict):
+        raise _fail(path, where, "must be a table")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise _fail(path, where, f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+    missing = sorted(required - set(table))
+    if missing:
+        raise _fail(path, where, f"missing field(s) {', '.join(missing)}")
+    return table
+
+
+def _text_field(path: Path, where: str, table: dict, key: str) -> str:
+    value = table[key]
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, where, f"'{key}' must be a non-empty string")
+    return value.strip()
+
+
+def _query_value(path: Path, where: str, key: str, value: object) -> str:
+    """A URL value as the page parses it: strings as written, whole numbers and booleans as 1/0."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise _fail(path, where, f"query value '{key}' must be a string or a number, not {type(value).__name__}")
+
+
+def _sections(path: Path, data: dict) -> list[tuple[str, str, str]]:
+    found: list[tuple[str, str, str]] = []
+    if not isinstance(data["section"], list):
+        raise _fail(path, "sections", "write each section as [[section]]")
+    for i, table in enumerate(data["section"]):
+        where = f"section {i + 1}"
+        _check_keys(path, where, table, _SECTION_KEYS, _SECTION_KEYS)
+        section_id = _text_field(path, where, table, "id")
+        if any(section_id == seen for seen, _, _ in found):
+            raise _fail(path, where, f"duplicate section id '{section_id}'")
+        found.append((section_id, _text_field(path, where, table, "title"), _text_field(path, where, table, "text")))
+    if not found:
+        raise _fail(path, "sections", "the file defines no [[section]]")
+    return found
+
+
+def _preset(
+    path: Path, root: Path, table: object, index: int, data: dict, sections: set[str], views: Collection[str]
+) -> Preset:
+    """One [[preset]] table, checked field by field."""
+    where = f"preset {index + 1}"
+    _check_keys(path, where, table, _PRESET_KEYS, _PRESET_REQUIRED)
+    name = _text_field(path, where, table, "name")
+    where = f"preset '{name}'"
+    version = table["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _fail(path, where, f"version must be a whole number of at least 1, not {version!r}")
+    section = _text_field(path, where, table, "section")
+    if section not in sections:
+        raise _fail(path, where, f"unknown section '{section}' (sections: {', '.join(sections)})")
+    view = _text_field(path, where, table, "view")
+    if view not in views:
+        raise _fail(path, where, f"unknown view '{view}' (views: {', '.join(sorted(views))})")
+    model = table.get("model", data.get("model"))
+    if model not in {*BUILTINS, *DERIVED}:
+        raise _fail(
+            path, where, f"model {model!r} is not a built-in or derived model ({', '.join([*BUILTINS, *DERIVED])})"
+        )
+    page = _text_field(path, where, table, "page")
+    if not (root / page).is_file():
+        raise _fail(path, where, f"page file '{page}' does not exist")
+    text = None
+    if "text" in table:
+        texts = data.get("texts", {})
+        if table["text"] not in texts:
+            raise _fail(path, where, f"text '{table['text']}' is not in [texts] ({', '.join(texts)})")
+        text = texts[table["text"]].strip()
+    options, query = table.get("options", {}), table.get("query", {})
+    for field_name, value in (("options", options), ("query", query)):
+        if not isinstance(value, dict):
+            raise _fail(path, where, f"'{field_name}' must be a table")
+    repeated = sorted(_FROM_FIELDS & set(query))
+    if repeated:
+        raise _fail(path, where, f"query may not set {', '.join(repeated)}: they come from the preset's own fields")
+    url = {"model": model, **({"text": text} if text is not None else {})}
+    url |= {key: _query_value(path, where, key, value) for key, value in query.items()}
+    return Preset(
+        name=name,
+        version=version,
+        section=section,
+        title=_text_field(path, where, table, "title"),
+        caption=_text_field(path, where, table, "caption"),
+        view=view,
+        model=model,
+        text=text,
+        options=MappingProxyType(dict(options)),
+        page=page,
+        query=MappingProxyType(url),
+    )
+
+
+def load(path: Path, views: Collection[str], root: Path = ROOT) -> Lecture:
+    """Read and check a presets file (views: the renderer names; root: where page paths point); any problem is
+    an LmscopeError naming the file, the preset and the field."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LmscopeError(f"The presets file {path} cannot be read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise LmscopeError(f"{path.name} is not valid TOML: {exc}") from exc
+    _check_keys(path, "top level", data, _TOP_KEYS, {"model", "section", "preset"})
+    if not isinstance(data.get("texts", {}), dict) or not all(
+        isinstance(t, str) for t in data.get("texts", {}).values()
+    ):
+        raise _fail(path, "[texts]", "must map names to strings")
+    section_rows = _sections(path, data)
+    if not isinstance(data["preset"], list):
+        raise _fail(path, "presets", "write each preset as [[preset]]")
+    found: dict[str, Preset] = {}
+    for index, table in enumerate(data["preset"]):
+        preset = _preset(path, root, table, index, data, {row[0] for row in section_rows}, views)
+        if preset.name in found:
+            raise _fail(path, f"preset {index + 1}", f"duplicate preset name '{preset.name}'")
+        found[preset.name] = preset
+    sections = [
+        Section(section_id, title, text, tuple(p.name for p in found.values() if p.section == section_id))
+        for section_id, title, text in section_rows
+    ]
+    return Lecture(found, sections)
+
+
+def _views() -> frozenset[str]:
+    # The renderers are the one list of views. lecture.render imports torch, so it is imported only when the
+    # file is first checked (and it imports this module: a top-level import would be circular).
+    from lecture.render import VIEWS
+
+    return frozenset(VIEWS)
+
+
+@cache
+def _lecture() -> Lecture:
+    return load(PATH, _views())
+
+
+def presets() -> dict[str, Preset]:
+    """Every preset by name, in the file's order (loaded and checked once)."""
+    return dict(_lecture().presets)
+
+
+def sections() -> list[Section]:
+    """The lecture's sections in order, each with its presets."""
+    return list(_lecture().sections)
+
+
+def preset(name: str) -> Preset:
+    """The preset called `name`; an LmscopeError listing the known presets otherwise."""
+    known = _lecture().presets
+    if name not in known:
+        raise LmscopeError(f"Unknown preset '{name}'. Known presets: {', '.join(known)}.")
+    return known[name]
