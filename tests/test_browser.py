@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
+from lecture.presets import sections
 from tests.conftest import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
@@ -272,3 +273,19 @@ def test_expert_routing_page_on_the_derived_moe(server: str, page: Page, artifac
     titles = [entry["title"] for entry in json.loads(archive.read("index.json"))]
     assert len(titles) == plots.count() and titles[0].startswith("Routing of layer 12")
     assert archive.read(json.loads(archive.read("index.json"))[0]["files"][0]).startswith(b"\x89PNG")
+
+
+def test_lecture_tour_steps_through_every_section_in_presenter_mode(server: str, page: Page, artifacts: Path) -> None:
+    _open(page, f"{server}/Lecture_tour?presenter=1&section=0")
+    for index, section in enumerate(sections()):
+        page.wait_for_selector(f"h2:has-text('{index + 1}. ')", timeout=WAIT_MS)
+        if section.presets:
+            page.wait_for_selector(f".js-plotly-plot >> nth={len(section.presets) - 1}", timeout=WAIT_MS)
+        _settle(page)
+        _no_exception(page)
+        assert page.locator(".js-plotly-plot").count() == len(section.presets)
+        assert not page.locator('[data-testid="stSidebar"]').is_visible(), "presenter mode hides the sidebar"
+        page.screenshot(path=str(artifacts / f"tour-{index + 1:02d}.png"), full_page=True)
+        page.mouse.click(5, 5)  # focus the page, then step with the keyboard as a presenter would
+        page.keyboard.press("ArrowRight")
+    assert f"section={len(sections()) - 1}" in _location(page)
