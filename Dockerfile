@@ -45,6 +45,7 @@ COPY .streamlit/ .streamlit/
 COPY pages/ pages/
 COPY viz/ viz/
 COPY ui/ ui/
+COPY lecture/ lecture/
 
 # Numeric, so the runtime can tell it is not root without reading /etc/passwd.
 USER 10001:10001

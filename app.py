@@ -102,6 +102,11 @@ state.sync_url()
 st.divider()
 st.markdown("**Views**")
 VIEWS = (
+    (
+        "0_Lecture_tour",
+        "Lecture tour: the sparsity and low-rankness lecture, section by section, with live figures",
+        "school",
+    ),
     ("1_Attention", "Attention: heatmaps of every layer and head", "grid_on"),
     ("2_Head_atlas", "Head atlas: induction, previous-token, sink and delimiter heads", "apps"),
     (

@@ -132,6 +132,14 @@ def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"{url} did not answer ok within {HEALTH_TIMEOUT_S} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
+def test_every_package_the_app_imports_is_copied_into_the_image() -> None:
+    copied = {
+        arguments.split()[0].rstrip("/") for keyword, arguments in instructions(DOCKERFILE) if keyword == "COPY"
+    }
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
+    assert packages | {"pages", "app.py"} <= copied
+
+
 def test_hadolint_passes() -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
     assert hadolint.exists(), f"hadolint is not installed next to {sys.executable} (requirements-test.txt)"
