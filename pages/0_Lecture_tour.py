@@ -71,8 +71,10 @@ for name in section.presets:
         st.error(f"{preset.title}: {exc}")
         continue
     bar.empty()
-    if presenter:  # the figure as a slide, its caption on it
-        show_figure(slide(rendered.figure, 1600, 900, caption=preset.caption), f"tour_{name}", name)
+    if presenter:  # the figure as a slide; the caption as large text, which wraps to any screen width
+        figure = slide(rendered.figure, 1600, 900).update_layout(width=None, autosize=True)  # the screen's width
+        show_figure(figure, f"tour_{name}", name)
+        st.markdown(f"*{preset.caption}*")
     else:
         show_figure(rendered.figure, f"tour_{name}", name)
         st.caption(preset.caption)

@@ -72,7 +72,6 @@ if handle.name == moefication.DERIVED_NAME:
         st.stop()
 
 
-
 def routed() -> AbstractContextManager:
     """A fresh context that routes the derived MoE by the chosen setting (nothing to set for a real MoE)."""
     return moefication.routed(setting) if setting else nullcontext()
