@@ -19,6 +19,8 @@ from probes.cache import ResultCache  # noqa: E402
 from probes.models import ModelHandle, load  # noqa: E402
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
+# The browser tests' fixtures (a real server, chromium, a page), shared by the files that drive the browser.
+pytest_plugins = ["tests.browser"]
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,9 @@ def chart(at: AppTest, index: int) -> dict:
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     """Run `python -m probes ARGS` from the repository root."""
-    return subprocess.run([sys.executable, "-m", "probes", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "probes", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 def direct(handle: ModelHandle, token_ids: np.ndarray, **flags: bool):

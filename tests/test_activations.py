@@ -93,7 +93,9 @@ def test_token_kinds(smollm2: ModelHandle, cache: ResultCache) -> None:
     first_period = result.tokens.index(".")
     assert kinds[0] == "first token"
     assert kinds.index("first delimiter") == first_period and kinds.count("first delimiter") == 1
-    assert all(kinds[i] == "later delimiter" for i, t in enumerate(result.tokens) if t in (".", "\n") and i > first_period)
+    assert all(
+        kinds[i] == "later delimiter" for i, t in enumerate(result.tokens) if t in (".", "\n") and i > first_period
+    )
     assert kinds[1] == "other token"
 
 
@@ -170,7 +172,11 @@ def test_distribution_of_a_gaussian_and_of_a_hidden_state(smollm2: ModelHandle, 
     layer = int(np.argmax(result.max_abs))
     hidden = distribution.describe(activations.layer_run(smollm2, TEXT, layer, cache).value.values)
     assert hidden.excess_kurtosis > 100  # near-Gaussian bulk, a few huge outliers
-    assert hidden.above + hidden.below > 0 and hidden.maximum == pytest.approx(result.max_abs[layer]) or hidden.minimum == pytest.approx(-result.max_abs[layer])
+    assert (
+        hidden.above + hidden.below > 0
+        and hidden.maximum == pytest.approx(result.max_abs[layer])
+        or hidden.minimum == pytest.approx(-result.max_abs[layer])
+    )
     fig = distribution_figure(hidden, "t", "value")
     assert "excess kurtosis" in fig.layout.title.subtitle.text
 
@@ -199,7 +205,9 @@ def test_neuron_statistics_equal_a_direct_computation(any_model: ModelHandle, ca
     assert stats.n_tokens == len(z[0]) and stats.n_sequences == FEW
     for tau in (0.0, 0.5, -1.0):
         np.testing.assert_allclose(neurons.active_share(stats, tau), [np.mean(layer > tau) for layer in z], atol=1e-12)
-        np.testing.assert_array_equal(neurons.dead_share(stats, tau), [np.mean(layer.max(axis=0) <= tau) for layer in z])
+        np.testing.assert_array_equal(
+            neurons.dead_share(stats, tau), [np.mean(layer.max(axis=0) <= tau) for layer in z]
+        )
     assert stats.gated == any_model.is_causal  # the decoders' MLPs are gated, BERT's is not
     with pytest.raises(LmscopeError, match="multiple of 0.05"):
         neurons.active_share(stats, 0.123)
@@ -304,7 +312,11 @@ def test_massive_page_draws_its_charts(smollm2: ModelHandle, tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"layer": "99"}, "layer=99 is out of range"), ({"min": "lots"}, "not a number"), ({"ratio": "-5"}, "ratio=-5.0 is out of range")],
+    [
+        ({"layer": "99"}, "layer=99 is out of range"),
+        ({"min": "lots"}, "not a number"),
+        ({"ratio": "-5"}, "ratio=-5.0 is out of range"),
+    ],
 )
 def test_massive_page_bad_url_options(smollm2: ModelHandle, params: dict[str, str], message: str) -> None:
     at = open_page(MASSIVE, text=TEXT, sentences=str(FEW), **params)
@@ -325,7 +337,9 @@ def test_neurons_page(smollm2: ModelHandle, tmp_path) -> None:
     assert "excess kurtosis" in hist["layout"]["title"]["subtitle"]["text"]
     stats = neurons.run(smollm2, list(corpus.sentences()[:FEW]), ResultCache(tmp_path)).value
     np.testing.assert_allclose(plotly_array(sparsity["data"][1]["y"]), neurons.active_share(stats, 0.5), rtol=1e-6)
-    assert "z > 0.5" in sparsity["layout"]["title"]["text"] and "silu" in sparsity["layout"]["title"]["subtitle"]["text"]
+    assert (
+        "z > 0.5" in sparsity["layout"]["title"]["text"] and "silu" in sparsity["layout"]["title"]["subtitle"]["text"]
+    )
     at.slider(key="nd_tau").set_value(1.0).run()
     assert at.query_params["tau"] == "1"
 

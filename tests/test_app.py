@@ -92,7 +92,10 @@ def test_attention_page_draws_the_chosen_head(smollm2: ModelHandle, tmp_path) ->
     assert at.query_params["layer"] == "4" and at.query_params["head"] == "7"
 
 
-@pytest.mark.parametrize(("layer", "head", "message"), [("99", "0", "layer=99 is out of range"), ("x", "2", "not a number"), ("1", "-3", "head=-3 is out of range")])
+@pytest.mark.parametrize(
+    ("layer", "head", "message"),
+    [("99", "0", "layer=99 is out of range"), ("x", "2", "not a number"), ("1", "-3", "head=-3 is out of range")],
+)
 def test_bad_layer_or_head_in_the_url(smollm2: ModelHandle, layer: str, head: str, message: str) -> None:
     at = open_page(ATTENTION, layer=layer, head=head)
     assert not at.exception and not at.error

@@ -78,7 +78,9 @@ def test_long_texts_are_pooled_for_display(smollm2: ModelHandle, cache: ResultCa
     q = np.arange(n)
     assert result.previous_token[7, 3] == pytest.approx(exact[q[1:], q[1:] - 1].mean(), abs=1e-5)
     assert result.delimiter_share[7, 3] == pytest.approx(exact[1:, result.delimiters].sum(-1).mean(), abs=1e-5)
-    assert result.mean_distance[7, 3] == pytest.approx((exact * np.abs(q[:, None] - q[None, :])).sum(-1).mean(), rel=1e-5)
+    assert result.mean_distance[7, 3] == pytest.approx(
+        (exact * np.abs(q[:, None] - q[None, :])).sum(-1).mean(), rel=1e-5
+    )
     entropy = -np.where(exact > 0, exact * np.log(np.where(exact > 0, exact, 1)), 0).sum(-1).mean()
     assert result.entropy[7, 3] == pytest.approx(entropy, rel=1e-5)
 

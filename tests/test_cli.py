@@ -56,7 +56,9 @@ def test_attention_on_an_encoder_by_local_folder() -> None:
 
 
 def test_logits_of_one_head(smollm2: ModelHandle, cache: ResultCache) -> None:
-    done = cli("attention", "--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "5", "--head", "2", "--logits")
+    done = cli(
+        "attention", "--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "5", "--head", "2", "--logits"
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     expected = attention.run(smollm2, TEXT, cache, with_logits=True).value.logits[5, 2].astype(np.float64)
@@ -81,7 +83,10 @@ def test_heads_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCache) 
     [
         (["--model", "no/such-model", "--text", TEXT], "Unknown model"),
         (["--model", "smollm2-135m-instruct", "--text", "   "], "empty"),
-        (["--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "30", "--head", "0"], "Layer 30 does not exist"),
+        (
+            ["--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "30", "--head", "0"],
+            "Layer 30 does not exist",
+        ),
         (["--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "1"], "both --layer and --head"),
         (["--model", "smollm2-135m-instruct", "--text", TEXT, "--logits"], "give --layer and --head"),
     ],

@@ -103,7 +103,8 @@ def test_corpus_average_equals_the_mean_of_direct_computations(
     ids = [any_model.tokenizer(s)["input_ids"][:n_tokens] for s in sentences]
     assert averaged.token_ids.tolist() == ids and averaged.n_skipped == 0
     per_sentence = [
-        np.stack([a[0].double().numpy() for a in direct(any_model, np.array(i), output_attentions=True).attentions]) for i in ids
+        np.stack([a[0].double().numpy() for a in direct(any_model, np.array(i), output_attentions=True).attentions])
+        for i in ids
     ]
     np.testing.assert_allclose(averaged.probabilities, np.mean(per_sentence, axis=0), atol=1e-5)
     np.testing.assert_allclose(averaged.layer_probabilities, np.mean(per_sentence, axis=(0, 2)), atol=1e-5)
@@ -121,7 +122,12 @@ def test_batching_does_not_change_results(smollm2: ModelHandle, sentences: list[
     progress: list[tuple[int, int]] = []
     one = sinks.corpus_attention(smollm2, sentences, ResultCache(tmp_path / "a"), n_tokens=12, batch_size=1).value
     four = sinks.corpus_attention(
-        smollm2, sentences, ResultCache(tmp_path / "b"), n_tokens=12, batch_size=4, on_progress=lambda *done: progress.append(done)
+        smollm2,
+        sentences,
+        ResultCache(tmp_path / "b"),
+        n_tokens=12,
+        batch_size=4,
+        on_progress=lambda *done: progress.append(done),
     ).value
     np.testing.assert_allclose(one.probabilities, four.probabilities, atol=1e-5)
     np.testing.assert_allclose(one.logits, four.logits, atol=1e-4)

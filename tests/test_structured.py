@@ -68,7 +68,11 @@ def test_masked_attention_is_zero_outside_the_mask_and_rows_sum_to_one(any_model
     ids = encode(any_model, TEXT, 4096).token_ids
     mask = _masks(len(ids))[kind]
     layers: dict[int, np.ndarray] = {}
-    with capturing(any_model.model, on_layer=lambda layer, weights, _: layers.update({layer: weights[0].double().numpy()}), allowed=mask):
+    with capturing(
+        any_model.model,
+        on_layer=lambda layer, weights, _: layers.update({layer: weights[0].double().numpy()}),
+        allowed=mask,
+    ):
         forward(any_model, ids)
     assert sorted(layers) == list(range(any_model.n_layers))
     for weights in layers.values():
@@ -83,7 +87,9 @@ def test_a_window_as_large_as_the_text_is_the_unmasked_model(model: str, request
     n = len(ids)
     unmasked = token_nll(handle, ids)
     for window in (n, n + 7):
-        np.testing.assert_array_equal(structured.masked_nll(handle, ids, structured.sliding_window_mask(n, window)), unmasked)
+        np.testing.assert_array_equal(
+            structured.masked_nll(handle, ids, structured.sliding_window_mask(n, window)), unmasked
+        )
     # The last query predicts nothing inside the text, so n - 2 is the widest window that changes the loss.
     narrower = structured.masked_nll(handle, ids, structured.sliding_window_mask(n, n - 2))
     assert not np.array_equal(narrower, unmasked)
@@ -135,7 +141,9 @@ def test_window_sweep_equals_one_run_per_mask(smollm2: ModelHandle, cache: Resul
     np.testing.assert_array_equal(sweep.nll_full, token_nll(smollm2, ids))
     for i, window in enumerate(sweep.windows):
         for sinks, nll in ((0, sweep.nll_window[i]), (2, sweep.nll_sinks[i])):
-            np.testing.assert_array_equal(nll, structured.masked_nll(smollm2, ids, structured.windowed_mask(n, int(window), sinks)))
+            np.testing.assert_array_equal(
+                nll, structured.masked_nll(smollm2, ids, structured.windowed_mask(n, int(window), sinks))
+            )
         # Queries inside the window still see the whole prefix, so their tokens lose nothing.
         np.testing.assert_allclose(sweep.nll_window[i, :window], sweep.nll_full[:window], atol=1e-4)
     np.testing.assert_allclose(sweep.mean_window, sweep.nll_window.mean(axis=1))
@@ -217,7 +225,11 @@ def test_cli_window_prints_the_losses(smollm2: ModelHandle) -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--window", "99"], "larger than the text"), (["--window", "0"], "at least 1"), (["--window", "2", "--model", "all-minilm-l6-v2"], "needs a decoder")],
+    [
+        (["--window", "99"], "larger than the text"),
+        (["--window", "0"], "at least 1"),
+        (["--window", "2", "--model", "all-minilm-l6-v2"], "needs a decoder"),
+    ],
 )
 def test_cli_window_errors(args: list[str], message: str) -> None:
     done = cli("window", "--model", "smollm2-135m-instruct", "--text", TEXT, *args)
@@ -227,9 +239,26 @@ def test_cli_window_errors(args: list[str], message: str) -> None:
 
 
 def test_page_draws_masks_and_the_loss_sweep(smollm2: ModelHandle, tmp_path) -> None:
-    at = open_page(PAGE, text=TEXT, layer="5", head="2", window="4", dilation="3", sinks="1", windows="2, 8", metric="perplexity", **{"global": "7"})
+    at = open_page(
+        PAGE,
+        text=TEXT,
+        layer="5",
+        head="2",
+        window="4",
+        dilation="3",
+        sinks="1",
+        windows="2, 8",
+        metric="perplexity",
+        **{"global": "7"},
+    )
     assert not at.exception and not at.error and not at.warning
-    assert [at.number_input(key=k).value for k in ("st_layer", "st_head", "st_window", "st_dilation", "st_sinks")] == [5, 2, 4, 3, 1]
+    assert [at.number_input(key=k).value for k in ("st_layer", "st_head", "st_window", "st_dilation", "st_sinks")] == [
+        5,
+        2,
+        4,
+        3,
+        1,
+    ]
     assert len(at.get("plotly_chart")) == 4
     view = structured.mask_view(smollm2, TEXT, 4, 3, [7], 1, ResultCache(tmp_path / "a")).value
     titles = [a["text"] for a in chart(at, 0)["layout"]["annotations"][:5]]

@@ -77,7 +77,7 @@ def test_exports_ignore_the_default_template(smollm2_attention: attention.Attent
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(png[16:20], "big") == 640 and int.from_bytes(png[20:24], "big") == 480
     assert b"<svg" in svg[:500] and b"Layer 0, head 0" in svg
-    assert b'fill: rgb(255, 255, 255)' in svg or b"fill:#fff" in svg.replace(b" ", b"")
+    assert b"fill: rgb(255, 255, 255)" in svg or b"fill:#fff" in svg.replace(b" ", b"")
     assert pdf.startswith(b"%PDF")
     assert go.Figure(fig).layout.template == TEMPLATE
 

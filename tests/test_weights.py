@@ -97,7 +97,11 @@ def test_spectra_page(smollm2: ModelHandle) -> None:
     assert titles[0] == "Spectrum of model.layers.3.self_attn.v_proj"
     assert "alpha across layers" in titles and "How low can the rank go?" in titles
     sweep = chart(at, titles.index("How low can the rank go?"))
-    nll = plotly_array(sweep["data"][0]["y"]) if isinstance(sweep["data"][0]["y"], dict) else np.array(sweep["data"][0]["y"])
+    nll = (
+        plotly_array(sweep["data"][0]["y"])
+        if isinstance(sweep["data"][0]["y"], dict)
+        else np.array(sweep["data"][0]["y"])
+    )
     assert nll[0] > nll[-1]  # rank 16 costs more than full rank
 
 
@@ -144,7 +148,9 @@ def test_cli_weights_and_compress(smollm2: ModelHandle, cache: ResultCache) -> N
     q = by_name["model.layers.0.self_attn.q_proj"]
     assert q["shape"] == list(_parameter(smollm2, "model.layers.0.self_attn.q_proj").shape)
     assert set(q) >= {"alpha", "xmin", "ks_distance", "stable_rank", "spectral_norm", "kurtosis"}
-    assert q["spectral_norm"] == pytest.approx(np.linalg.norm(_parameter(smollm2, "model.layers.0.self_attn.q_proj"), 2), rel=1e-5)
+    assert q["spectral_norm"] == pytest.approx(
+        np.linalg.norm(_parameter(smollm2, "model.layers.0.self_attn.q_proj"), 2), rel=1e-5
+    )
     done = cli("compress", "--model", "smollm2-135m-instruct", "--text", TEXT, "--bits", "16")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
