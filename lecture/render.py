@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -623,18 +622,15 @@ def _check_rank_loss(rendered: Rendered) -> str:
 # ---- mixture of experts -----------------------------------------------------------------------------------
 
 
-def _routed(run: _Run) -> tuple[AbstractContextManager, moefication.Setting | None]:
+def _setting(run: _Run) -> moefication.Setting | None:
     """The derived MoE's routing setting from the options (a real MoE routes by itself)."""
     if run.handle.name != moefication.DERIVED_NAME:
-        return nullcontext(), None
-    setting = moefication.Setting(int(run.option("experts")), int(run.option("k")), str(run.option("router")))
-    return moefication.routed(setting), setting
+        return None
+    return moefication.Setting(int(run.option("experts")), int(run.option("k")), str(run.option("router")))
 
 
 def _routing_layer(run: _Run) -> routing.LayerRouting:
-    context, setting = _routed(run)
-    with context:
-        result = run.keep("routing", routing.run(run.handle, run.text, run.cache, setting))
+    result = run.keep("routing", routing.run(run.handle, run.text, run.cache, _setting(run)))
     index = int(run.option("layer"))
     return result.layer(index)
 

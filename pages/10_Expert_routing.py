@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-
 import streamlit as st
 
 from probes import corpus, moefication, routing
@@ -71,17 +69,10 @@ if handle.name == moefication.DERIVED_NAME:
         st.error(str(exc))
         st.stop()
 
-
-def routed() -> AbstractContextManager:
-    """A fresh context that routes the derived MoE by the chosen setting (nothing to set for a real MoE)."""
-    return moefication.routed(setting) if setting else nullcontext()
-
-
-with routed():
-    result = probe_or_stop(
-        "Running the model and reading every router...",
-        lambda: routing.run(handle, state.text(), result_cache(), setting),
-    ).value
+result = probe_or_stop(
+    "Running the model and reading every router...",
+    lambda: routing.run(handle, state.text(), result_cache(), setting),
+).value
 labels = [layer.label for layer in result.layers]
 state.init_number("moe_router_index", "layer", len(labels) // 2, len(labels))
 index = st.selectbox("Layer (router)", range(len(labels)), format_func=labels.__getitem__, key="moe_router_index")
@@ -136,11 +127,10 @@ show_flow([each.experts for each in result.layers], [each.n_experts for each in 
 
 st.subheader("Over the bundled corpus: load, flow, and the tokens each expert prefers")
 if st.toggle(f"Route the {len(corpus.sentences())} corpus sentences", key="moe_corpus"):
-    with routed():
-        routed_corpus = probe_with_progress(
-            "Routing the corpus, sentences",
-            lambda progress: routing.corpus_run(handle, corpus.sentences(), result_cache(), setting, progress),
-        ).value
+    routed_corpus = probe_with_progress(
+        "Routing the corpus, sentences",
+        lambda progress: routing.corpus_run(handle, corpus.sentences(), result_cache(), setting, progress),
+    ).value
     corpus_balances = [routing.corpus_balance(routed_corpus, i) for i in range(len(labels))]
     show_figure(
         load_grid([b.load for b in corpus_balances], labels, corpus_balances, result.model, "the corpus"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -208,8 +207,7 @@ def _moe(args: argparse.Namespace) -> object:
     if not derived and (args.experts or args.k or args.router):
         raise LmscopeError("--experts, --k and --router set the derived MoE (smollm2-135m-moefied) only.")
     setting = moefication.Setting(args.experts or 16, args.k or 4, args.router or "fitted") if derived else None
-    with moefication.routed(setting) if setting else contextlib.nullcontext():
-        result = routing.run(handle, args.text, ResultCache(), setting).value
+    result = routing.run(handle, args.text, ResultCache(), setting).value
     out = {
         "model": handle.name,
         "fingerprint": handle.fingerprint,

@@ -15,13 +15,14 @@ The experts and mixing weights are read from the router's own outputs, never re-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from probes import moefication
 from probes.batches import Progress, batches, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
@@ -31,11 +32,6 @@ from probes.settings import settings
 from probes.text import encode
 
 VERSION = 1
-RULES = {
-    "softmax": "softmax of the router logits over all experts",
-    "sigmoid": "sigmoid affinity of each expert (they need not sum to 1)",
-    "norm share": "each expert's predicted share of the MLP output norm",
-}
 DROPPED = -1  # an expert slot left empty (Switch: the expert was full)
 
 
@@ -47,7 +43,7 @@ class LayerRouting:
     module: str  # the router's module name
     label: str  # how charts name it, e.g. "layer 3", "encoder layer 1", "layer 2 attention"
     kind: str  # "mlp", or "attention" for JetMoE's mixture of attention heads
-    rule: str  # a key of RULES: how `probs` come from `logits`
+    rule: str  # how `probs` come from `logits`: "softmax", "sigmoid" or "norm share"
     n_shared: int  # shared experts every token also uses (DeepSeekMoE, Qwen2-MoE)
     logits: np.ndarray  # (tokens, experts) raw router scores
     probs: np.ndarray  # (tokens, experts) routing probabilities as the family defines them
@@ -286,10 +282,23 @@ def compute(handle: ModelHandle, text: str) -> RoutingResult:
     return RoutingResult(handle.name, handle.fingerprint, encoded.token_ids, encoded.tokens, recorded)
 
 
-def run(handle: ModelHandle, text: str, cache: ResultCache, setting: object = None) -> Cached[RoutingResult]:
-    """Routing of the text, cached per model, text and any routing setting (the derived MoE's E, k, router)."""
+def _routed(setting: moefication.Setting | None) -> AbstractContextManager:
+    """The derived MoE's E, k and router for the passes of a probe; nothing to set for a real MoE."""
+    return moefication.routed(setting) if setting else nullcontext()
+
+
+def run(
+    handle: ModelHandle, text: str, cache: ResultCache, setting: moefication.Setting | None = None
+) -> Cached[RoutingResult]:
+    """Routing of the text, cached per model, text and routing setting (the derived MoE's E, k and router,
+    which the passes then use)."""
     key = cache_key(handle.fingerprint, "routing", VERSION, {"text": text, "setting": repr(setting)})
-    return cache.fetch(key, lambda: compute(handle, text))
+
+    def routed_compute() -> RoutingResult:
+        with _routed(setting):
+            return compute(handle, text)
+
+    return cache.fetch(key, routed_compute)
 
 
 def _balance(experts: np.ndarray, n_experts: int, probs: np.ndarray | None) -> Balance:
@@ -378,13 +387,18 @@ def corpus_run(
     handle: ModelHandle,
     sentences: Sequence[str],
     cache: ResultCache,
-    setting: object = None,
+    setting: moefication.Setting | None = None,
     on_progress: Progress | None = None,
 ) -> Cached[CorpusRouting]:
-    """Routing of many sentences, batched by length without padding, cached."""
+    """Routing of many sentences, batched by length without padding, cached per routing setting."""
     groups = by_length(handle, sentences)
     key = cache_key(handle.fingerprint, "routing-corpus", VERSION, {"groups": groups, "setting": repr(setting)})
-    return cache.fetch(key, lambda: _corpus(handle, groups, on_progress))
+
+    def routed_corpus() -> CorpusRouting:
+        with _routed(setting):
+            return _corpus(handle, groups, on_progress)
+
+    return cache.fetch(key, routed_corpus)
 
 
 def corpus_balance(corpus: CorpusRouting, router: int) -> Balance:
