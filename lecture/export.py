@@ -19,11 +19,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlencode
 
 from lecture import presets as lecture_presets
 from lecture import render
-from lecture.presets import Preset
+from lecture.presets import Preset, view_url
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from viz.export import FORMATS, ExportUnavailable, browser_path, figure_bytes
@@ -94,11 +93,6 @@ def writable_folder(path: Path) -> Path:
     return path.resolve()
 
 
-def page_url(preset_page: str, query: dict[str, str]) -> str:
-    """The dashboard URL (relative to the server) that opens the page in the figure's state."""
-    return f"/{re.sub(r'^[0-9]*[_ -]*', '', Path(preset_page).stem)}?{urlencode(query)}"
-
-
 def _entry(rendered: render.Rendered, files: dict[str, str], finding: str, ok: bool, seconds: float) -> dict:
     preset = rendered.preset
     return {
@@ -117,7 +111,7 @@ def _entry(rendered: render.Rendered, files: dict[str, str], finding: str, ok: b
         "check": {"ok": ok, "finding": finding},
         "page": preset.page,
         "query": rendered.query,
-        "url": page_url(preset.page, rendered.query),
+        "url": f"/{view_url(preset.page, rendered.query)}",
     }
 
 

@@ -6,12 +6,14 @@ slide needs and the dashboard page (and URL query) that shows the same figure li
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import urlencode
 
 from probes.builtin import BUILTINS, DERIVED
 from probes.errors import LmscopeError
@@ -42,6 +44,11 @@ class Preset:
     options: Mapping[str, object]
     page: str
     query: Mapping[str, str]
+
+
+def view_url(page: str, query: Mapping[str, str]) -> str:
+    """The URL of a dashboard page in a given state, relative to the server's root ("Attention_sinks?...")."""
+    return f"{re.sub(r'^[0-9]*[_ -]*', '', Path(page).stem)}?{urlencode(query)}"
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import streamlit as st
 
 from lecture import presets
@@ -79,5 +77,6 @@ for name in section.presets:
         show_figure(rendered.figure, f"tour_{name}", name)
         st.caption(preset.caption)
     # A new tab is a new session, so the view starts from the link's settings rather than this session's.
-    view = preset.page.removeprefix("pages/").removesuffix(".py").split("_", 1)[1]
-    st.link_button("Open this in its view", f"{view}?{urlencode(rendered.query)}", icon=":material/open_in_new:")
+    st.link_button(
+        "Open this in its view", presets.view_url(preset.page, rendered.query), icon=":material/open_in_new:"
+    )
