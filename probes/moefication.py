@@ -36,6 +36,7 @@ from probes.batches import Progress, batches, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
 from probes.forward import forward
+from probes.hooks import observing
 from probes.models import ModelHandle, load
 from probes.nll import token_nll
 from probes.residual import blocks
@@ -274,12 +275,11 @@ def _capture(
 
         return hook
 
-    removers = [m.register_forward_pre_hook(keep(xs, i)) for i, m in enumerate(mlps)]
-    removers += [m.down_proj.register_forward_pre_hook(keep(acts, i)) for i, m in enumerate(mlps)]
+    hooks = {m: keep(xs, i) for i, m in enumerate(mlps)} | {m.down_proj: keep(acts, i) for i, m in enumerate(mlps)}
     n_sentences = sum(len(part) for part in parts)
     total = n_sentences + extra_steps
     done = 0
-    try:
+    with observing(pre=hooks):
         for group in groups:
             for batch in batches(group):
                 forward(handle, batch)
@@ -287,9 +287,6 @@ def _capture(
                 done += len(batch)
                 if on_progress is not None:
                     on_progress(done, total)
-    finally:
-        for remover in removers:
-            remover.remove()
     if not np.isfinite(acts).all():  # float16 storage: an overflow would silently corrupt the clustering
         raise LmscopeError("MoEfication failed: MLP activations overflow float16 storage on the corpus.")
     return xs, acts, counts

@@ -19,6 +19,7 @@ from probes.batches import Progress, batches, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
 from probes.forward import forward
+from probes.hooks import observing
 from probes.models import ModelHandle
 from probes.residual import blocks
 
@@ -103,13 +104,9 @@ def _compute(handle: ModelHandle, groups: dict[int, list[list[int]]], on_progres
 
         return record
 
-    removers = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
-    try:
+    with observing(forward={m: hook(i) for i, m in enumerate(modules)}):
         for batch in batches(groups, on_progress):
             forward(handle, batch)
-    finally:
-        for remover in removers:
-            remover.remove()
     return NeuronStats(
         model=handle.name,
         activation=activation_name(handle),

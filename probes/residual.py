@@ -1,4 +1,5 @@
-"""The residual stream between blocks: each block's output, read and edited through forward hooks on the blocks.
+"""The residual stream between blocks: each block's output, read and edited through per-call forward hooks
+(`probes.hooks`).
 
 Block l's output is what output_hidden_states reports as hidden_states[l + 1], except for the last block of
 models with a final norm, where transformers reports the normed state instead; the hooks see the block itself.
@@ -15,6 +16,7 @@ from torch import nn
 
 from probes.errors import LmscopeError
 from probes.forward import forward
+from probes.hooks import observing
 from probes.models import ModelHandle
 
 # (layer, the block's output hidden states (batch, tokens, features)) -> a replacement, or None to keep them
@@ -31,7 +33,8 @@ def blocks(handle: ModelHandle) -> nn.ModuleList:
 
 @contextmanager
 def hooked_blocks(handle: ModelHandle, on_output: BlockCallback) -> Iterator[None]:
-    """Within the block, every block's output passes through on_output, which may replace it."""
+    """Within the block, and only in this call's context, every block's output passes through on_output, which may
+    replace it."""
 
     def hook(layer: int) -> Callable:
         def call(module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple | None:
@@ -43,12 +46,8 @@ def hooked_blocks(handle: ModelHandle, on_output: BlockCallback) -> Iterator[Non
 
         return call
 
-    removers = [block.register_forward_hook(hook(i)) for i, block in enumerate(blocks(handle))]
-    try:
+    with observing(forward={block: hook(i) for i, block in enumerate(blocks(handle))}):
         yield
-    finally:
-        for remover in removers:
-            remover.remove()
 
 
 class _Enough(Exception):

@@ -15,7 +15,7 @@ The experts and mixing weights are read from the router's own outputs, never re-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,7 @@ from probes.batches import Progress, batches, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
 from probes.forward import forward
+from probes.hooks import observing
 from probes.models import ModelHandle
 from probes.settings import settings
 from probes.text import encode
@@ -218,7 +219,8 @@ RouterCallback = Callable[[Router, torch.Tensor, torch.Tensor, torch.Tensor, tor
 
 @contextmanager
 def hooked_routers(handle: ModelHandle, on_route: RouterCallback) -> Iterator[list[Router]]:
-    """Within the block, every router call reports its decisions (tokens batch-major) to on_route."""
+    """Within the block, and only in this call's context, every router call reports its decisions (tokens
+    batch-major) to on_route."""
     found = routers(handle)
     # Qwen2-MoE runs its shared expert's gate after the router: report a router once both have run.
     decisions: dict[int, tuple] = {}
@@ -245,11 +247,9 @@ def hooked_routers(handle: ModelHandle, on_route: RouterCallback) -> Iterator[li
 
         return call
 
-    with ExitStack() as stack:
-        for router in found:
-            if router.shared_gate is not None:
-                stack.callback(router.shared_gate.register_forward_hook(gate_hook(router)).remove)
-            stack.callback(router.module.register_forward_hook(router_hook(router)).remove)
+    hooks = {router.module: router_hook(router) for router in found}
+    hooks |= {router.shared_gate: gate_hook(router) for router in found if router.shared_gate is not None}
+    with observing(forward=hooks):
         yield found
 
 

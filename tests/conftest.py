@@ -38,6 +38,12 @@ def minilm() -> ModelHandle:
     return load("all-minilm-l6-v2")
 
 
+@pytest.fixture(scope="session")
+def moefied() -> ModelHandle:
+    """The MoE derived from SmolLM2, from the prepared model store (`make models` builds it)."""
+    return load("smollm2-135m-moefied")
+
+
 @pytest.fixture(params=["smollm2", "gemma3", "minilm"])
 def any_model(request: pytest.FixtureRequest) -> ModelHandle:
     """Each built-in model in turn."""
