@@ -10,7 +10,7 @@ from probes.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page
-from ui.models import loaded_model, result_cache
+from ui.models import loaded_model, result_cache, waited
 from viz.theme import slide
 
 PRESENTER_CSS = """<style>
@@ -60,15 +60,11 @@ for name in section.presets:
     if handle is None:
         continue
     share(handle)
-    bar = st.empty()
     try:
-        rendered = render(
-            preset, result_cache(), on_progress=lambda done, total: bar.progress(done / total, preset.title)
-        )
+        rendered = waited(preset.title, lambda progress: render(preset, result_cache(), on_progress=progress))
     except LmscopeError as exc:
         st.error(f"{preset.title}: {exc}")
         continue
-    bar.empty()
     if presenter:  # the figure as a slide; the caption as large text, which wraps to any screen width
         figure = slide(rendered.figure, 1600, 900).update_layout(width=None, autosize=True)  # the screen's width
         show_figure(figure, f"tour_{name}", name)

@@ -11,7 +11,7 @@ from ui import state
 from ui.charts import show_figure
 from ui.head_choice import grid_click, head_inputs
 from ui.layout import page
-from ui.models import current_model, probe_or_stop, result_cache
+from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache
 from viz.attention import head_grid
 from viz.structured import METRICS, extra_loss_by_token, loss_by_window, mask_panel
 
@@ -121,22 +121,12 @@ right.radio(
     format_func=lambda m: "mean NLL" if m == "nll" else "perplexity",
     horizontal=True,
 )
-progress = st.progress(0.0, text="Running the model once per window...")
-try:
-    windows = structured.parse_ints(windows_text, "window sizes")
-    sweep = structured.window_sweep(
-        handle,
-        state.text(),
-        windows,
-        sinks,
-        result_cache(),
-        on_progress=lambda done, total: progress.progress(done / total, text=f"Forward pass {done} of {total}"),
-    ).value
-except LmscopeError as exc:
-    progress.empty()
-    st.error(str(exc))
-    st.stop()
-progress.empty()
+sweep = probe_with_progress(
+    "Running the model once per window, forward passes",
+    lambda progress: structured.window_sweep(
+        handle, state.text(), structured.parse_ints(windows_text, "window sizes"), sinks, result_cache(), progress
+    ),
+).value
 
 show_figure(loss_by_window(sweep, metric), "st_loss", f"{sweep.model}-loss-by-window-k{sweep.sinks}")
 rows = sweep.rows()

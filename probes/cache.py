@@ -1,25 +1,31 @@
-"""The disk cache of probe results (diskcache): bounded, and never a reason for a probe to fail."""
+"""The disk cache of probe results (diskcache): bounded, free of pickle, and never a reason for a probe to fail.
+
+Values are stored as the bytes `probes.codec` writes (JSON and .npy blocks), under string keys; the cache's own
+pickle support is switched off both ways, so a tampered cache folder (a shared Docker volume) can at worst make a
+result be computed again. Every miss is computed through `probes.jobs`: once for all concurrent requests.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import pickle
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import diskcache
+from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
+from probes import codec, jobs
 from probes.settings import settings
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 # What a broken, full or unwritable cache can raise; any of them means "compute without the cache".
-_CACHE_ERRORS = (OSError, sqlite3.Error, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError)
+_CACHE_ERRORS = (OSError, sqlite3.Error, ValueError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,30 @@ def cache_key(fingerprint: str, probe: str, version: int, inputs: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+class BytesOnlyDisk(diskcache.Disk):
+    """diskcache's storage with pickle refused: keys are strings, values bytes, and nothing else is read back."""
+
+    def put(self, key: Any) -> tuple[Any, bool]:
+        if not isinstance(key, str):
+            raise TypeError("result cache keys are strings")
+        return super().put(key)
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise ValueError("refused: a pickled key in the result cache")
+        return super().get(key, raw)
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple:
+        if not (read or isinstance(value, bytes)):
+            raise TypeError("result cache values are bytes")
+        return super().store(value, read, key=key)
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode not in (MODE_RAW, MODE_BINARY):
+            raise ValueError(f"refused: a result cache value stored in mode {mode} (only raw bytes are read)")
+        return super().fetch(mode, filename, value, read)
+
+
 class ResultCache:
     """Probe results on disk, evicted least-recently-used beyond a size limit."""
 
@@ -48,29 +78,45 @@ class ResultCache:
         self._store: diskcache.Cache | None = None
         try:
             self._store = diskcache.Cache(
-                str(self.directory), size_limit=self.size_limit, eviction_policy="least-recently-used"
+                str(self.directory),
+                disk=BytesOnlyDisk,
+                size_limit=self.size_limit,
+                eviction_policy="least-recently-used",
             )
         except _CACHE_ERRORS as exc:
-            self.problem = f"The result cache at {self.directory} cannot be used ({exc}); results are computed but not saved."
+            self.problem = (
+                f"The result cache at {self.directory} cannot be used ({exc}); results are computed but not saved."
+            )
             log.warning(self.problem)
 
     def fetch(self, key: str, compute: Callable[[], T]) -> Cached[T]:
-        """The cached value for key, or compute it and store it; cache trouble only becomes a warning."""
+        """The cached value for key, or compute it (once for all concurrent requests) and store it; cache trouble
+        only becomes a warning."""
+        found, warning = self._read(key)
+        if found is not None:
+            return Cached(found, hit=True)
+        return jobs.executor().run(key, lambda: self._compute_and_store(key, compute, warning))
+
+    def _read(self, key: str) -> tuple[Any, str | None]:
+        """(the stored value or None, a warning when a stored value could not be read and was discarded)."""
         if self._store is None:
-            return Cached(compute(), hit=False, warning=self.problem)
+            return None, self.problem
         try:
-            value = self._store.get(key, default=None, retry=True)
-        except _CACHE_ERRORS as exc:
+            data = self._store.get(key, default=None, retry=True)
+            return (None if data is None else codec.decode(data)), None
+        except (*_CACHE_ERRORS, codec.Undecodable) as exc:
             self._discard(key)
-            return self._compute_and_store(key, compute, f"A cached result was unreadable ({type(exc).__name__}); recomputed.")
-        if value is not None:
-            return Cached(value, hit=True)
-        return self._compute_and_store(key, compute, None)
+            return None, f"A cached result was unreadable ({type(exc).__name__}); recomputed."
 
     def _compute_and_store(self, key: str, compute: Callable[[], T], warning: str | None) -> Cached[T]:
+        found, _ = self._read(key)  # computed by another process while this request waited
+        if found is not None:
+            return Cached(found, hit=True)
         value = compute()
+        if self._store is None:
+            return Cached(value, hit=False, warning=warning)
         try:
-            self._store.set(key, value, retry=True)
+            self._store.set(key, codec.encode(value), retry=True)
         except _CACHE_ERRORS as exc:
             warning = f"The result could not be saved to the cache at {self.directory} ({exc})."
             log.warning(warning)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from probes.errors import LmscopeError
 from probes.fingerprint import folder_fingerprint
 from probes.gguf_store import converted_folder
 from probes.settings import settings
+from probes.turns import Turns
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -35,7 +35,8 @@ HUB_SOURCE = "Hugging Face id"
 
 @dataclass
 class ModelHandle:
-    """A loaded model with its tokenizer, what it is, and a lock that serialises inference."""
+    """A loaded model with its tokenizer, what it is, and a first-come-first-served lock that serialises its
+    forward passes."""
 
     name: str
     source: str
@@ -43,7 +44,7 @@ class ModelHandle:
     tokenizer: PreTrainedTokenizerBase
     fingerprint: str
     load_seconds: float
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: Turns = field(default_factory=Turns, repr=False)
 
     @property
     def config(self) -> PretrainedConfig:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from probes import jobs
 from probes.batches import Progress
 from probes.cache import Cached, ResultCache
 from probes.errors import LmscopeError
@@ -14,6 +18,7 @@ from probes.models import ModelHandle, load
 from ui import state
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -45,25 +50,56 @@ def current_model() -> ModelHandle:
     return handle
 
 
+def _session() -> str | None:
+    context = get_script_run_ctx()
+    return context.session_id if context is not None else None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _show_wait(slot: DeltaGenerator, what: str, status: jobs.Status) -> None:
+    """Draw what a waiting request is waiting for: its place in the queue, or the computation's progress."""
+    if status.state == "queued":
+        slot.info(
+            f"{what} Queued: {_plural(status.ahead, 'computation')} ahead of yours "
+            f"({status.running} running on this server).",
+            icon=":material/hourglass_top:",
+        )
+        return
+    shared = " (another session asked for the same result: sharing its computation)" if status.shared else ""
+    if status.total:
+        slot.progress(min(1.0, status.done / status.total), text=f"{what}: {status.done} of {status.total}...{shared}")
+    else:
+        slot.info(f"{what}{shared}", icon=":material/progress_activity:")
+
+
+def waited(what: str, call: Callable[[Progress], T]) -> T:
+    """call(progress) with its wait shown below: the queue ahead of it, or the progress of the computation it
+    waits for (its own, or another session's identical one). User errors propagate as LmscopeError; anything
+    else is logged with its traceback and becomes a plain LmscopeError, so no traceback reaches the browser."""
+    slot = st.empty()
+    try:
+        with jobs.waiting(_session(), lambda status: _show_wait(slot, what, status)):
+            return call(jobs.report)
+    except LmscopeError:
+        raise
+    except Exception as exc:
+        log.exception("A probe failed unexpectedly: %s", what)
+        raise LmscopeError(
+            f"Something went wrong on the server while computing this ({type(exc).__name__}); the server log has "
+            "the details. Try another text or model."
+        ) from exc
+    finally:
+        slot.empty()
+
+
 def probe_with_progress(what: str, run: Callable[[Progress], Cached[T]]) -> Cached[T]:
-    """Run a long probe under a progress bar ("what: i of n..."); a user error is shown and stops the page."""
-    bar = st.empty()
+    """Run a long probe with its wait and progress shown ("what: i of n..."); a user error is shown with a link
+    home and stops the page."""
     try:
-        cached = run(lambda done, total: bar.progress(done / total, text=f"{what}: {done} of {total}..."))
-    except LmscopeError as exc:
-        st.error(str(exc))
-        st.stop()
-    bar.empty()
-    if cached.warning:
-        st.warning(cached.warning)
-    return cached
-
-
-def probe_or_stop(spinner: str, run: Callable[[], Cached[T]]) -> Cached[T]:
-    """Run a probe under a spinner; a user error is shown with a link home and stops the page."""
-    try:
-        with st.spinner(spinner):
-            cached = run()
+        cached = waited(what, run)
     except LmscopeError as exc:
         st.error(str(exc))
         st.page_link("app.py", label="Change the model or text", icon=":material/edit:")
@@ -71,3 +107,8 @@ def probe_or_stop(spinner: str, run: Callable[[], Cached[T]]) -> Cached[T]:
     if cached.warning:
         st.warning(cached.warning)
     return cached
+
+
+def probe_or_stop(what: str, run: Callable[[], Cached[T]]) -> Cached[T]:
+    """Run a probe with its wait shown; a user error is shown with a link home and stops the page."""
+    return probe_with_progress(what, lambda progress: run())

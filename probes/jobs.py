@@ -1,0 +1,271 @@
+"""One computation per question, and a fair share of the machine for every session.
+
+Every probe result that is not in the disk cache is computed here (`probes.cache.ResultCache.fetch` calls
+`run`), keyed by its cache key:
+
+- Single flight: requests with the key of a computation already queued or running wait for it and get its
+  result (or its error), in this process, whichever session or thread asked.
+- A small pool of worker threads runs the computations in the order they were asked for. Forward passes of one
+  model take turns through the model's first-come-first-served lock (`probes.turns`), one batch at a time, so a
+  short request is never stuck behind a whole corpus pass; everything else (summaries, SVDs, clustering) runs in
+  parallel up to the pool's size. Torch keeps all the cores for each pass, so one user alone loses nothing.
+- A session waits for one computation at a time: a new request from a session detaches it from its older one.
+  A computation nobody waits for any more is dropped from the queue, or, when running, stops at its first
+  progress report GRACE_SECONDS later (`report` raises `Superseded`).
+- A computation asked for from inside another (the ablation needs the corpus activations) runs inline in the
+  worker that needs it, so the pool cannot deadlock on itself.
+- Whoever waits sees a `Status` every POLL_SECONDS (through `waiting`): how many computations are ahead in the
+  queue, whether another session started this one, and its progress.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import takewhile
+from typing import Any, TypeVar
+
+from probes.errors import LmscopeError
+
+T = TypeVar("T")
+POLL_SECONDS = 0.25
+# A running computation nobody waits for stops at its next progress report after this long (a page that reruns
+# asks again within it, and keeps its computation).
+GRACE_SECONDS = 2.0
+
+
+class Superseded(LmscopeError):
+    """A computation stopped because no session waits for it any more."""
+
+    def __init__(self) -> None:
+        super().__init__("This computation was stopped: a newer request replaced it.")
+
+
+@dataclass(frozen=True)
+class Status:
+    """What a waiting request sees."""
+
+    state: str  # "queued" or "running"
+    ahead: int  # computations queued before this one (0 once it runs)
+    running: int  # computations running now, in the whole process
+    shared: bool  # another session or thread started it: this request joined a computation already asked for
+    done: int = 0  # progress the computation reported, as steps done of total (0 of 0: none reported)
+    total: int = 0
+
+
+# (status) -> None: called in the waiting thread, so it may draw on a page; whatever it raises ends the wait.
+WaitCallback = Callable[[Status], None]
+
+
+@dataclass(eq=False)
+class _Job:
+    key: str
+    compute: Callable[[], Any]
+    context: contextvars.Context
+    origin: str | None  # the session that asked first
+    owner: Executor
+    state: str = "queued"
+    waiters: int = 0
+    abandoned_at: float | None = None  # when the last waiter left, while still unfinished
+    done: int = 0
+    total: int = 0
+    value: Any = None
+    error: BaseException | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class _Waiter:
+    session: str | None
+    on_wait: WaitCallback | None
+
+
+NOBODY = _Waiter(None, None)
+_CURRENT: contextvars.ContextVar[_Job | None] = contextvars.ContextVar("lmscope_job", default=None)
+_WAITER: contextvars.ContextVar[_Waiter] = contextvars.ContextVar("lmscope_waiter", default=NOBODY)
+
+
+@contextmanager
+def waiting(session: str | None, on_wait: WaitCallback | None) -> Iterator[None]:
+    """Within the block, requests made in this thread/context belong to `session` and show their wait with
+    on_wait."""
+    token = _WAITER.set(_Waiter(session, on_wait))
+    try:
+        yield
+    finally:
+        _WAITER.reset(token)
+
+
+def report(done: int, total: int) -> None:
+    """Record the running computation's progress (a no-op outside one); raises Superseded when nobody has waited
+    for it for GRACE_SECONDS. A probe's `on_progress`."""
+    job = _CURRENT.get()
+    if job is not None:
+        job.owner.progress(job, done, total)
+
+
+def default_workers() -> int:
+    """Worker threads: LMSCOPE_COMPUTE_WORKERS, else the machine's cores (at least 2, so that a long computation
+    always leaves one worker for the others)."""
+    raw = os.environ.get("LMSCOPE_COMPUTE_WORKERS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return max(2, os.cpu_count() or 2)
+
+
+class Executor:
+    """The in-process executor: single flight by key, a FIFO queue and a pool of worker threads."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("an executor needs at least one worker")
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._jobs: dict[str, _Job] = {}
+        self._queue: deque[_Job] = deque()
+        self._sessions: dict[str, _Job] = {}
+        self._running = 0
+        self._threads: list[threading.Thread] = []
+
+    def run(self, key: str, compute: Callable[[], T]) -> T:
+        """compute()'s value, computed once for all concurrent requests with this key."""
+        inside = _CURRENT.get() is not None
+        waiter = NOBODY if inside else _WAITER.get()
+        job, inline = self._attach(key, compute, waiter, inside)
+        if inline:
+            self._execute(job)
+        return self._wait(job, waiter)
+
+    def status(self, key: str) -> Status | None:
+        """The status of the computation of `key`, if one is queued or running."""
+        with self._lock:
+            job = self._jobs.get(key)
+            return None if job is None else self._status(job, None)
+
+    def progress(self, job: _Job, done: int, total: int) -> None:
+        """Record a running job's progress; stop it (Superseded) once nobody has waited for it for GRACE_SECONDS."""
+        with self._lock:
+            job.done, job.total = done, total
+            if job.waiters or job.abandoned_at is None or time.monotonic() - job.abandoned_at < GRACE_SECONDS:
+                return
+            self._forget(job)
+        raise Superseded()
+
+    def _attach(self, key: str, compute: Callable[[], Any], waiter: _Waiter, inside: bool) -> tuple[_Job, bool]:
+        with self._lock:
+            job = self._jobs.get(key)
+            inline = False
+            if job is None:
+                job = _Job(key, compute, contextvars.copy_context(), waiter.session, self)
+                self._jobs[key] = job
+                if not inside:
+                    self._enqueue(job)
+            if inside and job.state == "queued":
+                # A worker waiting for a queued job could leave the pool waiting on itself: run it here.
+                if job in self._queue:
+                    self._queue.remove(job)
+                self._start(job)
+                inline = True
+            job.waiters += 1
+            job.abandoned_at = None
+            if waiter.session is not None:
+                older = self._sessions.get(waiter.session)
+                self._sessions[waiter.session] = job
+                if older is not None and older is not job:
+                    self._detach(older)
+            return job, inline
+
+    def _enqueue(self, job: _Job) -> None:
+        self._queue.append(job)
+        if len(self._threads) < self.workers:
+            thread = threading.Thread(target=self._work, name=f"lmscope-worker-{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        self._wake.notify()
+
+    def _start(self, job: _Job) -> None:
+        job.state = "running"
+        self._running += 1
+
+    def _detach(self, job: _Job) -> None:
+        job.waiters -= 1
+        if job.waiters == 0 and not job.finished.is_set():
+            job.abandoned_at = time.monotonic()
+
+    def _forget(self, job: _Job) -> None:
+        if self._jobs.get(job.key) is job:
+            del self._jobs[job.key]
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue:
+                    self._wake.wait()
+                job = self._queue.popleft()
+                if job.waiters == 0:  # everyone who asked has gone: drop it
+                    self._forget(job)
+                    job.error = Superseded()
+                    job.finished.set()
+                    continue
+                self._start(job)
+            self._execute(job)
+
+    def _execute(self, job: _Job) -> None:
+        def body() -> None:
+            _CURRENT.set(job)
+            _WAITER.set(NOBODY)  # nested requests never draw on the page of the session that asked first
+            try:
+                job.value = job.compute()
+            except BaseException as exc:  # handed to every waiter, who re-raises it
+                job.error = exc
+
+        job.context.run(body)
+        with self._lock:
+            self._running -= 1
+            job.state = "done"
+            self._forget(job)
+            job.finished.set()
+
+    def _status(self, job: _Job, session: str | None) -> Status:
+        ahead = 0
+        if job.state == "queued":
+            ahead = sum(1 for queued in takewhile(lambda queued: queued is not job, self._queue) if queued.waiters)
+        shared = job.origin != session or job.waiters > 1
+        return Status(job.state, ahead, self._running, shared, job.done, job.total)
+
+    def _wait(self, job: _Job, waiter: _Waiter) -> Any:
+        try:
+            while not job.finished.is_set():
+                if waiter.on_wait is not None:
+                    with self._lock:
+                        status = self._status(job, waiter.session)
+                    waiter.on_wait(status)
+                job.finished.wait(POLL_SECONDS)
+        finally:
+            with self._lock:
+                self._detach(job)
+                if waiter.session is not None and self._sessions.get(waiter.session) is job:
+                    del self._sessions[waiter.session]
+        if job.error is not None:
+            raise job.error
+        return job.value
+
+
+_executor: Executor | None = None
+_executor_lock = threading.Lock()
+
+
+def executor() -> Executor:
+    """The process's executor, created on first use with `default_workers()` threads."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = Executor(default_workers())
+        return _executor

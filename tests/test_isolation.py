@@ -1,0 +1,143 @@
+"""Sessions share one loaded model: every kind of probe, run at once in threads on the same handles, gives exactly
+what it gives alone, and no hook is ever left on a shared model's modules."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probes import ablation, activations, attention, compress, corpus, moefication, neurons, routing, structured
+from probes.activations import Thresholds
+from probes.cache import ResultCache
+from probes.models import ModelHandle
+from probes.nll import token_nll
+from probes.residual import block_output, hooked_blocks
+from probes.text import encode
+
+TEXTS = (
+    "The quick brown fox jumps over the lazy dog. Then it ran home.",
+    "Attention sinks soak up the weight of queries with nowhere else to look.",
+)
+SENTENCES = corpus.sentences()[:6]
+
+
+def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultCache) -> dict[str, Callable]:
+    """One call of every probe kind on the shared handles."""
+    ids = encode(smollm2, text, 512).token_ids
+    return {
+        "nll": lambda: token_nll(smollm2, ids),
+        "attention": lambda: attention.run(smollm2, text, cache).value,
+        "activations": lambda: activations.run(smollm2, text, cache).value,
+        "block output": lambda: block_output(smollm2, ids, 5),
+        "neurons": lambda: neurons.run(smollm2, [text, *SENTENCES[:3]], cache).value,
+        "ablation": lambda: ablation.run(smollm2, text, Thresholds(), cache, SENTENCES).value,
+        "window": lambda: structured.window_sweep(smollm2, text, [2, 4], 1, cache).value,
+        "routing": lambda: routing.run(moefied, text, cache, moefication.Setting(8, 2, "oracle")).value,
+        "routing default": lambda: routing.run(moefied, text, cache).value,
+        "compress": lambda: compress.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [4], cache).value,
+    }
+
+
+def assert_same(a: object, b: object, where: str = "result") -> None:
+    """Equal, bit for bit: arrays with array_equal (NaN equal to NaN), dataclasses field by field."""
+    if dataclasses.is_dataclass(a):
+        assert type(a) is type(b), where
+        for field in dataclasses.fields(a):
+            assert_same(getattr(a, field.name), getattr(b, field.name), f"{where}.{field.name}")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"), where
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), where
+    else:
+        assert a == b, where
+
+
+def _hooks(handle: ModelHandle) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in handle.model.modules())
+
+
+@pytest.fixture
+def hook_watch(smollm2: ModelHandle, moefied: ModelHandle) -> Iterator[list[int]]:
+    """Counts of hooks found on the shared models' modules, sampled every few milliseconds while a test runs."""
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.005):
+            seen.append(_hooks(smollm2) + _hooks(moefied))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    yield seen
+    stop.set()
+    watcher.join()
+
+
+def test_every_probe_at_once_equals_each_alone(
+    smollm2: ModelHandle, moefied: ModelHandle, tmp_path: Path, hook_watch: list[int]
+) -> None:
+    alone = {}
+    for i, text in enumerate(TEXTS):
+        cache = ResultCache(tmp_path / f"alone-{i}")
+        alone |= {(name, text): task() for name, task in _tasks(smollm2, moefied, text, cache).items()}
+    for round_ in range(2):  # every task twice, in two orders, with empty caches so that all of them compute
+        together = {
+            (name, text): task
+            for i, text in enumerate(TEXTS)
+            for name, task in _tasks(smollm2, moefied, text, ResultCache(tmp_path / f"together-{round_}-{i}")).items()
+        }
+        order = list(together) if round_ == 0 else list(reversed(together))
+        with ThreadPoolExecutor(len(order)) as pool:
+            futures = {key: pool.submit(together[key]) for key in order}
+            results = {key: future.result(600) for key, future in futures.items()}
+        for key, value in results.items():
+            assert_same(value, alone[key], f"{key}")
+    assert hook_watch and max(hook_watch) == 0
+
+
+def test_a_stopping_pass_ends_only_its_own_call(smollm2: ModelHandle) -> None:
+    """block_output ends its pass early by raising inside a hook; passes in other threads never see it."""
+    ids = encode(smollm2, TEXTS[0], 512).token_ids
+    expected = token_nll(smollm2, ids)
+    layer_expected = block_output(smollm2, ids, 3)
+    stops, losses = [], []
+    with ThreadPoolExecutor(6) as pool:
+        for _ in range(12):  # interleaved, so that passes of both kinds overlap
+            stops.append(pool.submit(block_output, smollm2, ids, 3))
+            losses.append(pool.submit(token_nll, smollm2, ids))
+        for future in stops:
+            assert np.array_equal(future.result(120), layer_expected)
+        for future in losses:
+            assert np.array_equal(future.result(120), expected)
+
+
+def test_a_compressed_copy_carries_no_hooks_and_leaves_the_model_alone(smollm2: ModelHandle) -> None:
+    ids = encode(smollm2, TEXTS[0], 512).token_ids
+    before = token_nll(smollm2, ids)
+    weights = {name: p.detach().clone() for name, p in smollm2.model.named_parameters()}
+    edit = compress.Compression("prune", 0.5)
+
+    def zero_first_block(layer: int, hidden):
+        return hidden * 0 if layer == 0 else None
+
+    with hooked_blocks(smollm2, zero_first_block), compress.compressed(smollm2, edit) as smaller:
+        assert _hooks(smaller) == 0 and _hooks(smollm2) == 0
+        pruned = token_nll(smaller, ids)
+    assert not np.array_equal(pruned, before)
+    assert np.array_equal(token_nll(smollm2, ids), before)
+    for name, p in smollm2.model.named_parameters():
+        assert np.array_equal(p.detach().numpy(), weights[name].numpy()), name
