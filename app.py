@@ -8,7 +8,7 @@ from probes.builtin import BUILTINS, DERIVED
 from probes.errors import LmscopeError
 from probes.models import info
 from probes.settings import settings
-from probes.text import TextTooLong, encode, truncate
+from probes.text import TextTooLong, encode, max_characters, truncate
 from ui import state
 from ui.layout import page
 from ui.models import current_model
@@ -58,6 +58,7 @@ with right:
         "Text",
         key="w_text",
         height=140,
+        max_chars=max_characters(settings().max_tokens),
         on_change=lambda: state.choose(new_text=st.session_state["w_text"]),
         help=f"Up to {settings().max_tokens} tokens (LMSCOPE_MAX_TOKENS). Ctrl+Enter applies.",
     )

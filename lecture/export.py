@@ -28,7 +28,7 @@ from probes.errors import LmscopeError
 from viz.export import FORMATS, ExportUnavailable, browser_path, figure_bytes
 from viz.theme import slide
 
-MAX_SIDE = 10000
+MAX_SIDE = 7680  # 8K; a larger PNG costs chromium gigabytes
 MIN_SIDE = 100
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import attention, structured
-from probes.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.head_choice import grid_click, head_inputs
@@ -76,13 +75,18 @@ view_options = {
 }
 state.sync_url(layer=layer, head=head, **view_options)
 
-try:
-    positions = structured.parse_ints(global_text, "global positions")
-    with st.spinner("Measuring how much of every head's attention each mask keeps..."):
-        view = structured.mask_view(handle, state.text(), window, dilation, positions, sinks, result_cache()).value
-except LmscopeError as exc:
-    st.error(str(exc))
-    st.stop()
+view = probe_or_stop(
+    "Measuring how much of every head's attention each mask keeps...",
+    lambda: structured.mask_view(
+        handle,
+        state.text(),
+        window,
+        dilation,
+        structured.parse_ints(global_text, "global positions"),
+        sinks,
+        result_cache(),
+    ),
+).value
 
 show_figure(mask_panel(result, view, layer, head), "st_masks", f"{result.model}-masks-L{layer}-H{head}-w{window}")
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import attention, corpus, sinks
+from probes import attention, corpus, limits, sinks
 from probes.attention import AttentionResult
 from probes.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page
-from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache
+from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache, waited
 from viz.sinks import corpus_maps, massive_link_chart, sink_head_grid, sink_share_by_layer, sink_table_rows
 
-MAX_SENTENCES = 2000
 MAX_TOKENS_PER_SENTENCE = 64
 
 page(
@@ -68,7 +67,7 @@ if "sink_layers" not in st.session_state:
     st.session_state["sink_layers"] = _url_layers(result.n_layers)
 else:  # the model changed under a kept choice
     st.session_state["sink_layers"] = [i for i in st.session_state["sink_layers"] if i < result.n_layers]
-state.init_number("sink_sentences", "sentences", sinks.DEFAULT_SENTENCES, MAX_SENTENCES + 1, lower=1)
+state.init_number("sink_sentences", "sentences", sinks.DEFAULT_SENTENCES, limits.CORPUS_SENTENCES + 1, lower=1)
 state.init_number("sink_tokens", "tokens", sinks.DEFAULT_TOKENS, MAX_TOKENS_PER_SENTENCE + 1, lower=2)
 if "sink_logits" not in st.session_state:
     st.session_state["sink_logits"] = st.query_params.get("logits", "1") != "0"
@@ -105,8 +104,10 @@ st.markdown(
     "that soaks up attention the same one?"
 )
 try:
-    with st.spinner("Running the model for its hidden states..."):
-        link = sinks.massive_link(handle, result, result_cache()).value
+    link = waited(
+        "Running the model for its hidden states...",
+        lambda progress: sinks.massive_link(handle, result, result_cache()),
+    ).value
     show_figure(massive_link_chart(link), "sink_massive", f"{result.model}-sink-massive-activations")
 except LmscopeError as exc:
     st.error(str(exc))
@@ -117,14 +118,18 @@ st.markdown(
     "each sentence says and leaves the structure: a local band in the first layers, then the first column."
 )
 controls = st.columns([1, 1, 3, 1])
-n_sentences = controls[0].number_input("Sentences (at most)", 1, MAX_SENTENCES, key="sink_sentences")
+n_sentences = controls[0].number_input("Sentences (at most)", 1, limits.CORPUS_SENTENCES, key="sink_sentences")
 n_tokens = controls[1].number_input("Tokens per sentence", 2, MAX_TOKENS_PER_SENTENCE, key="sink_tokens")
 layers = controls[2].multiselect("Layers to show", list(range(result.n_layers)), key="sink_layers")
 show_logits = controls[3].toggle(
     "Logits", key="sink_logits", help="Average pre-softmax scores, as in the lecture's figure, instead of weights."
 )
 own = st.toggle("Use my own sentences", key="sink_own", help="Otherwise the bundled corpus of short English sentences.")
-pasted = st.text_area("Your sentences, one per line", key="sink_pasted", height=160) if own else ""
+pasted = (
+    st.text_area("Your sentences, one per line", key="sink_pasted", height=160, max_chars=limits.PASTED_CHARACTERS)
+    if own
+    else ""
+)
 state.sync_url(k=k, sentences=n_sentences, tokens=n_tokens, layers=",".join(map(str, layers)), logits=int(show_logits))
 
 averaged = probe_with_progress(

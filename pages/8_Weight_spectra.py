@@ -12,7 +12,7 @@ from ui import state
 from ui.charts import show_figure
 from ui.layout import page
 from ui.matrix_choice import matrix_input, model_spectra
-from ui.models import current_model, loaded_model, result_cache
+from ui.models import current_model, loaded_model, result_cache, waited
 from viz.compress import difference_figure, rank_loss_figure
 from viz.spectra import STATISTICS, alpha_by_layer, energy_figure, esd_figure, statistic_grid
 
@@ -64,8 +64,10 @@ elif not kinds:
 else:
     try:
         ranks = parse_ints(ranks_text, "ranks")
-        with st.spinner("Truncating the matrices and measuring the loss at each rank..."):
-            sweep = compress.rank_sweep(handle, state.text(), ranks, result_cache(), kinds=tuple(kinds)).value
+        sweep = waited(
+            "Truncating the matrices and measuring the loss at each rank, ranks",
+            lambda progress: compress.rank_sweep(handle, state.text(), ranks, result_cache(), tuple(kinds), progress),
+        ).value
         show_figure(rank_loss_figure(sweep), "sp_rank_loss", f"{handle.name}-loss-by-rank")
     except LmscopeError as exc:
         st.error(str(exc))

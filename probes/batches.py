@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from probes import limits
 from probes.errors import LmscopeError
 from probes.models import ModelHandle
 from probes.settings import settings
@@ -20,6 +21,7 @@ Progress = Callable[[int, int], None]
 def by_length(handle: ModelHandle, sentences: Sequence[str]) -> dict[int, list[list[int]]]:
     """Token ids of each sentence of two tokens or more, tokenised like `text.encode` and cut to the token limit,
     grouped by length (a key for the cache, too)."""
+    limits.check_count(sentences, limits.CORPUS_SENTENCES, "sentences")
     groups: dict[int, list[list[int]]] = defaultdict(list)
     for sentence in sentences:
         ids = handle.tokenizer(clean(sentence))["input_ids"][: settings().max_tokens]

@@ -180,7 +180,8 @@ def _compress(args: argparse.Namespace) -> object:
     if args.bits is not None:
         compression = compress.Compression("quantize", args.bits)
     else:
-        compression = compress.Compression("prune-2:4" if args.semi_structured else "prune", args.sparsity or 0.5)
+        sparsity = 0.5 if args.sparsity is None else args.sparsity  # only --semi-structured leaves it unset
+        compression = compress.Compression("prune-2:4" if args.semi_structured else "prune", sparsity)
     compression.check()
     handle = load(args.model)
     encoded = encode(handle, args.text, settings().max_tokens)
@@ -204,9 +205,11 @@ def _compress(args: argparse.Namespace) -> object:
 def _moe(args: argparse.Namespace) -> object:
     handle = load(args.model)
     derived = handle.name == moefication.DERIVED_NAME
-    if not derived and (args.experts or args.k or args.router):
+    asked = {"experts": args.experts, "top_k": args.k, "router": args.router}
+    if not derived and any(value is not None for value in asked.values()):
         raise LmscopeError("--experts, --k and --router set the derived MoE (smollm2-135m-moefied) only.")
-    setting = moefication.Setting(args.experts or 16, args.k or 4, args.router or "fitted") if derived else None
+    chosen = {name: value for name, value in asked.items() if value is not None}
+    setting = moefication.Setting(**chosen) if derived else None
     result = routing.run(handle, args.text, ResultCache(), setting).value
     out = {
         "model": handle.name,

@@ -61,7 +61,7 @@ def encode(value: Any) -> bytes:
     out.write(len(header).to_bytes(8, "little"))
     out.write(header)
     for array in arrays:
-        np.lib.format.write_array(out, np.ascontiguousarray(array), allow_pickle=False)
+        np.lib.format.write_array(out, np.require(array, requirements="C"), allow_pickle=False)
     return out.getvalue()
 
 

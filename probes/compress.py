@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from probes import spectra
+from probes import limits, spectra
 from probes.batches import BATCH_SIZE, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
@@ -309,6 +309,8 @@ class Tradeoff:
 
 
 def _settings(sparsities: Sequence[float], bits: Sequence[int], kinds: tuple[str, ...]) -> list[Compression]:
+    limits.check_count(sparsities, limits.SPARSITIES, "sparsities")
+    limits.check_count(bits, limits.BIT_WIDTHS, "bit widths")
     chosen = [Compression("prune", float(s), kinds) for s in sparsities]
     chosen.append(Compression("prune-2:4", 0.5, kinds))
     chosen += [Compression("quantize", b, kinds) for b in bits]
@@ -403,6 +405,7 @@ def rank_sweep(
     """Mean NLL of the text with every chosen matrix replaced by its rank-r truncation, for each r; each matrix's
     SVD is computed once for all ranks; cached."""
     kinds = tuple(kinds)
+    limits.check_count(ranks, limits.RANKS, "ranks")
     settings_ = [Compression("rank", r, kinds) for r in ranks]
     for compression in settings_:
         compression.check()

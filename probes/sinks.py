@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probes import attention
+from probes import attention, limits
 from probes.attention import AttentionResult
 from probes.cache import Cached, ResultCache, cache_key
 from probes.capture import capturing
@@ -172,10 +172,11 @@ def sentence_ids(
     many shorter ones were skipped on the way. Tokenised as the model does, special tokens included."""
     if not sentences:
         raise LmscopeError("There are no sentences: paste at least one, one sentence per line.")
-    if limit is not None and limit < 1:
-        raise LmscopeError(f"The number of sentences must be at least 1; got {limit}.")
-    if not 2 <= n_tokens <= settings().max_tokens:
-        raise LmscopeError(f"Tokens per sentence must be between 2 and {settings().max_tokens}; got {n_tokens}.")
+    if limit is None:
+        limits.check_count(sentences, limits.CORPUS_SENTENCES, "sentences")
+    else:
+        limits.check_range(limit, 1, limits.CORPUS_SENTENCES, "number of sentences")
+    limits.check_range(n_tokens, 2, min(limits.CORPUS_TOKENS, settings().max_tokens), "number of tokens per sentence")
     kept, skipped, longest = [], 0, 0
     for sentence in sentences:
         if limit is not None and len(kept) >= limit:

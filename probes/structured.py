@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from probes import limits
 from probes.attention import MAX_MAP_SIDE, block_pool
 from probes.cache import Cached, ResultCache, cache_key
 from probes.capture import capturing
@@ -186,11 +187,13 @@ class WindowSweep:
 def _sweep(handle: ModelHandle, encoded: Encoded, windows: list[int], sinks: int, on_progress: Progress) -> WindowSweep:
     """One forward pass with full attention, then one per window (and per window with sinks)."""
     n = len(encoded.token_ids)
-    masks = [None] + [windowed_mask(n, w, 0) for w in windows] + ([windowed_mask(n, w, sinks) for w in windows] if sinks else [])
+    # Built one at a time: a long text's masks are n x n each, and a sweep may ask for many.
+    settings_ = [(None, 0)] + [(w, 0) for w in windows] + ([(w, sinks) for w in windows] if sinks else [])
     losses = []
-    for done, mask in enumerate(masks, start=1):
+    for done, (window, kept) in enumerate(settings_, start=1):
+        mask = None if window is None else windowed_mask(n, window, kept)
         losses.append(masked_nll(handle, encoded.token_ids, mask))
-        on_progress(done, len(masks))
+        on_progress(done, len(settings_))
     per_window = np.stack(losses[1 : 1 + len(windows)])
     return WindowSweep(
         model=handle.name,
@@ -219,9 +222,10 @@ def window_sweep(
     chosen = sorted({int(w) for w in windows})
     if not chosen:
         raise LmscopeError("Give at least one window size, e.g. 2, 4, 8.")
+    limits.check_count(chosen, limits.WINDOWS, "window sizes")
     for window in chosen:
         check_window(window, n)
-    _at_least(sinks, 0, "number of sink tokens")
+    limits.check_range(sinks, 0, n - 1, "number of sink tokens")
     key = cache_key(handle.fingerprint, NAME, VERSION, {"token_ids": encoded.token_ids.tolist(), "windows": chosen, "sinks": sinks})
     return cache.fetch(key, lambda: _sweep(handle, encoded, chosen, sinks, on_progress or (lambda done, total: None)))
 
@@ -314,6 +318,7 @@ def mask_view(
     """The four structured masks on this text and the attention mass of every head each keeps (cached)."""
     encoded = encode(handle, text, settings().max_tokens)
     positions = sorted(set(global_positions))
+    limits.check_count(positions, limits.GLOBAL_POSITIONS, "global positions")
     masks = structure_masks(len(encoded.token_ids), window, dilation, positions, sinks)
     params = {"window": window, "dilation": dilation, "global": positions, "sinks": sinks}
     key = cache_key(handle.fingerprint, MASKS_NAME, MASKS_VERSION, {"token_ids": encoded.token_ids.tolist(), **params})

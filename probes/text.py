@@ -15,6 +15,11 @@ _KEEP_CONTROLS = {"\n", "\t"}
 _CHARS_PER_TOKEN_CAP = 64
 
 
+def max_characters(max_tokens: int) -> int:
+    """The longest text, in characters, that could hold max_tokens tokens: longer ones are refused unread."""
+    return max_tokens * _CHARS_PER_TOKEN_CAP
+
+
 def clean(text: str) -> str:
     """NFC-normalise, replace lone surrogates, and drop control characters other than newline and tab."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -51,7 +56,7 @@ class TextTooLong(LmscopeError):
     """The text has more tokens than the configured limit."""
 
     def __init__(self, n_tokens: int | None, limit: int) -> None:
-        size = f"{n_tokens} tokens" if n_tokens is not None else f"over {limit * _CHARS_PER_TOKEN_CAP:,} characters"
+        size = f"{n_tokens} tokens" if n_tokens is not None else f"over {max_characters(limit):,} characters"
         super().__init__(
             f"The text has {size}, more than the limit of {limit} tokens (LMSCOPE_MAX_TOKENS). "
             f"Shorten it or truncate it to the first {limit} tokens."
@@ -61,12 +66,13 @@ class TextTooLong(LmscopeError):
 
 
 def encode(handle: ModelHandle, text: str, max_tokens: int) -> Encoded:
-    """Tokenise a cleaned text as the model would (with its special tokens); refuse empty or too-long text."""
+    """Tokenise a cleaned text as the model would (with its special tokens); refuse empty or too-long text (the
+    length is checked before any work on the text)."""
+    if len(text) > max_characters(max_tokens):
+        raise TextTooLong(None, max_tokens)
     text = clean(text)
     if not text.strip():
         raise LmscopeError("The text is empty: type a sentence or two.")
-    if len(text) > max_tokens * _CHARS_PER_TOKEN_CAP:
-        raise TextTooLong(None, max_tokens)
     ids = handle.tokenizer(text)["input_ids"]
     if len(ids) > max_tokens:
         raise TextTooLong(len(ids), max_tokens)
@@ -75,7 +81,7 @@ def encode(handle: ModelHandle, text: str, max_tokens: int) -> Encoded:
 
 def truncate(handle: ModelHandle, text: str, max_tokens: int) -> str:
     """The longest prefix of the text, as typed, that stays within max_tokens (special tokens included)."""
-    text = clean(text)[: max_tokens * _CHARS_PER_TOKEN_CAP]
+    text = clean(text[: max_characters(max_tokens)])
     tokenizer = handle.tokenizer
     ends = [end for _, end in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
     keep = min(len(ends), max_tokens - len(tokenizer("")["input_ids"]))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 
+import diskcache
 import numpy as np
 import pytest
 
-from probes import attention
+from probes import activations, attention, codec
 from probes.cache import ResultCache, cache_key
 from probes.models import ModelHandle
 
@@ -90,3 +92,50 @@ def test_size_limit_evicts_least_recently_used(tmp_path: Path) -> None:
     assert cache.volume_mb() <= 1.5
     assert not cache.fetch("k0", lambda: blob.copy()).hit  # the oldest was evicted
     assert cache.fetch("k0", lambda: blob.copy()).hit  # and the cache still stores new results
+
+
+class _Planted:
+    """What an attacker with write access to the cache folder could store: unpickling it creates a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickled_value_in_the_cache_is_never_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    key = cache_key("model-a", "attention", 1, {"token_ids": [1, 2, 3]})
+    with diskcache.Cache(str(tmp_path / "cache")) as planted:  # diskcache's own default: pickle
+        planted.set(key, _Planted(marker))
+        planted.set(key + "-large", _Planted(marker), read=False)
+    cache = ResultCache(tmp_path / "cache")
+    got = cache.fetch(key, lambda: np.arange(3))
+    assert not marker.exists()
+    assert not got.hit and "unreadable" in got.warning and np.array_equal(got.value, np.arange(3))
+    assert cache.fetch(key, lambda: np.zeros(3)).hit  # replaced by the recomputed value
+
+
+def test_a_forged_result_cannot_name_a_class_outside_lmscope(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    tree = {"dataclass": "subprocess:Popen", "fields": {"args": ["touch", str(marker)]}}
+    header = json.dumps(tree).encode()
+    forged = codec.MAGIC + len(header).to_bytes(8, "little") + header
+    with pytest.raises(codec.Undecodable):
+        codec.decode(forged)
+    cache = ResultCache(tmp_path / "cache")
+    cache._store.set("k", forged)
+    assert not cache.fetch("k", lambda: 1).hit
+    assert not marker.exists()
+
+
+def test_codec_round_trips_the_types_results_are_made_of() -> None:
+    value = activations.Thresholds(1.5, float("inf"))
+    tree = {1: (np.float32(2.5), [np.arange(4, dtype=np.int16)], None), "x": {"nan": float("nan"), "ok": True}}
+    back = codec.decode(codec.encode([value, tree]))
+    assert back[0] == value
+    assert type(back[1][1][0]) is np.float32 and back[1][1][1][0].dtype == np.int16
+    assert back[1][1][2] is None and back[1]["x"]["ok"] is True and np.isnan(back[1]["x"]["nan"])
+    with pytest.raises(TypeError):
+        codec.encode(np.array([object()]))

@@ -94,6 +94,8 @@ def test_every_probe_at_once_equals_each_alone(
     for i, text in enumerate(TEXTS):
         cache = ResultCache(tmp_path / f"alone-{i}")
         alone |= {(name, text): task() for name, task in _tasks(smollm2, moefied, text, cache).items()}
+    for name, task in _tasks(smollm2, moefied, TEXTS[0], ResultCache(tmp_path / "alone-0")).items():
+        assert_same(task(), alone[(name, TEXTS[0])], f"{name}, read back from the cache")
     for round_ in range(2):  # every task twice, in two orders, with empty caches so that all of them compute
         together = {
             (name, text): task

@@ -1,0 +1,33 @@
+"""The limits on every count a user can set, in a widget, a URL or on the command line.
+
+The probes check them before any work starts, so the dashboard, its links, the CLI and the lecture export obey
+the same limits; a request over one gets a plain message. The README's "Hosting a class" lists them. Text
+length has its own limit, LMSCOPE_MAX_TOKENS (`probes.text`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sized
+
+from probes.errors import LmscopeError
+
+WINDOWS = 16  # window sizes in one sweep (each costs a forward pass, twice with sink tokens)
+GLOBAL_POSITIONS = 64  # always-visible positions of a global + sliding mask
+SPARSITIES = 12  # unstructured sparsities in one pruning-vs-quantization run
+BIT_WIDTHS = 15  # bit widths in one run (2 to 16)
+RANKS = 16  # ranks in one truncation sweep
+CORPUS_SENTENCES = 2000  # sentences in one corpus pass
+CORPUS_TOKENS = 256  # tokens per sentence when attention is averaged over sentences (maps are n x n per head)
+PASTED_CHARACTERS = 200_000  # characters of sentences pasted for a corpus view
+
+
+def check_count(values: Sized, limit: int, what: str) -> None:
+    """Refuse more than `limit` values in one request."""
+    if len(values) > limit:
+        raise LmscopeError(f"At most {limit} {what} in one request; got {len(values)}. Choose fewer.")
+
+
+def check_range(value: int, low: int, high: int, what: str) -> None:
+    """Refuse a whole number outside [low, high]."""
+    if not low <= value <= high:
+        raise LmscopeError(f"The {what} must be from {low} to {high}; got {value}.")

@@ -1,0 +1,144 @@
+"""Bounded work: every count a user can set is refused with a clear message before any work starts, in the probes
+(so the pages, their URLs, the CLI and the export obey it), on the pages, and on the command line."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from probes import compress, corpus, limits, sinks, structured, text
+from probes.cache import ResultCache
+from probes.errors import LmscopeError
+from probes.models import ModelHandle
+from tests.helpers import cli, open_page, texts
+
+TEXT = "The quick brown fox jumps over the lazy dog. Then it ran home, and the dog slept until noon."
+
+
+def _refuses_before_work(monkeypatch: pytest.MonkeyPatch, call, message: str) -> None:
+    """call() raises a user error with `message`, and no forward pass ran."""
+
+    def no_pass(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a forward pass ran before the limit was checked")
+
+    for module in (structured, compress, sinks):
+        if hasattr(module, "forward"):
+            monkeypatch.setattr(module, "forward", no_pass)
+    monkeypatch.setattr("probes.nll.forward", no_pass)
+    with pytest.raises(LmscopeError, match=message):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "message"),
+    [
+        (
+            "windows",
+            lambda h, c: structured.window_sweep(h, TEXT, range(1, limits.WINDOWS + 2), 0, c),
+            f"At most {limits.WINDOWS} window sizes",
+        ),
+        ("sinks", lambda h, c: structured.window_sweep(h, TEXT, [2], 10_000, c), "sink tokens must be from 0 to"),
+        (
+            "global positions",
+            lambda h, c: structured.mask_view(h, TEXT, 4, 2, list(range(limits.GLOBAL_POSITIONS + 1)), 0, c),
+            f"At most {limits.GLOBAL_POSITIONS} global positions",
+        ),
+        (
+            "sparsities",
+            lambda h, c: compress.tradeoff(h, TEXT, [], [0.01 * i for i in range(limits.SPARSITIES + 1)], [], c),
+            f"At most {limits.SPARSITIES} sparsities",
+        ),
+        (
+            "bit widths",
+            lambda h, c: compress.tradeoff(h, TEXT, [], [], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 8], c),
+            f"At most {limits.BIT_WIDTHS} bit widths",
+        ),
+        (
+            "ranks",
+            lambda h, c: compress.rank_sweep(h, TEXT, list(range(1, limits.RANKS + 2)), c),
+            f"At most {limits.RANKS} ranks",
+        ),
+        (
+            "corpus sentences",
+            lambda h, c: sinks.corpus_attention(h, corpus.sentences(), c, limit=limits.CORPUS_SENTENCES + 1),
+            f"number of sentences must be from 1 to {limits.CORPUS_SENTENCES}",
+        ),
+        (
+            "corpus tokens",
+            lambda h, c: sinks.corpus_attention(h, corpus.sentences(), c, n_tokens=limits.CORPUS_TOKENS + 1),
+            f"tokens per sentence must be from 2 to {limits.CORPUS_TOKENS}",
+        ),
+        (
+            "pasted sentences",
+            lambda h, c: sinks.corpus_attention(h, ["A sentence."] * (limits.CORPUS_SENTENCES + 1), c),
+            f"At most {limits.CORPUS_SENTENCES} sentences",
+        ),
+    ],
+)
+def test_probe_limits_are_checked_before_any_work(
+    smollm2: ModelHandle, cache: ResultCache, monkeypatch: pytest.MonkeyPatch, name: str, call, message: str
+) -> None:
+    _refuses_before_work(monkeypatch, lambda: call(smollm2, cache), message)
+
+
+def test_a_huge_text_is_refused_before_it_is_read(smollm2: ModelHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    huge = "\u0301x" * 5_000_000  # 10 M characters, combining marks that NFC would have to work through
+
+    def unread(value: str) -> str:
+        raise AssertionError("the text was cleaned before its length was checked")
+
+    monkeypatch.setattr(text, "clean", unread)
+    started = time.perf_counter()
+    with pytest.raises(text.TextTooLong, match="characters"):
+        text.encode(smollm2, huge, 4096)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_the_text_area_has_a_character_limit(smollm2: ModelHandle) -> None:
+    at = open_page("app.py")
+    assert at.text_area[0].proto.max_chars == text.max_characters(4096)
+
+
+@pytest.mark.parametrize(
+    ("page", "params", "message"),
+    [
+        (
+            "pages/3_Structured_attention.py",
+            {"windows": ",".join(str(w) for w in range(1, limits.WINDOWS + 2))},
+            "At most 16 window sizes",
+        ),
+        ("pages/9_Pruning_vs_quantization.py", {"bits": "2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,3"}, "At most 15 bit"),
+        ("pages/8_Weight_spectra.py", {"ranks": ",".join(str(r) for r in range(1, 30))}, "At most 16 ranks"),
+        ("pages/4_Attention_sinks.py", {"sentences": "999999"}, "out of range"),
+    ],
+)
+def test_pages_say_what_is_over_a_limit(page: str, params: dict[str, str], message: str) -> None:
+    at = open_page(page, text=TEXT, **params)
+    assert not at.exception
+    assert message in texts(at.error) + texts(at.warning)
+
+
+def test_cli_zero_means_zero(smollm2: ModelHandle) -> None:
+    done = cli("compress", "--model", "smollm2-135m-instruct", "--text", TEXT, "--sparsity", "0")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["amount"] == 0 and out["nll_compressed"] == pytest.approx(out["nll_base"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--k", "0"], "at least 1 expert"),
+        (["--experts", "0"], "E = 0 experts is not available"),
+    ],
+)
+def test_cli_zero_is_refused_where_it_means_nothing(args: list[str], message: str) -> None:
+    done = cli("moe", "--model", "smollm2-135m-moefied", "--text", TEXT, *args)
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_zero_on_a_dense_model_is_still_a_derived_moe_option() -> None:
+    done = cli("moe", "--model", "smollm2-135m-instruct", "--text", TEXT, "--k", "0")
+    assert done.returncode == 1 and "derived MoE" in done.stderr
