@@ -24,6 +24,7 @@ from probes.capture import IMPLEMENTATION
 from probes.errors import LmscopeError
 from probes.fingerprint import folder_fingerprint
 from probes.gguf_store import converted_folder
+from probes.model_access import check_allowed, check_size, gguf_parameters
 from probes.settings import settings
 from probes.turns import Turns
 
@@ -105,6 +106,13 @@ def _model_class(config: PretrainedConfig) -> type:
     return AutoModelForCausalLM if _is_causal_config(config) else AutoModel
 
 
+def config_parameters(config: PretrainedConfig) -> int:
+    """The parameter count of the model a config describes, from a copy built on the meta device (no weights)."""
+    with torch.device("meta"):
+        model = _model_class(config).from_config(config, trust_remote_code=settings().trust_remote_code)
+    return sum(p.numel() for p in model.parameters())
+
+
 def _check_local_weights(folder: Path) -> None:
     files = [p for p in folder.iterdir() if p.is_file()]
     if any(p.suffix == ".safetensors" for p in files) or settings().allow_pickle:
@@ -128,10 +136,12 @@ def resolve(name: str) -> tuple[str, str]:
         located = spec.locate(store)
         folder = converted_folder(located, store) if spec.is_gguf else located
         return str(folder), f"built-in (PyPI wheel {spec.wheel})"
+    check_allowed(name)  # before any file is looked at
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise LmscopeError(f"No GGUF file at {path}.")
+        check_size(name, gguf_parameters(path))  # before the slow conversion
         return str(converted_folder(path.resolve(), store)), f"GGUF file {path}"
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -179,6 +189,7 @@ def load(name: str) -> ModelHandle:
     trust = settings().trust_remote_code
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
+        check_size(name, config_parameters(config))
         model = _model_class(config).from_pretrained(
             folder,
             dtype=torch.float32,

@@ -11,6 +11,15 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     try:
@@ -31,6 +40,8 @@ class Settings:
     trust_remote_code: bool
     allow_pickle: bool
     allow_downloads: bool
+    model_roots: str | None  # LMSCOPE_MODEL_ROOTS as set: None (any model), "builtin", or folders separated by ":"
+    max_model_gb: float  # the largest model, by the float32 size of its parameters, that will be loaded
 
 
 def settings() -> Settings:
@@ -45,4 +56,6 @@ def settings() -> Settings:
         trust_remote_code=_flag("LMSCOPE_TRUST_REMOTE_CODE"),
         allow_pickle=_flag("LMSCOPE_ALLOW_PICKLE"),
         allow_downloads=_flag("LMSCOPE_ALLOW_DOWNLOADS"),
+        model_roots=os.environ.get("LMSCOPE_MODEL_ROOTS", "").strip() or None,
+        max_model_gb=_float("LMSCOPE_MAX_MODEL_GB", 8.0),
     )

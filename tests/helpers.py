@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 
@@ -48,10 +49,15 @@ def chart(at: AppTest, index: int) -> dict:
     return json.loads(at.get("plotly_chart")[index].proto.spec)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """Run `python -m probes ARGS` from the repository root."""
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m probes ARGS` from the repository root, with `env` added to the environment."""
     return subprocess.run(
-        [sys.executable, "-m", "probes", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "probes", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
     )
 
 
