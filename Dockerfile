@@ -1,9 +1,11 @@
 # lmscope lab demo: the dashboard with the built-in models already converted, so it starts offline.
 #   docker build -t lmscope .
-#   docker run --rm -p 8501:8501 -v lmscope-cache:/data/cache lmscope
+#   docker run --rm -p 8501:8501 -v lmscope-cache:/data/cache -v /srv/models:/models:ro lmscope
 FROM python:3.11-slim
 
 # LMSCOPE_HOME holds the file-digest memo written at build time; the converted models live under it too.
+# A lab server loads the built-ins and the models mounted under /models, none larger than 4 GB in float32; no
+# traceback reaches a browser, and the server does not watch its source files.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -12,7 +14,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LMSCOPE_MODEL_STORE=/opt/lmscope/models \
     LMSCOPE_CACHE_DIR=/data/cache \
     BROWSER_PATH=/usr/bin/chromium \
-    HF_HUB_OFFLINE=1
+    HF_HUB_OFFLINE=1 \
+    LMSCOPE_MODEL_ROOTS=/models \
+    LMSCOPE_MAX_MODEL_GB=4 \
+    STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=none \
+    STREAMLIT_SERVER_FILE_WATCHER_TYPE=none \
+    STREAMLIT_SERVER_RUN_ON_SAVE=false
 
 # Debian's chromium is what kaleido drives for PNG/SVG export; the fonts are the ones `make chromium` installs
 # (viz/theme.py asks for DejaVu Sans, then Arial, which Liberation Sans stands in for).
@@ -21,7 +28,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 lmscope \
     && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin lmscope \
-    && mkdir -p /data/cache \
+    && mkdir -p /data/cache /models \
     && chown 10001:10001 /data/cache
 
 WORKDIR /app
@@ -46,6 +53,12 @@ COPY pages/ pages/
 COPY viz/ viz/
 COPY ui/ ui/
 COPY lecture/ lecture/
+
+# A class starts on cache hits: every page's first view on every built-in model, and every lecture preset
+# (about NN minutes on 2 cores). Written into /data/cache before it becomes a volume, so a new named volume
+# starts with it.
+RUN python -m ui.warm \
+    && chown -R 10001:10001 /data/cache
 
 # Numeric, so the runtime can tell it is not root without reading /etc/passwd.
 USER 10001:10001

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -46,19 +47,27 @@ def converted_folder(path: Path, store: Path) -> Path:
     target = store / f"{path.stem}-{digest[:12]}"
     if (target / SOURCE_FILE).exists():
         return target
-    tmp = store / f".{target.name}.partial"
+    tmp: Path | None = None
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        store.mkdir(parents=True, exist_ok=True)
+        # A private folder per conversion, renamed into place when complete: two processes converting the same
+        # file at once each write their own, and the first rename wins.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=store))
         _save_converted(path, tmp)
         (tmp / SOURCE_FILE).write_text(json.dumps({"gguf": str(path), "sha256": digest}, indent=1))
         for written in tmp.iterdir():
             written.chmod(0o644)  # safetensors writes 0600; a store built by root must serve other users
-        if not (target / SOURCE_FILE).exists():  # another process may have won the race
+        tmp.chmod(0o755)  # mkdtemp makes it 0700
+        if target.exists() and not (target / SOURCE_FILE).exists():  # left half-written by an older lmscope
             shutil.rmtree(target, ignore_errors=True)
+        try:
             tmp.rename(target)
+        except OSError:
+            if not (target / SOURCE_FILE).exists():
+                raise
     except OSError as exc:
         raise LmscopeError(f"Could not write the converted model to {store}: {exc}") from exc
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -290,9 +290,10 @@ def _routed(setting: moefication.Setting | None) -> AbstractContextManager:
 def run(
     handle: ModelHandle, text: str, cache: ResultCache, setting: moefication.Setting | None = None
 ) -> Cached[RoutingResult]:
-    """Routing of the text, cached per model, text and routing setting (the derived MoE's E, k and router,
+    """Routing of the text, cached per model, token ids and routing setting (the derived MoE's E, k and router,
     which the passes then use)."""
-    key = cache_key(handle.fingerprint, "routing", VERSION, {"text": text, "setting": repr(setting)})
+    ids = encode(handle, text, settings().max_tokens).token_ids.tolist()
+    key = cache_key(handle.fingerprint, "routing", VERSION, {"token_ids": ids, "setting": repr(setting)})
 
     def routed_compute() -> RoutingResult:
         with _routed(setting):

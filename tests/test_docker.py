@@ -15,12 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 
 from probes.settings import settings
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 PREPARE = ["python", "-m", "probes", "prepare"]
+WARM = ["python", "-m", "ui.warm"]
 HEALTH_TIMEOUT_S = 120
 
 Instruction = tuple[str, str]  # (keyword in capitals, its arguments)
@@ -156,6 +159,8 @@ def test_install_steps_and_start_command_work_in_a_fresh_venv(tmp_path: Path) ->
     steps = python_steps(parsed)
     assert any(argv[:2] == ["pip", "install"] for argv in steps), "the Dockerfile installs nothing with pip"
     assert PREPARE in steps, "the Dockerfile does not convert the built-in models at build time"
+    assert WARM in steps, "the Dockerfile does not warm the result cache at build time"
+    steps.remove(WARM)  # minutes of computing; test_warm.py runs it
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -176,3 +181,24 @@ def test_install_steps_and_start_command_work_in_a_fresh_venv(tmp_path: Path) ->
     log = tmp_path / "server.log"
     with serving(command, env, log) as server:
         wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", server, log)
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = chromium.new_page()
+            page.goto(f"http://127.0.0.1:{port}/?model=/etc")  # a visitor's link to a folder outside /models
+            page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=WAIT_MS)
+            assert "not available on this server" in page.locator('[data-testid="stAlertContentError"]').inner_text()
+            chromium.close()
+
+
+def test_the_image_hides_tracebacks_and_watches_no_files() -> None:
+    """The image's environment, as `streamlit` reads it (its command line takes STREAMLIT_* variables)."""
+    env = {**os.environ, **env_values(instructions(DOCKERFILE))}
+    streamlit = Path(sys.executable).parent / "streamlit"
+    done = subprocess.run([str(streamlit), "config", "show"], cwd=ROOT, env=env, capture_output=True, text=True)
+    shown = dict(line.split(" = ", 1) for line in done.stdout.splitlines() if " = " in line and line[0] != "#")
+    assert (shown["showErrorDetails"], shown["fileWatcherType"], shown["runOnSave"]) == ('"none"', '"none"', "false")
+
+
+def test_the_image_restricts_models() -> None:
+    env = env_values(instructions(DOCKERFILE))
+    assert env["LMSCOPE_MODEL_ROOTS"] == "/models" and 0 < float(env["LMSCOPE_MAX_MODEL_GB"]) <= 8

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from probes.fingerprint import folder_fingerprint
 from probes.gguf_store import converted_folder, load_gguf
 from probes.models import ModelHandle, load, resolve
 from probes.settings import settings
+from tests.conftest import ROOT
 
 TEXT = "The quick brown fox jumps over the lazy dog.\nÜnïcödé, emoji 🙂 and numbers 1234."
 
@@ -131,3 +134,26 @@ def test_broken_config_fails_with_a_message(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(LmscopeError, match="failed to load"):
         load(str(tmp_path))
+
+
+def test_two_processes_converting_at_once_both_succeed(smollm2: ModelHandle, tmp_path: Path) -> None:
+    """Each conversion writes a private folder and renames it into place: neither destroys the other's work."""
+    gguf = BUILTINS[smollm2.name].locate(settings().model_store)
+    script = (
+        "import sys; from pathlib import Path; from probes.gguf_store import converted_folder; "
+        "print(converted_folder(Path(sys.argv[1]), Path(sys.argv[2])))"
+    )
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(gguf), str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    folders = {run.communicate(timeout=600)[0].strip() for run in runs}
+    assert [run.returncode for run in runs] == [0, 0]
+    assert len(folders) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [Path(folders.pop()).name]  # no partial folder left behind
+    converted = load(str(next(tmp_path.iterdir())))
+    ids = smollm2.tokenizer(TEXT, return_tensors="pt").input_ids
+    with torch.inference_mode():
+        assert torch.equal(converted.model(ids).logits, smollm2.model(ids).logits)

@@ -51,7 +51,7 @@ def current_model() -> ModelHandle:
 
 
 def _session() -> str | None:
-    context = get_script_run_ctx()
+    context = get_script_run_ctx(suppress_warning=True)
     return context.session_id if context is not None else None
 
 

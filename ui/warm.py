@@ -1,0 +1,109 @@
+"""Warm the result cache for a class: every page's first view on every built-in model, and every section of the
+lecture tour (every preset), computed before the first student arrives.
+
+The pages are run headless as a fresh session would run them (Streamlit's AppTest, in this process, with the
+default text), so the warm step asks for exactly what a first view asks for, by construction.
+
+    python -m ui.warm [--model NAME]... [--page FILE]...
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from lecture import presets
+from probes.builtin import BUILTINS, DERIVED
+
+ROOT = Path(__file__).resolve().parents[1]
+TOUR = "pages/0_Lecture_tour.py"
+TIMEOUT_S = 3600
+BAR = 30
+
+
+@dataclass(frozen=True)
+class View:
+    """One page opened with these URL parameters."""
+
+    page: str
+    params: dict[str, str]
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.page).stem} " + " ".join(f"{k}={v}" for k, v in self.params.items())
+
+
+@dataclass(frozen=True)
+class Warmed:
+    """What opening a view gave: how long it took, and any message that is not a plain information."""
+
+    view: View
+    seconds: float
+    problems: list[str]
+
+
+def views(models: Sequence[str], pages: Sequence[str] | None = None) -> list[View]:
+    """Every page (but the tour) on each model, then each tour section; `pages` narrows to those files."""
+    chosen = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))
+    if pages:
+        chosen = [p for p in chosen if Path(p).name in {Path(q).name for q in pages}]
+    found = [View(page, {"model": model}) for model in models for page in chosen if page != TOUR]
+    if TOUR in chosen:
+        found += [View(TOUR, {"section": str(i)}) for i in range(len(presets.sections()))]
+    return found
+
+
+def open_view(view: View) -> Warmed:
+    """Run the view's page once, headless, as a new session opening its URL."""
+    started = time.perf_counter()
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT_S)
+    for key, value in view.params.items():
+        app.query_params[key] = value
+    app.switch_page(view.page).run()
+    problems = [f"exception: {e.message}" for e in app.exception] + [f"error: {e.value}" for e in app.error]
+    return Warmed(view, time.perf_counter() - started, problems)
+
+
+def warm(chosen: Sequence[View], on_view: Callable[[int, Warmed], None]) -> list[Warmed]:
+    """Open every view in turn, reporting each (its index, what it gave) as it is done."""
+    done = []
+    for index, view in enumerate(chosen):
+        done.append(open_view(view))
+        on_view(index, done[-1])
+    return done
+
+
+def _bar(done: int, total: int) -> str:
+    filled = round(BAR * done / total)
+    return f"[{'#' * filled}{'-' * (BAR - filled)}] {done}/{total}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Warm the cache; one progress line per view on stderr; exit 1 if a view showed an error or failed."""
+    logging.basicConfig(level=logging.WARNING, format="lmscope: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m ui.warm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", help="a model to warm (default: every built-in and derived)")
+    parser.add_argument("--page", action="append", help="a page file to warm, e.g. 4_Attention_sinks.py (default: all)")
+    args = parser.parse_args(argv)
+    chosen = views(args.model or [*BUILTINS, *DERIVED], args.page)
+    started = time.perf_counter()
+
+    def report(index: int, warmed: Warmed) -> None:
+        state = "; ".join(warmed.problems) if warmed.problems else "ok"
+        print(f"{_bar(index + 1, len(chosen))} {warmed.view.label}: {warmed.seconds:.1f} s, {state}", file=sys.stderr)
+
+    done = warm(chosen, report)
+    failed = [w for w in done if w.problems]
+    print(f"warmed {len(done)} views in {time.perf_counter() - started:.0f} s; {len(failed)} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
