@@ -18,6 +18,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
 from probes.builtin import BUILTINS, DERIVED
 from probes.capture import IMPLEMENTATION
@@ -203,6 +204,10 @@ def load(name: str) -> ModelHandle:
     except Exception as exc:  # transformers raises many types for a model it cannot build
         raise LmscopeError(f"Model '{name}' failed to load: {type(exc).__name__}: {exc}".strip()) from exc
     model.eval()
+    # transformers records output_attentions/output_hidden_states through hooks of its own that dispatch through a
+    # context variable, like lmscope's, and installs them on first use: install them now, before the model is
+    # shared, so that no pass ever runs while they are being added.
+    maybe_install_capturing_hooks(model)
     fingerprint = folder_fingerprint(folder)
     return ModelHandle(name.strip(), source, model, tokenizer, fingerprint, time.perf_counter() - started)
 

@@ -67,7 +67,18 @@ def assert_same(a: object, b: object, where: str = "result") -> None:
 
 
 def _hooks(handle: ModelHandle) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in handle.model.modules())
+    """Hooks on the model's modules other than transformers' own output recorders (installed when the model is
+    loaded, and inert outside a call that asks for output_attentions or output_hidden_states)."""
+    return sum(
+        getattr(hook, "__name__", "") != "output_capturing_hook"
+        for module in handle.model.modules()
+        for hooks in (module._forward_hooks, module._forward_pre_hooks)
+        for hook in hooks.values()
+    )
+
+
+def test_transformers_records_outputs_through_hooks_installed_at_load(smollm2: ModelHandle) -> None:
+    assert smollm2.model._output_capturing_hooks_installed
 
 
 @pytest.fixture
