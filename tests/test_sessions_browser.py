@@ -1,0 +1,75 @@
+"""Several students on one server at the same moment: real browser sessions opened together, each with its own text,
+get the numbers a single user gets, and a session asking what another is already computing says it is sharing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlencode
+
+from playwright.sync_api import Browser, Page
+
+from probes import ablation, corpus
+from probes.activations import Thresholds
+from probes.cache import ResultCache
+from probes.models import ModelHandle
+from tests.browser import WAIT_MS, no_exception, settle
+
+TEXTS = (
+    "The first token soaks up attention. Massive values sit there, and removing them breaks the model.",
+    "Students each typed their own sentence, and every one of them expects an honest answer.",
+)
+SENTENCES = 40
+
+
+def _open_together(browser: Browser, urls: list[str]) -> list[Page]:
+    """One browser context (a session) per URL, all navigating before any is waited for."""
+    pages = []
+    for url in urls:
+        page = browser.new_context(viewport={"width": 1400, "height": 2400}).new_page()
+        page.goto(url, wait_until="commit")
+        pages.append(page)
+    return pages
+
+
+def _mean_nlls(caption: str) -> list[str]:
+    return re.findall(r"(\d+\.\d{3})", caption.split("Mean NLL per token:")[1])[:3]
+
+
+def test_sessions_at_once_get_their_own_answers(
+    server: str, browser: Browser, smollm2: ModelHandle, tmp_path: Path, artifacts: Path
+) -> None:
+    urls = [f"{server}/Massive_activations?{urlencode({'text': t, 'sentences': SENTENCES})}" for t in TEXTS]
+    urls.append(f"{server}/Attention?{urlencode({'text': TEXTS[0], 'layer': 3, 'head': 1})}")
+    pages = _open_together(browser, urls)
+    captions = []
+    for i, page in enumerate(pages):
+        if i < len(TEXTS):
+            page.wait_for_selector("text=Mean NLL per token", timeout=WAIT_MS)
+        else:
+            page.wait_for_selector(".js-plotly-plot >> nth=1", timeout=WAIT_MS)
+        settle(page)
+        page.screenshot(path=str(artifacts / f"sessions-{i}.png"), full_page=True)
+        no_exception(page)
+        if i < len(TEXTS):
+            captions.append(page.locator("text=Mean NLL per token").inner_text())
+        page.context.close()
+    alone = ResultCache(tmp_path / "alone")  # the single-user answer, computed after the sessions, in this process
+    for text, caption in zip(TEXTS, captions):
+        done = ablation.run(smollm2, text, Thresholds(), alone, corpus.sentences()[:SENTENCES]).value
+        expected = [f"{float(n.mean()):.3f}" for n in (done.nll_base, done.nll_zeroed, done.nll_mean)]
+        assert _mean_nlls(caption) == expected
+
+
+def test_a_session_asking_what_another_computes_shares_it(server: str, browser: Browser) -> None:
+    url = f"{server}/Attention_sinks?{urlencode({'sentences': 300, 'tokens': 24, 'text': TEXTS[1]})}"
+    first, second = _open_together(browser, [url, url])
+    second.wait_for_selector("text=sharing its computation", timeout=WAIT_MS)
+    for page in (first, second):
+        page.wait_for_selector("text=sentences cut to 24 tokens", timeout=WAIT_MS)
+        settle(page)
+        no_exception(page)
+    captions = [page.locator("text=sentences cut to 24 tokens").inner_text() for page in (first, second)]
+    assert captions[0].split(" · ")[0] == captions[1].split(" · ")[0]
+    for page in (first, second):
+        page.context.close()
