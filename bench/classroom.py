@@ -108,62 +108,96 @@ def serving(cache: Path):
         return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 2**20
 
     try:
-        yield url, peak_gb
+        yield url, peak_gb, server.pid
     finally:
         server.terminate()
         server.wait(60)
         log.close()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (all their threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def chromium() -> list[int]:
+    """The pids of every chromium process (the browser and its renderers)."""
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and "chromium" in (p / "comm").read_text(errors="ignore")
+    ]
+
+
 def _charts(page: Page) -> str:
-    """A digest of the data of every chart on the page, in order (what the numbers are, not how they look)."""
-    data = page.evaluate(
-        """() => [...document.querySelectorAll('.js-plotly-plot')].map(el => JSON.stringify(
+    """The data of every chart on the page, in order, as JSON (what the numbers are, not how they look)."""
+    return page.evaluate(
+        """() => JSON.stringify([...document.querySelectorAll('.js-plotly-plot')].map(el =>
             (el.data || []).map(t => ['x', 'y', 'z', 'values', 'text'].map(k => t[k] === undefined ? null
                 : Array.from(t[k] && t[k].length !== undefined && typeof t[k] !== 'string' ? t[k] : [t[k]],
                     v => (v && v.length !== undefined && typeof v !== 'string') ? Array.from(v) : v)))))"""
     )
-    return hashlib.sha256("\n".join(data).encode()).hexdigest()[:16]
 
 
-def visit_all(browser: Browser, url: str, visits: list[tuple[str, dict, str]]) -> list[Visit]:
-    """Open every visit in its own session at the same moment; wait for each to settle."""
+# Runs in every page: the moment (ms since navigation started) the page last became settled, i.e. showed a chart
+# or an exception with its script stopped; cleared whenever the script runs again. Timed by the page itself, so
+# the harness's polling adds nothing.
+SETTLE_WATCH = """
+setInterval(() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    const shown = document.querySelectorAll('.js-plotly-plot, [data-testid="stException"]').length;
+    const idle = app && app.getAttribute('data-test-script-state') === 'notRunning';
+    if (!(shown && idle)) { window.__settledAt = null; }
+    else if (window.__settledAt == null) { window.__settledAt = performance.now(); }
+}, 50);
+"""
+QUIET_S = 1.5  # a page counts as settled once it has stayed settled this long
+
+
+def visit_all(browser: Browser, url: str, visits: list[tuple[str, dict, str]], charts_to: Path) -> list[Visit]:
+    """Open every visit in its own session at the same moment; wait for each to settle; keep each page's chart
+    data in charts_to/<index>.json."""
     pages = []
     for page_name, params, text in visits:
         page = browser.new_context(viewport={"width": 1400, "height": 2000}).new_page()
-        pages.append((page, time.perf_counter()))
+        page.add_init_script(SETTLE_WATCH)
         page.goto(f"{url}/{page_name}?{urlencode({'text': text, **params})}", wait_until="commit")
-    state = """() => [
-        document.querySelectorAll('.js-plotly-plot, [data-testid="stException"]').length,
-        document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state')]"""
-    done: list[Visit | None] = [None] * len(pages)
-    idle_since: dict[int, float] = {}
+        pages.append(page)
     deadline = time.monotonic() + SETTLE_MS / 1000
-    # Playwright's sync API is bound to this thread: poll every page in turn. A page is settled once it shows a
-    # chart (or an exception) and its script has stopped, twice in a row; its time is the first of the two.
-    while any(v is None for v in done):
+    settled: dict[int, float] = {}
+    while len(settled) < len(pages):
         assert time.monotonic() < deadline, "sessions did not settle"
-        for i, (page, started) in enumerate(pages):
-            if done[i] is not None:
-                continue
-            charts, script = page.evaluate(state)
-            if not (charts and script == "notRunning"):
-                idle_since.pop(i, None)
-            elif i not in idle_since:
-                idle_since[i] = time.perf_counter()
+        time.sleep(0.5)
+        for i, page in enumerate(pages):
+            at, now = page.evaluate("[window.__settledAt, performance.now()]")
+            if at is not None and now - at >= QUIET_S * 1000:
+                settled[i] = at / 1000
             else:
-                done[i] = Visit(
-                    visits[i][0],
-                    visits[i][2],
-                    idle_since[i] - started,
-                    page.locator('[data-testid="stException"]').count(),
-                    page.locator('[data-testid="stAlertContentError"]').count(),
-                    _charts(page),
-                )
-        time.sleep(0.25)
-    for page, _ in pages:
+                settled.pop(i, None)
+    charts_to.mkdir(parents=True, exist_ok=True)
+    done = []
+    for i, page in enumerate(pages):
+        data = _charts(page)
+        (charts_to / f"{i}.json").write_text(data)
+        done.append(
+            Visit(
+                visits[i][0],
+                visits[i][2],
+                settled[i],
+                page.locator('[data-testid="stException"]').count(),
+                page.locator('[data-testid="stAlertContentError"]').count(),
+                hashlib.sha256(data.encode()).hexdigest()[:16],
+            )
+        )
         page.context.close()
-    return [v for v in done if v is not None]
+    return done
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -182,20 +216,23 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(n) for n in args.sessions.split(",")]
     work = Path(tempfile.mkdtemp(prefix="lmscope-classroom-"))
-    rows, summary = [], []
+    rows, summary, mismatched = [], [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         reference: dict[tuple[str, str], str] = {}
-        with serving(work / "reference") as (url, _):
+        with serving(work / "reference") as (url, _, _):
             for page_name, params, text in _assignments(max(counts)):
-                reference[(page_name, text)] = visit_all(browser, url, [(page_name, params, text)])[0].charts
+                reference[(page_name, text)] = visit_all(
+                    browser, url, [(page_name, params, text)], work / "charts" / f"reference-{page_name}-{len(reference)}"
+                )[0].charts
         for n in counts:
-            with serving(work / f"n{n}") as (url, peak_gb):
+            with serving(work / f"n{n}") as (url, peak_gb, pid):
                 for phase in ("cold", "warm"):
-                    started = time.perf_counter()
-                    visits = visit_all(browser, url, _assignments(n))
-                    wall = time.perf_counter() - started
-                    wrong = sum(v.charts != reference[(v.page, v.text)] for v in visits)
+                    server_cpu, browser_cpu = cpu_seconds([pid]), cpu_seconds(chromium())
+                    visits = visit_all(browser, url, _assignments(n), work / "charts" / f"n{n}-{phase}")
+                    wall = max(v.seconds for v in visits)  # the last session to settle, from the moment all opened
+                    server_cpu, browser_cpu = cpu_seconds([pid]) - server_cpu, cpu_seconds(chromium()) - browser_cpu
+                    wrong = [(v.page, v.text) for v in visits if v.charts != reference[(v.page, v.text)]]
                     for page_name in sorted({v.page for v in visits}):
                         times = [v.seconds for v in visits if v.page == page_name]
                         rows.append(
@@ -206,26 +243,34 @@ def main() -> None:
                     summary.append(
                         f"| {n} | {phase} | {statistics.median(all_times):.1f} | {_percentile(all_times, 0.95):.1f} | "
                         f"{wall:.0f} | {sum(v.exceptions for v in visits)} | {sum(v.errors for v in visits)} | "
-                        f"{wrong} | {peak_gb():.2f} |"
+                        f"{len(wrong)} | {peak_gb():.2f} | {server_cpu:.0f} | {browser_cpu:.0f} |"
                     )
+                    mismatched += [f"{n} {phase}: {page} on {text!r}" for page, text in wrong]
                     print(summary[-1], flush=True)
         same = []
         for k in (1, args.same):
-            with serving(work / f"same{k}") as (url, _):
-                started = time.perf_counter()
-                visits = visit_all(browser, url, [(CORPUS_VIEW[0], CORPUS_VIEW[1], TEXTS[0])] * k)
-                same.append((k, time.perf_counter() - started, len({v.charts for v in visits})))
+            with serving(work / f"same{k}") as (url, _, _):
+                visits = visit_all(
+                    browser, url, [(CORPUS_VIEW[0], CORPUS_VIEW[1], TEXTS[0])] * k, work / "charts" / f"same{k}"
+                )
+                same.append((k, max(v.seconds for v in visits), len({v.charts for v in visits})))
         browser.close()
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     print(
         f"\n## A class on one server ({when}, {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; `python bench/classroom.py`)\n"
     )
-    print("| sessions | cache | median (s) | p95 (s) | all settled (s) | exceptions | error boxes | wrong charts | peak server memory (GB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| sessions | cache | median (s) | p95 (s) | all settled (s) | exceptions | error boxes | wrong charts | "
+        "peak server memory (GB) | server CPU (s) | chromium CPU (s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(summary))
     print("\n| sessions | cache | page | sessions on it | median (s) | p95 (s) |\n|---|---|---|---|---|---|")
     print("\n".join(rows))
+    print(f"\nChart data of every visit: {work / 'charts'}")
+    if mismatched:
+        print("\nCharts that differ from the single-user answer:\n" + "\n".join(f"- {m}" for m in mismatched))
     (one, t1, _), (k, tk, distinct) = same
     print(
         f"\nSame cold corpus view ({CORPUS_VIEW[0]}, {CORPUS_VIEW[1]}): 1 session {t1:.1f} s; {k} sessions at once "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 HUB_SOURCE = "Hugging Face id"
+_LOADING = threading.RLock()  # re-entrant: loading the derived MoE loads its base model
 
 
 @dataclass
@@ -175,7 +177,16 @@ def _hub_folder(name: str) -> Path:
 
 
 def load(name: str) -> ModelHandle:
-    """Load a model in float32 with lmscope's observable eager attention (see probes.capture)."""
+    """Load a model in float32 with lmscope's observable eager attention (see probes.capture).
+
+    One load at a time in a process: transformers' from_pretrained is not safe to run in two threads at once
+    (two sessions loading SmolLM2 and the MoE derived from it at the same moment got an untied, randomly
+    initialised lm_head)."""
+    with _LOADING:
+        return _load(name)
+
+
+def _load(name: str) -> ModelHandle:
     if name.strip() in DERIVED:
         from probes import moefication  # moefication imports this module: a top-level import would be circular
 

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,19 @@ def test_two_processes_converting_at_once_both_succeed(smollm2: ModelHandle, tmp
     ids = smollm2.tokenizer(TEXT, return_tensors="pt").input_ids
     with torch.inference_mode():
         assert torch.equal(converted.model(ids).logits, smollm2.model(ids).logits)
+
+
+def test_loads_in_threads_at_once_give_the_same_model(smollm2: ModelHandle) -> None:
+    """Sessions opening pages at the same moment load models at once: each load must be whole (an untied,
+    randomly initialised lm_head was what concurrent from_pretrained calls gave before loads took turns)."""
+    ids = smollm2.tokenizer(TEXT, return_tensors="pt").input_ids
+    with torch.inference_mode():
+        expected = smollm2.model(ids).logits
+    with ThreadPoolExecutor(3) as pool:
+        handles = list(pool.map(load, ["smollm2-135m-instruct", "smollm2-135m-moefied", "smollm2-135m-instruct"]))
+    for handle in handles:
+        model = handle.model
+        assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), handle.name
+    with torch.inference_mode():
+        for handle in (handles[0], handles[2]):
+            assert torch.equal(handle.model(ids).logits, expected)

@@ -40,21 +40,15 @@ def test_after_warming_a_first_view_computes_nothing(monkeypatch: pytest.MonkeyP
         assert at.get("plotly_chart"), view.label
 
 
-def test_the_command_reports_progress_and_fails_on_a_broken_view() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "ui.warm", "--model", "all-minilm-l6-v2", "--page", "1_Attention.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+def _warm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ui.warm", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
+
+
+def test_the_command_reports_progress_and_fails_on_a_broken_view() -> None:
+    done = _warm("--model", "all-minilm-l6-v2", "--page", "1_Attention.py")
     assert done.returncode == 0, done.stderr
     assert "[##############################] 1/1 1_Attention model=all-minilm-l6-v2" in done.stderr
-    broken = subprocess.run(
-        [sys.executable, "-m", "ui.warm", "--model", "no-such-model", "--page", "1_Attention.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    broken = _warm("--model", "no-such-model", "--page", "1_Attention.py")
     assert broken.returncode == 1 and "error: Unknown model 'no-such-model'" in broken.stderr
