@@ -13,6 +13,7 @@ view at once, against one session alone. Prints a markdown section for bench/RES
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import os
 import platform
@@ -29,7 +30,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
+import websockets
 from playwright.sync_api import Browser, Page, sync_playwright
+from streamlit.proto.Alert_pb2 import Alert
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -200,6 +205,39 @@ def visit_all(browser: Browser, url: str, visits: list[tuple[str, dict, str]], c
     return done
 
 
+async def _protocol_visit(url: str, page_name: str, query: str) -> tuple[float, int, int]:
+    """One session in Streamlit's own protocol (what the browser sends, without drawing anything): seconds until
+    the server finished the page's script, exceptions and error boxes it sent."""
+    started = time.perf_counter()
+    address = url.replace("http://", "ws://") + "/_stcore/stream"
+    async with websockets.connect(address, subprotocols=["streamlit"], max_size=None) as socket:
+        message = BackMsg()
+        message.rerun_script.query_string = query
+        message.rerun_script.page_name = page_name
+        await socket.send(message.SerializeToString())
+        exceptions = errors = 0
+        while True:
+            forward = ForwardMsg()
+            forward.ParseFromString(await socket.recv())
+            if forward.WhichOneof("type") == "script_finished":
+                return time.perf_counter() - started, exceptions, errors
+            element = forward.delta.new_element
+            exceptions += element.WhichOneof("type") == "exception"
+            errors += element.WhichOneof("type") == "alert" and element.alert.format == Alert.ERROR
+
+
+def protocol_visits(url: str, visits: list[tuple[str, dict, str]]) -> list[tuple[float, int, int]]:
+    """Every visit at the same moment as a protocol session: the server's side of a class whose browsers run on
+    the students' own machines."""
+
+    async def together() -> list[tuple[float, int, int]]:
+        return await asyncio.gather(
+            *(_protocol_visit(url, page, urlencode({"text": text, **params})) for page, params, text in visits)
+        )
+
+    return asyncio.run(together())
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -216,14 +254,17 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(n) for n in args.sessions.split(",")]
     work = Path(tempfile.mkdtemp(prefix="lmscope-classroom-"))
-    rows, summary, mismatched = [], [], []
+    rows, summary, mismatched, protocol = [], [], [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         reference: dict[tuple[str, str], str] = {}
         with serving(work / "reference") as (url, _, _):
             for page_name, params, text in _assignments(max(counts)):
                 reference[(page_name, text)] = visit_all(
-                    browser, url, [(page_name, params, text)], work / "charts" / f"reference-{page_name}-{len(reference)}"
+                    browser,
+                    url,
+                    [(page_name, params, text)],
+                    work / "charts" / f"reference-{page_name}-{len(reference)}",
                 )[0].charts
         for n in counts:
             with serving(work / f"n{n}") as (url, peak_gb, pid):
@@ -247,6 +288,14 @@ def main() -> None:
                     )
                     mismatched += [f"{n} {phase}: {page} on {text!r}" for page, text in wrong]
                     print(summary[-1], flush=True)
+                server_cpu = cpu_seconds([pid])
+                seen = protocol_visits(url, _assignments(n))
+                times = [t for t, _, _ in seen]
+                protocol.append(
+                    f"| {n} | warm | {statistics.median(times):.2f} | {_percentile(times, 0.95):.2f} | {max(times):.2f} | "
+                    f"{sum(e for _, e, _ in seen)} | {sum(e for _, _, e in seen)} | {cpu_seconds([pid]) - server_cpu:.1f} |"
+                )
+                print(protocol[-1], flush=True)
         same = []
         for k in (1, args.same):
             with serving(work / f"same{k}") as (url, _, _):
@@ -266,6 +315,12 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(summary))
+    print(
+        "\nThe server's side alone: the same sessions in Streamlit's own protocol (websocket clients that draw "
+        "nothing), all at once, after the browsers' warm round.\n\n| sessions | cache | median (s) | p95 (s) | "
+        "slowest (s) | exceptions | error boxes | server CPU (s) |\n|---|---|---|---|---|---|---|---|"
+    )
+    print("\n".join(protocol))
     print("\n| sessions | cache | page | sessions on it | median (s) | p95 (s) |\n|---|---|---|---|---|---|")
     print("\n".join(rows))
     print(f"\nChart data of every visit: {work / 'charts'}")
