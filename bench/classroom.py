@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -235,7 +236,8 @@ def protocol_visits(url: str, visits: list[tuple[str, dict, str]]) -> list[tuple
             *(_protocol_visit(url, page, urlencode({"text": text, **params})) for page, params, text in visits)
         )
 
-    return asyncio.run(together())
+    with ThreadPoolExecutor(1) as loop:  # Playwright's sync API already runs an event loop in this thread
+        return loop.submit(asyncio.run, together()).result()
 
 
 def _percentile(values: list[float], share: float) -> float:
