@@ -54,7 +54,7 @@ class Status:
     state: str  # "queued" or "running"
     ahead: int  # computations queued before this one (0 once it runs)
     running: int  # computations running now, in the whole process
-    shared: bool  # another session or thread started it: this request joined a computation already asked for
+    shared: bool  # another session started it: this request joined a computation already asked for
     done: int = 0  # progress the computation reported, as steps done of total (0 of 0: none reported)
     total: int = 0
 
@@ -84,6 +84,14 @@ class _Job:
 class _Waiter:
     session: str | None
     on_wait: WaitCallback | None
+
+
+@dataclass(eq=False)
+class _Ticket:
+    """One request's place among a job's waiters; released once, by the request or by a newer one of its session."""
+
+    job: _Job
+    attached: bool = True
 
 
 NOBODY = _Waiter(None, None)
@@ -130,7 +138,7 @@ class Executor:
         self._wake = threading.Condition(self._lock)
         self._jobs: dict[str, _Job] = {}
         self._queue: deque[_Job] = deque()
-        self._sessions: dict[str, _Job] = {}
+        self._sessions: dict[str, _Ticket] = {}
         self._running = 0
         self._threads: list[threading.Thread] = []
 
@@ -138,10 +146,10 @@ class Executor:
         """compute()'s value, computed once for all concurrent requests with this key."""
         inside = _CURRENT.get() is not None
         waiter = NOBODY if inside else _WAITER.get()
-        job, inline = self._attach(key, compute, waiter, inside)
+        ticket, inline = self._attach(key, compute, waiter, inside)
         if inline:
-            self._execute(job)
-        return self._wait(job, waiter)
+            self._execute(ticket.job)
+        return self._wait(ticket, waiter)
 
     def status(self, key: str) -> Status | None:
         """The status of the computation of `key`, if one is queued or running."""
@@ -158,7 +166,7 @@ class Executor:
             self._forget(job)
         raise Superseded()
 
-    def _attach(self, key: str, compute: Callable[[], Any], waiter: _Waiter, inside: bool) -> tuple[_Job, bool]:
+    def _attach(self, key: str, compute: Callable[[], Any], waiter: _Waiter, inside: bool) -> tuple[_Ticket, bool]:
         with self._lock:
             job = self._jobs.get(key)
             inline = False
@@ -175,12 +183,13 @@ class Executor:
                 inline = True
             job.waiters += 1
             job.abandoned_at = None
+            ticket = _Ticket(job)
             if waiter.session is not None:
                 older = self._sessions.get(waiter.session)
-                self._sessions[waiter.session] = job
-                if older is not None and older is not job:
-                    self._detach(older)
-            return job, inline
+                self._sessions[waiter.session] = ticket
+                if older is not None:
+                    self._release(older)
+            return ticket, inline
 
     def _enqueue(self, job: _Job) -> None:
         self._queue.append(job)
@@ -194,7 +203,11 @@ class Executor:
         job.state = "running"
         self._running += 1
 
-    def _detach(self, job: _Job) -> None:
+    def _release(self, ticket: _Ticket) -> None:
+        if not ticket.attached:
+            return
+        ticket.attached = False
+        job = ticket.job
         job.waiters -= 1
         if job.waiters == 0 and not job.finished.is_set():
             job.abandoned_at = time.monotonic()
@@ -237,10 +250,11 @@ class Executor:
         ahead = 0
         if job.state == "queued":
             ahead = sum(1 for queued in takewhile(lambda queued: queued is not job, self._queue) if queued.waiters)
-        shared = job.origin != session or job.waiters > 1
+        shared = job.origin is not None and job.origin != session
         return Status(job.state, ahead, self._running, shared, job.done, job.total)
 
-    def _wait(self, job: _Job, waiter: _Waiter) -> Any:
+    def _wait(self, ticket: _Ticket, waiter: _Waiter) -> Any:
+        job = ticket.job
         try:
             while not job.finished.is_set():
                 if waiter.on_wait is not None:
@@ -250,8 +264,8 @@ class Executor:
                 job.finished.wait(POLL_SECONDS)
         finally:
             with self._lock:
-                self._detach(job)
-                if waiter.session is not None and self._sessions.get(waiter.session) is job:
+                self._release(ticket)
+                if waiter.session is not None and self._sessions.get(waiter.session) is ticket:
                     del self._sessions[waiter.session]
         if job.error is not None:
             raise job.error

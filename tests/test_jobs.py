@@ -101,6 +101,37 @@ def test_a_sessions_new_request_drops_its_queued_one() -> None:
     assert len(errors) == 1 and "newer request" in str(errors[0])
 
 
+def test_a_session_moving_on_leaves_a_shared_computation_to_the_others() -> None:
+    executor = Executor(1)
+    release = threading.Event()
+    calls = []
+
+    def shared() -> str:
+        calls.append(1)
+        release.wait(5)
+        return "shared"
+
+    results: dict[str, object] = {}
+
+    def ask(session: str, key: str, compute) -> None:
+        try:
+            results[session + key] = _asking(executor, key, compute, session)()
+        except Superseded as exc:
+            results[session + key] = exc
+
+    threads = [threading.Thread(target=ask, args=(session, "x", shared)) for session in ("me", "other")]
+    for thread in threads:
+        thread.start()
+    _wait_until(lambda: executor.status("x") is not None and len(calls) == 1)
+    threads.append(threading.Thread(target=ask, args=("me", "y", lambda: "mine")))
+    threads[-1].start()
+    _wait_until(lambda: executor.status("y") is not None)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert results["otherx"] == "shared" and results["mey"] == "mine" and calls == [1]
+
+
 def test_a_running_computation_nobody_waits_for_stops(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jobs, "GRACE_SECONDS", 0.2)
     executor = Executor(1)
