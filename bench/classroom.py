@@ -254,14 +254,14 @@ def main() -> None:
     parser.add_argument("--sessions", default="1,4,8,16")
     parser.add_argument("--same", type=int, default=6)
     args = parser.parse_args()
-    counts = [int(n) for n in args.sessions.split(",")]
+    counts = [int(n) for n in args.sessions.split(",") if n.strip()]
     work = Path(tempfile.mkdtemp(prefix="lmscope-classroom-"))
     rows, summary, mismatched, protocol = [], [], [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         reference: dict[tuple[str, str], str] = {}
         with serving(work / "reference") as (url, _, _):
-            for page_name, params, text in _assignments(max(counts)):
+            for page_name, params, text in _assignments(max(counts, default=0)):
                 reference[(page_name, text)] = visit_all(
                     browser,
                     url,
@@ -298,13 +298,14 @@ def main() -> None:
                     f"{sum(e for _, e, _ in seen)} | {sum(e for _, _, e in seen)} | {cpu_seconds([pid]) - server_cpu:.1f} |"
                 )
                 print(protocol[-1], flush=True)
-        same = []
+        same, same_protocol = [], []
+        view = (CORPUS_VIEW[0], CORPUS_VIEW[1], TEXTS[0])
         for k in (1, args.same):
             with serving(work / f"same{k}") as (url, _, _):
-                visits = visit_all(
-                    browser, url, [(CORPUS_VIEW[0], CORPUS_VIEW[1], TEXTS[0])] * k, work / "charts" / f"same{k}"
-                )
+                visits = visit_all(browser, url, [view] * k, work / "charts" / f"same{k}")
                 same.append((k, max(v.seconds for v in visits), len({v.charts for v in visits})))
+            with serving(work / f"same{k}-protocol") as (url, _, _):
+                same_protocol.append(max(t for t, _, _ in protocol_visits(url, [view] * k)))
         browser.close()
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     print(
@@ -329,9 +330,11 @@ def main() -> None:
     if mismatched:
         print("\nCharts that differ from the single-user answer:\n" + "\n".join(f"- {m}" for m in mismatched))
     (one, t1, _), (k, tk, distinct) = same
+    p1, pk = same_protocol
     print(
-        f"\nSame cold corpus view ({CORPUS_VIEW[0]}, {CORPUS_VIEW[1]}): 1 session {t1:.1f} s; {k} sessions at once "
-        f"{tk:.1f} s ({tk / t1:.2f}x), {distinct} distinct chart set(s)."
+        f"\nSame cold corpus view ({CORPUS_VIEW[0]}, {CORPUS_VIEW[1]}), each on a fresh server: browsers, 1 session "
+        f"{t1:.1f} s, {k} sessions at once {tk:.1f} s ({tk / t1:.2f}x), {distinct} distinct chart set(s); "
+        f"protocol sessions, 1 session {p1:.1f} s, {k} at once {pk:.1f} s ({pk / p1:.2f}x)."
     )
 
 
