@@ -119,12 +119,13 @@ def report(done: int, total: int) -> None:
 
 
 def default_workers() -> int:
-    """Worker threads: LMSCOPE_COMPUTE_WORKERS, else the machine's cores (at least 2, so that a long computation
-    always leaves one worker for the others)."""
+    """Worker threads: LMSCOPE_COMPUTE_WORKERS, else the machine's cores, from 2 (so that a long computation always
+    leaves a worker for the others) to 4 (the forward passes of one model take turns anyway, and each computation
+    may hold a few GB: a long text's attention, a model's copy for pruning)."""
     raw = os.environ.get("LMSCOPE_COMPUTE_WORKERS", "").strip()
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
-    return max(2, os.cpu_count() or 2)
+    return min(4, max(2, os.cpu_count() or 2))
 
 
 class Executor:

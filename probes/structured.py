@@ -249,6 +249,7 @@ def window_nll(handle: ModelHandle, text: str, window: int, sinks: int = 0) -> W
     encoded = _decoder_text(handle, text)
     n = len(encoded.token_ids)
     check_window(window, n)
+    limits.check_range(sinks, 0, n - 1, "number of sink tokens")
     full = masked_nll(handle, encoded.token_ids, None)
     windowed = masked_nll(handle, encoded.token_ids, windowed_mask(n, window, sinks))
     return WindowLoss(

@@ -159,7 +159,7 @@ def test_first_token_dominates_beyond_the_first_two_layers(smollm2: ModelHandle,
     [
         ("", 16, "no sentences"),
         ("Too short.\nAlso short.", 16, "None of the 2 sentences has 16 tokens"),
-        ("Fine here.", 1, "between 2 and"),
+        ("Fine here.", 1, "tokens per sentence must be from 2 to"),
     ],
 )
 def test_bad_sentences_get_a_message(
