@@ -88,6 +88,8 @@ def _bar(done: int, total: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Warm the cache; one progress line per view on stderr; exit 1 if a view showed an error or failed."""
     logging.basicConfig(level=logging.WARNING, format="lmscope: %(message)s")
+    # Headless runs have no browser session behind them; Streamlit says so after every page ("can be ignored").
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(prog="python -m ui.warm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", help="a model to warm (default: every built-in and derived)")
     parser.add_argument("--page", action="append", help="a page file to warm, e.g. 4_Attention_sinks.py (default: all)")
