@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 
-.PHONY: run test models chromium bench warm
+.PHONY: run test check models chromium bench warm
 
 $(INSTALLED): requirements.txt requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ run: $(INSTALLED) chromium models
 
 test: $(TEST_INSTALLED) chromium models
 	$(BIN)/python -m pytest
+
+# The fast tier, while working: lint, and every test that needs no browser, no Docker step, no GGUF parse and no
+# long computation.
+check: $(TEST_INSTALLED) models
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not docker and not gguf"
 
 bench: $(INSTALLED) models
 	$(BIN)/python bench/load_and_forward.py

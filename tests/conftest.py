@@ -23,6 +23,16 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 pytest_plugins = ["tests.browser"]
 
 
+BROWSER_FIXTURES = {"server", "browser", "page"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the browser fixtures is a browser test."""
+    for item in items:
+        if BROWSER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def smollm2() -> ModelHandle:
     return load("smollm2-135m-instruct")

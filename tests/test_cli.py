@@ -16,6 +16,7 @@ from tests.helpers import cli
 TEXT = "Previous-token heads look one step back."
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 def test_list_models() -> None:
     done = cli("list-models")
     assert done.returncode == 0, done.stderr
@@ -28,6 +29,7 @@ def test_list_models() -> None:
     assert models[-1]["title"] == DERIVED["smollm2-135m-moefied"] and "derived" in models[-1]["source"]
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 def test_attention_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCache) -> None:
     done = cli("attention", "--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "3", "--head", "4")
     assert done.returncode == 0, done.stderr
@@ -46,6 +48,7 @@ def test_attention_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCac
     np.testing.assert_array_equal(head_map, expected.maps[3, 4].astype(np.float32))
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 def test_attention_on_an_encoder_by_local_folder() -> None:
     folder, _ = resolve("all-minilm-l6-v2")
     done = cli("attention", "--model", folder, "--text", "Where is the period?")
@@ -55,6 +58,7 @@ def test_attention_on_an_encoder_by_local_folder() -> None:
     assert (out["n_layers"], out["n_heads"]) == (6, 12)
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 def test_logits_of_one_head(smollm2: ModelHandle, cache: ResultCache) -> None:
     done = cli(
         "attention", "--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "5", "--head", "2", "--logits"
@@ -67,6 +71,7 @@ def test_logits_of_one_head(smollm2: ModelHandle, cache: ResultCache) -> None:
     np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)])
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 def test_heads_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCache) -> None:
     done = cli("heads", "--model", "smollm2-135m-instruct", "--seq-len", "30", "--seed", "7")
     assert done.returncode == 0, done.stderr
@@ -78,6 +83,7 @@ def test_heads_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCache) 
         np.testing.assert_allclose(out[name], getattr(expected, name), rtol=1e-6)
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -153,6 +153,7 @@ def test_hadolint_passes() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(900)
 def test_install_steps_and_start_command_work_in_a_fresh_venv(tmp_path: Path) -> None:
     parsed = instructions(DOCKERFILE)

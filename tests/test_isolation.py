@@ -98,6 +98,7 @@ def hook_watch(smollm2: ModelHandle, moefied: ModelHandle) -> Iterator[list[int]
     watcher.join()
 
 
+@pytest.mark.slow  # every probe twice, alone and at once
 def test_every_probe_at_once_equals_each_alone(
     smollm2: ModelHandle, moefied: ModelHandle, tmp_path: Path, hook_watch: list[int]
 ) -> None:

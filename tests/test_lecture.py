@@ -28,6 +28,8 @@ from tests.conftest import ROOT
 from tests.helpers import direct, open_page, plotly_array, texts
 from viz.theme import slide
 
+pytestmark = pytest.mark.slow  # every preset rendered on the built-ins, and exported
+
 LECTURE_ORDER = [
     "Sparsity and low-rankness",
     "Overview of sparsity in LLMs",

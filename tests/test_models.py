@@ -25,6 +25,7 @@ from tests.conftest import ROOT
 TEXT = "The quick brown fox jumps over the lazy dog.\nÜnïcödé, emoji 🙂 and numbers 1234."
 
 
+@pytest.mark.gguf
 @pytest.mark.parametrize("fixture", ["smollm2", "gemma3"])
 def test_converted_gguf_matches_transformers_gguf_loader(fixture: str, request: pytest.FixtureRequest) -> None:
     handle: ModelHandle = request.getfixturevalue(fixture)
@@ -137,6 +138,7 @@ def test_broken_config_fails_with_a_message(tmp_path: Path) -> None:
         load(str(tmp_path))
 
 
+@pytest.mark.gguf
 def test_two_processes_converting_at_once_both_succeed(smollm2: ModelHandle, tmp_path: Path) -> None:
     """Each conversion writes a private folder and renames it into place: neither destroys the other's work."""
     gguf = BUILTINS[smollm2.name].locate(settings().model_store)

@@ -1,4 +1,4 @@
-"""The MoEfied SmolLM2 (probes.moefication), built once per test session into a temporary store: exact at
+"""The MoEfied SmolLM2 (probes.moefication), built once for this module into a temporary store: exact at
 k = E, balanced experts, routers that pick the top k of scores checked against a direct computation from the
 dense MLP's own modules, its loss against k, the stored file reused or rebuilt, and the parameter list kept."""
 
@@ -25,27 +25,30 @@ from probes.residual import blocks
 from probes.text import encode
 from tests.helpers import direct
 
+pytestmark = pytest.mark.slow  # builds the derived MoE into a private store
+
 TEXT = "The quick brown fox jumps over the lazy dog. Then it ran home.\nAnd the dog slept."
 # The first corpus sentences are never used by the build, so the loss on them is out of sample.
 LOSS_TEXT = " ".join(corpus.sentences()[:10])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private store file for the session, so the tests never touch the operator's model store."""
+    """A private store file for this module's tests (the patch ends with them), so they never touch the operator's
+    model store."""
     path = tmp_path_factory.mktemp("derived") / moefication.FILE_NAME
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(moefication, "store_path", lambda: path)
         yield path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def moefied(store: Path) -> ModelHandle:
     """The derived model through the one loader; built here once (about a minute), then read from the store."""
     return load(moefication.DERIVED_NAME)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stored(moefied: ModelHandle, smollm2: ModelHandle, store: Path) -> Moefication:
     found = moefication.read_stored(smollm2, store)
     assert found is not None

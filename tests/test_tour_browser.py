@@ -1,7 +1,7 @@
 """The lecture tour end to end, in presenter mode, in a real server and Debian's chromium.
 
-It runs after tests/test_lecture.py and tests/test_tour.py (files run in name order), which have put every
-preset's probe results in this session's result cache, so the walk measures the page, not the probes."""
+The warm step first puts every preset's probe results in this session's result cache (cache hits when the
+lecture tests ran before), so that the walk measures the page, not the probes, whatever order the files run in."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from playwright.sync_api import Page
 
 from lecture.presets import sections
 from tests.browser import WAIT_MS, location, no_exception, open_view, settle
+from ui import warm
 
 
 def test_lecture_tour_steps_through_every_section_in_presenter_mode(server: str, page: Page, artifacts: Path) -> None:
+    assert not [w.problems for w in warm.warm(warm.views([], [warm.TOUR]), lambda *done: None) if w.problems]
     open_view(page, f"{server}/Lecture_tour?presenter=1&section=0")
     for index, section in enumerate(sections()):
         page.wait_for_selector(f"h2:has-text('{index + 1}. ')", timeout=WAIT_MS)

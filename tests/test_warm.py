@@ -26,6 +26,7 @@ def test_views_cover_every_page_on_every_model_and_every_tour_section() -> None:
     assert sections == [str(i) for i in range(len(presets.sections()))]
 
 
+@pytest.mark.slow  # three pages, cold
 def test_after_warming_a_first_view_computes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     chosen = warm.views(["smollm2-135m-instruct"], PAGES)
     assert [w.problems for w in warm.warm(chosen, lambda index, warmed: None)] == [[]] * len(PAGES)
@@ -46,6 +47,7 @@ def _warm(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # two subprocesses that import torch
 def test_the_command_reports_progress_and_fails_on_a_broken_view() -> None:
     done = _warm("--model", "all-minilm-l6-v2", "--page", "1_Attention.py")
     assert done.returncode == 0, done.stderr

@@ -26,6 +26,7 @@ def _parameter(handle: ModelHandle, name: str) -> np.ndarray:
     return dict(handle.model.named_parameters())[f"{name}.weight"].detach().double().numpy()
 
 
+@pytest.mark.slow  # every matrix of each built-in, against numpy
 def test_weight_statistics_equal_a_direct_computation(any_model: ModelHandle, cache: ResultCache) -> None:
     stats = spectra.run(any_model, cache).value
     assert [m.name for m in stats.matrices] == [r.name for r in spectra.block_weights(any_model)]
@@ -138,6 +139,7 @@ def test_tradeoff_figure_draws_the_points(smollm2: ModelHandle, cache: ResultCac
     assert quant.x[0] == pytest.approx(point.bytes_per_weight) and quant.y[0] == pytest.approx(point.nll_text)
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 def test_cli_weights_and_compress(smollm2: ModelHandle, cache: ResultCache) -> None:
     done = cli("weights", "--model", "smollm2-135m-instruct")
     assert done.returncode == 0, done.stderr
@@ -160,6 +162,7 @@ def test_cli_weights_and_compress(smollm2: ModelHandle, cache: ResultCache) -> N
     assert out["nll_compressed"] > out["nll_base"]
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 @pytest.mark.parametrize(
     ("args", "message"),
     [
