@@ -36,7 +36,8 @@ from probes.attention import AttentionResult
 from probes.batches import Progress
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
-from probes.models import ModelHandle, load
+from probes.handle import ModelHandle
+from probes.models import load
 from viz.activations import ablation_chart, magnitude_lines, magnitude_surface
 from viz.attention import attention_heatmap, head_grid
 from viz.compress import rank_loss_figure, tradeoff_figure

@@ -18,7 +18,7 @@ import torch
 from probes import activations, corpus
 from probes.activations import ActivationResult, Progress, Thresholds
 from probes.cache import Cached, ResultCache, cache_key
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.residual import hooked_blocks
 

@@ -19,7 +19,7 @@ from probes.batches import Progress, batches, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
 from probes.forward import forward
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.residual import block_output, hooked_blocks
 from probes.settings import settings
 from probes.text import Encoded, encode, token_strings

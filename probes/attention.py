@@ -17,7 +17,7 @@ from probes.cache import Cached, ResultCache, cache_key
 from probes.capture import capturing
 from probes.errors import LmscopeError
 from probes.forward import forward
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.settings import settings
 from probes.text import Encoded, encode
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from probes import limits
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.settings import settings
 from probes.text import clean
 

@@ -27,7 +27,7 @@ from probes.batches import BATCH_SIZE, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
 from probes.forward import forward
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.settings import settings
 from probes.text import encode

@@ -9,7 +9,7 @@ import torch
 from transformers.utils import ModelOutput
 
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 
 
 def forward(handle: ModelHandle, token_ids: np.ndarray, *, logits: bool = False, **outputs: bool) -> ModelOutput:

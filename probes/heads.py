@@ -15,7 +15,7 @@ from probes import attention
 from probes.attention import AttentionResult
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.text import Encoded, token_strings
 
 NAME = "heads"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,72 +16,23 @@ from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
 )
 from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
+from probes import moefication
 from probes.builtin import BUILTINS, DERIVED
 from probes.capture import IMPLEMENTATION
 from probes.errors import LmscopeError
 from probes.fingerprint import folder_fingerprint
 from probes.gguf_store import converted_folder
+from probes.handle import ModelHandle, is_causal_config
 from probes.model_access import check_allowed, check_size, gguf_parameters
 from probes.settings import settings
-from probes.turns import Turns
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 HUB_SOURCE = "Hugging Face id"
 _LOADING = threading.RLock()  # re-entrant: loading the derived MoE loads its base model
-
-
-@dataclass
-class ModelHandle:
-    """A loaded model with its tokenizer, what it is, and a first-come-first-served lock that serialises its
-    forward passes."""
-
-    name: str
-    source: str
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    fingerprint: str
-    load_seconds: float
-    lock: Turns = field(default_factory=Turns, repr=False)
-
-    @property
-    def config(self) -> PretrainedConfig:
-        return self.model.config
-
-    @property
-    def text_config(self) -> PretrainedConfig:
-        return self.config.get_text_config()
-
-    @property
-    def architecture(self) -> str:
-        return (self.config.architectures or [type(self.model).__name__])[0]
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.text_config.num_hidden_layers)
-
-    @property
-    def n_heads(self) -> int:
-        return int(self.text_config.num_attention_heads)
-
-    @property
-    def n_kv_heads(self) -> int:
-        return int(getattr(self.text_config, "num_key_value_heads", None) or self.n_heads)
-
-    @property
-    def is_causal(self) -> bool:
-        """Decoders attend only to earlier tokens; encoders (BERT) attend both ways."""
-        return _is_causal_config(self.config)
-
-    @property
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
 
 
 @dataclass(frozen=True)
@@ -99,14 +50,10 @@ class ModelInfo:
     fingerprint: str
 
 
-def _is_causal_config(config: PretrainedConfig) -> bool:
-    return any(a.endswith(_CAUSAL_SUFFIXES) for a in config.architectures or [])
-
-
 def _model_class(config: PretrainedConfig) -> type:
     if getattr(config, "is_encoder_decoder", False):
         return AutoModelForSeq2SeqLM
-    return AutoModelForCausalLM if _is_causal_config(config) else AutoModel
+    return AutoModelForCausalLM if is_causal_config(config) else AutoModel
 
 
 def config_parameters(config: PretrainedConfig) -> int:
@@ -188,9 +135,7 @@ def load(name: str) -> ModelHandle:
 
 def _load(name: str) -> ModelHandle:
     if name.strip() in DERIVED:
-        from probes import moefication  # moefication imports this module: a top-level import would be circular
-
-        return moefication.load_derived()
+        return moefication.load_derived(_load(moefication.BASE_NAME))
     started = time.perf_counter()
     where, source = resolve(name)
     if source == HUB_SOURCE:

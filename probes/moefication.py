@@ -36,8 +36,8 @@ from probes.batches import Progress, batches, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
 from probes.forward import forward
+from probes.handle import ModelHandle
 from probes.hooks import observing
-from probes.models import ModelHandle, load
 from probes.nll import token_nll
 from probes.residual import blocks
 from probes.settings import settings
@@ -559,14 +559,14 @@ def derive(base: ModelHandle, moefication: Moefication, data: bytes) -> ModelHan
     return ModelHandle(DERIVED_NAME, source, base.model, base.tokenizer, fingerprint, seconds)
 
 
-def load_derived(on_progress: Progress | None = None) -> ModelHandle:
-    """The MoEfied SmolLM2, built and stored on first use (on_progress then reports corpus sentences, then
-    layers fitted, as steps done of steps in all)."""
+def load_derived(base: ModelHandle, on_progress: Progress | None = None) -> ModelHandle:
+    """The MoEfied SmolLM2 made from `base`, a SmolLM2 loaded for it alone (its MLPs are replaced in place); the
+    MoEfication is built and stored on first use (on_progress then reports corpus sentences, then layers fitted,
+    as steps done of steps in all)."""
     started = time.perf_counter()
-    base = load(BASE_NAME)
     moefication, data = _stored_or_built(base, on_progress)
     handle = derive(base, moefication, data)
-    handle.load_seconds = time.perf_counter() - started
+    handle.load_seconds = base.load_seconds + time.perf_counter() - started
     return handle
 
 

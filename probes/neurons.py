@@ -19,8 +19,8 @@ from probes.batches import Progress, batches, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
 from probes.forward import forward
+from probes.handle import ModelHandle
 from probes.hooks import observing
-from probes.models import ModelHandle
 from probes.residual import blocks
 
 NAME = "neurons"

@@ -7,7 +7,7 @@ import torch
 
 from probes.errors import LmscopeError
 from probes.forward import forward
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 
 
 def token_nll(handle: ModelHandle, token_ids: np.ndarray) -> np.ndarray:

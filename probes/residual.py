@@ -16,8 +16,8 @@ from torch import nn
 
 from probes.errors import LmscopeError
 from probes.forward import forward
+from probes.handle import ModelHandle
 from probes.hooks import observing
-from probes.models import ModelHandle
 
 # (layer, the block's output hidden states (batch, tokens, features)) -> a replacement, or None to keep them
 BlockCallback = Callable[[int, torch.Tensor], torch.Tensor | None]

@@ -29,7 +29,7 @@ from torch import nn
 
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.residual import blocks
 
 NAME = "spectra"

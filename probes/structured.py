@@ -19,7 +19,7 @@ from probes.cache import Cached, ResultCache, cache_key
 from probes.capture import capturing
 from probes.errors import LmscopeError
 from probes.forward import forward
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.nll import perplexity, token_nll
 from probes.settings import settings
 from probes.text import Encoded, encode

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from streamlit.testing.v1 import AppTest
 
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from tests.conftest import ROOT
 
 APP = "app.py"

@@ -13,7 +13,7 @@ from probes import ablation, activations, corpus, distribution, neurons
 from probes.activations import KINDS, Thresholds
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.nll import token_nll
 from tests.helpers import chart, cli, direct, open_page, plotly_array, texts
 from viz.activations import ablation_chart, magnitude_lines, magnitude_surface, massive_rows

@@ -7,7 +7,7 @@ import pytest
 
 from probes import attention, heads
 from probes.cache import ResultCache
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from tests.helpers import APP, chart, open_page, plotly_array, texts
 
 ATTENTION = "pages/1_Attention.py"

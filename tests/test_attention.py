@@ -8,7 +8,7 @@ import pytest
 from probes import attention
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from tests.helpers import direct_attentions
 
 TEXT = "When Mary and John went to the store, John gave a drink to Mary. Then they went home."

@@ -12,7 +12,7 @@ import pytest
 
 from probes import activations, attention, codec
 from probes.cache import ResultCache, cache_key
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 
 TEXT = "Caches make the second look instant."
 

@@ -10,7 +10,8 @@ import pytest
 from probes import attention, heads
 from probes.builtin import BUILTINS, DERIVED
 from probes.cache import ResultCache
-from probes.models import ModelHandle, resolve
+from probes.handle import ModelHandle
+from probes.models import resolve
 from tests.helpers import cli
 
 TEXT = "Previous-token heads look one step back."

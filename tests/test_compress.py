@@ -13,7 +13,7 @@ from probes import compress
 from probes.cache import ResultCache
 from probes.compress import Compression, bytes_per_weight, compress_weight
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.settings import settings
 from probes.text import encode

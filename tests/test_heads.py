@@ -9,7 +9,7 @@ import torch
 from probes import attention, heads
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 
 N = 24
 

@@ -15,7 +15,7 @@ import pytest
 from probes import ablation, activations, attention, compress, corpus, moefication, neurons, routing, structured
 from probes.activations import Thresholds
 from probes.cache import ResultCache
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.residual import block_output, hooked_blocks
 from probes.text import encode

@@ -22,7 +22,7 @@ from lecture.render import Rendered
 from probes import heads, spectra
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.text import encode
 from tests.conftest import ROOT
 from tests.helpers import direct, open_page, plotly_array, texts

@@ -11,7 +11,7 @@ import pytest
 from probes import compress, corpus, limits, sinks, structured, text
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from tests.helpers import cli, open_page, texts
 
 TEXT = "The quick brown fox jumps over the lazy dog. Then it ran home, and the dog slept until noon."

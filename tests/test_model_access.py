@@ -12,8 +12,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from probes import models
 from probes.builtin import BUILTINS
 from probes.errors import LmscopeError
+from probes.handle import ModelHandle
 from probes.model_access import NotAllowed
-from probes.models import ModelHandle, load, resolve
+from probes.models import load, resolve
 from tests.helpers import cli, open_page, texts
 
 

@@ -18,7 +18,8 @@ from probes.capture import IMPLEMENTATION
 from probes.errors import LmscopeError
 from probes.fingerprint import folder_fingerprint
 from probes.gguf_store import converted_folder, load_gguf
-from probes.models import ModelHandle, load, resolve
+from probes.handle import ModelHandle
+from probes.models import load, resolve
 from probes.settings import settings
 from tests.conftest import ROOT
 

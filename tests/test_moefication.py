@@ -18,7 +18,8 @@ from probes import corpus, moefication
 from probes.builtin import DERIVED
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
-from probes.models import ModelHandle, info, load
+from probes.handle import ModelHandle
+from probes.models import info, load
 from probes.moefication import EXPERT_COUNTS, ROUTERS, Moefication, MoefiedMLP, MoefiedRouter, Setting, routed
 from probes.nll import token_nll
 from probes.residual import blocks
@@ -218,7 +219,7 @@ def _counting_build(monkeypatch: pytest.MonkeyPatch, result: Moefication | None 
 def test_the_stored_file_is_reused(moefied: ModelHandle, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = store.stat().st_mtime_ns
     calls = _counting_build(monkeypatch)
-    again = moefication.load_derived()
+    again = load(moefication.DERIVED_NAME)
     assert calls == [] and store.stat().st_mtime_ns == before
     assert again.fingerprint == moefied.fingerprint
     assert (store.parent / moefication.MANIFEST_NAME).is_file()
@@ -247,14 +248,14 @@ def test_a_damaged_store_is_rebuilt(
     # The real build is covered by the session's; here it hands back that result, counted.
     calls = _counting_build(monkeypatch, stored)
     with caplog.at_level(logging.WARNING, logger="probes.moefication"):
-        rebuilt = moefication.load_derived()
+        rebuilt = load(moefication.DERIVED_NAME)
     assert calls == [1]
     if damage != "missing":
         assert "rebuilding it" in caplog.text
     # Saved again: the same tensors (safetensors does not keep the metadata's order, so not the same bytes).
     assert load_file(path).keys() == load_file(store).keys()
     assert all(np.array_equal(load_file(path)[key], value) for key, value in load_file(store).items())
-    assert moefication.load_derived().fingerprint == rebuilt.fingerprint
+    assert load(moefication.DERIVED_NAME).fingerprint == rebuilt.fingerprint
     assert calls == [1]  # read back from then on
 
 

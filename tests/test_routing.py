@@ -18,7 +18,8 @@ from torch import nn
 
 from probes import routing
 from probes.errors import LmscopeError
-from probes.models import ModelHandle, load
+from probes.handle import ModelHandle
+from probes.models import load
 from tests.helpers import chart, cli, open_page, plotly_array, texts
 
 PAGE = "pages/10_Expert_routing.py"

@@ -12,7 +12,7 @@ from playwright.sync_api import Browser, Page
 from probes import ablation, corpus
 from probes.activations import Thresholds
 from probes.cache import ResultCache
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from tests.browser import WAIT_MS, no_exception, settle
 
 TEXTS = (

@@ -11,7 +11,7 @@ import pytest
 from probes import attention, corpus, sinks
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from tests.helpers import chart, direct, open_page, plotly_array, texts
 from viz.sinks import corpus_maps, massive_link_chart, sink_table_rows
 from viz.theme import visible

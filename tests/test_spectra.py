@@ -12,7 +12,7 @@ from torch import nn
 
 from probes import spectra
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.residual import blocks
 
 

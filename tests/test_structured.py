@@ -13,7 +13,7 @@ from probes.cache import ResultCache
 from probes.capture import capturing
 from probes.errors import LmscopeError
 from probes.forward import forward
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.text import encode
 from tests.helpers import chart, cli, open_page, plotly_array, texts

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.text import TextTooLong, clean, encode, truncate
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from probes import attention
 from probes.cache import ResultCache
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from viz.attention import attention_heatmap, head_summary_grid
 from viz.export import figure_bytes, figures_zip
 from viz.theme import TEMPLATE, token_axis, visible

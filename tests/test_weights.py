@@ -11,7 +11,7 @@ import pytest
 from probes import compress, distribution, spectra
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from tests.helpers import chart, cli, open_page, plotly_array, texts
 from viz.compress import tradeoff_figure
 from viz.spectra import alpha_by_layer, energy_captured, esd_figure, statistic_grid

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import spectra
-from probes.models import ModelHandle
+from probes.handle import ModelHandle
 from probes.spectra import ModelSpectra, WeightRef
 from ui.models import probe_with_progress, result_cache
 

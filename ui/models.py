@@ -14,7 +14,8 @@ from probes import jobs
 from probes.batches import Progress
 from probes.cache import Cached, ResultCache
 from probes.errors import LmscopeError
-from probes.models import ModelHandle, load
+from probes.handle import ModelHandle
+from probes.models import load
 from ui import state
 
 T = TypeVar("T")

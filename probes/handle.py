@@ -1,0 +1,67 @@
+"""A loaded model as the probes see it: the model, its tokenizer, what it is, and the lock its passes take turns at.
+
+Its own module, so that every probe can name the type without importing the loader (probes.models), which itself
+imports the derived MoE (probes.moefication) that is built from probes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from probes.turns import Turns
+
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+def is_causal_config(config: PretrainedConfig) -> bool:
+    """Whether the config's architecture is a decoder (a causal language model)."""
+    return any(a.endswith(_CAUSAL_SUFFIXES) for a in config.architectures or [])
+
+
+@dataclass
+class ModelHandle:
+    """A loaded model with its tokenizer, what it is, and a first-come-first-served lock that serialises its
+    forward passes."""
+
+    name: str
+    source: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    fingerprint: str
+    load_seconds: float
+    lock: Turns = field(default_factory=Turns, repr=False)
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.model.config
+
+    @property
+    def text_config(self) -> PretrainedConfig:
+        return self.config.get_text_config()
+
+    @property
+    def architecture(self) -> str:
+        return (self.config.architectures or [type(self.model).__name__])[0]
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.text_config.num_hidden_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.text_config.num_attention_heads)
+
+    @property
+    def n_kv_heads(self) -> int:
+        return int(getattr(self.text_config, "num_key_value_heads", None) or self.n_heads)
+
+    @property
+    def is_causal(self) -> bool:
+        """Decoders attend only to earlier tokens; encoders (BERT) attend both ways."""
+        return is_causal_config(self.config)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
