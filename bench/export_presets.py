@@ -1,6 +1,6 @@
 """The slide export of every lecture preset, cold and then from the cache, side by side in one run.
 
-Runs `python -m viz.export --preset all` twice in fresh processes on one fresh result cache (LMSCOPE_CACHE_DIR):
+Runs `python -m lecture.export --preset all` twice in fresh processes on one fresh result cache (LMSCOPE_CACHE_DIR):
 the first computes every probe result, the second reads them back. Prints the total of each run, their ratio and
 each figure's seconds (probes and drawing, from index.json), and appends the same as a section of bench/RESULTS.md.
 """
@@ -28,7 +28,7 @@ def export(out: Path, cache: Path) -> tuple[float, dict]:
     command = [
         sys.executable,
         "-m",
-        "viz.export",
+        "lecture.export",
         "--preset",
         "all",
         "--out",
@@ -55,7 +55,7 @@ def section(cold: float, warm: float, first: dict, second: dict) -> str:
         f"## Slide export of every lecture preset ({date}, {platform.machine()}, {os.cpu_count()} cores; "
         "`python bench/export_presets.py`)",
         "",
-        f"`python -m viz.export --preset all --format {FORMAT} --size {SIZE}`, twice, each in a fresh process, on one "
+        f"`python -m lecture.export --preset all --format {FORMAT} --size {SIZE}`, twice, each in a fresh process, on one "
         "fresh result cache. Total = the process's wall clock (Python start, imports, model loads, kaleido and "
         "chromium start included); per figure = running the probes (or reading them from the cache) and drawing, "
         "from index.json; PNG writing is not in it.",

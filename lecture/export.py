@@ -1,7 +1,7 @@
 """The slide export command: render lecture presets headless and offline, write each figure as PNG, SVG or PDF
 slides, and an index (index.json, index.md) of what produced them.
 
-    python -m viz.export --preset NAME[,NAME...]|all --out DIR [--format png,svg,pdf] [--size 1920x1080] [--model NAME]
+    python -m lecture.export --preset NAME[,NAME...]|all --out DIR [--format png,svg,pdf] [--size 1920x1080] [--model NAME]
                          [--no-titles] [--no-captions]
 
 Probe results come from the normal disk cache (LMSCOPE_CACHE_DIR), so a second export is fast. User errors print
@@ -37,11 +37,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is a one-line LmscopeError like every other user error."""
 
     def error(self, message: str) -> NoReturn:
-        raise LmscopeError(f"{message} (see python -m viz.export --help)")
+        raise LmscopeError(f"{message} (see python -m lecture.export --help)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m viz.export", description="Export lecture presets as slide figures.")
+    parser = _Parser(prog="python -m lecture.export", description="Export lecture presets as slide figures.")
     parser.add_argument("--preset", required=True, help="a preset name (or several, commas between), or 'all'")
     parser.add_argument("--out", required=True, type=Path, help="folder for the figures and index.json")
     parser.add_argument("--format", default="png", help=f"comma-separated, from {', '.join(FORMATS)} (default png)")
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the export command; user errors print one line on stderr and return 1."""
     logging.basicConfig(level=logging.WARNING, format="lmscope: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python -m viz.export", *argv])
+    command = " ".join(["python -m lecture.export", *argv])
     try:
         args = _parser().parse_args(argv)
         size, formats = parse_size(args.size), parse_formats(args.format)
@@ -226,3 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{len(index['figures'])} figure(s) in {out} (index.json, index.md), {index['total_seconds']:.1f} s")
     return 1 if index["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -518,7 +518,7 @@ def _run_export(out: Path, cache: Path) -> subprocess.CompletedProcess:
     argv = ["--preset", ",".join(EXPORTED), "--out", str(out), "--format", "png,svg,pdf", "--size", "1280x720"]
     env = {**os.environ, "LMSCOPE_CACHE_DIR": str(cache)}
     return subprocess.run(
-        [sys.executable, "-m", "viz.export", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "lecture.export", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
 
 

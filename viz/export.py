@@ -83,12 +83,3 @@ def figures_zip(figures: list[tuple[str, go.Figure]], formats: tuple[str, ...] =
             index.append({"name": name, "title": fig.layout.title.text, "files": files})
         archive.writestr("index.json", json.dumps(index, indent=2, ensure_ascii=False))
     return buffer.getvalue()
-
-
-if __name__ == "__main__":
-    import sys
-
-    # The command renders presets, which runs models: its logic lives in lecture/, since viz never imports torch.
-    from lecture.export import main
-
-    sys.exit(main())
