@@ -20,8 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
-from lecture import presets as lecture_presets
-from lecture import render
+from lecture import catalog, render
 from lecture.presets import Preset, view_url
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
@@ -74,11 +73,11 @@ def parse_formats(text: str) -> list[str]:
 def chosen_presets(names: str) -> list[Preset]:
     """Every preset for 'all', else the ones named (commas between), in the order given."""
     if names.strip() == "all":
-        return list(lecture_presets.presets().values())
+        return list(catalog.presets().values())
     asked = [name.strip() for name in names.split(",") if name.strip()]
     if not asked:
         raise LmscopeError("--preset needs a preset name, or 'all'.")
-    return [lecture_presets.preset(name) for name in dict.fromkeys(asked)]
+    return [catalog.preset(name) for name in dict.fromkeys(asked)]
 
 
 def writable_folder(path: Path) -> Path:

@@ -1,4 +1,5 @@
-"""The lecture's presets and the tour's sections: one plain data file (presets.toml), loaded once and checked.
+"""The lecture's presets and the tour's sections: one plain data file (presets.toml), parsed and checked against
+the views that can draw them (lecture.catalog loads it once, with lecture.render's views).
 
 A preset is a named, versioned recipe (model, text, view, options) for one figure, with the title and caption a
 slide needs and the dashboard page (and URL query) that shows the same figure live.
@@ -10,7 +11,6 @@ import re
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlencode
@@ -200,34 +200,3 @@ def load(path: Path, views: Collection[str], root: Path = ROOT) -> Lecture:
         for section_id, title, text in section_rows
     ]
     return Lecture(found, sections)
-
-
-def _views() -> frozenset[str]:
-    # The renderers are the one list of views. lecture.render imports torch, so it is imported only when the
-    # file is first checked (and it imports this module: a top-level import would be circular).
-    from lecture.render import VIEWS
-
-    return frozenset(VIEWS)
-
-
-@cache
-def _lecture() -> Lecture:
-    return load(PATH, _views())
-
-
-def presets() -> dict[str, Preset]:
-    """Every preset by name, in the file's order (loaded and checked once)."""
-    return dict(_lecture().presets)
-
-
-def sections() -> list[Section]:
-    """The lecture's sections in order, each with its presets."""
-    return list(_lecture().sections)
-
-
-def preset(name: str) -> Preset:
-    """The preset called `name`; an LmscopeError listing the known presets otherwise."""
-    known = _lecture().presets
-    if name not in known:
-        raise LmscopeError(f"Unknown preset '{name}'. Known presets: {', '.join(known)}.")
-    return known[name]

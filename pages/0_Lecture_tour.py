@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lecture import presets
+from lecture import catalog, presets
 from lecture.render import render, share
 from probes.errors import LmscopeError
 from ui import state
@@ -20,7 +20,7 @@ h1 { font-size: 2.2rem !important; } h2 { font-size: 3rem !important; }
 [data-testid="stMarkdown"] p, [data-testid="stMarkdown"] li { font-size: 1.7rem !important; }
 </style>"""
 
-sections = presets.sections()
+sections = catalog.sections()
 page(
     "Lecture tour",
     "The lecture on sparsity and low-rankness, section by section, each with its figures computed live on the "
@@ -55,7 +55,7 @@ section = sections[index]
 st.header(f"{index + 1}. {section.title}")
 st.markdown(section.text)
 for name in section.presets:
-    preset = presets.preset(name)
+    preset = catalog.preset(name)
     handle = loaded_model(preset.model)  # the dashboard's own copy, shared rather than loaded a second time
     if handle is None:
         continue

@@ -12,6 +12,15 @@ import pytest
 from tests.conftest import ROOT
 
 FORBIDDEN = {"probes": {"streamlit", "plotly"}, "viz": {"torch", "transformers", "streamlit"}}
+# Which of lmscope's own layers each layer may import: pages -> ui -> lecture -> viz, probes.
+LAYERS = {
+    "probes": {"probes"},
+    "viz": {"viz"},
+    "lecture": {"lecture", "probes", "viz"},
+    "ui": {"ui", "lecture", "probes", "viz"},
+    "pages": {"ui", "lecture", "probes", "viz"},
+    "app": {"ui", "lecture", "probes", "viz"},
+}
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -42,3 +51,57 @@ def test_pages_stay_thin() -> None:
 def test_ruff_is_clean() -> None:
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of lmscope's own code by dotted name (pages by file stem, the entry script as `app`)."""
+    found = {"app": ROOT / "app.py"}
+    for package in ("probes", "viz", "lecture", "ui", "pages"):
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def _imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The modules of lmscope's that this one imports, at the top level or inside functions: `from a import b`
+    counts as importing a.b when that is a module, else a."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = name.rsplit(".", node.level)[0] + "." + (node.module or "") if node.level else node.module
+            base = base.rstrip(".")
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & known.keys()
+            found |= submodules or {base}
+    return {module for module in found if module in known and module != name}
+
+
+def test_layers_point_one_way_and_no_module_imports_itself_back() -> None:
+    known = _modules()
+    graph = {name: _imports(name, path, known) for name, path in known.items()}
+    wrong_way = sorted(
+        f"{a} -> {b}" for a, targets in graph.items() for b in targets if b.split(".")[0] not in LAYERS[a.split(".")[0]]
+    )
+    assert wrong_way == []
+    # A cycle is a module that reaches itself: search from each module along its imports.
+    cycles = []
+    for start in graph:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            module = todo.pop()
+            if module == start:
+                cycles.append(start)
+                break
+            if module not in seen:
+                seen.add(module)
+                todo.extend(graph[module])
+    assert cycles == []
+
+
+def test_the_import_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from probes import models\n    import viz.theme\n")
+    known = {"probes.models": module, "viz.theme": module, "probes": module}
+    assert _imports("lecture.m", module, known) == {"probes.models", "viz.theme"}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from lecture import export, presets, render
+from lecture import catalog, export, presets, render
 from lecture.render import Rendered
 from probes import heads, spectra
 from probes.cache import ResultCache
@@ -57,7 +57,7 @@ def lecture_cache() -> ResultCache:
 def rendered(smollm2: ModelHandle, lecture_cache: ResultCache) -> dict[str, Rendered]:
     """Every preset rendered once on its own model (the session's SmolLM2 shared)."""
     render.share(smollm2)
-    return {name: render.render(preset, lecture_cache) for name, preset in presets.presets().items()}
+    return {name: render.render(preset, lecture_cache) for name, preset in catalog.presets().items()}
 
 
 def _z(trace: object) -> np.ndarray:
@@ -72,16 +72,16 @@ def _causal(values: np.ndarray) -> np.ndarray:
 
 
 def test_sections_follow_the_lecture() -> None:
-    sections = presets.sections()
+    sections = catalog.sections()
     assert [s.title for s in sections] == LECTURE_ORDER
     listed = [name for s in sections for name in s.presets]
-    assert sorted(listed) == sorted(presets.presets())  # every preset in exactly one section
+    assert sorted(listed) == sorted(catalog.presets())  # every preset in exactly one section
     for section in sections:
-        assert section.text and all(presets.preset(name).section == section.id for name in section.presets)
+        assert section.text and all(catalog.preset(name).section == section.id for name in section.presets)
 
 
 def test_the_required_figures_are_there() -> None:
-    views = {p.view for p in presets.presets().values()}
+    views = {p.view for p in catalog.presets().values()}
     assert {
         "corpus_average_maps",
         "magnitude_surface",
@@ -100,14 +100,14 @@ def test_the_required_figures_are_there() -> None:
         "moe_load",
         "moe_loss_by_k",
     } <= views
-    scores = {p.options["score"] for p in presets.presets().values() if p.view == "specialised_head"}
+    scores = {p.options["score"] for p in catalog.presets().values() if p.view == "specialised_head"}
     assert scores == {"previous_token_random", "induction", "delimiter_share"}
-    assert set(render.VIEWS) == {p.view for p in presets.presets().values()}  # no renderer without a preset
+    assert set(render.VIEWS) == {p.view for p in catalog.presets().values()}  # no renderer without a preset
 
 
 def test_unknown_preset_names_the_known_ones() -> None:
     with pytest.raises(LmscopeError, match="Unknown preset 'nope'.*sinks-average-logits"):
-        presets.preset("nope")
+        catalog.preset("nope")
 
 
 def _names_read(page: Path) -> set[str]:
@@ -130,9 +130,9 @@ def _names_read(page: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", list(presets.presets()))
+@pytest.mark.parametrize("name", list(catalog.presets()))
 def test_the_query_is_what_the_page_reads(name: str) -> None:
-    preset = presets.preset(name)
+    preset = catalog.preset(name)
     read = _names_read(ROOT / preset.page)
     assert set(preset.query) <= read, f"{preset.page} does not read {set(preset.query) - read}"
     assert preset.query["model"] == preset.model
@@ -176,15 +176,15 @@ def test_a_broken_data_file_is_refused_at_load(original: str, tmp_path: Path) ->
 def test_the_real_file_loads(tmp_path: Path) -> None:
     copy = tmp_path / "presets.toml"
     copy.write_text(presets.PATH.read_text())
-    assert list(presets.load(copy, render.VIEWS).presets) == list(presets.presets())
+    assert list(presets.load(copy, render.VIEWS).presets) == list(catalog.presets())
 
 
 # ---- every preset renders and shows what its caption says --------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(presets.presets()))
+@pytest.mark.parametrize("name", list(catalog.presets()))
 def test_every_preset_renders_with_its_settings(name: str, rendered: dict[str, Rendered]) -> None:
-    preset, done = presets.preset(name), rendered[name]
+    preset, done = catalog.preset(name), rendered[name]
     assert done.figure.layout.title.text == preset.title
     assert done.model == preset.model and done.fingerprint
     assert done.settings["preset"] == name and done.settings["version"] == preset.version
@@ -541,7 +541,7 @@ def test_export_writes_png_svg_and_pdf_at_the_size(exports: tuple[Path, Path]) -
         svg = (out / f"{name}.svg").read_text()
         root = re.search(r"<svg[^>]*>", svg).group(0)
         assert 'width="1280"' in root and 'height="720"' in root
-        assert html.escape(presets.preset(name).title, quote=False) in svg
+        assert html.escape(catalog.preset(name).title, quote=False) in svg
         pdf = (out / f"{name}.pdf").read_bytes()
         assert pdf.startswith(b"%PDF")
         box = [float(v) for v in re.search(rb"/MediaBox\s*\[([^\]]+)\]", pdf).group(1).split()]
@@ -553,7 +553,7 @@ def test_export_index_says_what_produced_each_figure(exports: tuple[Path, Path])
     assert index["size"] == "1280x720" and index["formats"] == ["png", "svg", "pdf"] and index["errors"] == []
     assert [f["preset"] for f in index["figures"]] == list(EXPORTED)
     for figure in index["figures"]:
-        preset = presets.preset(figure["preset"])
+        preset = catalog.preset(figure["preset"])
         assert (figure["title"], figure["caption"], figure["version"]) == (preset.title, preset.caption, preset.version)
         assert figure["files"] == {fmt: f"{preset.name}.{fmt}" for fmt in ("png", "svg", "pdf")}
         assert figure["model"] == preset.model and len(figure["fingerprint"]) >= 16

@@ -6,11 +6,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from lecture import presets
+from lecture import catalog
 from tests.helpers import chart, open_page, texts
 
 TOUR = "pages/0_Lecture_tour.py"
-SECTIONS = presets.sections()
+SECTIONS = catalog.sections()
 
 
 @pytest.mark.parametrize("index", range(len(SECTIONS)))
@@ -24,7 +24,7 @@ def test_every_section_shows_its_figures_and_links(index: int) -> None:
     links = at.get("link_button")
     assert len(links) == len(section.presets)
     for number, name in enumerate(section.presets):
-        preset = presets.preset(name)
+        preset = catalog.preset(name)
         assert chart(at, number)["layout"]["title"]["text"], name
         url = urlsplit(links[number].proto.url)
         assert preset.page.endswith(f"_{url.path}.py")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page
 
-from lecture.presets import sections
+from lecture.catalog import sections
 from tests.browser import WAIT_MS, location, no_exception, open_view, settle
 from ui import warm
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lecture import presets
+from lecture import catalog
 from probes import jobs
 from tests.conftest import ROOT
 from tests.helpers import open_page, texts
@@ -23,7 +23,7 @@ def test_views_cover_every_page_on_every_model_and_every_tour_section() -> None:
     on_models = {(Path(v.page).name, v.params["model"]) for v in found if "model" in v.params}
     assert on_models == {(page, model) for page in pages if page != Path(warm.TOUR).name for model in ("a", "b")}
     sections = [v.params["section"] for v in found if v.page == warm.TOUR]
-    assert sections == [str(i) for i in range(len(presets.sections()))]
+    assert sections == [str(i) for i in range(len(catalog.sections()))]
 
 
 @pytest.mark.slow  # three pages, cold

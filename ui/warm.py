@@ -19,7 +19,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from lecture import presets
+from lecture import catalog
 from probes.builtin import BUILTINS, DERIVED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def views(models: Sequence[str], pages: Sequence[str] | None = None) -> list[Vie
         chosen = [p for p in chosen if Path(p).name in {Path(q).name for q in pages}]
     found = [View(page, {"model": model}) for model in models for page in chosen if page != TOUR]
     if TOUR in chosen:
-        found += [View(TOUR, {"section": str(i)}) for i in range(len(presets.sections()))]
+        found += [View(TOUR, {"section": str(i)}) for i in range(len(catalog.sections()))]
     return found
 
 
