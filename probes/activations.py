@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,35 +16,19 @@ import torch
 from probes.attention import delimiter_tokens
 from probes.batches import Progress, batches, by_length
 from probes.cache import Cached, ResultCache, cache_key
-from probes.errors import LmscopeError
 from probes.forward import forward
 from probes.handle import ModelHandle
 from probes.residual import block_output, hooked_blocks
 from probes.settings import settings
 from probes.text import Encoded, encode, token_strings
+from results.activations import KINDS, ActivationResult, CorpusActivations, LayerActivations, Massive, Thresholds
 
 NAME = "activations"
 LAYER_NAME = "activations-layer"
 CORPUS_NAME = "activations-corpus"
-VERSION = 1
+VERSION = 2
 TOP = 64  # largest-magnitude entries kept per layer of a text
 CORPUS_TOP = 8  # ... per layer of each corpus sentence
-KINDS = ("first token", "first delimiter", "later delimiter", "other token")
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """What counts as massive: |value| above min_magnitude and above min_ratio times the layer's median |value|.
-
-    The defaults are Sun et al.'s: larger than 100 and about 1,000 times the median.
-    """
-
-    min_magnitude: float = 100.0
-    min_ratio: float = 1000.0
-
-    def passes(self, magnitude: np.ndarray, median: np.ndarray | float) -> np.ndarray:
-        """Which magnitudes count as massive against their layer's median."""
-        return (magnitude > self.min_magnitude) & (magnitude > self.min_ratio * np.asarray(median))
 
 
 def token_kinds(handle: ModelHandle, token_ids: np.ndarray, tokens: list[str]) -> np.ndarray:
@@ -68,54 +51,6 @@ def top_entries(hidden: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, n
     index = flat.abs().topk(k, dim=-1).indices
     width = hidden.shape[-1]
     return (index // width).numpy(), (index % width).numpy(), flat.gather(-1, index).numpy()
-
-
-@dataclass
-class ActivationResult:
-    """Magnitudes of every block's output on one text; layer l is the output of block l."""
-
-    model: str
-    fingerprint: str
-    token_ids: np.ndarray
-    tokens: list[str]
-    kinds: np.ndarray  # index into KINDS per token
-    max_abs: np.ndarray  # per layer: largest |h|
-    median_abs: np.ndarray  # per layer: median |h| over tokens and features
-    top_positions: np.ndarray  # layers x TOP: token of each of the largest-|h| entries, largest first
-    top_dims: np.ndarray  # layers x TOP: feature dimension of each
-    top_values: np.ndarray  # layers x TOP: signed value of each
-    token_peak: np.ndarray  # layers x tokens: largest |h| over the features
-    dim_peak: np.ndarray  # layers x features: largest |h| over the tokens
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.max_abs)
-
-    @property
-    def hidden_size(self) -> int:
-        return self.dim_peak.shape[1]
-
-    def check_layer(self, layer: int) -> None:
-        """Raise a clear error for a layer this model does not have."""
-        if not 0 <= layer < self.n_layers:
-            raise LmscopeError(f"Layer {layer} does not exist: this model has layers 0 to {self.n_layers - 1}.")
-
-    def ranked(self, rank: int) -> np.ndarray:
-        """Per layer, the |h| of the rank-th largest entry (rank 1 = the largest)."""
-        return np.abs(self.top_values[:, rank - 1])
-
-
-@dataclass
-class Massive:
-    """One massive activation."""
-
-    layer: int
-    position: int
-    token: str
-    kind: str
-    dim: int
-    value: float
-    ratio: float  # |value| over the layer's median |h|
 
 
 def massive(result: ActivationResult, thresholds: Thresholds) -> list[Massive]:
@@ -180,16 +115,6 @@ def run(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[Activation
     return cache.fetch(key, lambda: compute(handle, encoded))
 
 
-@dataclass
-class LayerActivations:
-    """One block's output on one text, every value (tokens x features, signed float32)."""
-
-    model: str
-    layer: int
-    tokens: list[str]
-    values: np.ndarray
-
-
 def layer_run(handle: ModelHandle, text: str, layer: int, cache: ResultCache) -> Cached[LayerActivations]:
     """Every value of one block's output on the text (the blocks after it are not run), cached."""
     encoded = encode(handle, text, settings().max_tokens)
@@ -198,24 +123,6 @@ def layer_run(handle: ModelHandle, text: str, layer: int, cache: ResultCache) ->
         key,
         lambda: LayerActivations(handle.name, layer, encoded.tokens, block_output(handle, encoded.token_ids, layer)),
     )
-
-
-@dataclass
-class CorpusActivations:
-    """The largest entries of every block's output on each of many sentences, with each entry's kind of token."""
-
-    model: str
-    fingerprint: str
-    n_sentences: int
-    hidden_size: int
-    median_abs: np.ndarray  # sentences x layers
-    dims: np.ndarray  # sentences x layers x CORPUS_TOP, largest |h| first
-    values: np.ndarray  # sentences x layers x CORPUS_TOP, signed
-    kinds: np.ndarray  # sentences x layers x CORPUS_TOP: index into KINDS of each entry's token
-
-    @property
-    def n_layers(self) -> int:
-        return self.median_abs.shape[1]
 
 
 def massive_counts(result: CorpusActivations, thresholds: Thresholds) -> np.ndarray:

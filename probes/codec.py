@@ -2,7 +2,8 @@
 
 A result is a dataclass of numpy arrays, strings, numbers, lists, tuples, dicts and other such dataclasses. Reading
 never imports a module or runs code: a dataclass is rebuilt only when its class is one of lmscope's, already
-imported; arrays are read with `allow_pickle=False`. Bytes that are not such a result raise `Undecodable`, so a
+imported (the probe modules import the `results` modules their results are defined in); arrays are read with
+`allow_pickle=False`. Bytes that are not such a result raise `Undecodable`, so a
 tampered cache at worst makes a result be computed again.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 
 MAGIC = b"LMSCOPE-RESULT-1\n"
 # Modules whose dataclasses may be rebuilt from the cache.
-PACKAGES = ("probes.", "lecture.")
+PACKAGES = ("results.", "probes.", "lecture.")
 
 
 class Undecodable(ValueError):

@@ -1,5 +1,5 @@
-"""The one exception type for errors a user can cause or fix."""
+"""The one exception type for errors a user can cause or fix, defined with the results that raise it too."""
 
+from results.errors import LmscopeError
 
-class LmscopeError(Exception):
-    """A user-facing error: its message is shown as is, in the UI or on the CLI's stderr."""
+__all__ = ["LmscopeError"]

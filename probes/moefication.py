@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +41,12 @@ from probes.nll import token_nll
 from probes.residual import blocks
 from probes.settings import settings
 from probes.text import clean, encode
+from results.moefication import EXPERT_COUNTS, ROUTERS, LossByK, Moefication, Setting
 
 DERIVED_NAME = "smollm2-135m-moefied"
 BASE_NAME = "smollm2-135m-instruct"
-EXPERT_COUNTS = (8, 16, 32)
-ROUTERS = ("fitted", "oracle")
-VERSION = 1
+VERSION = 1  # of the stored build
+LOSS_VERSION = 2  # of the cached loss against k
 METHOD = "MoEfication: balanced spherical k-means on |a| co-activation profiles; ridge router to expert output norms"
 FILE_NAME = "moefication.safetensors"
 MANIFEST_NAME = "manifest.json"
@@ -66,37 +65,6 @@ NORM_CHUNK = 1024  # tokens per chunk when computing all experts' output norms (
 
 log = logging.getLogger(__name__)
 _build_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class Setting:
-    """How the MoEfied model routes: E experts per MLP, the top k per token, by the fitted router or the oracle."""
-
-    experts: int = 16
-    top_k: int = 4
-    router: str = "fitted"
-
-    def check(self) -> None:
-        """Raise LmscopeError with a plain message for a setting the model does not have."""
-        counts = ", ".join(str(e) for e in EXPERT_COUNTS)
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (self.experts, self.top_k)):
-            raise LmscopeError(f"E and k must be whole numbers; got E = {self.experts!r}, k = {self.top_k!r}.")
-        if self.experts not in EXPERT_COUNTS:
-            raise LmscopeError(
-                f"E = {self.experts} experts is not available: the MoEfied model has {counts} experts per MLP."
-            )
-        if self.top_k < 1:
-            raise LmscopeError(f"k = {self.top_k}: each token needs at least 1 expert (k from 1 to {self.experts}).")
-        if self.top_k > self.experts:
-            raise LmscopeError(
-                f"k = {self.top_k} is more than the E = {self.experts} experts of each MLP: "
-                f"choose k from 1 to {self.experts}."
-            )
-        if self.router not in ROUTERS:
-            raise LmscopeError(
-                f"Unknown router '{self.router}': choose 'fitted' (a linear router that predicts each expert's output "
-                "norm) or 'oracle' (the exact norms)."
-            )
 
 
 # A context variable, not a module attribute: Streamlit serves sessions from threads sharing one model, and
@@ -226,19 +194,6 @@ class MoefiedMLP(nn.Module):
         mask = picked[:, self.assignment(setting.experts)]  # (N, intermediate) 0/1
         # Multiplying by an all-ones mask (k = E) leaves a bit for bit unchanged: the dense model exactly.
         return self.down_proj(a * mask.reshape(a.shape))
-
-
-@dataclass
-class Moefication:
-    """What is stored: each E's neuron -> expert assignment and fitted router, per layer, as plain numpy."""
-
-    base_fingerprint: str
-    assignments: dict[int, np.ndarray]  # E -> (n_layers, intermediate) int16 expert of each neuron
-    router_weight: dict[int, np.ndarray]  # E -> (n_layers, E, d) float32
-    router_bias: dict[int, np.ndarray]  # E -> (n_layers, E) float32
-    router_recall: dict[int, np.ndarray]  # E -> (n_layers,) held-out share of the oracle's top-(E/4) also picked
-    n_tokens: int
-    build_seconds: float
 
 
 # ---- build ------------------------------------------------------------------------------------------------
@@ -573,17 +528,6 @@ def load_derived(base: ModelHandle, on_progress: Progress | None = None) -> Mode
 # ---- loss against k ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class LossByK:
-    """The loss of one text under the MoEfied model for each E, k and router, beside the dense model."""
-
-    model: str
-    token_ids: np.ndarray
-    dense_nll: float  # mean per-token NLL (nats) of the dense base model
-    ks: dict[int, np.ndarray]  # E -> the k values measured (powers of 2 up to E)
-    nll: dict[str, dict[int, np.ndarray]]  # router -> E -> mean NLL at each k
-
-
 def ks_for(n_experts: int) -> np.ndarray:
     """1, 2, 4, ..., E: the k values measured for E experts."""
     return 2 ** np.arange(int(np.log2(n_experts)) + 1)
@@ -611,5 +555,5 @@ def loss_by_k(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[Loss
         raise LmscopeError(f"'{handle.name}' is not a MoEfied model: choose {DERIVED_NAME}.")
     ids = encode(handle, text, settings().max_tokens).token_ids
     inputs = {"token_ids": ids.tolist(), "ks": {e: ks_for(e).tolist() for e in EXPERT_COUNTS}}
-    key = cache_key(handle.fingerprint, "moefication-loss", VERSION, inputs)
+    key = cache_key(handle.fingerprint, "moefication-loss", LOSS_VERSION, inputs)
     return cache.fetch(key, lambda: _loss_by_k(handle, ids))

@@ -9,7 +9,6 @@ splits their neurons the same way, with tau a choice. A neuron is dead when it i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,12 +21,10 @@ from probes.forward import forward
 from probes.handle import ModelHandle
 from probes.hooks import observing
 from probes.residual import blocks
+from results.neurons import EDGES, NeuronStats
 
 NAME = "neurons"
-VERSION = 1
-# Histogram of pre-activations per layer: bins of 0.05 from -8 to 8 (values beyond go to the end bins), so
-# the share of active neurons can be read off at any threshold on that grid.
-EDGES = np.round(np.linspace(-8.0, 8.0, 321), 2)
+VERSION = 2
 # Names (last parts) of the linear layer whose output goes through the activation, by model family.
 PRE_ACTIVATION = ("mlp.gate_proj", "intermediate.dense", "mlp.fc1", "mlp.c_fc", "mlp.dense_h_to_4h", "mlp.w1")
 
@@ -50,23 +47,6 @@ def activation_name(handle: ModelHandle) -> str:
     """The MLP activation function as the config names it (silu, gelu_pytorch_tanh, ...)."""
     config = handle.text_config
     return str(getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", "unknown"))
-
-
-@dataclass
-class NeuronStats:
-    """Pre-activation statistics of every MLP neuron over some tokens."""
-
-    model: str
-    activation: str
-    gated: bool  # the neuron's output is act(z) times an up projection
-    n_sequences: int
-    n_tokens: int
-    counts: np.ndarray  # layers x bins: histogram of z over tokens and neurons; bin i is (EDGES[i], EDGES[i+1]]
-    peak: np.ndarray  # layers x neurons: the largest z over the tokens
-
-    @property
-    def n_neurons(self) -> int:
-        return self.peak.shape[1]
 
 
 def check_threshold(tau: float) -> int:

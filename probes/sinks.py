@@ -9,13 +9,11 @@ activations in the residual stream (Sun et al. 2024).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from probes import attention, limits
-from probes.attention import AttentionResult
 from probes.cache import Cached, ResultCache, cache_key
 from probes.capture import capturing
 from probes.errors import LmscopeError
@@ -23,8 +21,10 @@ from probes.forward import forward
 from probes.handle import ModelHandle
 from probes.settings import settings
 from probes.text import clean, token_strings
+from results.attention import AttentionResult
+from results.sinks import CorpusAttention, MassiveLink, SinkProfile
 
-VERSION = 1
+VERSION = 2
 CORPUS_NAME = "sinks-corpus"
 MASSIVE_NAME = "sinks-massive"
 BATCH_SIZE = 32
@@ -34,25 +34,6 @@ DEFAULT_TOKENS = 16
 DEFAULT_K = 4
 # (sentences done, sentences in all) -> None
 Progress = Callable[[int, int], None]
-
-
-@dataclass
-class SinkProfile:
-    """Sink statistics of one text, per layer; positions index the attention maps' cells (tokens when pool is 1)."""
-
-    model: str
-    tokens: list[str]
-    pool: int
-    is_causal: bool
-    sink_share: np.ndarray  # layers x heads: mean over queries 1..n-1 of the weight on token 0
-    received: np.ndarray  # layers x cells: head-mean attention each cell gets, averaged over the queries after it
-    sink_position: np.ndarray  # per layer: the cell receiving the most attention (the sink)
-    uniform_share: float  # what token 0 would get if every query spread its attention evenly
-
-    @property
-    def layer_share(self) -> np.ndarray:
-        """Sink share of each layer: the mean over its heads."""
-        return self.sink_share.mean(axis=1)
 
 
 def _cell_sizes(n_tokens: int, pool: int) -> np.ndarray:
@@ -133,31 +114,6 @@ def first_k_share(result: AttentionResult, k: int) -> np.ndarray:
     sizes = _cell_sizes(len(result.tokens), result.pool)[m:]
     on_first = _layer_maps(result)[:, m:, :m].sum(axis=-1)  # layers x query cells from m on
     return (on_first @ sizes / sizes.sum()).astype(np.float32)
-
-
-@dataclass
-class CorpusAttention:
-    """Average attention over many sentences cut to the same length, per layer and head (StreamingLLM's Figure 2)."""
-
-    model: str
-    fingerprint: str
-    is_causal: bool
-    n_tokens: int
-    token_ids: np.ndarray  # sentences x n_tokens: what was averaged
-    n_skipped: int  # sentences shorter than n_tokens, left out
-    first_token: str | None  # the token every sentence starts with (a BOS or [CLS]), if they share one
-    probabilities: np.ndarray  # layers x heads x n x n, mean attention weights
-    logits: np.ndarray  # layers x heads x n x n, mean pre-softmax scores; NaN where masked
-    layer_probabilities: np.ndarray  # layers x n x n, also averaged over heads
-    layer_logits: np.ndarray  # layers x n x n
-
-    @property
-    def n_sentences(self) -> int:
-        return self.token_ids.shape[0]
-
-    @property
-    def n_layers(self) -> int:
-        return self.probabilities.shape[0]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -266,33 +222,6 @@ def corpus_attention(
 def default_layers(n_layers: int) -> list[int]:
     """Layers to show side by side: the first three (where the sink forms) and three spread over the rest."""
     return sorted({i for i in (0, 1, 2, n_layers // 3, 2 * n_layers // 3, n_layers - 1) if i < n_layers})
-
-
-@dataclass
-class MassiveLink:
-    """Per layer: is the sink also where the residual stream entering the layer has its largest |value|?
-
-    Positions index map cells like SinkProfile (a pooled cell's magnitude is the largest of its tokens').
-    """
-
-    model: str
-    tokens: list[str]
-    pool: int
-    sink_position: np.ndarray  # per layer: the cell receiving the most attention
-    sink_magnitude: np.ndarray  # per layer: largest |h| over the sink's features
-    other_position: np.ndarray  # per layer: the other cell with the largest |h|
-    other_magnitude: np.ndarray
-    median_magnitude: np.ndarray  # per layer: median |h| over all tokens and features
-
-    @property
-    def sink_is_massive(self) -> np.ndarray:
-        """Per layer: the sink holds the largest activation of the layer's input."""
-        return self.sink_magnitude >= self.other_magnitude
-
-    @property
-    def ratio(self) -> np.ndarray:
-        """Per layer: the sink's largest |h| over the median |h|."""
-        return self.sink_magnitude / self.median_magnitude
 
 
 def activation_magnitudes(handle: ModelHandle, token_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

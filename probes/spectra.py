@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,10 +30,10 @@ from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 from probes.residual import blocks
+from results.spectra import EntryMoments, MatrixSpectrum, ModelSpectra, PowerLawFit, WeightRef, unknown_matrix
 
 NAME = "spectra"
-VERSION = 2
-KINDS = ("q", "k", "v", "o", "gate", "up", "down", "embed", "other")
+VERSION = 3
 EVALS_THRESH = 1e-5  # WeightWatcher fits only eigenvalues above this
 EMBED_LAYER = -1
 _MAX_WORKERS = 8
@@ -50,78 +49,6 @@ _SUFFIXES = (
     ("up", ("up_proj", "intermediate.dense", "fc1", "c_fc", "dense_h_to_4h", "w3")),
     ("down", ("down_proj", "output.dense", "fc2", "mlp.c_proj", "dense_4h_to_h", "w2")),
 )
-
-
-@dataclass(frozen=True)
-class WeightRef:
-    """One weight matrix: its module name, kind (one of KINDS), block index (-1 for the embedding), [out, in] shape."""
-
-    name: str
-    kind: str
-    layer: int
-    shape: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class PowerLawFit:
-    """A power law p(x) ~ x^-alpha fitted to the eigenvalues from xmin up (WeightWatcher's default fit)."""
-
-    alpha: float
-    xmin: float
-    ks_distance: float  # Kolmogorov-Smirnov distance D between the tail and the fitted law
-    n_tail: int  # eigenvalues >= xmin
-    sigma: float  # standard error of alpha: (alpha - 1) / sqrt(n_tail)
-
-
-@dataclass
-class MatrixSpectrum:
-    """The spectrum of one weight matrix and the statistics read from it."""
-
-    name: str
-    kind: str
-    layer: int
-    shape: tuple[int, int]
-    singular_values: np.ndarray  # descending, float64, min(shape) of them
-    alpha: float
-    xmin: float
-    ks_distance: float
-    n_tail: int
-    sigma: float
-    stable_rank: float  # sum of eigenvalues / largest eigenvalue
-    spectral_norm: float  # largest singular value (WeightWatcher's "spectral_norm" is its square, lambda_max)
-    effective_rank: float  # exp(entropy of the normalised singular values)
-    kurtosis: float  # excess kurtosis of the entries (0 for Gaussian entries)
-    std: float  # standard deviation of the entries
-    beyond_3_std: float  # share of entries more than 3 standard deviations from the mean (Gaussian: 0.27%)
-    beyond_6_std: float  # ... more than 6 (Gaussian: 2e-9)
-
-    @property
-    def eigenvalues(self) -> np.ndarray:
-        """Ascending eigenvalues of W^T W (squared singular values)."""
-        return self.singular_values[::-1] ** 2
-
-
-@dataclass
-class ModelSpectra:
-    """The spectra of every block weight matrix and the token embedding of one model."""
-
-    model: str
-    fingerprint: str
-    matrices: list[MatrixSpectrum]
-
-    def get(self, name: str) -> MatrixSpectrum:
-        """The spectrum of the matrix with this module name."""
-        for matrix in self.matrices:
-            if matrix.name == name:
-                return matrix
-        raise LmscopeError(_unknown(name, self.model))
-
-
-def _unknown(name: str, model: str) -> str:
-    return (
-        f"Unknown matrix '{name}' in model '{model}': use a module name such as 'model.layers.0.self_attn.q_proj' "
-        "as listed by spectra.block_weights (or the model's named_modules())."
-    )
 
 
 def _kind(relative: str) -> str:
@@ -157,7 +84,7 @@ def _weight(handle: ModelHandle, name: str) -> torch.Tensor:
         module = None
     weight = getattr(module, "weight", None) if module is not None else None
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
-        raise LmscopeError(_unknown(name, handle.name))
+        raise LmscopeError(unknown_matrix(name, handle.name))
     return weight.detach()
 
 
@@ -271,16 +198,6 @@ def stable_rank(evals: np.ndarray) -> float:
     evals = np.asarray(evals, dtype=np.float64)
     top = evals.max() if len(evals) else 0.0
     return float(evals.sum() / top) if top > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class EntryMoments:
-    """How Gaussian a matrix's entries are: a Gaussian has excess kurtosis 0 and 0.27% / 2e-9 beyond 3 / 6 std."""
-
-    std: float
-    kurtosis: float  # excess
-    beyond_3_std: float  # share of entries more than 3 standard deviations from the mean
-    beyond_6_std: float
 
 
 def entry_moments(weight: np.ndarray) -> EntryMoments:

@@ -8,7 +8,6 @@ layer through probes.capture, on top of the model's own causal (and sliding-wind
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,11 +22,12 @@ from probes.handle import ModelHandle
 from probes.nll import perplexity, token_nll
 from probes.settings import settings
 from probes.text import Encoded, encode
+from results.structured import MaskView, WindowLoss, WindowSweep
 
 NAME = "window_sweep"
-VERSION = 1
+VERSION = 2
 MASKS_NAME = "structured_masks"
-MASKS_VERSION = 1
+MASKS_VERSION = 2
 DEFAULT_WINDOWS = (2, 4, 8, 16, 32, 64)
 
 Progress = Callable[[int, int], None]  # (forward passes done, forward passes in all)
@@ -140,50 +140,6 @@ def windowed_mask(n: int, window: int, sinks: int) -> np.ndarray:
     return with_sinks(sliding_window_mask(n, window), sinks)
 
 
-@dataclass
-class WindowSweep:
-    """Per-token NLL (nats) of tokens 1..n-1: full attention, and every layer limited to each sliding window,
-    without and with the first `sinks` tokens kept visible (nll_sinks is nll_window when sinks is 0)."""
-
-    model: str
-    fingerprint: str
-    token_ids: np.ndarray
-    tokens: list[str]
-    windows: np.ndarray  # int, ascending
-    sinks: int
-    nll_full: np.ndarray  # (n-1,)
-    nll_window: np.ndarray  # (windows, n-1)
-    nll_sinks: np.ndarray  # (windows, n-1)
-
-    @property
-    def mean_full(self) -> float:
-        """Mean per-token NLL with full attention."""
-        return float(self.nll_full.mean())
-
-    @property
-    def mean_window(self) -> np.ndarray:
-        """Mean per-token NLL for each window, without sink tokens."""
-        return self.nll_window.mean(axis=-1)
-
-    @property
-    def mean_sinks(self) -> np.ndarray:
-        """Mean per-token NLL for each window, with the first `sinks` tokens kept visible."""
-        return self.nll_sinks.mean(axis=-1)
-
-    def rows(self) -> list[dict[str, float | int]]:
-        """One row per window: mean NLL and perplexity with the window only, with sinks (when k > 0), and full."""
-        means = {"window only": self.mean_window, **({f"window + {self.sinks} sinks": self.mean_sinks} if self.sinks else {})}
-        means["full attention"] = np.full(len(self.windows), self.mean_full)
-        return [
-            {
-                "window": int(w),
-                **{f"mean NLL, {name}": float(values[i]) for name, values in means.items()},
-                **{f"perplexity, {name}": float(np.exp(values[i])) for name, values in means.items()},
-            }
-            for i, w in enumerate(self.windows)
-        ]
-
-
 def _sweep(handle: ModelHandle, encoded: Encoded, windows: list[int], sinks: int, on_progress: Progress) -> WindowSweep:
     """One forward pass with full attention, then one per window (and per window with sinks)."""
     n = len(encoded.token_ids)
@@ -230,20 +186,6 @@ def window_sweep(
     return cache.fetch(key, lambda: _sweep(handle, encoded, chosen, sinks, on_progress or (lambda done, total: None)))
 
 
-@dataclass(frozen=True)
-class WindowLoss:
-    """Mean per-token NLL (nats) and perplexity of a text with full attention and with one sliding window."""
-
-    model: str
-    n_tokens: int
-    window: int
-    sinks: int
-    nll_full: float
-    nll_window: float
-    perplexity_full: float
-    perplexity_window: float
-
-
 def window_nll(handle: ModelHandle, text: str, window: int, sinks: int = 0) -> WindowLoss:
     """The text's mean loss with full attention and with every layer limited to a window (plus `sinks` tokens)."""
     encoded = _decoder_text(handle, text)
@@ -275,18 +217,6 @@ def structure_masks(n: int, window: int, dilation: int, global_positions: list[i
         f"global [{shown}] + sliding w={window}{kept}": global_sliding_mask(n, window, global_positions),
     }
     return {"full causal": full_mask(n), **{title: with_sinks(mask, sinks) for title, mask in masks.items()}}
-
-
-@dataclass
-class MaskView:
-    """The structured masks for display (block-pooled like the attention maps) and the share of every head's
-    real attention each one keeps."""
-
-    model: str
-    titles: list[str]
-    pool: int  # tokens per cell along each axis, as in the attention probe's maps
-    cells: np.ndarray  # (masks, cells, cells) float32: the share of the cell's (query, key) pairs the mask allows
-    kept: np.ndarray  # (masks, layers, heads) float32: mean over queries of the head's weight inside the mask
 
 
 def _mask_view(handle: ModelHandle, encoded: Encoded, masks: dict[str, np.ndarray]) -> MaskView:

@@ -10,9 +10,10 @@ import diskcache
 import numpy as np
 import pytest
 
-from probes import activations, attention, codec
+from probes import attention, codec
 from probes.cache import ResultCache, cache_key
 from probes.handle import ModelHandle
+from results.activations import Thresholds
 
 TEXT = "Caches make the second look instant."
 
@@ -131,7 +132,7 @@ def test_a_forged_result_cannot_name_a_class_outside_lmscope(tmp_path: Path) -> 
 
 
 def test_codec_round_trips_the_types_results_are_made_of() -> None:
-    value = activations.Thresholds(1.5, float("inf"))
+    value = Thresholds(1.5, float("inf"))
     tree = {1: (np.float32(2.5), [np.arange(4, dtype=np.int16)], None), "x": {"nan": float("nan"), "ok": True}}
     back = codec.decode(codec.encode([value, tree]))
     assert back[0] == value
@@ -139,3 +140,12 @@ def test_codec_round_trips_the_types_results_are_made_of() -> None:
     assert back[1][1][2] is None and back[1]["x"]["ok"] is True and np.isnan(back[1]["x"]["nan"])
     with pytest.raises(TypeError):
         codec.encode(np.array([object()]))
+
+
+def test_results_are_stored_under_their_results_module() -> None:
+    data = codec.encode(Thresholds())
+    assert b'"results.activations:Thresholds"' in data and codec.decode(data) == Thresholds()
+    # An entry naming a class its module no longer holds is a miss, never a misread.
+    header = json.dumps({"dataclass": "probes.activations:Gone", "fields": {}}).encode()
+    with pytest.raises(codec.Undecodable):
+        codec.decode(codec.MAGIC + len(header).to_bytes(8, "little") + header)

@@ -11,12 +11,13 @@ import torch
 
 from probes import compress
 from probes.cache import ResultCache
-from probes.compress import Compression, bytes_per_weight, compress_weight
+from probes.compress import bytes_per_weight, compress_weight
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.settings import settings
 from probes.text import encode
+from results.compress import KINDS, Compression
 
 TEXT = "The quick brown fox jumps over the lazy dog. Then it ran home, and the dog slept by the fire."
 SENTENCES = ("A cat sat on the mat.", "Rain fell all night.", "The shop opens at nine.", "She wrote him a letter.")
@@ -105,8 +106,8 @@ def test_bad_settings_are_refused(setting: Compression, words: str) -> None:
 
 def test_every_kind_is_found(smollm2: ModelHandle, gemma3: ModelHandle, minilm: ModelHandle) -> None:
     for handle, kinds in (
-        (smollm2, compress.KINDS),
-        (gemma3, compress.KINDS),
+        (smollm2, KINDS),
+        (gemma3, KINDS),
         (minilm, ("q", "k", "v", "o", "up", "down")),
     ):
         found = compress.linear_weights(handle)
@@ -180,7 +181,7 @@ def test_differences_find_a_rank_4_update(smollm2: ModelHandle) -> None:
     with torch.no_grad():
         target += torch.as_tensor(0.05 * b @ a.T, dtype=target.dtype)  # four equal singular values of 0.05
     found = compress.differences(smollm2, tuned)
-    assert len(found) == smollm2.n_layers * len(compress.KINDS)
+    assert len(found) == smollm2.n_layers * len(KINDS)
     for diff in found:
         if diff.name == "model.layers.3.self_attn.q_proj":
             assert diff.effective_rank == pytest.approx(4, abs=0.05)

@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probes import ablation, activations, attention, compress, corpus, moefication, neurons, routing, structured
-from probes.activations import Thresholds
+from probes import ablation, activations, attention, compress, corpus, neurons, routing, structured
 from probes.cache import ResultCache
 from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.residual import block_output, hooked_blocks
 from probes.text import encode
+from results.activations import Thresholds
+from results.compress import Compression
+from results.moefication import Setting
 
 TEXTS = (
     "The quick brown fox jumps over the lazy dog. Then it ran home.",
@@ -38,7 +40,7 @@ def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultC
         "neurons": lambda: neurons.run(smollm2, [text, *SENTENCES[:3]], cache).value,
         "ablation": lambda: ablation.run(smollm2, text, Thresholds(), cache, SENTENCES).value,
         "window": lambda: structured.window_sweep(smollm2, text, [2, 4], 1, cache).value,
-        "routing": lambda: routing.run(moefied, text, cache, moefication.Setting(8, 2, "oracle")).value,
+        "routing": lambda: routing.run(moefied, text, cache, Setting(8, 2, "oracle")).value,
         "routing default": lambda: routing.run(moefied, text, cache).value,
         "compress": lambda: compress.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [4], cache).value,
     }
@@ -143,7 +145,7 @@ def test_a_compressed_copy_carries_no_hooks_and_leaves_the_model_alone(smollm2: 
     ids = encode(smollm2, TEXTS[0], 512).token_ids
     before = token_nll(smollm2, ids)
     weights = {name: p.detach().clone() for name, p in smollm2.model.named_parameters()}
-    edit = compress.Compression("prune", 0.5)
+    edit = Compression("prune", 0.5)
 
     def zero_first_block(layer: int, hidden):
         return hidden * 0 if layer == 0 else None

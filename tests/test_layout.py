@@ -11,15 +11,20 @@ import pytest
 
 from tests.conftest import ROOT
 
-FORBIDDEN = {"probes": {"streamlit", "plotly"}, "viz": {"torch", "transformers", "streamlit"}}
-# Which of lmscope's own layers each layer may import: pages -> ui -> lecture -> viz, probes.
+FORBIDDEN = {
+    "probes": {"streamlit", "plotly"},
+    "viz": {"torch", "transformers", "streamlit"},
+    "results": {"torch", "transformers", "streamlit", "plotly", "probes", "viz"},
+}
+# Which of lmscope's own layers each layer may import: pages -> ui -> lecture -> viz, probes -> results.
 LAYERS = {
-    "probes": {"probes"},
-    "viz": {"viz"},
-    "lecture": {"lecture", "probes", "viz"},
-    "ui": {"ui", "lecture", "probes", "viz"},
-    "pages": {"ui", "lecture", "probes", "viz"},
-    "app": {"ui", "lecture", "probes", "viz"},
+    "results": {"results"},
+    "probes": {"probes", "results"},
+    "viz": {"viz", "results"},
+    "lecture": {"lecture", "probes", "viz", "results"},
+    "ui": {"ui", "lecture", "probes", "viz", "results"},
+    "pages": {"ui", "lecture", "probes", "viz", "results"},
+    "app": {"ui", "lecture", "probes", "viz", "results"},
 }
 
 
@@ -43,6 +48,14 @@ def test_package_boundaries(package: str) -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def test_results_need_only_numpy() -> None:
+    allowed = set(sys.stdlib_module_names) | {"__future__", "numpy", "results"}
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_imported_roots(path) - allowed) for path in (ROOT / "results").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
 def test_pages_stay_thin() -> None:
     for path in (ROOT / "pages").glob("*.py"):
         assert not _imported_roots(path) & {"torch", "transformers"}, path.name
@@ -56,7 +69,7 @@ def test_ruff_is_clean() -> None:
 def _modules() -> dict[str, Path]:
     """Every module of lmscope's own code by dotted name (pages by file stem, the entry script as `app`)."""
     found = {"app": ROOT / "app.py"}
-    for package in ("probes", "viz", "lecture", "ui", "pages"):
+    for package in ("results", "probes", "viz", "lecture", "ui", "pages"):
         for path in (ROOT / package).rglob("*.py"):
             name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             found[name.removesuffix(".__init__")] = path

@@ -20,10 +20,11 @@ from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 from probes.models import info, load
-from probes.moefication import EXPERT_COUNTS, ROUTERS, Moefication, MoefiedMLP, MoefiedRouter, Setting, routed
+from probes.moefication import MoefiedMLP, MoefiedRouter, routed
 from probes.nll import token_nll
 from probes.residual import blocks
 from probes.text import encode
+from results.moefication import EXPERT_COUNTS, ROUTERS, Moefication, Setting
 from tests.helpers import direct
 
 pytestmark = pytest.mark.slow  # builds the derived MoE into a private store

@@ -20,6 +20,7 @@ from probes import routing
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 from probes.models import load
+from results.routing import DROPPED, LayerRouting
 from tests.helpers import chart, cli, open_page, plotly_array, texts
 
 PAGE = "pages/10_Expert_routing.py"
@@ -227,7 +228,7 @@ def test_routing_equals_the_experts_the_model_uses(tiny_models: dict[str, ModelH
     n = len(result.token_ids)
     for layer, seen in zip(result.layers, observed, strict=True):
         assert layer.probs.shape == layer.logits.shape == (n, layer.n_experts)
-        reported = [set(row[row != routing.DROPPED].tolist()) for row in layer.experts]
+        reported = [set(row[row != DROPPED].tolist()) for row in layer.experts]
         assert reported == [seen.get(t, set()) for t in range(n)], layer.label
         assert np.all(np.diff(layer.weights, axis=1) <= 0), "experts are listed best first"
         assert routing.balance(layer).load.sum() == pytest.approx(1.0)
@@ -253,7 +254,7 @@ def test_family_rules(tiny_models: dict[str, ModelHandle]) -> None:
     assert {layer.kind for layer in results["jetmoe"].layers} == {"mlp", "attention"}
     switch = results["switch_transformers"]
     assert {label.split()[0] for label in (layer.label for layer in switch.layers)} == {"encoder", "decoder"}
-    assert any((layer.experts == routing.DROPPED).any() for layer in switch.layers), "capacity 4 < 13 tokens drops some"
+    assert any((layer.experts == DROPPED).any() for layer in switch.layers), "capacity 4 < 13 tokens drops some"
     assert all(routing.balance(layer).dropped > 0 for layer in switch.layers)
 
 
@@ -265,7 +266,7 @@ def test_deepseek_v3_bias_steers_the_choice_not_the_weights(tiny_models: dict[st
 
 def test_balance_statistics() -> None:
     n_experts, uniform = 4, np.tile(np.arange(4), 5)[:, None]
-    layer = routing.LayerRouting(
+    layer = LayerRouting(
         layer=0,
         module="m",
         label="layer 0",

@@ -14,6 +14,7 @@ from probes import spectra
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 from probes.residual import blocks
+from results.spectra import KINDS, ModelSpectra, PowerLawFit, WeightRef
 
 
 def _random(shape: tuple[int, int], seed: int = 0, scale: float = 0.02) -> np.ndarray:
@@ -26,7 +27,7 @@ def _pareto(alpha: float, n: int, seed: int, xmin: float = 1.0) -> np.ndarray:
     return xmin * (1.0 - u) ** (-1.0 / (alpha - 1.0))
 
 
-def _direct_fit(evals: np.ndarray) -> spectra.PowerLawFit:
+def _direct_fit(evals: np.ndarray) -> PowerLawFit:
     """WeightWatcher's default fit written as its definition reads: one candidate xmin at a time."""
     x = np.sort(np.asarray(evals, dtype=np.float64))
     x = x[x > 1e-5]
@@ -41,7 +42,7 @@ def _direct_fit(evals: np.ndarray) -> spectra.PowerLawFit:
         if best is None or d < best[0]:
             best = (d, alpha, x[i], k)
     d, alpha, xmin, k = best
-    return spectra.PowerLawFit(alpha, xmin, d, k, (alpha - 1.0) / np.sqrt(k))
+    return PowerLawFit(alpha, xmin, d, k, (alpha - 1.0) / np.sqrt(k))
 
 
 @pytest.mark.parametrize("shape", [(30, 50), (50, 30), (40, 40), (1, 7)])
@@ -52,7 +53,7 @@ def test_eigenvalues_are_squared_singular_values(shape: tuple[int, int]) -> None
     assert evals.dtype == np.float64 and len(evals) == min(shape)
     assert np.all(np.diff(evals) >= 0)
     np.testing.assert_allclose(evals, np.sort(singular**2), rtol=1e-9, atol=1e-12 * singular.max() ** 2)
-    ref = spectra.WeightRef("w", "other", 0, shape)
+    ref = WeightRef("w", "other", 0, shape)
     result = spectra.spectrum(ref, weight)
     np.testing.assert_allclose(result.singular_values, singular, rtol=1e-9, atol=1e-9 * singular.max())
     assert result.spectral_norm == pytest.approx(singular[0], rel=1e-9)
@@ -176,7 +177,7 @@ def test_block_weights_of_the_builtins(model: str, layers: int, kinds: tuple[str
     assert len(refs) == len(in_blocks) + 1 == layers * len(kinds) + 1
     assert Counter(r.kind for r in refs if r.layer >= 0) == {kind: layers for kind in kinds}
     for ref in refs:
-        assert isinstance(modules[ref.name], (nn.Linear, nn.Embedding)) and ref.kind in spectra.KINDS
+        assert isinstance(modules[ref.name], (nn.Linear, nn.Embedding)) and ref.kind in KINDS
         assert ref.shape == tuple(modules[ref.name].weight.shape)
         assert ref.layer == -1 or ref.name.split(".").count(str(ref.layer)) >= 1
 
@@ -214,7 +215,7 @@ def test_unknown_matrix_is_a_clear_error(smollm2: ModelHandle) -> None:
     with pytest.raises(LmscopeError, match="Unknown matrix"):
         spectra.weight_matrix(smollm2, "model.norm")  # a module, but its weight is 1-D
     with pytest.raises(LmscopeError, match="Unknown matrix 'lm_head.bias'"):
-        spectra.ModelSpectra("m", "f", []).get("lm_head.bias")
+        ModelSpectra("m", "f", []).get("lm_head.bias")
 
 
 def test_weight_matrix_is_a_float32_copy(smollm2: ModelHandle) -> None:

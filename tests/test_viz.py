@@ -14,6 +14,7 @@ import pytest
 from probes import attention
 from probes.cache import ResultCache
 from probes.handle import ModelHandle
+from results.attention import AttentionResult
 from viz.attention import attention_heatmap, head_summary_grid
 from viz.export import figure_bytes, figures_zip
 from viz.theme import TEMPLATE, token_axis, visible
@@ -23,11 +24,11 @@ TEXT = "The cat sat on the mat.\nThe dog sat on the log."
 
 
 @pytest.fixture(scope="module")
-def smollm2_attention(smollm2: ModelHandle, tmp_path_factory: pytest.TempPathFactory) -> attention.AttentionResult:
+def smollm2_attention(smollm2: ModelHandle, tmp_path_factory: pytest.TempPathFactory) -> AttentionResult:
     return attention.run(smollm2, TEXT, ResultCache(tmp_path_factory.mktemp("cache"))).value
 
 
-def test_heatmap_draws_the_head_and_blanks_the_future(smollm2_attention: attention.AttentionResult) -> None:
+def test_heatmap_draws_the_head_and_blanks_the_future(smollm2_attention: AttentionResult) -> None:
     fig = attention_heatmap(smollm2_attention, 4, 2)
     z = np.asarray(fig.data[0].z, dtype=float)
     n = len(smollm2_attention.tokens)
@@ -45,7 +46,7 @@ def test_encoder_heatmap_has_no_mask(minilm: ModelHandle, cache: ResultCache) ->
     assert not np.isnan(z).any()
 
 
-def test_grid_cells_carry_layer_and_head(smollm2_attention: attention.AttentionResult) -> None:
+def test_grid_cells_carry_layer_and_head(smollm2_attention: AttentionResult) -> None:
     fig = head_summary_grid(smollm2_attention, "previous_token")
     np.testing.assert_array_equal(np.asarray(fig.data[0].z), smollm2_attention.previous_token)
     markers = fig.data[1]
@@ -65,7 +66,7 @@ def test_token_chips_escape_html() -> None:
     assert "&lt;b&gt;" in html and "␣x" in html and "<b>" not in html
 
 
-def test_exports_ignore_the_default_template(smollm2_attention: attention.AttentionResult) -> None:
+def test_exports_ignore_the_default_template(smollm2_attention: AttentionResult) -> None:
     fig = attention_heatmap(smollm2_attention, 0, 0)
     pio.templates.default = "plotly_dark"  # what importing a UI library may do
     try:
