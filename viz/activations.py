@@ -3,11 +3,10 @@ corpus consistency of the massive features, and the ablation of them."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 import plotly.graph_objects as go
 
+from results.activations import Ablation, ActivationResult, LayerActivations, Massive
 from viz.theme import SEQUENTIAL, legend_below, themed, token_axis, visible
 
 MAX_SURFACE_TOKENS = 256  # longer texts are max-pooled along tokens for the 3D surface and heatmap
@@ -17,45 +16,7 @@ KIND_COLOURS = ("#c0392b", "#2e6fb7", "#76a5d8", "#b0b0b0")
 LABELLED = 3  # the largest entries named on the surface
 
 
-class LayerLike(Protocol):
-    model: str
-    layer: int
-    tokens: list[str]
-    values: np.ndarray
-
-
-class ActivationsLike(Protocol):
-    model: str
-    tokens: list[str]
-    max_abs: np.ndarray
-    median_abs: np.ndarray
-    top_values: np.ndarray
-
-    def ranked(self, rank: int) -> np.ndarray: ...
-
-
-class MassiveLike(Protocol):
-    layer: int
-    position: int
-    token: str
-    kind: str
-    dim: int
-    value: float
-    ratio: float
-
-
-class AblationLike(Protocol):
-    model: str
-    tokens: list[str]
-    everywhere: bool
-    layers: np.ndarray
-    nll_base: np.ndarray
-    nll_zeroed: np.ndarray
-    nll_mean: np.ndarray
-    nll_random: np.ndarray
-
-
-def _pooled_magnitudes(layer: LayerLike) -> tuple[np.ndarray, int]:
+def _pooled_magnitudes(layer: LayerActivations) -> tuple[np.ndarray, int]:
     """|h| (tokens x features), max-pooled over blocks of tokens when there are more than MAX_SURFACE_TOKENS."""
     magnitude = np.abs(layer.values)
     pool = -(-len(magnitude) // MAX_SURFACE_TOKENS)
@@ -78,12 +39,12 @@ def _largest(magnitude: np.ndarray, count: int) -> list[tuple[int, int]]:
     return [tuple(int(i) for i in np.unravel_index(j, magnitude.shape)) for j in flat]
 
 
-def _subtitle(layer: LayerLike, pool: int) -> str:
+def _subtitle(layer: LayerActivations, pool: int) -> str:
     pooled = f"; every row is the max over {pool} tokens" if pool > 1 else ""
     return f"{layer.model}: output of block {layer.layer}, {len(layer.tokens)} tokens x {layer.values.shape[1]} features{pooled}"
 
 
-def magnitude_surface(layer: LayerLike) -> go.Figure:
+def magnitude_surface(layer: LayerActivations) -> go.Figure:
     """|h| of one block's output as a 3D surface over tokens x features, its largest entries labelled
     (Sun et al. 2024, Figure 1)."""
     magnitude, pool = _pooled_magnitudes(layer)
@@ -125,7 +86,7 @@ def magnitude_surface(layer: LayerLike) -> go.Figure:
     return themed(fig, f"|h| at layer {layer.layer}", _subtitle(layer, pool))
 
 
-def magnitude_heatmap(layer: LayerLike) -> go.Figure:
+def magnitude_heatmap(layer: LayerActivations) -> go.Figure:
     """|h| of one block's output as a tokens x features heatmap (log colour scale), largest entries marked."""
     magnitude, pool = _pooled_magnitudes(layer)
     labels = _row_labels(layer.tokens, pool)
@@ -161,7 +122,7 @@ def magnitude_heatmap(layer: LayerLike) -> go.Figure:
     return themed(fig, f"|h| at layer {layer.layer} (log colour scale)", _subtitle(layer, pool))
 
 
-def magnitude_lines(result: ActivationsLike) -> go.Figure:
+def magnitude_lines(result: ActivationResult) -> go.Figure:
     """The largest, second and third largest, and median |h| of each block's output, on a log scale
     (Sun et al. 2024, Figure 2)."""
     layers = np.arange(len(result.max_abs))
@@ -197,7 +158,7 @@ def magnitude_lines(result: ActivationsLike) -> go.Figure:
     )
 
 
-def massive_rows(found: list[MassiveLike]) -> list[dict]:
+def massive_rows(found: list[Massive]) -> list[dict]:
     """Table rows for st.dataframe: one per massive activation."""
     return [
         {
@@ -265,7 +226,7 @@ def corpus_massive_kinds(
     return themed(fig, f"On which tokens, at layer {layer}", f"{model}, {n_sentences} sentences of the bundled corpus")
 
 
-def ablation_chart(ablation: AblationLike) -> go.Figure:
+def ablation_chart(ablation: Ablation) -> go.Figure:
     """Perplexity of the text unchanged, with its massive activations zeroed or set to their corpus mean, and with
     as many random activations zeroed (mean of the draws, with their range)."""
     random = np.exp(ablation.nll_random.mean(axis=1))

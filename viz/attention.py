@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 import plotly.graph_objects as go
 
+from results.attention import AttentionResult
 from viz.theme import SEQUENTIAL, themed, token_axis, visible
 
 SUMMARY_LABELS = {
@@ -21,14 +20,6 @@ SUMMARY_LABELS = {
 _SUMMARY_MAX = {"entropy": lambda n: float(np.log(n)), "mean_distance": lambda n: None}
 
 
-class AttentionLike(Protocol):
-    tokens: list[str]
-    is_causal: bool
-    pool: int
-    maps: np.ndarray
-    logits: np.ndarray | None
-
-
 def cell_labels(tokens: list[str], pool: int) -> list[str]:
     """Axis labels of map cells: the token itself, or the range of positions a pooled cell covers."""
     if pool == 1:
@@ -37,7 +28,7 @@ def cell_labels(tokens: list[str], pool: int) -> list[str]:
     return [f"{start}–{min(n, start + pool) - 1}" for start in range(0, n, pool)]
 
 
-def attention_heatmap(result: AttentionLike, layer: int, head: int, logits: bool = False) -> go.Figure:
+def attention_heatmap(result: AttentionResult, layer: int, head: int, logits: bool = False) -> go.Figure:
     """One head's attention (or its pre-softmax logits): rows are queries, columns keys; masked cells blank."""
     source = result.logits if logits else result.maps
     if source is None:
@@ -122,7 +113,7 @@ def head_grid(
     return fig
 
 
-def head_summary_grid(result: AttentionLike, summary: str) -> go.Figure:
+def head_summary_grid(result: AttentionResult, summary: str) -> go.Figure:
     """The layer x head grid of one of the attention probe's summaries."""
     zmax = _SUMMARY_MAX[summary](len(result.tokens)) if summary in _SUMMARY_MAX else 1.0
     return head_grid(getattr(result, summary), SUMMARY_LABELS[summary], summary.replace("_", " "), zmax)

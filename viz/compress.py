@@ -3,58 +3,19 @@ the spectra of a fine-tuning update W1 - W0."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from results.compress import DENSE_BYTES, Difference, RankSweep, Tradeoff
 from viz.theme import legend_below, themed
 
 PRUNE_COLOUR = "#c0392b"
 SEMI_COLOUR = "#e67e22"
 QUANT_COLOUR = "#2e6fb7"
 BASE_COLOUR = "#555555"
-DENSE_BYTES = 2.0  # fp16
 
 
-class PointLike(Protocol):
-    method: str
-    amount: float
-    label: str
-    bytes_per_weight: float
-    nll_text: float
-    nll_corpus: float
-
-
-class TradeoffLike(Protocol):
-    model: str
-    kinds: tuple[str, ...]
-    n_tokens_text: int
-    n_sentences: int
-    base_nll_text: float
-    base_nll_corpus: float
-    points: list[PointLike]
-
-
-class SweepLike(Protocol):
-    model: str
-    kinds: tuple[str, ...]
-    ranks: np.ndarray
-    nll: np.ndarray
-    base_nll: float
-    bytes_per_weight: np.ndarray
-
-
-class DifferenceLike(Protocol):
-    name: str
-    shape: tuple[int, int]
-    singular_values: np.ndarray
-    effective_rank: float
-    relative_norm: float
-
-
-def tradeoff_figure(tradeoff: TradeoffLike) -> go.Figure:
+def tradeoff_figure(tradeoff: Tradeoff) -> go.Figure:
     """Mean per-token NLL against bytes per weight, for the text and the corpus side by side: pruning and
     quantization as lines, 2:4 as a point, the unchanged fp16 model as a star."""
     fig = make_subplots(
@@ -118,7 +79,7 @@ def tradeoff_figure(tradeoff: TradeoffLike) -> go.Figure:
     )
 
 
-def rank_loss_figure(sweep: SweepLike) -> go.Figure:
+def rank_loss_figure(sweep: RankSweep) -> go.Figure:
     """Mean per-token NLL of the text against the rank r the chosen matrices are truncated to."""
     fig = go.Figure(
         go.Scatter(
@@ -143,7 +104,7 @@ def rank_loss_figure(sweep: SweepLike) -> go.Figure:
     return themed(fig, "How low can the rank go?", f"{sweep.model}; truncated: {', '.join(sweep.kinds)} of every block")
 
 
-def difference_figure(differences: list[DifferenceLike], base: str, tuned: str) -> go.Figure:
+def difference_figure(differences: list[Difference], base: str, tuned: str) -> go.Figure:
     """Per matrix, the effective rank of W1 - W0 against its full rank, and the size of the update."""
     names = [d.name for d in differences]
     fig = make_subplots(

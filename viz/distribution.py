@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from results.distribution import Distribution
 from viz.theme import themed
 
 BAR_COLOUR = "#76a5d8"
@@ -15,27 +14,7 @@ FIT_COLOUR = "#c0392b"
 QQ_LIMIT = 12.0  # QQ values beyond +- this many robust sigmas are drawn at the edge, their true value on hover
 
 
-class DistributionLike(Protocol):
-    n: int
-    std: float
-    excess_kurtosis: float
-    center: float
-    scale: float
-    beyond_3_std: float
-    beyond_6_std: float
-    minimum: float
-    maximum: float
-    edges: np.ndarray
-    density: np.ndarray
-    below: int
-    above: int
-    qq_theoretical: np.ndarray
-    qq_sample: np.ndarray
-
-    def gaussian(self, x: np.ndarray) -> np.ndarray: ...
-
-
-def statistics_line(dist: DistributionLike) -> str:
+def statistics_line(dist: Distribution) -> str:
     """The distribution's numbers, on two lines."""
     outside = (
         f" · {dist.below + dist.above:,} values beyond the histogram (min {dist.minimum:,.4g}, max {dist.maximum:,.4g})"
@@ -47,7 +26,7 @@ def statistics_line(dist: DistributionLike) -> str:
     )
 
 
-def distribution_figure(dist: DistributionLike, title: str, what: str) -> go.Figure:
+def distribution_figure(dist: Distribution, title: str, what: str) -> go.Figure:
     """Histogram (log density) with the robustly fitted Gaussian, and the QQ plot against it."""
     fig = make_subplots(
         rows=1,

@@ -3,57 +3,24 @@ confidence, expert load against the uniform ideal, routing flow between layers, 
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from results.moefication import LossByK
+from results.routing import DROPPED, Balance, LayerRouting
 from viz.theme import SEQUENTIAL, legend_below, themed, token_axis, visible
 
 # One colour per expert, distinct for up to 48 experts, then repeating.
 EXPERT_COLOURS = plotly.colors.qualitative.Dark24 + plotly.colors.qualitative.Light24
 UNIFORM_COLOUR = "#555555"
-DROPPED = -1
 RULE_MEANING = {
     "softmax": "probability = softmax of the router logits",
     "sigmoid": "sigmoid affinity per expert (does not sum to 1)",
     "norm share": "predicted share of the MLP output norm",
 }
 ROUTER_COLOURS = {"fitted": "#2e6fb7", "oracle": "#c0392b"}
-
-
-class LayerLike(Protocol):
-    layer: int
-    label: str
-    rule: str
-    n_shared: int
-    probs: np.ndarray
-    experts: np.ndarray
-    weights: np.ndarray
-
-    @property
-    def n_experts(self) -> int: ...
-
-    @property
-    def top_k(self) -> int: ...
-
-
-class BalanceLike(Protocol):
-    load: np.ndarray
-    cv: float
-    entropy: float
-    aux_loss: float | None
-    dropped: float
-
-
-class LossByKLike(Protocol):
-    model: str
-    token_ids: np.ndarray
-    dense_nll: float
-    ks: dict[int, np.ndarray]
-    nll: dict[str, dict[int, np.ndarray]]
 
 
 def expert_colour(expert: int) -> str:
@@ -66,7 +33,7 @@ def _translucent(colour: str, alpha: float = 0.4) -> str:
     return f"rgba({red},{green},{blue},{alpha})"
 
 
-def routing_heatmap(layer: LayerLike, tokens: list[str], model: str) -> go.Figure:
+def routing_heatmap(layer: LayerRouting, tokens: list[str], model: str) -> go.Figure:
     """Tokens (rows) x experts (columns) of routing probabilities, the chosen experts ringed, rank 1 filled."""
     n = len(tokens)
     labels = [f"{i}: {visible(t)}" for i, t in enumerate(tokens)]
@@ -121,7 +88,7 @@ def routing_heatmap(layer: LayerLike, tokens: list[str], model: str) -> go.Figur
     )
 
 
-def top1_backgrounds(layer: LayerLike) -> tuple[list[str], list[str]]:
+def top1_backgrounds(layer: LayerRouting) -> tuple[list[str], list[str]]:
     """Per token: the colour of its top-1 expert, and a hover note naming its experts with their weights."""
     colours = [_translucent(expert_colour(int(e)), 0.45) for e in layer.experts[:, 0]]
     notes = [
@@ -131,7 +98,7 @@ def top1_backgrounds(layer: LayerLike) -> tuple[list[str], list[str]]:
     return colours, notes
 
 
-def confidence_figure(top: np.ndarray, margin: np.ndarray, tokens: list[str], layer: LayerLike) -> go.Figure:
+def confidence_figure(top: np.ndarray, margin: np.ndarray, tokens: list[str], layer: LayerRouting) -> go.Figure:
     """Per token: the router's top probability and its margin over the runner-up."""
     x = list(range(len(tokens)))
     fig = go.Figure()
@@ -157,7 +124,7 @@ def confidence_figure(top: np.ndarray, margin: np.ndarray, tokens: list[str], la
     return themed(fig, f"Router confidence, {layer.label}", "High and far from the runner-up: a decisive router")
 
 
-def load_figure(layer: LayerLike, balance: BalanceLike, model: str) -> go.Figure:
+def load_figure(layer: LayerRouting, balance: Balance, model: str) -> go.Figure:
     """Share of routed slots per expert against the uniform 1/E, with the balance statistics."""
     n = layer.n_experts
     fig = go.Figure(
@@ -176,7 +143,7 @@ def load_figure(layer: LayerLike, balance: BalanceLike, model: str) -> go.Figure
     return themed(fig, f"Expert load, {layer.label}", f"{model}; {balance_text(balance)}")
 
 
-def balance_text(balance: BalanceLike) -> str:
+def balance_text(balance: Balance) -> str:
     """The balance statistics in one line (uniform: CV 0, entropy 1, aux loss 1)."""
     parts = [f"CV {balance.cv:.2f}", f"load entropy {balance.entropy:.2f} of 1"]
     if balance.aux_loss is not None:
@@ -187,7 +154,7 @@ def balance_text(balance: BalanceLike) -> str:
 
 
 def load_grid(
-    loads: list[np.ndarray], labels: list[str], balances: list[BalanceLike], model: str, source: str
+    loads: list[np.ndarray], labels: list[str], balances: list[Balance], model: str, source: str
 ) -> go.Figure:
     """Load of every expert in every router on `source` (your text, the corpus), as a multiple of the uniform
     share, with CV and entropy per router."""
@@ -291,7 +258,7 @@ def transitions_figure(counts: np.ndarray, first: str, second: str, sankey: bool
     return themed(fig, title, "Each row: where the tokens of one expert go next (a bright cell: a strong pairing)")
 
 
-def loss_by_k_figure(loss: LossByKLike) -> go.Figure:
+def loss_by_k_figure(loss: LossByK) -> go.Figure:
     """Mean NLL of the text against the number of active experts k, one line per E and router, and the dense model."""
     fig = go.Figure()
     dashes = {8: "dot", 16: "dash", 32: "solid"}

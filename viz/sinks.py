@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from results.sinks import CorpusAttention, MassiveLink, SinkProfile
 from viz.attention import cell_labels, head_grid
 from viz.theme import SEQUENTIAL, legend_below, themed, visible
 
@@ -17,48 +16,11 @@ BASELINE_COLOUR = "#7f7f7f"
 MAPS_PER_ROW = 6
 
 
-class ProfileLike(Protocol):
-    model: str
-    tokens: list[str]
-    pool: int
-    sink_share: np.ndarray
-    received: np.ndarray
-    sink_position: np.ndarray
-    uniform_share: float
-
-    @property
-    def layer_share(self) -> np.ndarray: ...
-
-
-class CorpusLike(Protocol):
-    model: str
-    is_causal: bool
-    n_tokens: int
-    n_sentences: int
-    first_token: str | None
-    layer_probabilities: np.ndarray
-    layer_logits: np.ndarray
-
-
-class LinkLike(Protocol):
-    model: str
-    tokens: list[str]
-    pool: int
-    sink_position: np.ndarray
-    sink_magnitude: np.ndarray
-    other_position: np.ndarray
-    other_magnitude: np.ndarray
-    median_magnitude: np.ndarray
-
-    @property
-    def sink_is_massive(self) -> np.ndarray: ...
-
-
 def _layer_axis(n_layers: int) -> dict:
     return {"title_text": "layer", "dtick": 1 if n_layers <= 32 else None, "range": [-0.5, n_layers - 0.5]}
 
 
-def sink_share_by_layer(profile: ProfileLike, first_k: np.ndarray, k: int) -> go.Figure:
+def sink_share_by_layer(profile: SinkProfile, first_k: np.ndarray, k: int) -> go.Figure:
     """Per layer, the share of attention on token 0 and on the first k tokens, against an even spread."""
     layers = np.arange(len(profile.layer_share))
     first = visible(profile.tokens[0])
@@ -102,7 +64,7 @@ def sink_share_by_layer(profile: ProfileLike, first_k: np.ndarray, k: int) -> go
     return fig
 
 
-def sink_head_grid(profile: ProfileLike) -> go.Figure:
+def sink_head_grid(profile: SinkProfile) -> go.Figure:
     """The layer x head heatmap of sink shares."""
     return head_grid(
         profile.sink_share,
@@ -111,7 +73,7 @@ def sink_head_grid(profile: ProfileLike) -> go.Figure:
     )
 
 
-def sink_table_rows(profile: ProfileLike) -> list[dict]:
+def sink_table_rows(profile: SinkProfile) -> list[dict]:
     """One row per layer: its sink and the attention the sink receives (in %)."""
     labels = cell_labels(profile.tokens, profile.pool)
     rows = []
@@ -124,7 +86,7 @@ def sink_table_rows(profile: ProfileLike) -> list[dict]:
     return rows
 
 
-def _position_labels(corpus: CorpusLike) -> list[str]:
+def _position_labels(corpus: CorpusAttention) -> list[str]:
     """Positions 0..n-1, with the shared first token named."""
     labels = [str(i) for i in range(corpus.n_tokens)]
     if corpus.first_token is not None:
@@ -132,7 +94,7 @@ def _position_labels(corpus: CorpusLike) -> list[str]:
     return labels
 
 
-def _corpus_map(corpus: CorpusLike, layer: int, logits: bool) -> np.ndarray:
+def _corpus_map(corpus: CorpusAttention, layer: int, logits: bool) -> np.ndarray:
     """One layer's head-averaged map with masked (future) cells as NaN."""
     values = (corpus.layer_logits if logits else corpus.layer_probabilities)[layer].astype(np.float64)
     if corpus.is_causal:
@@ -149,7 +111,7 @@ def _value_range(values: np.ndarray, logits: bool, is_causal: bool) -> tuple[flo
     return low, max(float(finite.max()), low + 1e-6)
 
 
-def corpus_maps(corpus: CorpusLike, layers: list[int], logits: bool = True) -> go.Figure:
+def corpus_maps(corpus: CorpusAttention, layers: list[int], logits: bool = True) -> go.Figure:
     """Average maps of several layers side by side, each on its own colour scale, like StreamingLLM's Figure 2."""
     cols = min(MAPS_PER_ROW, len(layers))
     rows = -(-len(layers) // cols)
@@ -207,7 +169,9 @@ def _position_text(labels: list[str], cell: int, pool: int) -> str:
     return f"positions {labels[cell]}" if pool > 1 else f"{cell} ({labels[cell]})"
 
 
-def _magnitude_trace(link: LinkLike, magnitude: np.ndarray, positions: np.ndarray, name: str, line: dict) -> go.Scatter:
+def _magnitude_trace(
+    link: MassiveLink, magnitude: np.ndarray, positions: np.ndarray, name: str, line: dict
+) -> go.Scatter:
     """Largest |h| per layer at the given positions, with each position and its ratio to the median on hover."""
     labels = cell_labels(link.tokens, link.pool)
     where = [_position_text(labels, int(p), link.pool) for p in positions]
@@ -224,7 +188,7 @@ def _magnitude_trace(link: LinkLike, magnitude: np.ndarray, positions: np.ndarra
     )
 
 
-def massive_link_chart(link: LinkLike) -> go.Figure:
+def massive_link_chart(link: MassiveLink) -> go.Figure:
     """Per layer, the largest |hidden state| at the sink token against the largest at any other token, log scale."""
     layers = np.arange(len(link.sink_magnitude))
     fig = go.Figure(

@@ -5,12 +5,12 @@ the top singular values capture."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from results.spectra import MatrixSpectrum, ModelSpectra
 from viz.theme import SEQUENTIAL, legend_below, themed
 
 ESD_COLOUR = "#76a5d8"
@@ -45,40 +45,12 @@ STATISTICS = {
 }
 
 
-class MatrixLike(Protocol):
-    name: str
-    kind: str
-    layer: int
-
-
-class SpectrumLike(Protocol):
-    name: str
-    kind: str
-    layer: int
-    shape: tuple[int, int]
-    singular_values: np.ndarray
-    alpha: float
-    xmin: float
-    ks_distance: float
-    n_tail: int
-    stable_rank: float
-    spectral_norm: float
-    effective_rank: float
-    kurtosis: float
-    std: float
-
-
-class SpectraLike(Protocol):
-    model: str
-    matrices: list[SpectrumLike]
-
-
 def _log_bins(values: np.ndarray, bins: int) -> np.ndarray:
     positive = values[values > 0]
     return np.logspace(np.log10(positive.min()), np.log10(positive.max()), bins + 1)
 
 
-def esd_figure(spectrum: SpectrumLike, mp_x: np.ndarray, mp_density: np.ndarray) -> go.Figure:
+def esd_figure(spectrum: MatrixSpectrum, mp_x: np.ndarray, mp_density: np.ndarray) -> go.Figure:
     """The empirical spectral density of W^T W on log-log axes, the Marchenko-Pastur bulk of a random matrix of the
     same shape and scale, and the fitted power-law tail from xmin; beside it, the singular values by rank."""
     evals = np.sort(spectrum.singular_values.astype(np.float64) ** 2)
@@ -167,16 +139,16 @@ def esd_figure(spectrum: SpectrumLike, mp_x: np.ndarray, mp_density: np.ndarray)
     )
 
 
-def _by_kind(matrices: Sequence[MatrixLike]) -> dict[str, list]:
+def _by_kind(matrices: Sequence[MatrixSpectrum]) -> dict[str, list[MatrixSpectrum]]:
     """Block matrices (layer >= 0) grouped by kind, in the order the kinds first appear."""
-    groups: dict[str, list] = {}
+    groups: dict[str, list[MatrixSpectrum]] = {}
     for m in matrices:
         if m.layer >= 0:
             groups.setdefault(m.kind, []).append(m)
     return groups
 
 
-def alpha_by_layer(spectra: SpectraLike) -> go.Figure:
+def alpha_by_layer(spectra: ModelSpectra) -> go.Figure:
     """alpha of every block matrix across layers, one line per kind, over WeightWatcher's reading bands."""
     fig = go.Figure()
     alphas = [m.alpha for m in spectra.matrices if m.layer >= 0 and np.isfinite(m.alpha)]
@@ -213,7 +185,7 @@ def alpha_by_layer(spectra: SpectraLike) -> go.Figure:
     )
 
 
-def statistic_grid(matrices: Sequence[MatrixLike], statistic: str, label: str, model: str) -> go.Figure:
+def statistic_grid(matrices: Sequence[MatrixSpectrum], statistic: str, label: str, model: str) -> go.Figure:
     """A layer x kind heatmap of one statistic (an attribute of each matrix) of every block matrix."""
     groups = _by_kind(matrices)
     kinds = list(groups)
@@ -248,7 +220,7 @@ def energy_captured(singular_values: np.ndarray, ranks: np.ndarray) -> np.ndarra
     return energy[np.minimum(ranks, len(energy)) - 1] / energy[-1]
 
 
-def energy_figure(spectra: SpectraLike, kinds: Sequence[str] | None = None) -> go.Figure:
+def energy_figure(spectra: ModelSpectra, kinds: Sequence[str] | None = None) -> go.Figure:
     """Energy captured by the top r singular values against r as a share of the full rank, averaged over the
     layers, one line per matrix kind (the band spans the layers' minimum to maximum)."""
     fig = go.Figure()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from viz.attention import AttentionLike, cell_labels
+from results.attention import AttentionResult
+from results.structured import MaskView, WindowSweep
+from viz.attention import cell_labels
 from viz.theme import SEQUENTIAL, themed, visible
 
 # Grey: blocked by the structure; navy: may attend. Cells in the causal future are left blank.
@@ -17,23 +17,6 @@ WINDOW_COLOUR = "#c0392b"
 SINKS_COLOUR = "#1f77b4"
 FULL_COLOUR = "#444444"
 METRICS = {"nll": "mean NLL per token (nats)", "perplexity": "perplexity (exp of the mean NLL)"}
-
-
-class MaskViewLike(Protocol):
-    titles: list[str]
-    pool: int
-    cells: np.ndarray
-    kept: np.ndarray
-
-
-class SweepLike(Protocol):
-    model: str
-    tokens: list[str]
-    windows: np.ndarray
-    sinks: int
-    nll_full: np.ndarray
-    nll_window: np.ndarray
-    nll_sinks: np.ndarray
 
 
 def _future(cells: int) -> np.ndarray:
@@ -46,7 +29,7 @@ def _pair_labels(labels: list[str]) -> np.ndarray:
     return np.array([[f"query {q}:{labels[q]} → key {k}:{labels[k]}" for k in range(len(labels))] for q in range(len(labels))])
 
 
-def mask_panel(attention: AttentionLike, view: MaskViewLike, layer: int, head: int) -> go.Figure:
+def mask_panel(attention: AttentionResult, view: MaskView, layer: int, head: int) -> go.Figure:
     """One head's real attention, then each structured mask in the same axes, titled with the share it keeps."""
     weights = attention.maps[layer, head].astype(np.float32)
     cells = weights.shape[0]
@@ -126,7 +109,7 @@ def _metric(values: np.ndarray, metric: str) -> np.ndarray:
     return np.exp(values) if metric == "perplexity" else values
 
 
-def loss_by_window(sweep: SweepLike, metric: str = "nll") -> go.Figure:
+def loss_by_window(sweep: WindowSweep, metric: str = "nll") -> go.Figure:
     """The text's loss against the window size every layer is limited to, without and with sink tokens."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}")
@@ -177,7 +160,7 @@ def loss_by_window(sweep: SweepLike, metric: str = "nll") -> go.Figure:
     return fig
 
 
-def extra_loss_by_token(sweep: SweepLike, window: int) -> go.Figure:
+def extra_loss_by_token(sweep: WindowSweep, window: int) -> go.Figure:
     """Per-token NLL added by one window (without and with sinks) over full attention, along the text."""
     index = int(np.flatnonzero(sweep.windows == window)[0])
     positions = np.arange(1, len(sweep.tokens))
