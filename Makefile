@@ -26,7 +26,7 @@ chromium:
 
 # Converts the built-in GGUF models into the local model store once; later calls return in seconds.
 models: $(INSTALLED)
-	$(BIN)/python -m probes prepare > /dev/null
+	$(BIN)/python -m lmscope prepare > /dev/null
 
 # Computes every page's first view on every built-in model, and every lecture preset, into the result cache.
 warm: $(INSTALLED) models
@@ -38,10 +38,11 @@ run: $(INSTALLED) chromium models
 test: $(TEST_INSTALLED) chromium models
 	$(BIN)/python -m pytest
 
-# The fast tier, while working: lint, and every test that needs no browser, no Docker step, no GGUF parse and no
-# long computation.
+# The fast tier, while working: lint, types (pyright, basic mode: pyrightconfig.json), and every test that needs no
+# browser, no Docker step, no GGUF parse and no long computation.
 check: $(TEST_INSTALLED) models
 	$(BIN)/python -m ruff check .
+	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(BIN)/pyright
 	$(BIN)/python -m pytest -q -m "not slow and not browser and not docker and not gguf"
 
 bench: $(INSTALLED) models

@@ -1,18 +1,19 @@
-"""The lecture as the dashboard and the export use it: presets.toml, loaded once and checked against the views
-lecture.render draws (the one list of views)."""
+"""The lecture as the dashboard and the export use it: presets.toml, loaded once and checked against the figures
+the registered views declare (views.registry, the one list of views)."""
 
 from __future__ import annotations
 
 from functools import cache
 
+import views  # noqa: F401  (registers every view's figures)
 from lecture.presets import PATH, Lecture, Preset, Section, load
-from lecture.render import VIEWS
 from probes.errors import LmscopeError
+from views.registry import figures
 
 
 @cache
 def _lecture() -> Lecture:
-    return load(PATH, frozenset(VIEWS))
+    return load(PATH, {name: view.page for name, (view, _) in figures().items()})
 
 
 def presets() -> dict[str, Preset]:

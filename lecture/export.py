@@ -20,10 +20,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
-from lecture import catalog, render
+from lecture import catalog
+from lecture.checks import Verdict, caption, judge
 from lecture.presets import Preset, view_url
+from lecture.render import Rendered, render
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
+from probes.handle import ModelHandle
+from probes.models import load
 from viz.export import FORMATS, ExportUnavailable, browser_path, figure_bytes
 from viz.theme import slide
 
@@ -92,22 +96,23 @@ def writable_folder(path: Path) -> Path:
     return path.resolve()
 
 
-def _entry(rendered: render.Rendered, files: dict[str, str], finding: str, ok: bool, seconds: float) -> dict:
+def _entry(rendered: Rendered, files: dict[str, str], verdict: Verdict, seconds: float) -> dict:
     preset = rendered.preset
     return {
         "preset": preset.name,
         "version": preset.version,
         "section": preset.section,
         "title": preset.title,
-        "caption": preset.caption,
+        "caption": caption(rendered, verdict),
+        "written_for": preset.model,
         "files": files,
         "model": rendered.model,
-        "fingerprint": rendered.fingerprint,
+        "fingerprint": rendered.handle.fingerprint,
         "settings": rendered.settings,
         "seconds": round(rendered.seconds, 3),
         "export_seconds": round(seconds, 3),
         "cached": rendered.cached,
-        "check": {"ok": ok, "finding": finding},
+        "check": {"ok": verdict.ok, "finding": verdict.finding},
         "page": preset.page,
         "query": rendered.query,
         "url": f"/{view_url(preset.page, rendered.query)}",
@@ -115,15 +120,18 @@ def _entry(rendered: render.Rendered, files: dict[str, str], finding: str, ok: b
 
 
 def _write_figure(
-    rendered: render.Rendered, out: Path, formats: list[str], size: tuple[int, int], titles: bool, captions: bool
+    rendered: Rendered, out: Path, formats: list[str], size: tuple[int, int], titles: bool, caption: str | None
 ) -> dict[str, str]:
-    figure = slide(rendered.figure, *size, titles=titles, caption=rendered.preset.caption if captions else None)
+    figure = slide(rendered.figure, *size, titles=titles, caption=caption)
     files = {}
     for fmt in formats:
         name = f"{rendered.preset.name}.{fmt}"
         (out / name).write_bytes(figure_bytes(figure, fmt, size[0], size[1], scale=1))
         files[fmt] = name
     return files
+
+
+_CHECK_WORDS = {True: "ok", False: "FAILED", None: "none"}
 
 
 def _markdown(index: dict) -> str:
@@ -139,7 +147,7 @@ def _markdown(index: dict) -> str:
             "",
             f"- preset `{figure['preset']}` v{figure['version']} · {figure['model']} (fingerprint `{figure['fingerprint']}`)"
             f" · {figure['seconds']:.1f} s, {source} · files: {', '.join(figure['files'].values())}",
-            f"- check: {'ok' if figure['check']['ok'] else 'FAILED'}: {figure['check']['finding']}",
+            f"- check: {_CHECK_WORDS[figure['check']['ok']]}: {figure['check']['finding']}",
             f"- live: `{figure['page']}`, `{figure['url']}`",
             "",
         ]
@@ -158,27 +166,33 @@ def export(
     captions: bool,
     cache: ResultCache,
     command: str = "",
+    handles: dict[str, ModelHandle] | None = None,
 ) -> dict:
-    """Render and write every chosen preset; returns the index (also written as index.json and index.md).
+    """Render and write every chosen preset, on its own model or on `model`; returns the index (also written as
+    index.json and index.md).
 
-    A preset that fails is reported on stderr and in the index; the others are still written."""
+    A preset that fails is reported on stderr and in the index; the others are still written. `handles`: models
+    already loaded, by name; each other model is loaded once for this export."""
     started = time.perf_counter()
     figures, errors = [], []
+    handles = dict(handles or {})
     for preset in chosen:
         try:
-            rendered = render.render(preset, cache, model)
-            try:
-                finding, ok = render.check(preset, rendered), True
-            except render.CaptionMismatch as exc:
-                finding, ok = str(exc), False
-                print(f"warning: {exc}", file=sys.stderr)
+            name = model or preset.model
+            handle = handles[name] = handles.get(name) or load(name)
+            rendered = render(preset, handle, cache)
+            verdict = judge(rendered)
+            if verdict.ok is False:
+                print(f"warning: preset {preset.name} on {rendered.model}: {verdict.finding}", file=sys.stderr)
             writing = time.perf_counter()
-            files = _write_figure(rendered, out, formats, size, titles, captions)
+            files = _write_figure(
+                rendered, out, formats, size, titles, caption(rendered, verdict) if captions else None
+            )
         except LmscopeError as exc:
             errors.append({"preset": preset.name, "error": str(exc)})
             print(f"error: preset {preset.name}: {exc}", file=sys.stderr)
             continue
-        figures.append(_entry(rendered, files, finding, ok, time.perf_counter() - writing))
+        figures.append(_entry(rendered, files, verdict, time.perf_counter() - writing))
         source = "cache" if rendered.cached else "computed"
         print(f"{preset.name}: {rendered.seconds:.1f} s ({source}) -> {', '.join(files.values())}", flush=True)
     index = {
@@ -211,12 +225,20 @@ def main(argv: list[str] | None = None) -> int:
         out = writable_folder(args.out)
         if browser_path() is None:
             raise ExportUnavailable("Static export needs chromium: install Debian's chromium or set BROWSER_PATH.")
-        if args.model:
-            render.loaded(args.model)  # an unknown model is one error, not one per preset
+        handles = {args.model: load(args.model)} if args.model else {}  # an unknown model is one error
         cache = ResultCache()
         try:
             index = export(
-                chosen, out, formats, size, args.model, not args.no_titles, not args.no_captions, cache, command
+                chosen,
+                out,
+                formats,
+                size,
+                args.model,
+                not args.no_titles,
+                not args.no_captions,
+                cache,
+                command,
+                handles,
             )
         finally:
             cache.close()

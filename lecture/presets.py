@@ -1,15 +1,16 @@
 """The lecture's presets and the tour's sections: one plain data file (presets.toml), parsed and checked against
-the views that can draw them (lecture.catalog loads it once, with lecture.render's views).
+the figures the registered views declare (lecture.catalog loads it once, with views.registry's figures).
 
-A preset is a named, versioned recipe (model, text, view, options) for one figure, with the title and caption a
-slide needs and the dashboard page (and URL query) that shows the same figure live.
+A preset is a named, versioned recipe (model, text, figure, options) for one figure, with the title and caption a
+slide needs and the dashboard page (and URL query) that shows the same figure live; the page is the one of the view
+that declares the figure.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -18,12 +19,11 @@ from urllib.parse import urlencode
 from probes.builtin import BUILTINS, DERIVED
 from probes.errors import LmscopeError
 
-ROOT = Path(__file__).resolve().parents[1]
 PATH = Path(__file__).with_name("presets.toml")
 
 _TOP_KEYS = {"model", "texts", "section", "preset"}
 _SECTION_KEYS = {"id", "title", "text"}
-_PRESET_REQUIRED = {"name", "version", "section", "title", "caption", "view", "page"}
+_PRESET_REQUIRED = {"name", "version", "section", "title", "caption", "figure"}
 _PRESET_KEYS = _PRESET_REQUIRED | {"model", "text", "options", "query"}
 # The page reads these from the preset's own fields, so a query table may not set them a second time.
 _FROM_FIELDS = {"model", "text"}
@@ -38,7 +38,7 @@ class Preset:
     section: str
     title: str
     caption: str
-    view: str
+    figure: str
     model: str
     text: str | None
     options: Mapping[str, object]
@@ -117,9 +117,7 @@ def _sections(path: Path, data: dict) -> list[tuple[str, str, str]]:
     return found
 
 
-def _preset(
-    path: Path, root: Path, table: object, index: int, data: dict, sections: set[str], views: Collection[str]
-) -> Preset:
+def _preset(path: Path, table: object, index: int, data: dict, sections: set[str], pages: Mapping[str, str]) -> Preset:
     """One [[preset]] table, checked field by field."""
     where = f"preset {index + 1}"
     _check_keys(path, where, table, _PRESET_KEYS, _PRESET_REQUIRED)
@@ -131,17 +129,14 @@ def _preset(
     section = _text_field(path, where, table, "section")
     if section not in sections:
         raise _fail(path, where, f"unknown section '{section}' (sections: {', '.join(sections)})")
-    view = _text_field(path, where, table, "view")
-    if view not in views:
-        raise _fail(path, where, f"unknown view '{view}' (views: {', '.join(sorted(views))})")
+    figure = _text_field(path, where, table, "figure")
+    if figure not in pages:
+        raise _fail(path, where, f"unknown figure '{figure}' (figures: {', '.join(sorted(pages))})")
     model = table.get("model", data.get("model"))
     if model not in {*BUILTINS, *DERIVED}:
         raise _fail(
             path, where, f"model {model!r} is not a built-in or derived model ({', '.join([*BUILTINS, *DERIVED])})"
         )
-    page = _text_field(path, where, table, "page")
-    if not (root / page).is_file():
-        raise _fail(path, where, f"page file '{page}' does not exist")
     text = None
     if "text" in table:
         texts = data.get("texts", {})
@@ -163,17 +158,17 @@ def _preset(
         section=section,
         title=_text_field(path, where, table, "title"),
         caption=_text_field(path, where, table, "caption"),
-        view=view,
+        figure=figure,
         model=model,
         text=text,
         options=MappingProxyType(dict(options)),
-        page=page,
+        page=pages[figure],
         query=MappingProxyType(url),
     )
 
 
-def load(path: Path, views: Collection[str], root: Path = ROOT) -> Lecture:
-    """Read and check a presets file (views: the renderer names; root: where page paths point); any problem is
+def load(path: Path, pages: Mapping[str, str]) -> Lecture:
+    """Read and check a presets file (pages: the page of each figure a preset may name); any problem is
     an LmscopeError naming the file, the preset and the field."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -191,7 +186,7 @@ def load(path: Path, views: Collection[str], root: Path = ROOT) -> Lecture:
         raise _fail(path, "presets", "write each preset as [[preset]]")
     found: dict[str, Preset] = {}
     for index, table in enumerate(data["preset"]):
-        preset = _preset(path, root, table, index, data, {row[0] for row in section_rows}, views)
+        preset = _preset(path, table, index, data, {row[0] for row in section_rows}, pages)
         if preset.name in found:
             raise _fail(path, f"preset {index + 1}", f"duplicate preset name '{preset.name}'")
         found[preset.name] = preset

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lecture import catalog, presets
-from lecture.render import render, share
+from lecture.render import render
 from probes.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
@@ -59,9 +59,8 @@ for name in section.presets:
     handle = loaded_model(preset.model)  # the dashboard's own copy, shared rather than loaded a second time
     if handle is None:
         continue
-    share(handle)
     try:
-        rendered = waited(preset.title, lambda progress: render(preset, result_cache(), on_progress=progress))
+        rendered = waited(preset.title, lambda progress: render(preset, handle, result_cache(), progress))
     except LmscopeError as exc:
         st.error(f"{preset.title}: {exc}")
         continue

@@ -76,7 +76,7 @@ result = probe_or_stop(
 labels = [layer.label for layer in result.layers]
 state.init_number("moe_router_index", "layer", len(labels) // 2, len(labels))
 index = st.selectbox("Layer (router)", range(len(labels)), format_func=labels.__getitem__, key="moe_router_index")
-layer = result.layer(index)
+layer = result.router(index)
 view = {"layer": index} | (
     {"experts": setting.experts, "k": setting.top_k, "router": setting.router} if setting else {}
 )

@@ -11,7 +11,8 @@ from ui.charts import show_figure
 from ui.head_choice import grid_click, head_inputs
 from ui.layout import page
 from ui.models import current_model, probe_or_stop, result_cache
-from viz.attention import SUMMARY_LABELS, attention_heatmap, head_grid
+from views.heads import SCORES, atlas_figure, score_label, score_values
+from viz.attention import attention_heatmap
 
 page(
     "Head atlas",
@@ -21,23 +22,9 @@ page(
 
 handle = current_model()
 
-RANDOM_SCORES = {
-    "induction": "Induction: weight on the token after the earlier occurrence (random tokens repeated)",
-    "previous_token_random": "Previous-token share on random tokens repeated",
-}
-ENCODER_LABELS = {"sink_share": "Attention to [CLS] (first token)", "special_share": "Attention to [SEP]"}
-SCORES = (*RANDOM_SCORES, *attention.SUMMARIES)
-
-
-def _label(score: str) -> str:
-    if not handle.is_causal and score in ENCODER_LABELS:
-        return ENCODER_LABELS[score]
-    return RANDOM_SCORES.get(score) or SUMMARY_LABELS[score] + " (your text)"
-
-
 st.session_state.setdefault("atlas_score", state.url_choice("score", SCORES, "induction"))
 controls = st.columns([3, 1, 1, 1, 1])
-score = controls[0].selectbox("Colour heads by", SCORES, key="atlas_score", format_func=_label)
+score = controls[0].selectbox("Colour heads by", SCORES, key="atlas_score", format_func=lambda s: score_label(s, handle.is_causal))
 seq_len = controls[1].number_input("Random tokens N", heads.MIN_SEQ_LEN, heads.MAX_SEQ_LEN, 50, key="atlas_n")
 seed = controls[2].number_input("Seed", 0, 2**31 - 1, 0, key="atlas_seed")
 text_result = probe_or_stop(
@@ -50,19 +37,14 @@ random_result = probe_or_stop(
 layer, head = head_inputs("atlas", text_result.n_layers, text_result.n_heads, controls[3], controls[4])
 state.sync_url(score=score, layer=layer, head=head)
 
-values = {
-    "induction": random_result.scores["induction"],
-    "previous_token_random": random_result.previous_token,
-    **{s: getattr(text_result, s) for s in attention.SUMMARIES},
-}[score]
+values = score_values(score, text_result, random_result)
 types = heads.head_types(text_result, random_result)
-zmax = None if score in ("mean_distance", "entropy") else 1.0
 
 left, right = st.columns([2, 3])
 with left:
     st.markdown("Click a cell to open that head. Hover shows its score and type.")
     show_figure(
-        head_grid(values, _label(score).split(":")[0], score.replace("_", " "), zmax, notes=types),
+        atlas_figure(score, text_result, random_result, handle.is_causal),
         "atlas_grid",
         f"{handle.name}-atlas-{score}",
         on_select=grid_click("atlas"),

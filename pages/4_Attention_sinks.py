@@ -5,13 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import attention, corpus, limits, sinks
-from probes.attention import AttentionResult
 from probes.errors import LmscopeError
+from results.attention import AttentionResult
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page
 from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache, waited
-from viz.sinks import corpus_maps, massive_link_chart, sink_head_grid, sink_share_by_layer, sink_table_rows
+from views.sinks import share_figure
+from viz.sinks import corpus_maps, massive_link_chart, sink_head_grid, sink_table_rows
 
 MAX_TOKENS_PER_SENTENCE = 64
 
@@ -85,7 +86,7 @@ if high > low:
 else:
     k = low
     st.caption(f"k = {k}: the only choice for a text this short.")
-show_figure(sink_share_by_layer(profile, sinks.first_k_share(result, k), k), "sink_lines", f"{result.model}-sink-share")
+show_figure(share_figure(result, k), "sink_lines", f"{result.model}-sink-share")
 left, right = st.columns(2)
 with left:
     show_figure(sink_head_grid(profile), "sink_grid", f"{result.model}-sink-share-heads")

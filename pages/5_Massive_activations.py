@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from probes import ablation, activations, corpus
-from probes.activations import KINDS, Thresholds
+from results.activations import KINDS, Thresholds
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page
@@ -21,7 +21,7 @@ from viz.activations import (
     massive_rows,
 )
 
-VIEWS = ("surface", "heatmap")
+LAYER_VIEWS = ("surface", "heatmap")
 MAX_THRESHOLD = 1e9
 
 page(
@@ -43,7 +43,7 @@ state.init_number("ma_sentences", "sentences", len(corpus.sentences()), len(corp
 if "ma_everywhere" not in st.session_state:
     st.session_state["ma_everywhere"] = st.query_params.get("everywhere") == "1"
 if "ma_view" not in st.session_state:
-    st.session_state["ma_view"] = state.url_choice("view", VIEWS, VIEWS[0])
+    st.session_state["ma_view"] = state.url_choice("view", LAYER_VIEWS, LAYER_VIEWS[0])
 
 controls = st.columns([1, 1, 1, 2])
 layer = controls[0].number_input("Layer (output of block)", 0, result.n_layers - 1, key="ma_layer")
@@ -58,7 +58,7 @@ min_ratio = controls[2].number_input(
     key="ma_ratio",
     help="Sun et al.: about 1,000 times the median magnitude of its layer.",
 )
-view = controls[3].radio("Show the layer as", VIEWS, horizontal=True, key="ma_view")
+view = controls[3].radio("Show the layer as", LAYER_VIEWS, horizontal=True, key="ma_view")
 thresholds = Thresholds(min_magnitude, min_ratio)
 
 st.subheader(f"Layer {layer}: |h| over tokens and features")

@@ -10,7 +10,7 @@ from ui import state
 from ui.charts import show_figure
 from ui.layout import page
 from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache
-from viz.distribution import distribution_figure
+from views.neurons import block_output_figure
 from viz.neurons import sparsity_figure
 
 TAU_RANGE = (-2.0, 4.0)
@@ -35,8 +35,7 @@ layer_values = probe_or_stop(
     lambda: activations.layer_run(handle, state.text(), layer, result_cache()),
 ).value
 spread = distribution.describe(layer_values.values)
-title = f"Output of block {layer}: {len(layer_values.tokens)} tokens x {layer_values.values.shape[1]} features"
-show_figure(distribution_figure(spread, title, "value"), "nd_distribution", f"{handle.name}-distribution-L{layer}")
+show_figure(block_output_figure(layer_values, spread), "nd_distribution", f"{handle.name}-distribution-L{layer}")
 st.caption(
     "The Gaussian is fitted robustly (median, and 1.4826 × the median absolute deviation) so that the outliers do not "
     "widen it; the QQ plot standardises the values the same way, so a Gaussian would lie on the dashed line."

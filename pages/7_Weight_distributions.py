@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import distribution, spectra
+from probes import spectra
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page
 from ui.matrix_choice import matrix_input, model_spectra
-from ui.models import current_model
-from viz.distribution import distribution_figure
+from ui.models import current_model, probe_or_stop, result_cache
+from views.weights import matrix_figure, weight_distribution
 from viz.spectra import statistic_grid
 
 LABELS = {
@@ -32,11 +32,8 @@ if "wd_statistic" not in st.session_state:
     st.session_state["wd_statistic"] = state.url_choice("statistic", list(LABELS), "kurtosis")
 name = matrix_input(refs, "wd_matrix")
 
-with st.spinner("Reading the matrix..."):
-    dist = distribution.describe(spectra.weight_matrix(handle, name))
-show_figure(
-    distribution_figure(dist, f"Entries of {name}", "weight"), "wd_distribution", f"{handle.name}-{name}-weights"
-)
+dist = probe_or_stop("Reading the matrix...", lambda: weight_distribution(handle, name, result_cache())).value
+show_figure(matrix_figure(dist, name), "wd_distribution", f"{handle.name}-{name}-weights")
 st.caption(
     "The Gaussian is fitted robustly (median, and 1.4826 × the median absolute deviation) so that a few large weights "
     "do not widen it; in the QQ plot a Gaussian lies on the dashed line."

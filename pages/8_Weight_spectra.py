@@ -13,8 +13,9 @@ from ui.charts import show_figure
 from ui.layout import page
 from ui.matrix_choice import matrix_input, model_spectra
 from ui.models import current_model, loaded_model, result_cache, waited
+from views.spectra import esd_with_bulk
 from viz.compress import difference_figure, rank_loss_figure
-from viz.spectra import STATISTICS, alpha_by_layer, energy_figure, esd_figure, statistic_grid
+from viz.spectra import STATISTICS, alpha_by_layer, energy_figure, statistic_grid
 
 DEFAULT_RANKS = "8, 32, 128"
 
@@ -35,8 +36,7 @@ if "sp_ranks" not in st.session_state:
 name = matrix_input(refs, "sp_matrix")
 
 chosen = every.get(name)
-mp_x, mp_density = spectra.marchenko_pastur(chosen.shape, chosen.std**2)
-show_figure(esd_figure(chosen, mp_x, mp_density), "sp_esd", f"{handle.name}-{name}-esd")
+show_figure(esd_with_bulk(chosen), "sp_esd", f"{handle.name}-{name}-esd")
 
 st.subheader("Across the model")
 show_figure(alpha_by_layer(every), "sp_alpha", f"{handle.name}-alpha-by-layer")

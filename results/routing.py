@@ -46,7 +46,7 @@ class RoutingResult:
     tokens: list[str]
     layers: list[LayerRouting]
 
-    def layer(self, index: int) -> LayerRouting:
+    def router(self, index: int) -> LayerRouting:
         """The router at position `index` of `layers`, with a clear message when out of range."""
         if not 0 <= index < len(self.layers):
             raise LmscopeError(f"Router {index} does not exist: this model has routers 0-{len(self.layers) - 1}.")

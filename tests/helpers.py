@@ -50,9 +50,9 @@ def chart(at: AppTest, index: int) -> dict:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m probes ARGS` from the repository root, with `env` added to the environment."""
+    """Run `python -m lmscope ARGS` from the repository root, with `env` added to the environment."""
     return subprocess.run(
-        [sys.executable, "-m", "probes", *args],
+        [sys.executable, "-m", "lmscope", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

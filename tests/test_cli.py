@@ -1,4 +1,4 @@
-"""`python -m probes`: JSON on stdout, one-line errors on stderr with a non-zero exit."""
+"""`python -m lmscope`: JSON on stdout, one-line errors on stderr with a non-zero exit."""
 
 from __future__ import annotations
 

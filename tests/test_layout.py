@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,16 +16,19 @@ FORBIDDEN = {
     "probes": {"streamlit", "plotly"},
     "viz": {"torch", "transformers", "streamlit"},
     "results": {"torch", "transformers", "streamlit", "plotly", "probes", "viz"},
+    "views": {"streamlit"},
 }
-# Which of lmscope's own layers each layer may import: pages -> ui -> lecture -> viz, probes -> results.
+# Which of lmscope's own layers each layer may import: pages -> ui -> lecture -> views -> viz, probes -> results.
 LAYERS = {
     "results": {"results"},
     "probes": {"probes", "results"},
     "viz": {"viz", "results"},
-    "lecture": {"lecture", "probes", "viz", "results"},
-    "ui": {"ui", "lecture", "probes", "viz", "results"},
-    "pages": {"ui", "lecture", "probes", "viz", "results"},
-    "app": {"ui", "lecture", "probes", "viz", "results"},
+    "views": {"views", "probes", "viz", "results"},
+    "lecture": {"lecture", "views", "probes", "viz", "results"},
+    "ui": {"ui", "lecture", "views", "probes", "viz", "results"},
+    "pages": {"ui", "lecture", "views", "probes", "viz", "results"},
+    "app": {"ui"},
+    "lmscope": {"views"},
 }
 
 
@@ -66,10 +70,21 @@ def test_ruff_is_clean() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_pyright_is_clean() -> None:
+    """pyright, basic mode, over what pyrightconfig.json includes, in this interpreter's environment."""
+    pyright = Path(sys.executable).parent / "pyright"
+    assert pyright.exists(), f"pyright is not installed next to {sys.executable} (requirements-test.txt)"
+    env = {**os.environ, "PYRIGHT_PYTHON_IGNORE_WARNINGS": "1"}  # no look-up of the latest release on PyPI
+    done = subprocess.run(
+        [str(pyright), "--pythonpath", sys.executable], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout[-10_000:] + done.stderr
+
+
 def _modules() -> dict[str, Path]:
     """Every module of lmscope's own code by dotted name (pages by file stem, the entry script as `app`)."""
-    found = {"app": ROOT / "app.py"}
-    for package in ("results", "probes", "viz", "lecture", "ui", "pages"):
+    found = {"app": ROOT / "app.py", "lmscope": ROOT / "lmscope.py"}
+    for package in ("results", "probes", "viz", "views", "lecture", "ui", "pages"):
         for path in (ROOT / package).rglob("*.py"):
             name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             found[name.removesuffix(".__init__")] = path

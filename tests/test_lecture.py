@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from lecture import catalog, export, presets, render
-from lecture.render import Rendered
+from lecture import catalog, export, presets
+from lecture.checks import CHECKS, caption, judge
+from lecture.render import Rendered, render
 from probes import heads, spectra
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
@@ -26,6 +27,7 @@ from probes.handle import ModelHandle
 from probes.text import encode
 from tests.conftest import ROOT
 from tests.helpers import direct, open_page, plotly_array, texts
+from views.registry import figures
 from viz.theme import slide
 
 pytestmark = pytest.mark.slow  # every preset rendered on the built-ins, and exported
@@ -43,6 +45,7 @@ LECTURE_ORDER = [
     "Low rank and LoRA",
 ]
 EXPORTED = ("heads-induction", "massive-surface")
+PAGES = {name: view.page for name, (view, _) in figures().items()}
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +57,10 @@ def lecture_cache() -> ResultCache:
 
 
 @pytest.fixture(scope="module")
-def rendered(smollm2: ModelHandle, lecture_cache: ResultCache) -> dict[str, Rendered]:
-    """Every preset rendered once on its own model (the session's SmolLM2 shared)."""
-    render.share(smollm2)
-    return {name: render.render(preset, lecture_cache) for name, preset in catalog.presets().items()}
+def rendered(smollm2: ModelHandle, moefied: ModelHandle, lecture_cache: ResultCache) -> dict[str, Rendered]:
+    """Every preset rendered once on its own model (the session's models shared)."""
+    handles = {smollm2.name: smollm2, moefied.name: moefied}
+    return {name: render(preset, handles[preset.model], lecture_cache) for name, preset in catalog.presets().items()}
 
 
 def _z(trace: object) -> np.ndarray:
@@ -81,7 +84,7 @@ def test_sections_follow_the_lecture() -> None:
 
 
 def test_the_required_figures_are_there() -> None:
-    views = {p.view for p in catalog.presets().values()}
+    drawn = {p.figure for p in catalog.presets().values()}
     assert {
         "corpus_average_maps",
         "magnitude_surface",
@@ -99,10 +102,11 @@ def test_the_required_figures_are_there() -> None:
         "moe_routing",
         "moe_load",
         "moe_loss_by_k",
-    } <= views
-    scores = {p.options["score"] for p in catalog.presets().values() if p.view == "specialised_head"}
+    } <= drawn
+    scores = {p.options["score"] for p in catalog.presets().values() if p.figure == "specialised_head"}
     assert scores == {"previous_token_random", "induction", "delimiter_share"}
-    assert set(render.VIEWS) == {p.view for p in catalog.presets().values()}  # no renderer without a preset
+    assert set(figures()) == drawn  # no figure without a preset
+    assert set(CHECKS) == drawn  # and every one checks its caption
 
 
 def test_unknown_preset_names_the_known_ones() -> None:
@@ -140,15 +144,12 @@ def test_the_query_is_what_the_page_reads(name: str) -> None:
 
 
 BROKEN = {
-    'view = "esd"': ('view = "spectrum"', "unknown view 'spectrum'"),
-    'page = "pages/7_Weight_distributions.py"': (
-        'page = "pages/7_Weights.py"',
-        "page file 'pages/7_Weights.py' does not exist",
-    ),
+    'figure = "esd"': ('figure = "spectrum"', "unknown figure 'spectrum'"),
+    'figure = "weight_histogram"': ('view = "weight_histogram"', "unknown field\\(s\\) view"),
     'name = "weights-alpha"': ('name = "weights-esd"', "duplicate preset name 'weights-esd'"),
     'section = "lottery-tickets"': ('section = "lottery"', "unknown section 'lottery'"),
-    'text = "massive"\npage = "pages/5_Massive_activations.py"\noptions = { layer = "peak" }': (
-        'text = "nothing"\npage = "pages/5_Massive_activations.py"\noptions = { layer = "peak" }',
+    'text = "massive"\noptions = { layer = "peak" }': (
+        'text = "nothing"\noptions = { layer = "peak" }',
         "text 'nothing' is not in \\[texts\\]",
     ),
     'query = { score = "induction" }': (
@@ -170,13 +171,13 @@ def test_a_broken_data_file_is_refused_at_load(original: str, tmp_path: Path) ->
     broken = tmp_path / "presets.toml"
     broken.write_text(source.replace(original, replacement, 1))
     with pytest.raises(LmscopeError, match=message):
-        presets.load(broken, render.VIEWS)
+        presets.load(broken, PAGES)
 
 
 def test_the_real_file_loads(tmp_path: Path) -> None:
     copy = tmp_path / "presets.toml"
     copy.write_text(presets.PATH.read_text())
-    assert list(presets.load(copy, render.VIEWS).presets) == list(catalog.presets())
+    assert list(presets.load(copy, PAGES).presets) == list(catalog.presets())
 
 
 # ---- every preset renders and shows what its caption says --------------------------------------------------
@@ -186,7 +187,7 @@ def test_the_real_file_loads(tmp_path: Path) -> None:
 def test_every_preset_renders_with_its_settings(name: str, rendered: dict[str, Rendered]) -> None:
     preset, done = catalog.preset(name), rendered[name]
     assert done.figure.layout.title.text == preset.title
-    assert done.model == preset.model and done.fingerprint
+    assert done.model == preset.model and done.handle.fingerprint
     assert done.settings["preset"] == name and done.settings["version"] == preset.version
     assert done.settings["text"] == preset.text and done.settings["probe_versions"]
     assert set(done.settings["options"]) == set(preset.options)
@@ -196,7 +197,7 @@ def test_every_preset_renders_with_its_settings(name: str, rendered: dict[str, R
     }
     assert all(done.query[k] == str(v) for k, v in picked.items())
     json.dumps(done.settings)  # what the index stores
-    assert render.check(preset, done)  # the caption's claim, recomputed from the probe results
+    assert judge(done).ok  # the caption's claim, recomputed from the probe results
 
 
 def test_sinks_first_column_dominates_beyond_the_first_layers(rendered: dict[str, Rendered]) -> None:
@@ -422,7 +423,7 @@ def test_full_rank_is_the_model_and_low_rank_is_not(rendered: dict[str, Rendered
 
 def test_routing_rings_each_tokens_top_k(rendered: dict[str, Rendered]) -> None:
     done = rendered["moe-routing"]
-    layer = done.results["routing"].layer(int(done.query["layer"]))
+    layer = done.results["routing"].router(int(done.query["layer"]))
     assert (layer.n_experts, layer.top_k) == (16, 4)
     top1, others = done.figure.data[1], done.figure.data[2:]
     np.testing.assert_array_equal(np.asarray(top1.x), np.argmax(layer.logits, axis=1))
@@ -433,7 +434,7 @@ def test_routing_rings_each_tokens_top_k(rendered: dict[str, Rendered]) -> None:
 
 def test_the_load_bars_are_the_routed_shares(rendered: dict[str, Rendered]) -> None:
     done = rendered["moe-load"]
-    layer = done.results["routing"].layer(int(done.query["layer"]))
+    layer = done.results["routing"].router(int(done.query["layer"]))
     counts = np.bincount(layer.experts.ravel(), minlength=16)
     np.testing.assert_allclose(np.asarray(done.figure.data[0].y), counts / counts.sum())
     assert f"CV {counts.std() / counts.mean():.2f}" in done.figure.layout.title.subtitle.text
@@ -471,6 +472,26 @@ def test_the_sinks_page_opens_on_the_same_corpus_figure(rendered: dict[str, Rend
 
 
 # ---- slides -------------------------------------------------------------------------------------------------
+
+
+ON_GEMMA = ("sinks-share-by-layer", "massive-lines", "heads-induction", "weights-histogram")
+
+
+@pytest.mark.gguf
+@pytest.mark.parametrize("name", ON_GEMMA)
+def test_a_caption_on_another_model_is_measured_there_or_says_it_does_not_apply(
+    name: str, gemma3: ModelHandle, lecture_cache: ResultCache
+) -> None:
+    preset = catalog.preset(name)
+    done = render(preset, gemma3, lecture_cache)
+    verdict = judge(done)
+    written = caption(done, verdict)
+    assert not done.own_model and preset.caption not in written  # SmolLM2's numbers never appear under Gemma's figure
+    assert f"written for {preset.model}" in written
+    if verdict.ok:
+        assert written.startswith(f"Measured on {gemma3.name}: {verdict.finding}")
+    else:
+        assert f"does not hold on {gemma3.name}" in written and verdict.finding in written
 
 
 def test_slides_scale_the_fonts_and_keep_the_colours(rendered: dict[str, Rendered]) -> None:

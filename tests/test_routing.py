@@ -332,7 +332,7 @@ def test_dense_model_is_refused_with_a_pointer_to_the_derived_moe(smollm2: Model
 def test_router_out_of_range(tiny_models: dict[str, ModelHandle]) -> None:
     result = routing.compute(tiny_models["mixtral"], TEXT)
     with pytest.raises(LmscopeError, match="routers 0-1"):
-        result.layer(2)
+        result.router(2)
 
 
 def test_routing_page_on_an_moe_folder(tiny_folders: dict[str, Path], tiny_models: dict[str, ModelHandle]) -> None:

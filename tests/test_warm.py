@@ -18,7 +18,7 @@ PAGES = ["1_Attention.py", "4_Attention_sinks.py", "5_Massive_activations.py"]
 
 
 def test_views_cover_every_page_on_every_model_and_every_tour_section() -> None:
-    found = warm.views(["a", "b"])
+    found = warm.visits(["a", "b"])
     pages = sorted(p.name for p in (ROOT / "pages").glob("*.py"))
     on_models = {(Path(v.page).name, v.params["model"]) for v in found if "model" in v.params}
     assert on_models == {(page, model) for page in pages if page != Path(warm.TOUR).name for model in ("a", "b")}
@@ -28,17 +28,17 @@ def test_views_cover_every_page_on_every_model_and_every_tour_section() -> None:
 
 @pytest.mark.slow  # three pages, cold
 def test_after_warming_a_first_view_computes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    chosen = warm.views(["smollm2-135m-instruct"], PAGES)
+    chosen = warm.visits(["smollm2-135m-instruct"], PAGES)
     assert [w.problems for w in warm.warm(chosen, lambda index, warmed: None)] == [[]] * len(PAGES)
 
     def computes(key: str, compute: object) -> None:
         raise AssertionError("a first view computed after the warm step")
 
     monkeypatch.setattr(jobs.executor(), "run", computes)
-    for view in chosen:
-        at = open_page(view.page, **view.params)
+    for visit in chosen:
+        at = open_page(visit.page, **visit.params)
         assert not at.exception and not at.error, texts(at.error)
-        assert at.get("plotly_chart"), view.label
+        assert at.get("plotly_chart"), visit.label
 
 
 def _warm(*args: str) -> subprocess.CompletedProcess:

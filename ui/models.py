@@ -17,6 +17,7 @@ from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 from probes.models import load
 from ui import state
+from ui.navigation import HOME
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def probe_with_progress(what: str, run: Callable[[Progress], Cached[T]]) -> Cach
         cached = waited(what, run)
     except LmscopeError as exc:
         st.error(str(exc))
-        st.page_link("app.py", label="Change the model or text", icon=":material/edit:")
+        st.page_link(HOME, label="Change the model or text", icon=":material/edit:")
         st.stop()
     if cached.warning:
         st.warning(cached.warning)

@@ -21,15 +21,18 @@ from streamlit.testing.v1 import AppTest
 
 from lecture import catalog
 from probes.builtin import BUILTINS, DERIVED
+from ui.navigation import HOME
+from views import tour
+from views.registry import views
 
 ROOT = Path(__file__).resolve().parents[1]
-TOUR = "pages/0_Lecture_tour.py"
+TOUR = tour.VIEW.page
 TIMEOUT_S = 3600
 BAR = 30
 
 
 @dataclass(frozen=True)
-class View:
+class Visit:
     """One page opened with these URL parameters."""
 
     page: str
@@ -44,39 +47,40 @@ class View:
 class Warmed:
     """What opening a view gave: how long it took, and any message that is not a plain information."""
 
-    view: View
+    visit: Visit
     seconds: float
     problems: list[str]
 
 
-def views(models: Sequence[str], pages: Sequence[str] | None = None) -> list[View]:
-    """Every page (but the tour) on each model, then each tour section; `pages` narrows to those files."""
-    chosen = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))
+def visits(models: Sequence[str], pages: Sequence[str] | None = None) -> list[Visit]:
+    """The home page and every view's page (but the tour) on each model, then each tour section; `pages` narrows to
+    those files."""
+    chosen = [HOME, *(view.page for view in views())]
     if pages:
         chosen = [p for p in chosen if Path(p).name in {Path(q).name for q in pages}]
-    found = [View(page, {"model": model}) for model in models for page in chosen if page != TOUR]
+    found = [Visit(page, {"model": model}) for model in models for page in chosen if page != TOUR]
     if TOUR in chosen:
-        found += [View(TOUR, {"section": str(i)}) for i in range(len(catalog.sections()))]
+        found += [Visit(TOUR, {"section": str(i)}) for i in range(len(catalog.sections()))]
     return found
 
 
-def open_view(view: View) -> Warmed:
-    """Run the view's page once, headless, as a new session opening its URL."""
+def open_visit(visit: Visit) -> Warmed:
+    """Run the page once, headless, as a new session opening its URL."""
     started = time.perf_counter()
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT_S)
-    for key, value in view.params.items():
+    for key, value in visit.params.items():
         app.query_params[key] = value
-    app.switch_page(view.page).run()
+    app.switch_page(visit.page).run()
     problems = [f"exception: {e.message}" for e in app.exception] + [f"error: {e.value}" for e in app.error]
-    return Warmed(view, time.perf_counter() - started, problems)
+    return Warmed(visit, time.perf_counter() - started, problems)
 
 
-def warm(chosen: Sequence[View], on_view: Callable[[int, Warmed], None]) -> list[Warmed]:
-    """Open every view in turn, reporting each (its index, what it gave) as it is done."""
+def warm(chosen: Sequence[Visit], on_visit: Callable[[int, Warmed], None]) -> list[Warmed]:
+    """Open every visit's page in turn, reporting each (its index, what it gave) as it is done."""
     done = []
-    for index, view in enumerate(chosen):
-        done.append(open_view(view))
-        on_view(index, done[-1])
+    for index, visit in enumerate(chosen):
+        done.append(open_visit(visit))
+        on_visit(index, done[-1])
     return done
 
 
@@ -94,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", help="a model to warm (default: every built-in and derived)")
     parser.add_argument("--page", action="append", help="a page file to warm, e.g. 4_Attention_sinks.py (default: all)")
     args = parser.parse_args(argv)
-    chosen = views(args.model or [*BUILTINS, *DERIVED], args.page)
+    chosen = visits(args.model or [*BUILTINS, *DERIVED], args.page)
     started = time.perf_counter()
 
     def report(index: int, warmed: Warmed) -> None:
         state = "; ".join(warmed.problems) if warmed.problems else "ok"
-        print(f"{_bar(index + 1, len(chosen))} {warmed.view.label}: {warmed.seconds:.1f} s, {state}", file=sys.stderr)
+        print(f"{_bar(index + 1, len(chosen))} {warmed.visit.label}: {warmed.seconds:.1f} s, {state}", file=sys.stderr)
 
     done = warm(chosen, report)
     failed = [w for w in done if w.problems]

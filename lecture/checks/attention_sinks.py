@@ -1,0 +1,57 @@
+"""Checks of the attention-sinks section: the first token takes the most attention from layer 2 on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lecture.render import Rendered
+from probes import sinks
+
+
+def column_means(values: np.ndarray) -> np.ndarray:
+    """Per key column of an (n, n) average map: the mean over the queries q >= 1 that see it (NaN ignored)."""
+    n = values.shape[0]
+    return np.array([np.nanmean(values[max(k, 1) :, k]) for k in range(n)])
+
+
+def sink_layers(maps: np.ndarray) -> np.ndarray:
+    """Per layer of (layers, n, n) average maps: is the first token's column the largest of all columns?"""
+    return np.array([int(np.argmax(column_means(m))) == 0 for m in maps])
+
+
+def corpus_maps(rendered: Rendered) -> str:
+    value = rendered.results["corpus"]
+    logits = bool(rendered.settings["options"]["logits"])
+    maps = value.layer_logits if logits else value.layer_probabilities
+    sinking = sink_layers(maps)[2:]
+    others = [i + 2 for i in np.flatnonzero(~sinking)]
+    if sinking.mean() < 0.75:
+        raise rendered.fail(f"the first token's column is the largest in only {sinking.sum()} of {len(sinking)} layers")
+    what = "logit" if logits else "weight"
+    return (
+        f"{value.n_sentences} sentences of {value.n_tokens} tokens: the first token's mean {what} is the largest "
+        f"column in {sinking.sum()} of the {len(sinking)} layers from layer 2 on"
+        + (f" (not in {', '.join(map(str, others))})" if others else "")
+    )
+
+
+def sink_share(rendered: Rendered) -> str:
+    profile = sinks.sink_profile(rendered.results["attention"])
+    share = profile.layer_share[2:]
+    low = [i + 2 for i in np.flatnonzero(share <= 2 * profile.uniform_share)]
+    if len(low) > len(share) / 4:
+        raise rendered.fail(
+            f"{len(low)} of {len(share)} layers from layer 2 on put under twice the even share on token 0"
+        )
+    return (
+        f"from layer 2 on, {len(share) - len(low)} of {len(share)} layers put over twice the even share "
+        f"({profile.uniform_share:.0%}) on token 0"
+        + (f" (not {', '.join(map(str, low))})" if low else "")
+        + f"; median {np.median(share):.0%}"
+    )
+
+
+CHECKS = {
+    "corpus_average_maps": corpus_maps,
+    "sink_share": sink_share,
+}

@@ -1,0 +1,65 @@
+"""Checks of the massive-activations section: a run of layers with huge values, which the model needs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lecture.render import Rendered
+from probes.ablation import Ablation
+from probes.activations import Thresholds
+
+
+def perplexities(done: Ablation) -> dict[str, float]:
+    """The ablation chart's bars: perplexity unchanged, massive zeroed, set to the mean, random zeroed (mean)."""
+    random = float(np.mean(np.exp(done.nll_random.mean(axis=1))))
+    base, zeroed, mean = (float(np.exp(n.mean())) for n in (done.nll_base, done.nll_zeroed, done.nll_mean))
+    return {"unchanged": base, "zeroed": zeroed, "mean": mean, "random": random}
+
+
+def surface(rendered: Rendered) -> str:
+    result, values = rendered.results["activations"], rendered.results["layer"]
+    magnitude = np.abs(values.values)
+    position, dim = np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)
+    peak = float(magnitude[position, dim])
+    if not np.isclose(peak, float(result.max_abs[values.layer]), rtol=1e-5):
+        raise rendered.fail(f"the layer's largest |h| {peak} is not the probe's {result.max_abs[values.layer]}")
+    ratio = peak / float(result.median_abs[values.layer])
+    return (
+        f"layer {values.layer}: |h| = {peak:,.0f} in feature {dim} at token {position} ({values.tokens[position]!r}), "
+        f"{ratio:,.0f}x the layer's median"
+    )
+
+
+def lines(rendered: Rendered) -> str:
+    result = rendered.results["activations"]
+    massive = np.flatnonzero(Thresholds().passes(result.max_abs, result.median_abs))
+    if not len(massive) or len(massive) != massive[-1] - massive[0] + 1:
+        raise rendered.fail("the layers with an activation above 100 and 1,000x their median are not one run")
+    peak = int(np.argmax(result.max_abs))
+    return (
+        f"top-1 |h| above 100 and 1,000x the median in {len(massive)} of {result.n_layers} layers ({massive[0]} to "
+        f"{massive[-1]}); largest {result.max_abs[peak]:,.0f} at layer {peak}, median there {result.median_abs[peak]:.2f}"
+    )
+
+
+def ablation_bars(rendered: Rendered) -> str:
+    done = rendered.results["ablation"]
+    bars = perplexities(done)
+    base = bars["unchanged"]
+    if (
+        not len(done.layers)
+        or bars["zeroed"] < 2 * base
+        or max(abs(bars[k] / base - 1) for k in ("mean", "random")) > 0.1
+    ):
+        raise rendered.fail(f"perplexities {bars} do not show zeroing breaking the model and the others not")
+    return (
+        f"{len(done.layers)} entries edited: perplexity {base:.1f} unchanged, {bars['zeroed']:,.0f} zeroed, "
+        f"{bars['mean']:.1f} at their mean, {bars['random']:.1f} with random entries zeroed"
+    )
+
+
+CHECKS = {
+    "magnitude_surface": surface,
+    "magnitude_lines": lines,
+    "ablation_bars": ablation_bars,
+}

@@ -1,5 +1,0 @@
-"""`python -m probes ...`: the command-line interface."""
-
-from probes.cli import main
-
-raise SystemExit(main())

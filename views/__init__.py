@@ -1,0 +1,16 @@
+"""Every view of lmscope, declared once (views.registry); importing this package registers them all in the
+navigation's order."""
+
+from views import (  # noqa: F401  (each module registers its view)
+    attention,
+    heads,
+    massive,
+    neurons,
+    pruning,
+    routing,
+    sinks,
+    spectra,
+    structured,
+    tour,
+    weights,
+)

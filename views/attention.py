@@ -1,0 +1,62 @@
+"""The attention view: every layer's and head's attention map on the user's text, with per-head summaries."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from probes import attention
+from probes.cache import ResultCache
+from probes.errors import LmscopeError
+from probes.models import load
+from views.options import model_argument
+from views.registry import Command, View, register
+
+
+def _arguments(command: argparse.ArgumentParser) -> None:
+    model_argument(command)
+    command.add_argument("--text", required=True)
+    command.add_argument("--layer", type=int)
+    command.add_argument("--head", type=int)
+    command.add_argument(
+        "--logits", action="store_true", help="also print that head's pre-softmax scores (null = masked)"
+    )
+
+
+def _print(args: argparse.Namespace) -> object:
+    if (args.layer is None) != (args.head is None):
+        raise LmscopeError("Give both --layer and --head to print one head's map.")
+    if args.logits and args.layer is None:
+        raise LmscopeError("--logits prints one head's pre-softmax scores: give --layer and --head too.")
+    handle = load(args.model)
+    result = attention.run(handle, args.text, ResultCache(), with_logits=args.logits).value
+    out = {
+        "model": handle.name,
+        "fingerprint": handle.fingerprint,
+        "token_ids": result.token_ids,
+        "tokens": result.tokens,
+        "n_layers": result.n_layers,
+        "n_heads": result.n_heads,
+        "pool": result.pool,
+        **{k: getattr(result, k) for k in attention.SUMMARIES},
+    }
+    if args.layer is not None:
+        result.check_head(args.layer, args.head)
+        out.update(layer=args.layer, head=args.head, map=result.maps[args.layer, args.head].astype(np.float32))
+        if args.logits:
+            out["logits"] = result.logits[args.layer, args.head].astype(np.float32)
+    return out
+
+
+VIEW = register(
+    View(
+        key="attention",
+        title="Attention",
+        summary="heatmaps of every layer and head",
+        icon="grid_on",
+        group="Attention",
+        page="pages/1_Attention.py",
+        commands=(Command("attention", "attention maps and per-head summaries", _arguments, _print),),
+    )
+)

@@ -1,0 +1,26 @@
+"""What several views' CLI commands share: the model argument and the massive-activation thresholds."""
+
+from __future__ import annotations
+
+import argparse
+
+from probes.activations import Thresholds
+
+
+def model_argument(command: argparse.ArgumentParser, what: str = "") -> None:
+    """The --model argument every probe command takes (`what`: a restriction, e.g. " (a decoder)")."""
+    command.add_argument("--model", required=True, help=f"built-in name, Hugging Face id or local folder{what}")
+
+
+def threshold_arguments(command: argparse.ArgumentParser) -> None:
+    """--min-magnitude and --min-ratio: when a residual-stream entry counts as massive."""
+    defaults = Thresholds()
+    command.add_argument(
+        "--min-magnitude", type=float, default=defaults.min_magnitude, help="massive: |h| above this (default 100)"
+    )
+    command.add_argument(
+        "--min-ratio",
+        type=float,
+        default=defaults.min_ratio,
+        help="... and above this times the layer's median |h| (default 1000)",
+    )

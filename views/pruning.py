@@ -1,0 +1,89 @@
+"""The pruning vs quantization view: the loss per byte of each way to shrink a model."""
+
+from __future__ import annotations
+
+import argparse
+
+import plotly.graph_objects as go
+
+from probes import compress, corpus
+from probes.models import load
+from probes.nll import perplexity, token_nll
+from probes.settings import settings
+from probes.text import encode
+from views.options import model_argument
+from views.registry import Command, Figure, Run, View, register
+from viz.compress import tradeoff_figure
+
+
+def _draw_tradeoff(run: Run) -> go.Figure:
+    done = compress.tradeoff(
+        run.handle,
+        run.text,
+        corpus.sentences()[: run.integer("sentences")],
+        [s / 100 for s in run.integers("sparsities")],
+        run.integers("bits"),
+        run.cache,
+        on_progress=run.on_progress,
+    )
+    return tradeoff_figure(run.keep("tradeoff", done))
+
+
+def _arguments(command: argparse.ArgumentParser) -> None:
+    model_argument(command, " (a decoder)")
+    command.add_argument("--text", required=True)
+    how = command.add_mutually_exclusive_group(required=True)
+    how.add_argument("--sparsity", type=float, help="share of each block matrix's weights set to zero, in [0, 1)")
+    how.add_argument(
+        "--bits", type=int, help="round-to-nearest bits per weight, one scale per output channel (2 to 16)"
+    )
+    how.add_argument(
+        "--semi-structured", action="store_true", help="2:4 pruning: 2 of every 4 consecutive weights kept"
+    )
+
+
+def _print(args: argparse.Namespace) -> object:
+    if args.bits is not None:
+        compression = compress.Compression("quantize", args.bits)
+    else:
+        sparsity = 0.5 if args.sparsity is None else args.sparsity  # only --semi-structured leaves it unset
+        compression = compress.Compression("prune-2:4" if args.semi_structured else "prune", sparsity)
+    compression.check()
+    handle = load(args.model)
+    encoded = encode(handle, args.text, settings().max_tokens)
+    base = token_nll(handle, encoded.token_ids)
+    with compress.compressed(handle, compression) as smaller:
+        shapes = [m.shape for m in compress.linear_weights(handle, compression.kinds)]
+        nll = token_nll(smaller, encoded.token_ids)
+    return {
+        "model": handle.name,
+        "method": compression.method,
+        "amount": compression.amount,
+        "bytes_per_weight": compress.bytes_per_weight(compression, shapes),
+        "n_tokens": len(encoded.token_ids),
+        "nll_base": base.mean(),
+        "nll_compressed": nll.mean(),
+        "perplexity_base": perplexity(base),
+        "perplexity_compressed": perplexity(nll),
+    }
+
+
+VIEW = register(
+    View(
+        key="pruning",
+        title="Pruning vs quantization",
+        summary="the loss per byte of each way to shrink a model",
+        icon="compress",
+        group="Weights",
+        page="pages/9_Pruning_vs_quantization.py",
+        commands=(
+            Command(
+                "compress",
+                "loss of a text after magnitude pruning or round-to-nearest quantization",
+                _arguments,
+                _print,
+            ),
+        ),
+        figures=(Figure("compress_tradeoff", _draw_tradeoff, (compress,)),),
+    )
+)

@@ -1,0 +1,116 @@
+"""The expert routing view: which experts each token reaches, load balance, and loss against k."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import plotly.graph_objects as go
+
+from probes import moefication, routing
+from probes.cache import ResultCache
+from probes.errors import LmscopeError
+from probes.models import load
+from probes.routing import LayerRouting, RoutingResult
+from views.registry import Command, Figure, Run, View, register
+from viz.routing import load_figure, loss_by_k_figure, routing_heatmap
+
+
+def _setting(run: Run) -> moefication.Setting | None:
+    """The derived MoE's routing setting from the options (a real MoE routes by itself)."""
+    if run.handle.name != moefication.DERIVED_NAME:
+        return None
+    return moefication.Setting(run.integer("experts"), run.integer("k"), run.string("router"))
+
+
+def _router(run: Run) -> tuple[RoutingResult, LayerRouting]:
+    result = run.keep("routing", routing.run(run.handle, run.text, run.cache, _setting(run)))
+    return result, result.router(run.integer("layer"))
+
+
+def _draw_routing(run: Run) -> go.Figure:
+    result, router = _router(run)
+    return routing_heatmap(router, result.tokens, result.model)
+
+
+def _draw_load(run: Run) -> go.Figure:
+    result, router = _router(run)
+    return load_figure(router, routing.balance(router), result.model)
+
+
+def _draw_loss_by_k(run: Run) -> go.Figure:
+    return loss_by_k_figure(run.keep("loss", moefication.loss_by_k(run.handle, run.text, run.cache)))
+
+
+def _arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--model", required=True, help="an MoE: Hugging Face id or local folder, or smollm2-135m-moefied"
+    )
+    command.add_argument("--text", required=True)
+    command.add_argument(
+        "--experts", type=int, help=f"derived MoE: experts per MLP, one of {moefication.EXPERT_COUNTS} (16)"
+    )
+    command.add_argument("--k", type=int, help="derived MoE: active experts per token (default 4)")
+    command.add_argument("--router", choices=moefication.ROUTERS, help="derived MoE: fitted router or oracle (fitted)")
+
+
+def _print(args: argparse.Namespace) -> object:
+    handle = load(args.model)
+    derived = handle.name == moefication.DERIVED_NAME
+    asked = {"experts": args.experts, "top_k": args.k, "router": args.router}
+    if not derived and any(value is not None for value in asked.values()):
+        raise LmscopeError("--experts, --k and --router set the derived MoE (smollm2-135m-moefied) only.")
+    chosen = {name: value for name, value in asked.items() if value is not None}
+    setting = moefication.Setting(**chosen) if derived else None
+    result = routing.run(handle, args.text, ResultCache(), setting).value
+    out: dict[str, object] = {
+        "model": handle.name,
+        "fingerprint": handle.fingerprint,
+        "token_ids": result.token_ids,
+        "tokens": result.tokens,
+    }
+    if setting:
+        out["setting"] = dataclasses.asdict(setting)
+    routers = []
+    for router in result.layers:
+        balance = routing.balance(router)
+        routers.append(
+            {
+                "layer": router.layer,
+                "router": router.label,
+                "module": router.module,
+                "kind": router.kind,
+                "rule": router.rule,
+                "n_experts": router.n_experts,
+                "top_k": router.top_k,
+                "n_shared": router.n_shared,
+                "probs": router.probs,
+                "topk_experts": router.experts,
+                "topk_weights": router.weights,
+                "load": balance.load,
+                "cv": balance.cv,
+                "load_entropy": balance.entropy,
+                "aux_loss": balance.aux_loss,
+                "dropped": balance.dropped,
+            }
+        )
+    out["layers"] = routers
+    return out
+
+
+VIEW = register(
+    View(
+        key="routing",
+        title="Expert routing",
+        summary="which experts each token reaches, load balance, and loss against k",
+        icon="call_split",
+        group="Experts",
+        page="pages/10_Expert_routing.py",
+        commands=(Command("moe", "Mixture-of-Experts routing of every router on a text", _arguments, _print),),
+        figures=(
+            Figure("moe_routing", _draw_routing, (routing, moefication)),
+            Figure("moe_load", _draw_load, (routing, moefication)),
+            Figure("moe_loss_by_k", _draw_loss_by_k, (moefication,)),
+        ),
+    )
+)

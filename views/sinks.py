@@ -1,0 +1,58 @@
+"""The attention sinks view: how much attention lands on the first tokens, on the user's text and over a corpus."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+
+from probes import attention, corpus, sinks
+from probes.attention import AttentionResult
+from views.registry import Figure, Run, View, register
+from viz.sinks import corpus_maps, sink_share_by_layer
+
+
+def share_figure(result: AttentionResult, k: int) -> go.Figure:
+    """Per layer, the attention on the first token (and on the first k) against an even spread."""
+    return sink_share_by_layer(sinks.sink_profile(result), sinks.first_k_share(result, k), k)
+
+
+def shown_layers(wanted: Sequence[int], n_layers: int) -> list[int]:
+    """The layers asked for, or the page's defaults on a model that lacks some of them."""
+    chosen = sorted(set(wanted))
+    return chosen if chosen and all(0 <= i < n_layers for i in chosen) else sinks.default_layers(n_layers)
+
+
+def _draw_corpus_maps(run: Run) -> go.Figure:
+    layers = shown_layers(run.integers("layers"), run.handle.n_layers)
+    run.use("layers", layers)
+    averaged = sinks.corpus_attention(
+        run.handle,
+        corpus.sentences(),
+        run.cache,
+        n_tokens=run.integer("tokens"),
+        limit=run.integer("sentences"),
+        on_progress=run.on_progress,
+    )
+    run.pick(layers=",".join(map(str, layers)))
+    return corpus_maps(run.keep("corpus", averaged), layers, logits=run.flag("logits"))
+
+
+def _draw_share(run: Run) -> go.Figure:
+    return share_figure(run.keep("attention", attention.run(run.handle, run.text, run.cache)), run.integer("k"))
+
+
+VIEW = register(
+    View(
+        key="sinks",
+        title="Attention sinks",
+        summary="how much attention lands on the first token, on your text and over a corpus",
+        icon="vertical_align_bottom",
+        group="Attention",
+        page="pages/4_Attention_sinks.py",
+        figures=(
+            Figure("corpus_average_maps", _draw_corpus_maps, (sinks,)),
+            Figure("sink_share", _draw_share, (attention, sinks)),
+        ),
+    )
+)

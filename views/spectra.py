@@ -1,0 +1,83 @@
+"""The weight spectra view: power-law tails, alpha across layers, low rank and fine-tuning updates."""
+
+from __future__ import annotations
+
+import argparse
+
+import plotly.graph_objects as go
+
+from probes import compress, spectra
+from probes.cache import ResultCache
+from probes.models import load
+from probes.spectra import MatrixSpectrum, ModelSpectra
+from views.options import model_argument
+from views.registry import Command, Figure, Run, View, register
+from viz.compress import rank_loss_figure
+from viz.spectra import alpha_by_layer, energy_figure, esd_figure
+
+
+def esd_with_bulk(chosen: MatrixSpectrum) -> go.Figure:
+    """A matrix's eigenvalue histogram with its power-law tail fit and the Marchenko-Pastur bulk of a random
+    matrix of its shape and entry variance."""
+    return esd_figure(chosen, *spectra.marchenko_pastur(chosen.shape, chosen.std**2))
+
+
+def _spectra(run: Run) -> ModelSpectra:
+    return run.keep("spectra", spectra.run(run.handle, run.cache, run.on_progress))
+
+
+def _draw_esd(run: Run) -> go.Figure:
+    return esd_with_bulk(_spectra(run).get(run.string("matrix")))
+
+
+def _draw_alpha(run: Run) -> go.Figure:
+    return alpha_by_layer(_spectra(run))
+
+
+def _draw_energy(run: Run) -> go.Figure:
+    return energy_figure(_spectra(run))
+
+
+def _draw_rank_loss(run: Run) -> go.Figure:
+    sweep = compress.rank_sweep(run.handle, run.text, run.integers("ranks"), run.cache, on_progress=run.on_progress)
+    return rank_loss_figure(run.keep("sweep", sweep))
+
+
+def _print(args: argparse.Namespace) -> object:
+    handle = load(args.model)
+    result = spectra.run(handle, ResultCache()).value
+    keys = ("name", "kind", "layer", "shape", "alpha", "xmin", "ks_distance", "n_tail", "stable_rank", "spectral_norm")
+    return {
+        "model": handle.name,
+        "fingerprint": handle.fingerprint,
+        "matrices": [
+            {
+                **{k: getattr(m, k) for k in keys},
+                "effective_rank": m.effective_rank,
+                "kurtosis": m.kurtosis,
+                "std": m.std,
+            }
+            for m in result.matrices
+        ],
+    }
+
+
+VIEW = register(
+    View(
+        key="spectra",
+        title="Weight spectra",
+        summary="power-law tails, alpha across layers, low rank and fine-tuning updates",
+        icon="show_chart",
+        group="Weights",
+        page="pages/8_Weight_spectra.py",
+        commands=(
+            Command("weights", "spectra and power-law fits of every block weight matrix", model_argument, _print),
+        ),
+        figures=(
+            Figure("esd", _draw_esd, (spectra,)),
+            Figure("alpha_by_layer", _draw_alpha, (spectra,)),
+            Figure("rank_energy", _draw_energy, (spectra,)),
+            Figure("rank_loss", _draw_rank_loss, (compress,)),
+        ),
+    )
+)

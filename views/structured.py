@@ -1,0 +1,79 @@
+"""The structured attention view: sliding-window, dilated and global masks, and what they cost the model."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import plotly.graph_objects as go
+
+from probes import attention, structured
+from probes.errors import LmscopeError
+from probes.models import load
+from views.heads import top_head
+from views.options import model_argument
+from views.registry import Command, Figure, Run, View, register
+from viz.structured import loss_by_window, mask_panel
+
+
+def _draw_mask_panel(run: Run) -> go.Figure:
+    result = run.keep("attention", attention.run(run.handle, run.text, run.cache))
+    pick = run.string("pick")
+    if pick not in attention.SUMMARIES:
+        raise LmscopeError(f"pick must be one of {', '.join(attention.SUMMARIES)}; got '{pick}'.")
+    layer, head = top_head(getattr(result, pick))
+    run.pick(layer=layer, head=head)
+    masks = structured.mask_view(
+        run.handle,
+        run.text,
+        run.integer("window"),
+        run.integer("dilation"),
+        run.integers("global"),
+        run.integer("sinks"),
+        run.cache,
+    )
+    return mask_panel(result, run.keep("masks", masks), layer, head)
+
+
+def _draw_window_loss(run: Run) -> go.Figure:
+    sweep = structured.window_sweep(
+        run.handle,
+        run.text,
+        run.integers("windows"),
+        run.integer("sinks"),
+        run.cache,
+        run.on_progress,
+    )
+    return loss_by_window(run.keep("sweep", sweep), run.string("metric"))
+
+
+def _arguments(command: argparse.ArgumentParser) -> None:
+    model_argument(command, " (a decoder)")
+    command.add_argument("--text", required=True)
+    command.add_argument("--window", type=int, required=True, help="tokens each query may see, itself included")
+    command.add_argument(
+        "--sinks", type=int, default=0, help="the first K tokens stay visible to every query (default 0)"
+    )
+
+
+def _print(args: argparse.Namespace) -> object:
+    return dataclasses.asdict(structured.window_nll(load(args.model), args.text, args.window, args.sinks))
+
+
+VIEW = register(
+    View(
+        key="structured",
+        title="Structured attention",
+        summary="sliding-window, dilated and global masks, and what they cost the model",
+        icon="filter_alt",
+        group="Attention",
+        page="pages/3_Structured_attention.py",
+        commands=(
+            Command("window", "mean per-token loss with every layer limited to a sliding window", _arguments, _print),
+        ),
+        figures=(
+            Figure("mask_panel", _draw_mask_panel, (attention, structured)),
+            Figure("window_loss", _draw_window_loss, (structured,)),
+        ),
+    )
+)

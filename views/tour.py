@@ -1,0 +1,17 @@
+"""The lecture tour: the sparsity and low-rankness lecture, section by section, with live figures (its page reads
+the presets; the view declares only where it sits in the navigation)."""
+
+from __future__ import annotations
+
+from views.registry import View, register
+
+VIEW = register(
+    View(
+        key="tour",
+        title="Lecture tour",
+        summary="the sparsity and low-rankness lecture, section by section, with live figures",
+        icon="school",
+        group="Lecture",
+        page="pages/0_Lecture_tour.py",
+    )
+)
