@@ -103,7 +103,11 @@ class ResultCache:
             return None, self.problem
         try:
             data = self._store.get(key, default=None, retry=True)
-            return (None if data is None else codec.decode(data)), None
+            if data is None:
+                return None, None
+            if not isinstance(data, bytes):  # BytesOnlyDisk stores nothing else
+                raise codec.Undecodable(f"a {type(data).__name__} in the result cache")
+            return codec.decode(data), None
         except (*_CACHE_ERRORS, codec.Undecodable) as exc:
             self._discard(key)
             return None, f"A cached result was unreadable ({type(exc).__name__}); recomputed."
@@ -123,6 +127,8 @@ class ResultCache:
         return Cached(value, hit=False, warning=warning)
 
     def _discard(self, key: str) -> None:
+        if self._store is None:
+            return
         try:
             self._store.delete(key, retry=True)
         except _CACHE_ERRORS:

@@ -48,11 +48,16 @@ class Matrix:
     layer: int
     kind: str
     name: str  # the module name, e.g. "model.layers.0.self_attn.q_proj"
-    module: nn.Linear
+    module: nn.Module  # an nn.Linear, or GPT-2's Conv1D
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.module.get_parameter("weight")
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.module.weight.shape)
+        rows, cols = self.weight.shape
+        return rows, cols
 
 
 def linear_weights(handle: ModelHandle, kinds: Sequence[str] = KINDS) -> list[Matrix]:
@@ -181,7 +186,8 @@ def _twin(handle: ModelHandle, suffix: str) -> Iterator[ModelHandle]:
     try:
         yield twin
     finally:
-        model.to("meta")
+        # transformers wraps PreTrainedModel.to in functools.wraps, whose typeshed type loses the bound self
+        model.to("meta")  # pyright: ignore[reportArgumentType]
         del model
         gc.collect()
 
@@ -190,7 +196,7 @@ def _set(pairs: list[tuple[Matrix, Matrix]], make: Callable[[Matrix], torch.Tens
     """Write make(original) into each copy's weight."""
     with torch.no_grad():
         for original, target in pairs:
-            target.module.weight.copy_(make(original))
+            target.weight.copy_(make(original))
 
 
 def _pairs(handle: ModelHandle, twin: ModelHandle, kinds: Sequence[str]) -> list[tuple[Matrix, Matrix]]:
@@ -204,7 +210,7 @@ def compressed(handle: ModelHandle, compression: Compression) -> Iterator[ModelH
     linear_weights(handle, compression.kinds)  # a plain error before the copy, if there is nothing to compress
     suffix = f"{NAME}:{compression.method}:{compression.amount}:{','.join(compression.kinds)}"
     with _twin(handle, suffix) as twin:
-        _set(_pairs(handle, twin, compression.kinds), lambda m: compress_weight(m.module.weight, compression))
+        _set(_pairs(handle, twin, compression.kinds), lambda m: compress_weight(m.weight, compression))
         yield twin
 
 
@@ -219,7 +225,7 @@ def sentences_nll(handle: ModelHandle, groups: dict[int, list[list[int]]]) -> fl
         step = max(1, min(BATCH_SIZE, _LOGITS_BUDGET // (length * vocab)))
         for start in range(0, len(group), step):
             batch = np.asarray(group[start : start + step], dtype=np.int64)
-            logits = forward(handle, batch, logits=True).logits[:, :-1].float()
+            logits = forward(handle, batch, logits=True)["logits"][:, :-1].float()
             targets = torch.as_tensor(batch[:, 1:])
             loss = nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
@@ -272,7 +278,7 @@ def tradeoff(
         with _twin(handle, NAME) as twin:
             pairs = _pairs(handle, twin, kinds)
             for done, compression in enumerate(chosen, start=2):
-                _set(pairs, lambda m: compress_weight(m.module.weight, compression))
+                _set(pairs, lambda m: compress_weight(m.weight, compression))
                 nll_text, nll_corpus = score(twin)
                 cost = bytes_per_weight(compression, shapes)
                 points.append(
@@ -331,12 +337,12 @@ def rank_sweep(
             for original, _ in pairs:
                 below = [int(r) for r in ranks if int(r) < min(original.shape)]
                 if below:
-                    factors[id(original.module)] = _svd(original.module.weight, max(below))
+                    factors[id(original.module)] = _svd(original.weight, max(below))
             for done, compression in enumerate(settings_, start=2):
                 rank = int(compression.amount)
 
                 def make(m: Matrix) -> torch.Tensor:
-                    weight = m.module.weight
+                    weight = m.weight
                     return weight if rank >= min(m.shape) else _truncate(factors[id(m.module)], rank, weight.dtype)
 
                 _set(pairs, make)
@@ -374,8 +380,8 @@ def differences(base: ModelHandle, tuned: ModelHandle) -> list[Difference]:
     found = []
     with torch.inference_mode():
         for w0, w1 in zip(before, after):
-            original = w0.module.weight.detach().float()
-            change = w1.module.weight.detach().float() - original
+            original = w0.weight.detach().float()
+            change = w1.weight.detach().float() - original
             if change.any():
                 values = torch.linalg.svdvals(change).numpy()
             else:  # most matrices of a LoRA merge are untouched: skip their SVD

@@ -6,7 +6,7 @@ import inspect
 
 import numpy as np
 import torch
-from transformers.utils import ModelOutput
+from transformers.utils.generic import ModelOutput
 
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle

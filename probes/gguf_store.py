@@ -32,7 +32,7 @@ def _save_converted(path: Path, target: Path) -> None:
     # save_pretrained refuses GGUF-quantised models: rebuild on the meta device from a clean config.
     config = copy.deepcopy(model.config)
     if hasattr(config, "quantization_config"):
-        del config.quantization_config
+        delattr(config, "quantization_config")
     with torch.device("meta"):
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(model.state_dict(), assign=True)

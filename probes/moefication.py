@@ -38,7 +38,7 @@ from probes.forward import forward
 from probes.handle import ModelHandle
 from probes.hooks import observing
 from probes.nll import token_nll
-from probes.residual import blocks
+from probes.residual import blocks, submodule
 from probes.settings import settings
 from probes.text import clean, encode
 from results.moefication import EXPERT_COUNTS, ROUTERS, LossByK, Moefication, Setting
@@ -163,8 +163,10 @@ class MoefiedMLP(nn.Module):
     ) -> None:
         super().__init__()
         # The original modules, under their own names: other probes hook `...mlp.gate_proj` and friends.
-        self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
-        self.act_fn = mlp.act_fn
+        self.gate_proj = submodule(mlp, "gate_proj", nn.Linear)
+        self.up_proj = submodule(mlp, "up_proj", nn.Linear)
+        self.down_proj = submodule(mlp, "down_proj", nn.Linear)
+        self.act_fn = submodule(mlp, "act_fn", nn.Module)
         self.config = getattr(mlp, "config", None)
         self.hidden_size = self.gate_proj.in_features
         self.intermediate_size = self.gate_proj.out_features
@@ -217,10 +219,10 @@ def _capture(
     sentences of each part, tokens batch-major and part after part; also each part's token count."""
     groups = [by_length(handle, part) for part in parts]
     counts = [sum(length * len(g) for length, g in group.items()) for group in groups]
-    mlps = [block.mlp for block in blocks(handle)]
-    first = mlps[0]
-    xs = np.empty((len(mlps), sum(counts), first.gate_proj.in_features), dtype=np.float32)
-    acts = np.empty((len(mlps), sum(counts), first.gate_proj.out_features), dtype=np.float16)
+    mlps = [submodule(block, "mlp", nn.Module) for block in blocks(handle)]
+    first = submodule(mlps[0], "gate_proj", nn.Linear)
+    xs = np.empty((len(mlps), sum(counts), first.in_features), dtype=np.float32)
+    acts = np.empty((len(mlps), sum(counts), first.out_features), dtype=np.float16)
     cursor = [0]
 
     def keep(target: np.ndarray, layer: int):
@@ -230,7 +232,8 @@ def _capture(
 
         return hook
 
-    hooks = {m: keep(xs, i) for i, m in enumerate(mlps)} | {m.down_proj: keep(acts, i) for i, m in enumerate(mlps)}
+    hooks = {m: keep(xs, i) for i, m in enumerate(mlps)}
+    hooks |= {submodule(m, "down_proj", nn.Linear): keep(acts, i) for i, m in enumerate(mlps)}
     n_sentences = sum(len(part) for part in parts)
     total = n_sentences + extra_steps
     done = 0
@@ -349,7 +352,8 @@ def build(handle: ModelHandle, on_progress: Progress | None = None) -> Moeficati
     weights, biases, recalls = ({e: [] for e in EXPERT_COUNTS} for _ in range(3))
     for layer, block in enumerate(blocks(handle)):
         with torch.inference_mode():
-            fitted = _fit_layer(xs[layer], acts[layer], block.mlp.down_proj.weight.float(), n_fit, SEED + layer)
+            down = submodule(block, "mlp.down_proj", nn.Linear)
+            fitted = _fit_layer(xs[layer], acts[layer], down.weight.float(), n_fit, SEED + layer)
         for e, (assignment, weight, bias, recall) in fitted.items():
             assignments[e].append(assignment.numpy().astype(np.int16))
             weights[e].append(weight.numpy())
@@ -467,9 +471,9 @@ def read_stored(handle: ModelHandle, path: Path) -> tuple[Moefication, bytes] | 
     except OSError as exc:
         log.warning("The stored MoEfication at %s is unreadable (%s); rebuilding it.", path, exc)
         return None
-    mlp = blocks(handle)[0].mlp
+    gate = submodule(blocks(handle)[0], "mlp.gate_proj", nn.Linear)
     try:
-        moefication = _deserialise(data, handle.n_layers, mlp.gate_proj.out_features, mlp.gate_proj.in_features)
+        moefication = _deserialise(data, handle.n_layers, gate.out_features, gate.in_features)
     except (SafetensorError, ValueError, KeyError, TypeError, OverflowError) as exc:
         log.warning("The stored MoEfication at %s is unusable (%s); rebuilding it.", path, exc)
         return None
@@ -501,7 +505,7 @@ def derive(base: ModelHandle, moefication: Moefication, data: bytes) -> ModelHan
             return {e: torch.from_numpy(np.ascontiguousarray(v[layer])) for e, v in table.items()}
 
         tables = (moefication.assignments, moefication.router_weight, moefication.router_bias)
-        block.mlp = MoefiedMLP(block.mlp, *(per_layer(table) for table in tables))
+        block.mlp = MoefiedMLP(submodule(block, "mlp", nn.Module), *(per_layer(table) for table in tables))
     recall = ", ".join(f"E={e}: {np.median(r):.2f}" for e, r in moefication.router_recall.items())
     source = (
         f"derived: MoEfication of {BASE_NAME} ({'/'.join(map(str, EXPERT_COUNTS))} experts per MLP, clustered on "

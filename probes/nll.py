@@ -16,7 +16,7 @@ def token_nll(handle: ModelHandle, token_ids: np.ndarray) -> np.ndarray:
         raise LmscopeError(f"'{handle.name}' is an encoder: it does not predict the next token, so it has no loss.")
     if len(token_ids) < 2:
         raise LmscopeError("The loss needs at least two tokens.")
-    logits = forward(handle, token_ids, logits=True).logits[0, :-1].float()
+    logits = forward(handle, token_ids, logits=True)["logits"][0, :-1].float()
     targets = torch.as_tensor(np.asarray(token_ids[1:]), dtype=torch.long)
     return torch.nn.functional.cross_entropy(logits, targets, reduction="none").numpy()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from probes.hooks import observing
 
 # (layer, the block's output hidden states (batch, tokens, features)) -> a replacement, or None to keep them
 BlockCallback = Callable[[int, torch.Tensor], torch.Tensor | None]
+M = TypeVar("M", bound=nn.Module)
 
 
 def blocks(handle: ModelHandle) -> nn.ModuleList:
@@ -29,6 +31,15 @@ def blocks(handle: ModelHandle) -> nn.ModuleList:
         if isinstance(module, nn.ModuleList) and len(module) == handle.n_layers:
             return module
     raise LmscopeError(f"lmscope could not find the {handle.n_layers} blocks of model '{handle.name}'.")
+
+
+def submodule(module: nn.Module, path: str, kind: type[M]) -> M:
+    """The module at `path` under `module` (such as "mlp.down_proj"), checked to be a `kind`: torch types a child
+    module read as an attribute only as Tensor | Module."""
+    found = module.get_submodule(path)
+    if not isinstance(found, kind):
+        raise LmscopeError(f"lmscope expects {path} of {type(module).__name__} to be a {kind.__name__}.")
+    return found
 
 
 @contextmanager

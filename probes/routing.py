@@ -78,11 +78,11 @@ def _layer_number(name: str) -> int:
     return numbers[0]
 
 
-def _shared(model: nn.Module, name: str) -> tuple[int, nn.Module | None]:
+def _shared(handle: ModelHandle, name: str) -> tuple[int, nn.Module | None]:
     """Shared experts of the MoE block holding router `name`: their count, and Qwen2-MoE's gate on them."""
-    block = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    block = handle.model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else handle.model
     if hasattr(block, "shared_experts"):
-        return int(getattr(model.config.get_text_config(), "n_shared_experts", 1) or 1), None
+        return int(getattr(handle.text_config, "n_shared_experts", 1) or 1), None
     if hasattr(block, "shared_expert"):
         return 1, getattr(block, "shared_expert_gate", None)
     return 0, None
@@ -98,7 +98,7 @@ def routers(handle: ModelHandle) -> list[Router]:
             index = 0
         if index is None:
             continue
-        n_shared, gate = _shared(handle.model, name)
+        n_shared, gate = _shared(handle, name)
         layer, kind = _layer_number(name), "attention" if "attention" in name else "mlp"
         stack = next((f"{s} " for s in ("encoder", "decoder") if name.startswith(s)), "")
         label = f"{stack}layer {layer}" + (" attention" if kind == "attention" else "")
@@ -124,7 +124,8 @@ def _jetmoe_choice(module: nn.Module, output: tuple) -> tuple[torch.Tensor, torc
     flat_experts[slots] = experts
     flat_weights = torch.empty_like(gates)
     flat_weights[slots] = gates
-    return flat_experts.view(logits.shape[0], module.top_k), flat_weights.view(logits.shape[0], module.top_k)
+    top_k = int(getattr(module, "top_k"))  # a plain int attribute, which torch's Module type does not declare
+    return flat_experts.view(logits.shape[0], top_k), flat_weights.view(logits.shape[0], top_k)
 
 
 def _switch_choice(output: tuple) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,7 +172,7 @@ def hooked_routers(handle: ModelHandle, on_route: RouterCallback) -> Iterator[li
     batch-major) to on_route."""
     found = routers(handle)
     # Qwen2-MoE runs its shared expert's gate after the router: report a router once both have run.
-    decisions: dict[int, tuple] = {}
+    decisions: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # logits, experts, weights
     gates: dict[int, torch.Tensor] = {}
 
     def report(router: Router) -> None:

@@ -227,7 +227,7 @@ def default_layers(n_layers: int) -> list[int]:
 def activation_magnitudes(handle: ModelHandle, token_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Largest |h| over features per layer and token (layers x n), and the median |h| per layer, of the hidden
     state entering each layer (hidden_states[l]; the last entry, after the final norm, feeds no layer)."""
-    states = forward(handle, token_ids, output_hidden_states=True).hidden_states[: handle.n_layers]
+    states = forward(handle, token_ids, output_hidden_states=True)["hidden_states"][: handle.n_layers]
     peaks = np.stack([h[0].abs().amax(dim=-1).double().numpy() for h in states])
     medians = np.array([float(np.median(h[0].abs().double().numpy())) for h in states])
     return peaks, medians

@@ -62,18 +62,24 @@ def _module_names(handle: ModelHandle) -> dict[int, str]:
     return {id(module): name for name, module in handle.model.named_modules()}
 
 
+def _matrix_shape(weight: torch.Tensor) -> tuple[int, int]:
+    rows, cols = weight.shape
+    return rows, cols
+
+
 def block_weights(handle: ModelHandle) -> list[WeightRef]:
     """The token embedding (layer -1) and every 2-D weight matrix of the transformer blocks, in model order."""
     names = _module_names(handle)
     refs: list[WeightRef] = []
     embedding = handle.model.get_input_embeddings()
-    if embedding is not None and getattr(embedding, "weight", None) is not None and embedding.weight.ndim == 2:
-        refs.append(WeightRef(names[id(embedding)], "embed", EMBED_LAYER, tuple(embedding.weight.shape)))
+    weight = getattr(embedding, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.ndim == 2:
+        refs.append(WeightRef(names[id(embedding)], "embed", EMBED_LAYER, _matrix_shape(weight)))
     for layer, block in enumerate(blocks(handle)):
         for relative, module in block.named_modules():
             weight = module._parameters.get("weight")
             if isinstance(weight, nn.Parameter) and weight.ndim == 2:
-                refs.append(WeightRef(names[id(module)], _kind(relative), layer, tuple(weight.shape)))
+                refs.append(WeightRef(names[id(module)], _kind(relative), layer, _matrix_shape(weight)))
     return refs
 
 
@@ -235,7 +241,7 @@ def spectrum(ref: WeightRef, weight: np.ndarray) -> MatrixSpectrum:
         name=ref.name,
         kind=ref.kind,
         layer=ref.layer,
-        shape=tuple(ref.shape),
+        shape=ref.shape,
         singular_values=singular_values,
         alpha=fit.alpha,
         xmin=fit.xmin,

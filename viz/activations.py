@@ -36,7 +36,8 @@ def _row_labels(tokens: list[str], pool: int) -> list[str]:
 def _largest(magnitude: np.ndarray, count: int) -> list[tuple[int, int]]:
     """(row, feature) of the `count` largest entries, largest first."""
     flat = np.argsort(magnitude, axis=None)[::-1][:count]
-    return [tuple(int(i) for i in np.unravel_index(j, magnitude.shape)) for j in flat]
+    rows, features = np.unravel_index(flat, magnitude.shape)
+    return [(int(r), int(f)) for r, f in zip(rows, features)]
 
 
 def _subtitle(layer: LayerActivations, pool: int) -> str:

@@ -13,7 +13,7 @@ import zipfile
 
 import plotly.graph_objects as go
 
-from viz.theme import TEMPLATE
+from viz.theme import TEMPLATE, layout_of
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 _started = threading.Lock()
@@ -57,7 +57,7 @@ def figure_bytes(fig: go.Figure, fmt: str, width: int = 1400, height: int | None
     export.update_layout(template=TEMPLATE)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # kaleido warns that a running server ignores kopts
-        height = height or export.layout.height or 900
+        height = height or layout_of(export).height or 900
         return export.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)
 
 
@@ -80,6 +80,6 @@ def figures_zip(figures: list[tuple[str, go.Figure]], formats: tuple[str, ...] =
             files = [f"{stem}.{fmt}" for fmt in formats]
             for file, fmt in zip(files, formats, strict=True):
                 archive.writestr(file, figure_bytes(fig, fmt))
-            index.append({"name": name, "title": fig.layout.title.text, "files": files})
+            index.append({"name": name, "title": layout_of(fig).title.text, "files": files})
         archive.writestr("index.json", json.dumps(index, indent=2, ensure_ascii=False))
     return buffer.getvalue()

@@ -143,8 +143,8 @@ def corpus_maps(corpus: CorpusAttention, layers: list[int], logits: bool = True)
             row=row + 1,
             col=col + 1,
         )
-        anchor = fig.get_subplot(row + 1, col + 1).xaxis.plotly_name.replace("axis", "")
-        fig.update_yaxes(scaleanchor=anchor, row=row + 1, col=col + 1)
+        # make_subplots numbers the axes row by row from the top left: x, x2, x3, ...
+        fig.update_yaxes(scaleanchor=f"x{i + 1}" if i else "x", row=row + 1, col=col + 1)
     what = "attention logits (pre-softmax scores)" if logits else "attention weights"
     themed(fig, f"Average {what} of {corpus.model} over {corpus.n_sentences} sentences of {corpus.n_tokens} tokens")
     first = "each sentence's first token" if corpus.first_token is None else f"{visible(corpus.first_token)} in every sentence"

@@ -109,7 +109,8 @@ def esd_figure(spectrum: MatrixSpectrum, mp_x: np.ndarray, mp_density: np.ndarra
             row=1,
             col=1,
         )
-        fig.add_vline(x=spectrum.xmin, line={"color": TAIL_COLOUR, "dash": "dot"}, row=1, col=1)
+        # plotly's row and col are unannotated, so their default "all" makes them look like str
+        fig.add_vline(x=spectrum.xmin, line={"color": TAIL_COLOUR, "dash": "dot"}, row=1, col=1)  # pyright: ignore[reportArgumentType]
     s = spectrum.singular_values
     fig.add_trace(
         go.Scatter(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import textwrap
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -13,7 +14,15 @@ import plotly.io as pio
 FONT = "DejaVu Sans, Arial, sans-serif"
 SEQUENTIAL = "Viridis"
 TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
-TEMPLATE.layout.update(
+
+
+def layout_of(fig: go.Figure | go.layout.Template) -> Any:
+    """The layout of a figure or template, read as the dynamic object it is: plotly's generated properties carry
+    no annotations, so a type checker would infer each as a union of their internal return paths."""
+    return fig.layout
+
+
+layout_of(TEMPLATE).update(
     font={"family": FONT, "size": 14},
     title={"font": {"size": 18}, "x": 0.02, "xanchor": "left"},
     margin={"l": 70, "r": 30, "t": 70, "b": 70},
@@ -82,16 +91,17 @@ def _fits(px: float, width: float) -> int:
 
 def _set_properties(fig: go.Figure, prefix: str) -> list[str]:
     """The layout's set properties named prefix, prefix2, ... (the subplots' axes or 3D scenes)."""
-    return [name for name in fig.layout.to_plotly_json() if re.fullmatch(rf"{prefix}\d*", name)]
+    return [name for name in layout_of(fig).to_plotly_json() if re.fullmatch(rf"{prefix}\d*", name)]
 
 
 def _grow(fig: go.Figure, grow: float, body: float) -> None:
     """Scale every explicitly sized font (subplot titles, annotations, trace text) by `grow`, and the lines and
     markers of line charts by its square root (thicker, not as much as the text); 3D axis labels get a size of
     their own, since WebGL draws them larger than the same size in 2D."""
-    for scene in (fig.layout[name] for name in _set_properties(fig, "scene")):
+    layout = layout_of(fig)
+    for scene in (layout[name] for name in _set_properties(fig, "scene")):
         for annotation in scene.annotations:
-            annotation.font.size = (annotation.font.size or TEMPLATE.layout.font.size) * grow
+            annotation.font.size = (annotation.font.size or layout_of(TEMPLATE).font.size) * grow
         for axis in (scene.xaxis, scene.yaxis, scene.zaxis):
             axis.tickfont.size, axis.title.font.size = 0.55 * body, 0.7 * body
             _thin(axis, 8)
@@ -99,7 +109,7 @@ def _grow(fig: go.Figure, grow: float, body: float) -> None:
         if eye.x is not None and scene.aspectratio.x is None:  # a flatter box seen closer fills the wide slide
             scene.camera.eye = {"x": eye.x * 0.8, "y": eye.y * 0.8, "z": eye.z * 0.8}
             scene.aspectmode, scene.aspectratio = "manual", {"x": 1.0, "y": 1.0, "z": 0.7}
-    for annotation in fig.layout.annotations:
+    for annotation in layout.annotations:
         if annotation.font.size:
             annotation.font.size *= grow
     thicker = math.sqrt(grow)
@@ -117,7 +127,7 @@ def _grow(fig: go.Figure, grow: float, body: float) -> None:
             trace.marker.size = (np.asarray(size) * thicker).tolist() if size is not None else 6 * thicker
 
 
-def _thin(axis: object, most: int) -> None:
+def _thin(axis: Any, most: int) -> None:
     """Keep at most `most` labels of an axis labelled by an array of ticks (every k-th), or widen its step."""
     if axis.tickvals is not None and axis.ticktext is not None and len(axis.tickvals) > most:
         step = -(-len(axis.tickvals) // most)
@@ -132,10 +142,11 @@ def _fit_ticks(fig: go.Figure, body: float, plot_width: float, plot_height: floa
     """Thin the labels of every 2D axis to what its length holds at the slide's font: token labels (arrays of
     ticks) a little smaller than the body text, one label per 1.6 lines along a y axis or per label width along
     an x axis; square maps (scaleanchor) measured by their shorter side."""
+    layout = layout_of(fig)
     names = _set_properties(fig, "xaxis") + _set_properties(fig, "yaxis")
-    squares = {fig.layout[n].scaleanchor for n in names if n.startswith("yaxis") and fig.layout[n].scaleanchor}
+    squares = {layout[n].scaleanchor for n in names if n.startswith("yaxis") and layout[n].scaleanchor}
     for name in names:
-        axis = fig.layout[name]
+        axis = layout[name]
         start, end = axis.domain or (0.0, 1.0)
         along = (plot_width if name.startswith("x") else plot_height) * (end - start)
         if name.startswith("y") and axis.scaleanchor or name.replace("axis", "") in squares:
@@ -153,7 +164,7 @@ def _top_labels(fig: go.Figure, body: float) -> float:
     """Height of the annotations standing on top of the plot area (subplot titles), which live in the margin."""
     heights = [
         (str(a.text).count("<br>") + 1) * (a.font.size or body) * _LINE
-        for a in fig.layout.annotations
+        for a in layout_of(fig).annotations
         if a.yref == "paper" and a.y is not None and a.y >= 0.99 and a.yanchor == "bottom"
     ]
     return max(heights, default=0.0)
@@ -162,7 +173,8 @@ def _top_labels(fig: go.Figure, body: float) -> float:
 def _legend_rows(fig: go.Figure, body: float, width: float) -> int:
     """Rows a horizontal legend of these traces takes across `width` pixels (0 when no legend shows)."""
     names = [t.name for t in fig.data if t.type in _LEGEND_TRACES and t.showlegend is not False and t.name]
-    if fig.layout.showlegend is False or (fig.layout.showlegend is None and len(names) < 2):
+    showlegend = layout_of(fig).showlegend
+    if showlegend is False or (showlegend is None and len(names) < 2):
         return 0
     rows, used = 1, 0.0
     for name in names:
@@ -175,7 +187,7 @@ def _legend_rows(fig: go.Figure, body: float, width: float) -> int:
 
 def _axis_labels(fig: go.Figure, body: float) -> float:
     """Height under the plot for x tick labels and the axis title, rotated token labels included."""
-    axes = [fig.layout[name] for name in _set_properties(fig, "xaxis")]
+    axes = [layout_of(fig)[name] for name in _set_properties(fig, "xaxis")]
     if not axes and all(trace.type in _NO_AXES for trace in fig.data):
         return 0.0
     longest = 0.0
@@ -200,10 +212,11 @@ def slide(
     out = go.Figure(fig)
     scale = min(width / SLIDE_WIDTH, height / SLIDE_HEIGHT)
     body = SLIDE_FONT * scale
-    grow = body / TEMPLATE.layout.font.size
+    layout, base = layout_of(out), layout_of(TEMPLATE)
+    grow = body / base.font.size
     pad = 24 * scale
-    left = (out.layout.margin.l or TEMPLATE.layout.margin.l) * grow
-    right = (out.layout.margin.r or TEMPLATE.layout.margin.r) * grow
+    left = (layout.margin.l or base.margin.l) * grow
+    right = (layout.margin.r or base.margin.r) * grow
     usable = width - left - right
     out.update_layout(template=TEMPLATE, width=width, height=height, autosize=False, font_size=body)
     _grow(out, grow, body)
@@ -211,12 +224,12 @@ def slide(
     out.update_yaxes(automargin=True)
 
     top = pad + _top_labels(out, body)
-    if titles and out.layout.title.text:
+    if titles and layout.title.text:
         title_px, subtitle_px = SLIDE_TITLE * scale, SLIDE_SUBTITLE * scale
-        title = wrap(str(out.layout.title.text), _fits(title_px, usable))
+        title = wrap(str(layout.title.text), _fits(title_px, usable))
         subtitle = (
-            wrap(str(out.layout.title.subtitle.text or ""), _fits(subtitle_px, usable))
-            if out.layout.title.subtitle.text
+            wrap(str(layout.title.subtitle.text or ""), _fits(subtitle_px, usable))
+            if layout.title.subtitle.text
             else []
         )
         out.update_layout(
@@ -242,7 +255,7 @@ def slide(
         caption_px = SLIDE_CAPTION * scale
         lines = wrap(caption, _fits(caption_px, usable))
         caption_height = len(lines) * caption_px * _LINE + 2 * pad
-    rows = _legend_rows(out, body, usable) if out.layout.legend.orientation == "h" else 0
+    rows = _legend_rows(out, body, usable) if layout.legend.orientation == "h" else 0
     legend_height = rows * body * 1.5 + (pad if rows else 0)
     if rows:  # horizontal legends go under the plot, above the caption, whatever the builder chose
         out.update_layout(
