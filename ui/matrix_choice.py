@@ -7,7 +7,7 @@ import streamlit as st
 
 from probes import spectra
 from probes.handle import ModelHandle
-from probes.spectra import ModelSpectra, WeightRef
+from results.spectra import ModelSpectra, WeightRef
 from ui.models import probe_with_progress, result_cache
 
 
