@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from lecture.render import Rendered
-from probes.ablation import Ablation
-from probes.activations import Thresholds
+from results.activations import Ablation, Thresholds
 
 
 def perplexities(done: Ablation) -> dict[str, float]:
