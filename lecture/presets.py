@@ -120,33 +120,33 @@ def _sections(path: Path, data: dict) -> list[tuple[str, str, str]]:
 def _preset(path: Path, table: object, index: int, data: dict, sections: set[str], pages: Mapping[str, str]) -> Preset:
     """One [[preset]] table, checked field by field."""
     where = f"preset {index + 1}"
-    _check_keys(path, where, table, _PRESET_KEYS, _PRESET_REQUIRED)
-    name = _text_field(path, where, table, "name")
+    fields = _check_keys(path, where, table, _PRESET_KEYS, _PRESET_REQUIRED)
+    name = _text_field(path, where, fields, "name")
     where = f"preset '{name}'"
-    version = table["version"]
+    version = fields["version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise _fail(path, where, f"version must be a whole number of at least 1, not {version!r}")
-    section = _text_field(path, where, table, "section")
+    section = _text_field(path, where, fields, "section")
     if section not in sections:
         raise _fail(path, where, f"unknown section '{section}' (sections: {', '.join(sections)})")
-    figure = _text_field(path, where, table, "figure")
+    figure = _text_field(path, where, fields, "figure")
     if figure not in pages:
         raise _fail(path, where, f"unknown figure '{figure}' (figures: {', '.join(sorted(pages))})")
-    model = table.get("model", data.get("model"))
+    model = fields.get("model", data.get("model"))
     if model not in {*BUILTINS, *DERIVED}:
         raise _fail(
             path, where, f"model {model!r} is not a built-in or derived model ({', '.join([*BUILTINS, *DERIVED])})"
         )
     text = None
-    if "text" in table:
+    if "text" in fields:
         texts = data.get("texts", {})
-        if table["text"] not in texts:
-            raise _fail(path, where, f"text '{table['text']}' is not in [texts] ({', '.join(texts)})")
-        text = texts[table["text"]].strip()
-    options, query = table.get("options", {}), table.get("query", {})
+        if fields["text"] not in texts:
+            raise _fail(path, where, f"text '{fields['text']}' is not in [texts] ({', '.join(texts)})")
+        text = texts[fields["text"]].strip()
+    options, query = fields.get("options", {}), fields.get("query", {})
     for field_name, value in (("options", options), ("query", query)):
         if not isinstance(value, dict):
-            raise _fail(path, where, f"'{field_name}' must be a table")
+            raise _fail(path, where, f"'{field_name}' must be a fields")
     repeated = sorted(_FROM_FIELDS & set(query))
     if repeated:
         raise _fail(path, where, f"query may not set {', '.join(repeated)}: they come from the preset's own fields")
@@ -156,8 +156,8 @@ def _preset(path: Path, table: object, index: int, data: dict, sections: set[str
         name=name,
         version=version,
         section=section,
-        title=_text_field(path, where, table, "title"),
-        caption=_text_field(path, where, table, "caption"),
+        title=_text_field(path, where, fields, "title"),
+        caption=_text_field(path, where, fields, "caption"),
         figure=figure,
         model=model,
         text=text,

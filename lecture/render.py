@@ -20,6 +20,7 @@ from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 from views.registry import Run, figures
+from viz.theme import layout_of
 
 T = TypeVar("T")
 
@@ -69,8 +70,11 @@ class Rendered:
 def _retitle(figure: go.Figure, preset: Preset) -> None:
     """The preset's title on top; the builder's own title and subtitle, which name the layer, head or model,
     become the subtitle."""
-    own = [figure.layout.title.text, figure.layout.title.subtitle.text]
-    figure.update_layout(title_text=preset.title, title_subtitle_text="<br>".join(t for t in own if t))
+    title = layout_of(figure).title
+    own = [title.text, title.subtitle.text]
+    figure.update_layout(
+        title_text=preset.title, title_subtitle_text="<br>".join(t for t in own if t and t != preset.title)
+    )
 
 
 def _plain(value: object) -> object:

@@ -60,7 +60,9 @@ for name in section.presets:
     if handle is None:
         continue
     try:
-        rendered = waited(preset.title, lambda progress: render(preset, handle, result_cache(), progress))
+        rendered = waited(
+            preset.title, lambda progress, handle=handle: render(preset, handle, result_cache(), progress)
+        )
     except LmscopeError as exc:
         st.error(f"{preset.title}: {exc}")
         continue

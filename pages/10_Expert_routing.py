@@ -6,6 +6,7 @@ import streamlit as st
 
 from probes import corpus, moefication, routing
 from probes.errors import LmscopeError
+from probes.text import token_strings
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page
@@ -138,8 +139,7 @@ if st.toggle(f"Route the {len(corpus.sentences())} corpus sentences", key="moe_c
         f"{handle.name}-load-grid-corpus",
     )
     show_flow(list(routed_corpus.experts), routed_corpus.n_experts, "the corpus")
-    decode = handle.tokenizer.decode
-    rows = preference_rows(routing.preferences(routed_corpus, index, lambda t: decode([t])))
+    rows = preference_rows(routing.preferences(routed_corpus, index, lambda t: token_strings(handle, [t])[0]))
     st.markdown(f"**Tokens each expert of {labels[index]} prefers**")
     st.dataframe(rows, hide_index=True, width="stretch")
     st.caption(

@@ -44,7 +44,7 @@ with left:
         "Model",
         [*TITLES, OTHER],
         key="w_model",
-        format_func=lambda n: TITLES.get(n, n),
+        format_func=lambda n: TITLES.get(n) or n,
         on_change=_model_changed,
     )
     if st.session_state["w_model"] == OTHER:

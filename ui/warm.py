@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="lmscope: %(message)s")
     # Headless runs have no browser session behind them; Streamlit says so after every page ("can be ignored").
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
-    parser = argparse.ArgumentParser(prog="python -m ui.warm", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ui.warm", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--model", action="append", help="a model to warm (default: every built-in and derived)")
     parser.add_argument("--page", action="append", help="a page file to warm, e.g. 4_Attention_sinks.py (default: all)")
     args = parser.parse_args(argv)

@@ -44,7 +44,7 @@ def _print(args: argparse.Namespace) -> object:
     if args.layer is not None:
         result.check_head(args.layer, args.head)
         out.update(layer=args.layer, head=args.head, map=result.maps[args.layer, args.head].astype(np.float32))
-        if args.logits:
+        if args.logits and result.logits is not None:
             out["logits"] = result.logits[args.layer, args.head].astype(np.float32)
     return out
 

@@ -6,6 +6,8 @@ import numpy as np
 
 from lecture.render import Rendered
 from probes import sinks
+from results.attention import AttentionResult
+from results.sinks import CorpusAttention
 
 
 def column_means(values: np.ndarray) -> np.ndarray:
@@ -20,7 +22,7 @@ def sink_layers(maps: np.ndarray) -> np.ndarray:
 
 
 def corpus_maps(rendered: Rendered) -> str:
-    value = rendered.results["corpus"]
+    value = rendered.result("corpus", CorpusAttention)
     logits = bool(rendered.settings["options"]["logits"])
     maps = value.layer_logits if logits else value.layer_probabilities
     sinking = sink_layers(maps)[2:]
@@ -36,7 +38,7 @@ def corpus_maps(rendered: Rendered) -> str:
 
 
 def sink_share(rendered: Rendered) -> str:
-    profile = sinks.sink_profile(rendered.results["attention"])
+    profile = sinks.sink_profile(rendered.result("attention", AttentionResult))
     share = profile.layer_share[2:]
     low = [i + 2 for i in np.flatnonzero(share <= 2 * profile.uniform_share)]
     if len(low) > len(share) / 4:

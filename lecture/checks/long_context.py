@@ -5,23 +5,26 @@ from __future__ import annotations
 import numpy as np
 
 from lecture.render import Rendered
+from results.attention import AttentionResult
+from results.structured import MaskView, WindowSweep
 
 
 def mask_panel(rendered: Rendered) -> str:
-    view = rendered.results["masks"]
+    view = rendered.result("masks", MaskView)
     layer, head = int(rendered.query["layer"]), int(rendered.query["head"])
     kept = dict(zip(view.titles, view.kept[:, layer, head].tolist()))
     full, sliding, dilated, global_sliding = kept.values()
     if abs(full - 1) > 1e-3 or not global_sliding > max(sliding, dilated):
         raise rendered.fail(f"kept shares {kept} do not put global + sliding above the plain windows")
+    sink_share = rendered.result("attention", AttentionResult).sink_share[layer, head]
     return (
-        f"L{layer}H{head} (sink share {rendered.results['attention'].sink_share[layer, head]:.0%}): sliding keeps "
+        f"L{layer}H{head} (sink share {sink_share:.0%}): sliding keeps "
         f"{sliding:.0%}, dilated {dilated:.0%}, global + sliding {global_sliding:.0%} of its weight"
     )
 
 
 def window_loss(rendered: Rendered) -> str:
-    sweep = rendered.results["sweep"]
+    sweep = rendered.result("sweep", WindowSweep)
     window, with_sinks = sweep.mean_window, sweep.mean_sinks
     if sweep.sinks and not np.all(with_sinks <= window + 1e-6):
         raise rendered.fail("keeping the sink tokens made the loss worse at some window")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from lecture.render import Rendered
+from results.compress import Tradeoff
 
 
 def tradeoff(rendered: Rendered) -> str:
-    done = rendered.results["tradeoff"]
+    done = rendered.result("tradeoff", Tradeoff)
     pruned = {p.label: p for p in done.points if p.method.startswith("prune")}
     quantized = [p for p in done.points if p.method == "quantize"]
     half = pruned.get("50% pruned") or pruned["2:4"]

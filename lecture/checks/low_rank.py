@@ -6,6 +6,8 @@ import numpy as np
 
 from lecture.render import Rendered
 from probes import compress
+from results.compress import RankSweep
+from results.spectra import ModelSpectra
 
 
 def energy_at(singular_values: np.ndarray, share: float) -> float:
@@ -15,14 +17,16 @@ def energy_at(singular_values: np.ndarray, share: float) -> float:
 
 
 def energy(rendered: Rendered) -> str:
-    held = [energy_at(m.singular_values, 0.1) for m in rendered.results["spectra"].matrices if m.layer >= 0]
+    held = [
+        energy_at(m.singular_values, 0.1) for m in rendered.result("spectra", ModelSpectra).matrices if m.layer >= 0
+    ]
     if not min(held) > 0.1:
         raise rendered.fail("some matrix has a flat spectrum: its top 10% hold no more than 10% of the energy")
     return f"the top 10% of the rank hold {min(held):.0%} to {max(held):.0%} of Σσ² (median {np.median(held):.0%}; flat: 10%)"
 
 
 def rank_loss(rendered: Rendered) -> str:
-    sweep = rendered.results["sweep"]
+    sweep = rendered.result("sweep", RankSweep)
     full = max(int(r) for r in sweep.ranks)
     at_full = float(sweep.nll[np.argmax(sweep.ranks)])
     below = sweep.nll[sweep.ranks < compress.full_rank(rendered.handle)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from lecture.render import Rendered
-from results.activations import Ablation, Thresholds
+from results.activations import Ablation, ActivationResult, LayerActivations, Thresholds
 
 
 def perplexities(done: Ablation) -> dict[str, float]:
@@ -16,7 +16,7 @@ def perplexities(done: Ablation) -> dict[str, float]:
 
 
 def surface(rendered: Rendered) -> str:
-    result, values = rendered.results["activations"], rendered.results["layer"]
+    result, values = rendered.result("activations", ActivationResult), rendered.result("layer", LayerActivations)
     magnitude = np.abs(values.values)
     position, dim = np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)
     peak = float(magnitude[position, dim])
@@ -30,7 +30,7 @@ def surface(rendered: Rendered) -> str:
 
 
 def lines(rendered: Rendered) -> str:
-    result = rendered.results["activations"]
+    result = rendered.result("activations", ActivationResult)
     massive = np.flatnonzero(Thresholds().passes(result.max_abs, result.median_abs))
     if not len(massive) or len(massive) != massive[-1] - massive[0] + 1:
         raise rendered.fail("the layers with an activation above 100 and 1,000x their median are not one run")
@@ -42,7 +42,7 @@ def lines(rendered: Rendered) -> str:
 
 
 def ablation_bars(rendered: Rendered) -> str:
-    done = rendered.results["ablation"]
+    done = rendered.result("ablation", Ablation)
     bars = perplexities(done)
     base = bars["unchanged"]
     if (
@@ -50,7 +50,8 @@ def ablation_bars(rendered: Rendered) -> str:
         or bars["zeroed"] < 2 * base
         or max(abs(bars[k] / base - 1) for k in ("mean", "random")) > 0.1
     ):
-        raise rendered.fail(f"perplexities {bars} do not show zeroing breaking the model and the others not")
+        shown = ", ".join(f"{name} {value:,.1f}" for name, value in bars.items())
+        raise rendered.fail(f"perplexities ({shown}) do not show zeroing breaking the model and the other edits not")
     return (
         f"{len(done.layers)} entries edited: perplexity {base:.1f} unchanged, {bars['zeroed']:,.0f} zeroed, "
         f"{bars['mean']:.1f} at their mean, {bars['random']:.1f} with random entries zeroed"

@@ -6,10 +6,12 @@ import numpy as np
 
 from lecture.render import Rendered
 from probes import routing
+from results.moefication import LossByK
+from results.routing import RoutingResult
 
 
 def moe_routing(rendered: Rendered) -> str:
-    layer = rendered.results["routing"].router(int(rendered.settings["options"]["layer"]))
+    layer = rendered.result("routing", RoutingResult).router(int(rendered.settings["options"]["layer"]))
     distinct = all(len(set(row)) == layer.top_k for row in layer.experts.tolist())
     top = np.argmax(layer.logits, axis=1)
     if not distinct or not np.array_equal(top, layer.experts[:, 0]):
@@ -26,7 +28,7 @@ def moe_routing(rendered: Rendered) -> str:
 
 
 def moe_load(rendered: Rendered) -> str:
-    layer = rendered.results["routing"].router(int(rendered.settings["options"]["layer"]))
+    layer = rendered.result("routing", RoutingResult).router(int(rendered.settings["options"]["layer"]))
     balance = routing.balance(layer)
     counts = np.bincount(layer.experts.ravel(), minlength=layer.n_experts)
     if not np.allclose(balance.load, counts / counts.sum()):
@@ -38,7 +40,7 @@ def moe_load(rendered: Rendered) -> str:
 
 
 def moe_loss(rendered: Rendered) -> str:
-    loss = rendered.results["loss"]
+    loss = rendered.result("loss", LossByK)
     at_e = {(router, e): float(values[-1]) for router, by_e in loss.nll.items() for e, values in by_e.items()}
     if any(value != loss.dense_nll for value in at_e.values()):
         raise rendered.fail(f"k = E differs from the dense model ({loss.dense_nll}): {at_e}")

@@ -8,6 +8,8 @@ import numpy as np
 
 from lecture.render import Rendered
 from probes import spectra
+from results.distribution import Distribution
+from results.spectra import ModelSpectra
 
 
 def share_above(matrices: Sequence[spectra.MatrixSpectrum], alpha: float = 6.0) -> dict[str, float]:
@@ -17,7 +19,7 @@ def share_above(matrices: Sequence[spectra.MatrixSpectrum], alpha: float = 6.0) 
 
 
 def weight_histogram(rendered: Rendered) -> str:
-    dist = rendered.results["distribution"]
+    dist = rendered.result("distribution", Distribution)
     inside = 1 - (dist.below + dist.above) / dist.n
     area = float(np.sum(dist.density * np.diff(dist.edges)))
     heavier = 0.0027 < dist.beyond_3_std < 0.02  # a Gaussian has 0.27% beyond 3 std
@@ -32,7 +34,7 @@ def weight_histogram(rendered: Rendered) -> str:
 
 
 def activation_histogram(rendered: Rendered) -> str:
-    dist = rendered.results["distribution"]
+    dist = rendered.result("distribution", Distribution)
     outliers = np.abs(np.array([dist.minimum, dist.maximum]) - dist.center) / dist.scale
     if dist.beyond_6_std == 0 or outliers.max() < 20:
         raise rendered.fail("no value lies far outside the Gaussian bulk")
@@ -43,7 +45,7 @@ def activation_histogram(rendered: Rendered) -> str:
 
 
 def esd(rendered: Rendered) -> str:
-    chosen = rendered.results["spectra"].get(rendered.settings["options"]["matrix"])
+    chosen = rendered.result("spectra", ModelSpectra).get(rendered.settings["options"]["matrix"])
     mp_x, mp_density = spectra.marchenko_pastur(chosen.shape, chosen.std**2)
     edge = float(mp_x[mp_density > 0].max())
     largest = float(chosen.eigenvalues.max())
@@ -56,7 +58,7 @@ def esd(rendered: Rendered) -> str:
 
 
 def alpha(rendered: Rendered) -> str:
-    matrices = rendered.results["spectra"].matrices
+    matrices = rendered.result("spectra", ModelSpectra).matrices
     alphas = np.array([m.alpha for m in matrices if m.layer >= 0])
     good = float(np.mean((alphas >= 2) & (alphas <= 6)))
     above = {kind: share for kind, share in share_above(matrices).items() if share > 2 / 3}

@@ -6,12 +6,17 @@ import numpy as np
 
 from lecture.render import Rendered
 from probes import heads
+from results.attention import AttentionResult
 from views.heads import SCORE_TYPES, score_values, top_head
 
 
 def specialised_head(rendered: Rendered) -> str:
     score = rendered.settings["options"]["score"]
-    values = score_values(score, rendered.results.get("text"), rendered.results["random"])
+    values = score_values(
+        score,
+        rendered.result("text", AttentionResult) if "text" in rendered.results else None,
+        rendered.result("random", AttentionResult),
+    )
     layer, head = rendered.query["layer"], rendered.query["head"]
     chosen = float(values[int(layer), int(head)])
     kind = SCORE_TYPES[score]
@@ -19,14 +24,12 @@ def specialised_head(rendered: Rendered) -> str:
     runner_up = float(np.sort(values, axis=None)[-2])
     if chosen < float(np.nanmax(values)) or chosen < threshold:
         raise rendered.fail(f"head L{layer}H{head} scores {chosen:.2f} for {kind}: not the top, or below {threshold}")
-    return (
-        f"L{layer}H{head} has the top {kind} score, {chosen:.2f} (next {runner_up:.2f}; a {kind} head from {threshold})"
-    )
+    return f"L{layer}H{head} has the top {kind} score, {chosen:.2f} (next {runner_up:.2f}; a head counts as {kind} from {threshold})"
 
 
 def head_atlas(rendered: Rendered) -> str:
     score = rendered.settings["options"]["score"]
-    values = score_values(score, rendered.results["text"], rendered.results["random"])
+    values = score_values(score, rendered.result("text", AttentionResult), rendered.result("random", AttentionResult))
     kind = SCORE_TYPES[score]
     strong = np.argwhere(values >= heads.THRESHOLDS[kind])
     if not len(strong):
