@@ -38,11 +38,9 @@ run: $(INSTALLED) chromium models
 test: $(TEST_INSTALLED) chromium models
 	$(BIN)/python -m pytest
 
-# The fast tier, while working: lint, types (pyright, basic mode: pyrightconfig.json), and every test that needs no
-# browser, no Docker step, no GGUF parse and no long computation.
+# The fast tier, while working: every test that needs no browser, no Docker step, no GGUF parse and no long
+# computation, lint and types (ruff; pyright in basic mode, pyrightconfig.json) and the import layers included.
 check: $(TEST_INSTALLED) models
-	$(BIN)/python -m ruff check .
-	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(BIN)/pyright
 	$(BIN)/python -m pytest -q -m "not slow and not browser and not docker and not gguf"
 
 bench: $(INSTALLED) models

@@ -22,9 +22,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from probes import corpus, moefication  # noqa: E402
+from probes import corpus, moe_loss, moe_store, moefication  # noqa: E402
 from probes.cache import ResultCache  # noqa: E402
 from probes.models import load  # noqa: E402
+from results.moefication import EXPERT_COUNTS
 
 N_SENTENCES = 28  # about 600 tokens
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -37,12 +38,12 @@ def report() -> str:
     built = moefication.build(base)
     build_seconds = time.perf_counter() - started
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    handle = moefication.derive(base, built, moefication.serialise(built))
+    handle = moe_store.derive(base, built, moe_store.serialise(built))
     text = " ".join(corpus.sentences()[:N_SENTENCES])
     with tempfile.TemporaryDirectory() as folder:
         cache = ResultCache(Path(folder))
         started = time.perf_counter()
-        loss = moefication.loss_by_k(handle, text, cache).value
+        loss = moe_loss.loss_by_k(handle, text, cache).value
         loss_seconds = time.perf_counter() - started
         cache.close()
     date = datetime.now(timezone.utc).date()
@@ -69,7 +70,7 @@ def report() -> str:
         "| E | k | MLP neurons used | fitted router | oracle | fitted - dense | oracle - dense |",
         "|---|---|---|---|---|---|---|",
     ]
-    for e in moefication.EXPERT_COUNTS:
+    for e in EXPERT_COUNTS:
         for i, k in enumerate(loss.ks[e]):
             fitted, oracle = loss.nll["fitted"][e][i], loss.nll["oracle"][e][i]
             lines.append(

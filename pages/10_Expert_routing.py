@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import corpus, moefication, routing
+from probes import corpus, moe_loss, moefication, routing
 from probes.errors import LmscopeError
 from probes.text import token_strings
+from results.moefication import EXPERT_COUNTS, ROUTERS, Setting
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page
@@ -52,18 +53,18 @@ if handle.name == moefication.DERIVED_NAME:
         "model (MoEfication). The fitted router predicts each expert's output norm from the MLP input; the oracle "
         "uses the true norms. Chosen experts' outputs are summed unweighted."
     )
-    state.init_number("moe_experts", "experts", 16, max(moefication.EXPERT_COUNTS) + 1, lower=1)
-    if st.session_state["moe_experts"] not in moefication.EXPERT_COUNTS:
-        st.warning(f"E must be one of {', '.join(map(str, moefication.EXPERT_COUNTS))}; showing E = 16.")
+    state.init_number("moe_experts", "experts", 16, max(EXPERT_COUNTS) + 1, lower=1)
+    if st.session_state["moe_experts"] not in EXPERT_COUNTS:
+        st.warning(f"E must be one of {', '.join(map(str, EXPERT_COUNTS))}; showing E = 16.")
         st.session_state["moe_experts"] = 16
     state.init_number("moe_k", "k", 4, 1000, lower=1)
     if "moe_router" not in st.session_state:
-        st.session_state["moe_router"] = state.url_choice("router", moefication.ROUTERS, "fitted")
+        st.session_state["moe_router"] = state.url_choice("router", ROUTERS, "fitted")
     columns = st.columns([1, 1, 2])
-    experts = columns[0].selectbox("Experts per MLP (E)", moefication.EXPERT_COUNTS, key="moe_experts")
+    experts = columns[0].selectbox("Experts per MLP (E)", EXPERT_COUNTS, key="moe_experts")
     top_k = columns[1].number_input("Active experts per token (k)", 1, key="moe_k")
-    router_kind = columns[2].radio("Routing by", moefication.ROUTERS, key="moe_router", horizontal=True)
-    setting = moefication.Setting(experts, top_k, router_kind)
+    router_kind = columns[2].radio("Routing by", ROUTERS, key="moe_router", horizontal=True)
+    setting = Setting(experts, top_k, router_kind)
     try:
         setting.check()
     except LmscopeError as exc:
@@ -152,6 +153,6 @@ if setting is not None:
     if st.toggle("Measure the loss of your text for k = 1 … E at E = 8, 16, 32 (both routers)", key="moe_loss"):
         loss = probe_or_stop(
             "Running the derived MoE at every E, k and router (about a minute the first time)...",
-            lambda: moefication.loss_by_k(handle, state.text(), result_cache()),
+            lambda: moe_loss.loss_by_k(handle, state.text(), result_cache()),
         ).value
         show_figure(loss_by_k_figure(loss), "moe_loss_chart", f"{handle.name}-loss-by-k")

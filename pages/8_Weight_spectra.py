@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import compress, spectra
+from probes import compress, spectra, updates
 from probes.errors import LmscopeError
 from probes.structured import parse_ints
 from ui import state
@@ -14,8 +14,9 @@ from ui.layout import page
 from ui.matrix_choice import matrix_input, model_spectra
 from ui.models import current_model, loaded_model, result_cache, waited
 from views.spectra import esd_with_bulk
-from viz.compress import difference_figure, rank_loss_figure
+from viz.compress import rank_loss_figure
 from viz.spectra import STATISTICS, alpha_by_layer, energy_figure, statistic_grid
+from viz.updates import difference_figure
 
 DEFAULT_RANKS = "8, 32, 128"
 
@@ -85,7 +86,7 @@ if other.strip():
     if tuned is not None:
         try:
             with st.spinner("Comparing every weight matrix..."):
-                differences = compress.differences(handle, tuned)
+                differences = updates.differences(handle, tuned)
             show_figure(
                 difference_figure(differences, handle.name, tuned.name), "sp_difference", f"{handle.name}-difference"
             )

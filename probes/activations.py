@@ -126,7 +126,7 @@ def layer_run(handle: ModelHandle, text: str, layer: int, cache: ResultCache) ->
 
 
 def massive_counts(result: CorpusActivations, thresholds: Thresholds) -> np.ndarray:
-    """Layers x features x KINDS: in how many sentences the feature is massive on that kind of token
+    """(layers, features, KINDS): in how many sentences the feature is massive on that kind of token
     (a sentence counts once per kind even if several of its tokens of that kind qualify)."""
     hit = thresholds.passes(np.abs(result.values), result.median_abs[..., None])
     seen = np.zeros((result.n_sentences, result.n_layers, result.hidden_size, len(KINDS)), dtype=bool)
@@ -162,7 +162,7 @@ def corpus_run(
         with hooked_blocks(handle, keep):
             for batch in batches(groups, on_progress):
                 forward(handle, batch)
-                states = torch.stack([current[i] for i in sorted(current)], dim=1)  # batch x layers x n x d
+                states = torch.stack([current[i] for i in sorted(current)], dim=1)  # (batch, layers, n, d)
                 positions, dims, values = top_entries(states, CORPUS_TOP)
                 kinds = np.stack([token_kinds(handle, ids, token_strings(handle, ids)) for ids in batch])
                 rows.append(

@@ -1,7 +1,7 @@
 """Attention probe: per-head summaries of every layer, and maps of every head (block-pooled when long).
 
 Summaries are computed layer by layer inside the attention call (probes.capture), so a 4,096-token text
-never holds more than one layer's n x n maps at a time.
+never holds more than one layer's (n, n) maps at a time.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def head_summaries(
 ) -> dict[str, torch.Tensor]:
     """The summaries of each head of one layer, from its (heads, n, n) probabilities.
 
-    Works through the queries in chunks so that a long text needs no more n x n temporaries; for a causal
+    Works through the queries in chunks so that a long text needs no more (n, n) temporaries; for a causal
     model a chunk's keys stop at its last query, since later keys carry no weight. `scratch`, a
     (heads, QUERY_CHUNK, n) buffer reused across layers, saves allocating one per chunk.
     """

@@ -33,7 +33,7 @@ def by_length(handle: ModelHandle, sentences: Sequence[str]) -> dict[int, list[l
 
 
 def batches(groups: dict[int, list[list[int]]], on_progress: Progress | None = None) -> Iterator[np.ndarray]:
-    """Equal-length batches (sentences x tokens) of the groups, reporting progress after each batch."""
+    """Equal-length batches (sentences, tokens) of the groups, reporting progress after each batch."""
     total, done = sum(len(group) for group in groups.values()), 0
     for group in groups.values():
         for start in range(0, len(group), BATCH_SIZE):

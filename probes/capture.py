@@ -4,7 +4,7 @@ Models are loaded with the attention implementation "lmscope": it calls the mode
 function unchanged, so outputs equal plain eager attention. Inside a `capturing` block it also hands each
 layer's probabilities (and, on demand, its pre-softmax logits) to a callback, and can impose an extra
 structural mask (sliding window, dilated, global + sliding) on every layer. The callback sees one layer at a
-time, so summaries of long texts never need every layer's n x n maps at once.
+time, so summaries of long texts never need every layer's (n, n) maps at once.
 """
 
 from __future__ import annotations

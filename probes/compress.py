@@ -30,7 +30,7 @@ from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.settings import settings
 from probes.text import encode
-from results.compress import DENSE_BYTES, KINDS, MAX_BITS, Compression, Difference, RankSweep, Tradeoff, TradeoffPoint
+from results.compress import DENSE_BYTES, KINDS, MAX_BITS, Compression, RankSweep, Tradeoff, TradeoffPoint
 
 NAME = "compress"
 VERSION = 3
@@ -164,7 +164,7 @@ def _matrix_bytes(compression: Compression, rows: int, cols: int) -> float:
 
 
 def bytes_per_weight(compression: Compression, shapes: Sequence[tuple[int, int]]) -> float:
-    """Storage of the compressed matrices (rows x columns each) in bytes per weight, all weights pooled.
+    """Storage of the compressed matrices ((rows, columns) each) in bytes per weight, all weights pooled.
 
     Formats: dense fp16 = 2 bytes. prune: the kept values in fp16 plus a 1-bit mask per weight. prune-2:4: the
     kept values in fp16 plus a 2-bit index per kept value (1.125). quantize, b bits: b/8 per weight plus one fp16
@@ -364,38 +364,3 @@ def rank_sweep(
     return cache.fetch(cache_key(handle.fingerprint, f"{NAME}-rank", VERSION, inputs), compute)
 
 
-def differences(base: ModelHandle, tuned: ModelHandle) -> list[Difference]:
-    """The singular values of W1 - W0 for every block matrix of a base model (W0) and a tuned one (W1)."""
-    if base.architecture != tuned.architecture or base.n_layers != tuned.n_layers:
-        raise LmscopeError(
-            f"'{base.name}' ({base.architecture}, {base.n_layers} layers) and '{tuned.name}' ({tuned.architecture}, "
-            f"{tuned.n_layers} layers) differ in architecture, so their weights cannot be compared."
-        )
-    before, after = linear_weights(base), linear_weights(tuned)
-    if [(m.layer, m.name, m.shape) for m in before] != [(m.layer, m.name, m.shape) for m in after]:
-        raise LmscopeError(
-            f"'{base.name}' and '{tuned.name}' have different block matrices or shapes, so their weights cannot be "
-            "compared."
-        )
-    found = []
-    with torch.inference_mode():
-        for w0, w1 in zip(before, after):
-            original = w0.weight.detach().float()
-            change = w1.weight.detach().float() - original
-            if change.any():
-                values = torch.linalg.svdvals(change).numpy()
-            else:  # most matrices of a LoRA merge are untouched: skip their SVD
-                values = np.zeros(min(w0.shape), dtype=np.float32)
-            norm = float(torch.linalg.norm(original))
-            found.append(
-                Difference(
-                    name=w0.name,
-                    shape=w0.shape,
-                    singular_values=values.astype(np.float32),
-                    effective_rank=spectra.effective_rank(values),
-                    relative_norm=float(torch.linalg.norm(change)) / norm if norm > 0 else math.inf,
-                    layer=w0.layer,
-                    kind=w0.kind,
-                )
-            )
-    return found

@@ -72,7 +72,7 @@ def run(handle: ModelHandle, cache: ResultCache, seq_len: int = 50, seed: int = 
 
 
 def head_types(on_text: AttentionResult, on_random: AttentionResult) -> np.ndarray:
-    """Each head's dominant type (layers x heads strings), or "mixed" where no score reaches its threshold."""
+    """Each head's dominant type ((layers, heads) strings), or "mixed" where no score reaches its threshold."""
     scores = np.stack(
         [
             on_random.scores["induction"],

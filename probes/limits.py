@@ -17,7 +17,7 @@ SPARSITIES = 12  # unstructured sparsities in one pruning-vs-quantization run
 BIT_WIDTHS = 15  # bit widths in one run (2 to 16)
 RANKS = 16  # ranks in one truncation sweep
 CORPUS_SENTENCES = 2000  # sentences in one corpus pass
-CORPUS_TOKENS = 256  # tokens per sentence when attention is averaged over sentences (maps are n x n per head)
+CORPUS_TOKENS = 256  # tokens per sentence when attention is averaged over sentences (maps are (n, n) per head)
 PASTED_CHARACTERS = 200_000  # characters of sentences pasted for a corpus view
 
 

@@ -19,7 +19,7 @@ from transformers import (
 )
 from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
-from probes import moefication
+from probes import moe_store, moefication
 from probes.builtin import BUILTINS, DERIVED
 from probes.capture import IMPLEMENTATION
 from probes.errors import LmscopeError
@@ -135,7 +135,7 @@ def load(name: str) -> ModelHandle:
 
 def _load(name: str) -> ModelHandle:
     if name.strip() in DERIVED:
-        return moefication.load_derived(_load(moefication.BASE_NAME))
+        return moe_store.load_derived(_load(moefication.BASE_NAME))
     started = time.perf_counter()
     where, source = resolve(name)
     if source == HUB_SOURCE:

@@ -66,7 +66,7 @@ class _Enough(Exception):
 
 
 def block_output(handle: ModelHandle, token_ids: np.ndarray, layer: int) -> np.ndarray:
-    """The output of one block (tokens x features, float32) on one sequence; later blocks are not run."""
+    """The output of one block ((tokens, features), float32) on one sequence; later blocks are not run."""
     if not 0 <= layer < handle.n_layers:
         raise LmscopeError(f"Layer {layer} does not exist: this model has layers 0 to {handle.n_layers - 1}.")
     kept: list[torch.Tensor] = []

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from probes import moefication
+from probes import moe_state
 from probes.batches import Progress, batches, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
@@ -233,7 +233,7 @@ def compute(handle: ModelHandle, text: str) -> RoutingResult:
 
 def _routed(setting: Setting | None) -> AbstractContextManager:
     """The derived MoE's E, k and router for the passes of a probe; nothing to set for a real MoE."""
-    return moefication.routed(setting) if setting else nullcontext()
+    return moe_state.routed(setting) if setting else nullcontext()
 
 
 def run(

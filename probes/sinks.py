@@ -45,7 +45,7 @@ def _cell_sizes(n_tokens: int, pool: int) -> np.ndarray:
 
 
 def _layer_maps(result: AttentionResult) -> np.ndarray:
-    """Head-averaged maps, layers x cells x cells, in float64."""
+    """Head-averaged maps, (layers, cells, cells), in float64."""
     return result.maps.astype(np.float64).mean(axis=1)
 
 
@@ -58,7 +58,7 @@ def received_attention(result: AttentionResult) -> np.ndarray:
     sizes = _cell_sizes(len(result.tokens), result.pool)
     cells = np.arange(len(sizes))
     senders = cells[:, None] > cells[None, :] if result.is_causal else cells[:, None] != cells[None, :]
-    weight = sizes[:, None] * senders  # queries x keys
+    weight = sizes[:, None] * senders  # (queries, keys)
     total = np.einsum("lqk,qk->lk", _layer_maps(result), weight)
     count = weight.sum(axis=0)
     return np.divide(total, count, out=np.full_like(total, np.nan), where=count > 0)
@@ -124,7 +124,7 @@ def split_sentences(text: str) -> list[str]:
 def sentence_ids(
     handle: ModelHandle, sentences: Sequence[str], n_tokens: int, limit: int | None = None
 ) -> tuple[np.ndarray, int]:
-    """Token ids (sentences x n_tokens) of the first `limit` sentences with at least n_tokens tokens, and how
+    """Token ids (sentences, n_tokens) of the first `limit` sentences with at least n_tokens tokens, and how
     many shorter ones were skipped on the way. Tokenised as the model does, special tokens included."""
     if not sentences:
         raise LmscopeError("There are no sentences: paste at least one, one sentence per line.")
@@ -154,7 +154,7 @@ def sentence_ids(
 def average_attention(
     handle: ModelHandle, token_ids: np.ndarray, batch_size: int, on_progress: Progress | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean attention weights and logits (layers x heads x n x n) over equal-length sequences, run in batches.
+    """Mean attention weights and logits (layers, heads, n, n) over equal-length sequences, run in batches.
 
     Only running sums are kept: each layer adds its batch into them as it is computed.
     """
@@ -225,7 +225,7 @@ def default_layers(n_layers: int) -> list[int]:
 
 
 def activation_magnitudes(handle: ModelHandle, token_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Largest |h| over features per layer and token (layers x n), and the median |h| per layer, of the hidden
+    """Largest |h| over features per layer and token (layers, n), and the median |h| per layer, of the hidden
     state entering each layer (hidden_states[l]; the last entry, after the final norm, feeds no layer)."""
     states = forward(handle, token_ids, output_hidden_states=True)["hidden_states"][: handle.n_layers]
     peaks = np.stack([h[0].abs().amax(dim=-1).double().numpy() for h in states])
@@ -234,7 +234,7 @@ def activation_magnitudes(handle: ModelHandle, token_ids: np.ndarray) -> tuple[n
 
 
 def _cell_max(values: np.ndarray, pool: int) -> np.ndarray:
-    """Largest value over the tokens of each cell (layers x n -> layers x cells)."""
+    """Largest value over the tokens of each cell ((layers, n) -> (layers, cells))."""
     cells = -(-values.shape[-1] // pool)
     padded = np.pad(values, ((0, 0), (0, cells * pool - values.shape[-1])), constant_values=-np.inf)
     return padded.reshape(values.shape[0], cells, pool).max(axis=-1)

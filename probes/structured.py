@@ -1,7 +1,7 @@
 """Structured sparse attention applied for real: causal masks (sliding window, dilated, global + sliding, sink
 tokens), the share of each head's attention they keep, and the loss of a text when every layer obeys them.
 
-Masks are (queries x keys) boolean arrays, True where a query may attend. They are imposed on every attention
+Masks are (queries, keys) boolean arrays, True where a query may attend. They are imposed on every attention
 layer through probes.capture, on top of the model's own causal (and sliding-window) mask.
 """
 
@@ -143,7 +143,7 @@ def windowed_mask(n: int, window: int, sinks: int) -> np.ndarray:
 def _sweep(handle: ModelHandle, encoded: Encoded, windows: list[int], sinks: int, on_progress: Progress) -> WindowSweep:
     """One forward pass with full attention, then one per window (and per window with sinks)."""
     n = len(encoded.token_ids)
-    # Built one at a time: a long text's masks are n x n each, and a sweep may ask for many.
+    # Built one at a time: a long text's masks are (n, n) each, and a sweep may ask for many.
     settings_ = [(None, 0)] + [(w, 0) for w in windows] + ([(w, sinks) for w in windows] if sinks else [])
     losses = []
     for done, (window, kept) in enumerate(settings_, start=1):

@@ -42,8 +42,8 @@ class ActivationResult:
     top_positions: np.ndarray  # layers x TOP: token of each of the largest-|h| entries, largest first
     top_dims: np.ndarray  # layers x TOP: feature dimension of each
     top_values: np.ndarray  # layers x TOP: signed value of each
-    token_peak: np.ndarray  # layers x tokens: largest |h| over the features
-    dim_peak: np.ndarray  # layers x features: largest |h| over the tokens
+    token_peak: np.ndarray  # (layers, tokens): largest |h| over the features
+    dim_peak: np.ndarray  # (layers, features): largest |h| over the tokens
 
     @property
     def n_layers(self) -> int:
@@ -78,7 +78,7 @@ class Massive:
 
 @dataclass
 class LayerActivations:
-    """One block's output on one text, every value (tokens x features, signed float32)."""
+    """One block's output on one text, every value ((tokens, features), signed float32)."""
 
     model: str
     layer: int
@@ -94,10 +94,10 @@ class CorpusActivations:
     fingerprint: str
     n_sentences: int
     hidden_size: int
-    median_abs: np.ndarray  # sentences x layers
-    dims: np.ndarray  # sentences x layers x CORPUS_TOP, largest |h| first
-    values: np.ndarray  # sentences x layers x CORPUS_TOP, signed
-    kinds: np.ndarray  # sentences x layers x CORPUS_TOP: index into KINDS of each entry's token
+    median_abs: np.ndarray  # (sentences, layers)
+    dims: np.ndarray  # (sentences, layers, CORPUS_TOP), largest |h| first
+    values: np.ndarray  # (sentences, layers, CORPUS_TOP), signed
+    kinds: np.ndarray  # (sentences, layers, CORPUS_TOP): index into KINDS of each entry's token
 
     @property
     def n_layers(self) -> int:

@@ -11,7 +11,7 @@ from results.errors import LmscopeError
 
 @dataclass
 class AttentionResult:
-    """Per-head summaries (n_layers x n_heads) and attention maps (n_layers x n_heads x cells x cells)."""
+    """Per-head summaries (layers, heads) and attention maps (layers, heads, cells, cells)."""
 
     model: str
     fingerprint: str

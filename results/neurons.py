@@ -20,8 +20,8 @@ class NeuronStats:
     gated: bool  # the neuron's output is act(z) times an up projection
     n_sequences: int
     n_tokens: int
-    counts: np.ndarray  # layers x bins: histogram of z over tokens and neurons; bin i is (EDGES[i], EDGES[i+1]]
-    peak: np.ndarray  # layers x neurons: the largest z over the tokens
+    counts: np.ndarray  # (layers, bins): histogram of z over tokens and neurons; bin i is (EDGES[i], EDGES[i+1]]
+    peak: np.ndarray  # (layers, neurons): the largest z over the tokens
 
     @property
     def n_neurons(self) -> int:

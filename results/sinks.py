@@ -16,8 +16,8 @@ class SinkProfile:
     tokens: list[str]
     pool: int
     is_causal: bool
-    sink_share: np.ndarray  # layers x heads: mean over queries 1..n-1 of the weight on token 0
-    received: np.ndarray  # layers x cells: head-mean attention each cell gets, averaged over the queries after it
+    sink_share: np.ndarray  # (layers, heads): mean over queries 1..n-1 of the weight on token 0
+    received: np.ndarray  # (layers, cells): head-mean attention each cell gets, averaged over the queries after it
     sink_position: np.ndarray  # per layer: the cell receiving the most attention (the sink)
     uniform_share: float  # what token 0 would get if every query spread its attention evenly
 
@@ -35,13 +35,13 @@ class CorpusAttention:
     fingerprint: str
     is_causal: bool
     n_tokens: int
-    token_ids: np.ndarray  # sentences x n_tokens: what was averaged
+    token_ids: np.ndarray  # (sentences, n_tokens): what was averaged
     n_skipped: int  # sentences shorter than n_tokens, left out
     first_token: str | None  # the token every sentence starts with (a BOS or [CLS]), if they share one
-    probabilities: np.ndarray  # layers x heads x n x n, mean attention weights
-    logits: np.ndarray  # layers x heads x n x n, mean pre-softmax scores; NaN where masked
-    layer_probabilities: np.ndarray  # layers x n x n, also averaged over heads
-    layer_logits: np.ndarray  # layers x n x n
+    probabilities: np.ndarray  # (layers, heads, n, n), mean attention weights
+    logits: np.ndarray  # (layers, heads, n, n), mean pre-softmax scores; NaN where masked
+    layer_probabilities: np.ndarray  # (layers, n, n), also averaged over heads
+    layer_logits: np.ndarray  # (layers, n, n)
 
     @property
     def n_sentences(self) -> int:

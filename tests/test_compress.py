@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from probes import compress
+from probes import compress, updates
 from probes.cache import ResultCache
 from probes.compress import bytes_per_weight, compress_weight
 from probes.errors import LmscopeError
@@ -180,7 +180,7 @@ def test_differences_find_a_rank_4_update(smollm2: ModelHandle) -> None:
     a, _ = np.linalg.qr(rng.standard_normal((target.shape[1], 4)))
     with torch.no_grad():
         target += torch.as_tensor(0.05 * b @ a.T, dtype=target.dtype)  # four equal singular values of 0.05
-    found = compress.differences(smollm2, tuned)
+    found = updates.differences(smollm2, tuned)
     assert len(found) == smollm2.n_layers * len(KINDS)
     for diff in found:
         if diff.name == "model.layers.3.self_attn.q_proj":
@@ -195,4 +195,4 @@ def test_differences_find_a_rank_4_update(smollm2: ModelHandle) -> None:
 
 def test_differences_refuse_other_architectures(smollm2: ModelHandle, gemma3: ModelHandle) -> None:
     with pytest.raises(LmscopeError, match="cannot be compared"):
-        compress.differences(smollm2, gemma3)
+        updates.differences(smollm2, gemma3)

@@ -14,13 +14,14 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from probes import corpus, moefication
+from probes import corpus, moe_loss, moe_state, moe_store, moefication
 from probes.builtin import DERIVED
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 from probes.models import info, load
-from probes.moefication import MoefiedMLP, MoefiedRouter, routed
+from probes.moe_modules import MoefiedMLP, MoefiedRouter
+from probes.moe_state import routed
 from probes.nll import token_nll
 from probes.residual import blocks
 from probes.text import encode
@@ -38,7 +39,7 @@ LOSS_TEXT = " ".join(corpus.sentences()[:10])
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private store file for this module's tests (the patch ends with them), so they never touch the operator's
     model store."""
-    path = tmp_path_factory.mktemp("derived") / moefication.FILE_NAME
+    path = tmp_path_factory.mktemp("derived") / moe_store.FILE_NAME
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(moefication, "store_path", lambda: path)
         yield path
@@ -52,7 +53,7 @@ def moefied(store: Path) -> ModelHandle:
 
 @pytest.fixture(scope="module")
 def stored(moefied: ModelHandle, smollm2: ModelHandle, store: Path) -> Moefication:
-    found = moefication.read_stored(smollm2, store)
+    found = moe_store.read_stored(smollm2, store)
     assert found is not None
     return found[0]
 
@@ -184,9 +185,9 @@ def test_a_batch_is_routed_token_by_token_batch_major(moefied: ModelHandle) -> N
 
 
 def test_loss_against_k(moefied: ModelHandle, smollm2: ModelHandle, cache: ResultCache) -> None:
-    result = moefication.loss_by_k(moefied, LOSS_TEXT, cache)
+    result = moe_loss.loss_by_k(moefied, LOSS_TEXT, cache)
     loss = result.value
-    assert not result.hit and moefication.loss_by_k(moefied, LOSS_TEXT, cache).hit
+    assert not result.hit and moe_loss.loss_by_k(moefied, LOSS_TEXT, cache).hit
     assert loss.dense_nll == float(token_nll(smollm2, loss.token_ids).mean())
     for experts in EXPERT_COUNTS:
         assert loss.ks[experts].tolist() == [2**i for i in range(int(np.log2(experts)) + 1)]
@@ -201,7 +202,7 @@ def test_loss_against_k(moefied: ModelHandle, smollm2: ModelHandle, cache: Resul
 
 def test_loss_needs_the_derived_model(smollm2: ModelHandle, cache: ResultCache) -> None:
     with pytest.raises(LmscopeError, match="not a MoEfied model"):
-        moefication.loss_by_k(smollm2, LOSS_TEXT, cache)
+        moe_loss.loss_by_k(smollm2, LOSS_TEXT, cache)
 
 
 def _counting_build(monkeypatch: pytest.MonkeyPatch, result: Moefication | None = None) -> list[int]:
@@ -223,7 +224,7 @@ def test_the_stored_file_is_reused(moefied: ModelHandle, store: Path, monkeypatc
     again = load(moefication.DERIVED_NAME)
     assert calls == [] and store.stat().st_mtime_ns == before
     assert again.fingerprint == moefied.fingerprint
-    assert (store.parent / moefication.MANIFEST_NAME).is_file()
+    assert (store.parent / moe_store.MANIFEST_NAME).is_file()
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "missing", "other base model"])
@@ -236,7 +237,7 @@ def test_a_damaged_store_is_rebuilt(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    path = tmp_path / moefication.FILE_NAME
+    path = tmp_path / moe_store.FILE_NAME
     good = store.read_bytes()
     if damage == "garbage":
         path.write_bytes(b"not a safetensors file")
@@ -244,7 +245,7 @@ def test_a_damaged_store_is_rebuilt(
         path.write_bytes(good[: len(good) // 2])
     elif damage == "other base model":
         other = Moefication(**{**stored.__dict__, "base_fingerprint": "0123456789abcdef"})
-        path.write_bytes(moefication.serialise(other))
+        path.write_bytes(moe_store.serialise(other))
     monkeypatch.setattr(moefication, "store_path", lambda: path)
     # The real build is covered by the session's; here it hands back that result, counted.
     calls = _counting_build(monkeypatch, stored)
@@ -281,11 +282,11 @@ def test_setting_check_messages(setting: Setting, message: str) -> None:
 def test_the_setting_is_per_thread() -> None:
     seen = []
     with routed(Setting(8, 2, "oracle")):
-        assert moefication.active() == Setting(8, 2, "oracle")
-        thread = threading.Thread(target=lambda: seen.append(moefication.active()))
+        assert moe_state.active() == Setting(8, 2, "oracle")
+        thread = threading.Thread(target=lambda: seen.append(moe_state.active()))
         thread.start()
         thread.join()
-    assert seen == [Setting()] and moefication.active() == Setting()
+    assert seen == [Setting()] and moe_state.active() == Setting()
 
 
 def test_parameters_are_the_base_models(moefied: ModelHandle, smollm2: ModelHandle) -> None:

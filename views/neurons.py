@@ -5,8 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from probes import activations, distribution
-from probes.activations import LayerActivations
-from probes.distribution import Distribution
+from results.activations import LayerActivations
+from results.distribution import Distribution
 from views.registry import Figure, Run, View, register
 from viz.distribution import distribution_figure
 

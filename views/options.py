@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probes.activations import Thresholds
+from results.activations import Thresholds
 
 
 def model_argument(command: argparse.ArgumentParser, what: str = "") -> None:

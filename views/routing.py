@@ -7,20 +7,21 @@ import dataclasses
 
 import plotly.graph_objects as go
 
-from probes import moefication, routing
+from probes import moe_loss, moefication, routing
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.models import load
-from probes.routing import LayerRouting, RoutingResult
+from results.moefication import EXPERT_COUNTS, ROUTERS, Setting
+from results.routing import LayerRouting, RoutingResult
 from views.registry import Command, Figure, Run, View, register
 from viz.routing import load_figure, loss_by_k_figure, routing_heatmap
 
 
-def _setting(run: Run) -> moefication.Setting | None:
+def _setting(run: Run) -> Setting | None:
     """The derived MoE's routing setting from the options (a real MoE routes by itself)."""
     if run.handle.name != moefication.DERIVED_NAME:
         return None
-    return moefication.Setting(run.integer("experts"), run.integer("k"), run.string("router"))
+    return Setting(run.integer("experts"), run.integer("k"), run.string("router"))
 
 
 def _router(run: Run) -> tuple[RoutingResult, LayerRouting]:
@@ -39,7 +40,7 @@ def _draw_load(run: Run) -> go.Figure:
 
 
 def _draw_loss_by_k(run: Run) -> go.Figure:
-    return loss_by_k_figure(run.keep("loss", moefication.loss_by_k(run.handle, run.text, run.cache)))
+    return loss_by_k_figure(run.keep("loss", moe_loss.loss_by_k(run.handle, run.text, run.cache)))
 
 
 def _arguments(command: argparse.ArgumentParser) -> None:
@@ -48,10 +49,10 @@ def _arguments(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument("--text", required=True)
     command.add_argument(
-        "--experts", type=int, help=f"derived MoE: experts per MLP, one of {moefication.EXPERT_COUNTS} (16)"
+        "--experts", type=int, help=f"derived MoE: experts per MLP, one of {EXPERT_COUNTS} (16)"
     )
     command.add_argument("--k", type=int, help="derived MoE: active experts per token (default 4)")
-    command.add_argument("--router", choices=moefication.ROUTERS, help="derived MoE: fitted router or oracle (fitted)")
+    command.add_argument("--router", choices=ROUTERS, help="derived MoE: fitted router or oracle (fitted)")
 
 
 def _print(args: argparse.Namespace) -> object:
@@ -61,7 +62,7 @@ def _print(args: argparse.Namespace) -> object:
     if not derived and any(value is not None for value in asked.values()):
         raise LmscopeError("--experts, --k and --router set the derived MoE (smollm2-135m-moefied) only.")
     chosen = {name: value for name, value in asked.items() if value is not None}
-    setting = moefication.Setting(**chosen) if derived else None
+    setting = Setting(**chosen) if derived else None
     result = routing.run(handle, args.text, ResultCache(), setting).value
     out: dict[str, object] = {
         "model": handle.name,
@@ -110,7 +111,7 @@ VIEW = register(
         figures=(
             Figure("moe_routing", _draw_routing, (routing, moefication)),
             Figure("moe_load", _draw_load, (routing, moefication)),
-            Figure("moe_loss_by_k", _draw_loss_by_k, (moefication,)),
+            Figure("moe_loss_by_k", _draw_loss_by_k, (moe_loss,)),
         ),
     )
 )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from probes import attention, corpus, sinks
-from probes.attention import AttentionResult
+from results.attention import AttentionResult
 from views.registry import Figure, Run, View, register
 from viz.sinks import corpus_maps, sink_share_by_layer
 

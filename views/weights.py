@@ -6,8 +6,8 @@ import plotly.graph_objects as go
 
 from probes import distribution, spectra
 from probes.cache import Cached, ResultCache, cache_key
-from probes.distribution import Distribution
 from probes.handle import ModelHandle
+from results.distribution import Distribution
 from views.registry import Figure, Run, View, register
 from viz.distribution import distribution_figure
 

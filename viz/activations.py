@@ -1,4 +1,4 @@
-"""Figures of massive activations: one layer's |h| over tokens x features, the largest |h| per layer, the
+"""Figures of massive activations: one layer's |h| over its (tokens, features), the largest |h| per layer, the
 corpus consistency of the massive features, and the ablation of them."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ LABELLED = 3  # the largest entries named on the surface
 
 
 def _pooled_magnitudes(layer: LayerActivations) -> tuple[np.ndarray, int]:
-    """|h| (tokens x features), max-pooled over blocks of tokens when there are more than MAX_SURFACE_TOKENS."""
+    """|h| (tokens, features), max-pooled over blocks of tokens when there are more than MAX_SURFACE_TOKENS."""
     magnitude = np.abs(layer.values)
     pool = -(-len(magnitude) // MAX_SURFACE_TOKENS)
     if pool == 1:
@@ -46,7 +46,7 @@ def _subtitle(layer: LayerActivations, pool: int) -> str:
 
 
 def magnitude_surface(layer: LayerActivations) -> go.Figure:
-    """|h| of one block's output as a 3D surface over tokens x features, its largest entries labelled
+    """|h| of one block's output as a 3D surface over the (tokens, features) plane, its largest entries labelled
     (Sun et al. 2024, Figure 1)."""
     magnitude, pool = _pooled_magnitudes(layer)
     labels = _row_labels(layer.tokens, pool)
@@ -88,7 +88,7 @@ def magnitude_surface(layer: LayerActivations) -> go.Figure:
 
 
 def magnitude_heatmap(layer: LayerActivations) -> go.Figure:
-    """|h| of one block's output as a tokens x features heatmap (log colour scale), largest entries marked."""
+    """|h| of one block's output as a (tokens, features) heatmap (log colour scale), largest entries marked."""
     magnitude, pool = _pooled_magnitudes(layer)
     labels = _row_labels(layer.tokens, pool)
     largest = _largest(magnitude, LABELLED)

@@ -75,7 +75,7 @@ def head_grid(
 ) -> go.Figure:
     """A layer x head heatmap of per-head scores; each cell can be clicked (it selects that head).
 
-    `notes` (layers x heads strings, optional) are added to each cell's hover text, e.g. the head's type.
+    `notes` ((layers, heads) strings, optional) are added to each cell's hover text, e.g. the head's type.
     """
     values = np.asarray(values, dtype=np.float32)
     n_layers, n_heads = values.shape

@@ -1,0 +1,51 @@
+"""The derived MoE's loss against k: the mean NLL of a text at each number of experts, k and router, against the
+dense model's."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from probes.cache import Cached, ResultCache, cache_key
+from probes.errors import LmscopeError
+from probes.handle import ModelHandle
+from probes.moe_modules import MoefiedMLP
+from probes.moe_state import dense, routed
+from probes.moefication import DERIVED_NAME
+from probes.nll import token_nll
+from probes.residual import blocks
+from probes.settings import settings
+from probes.text import encode
+from results.moefication import EXPERT_COUNTS, ROUTERS, LossByK, Setting
+
+VERSION = 2  # of the cached loss against k
+
+
+def ks_for(n_experts: int) -> np.ndarray:
+    """1, 2, 4, ..., E: the k values measured for E experts."""
+    return 2 ** np.arange(int(np.log2(n_experts)) + 1)
+
+
+def _loss_by_k(handle: ModelHandle, token_ids: np.ndarray) -> LossByK:
+    with dense():
+        dense_nll = float(token_nll(handle, token_ids).mean())
+    ks = {e: ks_for(e) for e in EXPERT_COUNTS}
+    nll: dict[str, dict[int, np.ndarray]] = {}
+    for router in ROUTERS:
+        nll[router] = {}
+        for e in EXPERT_COUNTS:
+            values = []
+            for k in ks[e]:
+                with routed(Setting(e, int(k), router)):
+                    values.append(token_nll(handle, token_ids).mean())
+            nll[router][e] = np.asarray(values, dtype=np.float64)
+    return LossByK(handle.name, token_ids, dense_nll, ks, nll)
+
+
+def loss_by_k(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[LossByK]:
+    """Mean NLL of the text at each E, k and router of the MoEfied model, and of the dense model; cached."""
+    if not all(isinstance(block.mlp, MoefiedMLP) for block in blocks(handle)):
+        raise LmscopeError(f"'{handle.name}' is not a MoEfied model: choose {DERIVED_NAME}.")
+    ids = encode(handle, text, settings().max_tokens).token_ids
+    inputs = {"token_ids": ids.tolist(), "ks": {e: ks_for(e).tolist() for e in EXPERT_COUNTS}}
+    key = cache_key(handle.fingerprint, "moefication-loss", VERSION, inputs)
+    return cache.fetch(key, lambda: _loss_by_k(handle, ids))
