@@ -15,7 +15,7 @@ from ui import warm
 
 
 def test_lecture_tour_steps_through_every_section_in_presenter_mode(server: str, page: Page, artifacts: Path) -> None:
-    assert not [w.problems for w in warm.warm(warm.views([], [warm.TOUR]), lambda *done: None) if w.problems]
+    assert not [w.problems for w in warm.warm(warm.visits([], [warm.TOUR]), lambda *done: None) if w.problems]
     open_view(page, f"{server}/Lecture_tour?presenter=1&section=0")
     for index, section in enumerate(sections()):
         page.wait_for_selector(f"h2:has-text('{index + 1}. ')", timeout=WAIT_MS)
