@@ -11,14 +11,19 @@ from probes.handle import ModelHandle
 
 
 def token_nll(handle: ModelHandle, token_ids: np.ndarray) -> np.ndarray:
-    """NLL (nats) of tokens 1..n-1, each given the tokens before it; run inside `capturing` to alter the model."""
+    """NLL (nats) of tokens 1..n-1, each given the tokens before it: (n - 1,) for one sequence (n,), (b, n - 1) for
+    a batch (b, n) of equal-length ones; run inside `observing` to alter the model."""
     if not handle.is_causal:
         raise LmscopeError(f"'{handle.name}' is an encoder: it does not predict the next token, so it has no loss.")
-    if len(token_ids) < 2:
+    ids = np.asarray(token_ids)
+    if ids.shape[-1] < 2:
         raise LmscopeError("The loss needs at least two tokens.")
-    logits = forward(handle, token_ids, logits=True)["logits"][0, :-1].float()
-    targets = torch.as_tensor(np.asarray(token_ids[1:]), dtype=torch.long)
-    return torch.nn.functional.cross_entropy(logits, targets, reduction="none").numpy()
+    batch = ids if ids.ndim == 2 else ids[None]
+    logits = forward(handle, batch, logits=True)["logits"][:, :-1].float()
+    targets = torch.as_tensor(batch[:, 1:], dtype=torch.long)
+    # Flat (tokens, vocabulary) rows: cross_entropy over a transposed (b, vocabulary, n) tensor differs by 2e-4.
+    nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").numpy()
+    return nll.reshape(targets.shape) if ids.ndim == 2 else nll
 
 
 def perplexity(nll: np.ndarray) -> float:

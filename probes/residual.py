@@ -66,14 +66,15 @@ class _Enough(Exception):
 
 
 def block_output(handle: ModelHandle, token_ids: np.ndarray, layer: int) -> np.ndarray:
-    """The output of one block ((tokens, features), float32) on one sequence; later blocks are not run."""
+    """The output of one block, float32, on one sequence (tokens, features) or a batch of equal-length ones
+    (batch, tokens, features); later blocks are not run."""
     if not 0 <= layer < handle.n_layers:
         raise LmscopeError(f"Layer {layer} does not exist: this model has layers 0 to {handle.n_layers - 1}.")
     kept: list[torch.Tensor] = []
 
     def keep(i: int, hidden: torch.Tensor) -> None:
         if i == layer:
-            kept.append(hidden[0].float().clone())
+            kept.append(hidden.float().clone())
             raise _Enough
 
     with hooked_blocks(handle, keep):
@@ -81,4 +82,4 @@ def block_output(handle: ModelHandle, token_ids: np.ndarray, layer: int) -> np.n
             forward(handle, token_ids)
         except _Enough:
             pass
-    return kept[0].numpy()
+    return kept[0].numpy() if np.ndim(token_ids) == 2 else kept[0][0].numpy()
