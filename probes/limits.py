@@ -19,6 +19,12 @@ RANKS = 16  # ranks in one truncation sweep
 CORPUS_SENTENCES = 2000  # sentences in one corpus pass
 CORPUS_TOKENS = 256  # tokens per sentence when attention is averaged over sentences (maps are (n, n) per head)
 PASTED_CHARACTERS = 200_000  # characters of sentences pasted for a corpus view
+LOTTERY_ROUNDS = 20  # pruning rounds of the lottery-ticket network (20% each: 1% of the weights left)
+LOTTERY_SEEDS = 10  # seeds, each a whole run of every round
+HEAD_DROP_SEEDS = 10  # random orders of head removal in one run (each costs about 20 forward passes)
+WORD_CHARACTERS = 40  # characters of a word decomposed into concept atoms
+WORD_TOKENS = 8  # tokens of that word
+WORD_ATOMS = 16  # atoms in one word's sparse code
 
 
 def check_count(values: Sized, limit: int, what: str) -> None:

@@ -175,3 +175,53 @@ def test_expert_routing_page_on_the_derived_moe(server: str, page: Page, artifac
     titles = [entry["title"] for entry in json.loads(archive.read("index.json"))]
     assert len(titles) == plots.count() and titles[0].startswith("Routing of layer 12")
     assert archive.read(json.loads(archive.read("index.json"))[0]["files"][0]).startswith(b"\x89PNG")
+
+
+def test_concepts_page_draws_a_words_equation(server: str, page: Page, artifacts: Path) -> None:
+    open_view(page, f"{server}/Concepts?{urlencode({'word': 'king', 'atoms': 4})}")
+    page.wait_for_selector(".js-plotly-plot", timeout=WAIT_MS)
+    settle(page)
+    page.screenshot(path=str(artifacts / "concepts.png"), full_page=True)
+    no_exception(page)
+    figure = page.locator(".js-plotly-plot").first
+    assert "“king” as 4 of 256 atoms: reconstruction error" in figure.inner_text()
+    assert figure.evaluate("el => el.data.length") == 6  # four atoms' blocks, the residual's, the coefficients
+    assert "word=king" in location(page) and "layer=embeddings" in location(page)
+
+
+def test_lottery_tickets_page_draws_its_three_lines(server: str, page: Page, artifacts: Path) -> None:
+    open_view(page, f"{server}/Lottery_tickets?{urlencode({'rounds': 3, 'seeds': 2})}")
+    page.wait_for_selector(".js-plotly-plot", timeout=WAIT_MS)
+    settle(page)
+    page.screenshot(path=str(artifacts / "lottery-tickets.png"), full_page=True)
+    no_exception(page)
+    figure = page.locator(".js-plotly-plot").first
+    assert "Winning tickets" in figure.inner_text() and "dense network" in figure.inner_text()
+    axis = figure.evaluate("el => [el._fullLayout.xaxis.type, ...el._fullLayout.xaxis.range]")
+    assert axis[0] == "log" and axis[1] > axis[2]  # reversed: sparser to the right
+    assert figure.evaluate("el => el.data.filter(t => t.mode === 'lines+markers').length") == 3
+    assert "rounds=3" in location(page) and "seeds=2" in location(page)
+
+
+def test_pruning_page_drops_heads(server: str, page: Page, artifacts: Path) -> None:
+    # tests/test_dropped_heads.py's text and settings: in a full run the probes' results come from the cache.
+    query = urlencode(
+        {
+            "text": "The cat sat on the mat. Then the cat slept, and the dog watched.",
+            "sparsities": "50",
+            "bits": "8, 4",
+            "sentences": 3,
+            "seeds": 2,
+            "drop_heads": 1,
+        }
+    )
+    open_view(page, f"{server}/Pruning_vs_quantization?{query}")
+    page.wait_for_selector(".js-plotly-plot >> nth=2", timeout=WAIT_MS)
+    settle(page)
+    page.screenshot(path=str(artifacts / "dropped-heads.png"), full_page=True)
+    no_exception(page)
+    plots = page.locator(".js-plotly-plot")
+    assert "Loss increase when one head is dropped" in plots.nth(1).inner_text()
+    assert plots.nth(1).evaluate("el => el.data[0].colorbar.title.text") == "NLL increase (nats)"
+    assert "least important first" in plots.nth(2).inner_text()
+    assert "drop_heads=1" in location(page) and "seeds=2" in location(page)

@@ -3,7 +3,9 @@ navigation's order."""
 
 from views import (  # noqa: F401  (each module registers its view)
     attention,
+    concepts,
     heads,
+    lottery,
     massive,
     neurons,
     pruning,

@@ -1,4 +1,5 @@
-"""The pruning vs quantization view: the loss per byte of each way to shrink a model."""
+"""The pruning vs quantization view: the loss per byte of each way to shrink a model, and of dropped attention heads
+(views.dropped_heads)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from probes.models import load
 from probes.nll import perplexity, token_nll
 from probes.settings import settings
 from probes.text import encode
+from views import dropped_heads
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
 from viz.compress import tradeoff_figure
@@ -83,7 +85,8 @@ VIEW = register(
                 _arguments,
                 _print,
             ),
+            dropped_heads.COMMAND,
         ),
-        figures=(Figure("compress_tradeoff", _draw_tradeoff, (compress,)),),
+        figures=(Figure("compress_tradeoff", _draw_tradeoff, (compress,)), *dropped_heads.FIGURES),
     )
 )

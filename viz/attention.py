@@ -71,11 +71,17 @@ def attention_heatmap(result: AttentionResult, layer: int, head: int, logits: bo
 
 
 def head_grid(
-    values: np.ndarray, title: str, colorbar: str, zmax: float | None = 1.0, notes: np.ndarray | None = None
+    values: np.ndarray,
+    title: str,
+    colorbar: str,
+    zmax: float | None = 1.0,
+    notes: np.ndarray | None = None,
+    zmid: float | None = None,
 ) -> go.Figure:
     """A layer x head heatmap of per-head scores; each cell can be clicked (it selects that head).
 
-    `notes` ((layers, heads) strings, optional) are added to each cell's hover text, e.g. the head's type.
+    `notes` ((layers, heads) strings, optional) are added to each cell's hover text, e.g. the head's type. With
+    `zmid`, signed scores get a diverging scale centred there instead of the sequential one from 0 to zmax.
     """
     values = np.asarray(values, dtype=np.float32)
     n_layers, n_heads = values.shape
@@ -87,9 +93,10 @@ def head_grid(
                 z=values,
                 x=list(range(n_heads)),
                 y=list(range(n_layers)),
-                colorscale=SEQUENTIAL,
-                zmin=0.0,
-                zmax=zmax,
+                colorscale=SEQUENTIAL if zmid is None else "RdBu_r",
+                zmin=0.0 if zmid is None else None,
+                zmax=zmax if zmid is None else None,
+                zmid=zmid,
                 colorbar={"title": {"text": colorbar}},
                 hoverinfo="skip",
             ),

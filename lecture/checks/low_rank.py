@@ -1,12 +1,14 @@
-"""Checks of the low-rank section: energy concentrates in the top singular values; truncation costs loss."""
+"""Checks of the low-rank section: energy concentrates in the top singular values; truncation costs loss; a few
+concept atoms carry a word."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from lecture.render import Rendered
-from probes import compress
+from probes import compress, concepts
 from results.compress import RankSweep
+from results.concepts import ConceptDictionary, WordConcepts
 from results.spectra import ModelSpectra
 
 
@@ -35,7 +37,35 @@ def rank_loss(rendered: Rendered) -> str:
     return f"rank {int(sweep.ranks[0])}: NLL {sweep.nll[0]:.2f}; rank {full}: {at_full:.2f}; full model {sweep.base_nll:.2f}"
 
 
+def random_share(vector: np.ndarray, n_atoms: int, k: int, seed: int = 0) -> float:
+    """The part of a unit vector's |x|^2 that OMP's best k of n_atoms random unit directions carry."""
+    directions = np.random.default_rng(seed).standard_normal((n_atoms, len(vector)))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    code = concepts.sparse_codes(vector[None], directions, k)[0]
+    return float(1 - np.linalg.norm(vector - code @ directions) ** 2)
+
+
+def concept_code(rendered: Rendered) -> str:
+    found = rendered.result("dictionary", ConceptDictionary)
+    word = rendered.result("word", WordConcepts)
+    k = int(rendered.settings["options"]["atoms"])
+    x = word.vector.astype(np.float64)
+    error = float(np.linalg.norm(x - word.coefficients.astype(np.float64) @ found.atoms[word.atoms].astype(np.float64)))
+    if len(word.atoms) > k or abs(error - word.reconstruction_error) > 1e-4:
+        raise rendered.fail(
+            f"the code has {len(word.atoms)} atoms and error {word.reconstruction_error:.4f}, not {error:.4f}"
+        )
+    share, chance = 1 - error**2, random_share(x, found.n_atoms, k)
+    if not (0.15 <= share <= 0.4 and share >= 2 * chance):
+        raise rendered.fail(f"{k} atoms carry {share:.0%} of |x|², the best {k} random directions {chance:.0%}")
+    return (
+        f"{k} atoms carry {share:.0%} of “{word.word}”'s |x|² (error {error:.2f}); the best {k} of {found.n_atoms} "
+        f"random directions {chance:.0%}"
+    )
+
+
 CHECKS = {
     "rank_energy": energy,
     "rank_loss": rank_loss,
+    "concept_decomposition": concept_code,
 }

@@ -1,0 +1,51 @@
+"""Lottery tickets: iterative magnitude pruning finds a winning subnetwork, shown live on a small MLP on the digits."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from probes import limits, lottery
+from ui import state
+from ui.charts import show_figure
+from ui.layout import page
+from ui.models import probe_with_progress, result_cache
+from viz.lottery import ticket_accuracy_figure, ticket_table_rows
+
+page(
+    "Lottery tickets",
+    "A randomly initialised network holds a subnetwork that, trained alone from the same initial values, matches "
+    "the whole network; iterative magnitude pruning finds it (Frankle and Carbin 2019). Shown here on a small network "
+    "that trains in a fraction of a second, not on the language model chosen in the sidebar, which plays no part.",
+)
+
+state.init_number("lt_rounds", "rounds", lottery.DEFAULT_ROUNDS, limits.LOTTERY_ROUNDS + 1, lower=1)
+state.init_number("lt_seeds", "seeds", lottery.DEFAULT_SEEDS, limits.LOTTERY_SEEDS + 1, lower=1)
+controls = st.columns([1, 1, 4])
+rounds = controls[0].number_input(
+    "Pruning rounds",
+    1,
+    limits.LOTTERY_ROUNDS,
+    key="lt_rounds",
+    help="Each round prunes 20% of every hidden layer's remaining weights and 10% of the output layer's.",
+)
+seeds = controls[1].number_input(
+    "Seeds", 1, limits.LOTTERY_SEEDS, key="lt_seeds", help="Independent runs: initialisation, batch order, masks."
+)
+state.sync_url(rounds=rounds, seeds=seeds)
+
+done = probe_with_progress(
+    "Training and pruning the network, trainings",
+    lambda progress: lottery.run(result_cache(), rounds, seeds, progress),
+)
+result = done.value
+show_figure(ticket_accuracy_figure(result), "lt_accuracy", "lottery-tickets-digits")
+sizes = "-".join(map(str, result.layer_sizes))
+st.caption(
+    f"A {sizes} MLP (ReLU) on scikit-learn's 8 x 8 digits: {result.n_train} training and {result.n_test} test images, "
+    f"Adam (learning rate {result.learning_rate:g}), {result.epochs} epochs of batches of {result.batch_size} per "
+    "training. Each round trains the ticket, prunes the smallest surviving weights of each layer by magnitude, and "
+    "rewinds the survivors to their initial values. Reinit: the same masks from a fresh random initialisation. "
+    "Random mask: random masks of the same per-layer sparsity from the original initialisation. Biases are not "
+    "pruned; the share of weights left counts the weight matrices." + (" · from the result cache" if done.hit else "")
+)
+st.dataframe(ticket_table_rows(result), hide_index=True)
