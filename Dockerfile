@@ -54,7 +54,7 @@ RUN python -m lmscope prepare \
 
 COPY app.py ./
 COPY .streamlit/ .streamlit/
-COPY pages/ pages/
+COPY app_pages/ app_pages/
 COPY ui/ ui/
 COPY lecture/ lecture/
 

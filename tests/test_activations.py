@@ -20,8 +20,8 @@ from viz.activations import ablation_chart, magnitude_lines, magnitude_surface, 
 from viz.distribution import distribution_figure
 
 TEXT = "The quick brown fox jumps over the lazy dog. Then it ran home.\nAnd the dog slept."
-MASSIVE = "pages/5_Massive_activations.py"
-NEURONS = "pages/6_Distributions_and_neurons.py"
+MASSIVE = "app_pages/5_Massive_activations.py"
+NEURONS = "app_pages/6_Distributions_and_neurons.py"
 FEW = 6  # corpus sentences, where the whole corpus is not the point
 
 

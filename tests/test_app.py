@@ -10,8 +10,8 @@ from probes.cache import ResultCache
 from probes.handle import ModelHandle
 from tests.helpers import APP, chart, open_page, plotly_array, texts
 
-ATTENTION = "pages/1_Attention.py"
-ATLAS = "pages/2_Head_atlas.py"
+ATTENTION = "app_pages/1_Attention.py"
+ATLAS = "app_pages/2_Head_atlas.py"
 
 
 def test_home_shows_the_default_model_and_its_tokens(smollm2: ModelHandle) -> None:

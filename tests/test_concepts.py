@@ -158,7 +158,7 @@ def test_the_cli_prints_the_words_code(found: ConceptDictionary, smollm2: ModelH
 
 
 def test_the_page_draws_the_words_equation(found: ConceptDictionary, smollm2: ModelHandle, session_cache) -> None:
-    at = open_page("pages/12_Concepts.py", word="king", atoms="4")
+    at = open_page("app_pages/12_Concepts.py", word="king", atoms="4")
     assert not at.exception and not at.error
     expected = concepts.decompose(smollm2, "king", found, 4, session_cache).value
     figure = chart(at, 0)

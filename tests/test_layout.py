@@ -26,7 +26,7 @@ LAYERS = {
     "views": {"views", "probes", "viz", "results"},
     "lecture": {"lecture", "views", "probes", "viz", "results"},
     "ui": {"ui", "lecture", "views", "probes", "viz", "results"},
-    "pages": {"ui", "lecture", "views", "probes", "viz", "results"},
+    "app_pages": {"ui", "lecture", "views", "probes", "viz", "results"},
     "app": {"ui"},
     "lmscope": {"views"},
 }
@@ -61,7 +61,7 @@ def test_results_need_only_numpy() -> None:
 
 
 def test_pages_stay_thin() -> None:
-    for path in (ROOT / "pages").glob("*.py"):
+    for path in (ROOT / "app_pages").glob("*.py"):
         assert not _imported_roots(path) & {"torch", "transformers"}, path.name
 
 
@@ -84,7 +84,7 @@ def test_pyright_is_clean() -> None:
 def _modules() -> dict[str, Path]:
     """Every module of lmscope's own code by dotted name (pages by file stem, the entry script as `app`)."""
     found = {"app": ROOT / "app.py", "lmscope": ROOT / "lmscope.py"}
-    for package in ("results", "probes", "viz", "views", "lecture", "ui", "pages"):
+    for package in ("results", "probes", "viz", "views", "lecture", "ui", "app_pages"):
         for path in (ROOT / package).rglob("*.py"):
             name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             found[name.removesuffix(".__init__")] = path

@@ -164,7 +164,7 @@ def test_the_cli_prints_the_probe_result() -> None:
 
 
 def test_the_page_draws_the_three_lines_from_the_probe() -> None:
-    at = open_page("pages/11_Lottery_tickets.py", rounds="2", seeds="1")
+    at = open_page("app_pages/11_Lottery_tickets.py", rounds="2", seeds="1")
     assert not at.exception and not at.error, texts(at.error)
     expected = lottery.compute(2, 1)
     figure = chart(at, 0)

@@ -110,6 +110,6 @@ def test_cli_refuses_a_model_outside_the_roots(tiny_folder: Path) -> None:
 
 def test_page_refuses_a_linked_model_outside_the_roots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LMSCOPE_MODEL_ROOTS", "builtin")
-    at = open_page("pages/1_Attention.py", model="/etc", text="Hello there.")
+    at = open_page("app_pages/1_Attention.py", model="/etc", text="Hello there.")
     assert not at.exception
     assert "not available on this server" in texts(at.error)

@@ -23,7 +23,7 @@ from probes.models import load
 from results.routing import DROPPED, LayerRouting
 from tests.helpers import chart, cli, open_page, plotly_array, texts
 
-PAGE = "pages/10_Expert_routing.py"
+PAGE = "app_pages/10_Expert_routing.py"
 TEXT = "Seven quick zebras jumped over one lazy brown dog near Paris yesterday"
 LLAMA_LIKE = {
     "hidden_size": 32,

@@ -18,7 +18,7 @@ from viz.theme import visible
 
 TEXT = "When Mary and John went to the store, John gave a drink to Mary. Then they went home."
 LONG_TEXT = "A sentence that repeats, so that the text is long. " * 24
-SINKS = "pages/4_Attention_sinks.py"
+SINKS = "app_pages/4_Attention_sinks.py"
 
 
 def _head_mean_attention(handle: ModelHandle, token_ids: np.ndarray) -> list[np.ndarray]:

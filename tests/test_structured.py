@@ -19,7 +19,7 @@ from probes.text import encode
 from tests.helpers import chart, cli, open_page, plotly_array, texts
 
 TEXT = "When Mary and John went to the store, John gave a drink to Mary. Then they went home together."
-PAGE = "pages/3_Structured_attention.py"
+PAGE = "app_pages/3_Structured_attention.py"
 N = 23  # the size of the masks checked without a model
 
 

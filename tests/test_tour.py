@@ -9,7 +9,7 @@ import pytest
 from lecture import catalog
 from tests.helpers import chart, open_page, texts
 
-TOUR = "pages/0_Lecture_tour.py"
+TOUR = "app_pages/0_Lecture_tour.py"
 SECTIONS = catalog.sections()
 
 

@@ -60,7 +60,7 @@ def toy(monkeypatch: pytest.MonkeyPatch) -> View:
 
 
 def test_the_registry_holds_every_page(toy: View) -> None:
-    assert {v.page for v in registry.views()} == {TOY_PAGE} | {str(p) for p in Path("pages").glob("[0-9]*.py")}
+    assert {v.page for v in registry.views()} == {TOY_PAGE} | {str(p) for p in Path("app_pages").glob("[0-9]*.py")}
     assert registry.views()[-1] == toy and registry.views()[0].key == "tour"  # unnumbered pages last
     assert toy.url_path == "toy_view_page"
 
@@ -69,7 +69,7 @@ def test_the_registry_holds_every_page(toy: View) -> None:
     "clash",
     [
         {"key": "sinks"},
-        {"page": "pages/4_Attention_sinks.py"},
+        {"page": "app_pages/4_Attention_sinks.py"},
         {"commands": (Command("heads", "", _arguments, _print),)},
         {"figures": (Figure("esd", _draw),)},
     ],

@@ -19,7 +19,7 @@ PAGES = ["1_Attention.py", "4_Attention_sinks.py", "5_Massive_activations.py"]
 
 def test_views_cover_every_page_on_every_model_and_every_tour_section() -> None:
     found = warm.visits(["a", "b"])
-    pages = sorted(p.name for p in (ROOT / "pages").glob("*.py"))
+    pages = sorted(p.name for p in (ROOT / "app_pages").glob("*.py"))
     on_models = {(Path(v.page).name, v.params["model"]) for v in found if "model" in v.params}
     assert on_models == {(page, model) for page in pages if page != Path(warm.TOUR).name for model in ("a", "b")}
     sections = [v.params["section"] for v in found if v.page == warm.TOUR]

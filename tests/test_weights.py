@@ -16,9 +16,9 @@ from tests.helpers import chart, cli, open_page, plotly_array, texts
 from viz.compress import tradeoff_figure
 from viz.spectra import alpha_by_layer, energy_captured, esd_figure, statistic_grid
 
-DISTRIBUTIONS = "pages/7_Weight_distributions.py"
-SPECTRA = "pages/8_Weight_spectra.py"
-COMPRESSION = "pages/9_Pruning_vs_quantization.py"
+DISTRIBUTIONS = "app_pages/7_Weight_distributions.py"
+SPECTRA = "app_pages/8_Weight_spectra.py"
+COMPRESSION = "app_pages/9_Pruning_vs_quantization.py"
 TEXT = "The cat sat on the mat. Then the cat slept, and the dog watched."
 
 

@@ -8,7 +8,7 @@ from streamlit.navigation.page import StreamlitPage
 import views  # noqa: F401  (registers every view)
 from views.registry import views as registered
 
-HOME = "pages/home.py"
+HOME = "app_pages/home.py"
 
 
 def navigation() -> StreamlitPage:

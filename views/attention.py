@@ -56,7 +56,7 @@ VIEW = register(
         summary="heatmaps of every layer and head",
         icon="grid_on",
         group="Attention",
-        page="pages/1_Attention.py",
+        page="app_pages/1_Attention.py",
         commands=(Command("attention", "attention maps and per-head summaries", _arguments, _print),),
     )
 )

@@ -77,7 +77,7 @@ VIEW = register(
         summary="a word as a sparse combination of a few learned concept atoms",
         icon="hub",
         group="Activations",
-        page="pages/12_Concepts.py",
+        page="app_pages/12_Concepts.py",
         commands=(
             Command("concepts", "a word's sparse code over a dictionary learned on the model", _arguments, _print),
         ),

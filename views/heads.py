@@ -123,7 +123,7 @@ VIEW = register(
         summary="induction, previous-token, sink and delimiter heads",
         icon="apps",
         group="Attention",
-        page="pages/2_Head_atlas.py",
+        page="app_pages/2_Head_atlas.py",
         commands=(
             Command("heads", "induction, previous-token and sink scores on repeated random tokens", _arguments, _print),
         ),

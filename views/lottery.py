@@ -51,7 +51,7 @@ VIEW = register(
         summary="iterative pruning finds a winning subnetwork of a small network on the digits",
         icon="casino",
         group="Weights",
-        page="pages/11_Lottery_tickets.py",
+        page="app_pages/11_Lottery_tickets.py",
         commands=(
             Command(
                 "lottery",

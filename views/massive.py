@@ -131,7 +131,7 @@ VIEW = register(
         summary="the few huge hidden-state values, across layers and the corpus, and what removing them does",
         icon="landscape",
         group="Activations",
-        page="pages/5_Massive_activations.py",
+        page="app_pages/5_Massive_activations.py",
         commands=(
             Command(
                 "activations",

@@ -33,7 +33,7 @@ VIEW = register(
         summary="hidden states against a Gaussian, active and dead MLP neurons",
         icon="ssid_chart",
         group="Activations",
-        page="pages/6_Distributions_and_neurons.py",
+        page="app_pages/6_Distributions_and_neurons.py",
         figures=(Figure("activation_histogram", _draw_histogram, (activations,)),),
     )
 )

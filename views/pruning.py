@@ -77,7 +77,7 @@ VIEW = register(
         summary="the loss per byte of each way to shrink a model",
         icon="compress",
         group="Weights",
-        page="pages/9_Pruning_vs_quantization.py",
+        page="app_pages/9_Pruning_vs_quantization.py",
         commands=(
             Command(
                 "compress",

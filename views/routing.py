@@ -106,7 +106,7 @@ VIEW = register(
         summary="which experts each token reaches, load balance, and loss against k",
         icon="call_split",
         group="Experts",
-        page="pages/10_Expert_routing.py",
+        page="app_pages/10_Expert_routing.py",
         commands=(Command("moe", "Mixture-of-Experts routing of every router on a text", _arguments, _print),),
         figures=(
             Figure("moe_routing", _draw_routing, (routing, moefication)),

@@ -49,7 +49,7 @@ VIEW = register(
         summary="how much attention lands on the first token, on your text and over a corpus",
         icon="vertical_align_bottom",
         group="Attention",
-        page="pages/4_Attention_sinks.py",
+        page="app_pages/4_Attention_sinks.py",
         figures=(
             Figure("corpus_average_maps", _draw_corpus_maps, (sinks,)),
             Figure("sink_share", _draw_share, (attention, sinks)),

@@ -69,7 +69,7 @@ VIEW = register(
         summary="power-law tails, alpha across layers, low rank and fine-tuning updates",
         icon="show_chart",
         group="Weights",
-        page="pages/8_Weight_spectra.py",
+        page="app_pages/8_Weight_spectra.py",
         commands=(
             Command("weights", "spectra and power-law fits of every block weight matrix", model_argument, _print),
         ),

@@ -67,7 +67,7 @@ VIEW = register(
         summary="sliding-window, dilated and global masks, and what they cost the model",
         icon="filter_alt",
         group="Attention",
-        page="pages/3_Structured_attention.py",
+        page="app_pages/3_Structured_attention.py",
         commands=(
             Command("window", "mean per-token loss with every layer limited to a sliding window", _arguments, _print),
         ),

@@ -12,6 +12,6 @@ VIEW = register(
         summary="the sparsity and low-rankness lecture, section by section, with live figures",
         icon="school",
         group="Lecture",
-        page="pages/0_Lecture_tour.py",
+        page="app_pages/0_Lecture_tour.py",
     )
 )

@@ -38,7 +38,7 @@ VIEW = register(
         summary="any weight matrix against a Gaussian, and heavy tails across layers",
         icon="bar_chart",
         group="Weights",
-        page="pages/7_Weight_distributions.py",
+        page="app_pages/7_Weight_distributions.py",
         figures=(Figure("weight_histogram", _draw_histogram, (spectra,)),),
     )
 )
