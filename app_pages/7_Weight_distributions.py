@@ -10,7 +10,7 @@ from ui.charts import show_figure
 from ui.layout import page
 from ui.matrix_choice import matrix_input, model_spectra
 from ui.models import current_model, probe_or_stop, result_cache
-from views.weights import matrix_figure, weight_distribution
+from views.weights import matrix_figure
 from viz.spectra import statistic_grid
 
 LABELS = {
@@ -32,7 +32,7 @@ if "wd_statistic" not in st.session_state:
     st.session_state["wd_statistic"] = state.url_choice("statistic", list(LABELS), "kurtosis")
 name = matrix_input(refs, "wd_matrix")
 
-dist = probe_or_stop("Reading the matrix...", lambda: weight_distribution(handle, name, result_cache())).value
+dist = probe_or_stop("Reading the matrix...", lambda: spectra.weight_distribution(handle, name, result_cache())).value
 show_figure(matrix_figure(dist, name), "wd_distribution", f"{handle.name}-{name}-weights")
 st.caption(
     "The Gaussian is fitted robustly (median, and 1.4826 × the median absolute deviation) so that a few large weights "

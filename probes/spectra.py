@@ -27,13 +27,17 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from probes.cache import Cached, ResultCache, cache_key
+from probes.distribution import describe
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 from probes.residual import blocks
+from results.distribution import Distribution
 from results.spectra import EntryMoments, MatrixSpectrum, ModelSpectra, PowerLawFit, WeightRef, unknown_matrix
 
 NAME = "spectra"
 VERSION = 3
+DISTRIBUTION_NAME = "weight-distribution"
+DISTRIBUTION_VERSION = 1  # of weight_distribution's cached histograms
 EVALS_THRESH = 1e-5  # WeightWatcher fits only eigenvalues above this
 EMBED_LAYER = -1
 _MAX_WORKERS = 8
@@ -97,6 +101,12 @@ def _weight(handle: ModelHandle, name: str) -> torch.Tensor:
 def weight_matrix(handle: ModelHandle, name: str) -> np.ndarray:
     """A float32 copy of the weight of the module with this name ([out, in] as stored)."""
     return _weight(handle, name).float().numpy().copy()
+
+
+def weight_distribution(handle: ModelHandle, matrix: str, cache: ResultCache) -> Cached[Distribution]:
+    """The histogram and tail statistics of one weight matrix's entries, cached."""
+    key = cache_key(handle.fingerprint, DISTRIBUTION_NAME, DISTRIBUTION_VERSION, {"matrix": matrix})
+    return cache.fetch(key, lambda: describe(weight_matrix(handle, matrix)))
 
 
 def _rows_per_chunk(weight: np.ndarray) -> int:
