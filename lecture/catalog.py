@@ -8,12 +8,12 @@ from functools import cache
 import views  # noqa: F401  (registers every view's figures)
 from lecture.presets import PATH, Lecture, Preset, Section, load
 from probes.errors import LmscopeError
-from views.registry import figures
+from views.registry import figure_pages
 
 
 @cache
 def _lecture() -> Lecture:
-    return load(PATH, {name: view.page for name, (view, _) in figures().items()})
+    return load(PATH, figure_pages())
 
 
 def presets() -> dict[str, Preset]:

@@ -8,7 +8,6 @@ that declares the figure.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from urllib.parse import urlencode
 
 from probes.builtin import BUILTINS, DERIVED
 from probes.errors import LmscopeError
+from views.registry import url_path
 
 PATH = Path(__file__).with_name("presets.toml")
 
@@ -48,7 +48,7 @@ class Preset:
 
 def view_url(page: str, query: Mapping[str, str]) -> str:
     """The URL of a dashboard page in a given state, relative to the server's root ("Attention_sinks?...")."""
-    return f"{re.sub(r'^[0-9]*[_ -]*', '', Path(page).stem)}?{urlencode(query)}"
+    return f"{url_path(page)}?{urlencode(query)}"
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from probes.handle import ModelHandle
 from probes.text import encode
 from tests.conftest import ROOT
 from tests.helpers import direct, open_page, plotly_array, texts
-from views.registry import figures
+from views.registry import figure_pages, figures
 from viz.theme import slide
 
 pytestmark = pytest.mark.slow  # every preset rendered on the built-ins, and exported
@@ -45,7 +45,7 @@ LECTURE_ORDER = [
     "Low rank and LoRA",
 ]
 EXPORTED = ("heads-induction", "massive-surface")
-PAGES = {name: view.page for name, (view, _) in figures().items()}
+PAGES = figure_pages()
 
 
 @pytest.fixture(scope="module")

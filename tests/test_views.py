@@ -102,8 +102,7 @@ def test_a_registered_figure_is_in_the_preset_schema(toy: View, tmp_path: Path, 
         '[[preset]]\nname = "toy"\nversion = 1\nsection = "toys"\ntitle = "Entropy"\ncaption = "Every head."\n'
         'figure = "toy_entropy"\ntext = "cat"\n'
     )
-    pages = {name: view.page for name, (view, _) in registry.figures().items()}
-    preset = presets.load(written, pages).presets["toy"]
+    preset = presets.load(written, registry.figure_pages()).presets["toy"]
     assert preset.page == TOY_PAGE
     done = render(preset, smollm2, ResultCache())
     assert done.figure.layout.title.text == "Entropy" and done.settings["view"] == "toy"

@@ -144,9 +144,14 @@ class View:
 
     @property
     def url_path(self) -> str:
-        """The page's URL path: its file name without the ordering number ("4_Attention_sinks.py" -> "Attention_sinks"),
-        as Streamlit infers it, so links stay stable."""
-        return re.sub(r"^[0-9]*[_ -]*", "", Path(self.page).stem)
+        """The page's URL path (see `url_path`)."""
+        return url_path(self.page)
+
+
+def url_path(page: str) -> str:
+    """A page's URL path: its file name without the ordering number ("4_Attention_sinks.py" -> "Attention_sinks"),
+    as Streamlit infers it, so links stay stable."""
+    return re.sub(r"^[0-9]*[_ -]*", "", Path(page).stem)
 
 
 _views: dict[str, View] = {}
@@ -187,6 +192,11 @@ def views() -> list[View]:
 def figures() -> dict[str, tuple[View, Figure]]:
     """Every preset figure by name, with the view that draws it."""
     return {f.name: (v, f) for v in views() for f in v.figures}
+
+
+def figure_pages() -> dict[str, str]:
+    """The page of each preset figure, by figure name (what a preset file is checked against)."""
+    return {name: view.page for name, (view, _) in figures().items()}
 
 
 def commands() -> Sequence[Command]:
