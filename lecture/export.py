@@ -24,6 +24,7 @@ from lecture import catalog
 from lecture.checks import Verdict, caption, judge
 from lecture.presets import Preset, view_url
 from lecture.render import Rendered, render
+from probes import engine
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if browser_path() is None:
             raise ExportUnavailable("Static export needs chromium: install Debian's chromium or set BROWSER_PATH.")
         handles = {args.model: load(args.model)} if args.model else {}  # an unknown model is one error
+        engine.start()
         cache = ResultCache()
         try:
             index = export(

@@ -95,7 +95,7 @@ class ResultCache:
         found, warning = self._read(key)
         if found is not None:
             return Cached(found, hit=True)
-        return jobs.executor().run(key, lambda: self._compute_and_store(key, compute, warning))
+        return jobs.executor().run(key, compute, lambda dispatched: self._compute_and_store(key, dispatched, warning))
 
     def _read(self, key: str) -> tuple[Any, str | None]:
         """(the stored value or None, a warning when a stored value could not be read and was discarded)."""

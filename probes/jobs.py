@@ -16,6 +16,8 @@ Every probe result that is not in the disk cache is computed here (`probes.cache
   worker that needs it, so the pool cannot deadlock on itself.
 - Whoever waits sees a `Status` every POLL_SECONDS (through `waiting`): how many computations are ahead in the
   queue, whether another session started this one, and its progress.
+- Where a computation runs is the executor's `dispatch`: here, in the worker thread (the default), or on a Dask
+  cluster (`probes.cluster`, installed by `probes.engine.start`). Queue, single flight and waiting stay the same.
 """
 
 from __future__ import annotations
@@ -61,12 +63,25 @@ class Status:
 
 # (status) -> None: called in the waiting thread, so it may draw on a page; whatever it raises ends the wait.
 WaitCallback = Callable[[Status], None]
+# (key, compute) -> compute's value: where a job's computation runs.
+Dispatch = Callable[[str, Callable[[], Any]], Any]
+
+
+def run_here(key: str, compute: Callable[[], T]) -> T:
+    """The default dispatch: compute in the calling thread."""
+    return compute()
+
+
+def as_is(dispatched: Callable[[], T]) -> T:
+    """The default `around` of a job: its dispatched computation's value, as it is."""
+    return dispatched()
 
 
 @dataclass(eq=False)
 class _Job:
     key: str
     compute: Callable[[], Any]
+    around: Callable[[Callable[[], Any]], Any]
     context: contextvars.Context
     origin: str | None  # the session that asked first
     owner: Executor
@@ -97,6 +112,10 @@ class _Ticket:
 NOBODY = _Waiter(None, None)
 _CURRENT: contextvars.ContextVar[_Job | None] = contextvars.ContextVar("lmscope_job", default=None)
 _WAITER: contextvars.ContextVar[_Waiter] = contextvars.ContextVar("lmscope_waiter", default=NOBODY)
+# Where progress goes in a computation that runs outside any executor's job (a task on a cluster worker).
+_REPORTER: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
+    "lmscope_reporter", default=None
+)
 
 
 @contextmanager
@@ -116,6 +135,20 @@ def report(done: int, total: int) -> None:
     job = _CURRENT.get()
     if job is not None:
         job.owner.progress(job, done, total)
+        return
+    reporter = _REPORTER.get()
+    if reporter is not None:
+        reporter(done, total)
+
+
+@contextmanager
+def reporting(reporter: Callable[[int, int], None]) -> Iterator[None]:
+    """Within the block, outside any job, `report(done, total)` calls reporter (which may raise Superseded)."""
+    token = _REPORTER.set(reporter)
+    try:
+        yield
+    finally:
+        _REPORTER.reset(token)
 
 
 def default_workers() -> int:
@@ -129,12 +162,14 @@ def default_workers() -> int:
 
 
 class Executor:
-    """The in-process executor: single flight by key, a FIFO queue and a pool of worker threads."""
+    """Single flight by key, a FIFO queue and a pool of worker threads, which run each computation through
+    `dispatch` (by default in the worker thread itself)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, dispatch: Dispatch = run_here) -> None:
         if workers < 1:
             raise ValueError("an executor needs at least one worker")
         self.workers = workers
+        self.dispatch = dispatch
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._jobs: dict[str, _Job] = {}
@@ -143,11 +178,12 @@ class Executor:
         self._running = 0
         self._threads: list[threading.Thread] = []
 
-    def run(self, key: str, compute: Callable[[], T]) -> T:
-        """compute()'s value, computed once for all concurrent requests with this key."""
+    def run(self, key: str, compute: Callable[[], Any], around: Callable[[Callable[[], Any]], T] = as_is) -> T:
+        """around(dispatched)'s value, computed once for all concurrent requests with this key, where dispatched()
+        is compute() run through the executor's dispatch (so `around` runs here, and compute maybe elsewhere)."""
         inside = _CURRENT.get() is not None
         waiter = NOBODY if inside else _WAITER.get()
-        ticket, inline = self._attach(key, compute, waiter, inside)
+        ticket, inline = self._attach(key, compute, around, waiter, inside)
         if inline:
             self._execute(ticket.job)
         return self._wait(ticket, waiter)
@@ -167,12 +203,14 @@ class Executor:
             self._forget(job)
         raise Superseded()
 
-    def _attach(self, key: str, compute: Callable[[], Any], waiter: _Waiter, inside: bool) -> tuple[_Ticket, bool]:
+    def _attach(
+        self, key: str, compute: Callable[[], Any], around: Callable, waiter: _Waiter, inside: bool
+    ) -> tuple[_Ticket, bool]:
         with self._lock:
             job = self._jobs.get(key)
             inline = False
             if job is None:
-                job = _Job(key, compute, contextvars.copy_context(), waiter.session, self)
+                job = _Job(key, compute, around, contextvars.copy_context(), waiter.session, self)
                 self._jobs[key] = job
                 if not inside:
                     self._enqueue(job)
@@ -236,7 +274,7 @@ class Executor:
             _CURRENT.set(job)
             _WAITER.set(NOBODY)  # nested requests never draw on the page of the session that asked first
             try:
-                job.value = job.compute()
+                job.value = job.around(lambda: self.dispatch(job.key, job.compute))
             except BaseException as exc:  # handed to every waiter, who re-raises it
                 job.error = exc
 
@@ -278,9 +316,18 @@ _executor_lock = threading.Lock()
 
 
 def executor() -> Executor:
-    """The process's executor, created on first use with `default_workers()` threads."""
+    """The process's executor: the one installed, else an in-process one created on first use with
+    `default_workers()` threads."""
     global _executor
     with _executor_lock:
         if _executor is None:
             _executor = Executor(default_workers())
         return _executor
+
+
+def install(chosen: Executor | None) -> Executor | None:
+    """Make `chosen` the process's executor (None: an in-process one on next use); returns the one it replaces."""
+    global _executor
+    with _executor_lock:
+        replaced, _executor = _executor, chosen
+        return replaced

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import subprocess
@@ -70,3 +71,25 @@ def direct(handle: ModelHandle, token_ids: np.ndarray, **flags: bool):
 def direct_attentions(handle: ModelHandle, token_ids: np.ndarray) -> list[np.ndarray]:
     """Per layer, output_attentions as (heads, n, n) float64 arrays."""
     return [a[0].double().numpy() for a in direct(handle, token_ids, output_attentions=True).attentions]
+
+
+def assert_same(a: object, b: object, where: str = "result") -> None:
+    """Equal, bit for bit: arrays with array_equal (NaN equal to NaN), dataclasses field by field."""
+    if dataclasses.is_dataclass(a):
+        assert type(a) is type(b), where
+        for field in dataclasses.fields(a):
+            assert_same(getattr(a, field.name), getattr(b, field.name), f"{where}.{field.name}")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"), where
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), where
+    else:
+        assert a == b, where

@@ -3,7 +3,6 @@ what it gives alone, and no hook is ever left on a shared model's modules."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from probes.text import encode
 from results.activations import Thresholds
 from results.compress import Compression
 from results.moefication import Setting
+from tests.helpers import assert_same
 
 TEXTS = (
     "The quick brown fox jumps over the lazy dog. Then it ran home.",
@@ -44,28 +44,6 @@ def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultC
         "routing default": lambda: routing.run(moefied, text, cache).value,
         "compress": lambda: compress.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [4], cache).value,
     }
-
-
-def assert_same(a: object, b: object, where: str = "result") -> None:
-    """Equal, bit for bit: arrays with array_equal (NaN equal to NaN), dataclasses field by field."""
-    if dataclasses.is_dataclass(a):
-        assert type(a) is type(b), where
-        for field in dataclasses.fields(a):
-            assert_same(getattr(a, field.name), getattr(b, field.name), f"{where}.{field.name}")
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"), where
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, float) and np.isnan(a):
-        assert np.isnan(b), where
-    else:
-        assert a == b, where
 
 
 def _hooks(handle: ModelHandle) -> int:

@@ -31,7 +31,7 @@ def test_after_warming_a_first_view_computes_nothing(monkeypatch: pytest.MonkeyP
     chosen = warm.visits(["smollm2-135m-instruct"], PAGES)
     assert [w.problems for w in warm.warm(chosen, lambda index, warmed: None)] == [[]] * len(PAGES)
 
-    def computes(key: str, compute: object) -> None:
+    def computes(key: str, compute: object, around: object) -> None:
         raise AssertionError("a first view computed after the warm step")
 
     monkeypatch.setattr(jobs.executor(), "run", computes)

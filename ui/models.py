@@ -10,7 +10,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from probes import jobs
+from probes import engine, jobs
 from probes.batches import Progress
 from probes.cache import Cached, ResultCache
 from probes.errors import LmscopeError
@@ -30,7 +30,9 @@ def _loaded(name: str) -> ModelHandle:
 
 @st.cache_resource(show_spinner=False)
 def result_cache() -> ResultCache:
-    """The server's one disk cache of probe results."""
+    """The server's one disk cache of probe results; the compute engine is started with it (in this process, or a
+    Dask cluster: `probes.engine`)."""
+    engine.start()
     return ResultCache()
 
 

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 import views  # noqa: F401  (registers every view's commands)
+from probes import engine
 from probes.builtin import BUILTINS, DERIVED
 from probes.errors import LmscopeError
 from probes.models import info, load
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="lmscope: %(message)s")
     args = parser().parse_args(argv)
     try:
+        if args.command not in {command.name for command in STORE}:
+            engine.start()  # the probes run where the operator chose (LMSCOPE_SCHEDULER, LMSCOPE_WORKERS)
         result = args.run(args)
     except LmscopeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,110 @@
+"""The worker side of the Dask engine: what a cluster worker does with a probe computation shipped to it.
+
+A task carries a pickled computation whose model handles and result cache were replaced, when it was shipped
+(`probes.cluster.ship`), by calls to `held` and `nested_cache`: the worker loads each model once (by its name,
+under its own operator settings: model roots, size limits) and keeps at most LMSCOPE_WORKER_MODELS of them; it
+checks that the model it holds is the one the dashboard asked about (same fingerprint). Results go back as the
+bytes `probes.codec` writes, never as pickles, and are stored only by the dashboard that asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+
+import torch
+from distributed import WorkerPlugin, get_worker
+
+from probes import codec, jobs
+from probes.cache import ResultCache
+from probes.errors import LmscopeError
+from probes.handle import ModelHandle
+from probes.models import load
+from probes.settings import settings
+
+log = logging.getLogger(__name__)
+PROGRESS_TOPIC = "lmscope-progress"  # one event topic for every task's progress: {"key", "done", "total"}
+PROGRESS_EVERY_S = 0.2  # at most this often per task (the last step is always sent)
+
+_held: OrderedDict[str, ModelHandle] = OrderedDict()
+_held_lock = threading.Lock()
+_computed: Counter[str] = Counter()  # cache key -> times computed on this worker
+
+
+class Mismatch(LmscopeError):
+    """The worker's copy of a model is not the dashboard's (another version of its files, or a private copy)."""
+
+
+def held(name: str, fingerprint: str) -> ModelHandle:
+    """The model `name`, loaded on this worker once and kept (least recently used dropped beyond the limit); raises
+    Mismatch when what loads under that name has another fingerprint."""
+    with _held_lock:
+        handle = _held.get(name)
+        if handle is None:
+            handle = load(name)
+            _held[name] = handle
+            while len(_held) > settings().worker_models:
+                _held.popitem(last=False)
+        _held.move_to_end(name)
+    if handle.fingerprint != fingerprint:
+        raise Mismatch(f"The worker's '{name}' ({handle.fingerprint[:12]}) is not the one asked about ({fingerprint[:12]}).")
+    return handle
+
+
+def nested_cache() -> ResultCache:
+    """The result cache for computations nested in a shipped one: the worker's own, beside its settings' cache."""
+    return ResultCache(settings().cache_dir / "worker")
+
+
+def computed() -> dict[str, int]:
+    """How many times this worker computed each cache key (for tests and benchmarks)."""
+    return dict(_computed)
+
+
+def _reporter(key: str) -> Callable[[int, int], None]:
+    """Progress of task `key` as events to the scheduler; raises Superseded once the cluster cancelled the task."""
+    worker = get_worker()
+    task = worker.get_current_task()
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        state = worker.state.tasks.get(task)
+        if state is None or state.state == "cancelled":
+            raise jobs.Superseded()
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S or done >= total:
+            last[0] = now
+            worker.log_event(PROGRESS_TOPIC, {"key": key, "done": done, "total": total})
+
+    return report
+
+
+def run_shipped(key: str, payload: bytes) -> bytes:
+    """Run the computation shipped for cache key `key`; its result as codec bytes. A user-facing error comes back
+    as a plain LmscopeError (its message kept), so that any client can unpickle it."""
+    try:
+        compute = pickle.loads(payload)
+        with jobs.reporting(_reporter(key)):
+            value = compute()
+    except Mismatch:
+        raise
+    except LmscopeError as exc:
+        raise LmscopeError(str(exc)) from None
+    _computed[key] += 1
+    return codec.encode(value)
+
+
+class Setup(WorkerPlugin):
+    """Set up each worker process: torch's threads (cores / workers on a shared machine; None keeps torch's own)."""
+
+    def __init__(self, torch_threads: int | None) -> None:
+        self.torch_threads = torch_threads
+
+    def setup(self, worker: object) -> None:
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+        log.info("lmscope worker ready (torch threads: %d)", torch.get_num_threads())

@@ -1,0 +1,64 @@
+"""Where probe computations run, chosen once per process from the operator's settings.
+
+- Nothing set: in this process (`probes.jobs`' in-process executor).
+- LMSCOPE_SCHEDULER=tcp://host:8786: on the workers of that Dask cluster (`probes.cluster`).
+- LMSCOPE_WORKERS=N: on a Dask cluster of N worker processes started on this machine.
+
+Every entry point (the dashboard, the CLI, the lecture export) calls `start` before its first probe; none of them
+knows which engine runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from probes import jobs
+from probes.cluster import Cluster
+from probes.errors import LmscopeError
+from probes.settings import settings
+
+log = logging.getLogger(__name__)
+# Threads that wait for cluster tasks: a computation's wait costs this process nothing, so more can be in flight.
+CLUSTER_WAITERS = 16
+
+_lock = threading.Lock()
+_started: str | None = None
+_cluster: Cluster | None = None
+
+
+def start() -> str:
+    """Install the engine the settings ask for, once per process; returns what runs the computations. A cluster
+    that cannot be reached is an LmscopeError, unless LMSCOPE_CLUSTER_FALLBACK lets this process compute."""
+    global _started, _cluster
+    with _lock:
+        if _started is not None:
+            return _started
+        conf = settings()
+        if not (conf.scheduler or conf.workers):
+            _started = "in this process"
+            return _started
+        try:
+            if conf.scheduler:
+                _cluster = Cluster.connect(conf.scheduler, conf.cluster_fallback)
+            else:
+                _cluster = Cluster.start_local(conf.workers, conf.cluster_fallback)
+        except LmscopeError:
+            if not conf.cluster_fallback:
+                raise
+            log.warning("No compute cluster; computing in this process.", exc_info=True)
+            _started = "in this process (the cluster could not be reached)"
+            return _started
+        jobs.install(jobs.Executor(CLUSTER_WAITERS, dispatch=_cluster.dispatch))
+        _started = f"on the Dask cluster at {_cluster.address}"
+        return _started
+
+
+def stop() -> None:
+    """Back to computing in this process; closes a cluster this process started."""
+    global _started, _cluster
+    with _lock:
+        if _cluster is not None:
+            _cluster.close()
+        _cluster, _started = None, None
+        jobs.install(None)
