@@ -11,7 +11,7 @@ from probes.settings import settings
 from probes.text import TextTooLong, encode, max_characters, truncate
 from ui import state
 from ui.layout import page
-from ui.models import current_model
+from ui.models import compute_engine, current_model
 from views.registry import views
 from viz.tokens import token_chips_html
 
@@ -78,7 +78,7 @@ cols[1].metric("Query heads", summary.n_heads)
 cols[2].metric("Key/value heads", summary.n_kv_heads)
 cols[3].metric("Parameters", f"{summary.n_parameters / 1e6:.1f} M")
 cols[4].metric("Load time", f"{handle.load_seconds:.1f} s")
-st.caption(f"{summary.architecture} · {summary.source} · fingerprint `{summary.fingerprint}`")
+st.caption(f"{summary.architecture} · {summary.source} · fingerprint `{summary.fingerprint}` · {compute_engine()}")
 
 limit = settings().max_tokens
 try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
 import threading
 import time
@@ -29,7 +28,7 @@ from distributed.scheduler import KilledWorker
 
 from probes import codec, jobs
 from probes.cache import ResultCache
-from probes.cluster_worker import PROGRESS_TOPIC, Mismatch, Setup, held, nested_cache, run_shipped
+from probes.cluster_worker import PROGRESS_TOPIC, Mismatch, Setup, held, nested_cache, run_shipped, share_of_cores
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 
@@ -96,14 +95,20 @@ class Cluster:
         return cls(client, address, fallback)
 
     @classmethod
-    def start_local(cls, workers: int, fallback: bool = False, torch_threads: int | None = None) -> Cluster:
-        """Start a cluster of `workers` processes on this machine, one task at a time each, with torch_threads
-        threads for torch (default: the cores shared among the workers)."""
+    def start_local(cls, workers: int, fallback: bool = False, threads: int | None = None) -> Cluster:
+        """Start a cluster of `workers` processes on this machine, one task at a time each, with `threads` threads
+        for torch and the native pools (default: the cores shared among the workers)."""
+        threads = threads or share_of_cores(workers)
+        pools = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         local = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.WARNING
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,  # pyright: ignore[reportArgumentType]  (None: no dashboard, as documented)
+            silence_logs=logging.WARNING,
+            env=pools,  # Dask's nanny would start each worker with one thread in each pool
         )
         client = Client(local, set_as_default=False)
-        threads = torch_threads or max(1, (os.cpu_count() or 1) // workers)
         client.register_plugin(Setup(threads), name="lmscope")
         return cls(client, local.scheduler_address, fallback, local)
 

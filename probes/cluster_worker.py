@@ -10,14 +10,17 @@ bytes `probes.codec` writes, never as pickles, and are stored only by the dashbo
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from distributed import WorkerPlugin, get_worker
+from threadpoolctl import threadpool_limits
 
 from probes import codec, jobs
 from probes.cache import ResultCache
@@ -33,6 +36,7 @@ PROGRESS_EVERY_S = 0.2  # at most this often per task (the last step is always s
 _held: OrderedDict[str, ModelHandle] = OrderedDict()
 _held_lock = threading.Lock()
 _computed: Counter[str] = Counter()  # cache key -> times computed on this worker
+_threads = 1  # torch's and the native pools' threads for each task, set by `Setup`
 
 
 class Mismatch(LmscopeError):
@@ -88,7 +92,11 @@ def run_shipped(key: str, payload: bytes) -> bytes:
     as a plain LmscopeError (its message kept), so that any client can unpickle it."""
     try:
         compute = pickle.loads(payload)
-        with jobs.reporting(_reporter(key)):
+        # OpenMP's thread count is per thread, and Dask's nanny starts workers with one: set this task thread's, and
+        # the native pools', to the worker's share, so that a computation takes the path it takes in a dashboard
+        # process with as many threads (iterative fits and trainings give the same numbers).
+        torch.set_num_threads(_threads)
+        with jobs.reporting(_reporter(key)), threadpool_limits(limits=_threads):
             value = compute()
     except Mismatch:
         raise
@@ -98,13 +106,19 @@ def run_shipped(key: str, payload: bytes) -> bytes:
     return codec.encode(value)
 
 
+def share_of_cores(tasks: int) -> int:
+    """Threads for each of `tasks` computations running at once on this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, tasks))
+
+
 class Setup(WorkerPlugin):
-    """Set up each worker process: torch's threads (cores / workers on a shared machine; None keeps torch's own)."""
+    """Set up each worker process: the threads each task's torch and native pools use (None: the machine's cores
+    shared among the worker's task threads)."""
 
-    def __init__(self, torch_threads: int | None) -> None:
-        self.torch_threads = torch_threads
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
 
-    def setup(self, worker: object) -> None:
-        if self.torch_threads:
-            torch.set_num_threads(self.torch_threads)
-        log.info("lmscope worker ready (torch threads: %d)", torch.get_num_threads())
+    def setup(self, worker: Any) -> None:
+        global _threads
+        _threads = self.threads or share_of_cores(worker.state.nthreads)
+        log.info("lmscope worker ready: %d threads per task", _threads)

@@ -181,7 +181,7 @@ class Executor:
     def run(self, key: str, compute: Callable[[], Any], around: Callable[[Callable[[], Any]], T] = as_is) -> T:
         """around(dispatched)'s value, computed once for all concurrent requests with this key, where dispatched()
         is compute() run through the executor's dispatch (so `around` runs here, and compute maybe elsewhere)."""
-        inside = _CURRENT.get() is not None
+        inside = _CURRENT.get() is not None or _REPORTER.get() is not None  # in a job, or in a cluster task
         waiter = NOBODY if inside else _WAITER.get()
         ticket, inline = self._attach(key, compute, around, waiter, inside)
         if inline:

@@ -5,6 +5,7 @@ computation that cannot travel, or a cluster that is gone, is handled."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -35,7 +36,7 @@ TEXT = "Attention sinks soak up the weight of queries with nowhere else to look.
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """Two worker processes, each with as many torch threads as this process (so that results match bit for bit)."""
-    started = Cluster.start_local(2, torch_threads=torch.get_num_threads())
+    started = Cluster.start_local(2, threads=torch.get_num_threads())
     yield started
     started.close()
 
@@ -65,6 +66,15 @@ def _stored(directory: Path) -> dict[str, object]:
     return found
 
 
+def _untimed(value: object) -> object:
+    """The result with its wall-clock durations (fit_seconds, train_seconds...) zeroed: they differ run to run."""
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return value
+    timings = {f.name: 0.0 for f in dataclasses.fields(value) if f.name.endswith("_seconds")}
+    nested = {f.name: _untimed(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name not in timings}
+    return dataclasses.replace(value, **timings, **nested)
+
+
 def _use_cache(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pages' result cache (one per server) moves to directory."""
     monkeypatch.setenv("LMSCOPE_CACHE_DIR", str(directory))
@@ -91,7 +101,7 @@ def test_every_page_first_view_equals_in_process(
     there = _stored(tmp_path / "cluster")
     assert there.keys() <= here.keys() and len(there) > 10
     for key, value in there.items():
-        assert_same(value, here[key], f"{type(value).__name__} {key[:12]}")
+        assert_same(_untimed(value), _untimed(here[key]), f"{type(value).__name__} {key[:12]}")
     after = _computed(cluster)
     assert {key for key in after if after[key] > before.get(key, 0)} == set(there)  # all of it ran on the workers
 
@@ -267,3 +277,16 @@ def test_an_unreachable_scheduler_is_a_message(monkeypatch: pytest.MonkeyPatch) 
         assert engine.start() == "in this process (the cluster could not be reached)"
     finally:
         engine.stop()
+
+
+def test_a_worker_keeps_a_bounded_number_of_models_and_checks_their_fingerprint(
+    smollm2: ModelHandle, minilm: ModelHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LMSCOPE_WORKER_MODELS", "1")
+    monkeypatch.setattr(cluster_worker, "_held", type(cluster_worker._held)())
+    first = cluster_worker.held(minilm.name, minilm.fingerprint)
+    assert cluster_worker.held(minilm.name, minilm.fingerprint) is first  # loaded once
+    cluster_worker.held(smollm2.name, smollm2.fingerprint)
+    assert list(cluster_worker._held) == [smollm2.name]  # the older one is let go
+    with pytest.raises(cluster_worker.Mismatch):
+        cluster_worker.held(smollm2.name, "another-version")

@@ -36,6 +36,14 @@ def result_cache() -> ResultCache:
     return ResultCache()
 
 
+def compute_engine() -> str:
+    """Where this server's probe computations run (the engine is started if need be), or why they cannot."""
+    try:
+        return f"Computations run {engine.start()}."
+    except LmscopeError as exc:
+        return str(exc)
+
+
 def loaded_model(name: str) -> ModelHandle | None:
     """The model, loaded once per server; on failure an error is shown and None returned."""
     try:
