@@ -57,6 +57,7 @@ COPY .streamlit/ .streamlit/
 COPY app_pages/ app_pages/
 COPY ui/ ui/
 COPY lecture/ lecture/
+COPY deploy/ deploy/
 
 # A class starts on cache hits: every page's first view on every built-in model, and every lecture preset
 # (about 5 minutes on 2 cores, 30 MB). Written into /data/cache before it becomes a volume, so a new named volume

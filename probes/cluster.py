@@ -21,6 +21,7 @@ from concurrent.futures import CancelledError
 from typing import Any, TypeVar
 
 import cloudpickle
+import dask
 from distributed import Client, Future, LocalCluster
 from distributed.client import ClosedClientError
 from distributed.comm.core import CommClosedError
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "lmscope-"
 MAX_PAYLOAD_BYTES = 64 * 2**20  # a bigger pickle carries data that should not travel (weights): computed here
 CONNECT_TIMEOUT_S = 5
+UNSET_POOLS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _GONE = (OSError, CommClosedError, ClosedClientError, CancelledError, TimeoutError)
 
 
@@ -99,15 +101,16 @@ class Cluster:
         """Start a cluster of `workers` processes on this machine, one task at a time each, with `threads` threads
         for torch and the native pools (default: the cores shared among the workers)."""
         threads = threads or share_of_cores(workers)
-        pools = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        local = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,  # pyright: ignore[reportArgumentType]  (None: no dashboard, as documented)
-            silence_logs=logging.WARNING,
-            env=pools,  # Dask's nanny would start each worker with one thread in each pool
-        )
+        # Dask's nanny would start each worker with OMP_NUM_THREADS=1 (and MKL's, OpenBLAS'): that fixes torch's global
+        # thread count, which per-thread limits (`threadpoolctl`, used by the worker and by probes) then cannot narrow.
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": None for name in UNSET_POOLS}):
+            local = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,  # pyright: ignore[reportArgumentType]  (None: no dashboard, as documented)
+                silence_logs=logging.WARNING,
+            )
         client = Client(local, set_as_default=False)
         client.register_plugin(Setup(threads), name="lmscope")
         return cls(client, local.scheduler_address, fallback, local)

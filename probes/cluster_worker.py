@@ -18,7 +18,6 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from distributed import WorkerPlugin, get_worker
 from threadpoolctl import threadpool_limits
 
@@ -92,10 +91,9 @@ def run_shipped(key: str, payload: bytes) -> bytes:
     as a plain LmscopeError (its message kept), so that any client can unpickle it."""
     try:
         compute = pickle.loads(payload)
-        # OpenMP's thread count is per thread, and Dask's nanny starts workers with one: set this task thread's, and
-        # the native pools', to the worker's share, so that a computation takes the path it takes in a dashboard
-        # process with as many threads (iterative fits and trainings give the same numbers).
-        torch.set_num_threads(_threads)
+        # The worker's share of the cores for this task thread's OpenMP (torch) and the native pools, set the way a
+        # probe may narrow them again (threadpoolctl, per thread): torch's own global count is never set, as in a
+        # dashboard process, so a computation takes the path it takes there and gives the same numbers.
         with jobs.reporting(_reporter(key)), threadpool_limits(limits=_threads):
             value = compute()
     except Mismatch:
@@ -112,13 +110,13 @@ def share_of_cores(tasks: int) -> int:
 
 
 class Setup(WorkerPlugin):
-    """Set up each worker process: the threads each task's torch and native pools use (None: the machine's cores
-    shared among the worker's task threads)."""
+    """Set up each worker process: the threads each task's torch and native pools use (None: LMSCOPE_WORKER_THREADS,
+    else the machine's cores shared among the worker's task threads)."""
 
     def __init__(self, threads: int | None) -> None:
         self.threads = threads
 
     def setup(self, worker: Any) -> None:
         global _threads
-        _threads = self.threads or share_of_cores(worker.state.nthreads)
+        _threads = self.threads or settings().worker_threads or share_of_cores(worker.state.nthreads)
         log.info("lmscope worker ready: %d threads per task", _threads)

@@ -46,6 +46,7 @@ class Settings:
     workers: int  # LMSCOPE_WORKERS: start a local Dask cluster of this many worker processes (0: none)
     cluster_fallback: bool  # LMSCOPE_CLUSTER_FALLBACK: compute here when the cluster cannot be reached
     worker_models: int  # LMSCOPE_WORKER_MODELS: models a cluster worker keeps loaded at most
+    worker_threads: int  # LMSCOPE_WORKER_THREADS: threads of each task on a cluster worker (0: cores / task threads)
 
 
 def settings() -> Settings:
@@ -66,4 +67,5 @@ def settings() -> Settings:
         workers=max(0, _int("LMSCOPE_WORKERS", 0)),
         cluster_fallback=_flag("LMSCOPE_CLUSTER_FALLBACK"),
         worker_models=max(1, _int("LMSCOPE_WORKER_MODELS", 2)),
+        worker_threads=max(0, _int("LMSCOPE_WORKER_THREADS", 0)),
     )

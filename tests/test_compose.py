@@ -4,9 +4,11 @@ own `config` check as well where `docker compose` or `docker-compose` is install
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -109,7 +111,18 @@ def test_workers_run_one_task_at_a_time_and_scale() -> None:
     assert (worker["nthreads"], worker["n_workers"], worker["nanny"]) == (1, "1", True)
     assert service("worker")["deploy"]["replicas"] >= 2
     env = environment("worker")
-    assert {"OMP_NUM_THREADS", "LMSCOPE_WORKER_MODELS"} <= set(env)
+    assert {"LMSCOPE_WORKER_THREADS", "LMSCOPE_WORKER_MODELS"} <= set(env)
+
+
+def test_workers_read_the_dask_settings_that_leave_torch_threads_to_lmscope() -> None:
+    """Dask's nanny would set OMP_NUM_THREADS=1 in the worker: the Dask config the workers read unsets it."""
+    folder = ROOT / environment("worker")["DASK_CONFIG"].removeprefix("/app/")
+    found = subprocess.run(
+        [sys.executable, "-c", "from distributed.nanny import _get_env_variables as g; "
+         "print(sorted(g('distributed.nanny.pre-spawn-environ')))"],
+        env={**os.environ, "DASK_CONFIG": str(folder)}, capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert "OMP_NUM_THREADS" not in found.stdout and "MALLOC_TRIM_THRESHOLD_" in found.stdout
 
 
 def test_health_checks_ask_each_service_its_own_port() -> None:
