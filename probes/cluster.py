@@ -29,7 +29,16 @@ from distributed.scheduler import KilledWorker
 
 from probes import codec, jobs
 from probes.cache import ResultCache
-from probes.cluster_worker import PROGRESS_TOPIC, Mismatch, Setup, held, nested_cache, run_shipped, share_of_cores
+from probes.cluster_worker import (
+    PROGRESS_TOPIC,
+    Mismatch,
+    Setup,
+    held,
+    nested_cache,
+    ready,
+    run_shipped,
+    share_of_cores,
+)
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 
@@ -93,6 +102,14 @@ class Cluster:
             client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
         except _GONE as exc:
             raise LmscopeError(f"The compute cluster at {address} cannot be reached ({type(exc).__name__}).") from exc
+        try:  # the scheduler unpickles each task's reference to lmscope's code: it must be able to import it
+            client.run_on_scheduler(ready)
+        except Exception as exc:  # whatever failed there comes back as its own type
+            client.close()
+            raise LmscopeError(
+                f"The scheduler at {address} cannot run lmscope's tasks ({type(exc).__name__}: {exc}); start it "
+                "from lmscope's checkout with PYTHONPATH set to it (README: More than one machine)."
+            ) from exc
         client.register_plugin(Setup(None), name="lmscope")
         return cls(client, address, fallback)
 

@@ -63,6 +63,11 @@ def nested_cache() -> ResultCache:
     return ResultCache(settings().cache_dir / "worker")
 
 
+def ready() -> bool:
+    """True where lmscope's code can be imported (a scheduler or worker that can run its tasks)."""
+    return True
+
+
 def computed() -> dict[str, int]:
     """How many times this worker computed each cache key (for tests and benchmarks)."""
     return dict(_computed)

@@ -9,6 +9,8 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -140,7 +142,9 @@ def _computation(ask: Callable[[ResultCache], object], tmp_path: Path) -> tuple[
     return found[0]
 
 
-def test_identical_requests_from_two_clients_compute_once(cluster: Cluster, smollm2: ModelHandle, tmp_path: Path) -> None:
+def test_identical_requests_from_two_clients_compute_once(
+    cluster: Cluster, smollm2: ModelHandle, tmp_path: Path
+) -> None:
     key, compute = _computation(
         lambda cache: sinks.corpus_attention(smollm2, corpus.sentences(), cache, n_tokens=14, limit=48), tmp_path
     )
@@ -181,7 +185,9 @@ def test_progress_reaches_the_session_and_a_superseded_request_is_cancelled_on_t
     def long_request() -> None:
         try:
             with jobs.waiting("student", seen.append):
-                sinks.corpus_attention(smollm2, corpus.sentences(), cache, n_tokens=18, limit=400, on_progress=jobs.report)
+                sinks.corpus_attention(
+                    smollm2, corpus.sentences(), cache, n_tokens=18, limit=400, on_progress=jobs.report
+                )
             outcome.append(None)
         except BaseException as exc:
             outcome.append(exc)
@@ -210,7 +216,9 @@ def test_a_worker_killed_mid_pass_is_replaced_and_the_pass_ends(
 ) -> None:
     replaced = jobs.install(None)
     try:
-        here = sinks.corpus_attention(smollm2, corpus.sentences(), ResultCache(tmp_path / "here"), n_tokens=15, limit=96)
+        here = sinks.corpus_attention(
+            smollm2, corpus.sentences(), ResultCache(tmp_path / "here"), n_tokens=15, limit=96
+        )
     finally:
         jobs.install(replaced)
     result: list[object] = []
@@ -290,3 +298,37 @@ def test_a_worker_keeps_a_bounded_number_of_models_and_checks_their_fingerprint(
     assert list(cluster_worker._held) == [smollm2.name]  # the older one is let go
     with pytest.raises(cluster_worker.Mismatch):
         cluster_worker.held(smollm2.name, "another-version")
+
+
+def test_a_scheduler_that_cannot_import_lmscope_is_a_message(tmp_path: Path) -> None:
+    port = 18786 + os.getpid() % 1000
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    scheduler = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-dashboard",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with pytest.raises(LmscopeError, match="cannot run lmscope's tasks.*PYTHONPATH"):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    Cluster.connect(f"tcp://127.0.0.1:{port}")
+                except LmscopeError as exc:
+                    if "cannot be reached" in str(exc) and time.monotonic() < deadline:
+                        continue  # still starting
+                    raise
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=30)
