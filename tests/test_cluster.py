@@ -245,7 +245,7 @@ def test_a_worker_killed_mid_pass_is_replaced_and_the_pass_ends(
     thread.join(timeout=300)
     assert result, "the request never ended"
     assert_same(result[0], here.value)  # run again on a worker that lives
-    on_cluster.client.wait_for_workers(2, timeout=120)  # the nanny starts a new one
+    on_cluster.client.wait_for_workers(2, timeout=600)  # the nanny starts a new one
 
 
 def test_a_task_carries_names_not_weights_and_a_private_copy_runs_here(
