@@ -20,12 +20,13 @@ import pytest
 import torch
 from distributed import LocalCluster
 
-from probes import attention, cluster_worker, corpus, engine, jobs, sinks
+from probes import attention, cluster_worker, corpus, engine, jobs, routing, sinks
 from probes.cache import ResultCache
 from probes.cluster import KEY_PREFIX, Cluster, ship
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 from tests.helpers import assert_same, cli
+from tests.test_routing import tiny_folders, tiny_models  # noqa: F401  (fixtures, by name)
 from ui import models as ui_models
 from ui import warm
 from views import cli as views_cli
@@ -332,3 +333,20 @@ def test_a_scheduler_that_cannot_import_lmscope_is_a_message(tmp_path: Path) -> 
     finally:
         scheduler.terminate()
         scheduler.wait(timeout=30)
+
+
+def test_tiny_moe_models_of_every_family_route_the_same_on_the_cluster(
+    on_cluster: Cluster, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Folder models (here: each MoE family's tiny random model, the test's own) load on the workers by their path."""
+    tiny: dict[str, ModelHandle] = request.getfixturevalue("tiny_models")
+    for family, handle in sorted(tiny.items()):
+        replaced = jobs.install(None)
+        try:
+            here = routing.run(handle, TEXT, ResultCache(tmp_path / f"{family}-here")).value
+        finally:
+            jobs.install(replaced)
+        before = _computed(on_cluster)
+        there = routing.run(handle, TEXT, ResultCache(tmp_path / f"{family}-cluster")).value
+        assert_same(there, here, family)
+        assert sum(_computed(on_cluster).values()) == sum(before.values()) + 1, family
