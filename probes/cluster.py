@@ -21,7 +21,7 @@ from concurrent.futures import CancelledError
 from typing import Any, TypeVar
 
 import cloudpickle
-import dask
+import dask.config
 from distributed import Client, Future, LocalCluster
 from distributed.client import ClosedClientError
 from distributed.comm.core import CommClosedError

@@ -179,7 +179,7 @@ def bytes_per_weight(compression: Compression, shapes: Sequence[tuple[int, int]]
 
 
 @contextmanager
-def _twin(handle: ModelHandle, suffix: str) -> Iterator[ModelHandle]:
+def model_copy(handle: ModelHandle, suffix: str) -> Iterator[ModelHandle]:
     """A handle of a deep copy of the model, whose weights are released (moved to the meta device) on exit."""
     model = copy.deepcopy(handle.model)
     twin = ModelHandle(handle.name, handle.source, model, handle.tokenizer, f"{handle.fingerprint}+{suffix}", 0.0)
@@ -209,7 +209,7 @@ def compressed(handle: ModelHandle, compression: Compression) -> Iterator[ModelH
     compression.check()
     linear_weights(handle, compression.kinds)  # a plain error before the copy, if there is nothing to compress
     suffix = f"{NAME}:{compression.method}:{compression.amount}:{','.join(compression.kinds)}"
-    with _twin(handle, suffix) as twin:
+    with model_copy(handle, suffix) as twin:
         _set(_pairs(handle, twin, compression.kinds), lambda m: compress_weight(m.weight, compression))
         yield twin
 
@@ -275,7 +275,7 @@ def tradeoff(
         if on_progress is not None:
             on_progress(1, total)
         points = []
-        with _twin(handle, NAME) as twin:
+        with model_copy(handle, NAME) as twin:
             pairs = _pairs(handle, twin, kinds)
             for done, compression in enumerate(chosen, start=2):
                 _set(pairs, lambda m: compress_weight(m.weight, compression))
@@ -331,7 +331,7 @@ def rank_sweep(
         if on_progress is not None:
             on_progress(1, total)
         nll = []
-        with _twin(handle, NAME) as twin:
+        with model_copy(handle, NAME) as twin:
             pairs = _pairs(handle, twin, kinds)
             factors = {}
             for original, _ in pairs:

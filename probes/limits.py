@@ -25,6 +25,9 @@ HEAD_DROP_SEEDS = 10  # random orders of head removal in one run (each costs abo
 WORD_CHARACTERS = 40  # characters of a word decomposed into concept atoms
 WORD_TOKENS = 8  # tokens of that word
 WORD_ATOMS = 16  # atoms in one word's sparse code
+FINETUNE_RANK = 64  # LoRA's rank r (and the r that full fine-tuning's update is measured at)
+FINETUNE_STEPS = 100  # steps of each fine-tuning run (both runs of 100 steps: about 3 minutes of 2 cores on SmolLM2)
+FINETUNE_PARAMETERS = 1_000_000_000  # parameters of a model fine-tuned in full: each costs about 16 bytes (Adam)
 
 
 def check_count(values: Sized, limit: int, what: str) -> None:

@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from probes import limits
 from probes.batches import Progress
 from probes.cache import Cached, ResultCache, cache_key
+from probes.seeds import generator
 from results.lottery import LotteryResult
 
 NAME = "lottery"
@@ -65,12 +66,6 @@ def digits() -> Digits:
     )
     to_x, to_y = (lambda a: torch.tensor(a, dtype=torch.float32)), (lambda a: torch.tensor(a, dtype=torch.int64))
     return Digits(to_x(x_train), to_y(y_train), to_x(x_test), to_y(y_test))
-
-
-def generator(seed: int, purpose: int, round_: int = 0) -> torch.Generator:
-    """A generator of its own for one purpose of one seed (and round)."""
-    state = np.random.SeedSequence([seed, purpose, round_]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
 
 
 def initial_weights(draw: torch.Generator) -> Weights:

@@ -268,6 +268,13 @@ def spectrum(ref: WeightRef, weight: np.ndarray) -> MatrixSpectrum:
     )
 
 
+def worker_count() -> int:
+    """Threads for work on many matrices at once, each with one BLAS thread: one per core this process may use, at
+    most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(_MAX_WORKERS, cores))
+
+
 def compute(handle: ModelHandle, on_progress: Callable[[int, int], None] | None = None) -> ModelSpectra:
     """The spectra of all block matrices and the embedding, without the cache; progress after each matrix.
 
@@ -275,11 +282,9 @@ def compute(handle: ModelHandle, on_progress: Callable[[int, int], None] | None 
     is reported from the calling thread, in model order.
     """
     refs = block_weights(handle)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = max(1, min(_MAX_WORKERS, cores))
     matrices = []
     # The weights are views of the model's parameters: no copy of the model.
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(worker_count()) as pool:
         jobs = pool.map(lambda ref: spectrum(ref, _weight(handle, ref.name).float().numpy()), refs)
         for done, matrix in enumerate(jobs, start=1):
             matrices.append(matrix)

@@ -203,6 +203,22 @@ def test_lottery_tickets_page_draws_its_three_lines(server: str, page: Page, art
     assert "rounds=3" in location(page) and "seeds=2" in location(page)
 
 
+def test_fine_tuning_page_compares_lora_with_full_fine_tuning(server: str, page: Page, artifacts: Path) -> None:
+    # The default runs: read from the model store when tests/test_finetune.py or the lecture trained them.
+    matrix = "model.layers.15.self_attn.v_proj"
+    open_view(page, f"{server}/Fine_tuning?{urlencode({'rank': 8, 'steps': 30, 'matrix': matrix})}")
+    page.wait_for_selector(".js-plotly-plot >> nth=2", timeout=WAIT_MS)
+    settle(page)
+    page.screenshot(path=str(artifacts / "fine-tuning.png"), full_page=True)
+    no_exception(page)
+    plots = page.locator(".js-plotly-plot")
+    assert "LoRA against full fine-tuning" in plots.nth(0).inner_text()
+    assert plots.nth(0).evaluate("el => el.data.filter(t => t.name.endsWith('held-out')).length") == 2
+    assert matrix in plots.nth(1).inner_text() and plots.nth(1).evaluate("el => el._fullLayout.yaxis.type") == "log"
+    assert "subspace similarity" in plots.nth(2).inner_text()
+    assert "rank=8" in location(page) and "steps=30" in location(page) and "matrix=model.layers.15" in location(page)
+
+
 def test_pruning_page_drops_heads(server: str, page: Page, artifacts: Path) -> None:
     # tests/test_dropped_heads.py's text and settings: in a full run the probes' results come from the cache.
     query = urlencode(

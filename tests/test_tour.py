@@ -8,12 +8,14 @@ import pytest
 
 from lecture import catalog
 from tests.helpers import chart, open_page, texts
-from views import concepts, dropped_heads, lottery
+from views import concepts, dropped_heads, finetune, lottery
 
 TOUR = "app_pages/0_Lecture_tour.py"
 SECTIONS = catalog.sections()
 # Figures that train or fit something on first use (tens of seconds): their sections are in the slow tier.
-TRAINING = {f.name for f in (*lottery.VIEW.figures, *concepts.VIEW.figures, *dropped_heads.FIGURES)}
+TRAINING = {
+    f.name for f in (*lottery.VIEW.figures, *concepts.VIEW.figures, *dropped_heads.FIGURES, *finetune.VIEW.figures)
+}
 SECTION_PARAMS = [
     pytest.param(i, marks=pytest.mark.slow) if any(catalog.preset(n).figure in TRAINING for n in s.presets) else i
     for i, s in enumerate(SECTIONS)

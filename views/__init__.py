@@ -4,6 +4,7 @@ navigation's order."""
 from views import (  # noqa: F401  (each module registers its view)
     attention,
     concepts,
+    finetune,
     heads,
     lottery,
     massive,

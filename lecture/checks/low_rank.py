@@ -1,5 +1,6 @@
-"""Checks of the low-rank section: energy concentrates in the top singular values; truncation costs loss; a few
-concept atoms carry a word."""
+"""Checks of the low-rank section: energy concentrates in the top singular values; truncation costs loss; LoRA and
+full fine-tuning both learn the task, LoRA's update has rank exactly r and the full one is dominated by a few
+directions that overlap LoRA's; a few concept atoms carry a word."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from lecture.render import Rendered
 from probes import compress, concepts
 from results.compress import RankSweep
 from results.concepts import ConceptDictionary, WordConcepts
+from results.finetune import FineTuneComparison
 from results.spectra import ModelSpectra
 
 
@@ -35,6 +37,53 @@ def rank_loss(rendered: Rendered) -> str:
     if not np.all(below > sweep.base_nll + 0.5):
         raise rendered.fail("some rank below full keeps the full model's loss (within half a nat)")
     return f"rank {int(sweep.ranks[0])}: NLL {sweep.nll[0]:.2f}; rank {full}: {at_full:.2f}; full model {sweep.base_nll:.2f}"
+
+
+MIN_FALL = 1.0  # nats: how far both held-out losses must fall for the caption's "both fall"
+MIN_OVER_CHANCE = 5  # how many times a flat spectrum's energy (random subspaces' φ) the full update must show
+
+
+def finetune_loss(rendered: Rendered) -> str:
+    done = rendered.result("finetune", FineTuneComparison)
+    lora, full = done.lora, done.full
+    first, ends = lora.loss_heldout[0], {run.method: run.loss_heldout[-1] for run in (lora, full)}
+    found = (
+        f"held-out NLL {first:.2f} before, {ends['lora']:.2f} after LoRA (r = {done.rank}, {lora.trained_share:.2%} of "
+        f"the parameters), {ends['full']:.2f} after full fine-tuning ({done.steps} steps each)"
+    )
+    fell = all(run.loss_heldout[0] - run.loss_heldout[-1] >= MIN_FALL for run in (lora, full))
+    if not fell or lora.trained_share >= 0.01 or ends["full"] >= ends["lora"]:
+        raise rendered.fail(found)
+    return found
+
+
+def finetune_spectrum(rendered: Rendered) -> str:
+    done = rendered.result("finetune", FineTuneComparison)
+    ranks = {m.numerical_rank for m in done.lora.matrices}
+    full = done.full.matrices[done.matrix_index(str(rendered.settings["options"]["matrix"]))]
+    flat = done.rank / min(full.shape)
+    found = (
+        f"LoRA's numerical ranks: {sorted(ranks)}; {full.name} fully fine-tuned: rank {full.numerical_rank} of "
+        f"{min(full.shape)}, {full.energy_top_r:.0%} of Σσ² in its top {done.rank} (flat: {flat:.1%})"
+    )
+    if ranks != {done.rank} or full.numerical_rank < min(full.shape) - 8 or full.energy_top_r < MIN_OVER_CHANCE * flat:
+        raise rendered.fail(found)
+    return found
+
+
+def finetune_energy(rendered: Rendered) -> str:
+    done = rendered.result("finetune", FineTuneComparison)
+    energy = np.array([m.energy_top_r for m in done.full.matrices])
+    flat = np.array([done.rank / min(m.shape) for m in done.full.matrices])
+    similarity = done.similarity[:, -1]
+    found = (
+        f"top {done.rank} of the full update: {energy.min():.0%} to {energy.max():.0%} of Σσ² (flat: {flat.min():.1%} "
+        f"to {flat.max():.1%}); φ({done.rank}, {done.rank}) with LoRA: {similarity.min():.2f} to {similarity.max():.2f} "
+        f"(random: {done.chance.min():.3f} to {done.chance.max():.3f})"
+    )
+    if np.any(energy < MIN_OVER_CHANCE * flat) or np.any(similarity < MIN_OVER_CHANCE * done.chance):
+        raise rendered.fail(found)
+    return found
 
 
 def random_share(vector: np.ndarray, n_atoms: int, k: int, seed: int = 0) -> float:
@@ -68,4 +117,7 @@ CHECKS = {
     "rank_energy": energy,
     "rank_loss": rank_loss,
     "concept_decomposition": concept_code,
+    "finetune_loss": finetune_loss,
+    "finetune_spectrum": finetune_spectrum,
+    "finetune_energy": finetune_energy,
 }
