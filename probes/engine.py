@@ -27,6 +27,11 @@ _started: str | None = None
 _cluster: Cluster | None = None
 
 
+def executor_for(cluster: Cluster) -> jobs.Executor:
+    """The executor that runs this process's computations on the cluster."""
+    return jobs.Executor(CLUSTER_WAITERS, dispatch=cluster.dispatch)
+
+
 def start() -> str:
     """Install the engine the settings ask for, once per process; returns what runs the computations. A cluster
     that cannot be reached is an LmscopeError, unless LMSCOPE_CLUSTER_FALLBACK lets this process compute."""
@@ -49,7 +54,7 @@ def start() -> str:
             log.warning("No compute cluster; computing in this process.", exc_info=True)
             _started = "in this process (the cluster could not be reached)"
             return _started
-        jobs.install(jobs.Executor(CLUSTER_WAITERS, dispatch=_cluster.dispatch))
+        jobs.install(executor_for(_cluster))
         _started = f"on the Dask cluster at {_cluster.address}"
         return _started
 

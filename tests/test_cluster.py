@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,18 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture
 def on_cluster(cluster: Cluster) -> Iterator[Cluster]:
     """Probe computations of this process go to the cluster for the test."""
-    replaced = jobs.install(jobs.Executor(engine.CLUSTER_WAITERS, dispatch=cluster.dispatch))
-    yield cluster
-    jobs.install(replaced)
+    with _using(engine.executor_for(cluster)):
+        yield cluster
+
+
+@contextmanager
+def _using(executor: jobs.Executor | None) -> Iterator[None]:
+    """Within the block, this process's probe computations go through executor (None: a fresh in-process one)."""
+    replaced = jobs.install(executor)
+    try:
+        yield
+    finally:
+        jobs.install(replaced)
 
 
 def _computed(cluster: Cluster) -> dict[str, int]:
@@ -95,11 +105,10 @@ def test_every_page_first_view_equals_in_process(
 
     _use_cache(tmp_path / "cluster", monkeypatch)
     before = _computed(cluster)
-    replaced = jobs.install(jobs.Executor(engine.CLUSTER_WAITERS, dispatch=cluster.dispatch))
     try:
-        assert [w.problems for w in warm.warm(chosen, lambda i, w: None)] == [[]] * len(chosen)
+        with _using(engine.executor_for(cluster)):
+            assert [w.problems for w in warm.warm(chosen, lambda i, w: None)] == [[]] * len(chosen)
     finally:
-        jobs.install(replaced)
         ui_models.result_cache.clear()
     there = _stored(tmp_path / "cluster")
     assert there.keys() <= here.keys() and len(there) > 10
@@ -134,12 +143,8 @@ def _computation(ask: Callable[[ResultCache], object], tmp_path: Path) -> tuple[
         found.append((key, compute))
         raise _Captured()
 
-    replaced = jobs.install(jobs.Executor(1, dispatch=capture))
-    try:
-        with pytest.raises(_Captured):
-            ask(ResultCache(tmp_path / "captured"))
-    finally:
-        jobs.install(replaced)
+    with _using(jobs.Executor(1, dispatch=capture)), pytest.raises(_Captured):
+        ask(ResultCache(tmp_path / "captured"))
     return found[0]
 
 
@@ -215,13 +220,10 @@ def test_progress_reaches_the_session_and_a_superseded_request_is_cancelled_on_t
 def test_a_worker_killed_mid_pass_is_replaced_and_the_pass_ends(
     on_cluster: Cluster, smollm2: ModelHandle, tmp_path: Path
 ) -> None:
-    replaced = jobs.install(None)
-    try:
+    with _using(None):
         here = sinks.corpus_attention(
             smollm2, corpus.sentences(), ResultCache(tmp_path / "here"), n_tokens=15, limit=96
         )
-    finally:
-        jobs.install(replaced)
     result: list[object] = []
     cache = ResultCache(tmp_path / "cluster")
 
@@ -341,11 +343,8 @@ def test_tiny_moe_models_of_every_family_route_the_same_on_the_cluster(
     """Folder models (here: each MoE family's tiny random model, the test's own) load on the workers by their path."""
     tiny: dict[str, ModelHandle] = request.getfixturevalue("tiny_models")
     for family, handle in sorted(tiny.items()):
-        replaced = jobs.install(None)
-        try:
+        with _using(None):
             here = routing.run(handle, TEXT, ResultCache(tmp_path / f"{family}-here")).value
-        finally:
-            jobs.install(replaced)
         before = _computed(on_cluster)
         there = routing.run(handle, TEXT, ResultCache(tmp_path / f"{family}-cluster")).value
         assert_same(there, here, family)
