@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 
-.PHONY: run test check models chromium bench warm
+.PHONY: run test check check-cuda models chromium bench warm
 
 $(INSTALLED): requirements.txt requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ test: $(TEST_INSTALLED) chromium models
 # computation, lint and types (ruff; pyright in basic mode, pyrightconfig.json) and the import layers included.
 check: $(TEST_INSTALLED) models
 	$(BIN)/python -m pytest -q -m "not slow and not browser and not docker and not gguf"
+
+# The CUDA path on a machine with a GPU (skipped without one): every command-line view with the model on the GPU,
+# against the CPU. It uses none of the suite's browser fixtures, so it runs where only torch and a GPU are.
+check-cuda: $(TEST_INSTALLED) models
+	$(BIN)/python -m pytest -q --noconftest tests/test_cuda.py
 
 bench: $(INSTALLED) models
 	$(BIN)/python bench/load_and_forward.py

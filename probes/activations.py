@@ -18,6 +18,7 @@ from probes.batches import Progress, batches, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.forward import forward
 from probes.handle import ModelHandle
+from probes.placement import host
 from probes.residual import block_output, hooked_blocks
 from probes.settings import settings
 from probes.text import Encoded, encode, token_strings
@@ -82,7 +83,7 @@ def compute(handle: ModelHandle, encoded: Encoded) -> ActivationResult:
     per_layer: dict[int, dict[str, np.ndarray]] = {}
 
     def summarise(layer: int, hidden: torch.Tensor) -> None:
-        h = hidden[0].float()
+        h = host(hidden[0])
         magnitude = h.abs()
         positions, dims, values = top_entries(h, TOP)
         per_layer[layer] = {
@@ -157,7 +158,7 @@ def corpus_run(
         current: dict[int, torch.Tensor] = {}
 
         def keep(layer: int, hidden: torch.Tensor) -> None:
-            current[layer] = hidden.float()
+            current[layer] = host(hidden)
 
         with hooked_blocks(handle, keep):
             for batch in batches(groups, on_progress):

@@ -21,9 +21,12 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
+from probes.placement import host
+
 IMPLEMENTATION = "lmscope"
 
-# (layer, probabilities (batch, heads, queries, keys), a function returning the logits in that shape, NaN = masked)
+# (layer, probabilities (batch, heads, queries, keys), a function returning the logits in that shape, NaN = masked),
+# on the host in float32 whatever the model's device and float type
 LayerCallback = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
 
 
@@ -45,7 +48,7 @@ def _model_eager(module: nn.Module) -> Callable:
 def _impose(mask: torch.Tensor | None, allowed: np.ndarray, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     """The model's additive mask with the structure's forbidden positions also set to the dtype's minimum."""
     lowest = torch.finfo(query.dtype).min
-    keep = torch.as_tensor(np.ascontiguousarray(allowed[-query.shape[-2] :, : key.shape[-2]]))
+    keep = torch.as_tensor(np.ascontiguousarray(allowed[-query.shape[-2] :, : key.shape[-2]]), device=query.device)
     blocked = torch.where(keep, 0.0, lowest).to(query.dtype)[None, None]
     return blocked if mask is None else (mask + blocked).clamp(min=lowest)
 
@@ -75,8 +78,8 @@ def _attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     if capture is not None and capture.on_layer is not None:
         capture.on_layer(
             capture.layer_of[id(module)],
-            weights.float(),
-            lambda: attention_logits(module, query, key, attention_mask, **kwargs),
+            host(weights),
+            lambda: host(attention_logits(module, query, key, attention_mask, **kwargs)),
         )
     return output, weights
 

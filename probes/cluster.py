@@ -41,6 +41,7 @@ from probes.cluster_worker import (
 )
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
+from probes.placement import dtype_name
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class _Pickler(cloudpickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, ModelHandle):
-            return held, (obj.name, obj.fingerprint)
+            return held, (obj.name, dtype_name(obj.dtype), obj.fingerprint)
         if isinstance(obj, ResultCache):
             return nested_cache, ()
         return super().reducer_override(obj)

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 PROGRESS_TOPIC = "lmscope-progress"  # one event topic for every task's progress: {"key", "done", "total"}
 PROGRESS_EVERY_S = 0.2  # at most this often per task (the last step is always sent)
 
-_held: OrderedDict[str, ModelHandle] = OrderedDict()
+_held: OrderedDict[tuple[str, str], ModelHandle] = OrderedDict()  # (name, float type) -> the loaded model
 _held_lock = threading.Lock()
 _computed: Counter[str] = Counter()  # cache key -> times computed on this worker
 _threads = 1  # torch's and the native pools' threads for each task, set by `Setup`
@@ -42,17 +42,18 @@ class Mismatch(LmscopeError):
     """The worker's copy of a model is not the dashboard's (another version of its files, or a private copy)."""
 
 
-def held(name: str, fingerprint: str) -> ModelHandle:
-    """The model `name`, loaded on this worker once and kept (least recently used dropped beyond the limit); raises
-    Mismatch when what loads under that name has another fingerprint."""
+def held(name: str, dtype: str, fingerprint: str) -> ModelHandle:
+    """The model `name` in the float type the dashboard holds it in, loaded on this worker's device (its own
+    LMSCOPE_DEVICE) once and kept (least recently used dropped beyond the limit); raises Mismatch when what loads
+    under that name has another fingerprint."""
     with _held_lock:
-        handle = _held.get(name)
+        handle = _held.get((name, dtype))
         if handle is None:
-            handle = load(name)
-            _held[name] = handle
+            handle = load(name, dtype)
+            _held[(name, dtype)] = handle
             while len(_held) > settings().worker_models:
                 _held.popitem(last=False)
-        _held.move_to_end(name)
+        _held.move_to_end((name, dtype))
     if handle.fingerprint != fingerprint:
         raise Mismatch(f"The worker's '{name}' ({handle.fingerprint[:12]}) is not the one asked about ({fingerprint[:12]}).")
     return handle

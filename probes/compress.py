@@ -28,6 +28,7 @@ from probes.errors import LmscopeError
 from probes.forward import forward
 from probes.handle import ModelHandle
 from probes.nll import token_nll
+from probes.placement import host
 from probes.settings import settings
 from probes.text import encode
 from results.compress import DENSE_BYTES, KINDS, MAX_BITS, Compression, RankSweep, Tradeoff, TradeoffPoint
@@ -193,7 +194,9 @@ def model_copy(handle: ModelHandle, suffix: str) -> Iterator[ModelHandle]:
 
 
 def _set(pairs: list[tuple[Matrix, Matrix]], make: Callable[[Matrix], torch.Tensor]) -> None:
-    """Write make(original) into each copy's weight."""
+    """Write make(original) into each copy's weight. Callers compress `host(original.weight)`: on the CPU the
+    choice among tied magnitudes (a GGUF's weights sit on few levels) and the rounding are the same whatever device
+    holds the model, so a pruned or quantized model is the same model everywhere."""
     with torch.no_grad():
         for original, target in pairs:
             target.weight.copy_(make(original))
@@ -210,7 +213,7 @@ def compressed(handle: ModelHandle, compression: Compression) -> Iterator[ModelH
     linear_weights(handle, compression.kinds)  # a plain error before the copy, if there is nothing to compress
     suffix = f"{NAME}:{compression.method}:{compression.amount}:{','.join(compression.kinds)}"
     with model_copy(handle, suffix) as twin:
-        _set(_pairs(handle, twin, compression.kinds), lambda m: compress_weight(m.weight, compression))
+        _set(_pairs(handle, twin, compression.kinds), lambda m: compress_weight(host(m.weight), compression))
         yield twin
 
 
@@ -278,7 +281,7 @@ def tradeoff(
         with model_copy(handle, NAME) as twin:
             pairs = _pairs(handle, twin, kinds)
             for done, compression in enumerate(chosen, start=2):
-                _set(pairs, lambda m: compress_weight(m.weight, compression))
+                _set(pairs, lambda m: compress_weight(host(m.weight), compression))
                 nll_text, nll_corpus = score(twin)
                 cost = bytes_per_weight(compression, shapes)
                 points.append(
@@ -337,7 +340,7 @@ def rank_sweep(
             for original, _ in pairs:
                 below = [int(r) for r in ranks if int(r) < min(original.shape)]
                 if below:
-                    factors[id(original.module)] = _svd(original.weight, max(below))
+                    factors[id(original.module)] = _svd(host(original.weight), max(below))
             for done, compression in enumerate(settings_, start=2):
                 rank = int(compression.amount)
 

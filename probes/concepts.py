@@ -23,6 +23,7 @@ from probes.batches import Progress, batches, by_length
 from probes.cache import Cached, ResultCache, cache_key
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
+from probes.placement import as_numpy
 from probes.residual import block_output
 from probes.text import clean, token_strings
 from results.concepts import ConceptDictionary, WordConcepts
@@ -90,7 +91,8 @@ def _embeddings(handle: ModelHandle) -> torch.Tensor:
 def embedding_rows(handle: ModelHandle, token_ids: np.ndarray) -> np.ndarray:
     """Rows of the input embedding matrix, (n, d) float64."""
     with torch.inference_mode():
-        return _embeddings(handle)[torch.as_tensor(token_ids, dtype=torch.long)].double().numpy()
+        rows = _embeddings(handle)[torch.as_tensor(token_ids, dtype=torch.long, device=handle.device)]
+        return as_numpy(rows).astype(np.float64)
 
 
 def unit_rows(vectors: np.ndarray, center: np.ndarray) -> np.ndarray:

@@ -69,7 +69,7 @@ def dropping(handle: ModelHandle, dropped: np.ndarray) -> Iterator[None]:
                     f"lmscope cannot split the attention output ({tuple(heads.shape)}) of '{handle.name}' into "
                     f"{handle.n_heads} heads for {len(keep)} rows."
                 )
-            columns = keep.to(heads.dtype).repeat_interleave(width // handle.n_heads, dim=1)
+            columns = keep.to(heads.device, heads.dtype).repeat_interleave(width // handle.n_heads, dim=1)
             return (heads * columns[:, None, :], *args[1:])
 
         return call

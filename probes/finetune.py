@@ -25,6 +25,7 @@ from probes.finetune_store import load_run, save_run, training_lock
 from probes.finetune_task import DESCRIPTION, task
 from probes.finetune_train import BATCH_SIZE, KINDS, LEARNING_RATES, Recipe, Trained, train
 from probes.handle import ModelHandle
+from probes.placement import as_numpy
 from probes.spectra import effective_rank, worker_count
 from results.finetune import METHODS, FineTuneComparison, FineTuneRun, MatrixUpdate
 
@@ -111,7 +112,7 @@ def _update(matrix: Matrix, delta: np.ndarray, singular_values: np.ndarray, rank
     s = singular_values
     kept = s[s > s[0] * max(delta.shape) * _EPSILON] if s[0] > 0 else s[:0]
     energy = s.astype(np.float64) ** 2
-    original = float(np.linalg.norm(matrix.weight.detach().float().numpy()))
+    original = float(np.linalg.norm(as_numpy(matrix.weight)))
     return MatrixUpdate(
         name=matrix.name,
         layer=matrix.layer,

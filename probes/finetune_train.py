@@ -28,6 +28,7 @@ from probes.batches import by_length
 from probes.compress import Matrix, linear_weights, model_copy, sentences_nll
 from probes.finetune_task import padded, task, token_lists
 from probes.handle import ModelHandle
+from probes.placement import as_numpy
 from probes.seeds import generator
 
 VERSION = 1  # of the stored runs (probes.finetune_store): bump when a run would train or store differently
@@ -110,7 +111,8 @@ def sentence_order(count: int, seed: int) -> Iterator[int]:
 
 def batch_nll(model: nn.Module, sequences: list[list[int]]) -> torch.Tensor:
     """Mean NLL per predicted token of a batch of sentences (padded on the right; padding predicts nothing)."""
-    ids, mask = padded(sequences)
+    device = next(model.parameters()).device
+    ids, mask = (t.to(device) for t in padded(sequences))
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
     return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
@@ -131,7 +133,8 @@ def _adapt(model: nn.Module, matrices: list[Matrix], recipe: Recipe) -> None:
     with torch.no_grad():
         for m in matrices:
             weight = _lora(model, m.name).lora_A[_ADAPTER].get_parameter("weight")
-            nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=draw)
+            drawn = torch.empty(weight.shape)  # drawn on the CPU: every device starts from the same A
+            weight.copy_(nn.init.kaiming_uniform_(drawn, a=math.sqrt(5), generator=draw))
 
 
 def _lora(model: nn.Module, name: str) -> LoraLinear:
@@ -148,7 +151,7 @@ def _delta(model: nn.Module, original: Matrix, method: str) -> np.ndarray:
             change = _lora(model, original.name).get_delta_weight(_ADAPTER)
         else:
             change = model.get_submodule(original.name).get_parameter("weight") - original.weight
-        return change.detach().float().numpy().copy()
+        return as_numpy(change).copy()
 
 
 def train(handle: ModelHandle, recipe: Recipe, on_step: Callable[[], None] | None = None) -> Trained:
@@ -161,7 +164,7 @@ def train(handle: ModelHandle, recipe: Recipe, on_step: Callable[[], None] | Non
     checkpoints = evaluated_after(recipe.steps)
     started = time.perf_counter()
     with model_copy(handle, f"finetune:{recipe.method}") as twin:
-        model = twin.model
+        model = twin.model.float()  # trained in float32 whatever the shared model's float type (bfloat16 loses the steps)
         if recipe.method == "lora":
             _adapt(model, matrices, recipe)
         else:

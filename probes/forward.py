@@ -10,17 +10,31 @@ from transformers.utils.generic import ModelOutput
 
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
+from probes.placement import host
+
+
+def host_outputs(outputs: ModelOutput) -> ModelOutput:
+    """The outputs' tensors (and tuples of tensors: hidden states, attentions) on the host in float32 or wider; other
+    entries (a key-value cache) are dropped. A CPU float32 model's outputs come back unchanged."""
+    kept = {}
+    for name, value in outputs.items():
+        if isinstance(value, torch.Tensor):
+            kept[name] = host(value)
+        elif isinstance(value, tuple) and all(isinstance(v, torch.Tensor) for v in value):
+            kept[name] = tuple(host(v) for v in value)
+    return type(outputs)(**kept)
 
 
 def forward(handle: ModelHandle, token_ids: np.ndarray, *, logits: bool = False, **outputs: bool) -> ModelOutput:
-    """Run the model on one sequence (n,) or a batch of equal-length sequences (b, n), without gradients.
+    """Run the model on one sequence (n,) or a batch of equal-length sequences (b, n), without gradients; the
+    outputs' tensors come back on the host (see `host_outputs`).
 
     `outputs` are transformers flags such as output_attentions=True or output_hidden_states=True.
 
     An encoder-decoder's decoder reads the same tokens shifted right. Causal LMs compute vocabulary logits only
     for the last position unless `logits` is set, which saves hundreds of MB on Gemma's 262k-token vocabulary.
     """
-    ids = torch.as_tensor(np.asarray(token_ids), dtype=torch.long)
+    ids = torch.as_tensor(np.asarray(token_ids), dtype=torch.long, device=handle.device)
     ids = ids[None] if ids.ndim == 1 else ids
     kwargs: dict = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **outputs}
     if handle.config.is_encoder_decoder:  # the decoder reads the same text, shifted right (teacher forcing)
@@ -30,6 +44,6 @@ def forward(handle: ModelHandle, token_ids: np.ndarray, *, logits: bool = False,
         kwargs["logits_to_keep"] = 1
     with handle.lock, torch.inference_mode():
         try:
-            return handle.model(**kwargs)
+            return host_outputs(handle.model(**kwargs))
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             raise LmscopeError(f"Model '{handle.name}' failed on this text: {type(exc).__name__}: {exc}") from exc

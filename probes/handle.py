@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from probes.turns import Turns
@@ -44,6 +45,14 @@ class ModelHandle:
     @property
     def architecture(self) -> str:
         return (self.config.architectures or [type(self.model).__name__])[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
 
     @property
     def n_layers(self) -> int:

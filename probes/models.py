@@ -27,6 +27,7 @@ from probes.fingerprint import folder_fingerprint
 from probes.gguf_store import converted_folder
 from probes.handle import ModelHandle, is_causal_config
 from probes.model_access import check_allowed, check_size, gguf_parameters
+from probes.placement import dtype_name, placement, typed_fingerprint
 from probes.settings import settings
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -48,6 +49,8 @@ class ModelInfo:
     n_kv_heads: int
     n_parameters: int
     fingerprint: str
+    device: str
+    dtype: str
 
 
 def _model_class(config: PretrainedConfig) -> type:
@@ -123,19 +126,20 @@ def _hub_folder(name: str) -> Path:
         raise LmscopeError(f"Could not fetch '{name}' from the Hugging Face hub: {exc}") from exc
 
 
-def load(name: str) -> ModelHandle:
-    """Load a model in float32 with lmscope's observable eager attention (see probes.capture).
+def load(name: str, dtype: str | None = None) -> ModelHandle:
+    """Load a model with lmscope's observable eager attention (see probes.capture), placed as LMSCOPE_DEVICE says,
+    in the float type `dtype` or else LMSCOPE_DTYPE's (see probes.placement).
 
     One load at a time in a process: transformers' from_pretrained is not safe to run in two threads at once
     (two sessions loading SmolLM2 and the MoE derived from it at the same moment got an untied, randomly
     initialised lm_head)."""
     with _LOADING:
-        return _load(name)
+        return _load(name, dtype)
 
 
-def _load(name: str) -> ModelHandle:
+def _load(name: str, dtype: str | None) -> ModelHandle:
     if name.strip() in DERIVED:
-        return moe_store.load_derived(_load(moefication.BASE_NAME))
+        return moe_store.load_derived(_load(moefication.BASE_NAME, dtype))
     started = time.perf_counter()
     where, source = resolve(name)
     if source == HUB_SOURCE:
@@ -147,9 +151,11 @@ def _load(name: str) -> ModelHandle:
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
         check_size(name, config_parameters(config))
+        place = placement(config, dtype)
         model = _model_class(config).from_pretrained(
             folder,
-            dtype=torch.float32,
+            dtype=place.dtype,
+            device_map=None if place.device.type == "cpu" else str(place.device),
             attn_implementation=IMPLEMENTATION,
             trust_remote_code=trust,
             use_safetensors=None if settings().allow_pickle else True,
@@ -164,7 +170,7 @@ def _load(name: str) -> ModelHandle:
     # context variable, like lmscope's, and installs them on first use: install them now, before the model is
     # shared, so that no pass ever runs while they are being added.
     maybe_install_capturing_hooks(model)
-    fingerprint = folder_fingerprint(folder)
+    fingerprint = typed_fingerprint(folder_fingerprint(folder), place.dtype)
     return ModelHandle(name.strip(), source, model, tokenizer, fingerprint, time.perf_counter() - started)
 
 
@@ -181,5 +187,7 @@ def info(handle: ModelHandle) -> ModelInfo:
         n_kv_heads=handle.n_kv_heads,
         n_parameters=handle.n_parameters,
         fingerprint=handle.fingerprint,
+        device=str(handle.device),
+        dtype=dtype_name(handle.dtype),
     )
 

@@ -22,6 +22,7 @@ from probes.batches import Progress
 from probes.handle import ModelHandle
 from probes.moe_modules import MoefiedMLP
 from probes.moefication import BASE_NAME, DERIVED_NAME, EVAL_SENTENCES, HELD_OUT_EVERY, METHOD, VERSION, build
+from probes.placement import dtype_name
 from probes.residual import blocks, submodule
 from probes.settings import settings
 from results.moefication import EXPERT_COUNTS, Moefication
@@ -33,9 +34,12 @@ log = logging.getLogger(__name__)
 _build_lock = threading.Lock()
 
 
-def store_path() -> Path:
-    """The stored MoEfication (safetensors) in the model store; a manifest.json lies beside it."""
-    return settings().model_store / "derived" / DERIVED_NAME / FILE_NAME
+def store_path(dtype: torch.dtype = torch.float32) -> Path:
+    """The stored MoEfication (safetensors) of a base model held in `dtype`, in the model store; a manifest.json lies
+    beside it. Each float type has its own (its corpus pass differs), so that processes holding the base model in
+    different types do not rebuild each other's."""
+    folder = settings().model_store / "derived" / DERIVED_NAME
+    return (folder if dtype == torch.float32 else folder / dtype_name(dtype)) / FILE_NAME
 
 
 def serialise(moefication: Moefication) -> bytes:
@@ -142,7 +146,7 @@ def read_stored(handle: ModelHandle, path: Path) -> tuple[Moefication, bytes] | 
 
 
 def _stored_or_built(handle: ModelHandle, on_progress: Progress | None) -> tuple[Moefication, bytes]:
-    path = store_path()
+    path = store_path(handle.dtype)
     with _build_lock:  # two sessions loading at once build once
         found = read_stored(handle, path)
         if found is not None:
@@ -163,7 +167,8 @@ def derive(base: ModelHandle, moefication: Moefication, data: bytes) -> ModelHan
             return {e: torch.from_numpy(np.ascontiguousarray(v[layer])) for e, v in table.items()}
 
         tables = (moefication.assignments, moefication.router_weight, moefication.router_bias)
-        block.mlp = MoefiedMLP(submodule(block, "mlp", nn.Module), *(per_layer(table) for table in tables))
+        mlp = MoefiedMLP(submodule(block, "mlp", nn.Module), *(per_layer(table) for table in tables))
+        block.mlp = mlp.to(base.device)  # its routers' and tables' buffers beside the model's weights
     recall = ", ".join(f"E={e}: {np.median(r):.2f}" for e, r in moefication.router_recall.items())
     source = (
         f"derived: MoEfication of {BASE_NAME} ({'/'.join(map(str, EXPERT_COUNTS))} experts per MLP, clustered on "

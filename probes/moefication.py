@@ -30,6 +30,7 @@ from probes.handle import ModelHandle
 from probes.hooks import observing
 from probes.moe_clustering import fit_layer
 from probes.moe_modules import MoefiedMLP
+from probes.placement import as_numpy, host
 from probes.residual import blocks, submodule
 from probes.text import clean
 from results.moefication import EXPERT_COUNTS, Moefication
@@ -74,7 +75,7 @@ def _capture(
     def keep(target: np.ndarray, layer: int):
         def hook(module: nn.Module, args: tuple) -> None:
             rows = args[0].reshape(-1, args[0].shape[-1])
-            target[layer, cursor[0] : cursor[0] + len(rows)] = rows.float().numpy()
+            target[layer, cursor[0] : cursor[0] + len(rows)] = as_numpy(rows)
 
         return hook
 
@@ -110,7 +111,7 @@ def build(handle: ModelHandle, on_progress: Progress | None = None) -> Moeficati
     for layer, block in enumerate(blocks(handle)):
         with torch.inference_mode():
             down = submodule(block, "mlp.down_proj", nn.Linear)
-            fitted = fit_layer(xs[layer], acts[layer], down.weight.float(), n_fit, SEED + layer)
+            fitted = fit_layer(xs[layer], acts[layer], host(down.weight).float(), n_fit, SEED + layer)
         for e, (assignment, weight, bias, recall) in fitted.items():
             assignments[e].append(assignment.numpy().astype(np.int16))
             weights[e].append(weight.numpy())

@@ -19,6 +19,7 @@ from probes.errors import LmscopeError
 from probes.forward import forward
 from probes.handle import ModelHandle
 from probes.hooks import observing
+from probes.placement import host
 
 # (layer, the block's output hidden states (batch, tokens, features)) -> a replacement, or None to keep them
 BlockCallback = Callable[[int, torch.Tensor], torch.Tensor | None]
@@ -74,7 +75,7 @@ def block_output(handle: ModelHandle, token_ids: np.ndarray, layer: int) -> np.n
 
     def keep(i: int, hidden: torch.Tensor) -> None:
         if i == layer:
-            kept.append(hidden.float().clone())
+            kept.append(host(hidden).float().clone())
             raise _Enough
 
     with hooked_blocks(handle, keep):

@@ -29,6 +29,7 @@ from probes.errors import LmscopeError
 from probes.forward import forward
 from probes.handle import ModelHandle
 from probes.hooks import observing
+from probes.placement import host
 from probes.settings import settings
 from probes.text import encode
 from results.moefication import Setting
@@ -181,6 +182,7 @@ def hooked_routers(handle: ModelHandle, on_route: RouterCallback) -> Iterator[li
 
     def router_hook(router: Router) -> Callable:
         def call(module: nn.Module, args: tuple, output: tuple) -> None:
+            output = tuple(host(t) if isinstance(t, torch.Tensor) else t for t in output)
             logits = output[router.logits_index].float()
             logits = logits.reshape(-1, logits.shape[-1])
             experts, weights = _choice(module, output, router.logits_index)
@@ -191,7 +193,7 @@ def hooked_routers(handle: ModelHandle, on_route: RouterCallback) -> Iterator[li
 
     def gate_hook(router: Router) -> Callable:
         def call(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            gates[id(router)] = output.float().sigmoid().reshape(-1)
+            gates[id(router)] = host(output).float().sigmoid().reshape(-1)
             report(router)
 
         return call

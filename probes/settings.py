@@ -47,6 +47,8 @@ class Settings:
     cluster_fallback: bool  # LMSCOPE_CLUSTER_FALLBACK: compute here when the cluster cannot be reached
     worker_models: int  # LMSCOPE_WORKER_MODELS: models a cluster worker keeps loaded at most
     worker_threads: int  # LMSCOPE_WORKER_THREADS: threads of each task on a cluster worker (0: cores / task threads)
+    device: str  # LMSCOPE_DEVICE: where this process places models: auto (a GPU when there is one), cpu, cuda, cuda:N
+    dtype: str  # LMSCOPE_DTYPE: auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or float16
 
 
 def settings() -> Settings:
@@ -68,4 +70,6 @@ def settings() -> Settings:
         cluster_fallback=_flag("LMSCOPE_CLUSTER_FALLBACK"),
         worker_models=max(1, _int("LMSCOPE_WORKER_MODELS", 2)),
         worker_threads=max(0, _int("LMSCOPE_WORKER_THREADS", 0)),
+        device=os.environ.get("LMSCOPE_DEVICE", "").strip().lower() or "auto",
+        dtype=os.environ.get("LMSCOPE_DTYPE", "").strip().lower() or "auto",
     )

@@ -30,6 +30,7 @@ from probes.cache import Cached, ResultCache, cache_key
 from probes.distribution import describe
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
+from probes.placement import as_numpy
 from probes.residual import blocks
 from results.distribution import Distribution
 from results.spectra import EntryMoments, MatrixSpectrum, ModelSpectra, PowerLawFit, WeightRef, unknown_matrix
@@ -100,7 +101,7 @@ def _weight(handle: ModelHandle, name: str) -> torch.Tensor:
 
 def weight_matrix(handle: ModelHandle, name: str) -> np.ndarray:
     """A float32 copy of the weight of the module with this name ([out, in] as stored)."""
-    return _weight(handle, name).float().numpy().copy()
+    return as_numpy(_weight(handle, name)).copy()
 
 
 def weight_distribution(handle: ModelHandle, matrix: str, cache: ResultCache) -> Cached[Distribution]:
@@ -285,7 +286,7 @@ def compute(handle: ModelHandle, on_progress: Callable[[int, int], None] | None 
     matrices = []
     # The weights are views of the model's parameters: no copy of the model.
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(worker_count()) as pool:
-        jobs = pool.map(lambda ref: spectrum(ref, _weight(handle, ref.name).float().numpy()), refs)
+        jobs = pool.map(lambda ref: spectrum(ref, as_numpy(_weight(handle, ref.name))), refs)
         for done, matrix in enumerate(jobs, start=1):
             matrices.append(matrix)
             if on_progress is not None:

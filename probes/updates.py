@@ -12,6 +12,7 @@ from probes import spectra
 from probes.compress import linear_weights
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
+from probes.placement import as_numpy
 from results.updates import Difference
 
 
@@ -34,7 +35,7 @@ def differences(base: ModelHandle, tuned: ModelHandle) -> list[Difference]:
             original = w0.weight.detach().float()
             change = w1.weight.detach().float() - original
             if change.any():
-                values = torch.linalg.svdvals(change).numpy()
+                values = as_numpy(torch.linalg.svdvals(change))
             else:  # most matrices of a LoRA merge are untouched: skip their SVD
                 values = np.zeros(min(w0.shape), dtype=np.float32)
             norm = float(torch.linalg.norm(original))

@@ -256,6 +256,7 @@ def test_a_task_carries_names_not_weights_and_a_private_copy_runs_here(
 ) -> None:
     payload = ship(lambda: attention.compute(smollm2, None, False))  # type: ignore[arg-type]
     assert len(payload) < 20_000 and SMOLLM2.encode() in payload  # the model's name, not its 135M parameters
+    assert b"float32" in payload  # and the float type the dashboard holds it in
     twin = ModelHandle(smollm2.name, smollm2.source, smollm2.model, smollm2.tokenizer, "a-private-copy", 0.0)
     before = _computed(on_cluster)
     done = attention.run(twin, TEXT, cache)
@@ -295,12 +296,14 @@ def test_a_worker_keeps_a_bounded_number_of_models_and_checks_their_fingerprint(
 ) -> None:
     monkeypatch.setenv("LMSCOPE_WORKER_MODELS", "1")
     monkeypatch.setattr(cluster_worker, "_held", type(cluster_worker._held)())
-    first = cluster_worker.held(minilm.name, minilm.fingerprint)
-    assert cluster_worker.held(minilm.name, minilm.fingerprint) is first  # loaded once
-    cluster_worker.held(smollm2.name, smollm2.fingerprint)
-    assert list(cluster_worker._held) == [smollm2.name]  # the older one is let go
+    first = cluster_worker.held(minilm.name, "float32", minilm.fingerprint)
+    assert cluster_worker.held(minilm.name, "float32", minilm.fingerprint) is first  # loaded once
+    half = cluster_worker.held(minilm.name, "bfloat16", f"{minilm.fingerprint}-bf16")  # as the dashboard holds it
+    assert half.dtype == torch.bfloat16 and list(cluster_worker._held) == [(minilm.name, "bfloat16")]
+    cluster_worker.held(smollm2.name, "float32", smollm2.fingerprint)
+    assert list(cluster_worker._held) == [(smollm2.name, "float32")]  # the older one is let go
     with pytest.raises(cluster_worker.Mismatch):
-        cluster_worker.held(smollm2.name, "another-version")
+        cluster_worker.held(smollm2.name, "float32", "another-version")
 
 
 def test_a_scheduler_that_cannot_import_lmscope_is_a_message(tmp_path: Path) -> None:

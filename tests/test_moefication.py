@@ -41,7 +41,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     model store."""
     path = tmp_path_factory.mktemp("derived") / moe_store.FILE_NAME
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(moe_store, "store_path", lambda: path)
+        patch.setattr(moe_store, "store_path", lambda dtype: path)
         yield path
 
 
@@ -246,7 +246,7 @@ def test_a_damaged_store_is_rebuilt(
     elif damage == "other base model":
         other = Moefication(**{**stored.__dict__, "base_fingerprint": "0123456789abcdef"})
         path.write_bytes(moe_store.serialise(other))
-    monkeypatch.setattr(moe_store, "store_path", lambda: path)
+    monkeypatch.setattr(moe_store, "store_path", lambda dtype: path)
     # The real build is covered by the session's; here it hands back that result, counted.
     calls = _counting_build(monkeypatch, stored)
     with caplog.at_level(logging.WARNING, logger="probes.moefication"):

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import transformers
 from torch import nn
 
 from probes import routing
@@ -22,130 +21,16 @@ from probes.handle import ModelHandle
 from probes.models import load
 from results.routing import DROPPED, LayerRouting
 from tests.helpers import chart, cli, open_page, plotly_array, texts
+from tests.tiny_moe import FAMILIES, save_folders
 
 PAGE = "app_pages/10_Expert_routing.py"
 TEXT = "Seven quick zebras jumped over one lazy brown dog near Paris yesterday"
-LLAMA_LIKE = {
-    "hidden_size": 32,
-    "intermediate_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 128,
-}
-MLA = {
-    "num_key_value_heads": 4,
-    "kv_lora_rank": 16,
-    "q_lora_rank": None,
-    "qk_nope_head_dim": 8,
-    "qk_rope_head_dim": 8,
-    "v_head_dim": 8,
-}
-FAMILIES: dict[str, tuple[str, dict]] = {
-    "mixtral": ("MixtralConfig", LLAMA_LIKE | {"num_local_experts": 4, "num_experts_per_tok": 2}),
-    "qwen2_moe": (
-        "Qwen2MoeConfig",
-        LLAMA_LIKE
-        | {
-            "num_experts": 4,
-            "num_experts_per_tok": 2,
-            "moe_intermediate_size": 16,
-            "shared_expert_intermediate_size": 32,
-        },
-    ),
-    "qwen3_moe": (
-        "Qwen3MoeConfig",
-        LLAMA_LIKE
-        | {
-            "num_experts": 4,
-            "num_experts_per_tok": 2,
-            "moe_intermediate_size": 16,
-            "head_dim": 8,
-            "norm_topk_prob": True,
-        },
-    ),
-    "olmoe": ("OlmoeConfig", LLAMA_LIKE | {"num_experts": 4, "num_experts_per_tok": 2}),
-    "deepseek_v2": (
-        "DeepseekV2Config",
-        LLAMA_LIKE
-        | MLA
-        | {
-            "n_routed_experts": 4,
-            "n_shared_experts": 2,
-            "num_experts_per_tok": 2,
-            "moe_intermediate_size": 16,
-            "topk_method": "group_limited_greedy",
-            "n_group": 2,
-            "topk_group": 1,
-        },
-    ),
-    "deepseek_v3": (
-        "DeepseekV3Config",
-        LLAMA_LIKE
-        | MLA
-        | {
-            "n_routed_experts": 8,
-            "n_shared_experts": 1,
-            "num_experts_per_tok": 2,
-            "moe_intermediate_size": 16,
-            "n_group": 2,
-            "topk_group": 1,
-            "first_k_dense_replace": 1,
-        },
-    ),
-    "granitemoe": ("GraniteMoeConfig", LLAMA_LIKE | {"num_local_experts": 4, "num_experts_per_tok": 2}),
-    "phimoe": ("PhimoeConfig", LLAMA_LIKE | {"num_local_experts": 4, "num_experts_per_tok": 2}),
-    "gpt_oss": (
-        "GptOssConfig",
-        LLAMA_LIKE | {"num_local_experts": 4, "num_experts_per_tok": 2, "head_dim": 8, "sliding_window": 8},
-    ),
-    "jetmoe": (
-        "JetMoeConfig",
-        {
-            "hidden_size": 32,
-            "intermediate_size": 32,
-            "num_hidden_layers": 2,
-            "num_key_value_heads": 2,
-            "kv_channels": 8,
-            "num_local_experts": 4,
-            "num_experts_per_tok": 2,
-        },
-    ),
-    "switch_transformers": (
-        "SwitchTransformersConfig",
-        {
-            "d_model": 32,
-            "d_kv": 8,
-            "d_ff": 32,
-            "num_heads": 4,
-            "num_layers": 2,
-            "num_decoder_layers": 2,
-            "num_sparse_encoder_layers": 2,
-            "num_sparse_decoder_layers": 2,
-            "num_experts": 4,
-            "expert_capacity": 4,  # fewer slots than tokens: Switch drops the overflow
-        },
-    ),
-}
 
 
 @pytest.fixture(scope="module")
 def tiny_folders(tmp_path_factory: pytest.TempPathFactory, smollm2: ModelHandle) -> dict[str, Path]:
     """Every family, built from its config with seeded random weights, saved as a model folder."""
-    folders = {}
-    for family, (config_name, kwargs) in FAMILIES.items():
-        config = getattr(transformers, config_name)(vocab_size=len(smollm2.tokenizer), **kwargs)
-        torch.manual_seed(0)
-        auto = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else transformers.AutoModelForCausalLM
-        model = auto.from_config(config)
-        for module in model.modules():  # large, distinct router scores; DeepSeek-V3's bias must matter
-            if hasattr(module, "e_score_correction_bias"):
-                module.e_score_correction_bias.normal_(0, 0.5)
-        folder = tmp_path_factory.mktemp(family)
-        model.save_pretrained(folder)
-        smollm2.tokenizer.save_pretrained(folder)
-        folders[family] = folder
-    return folders
+    return save_folders(smollm2.tokenizer, tmp_path_factory.mktemp)
 
 
 @pytest.fixture(scope="module")
