@@ -10,7 +10,6 @@ bytes `probes.codec` writes, never as pickles, and are stored only by the dashbo
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import threading
 import time
@@ -25,6 +24,7 @@ from probes import codec, jobs
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
+from probes.machine import usable_cores
 from probes.models import load
 from probes.settings import settings
 
@@ -112,7 +112,7 @@ def run_shipped(key: str, payload: bytes) -> bytes:
 
 def share_of_cores(tasks: int) -> int:
     """Threads for each of `tasks` computations running at once on this machine's cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, tasks))
+    return max(1, usable_cores() // max(1, tasks))
 
 
 class Setup(WorkerPlugin):

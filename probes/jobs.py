@@ -34,6 +34,7 @@ from itertools import takewhile
 from typing import Any, TypeVar
 
 from probes.errors import LmscopeError
+from probes.machine import usable_cores
 
 T = TypeVar("T")
 POLL_SECONDS = 0.25
@@ -158,7 +159,7 @@ def default_workers() -> int:
     raw = os.environ.get("LMSCOPE_COMPUTE_WORKERS", "").strip()
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
-    return min(4, max(2, os.cpu_count() or 2))
+    return min(4, max(2, usable_cores()))
 
 
 class Executor:

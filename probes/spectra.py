@@ -17,7 +17,6 @@ repeated.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,6 +29,7 @@ from probes.cache import Cached, ResultCache, cache_key
 from probes.distribution import describe
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
+from probes.machine import usable_cores
 from probes.placement import as_numpy
 from probes.residual import blocks
 from results.distribution import Distribution
@@ -272,8 +272,7 @@ def spectrum(ref: WeightRef, weight: np.ndarray) -> MatrixSpectrum:
 def worker_count() -> int:
     """Threads for work on many matrices at once, each with one BLAS thread: one per core this process may use, at
     most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(_MAX_WORKERS, cores))
+    return min(_MAX_WORKERS, usable_cores())
 
 
 def compute(handle: ModelHandle, on_progress: Callable[[int, int], None] | None = None) -> ModelSpectra:

@@ -21,6 +21,7 @@ def test_home_shows_the_default_model_and_its_tokens(smollm2: ModelHandle) -> No
     assert {m.label: m.value for m in at.metric}["Layers"] == "30"
     assert "Tokens" in texts(at.markdown)
     assert at.query_params["model"] == "smollm2-135m-instruct"
+    assert "float32 on cpu" in texts(at.caption) and "Computations run in this process" in texts(at.caption)
 
 
 def test_home_follows_the_url(minilm: ModelHandle) -> None:
