@@ -78,9 +78,10 @@ cols[1].metric("Query heads", summary.n_heads)
 cols[2].metric("Key/value heads", summary.n_kv_heads)
 cols[3].metric("Parameters", f"{summary.n_parameters / 1e6:.1f} M")
 cols[4].metric("Load time", f"{handle.load_seconds:.1f} s")
+placed = "the cluster's workers (no weights here)" if summary.device == "meta" else summary.device
 st.caption(
-    f"{summary.architecture} · {summary.source} · {summary.dtype} on {summary.device} · fingerprint "
-    f"`{summary.fingerprint}` · {compute_engine()}"
+    f"{summary.architecture} · {summary.source} · {summary.dtype} on {placed} · fingerprint `{summary.fingerprint}` · "
+    f"{compute_engine()}"
 )
 
 limit = settings().max_tokens

@@ -42,6 +42,7 @@ from probes.cluster_worker import (
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
 from probes.placement import dtype_name
+from probes.settings import settings
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -128,6 +129,8 @@ class Cluster:
                 processes=True,
                 dashboard_address=None,  # pyright: ignore[reportArgumentType]  (None: no dashboard, as documented)
                 silence_logs=logging.WARNING,
+                # The workers hold the weights, also for a dashboard that holds none (LMSCOPE_DEVICE=meta).
+                env={"LMSCOPE_DEVICE": "auto"} if settings().device == "meta" else {},
             )
         client = Client(local, set_as_default=False)
         client.register_plugin(Setup(threads), name="lmscope")

@@ -46,6 +46,8 @@ def held(name: str, dtype: str, fingerprint: str) -> ModelHandle:
     """The model `name` in the float type the dashboard holds it in, loaded on this worker's device (its own
     LMSCOPE_DEVICE) once and kept (least recently used dropped beyond the limit); raises Mismatch when what loads
     under that name has another fingerprint."""
+    if settings().device == "meta":
+        raise LmscopeError("This cluster worker was started with LMSCOPE_DEVICE=meta: a worker must hold the weights.")
     with _held_lock:
         handle = _held.get((name, dtype))
         if handle is None:

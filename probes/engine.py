@@ -41,6 +41,11 @@ def start() -> str:
             return _started
         conf = settings()
         if not (conf.scheduler or conf.workers):
+            if conf.device == "meta":
+                raise LmscopeError(
+                    "LMSCOPE_DEVICE=meta keeps no model weights in this process, so its computations need a Dask "
+                    "cluster: set LMSCOPE_SCHEDULER (or LMSCOPE_WORKERS)."
+                )
             _started = "in this process"
             return _started
         try:

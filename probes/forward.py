@@ -10,7 +10,7 @@ from transformers.utils.generic import ModelOutput
 
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
-from probes.placement import host
+from probes.placement import host, require_weights
 
 
 def host_outputs(outputs: ModelOutput) -> ModelOutput:
@@ -34,6 +34,7 @@ def forward(handle: ModelHandle, token_ids: np.ndarray, *, logits: bool = False,
     An encoder-decoder's decoder reads the same tokens shifted right. Causal LMs compute vocabulary logits only
     for the last position unless `logits` is set, which saves hundreds of MB on Gemma's 262k-token vocabulary.
     """
+    require_weights(handle.device)
     ids = torch.as_tensor(np.asarray(token_ids), dtype=torch.long, device=handle.device)
     ids = ids[None] if ids.ndim == 1 else ids
     kwargs: dict = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **outputs}

@@ -16,6 +16,7 @@ from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     PretrainedConfig,
+    PreTrainedModel,
 )
 from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
@@ -27,7 +28,7 @@ from probes.fingerprint import folder_fingerprint
 from probes.gguf_store import converted_folder
 from probes.handle import ModelHandle, is_causal_config
 from probes.model_access import check_allowed, check_size, gguf_parameters
-from probes.placement import dtype_name, placement, typed_fingerprint
+from probes.placement import Placement, dtype_name, placement, typed_fingerprint
 from probes.settings import settings
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -126,6 +127,25 @@ def _hub_folder(name: str) -> Path:
         raise LmscopeError(f"Could not fetch '{name}' from the Hugging Face hub: {exc}") from exc
 
 
+def _weights(folder: Path, config: PretrainedConfig, place: Placement) -> PreTrainedModel:
+    """The model of the folder, placed; on the meta device its modules and shapes alone (the weights stay on disk,
+    for a dashboard whose cluster's workers hold them)."""
+    trust = settings().trust_remote_code
+    if place.device.type == "meta":
+        with torch.device("meta"):
+            return _model_class(config).from_config(
+                config, dtype=place.dtype, attn_implementation=IMPLEMENTATION, trust_remote_code=trust
+            )
+    return _model_class(config).from_pretrained(
+        folder,
+        dtype=place.dtype,
+        device_map=None if place.device.type == "cpu" else str(place.device),
+        attn_implementation=IMPLEMENTATION,
+        trust_remote_code=trust,
+        use_safetensors=None if settings().allow_pickle else True,
+    )
+
+
 def load(name: str, dtype: str | None = None) -> ModelHandle:
     """Load a model with lmscope's observable eager attention (see probes.capture), placed as LMSCOPE_DEVICE says,
     in the float type `dtype` or else LMSCOPE_DTYPE's (see probes.placement).
@@ -151,15 +171,7 @@ def _load(name: str, dtype: str | None) -> ModelHandle:
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
         check_size(name, config_parameters(config))
-        place = placement(config, dtype)
-        model = _model_class(config).from_pretrained(
-            folder,
-            dtype=place.dtype,
-            device_map=None if place.device.type == "cpu" else str(place.device),
-            attn_implementation=IMPLEMENTATION,
-            trust_remote_code=trust,
-            use_safetensors=None if settings().allow_pickle else True,
-        )
+        model = _weights(folder, config, placement(config, dtype))
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
     except LmscopeError:
         raise
@@ -170,7 +182,7 @@ def _load(name: str, dtype: str | None) -> ModelHandle:
     # context variable, like lmscope's, and installs them on first use: install them now, before the model is
     # shared, so that no pass ever runs while they are being added.
     maybe_install_capturing_hooks(model)
-    fingerprint = typed_fingerprint(folder_fingerprint(folder), place.dtype)
+    fingerprint = typed_fingerprint(folder_fingerprint(folder), model.dtype)
     return ModelHandle(name.strip(), source, model, tokenizer, fingerprint, time.perf_counter() - started)
 
 

@@ -1,7 +1,8 @@
 """Where a model's weights live and in which float type, and the one way probes bring a tensor back to the host.
 
-The operator chooses with LMSCOPE_DEVICE (auto: the GPU when torch sees one) and LMSCOPE_DTYPE (auto: bfloat16 on
-a GPU, float32 on the CPU). Both are checked before a model is loaded. The float type is part of what a result is
+The operator chooses with LMSCOPE_DEVICE (auto: the GPU when torch sees one; meta: no weights in this process, for a
+dashboard whose Dask cluster computes everything) and LMSCOPE_DTYPE (auto: bfloat16 on a GPU, float32 elsewhere).
+Both are checked before a model is loaded. The float type is part of what a result is
 about, so a model held in another type than float32 gets a fingerprint of its own (its results are cached apart);
 the device is not: the same float type on another device changes results only by rounding, as thread counts do.
 """
@@ -50,10 +51,10 @@ def device_of(choice: str) -> torch.device:
         device = torch.device(choice)
     except (RuntimeError, ValueError) as exc:
         raise LmscopeError(f"LMSCOPE_DEVICE={choice!r} is not a device: use auto, cpu, cuda or cuda:N.") from exc
-    if device.type == "cpu":
+    if device.type in ("cpu", "meta"):
         return device
     if device.type != "cuda":
-        raise LmscopeError(f"LMSCOPE_DEVICE={choice!r}: lmscope places models on cpu or cuda only.")
+        raise LmscopeError(f"LMSCOPE_DEVICE={choice!r}: lmscope places models on cpu, cuda or meta only.")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if (device.index or 0) >= count:
         raise LmscopeError(f"LMSCOPE_DEVICE={choice!r}, but this machine's torch sees {count} CUDA device(s).")
@@ -85,9 +86,23 @@ def typed_fingerprint(fingerprint: str, dtype: torch.dtype) -> str:
     return fingerprint if dtype == torch.float32 else f"{fingerprint}-{_SHORT.get(dtype, dtype_name(dtype))}"
 
 
+NO_WEIGHTS = (
+    "This process holds no model weights (LMSCOPE_DEVICE=meta): its computations run on the Dask cluster "
+    "(LMSCOPE_SCHEDULER), and this one could not go there (the cluster is gone, its workers hold another version of "
+    "the model, or the computation needs a private copy of it)."
+)
+
+
+def require_weights(device: torch.device) -> None:
+    """Raise LmscopeError (NO_WEIGHTS) for a model placed on the meta device: it has a shape but no values."""
+    if device.type == "meta":
+        raise LmscopeError(NO_WEIGHTS)
+
+
 def host(tensor: torch.Tensor) -> torch.Tensor:
     """`tensor` detached and on the CPU, 16-bit floats widened to float32 (numpy has no bfloat16); a CPU float32
-    tensor comes back as it is, without a copy."""
+    tensor comes back as it is, without a copy. A meta tensor (no weights here) is an LmscopeError."""
+    require_weights(tensor.device)
     tensor = tensor.detach().cpu()
     return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
 

@@ -94,7 +94,7 @@ def _use_cache(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ui_models.result_cache.clear()
 
 
-def test_every_page_first_view_equals_in_process(
+def test_every_page_first_view_equals_in_process_from_a_dashboard_without_weights(
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chosen = [v for v in warm.visits([SMOLLM2]) if v.page != warm.TOUR]
@@ -103,13 +103,18 @@ def test_every_page_first_view_equals_in_process(
     assert [w.problems for w in warm.warm(chosen, lambda i, w: None)] == [[]] * len(chosen)
     here = _stored(session)
 
+    # Through the cluster, by a dashboard that holds no weights: its models are shapes on the meta device.
     _use_cache(tmp_path / "cluster", monkeypatch)
+    monkeypatch.setenv("LMSCOPE_DEVICE", "meta")
+    ui_models._loaded.clear()
     before = _computed(cluster)
     try:
         with _using(engine.executor_for(cluster)):
             assert [w.problems for w in warm.warm(chosen, lambda i, w: None)] == [[]] * len(chosen)
+            assert ui_models._loaded(SMOLLM2).device.type == "meta"
     finally:
         ui_models.result_cache.clear()
+        ui_models._loaded.clear()
     there = _stored(tmp_path / "cluster")
     assert there.keys() <= here.keys() and len(there) > 10
     for key, value in there.items():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import Gemma3TextConfig, LlamaConfig
 
-from probes import activations, attention
+from probes import activations, attention, cluster_worker, engine
 from probes.cache import ResultCache
 from probes.errors import LmscopeError
 from probes.handle import ModelHandle
@@ -68,3 +68,19 @@ def test_smollm2_in_bfloat16_on_the_cpu(smollm2: ModelHandle, tmp_path, monkeypa
     assert (a.top_dims[:, 0] == b.top_dims[:, 0]).mean() > 0.9  # the same massive dimensions
     a, b = (attention.run(h, TEXT, ResultCache(tmp_path / h.fingerprint)).value for h in (half, smollm2))
     assert np.allclose(a.sink_share, b.sink_share, atol=0.03)
+
+
+def test_a_process_on_the_meta_device_holds_shapes_and_says_what_it_cannot_do(
+    smollm2: ModelHandle, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LMSCOPE_DEVICE", "meta")
+    shapes = load(smollm2.name)  # the dashboard of a cluster: modules and shapes, no weights
+    assert shapes.device.type == "meta" and shapes.fingerprint == smollm2.fingerprint
+    assert (info(shapes).n_parameters, shapes.n_layers) == (info(smollm2).n_parameters, smollm2.n_layers)
+    with pytest.raises(LmscopeError, match="holds no model weights"):
+        attention.run(shapes, TEXT, ResultCache(tmp_path))
+    monkeypatch.setattr(engine, "_started", None)
+    with pytest.raises(LmscopeError, match="need a Dask cluster"):
+        engine.start()
+    with pytest.raises(LmscopeError, match="must hold the weights"):
+        cluster_worker.held(smollm2.name, "float32", smollm2.fingerprint)
