@@ -127,10 +127,9 @@ def _hub_folder(name: str) -> Path:
         raise LmscopeError(f"Could not fetch '{name}' from the Hugging Face hub: {exc}") from exc
 
 
-def _weights(folder: Path, config: PretrainedConfig, place: Placement) -> PreTrainedModel:
+def _weights(folder: Path, config: PretrainedConfig, place: Placement, trust: bool) -> PreTrainedModel:
     """The model of the folder, placed; on the meta device its modules and shapes alone (the weights stay on disk,
     for a dashboard whose cluster's workers hold them)."""
-    trust = settings().trust_remote_code
     if place.device.type == "meta":
         with torch.device("meta"):
             return _model_class(config).from_config(
@@ -171,7 +170,7 @@ def _load(name: str, dtype: str | None) -> ModelHandle:
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
         check_size(name, config_parameters(config))
-        model = _weights(folder, config, placement(config, dtype))
+        model = _weights(folder, config, placement(config, dtype), trust)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
     except LmscopeError:
         raise

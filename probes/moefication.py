@@ -111,7 +111,7 @@ def build(handle: ModelHandle, on_progress: Progress | None = None) -> Moeficati
     for layer, block in enumerate(blocks(handle)):
         with torch.inference_mode():
             down = submodule(block, "mlp.down_proj", nn.Linear)
-            fitted = fit_layer(xs[layer], acts[layer], host(down.weight).float(), n_fit, SEED + layer)
+            fitted = fit_layer(xs[layer], acts[layer], host(down.weight), n_fit, SEED + layer)
         for e, (assignment, weight, bias, recall) in fitted.items():
             assignments[e].append(assignment.numpy().astype(np.int16))
             weights[e].append(weight.numpy())

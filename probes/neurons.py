@@ -78,7 +78,7 @@ def _compute(handle: ModelHandle, groups: dict[int, list[list[int]]], on_progres
 
     def hook(layer: int):
         def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            z = host(output).float().reshape(-1, output.shape[-1])
+            z = host(output).reshape(-1, output.shape[-1])
             counts[layer] += np.bincount(torch.bucketize(z.flatten(), inner).numpy(), minlength=counts.shape[1])
             highest = z.amax(dim=0).numpy()
             peaks[layer] = np.maximum(peaks[layer], highest) if layer in peaks else highest

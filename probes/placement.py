@@ -33,10 +33,6 @@ class Placement:
     device: torch.device
     dtype: torch.dtype
 
-    @property
-    def dtype_name(self) -> str:
-        return _NAMES[self.dtype]
-
 
 def dtype_name(dtype: torch.dtype) -> str:
     """The name LMSCOPE_DTYPE uses for a float type (float32, bfloat16, float16)."""
@@ -86,7 +82,7 @@ def typed_fingerprint(fingerprint: str, dtype: torch.dtype) -> str:
     return fingerprint if dtype == torch.float32 else f"{fingerprint}-{_SHORT.get(dtype, dtype_name(dtype))}"
 
 
-NO_WEIGHTS = (
+_NO_WEIGHTS = (
     "This process holds no model weights (LMSCOPE_DEVICE=meta): its computations run on the Dask cluster "
     "(LMSCOPE_SCHEDULER), and this one could not go there (the cluster is gone, its workers hold another version of "
     "the model, or the computation needs a private copy of it)."
@@ -94,9 +90,9 @@ NO_WEIGHTS = (
 
 
 def require_weights(device: torch.device) -> None:
-    """Raise LmscopeError (NO_WEIGHTS) for a model placed on the meta device: it has a shape but no values."""
+    """Raise LmscopeError for a model placed on the meta device: it has a shape but no values."""
     if device.type == "meta":
-        raise LmscopeError(NO_WEIGHTS)
+        raise LmscopeError(_NO_WEIGHTS)
 
 
 def host(tensor: torch.Tensor) -> torch.Tensor:

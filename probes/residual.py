@@ -75,7 +75,7 @@ def block_output(handle: ModelHandle, token_ids: np.ndarray, layer: int) -> np.n
 
     def keep(i: int, hidden: torch.Tensor) -> None:
         if i == layer:
-            kept.append(host(hidden).float().clone())
+            kept.append(host(hidden).clone())
             raise _Enough
 
     with hooked_blocks(handle, keep):

@@ -193,7 +193,7 @@ def hooked_routers(handle: ModelHandle, on_route: RouterCallback) -> Iterator[li
 
     def gate_hook(router: Router) -> Callable:
         def call(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            gates[id(router)] = host(output).float().sigmoid().reshape(-1)
+            gates[id(router)] = host(output).sigmoid().reshape(-1)
             report(router)
 
         return call
