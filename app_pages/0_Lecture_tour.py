@@ -6,7 +6,7 @@ import streamlit as st
 
 from lecture import catalog, presets
 from lecture.render import render
-from probes.errors import LmscopeError
+from runtime.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page

@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import corpus, moe_loss, moefication, routing
-from probes.errors import LmscopeError
 from probes.text import token_strings
 from results.moefication import EXPERT_COUNTS, ROUTERS, Setting
+from runtime.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page

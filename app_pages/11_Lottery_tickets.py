@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import limits, lottery
+from probes import lottery
+from runtime import limits
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page

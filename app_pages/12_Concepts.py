@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import concepts, limits
-from probes.errors import LmscopeError
+from probes import concepts
+from runtime import limits
+from runtime.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import finetune, limits
+from probes import finetune
 from probes.finetune_train import BATCH_SIZE, LEARNING_RATES, WARMUP_SHARE
+from runtime import limits
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page

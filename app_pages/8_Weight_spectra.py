@@ -6,8 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import compress, spectra, updates
-from probes.errors import LmscopeError
 from probes.structured import parse_ints
+from runtime.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page

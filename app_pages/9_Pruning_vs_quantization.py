@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import compress, corpus, dropped_heads, limits
-from probes.errors import LmscopeError
+from probes import compress, corpus, dropped_heads
 from probes.structured import parse_ints
+from runtime import limits
+from runtime.errors import LmscopeError
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes.builtin import BUILTINS, DERIVED
-from probes.errors import LmscopeError
-from probes.models import info
-from probes.settings import settings
 from probes.text import TextTooLong, encode, max_characters, truncate
+from runtime.builtin import BUILTINS, DERIVED
+from runtime.errors import LmscopeError
+from runtime.models import info
+from runtime.settings import settings
 from ui import state
 from ui.layout import page
 from ui.models import compute_engine, current_model
@@ -23,7 +23,7 @@ page(
     export=False,
 )
 
-TITLES = {name: spec.title for name, spec in BUILTINS.items()} | DERIVED
+TITLES = {name: spec.title for name, spec in {**BUILTINS, **DERIVED}.items()}
 current = state.model_name()
 if "w_model" not in st.session_state:
     st.session_state["w_model"] = current if current in TITLES else OTHER

@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from probes import ablation, activations, corpus, neurons  # noqa: E402
-from probes.cache import ResultCache  # noqa: E402
-from probes.models import load  # noqa: E402
 from results.activations import KINDS, Thresholds  # noqa: E402
+from runtime.cache import ResultCache  # noqa: E402
+from runtime.models import load  # noqa: E402
 
 MODELS = ("smollm2-135m-instruct", "gemma3-270m", "all-minilm-l6-v2")
 N_PARAGRAPH_SENTENCES = 30

@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from probes import attention  # noqa: E402
 from probes.corpus import sentences  # noqa: E402
-from probes.forward import forward  # noqa: E402
-from probes.models import load  # noqa: E402
 from probes.text import Encoded, token_strings  # noqa: E402
+from runtime.forward import forward  # noqa: E402
+from runtime.models import load  # noqa: E402
 
 LENGTHS = (512, 1024, 2048, 4096)
 MODEL = "smollm2-135m-instruct"

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from probes import finetune  # noqa: E402
-from probes.cache import ResultCache  # noqa: E402
-from probes.models import load  # noqa: E402
 from results.finetune import FineTuneComparison  # noqa: E402
+from runtime.cache import ResultCache  # noqa: E402
+from runtime.models import load  # noqa: E402
 
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 

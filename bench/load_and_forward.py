@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from probes import attention  # noqa: E402
-from probes.builtin import BUILTINS  # noqa: E402
-from probes.cache import ResultCache  # noqa: E402
-from probes.forward import forward  # noqa: E402
-from probes.gguf_store import converted_folder, load_gguf  # noqa: E402
-from probes.models import load  # noqa: E402
-from probes.settings import settings  # noqa: E402
 from probes.text import encode  # noqa: E402
+from runtime.builtin import BUILTINS  # noqa: E402
+from runtime.cache import ResultCache  # noqa: E402
+from runtime.forward import forward  # noqa: E402
+from runtime.gguf_store import converted_folder, load_gguf  # noqa: E402
+from runtime.models import load  # noqa: E402
+from runtime.settings import settings  # noqa: E402
 
 TEXT = (
     "The lecture shows that attention is sparse in structured ways: a few heads look at the previous token, "

@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from probes import corpus, moe_loss, moe_store, moefication  # noqa: E402
-from probes.cache import ResultCache  # noqa: E402
-from probes.models import load  # noqa: E402
 from results.moefication import EXPERT_COUNTS
+from runtime.cache import ResultCache  # noqa: E402
+from runtime.models import load  # noqa: E402
 
 N_SENTENCES = 28  # about 600 tokens
 RESULTS = ROOT / "bench" / "RESULTS.md"

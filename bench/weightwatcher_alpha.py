@@ -32,7 +32,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from probes import spectra  # noqa: E402
-from probes.models import load  # noqa: E402
+from runtime.models import load  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 REPEATS = 3

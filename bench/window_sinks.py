@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from probes import structured  # noqa: E402
-from probes.cache import ResultCache  # noqa: E402
 from probes.corpus import sentences  # noqa: E402
-from probes.models import load  # noqa: E402
+from runtime.cache import ResultCache  # noqa: E402
+from runtime.models import load  # noqa: E402
 
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 WINDOWS = (8, 16, 32, 64)

@@ -7,7 +7,7 @@ from functools import cache
 
 import views  # noqa: F401  (registers every view's figures)
 from lecture.presets import PATH, Lecture, Preset, Section, load
-from probes.errors import LmscopeError
+from runtime.errors import LmscopeError
 from views.registry import figure_pages
 
 

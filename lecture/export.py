@@ -24,11 +24,11 @@ from lecture import catalog
 from lecture.checks import Verdict, caption, judge
 from lecture.presets import Preset, view_url
 from lecture.render import Rendered, render
-from probes import engine
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.models import load
+from runtime import engine
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.models import load
 from viz.export import FORMATS, ExportUnavailable, browser_path, figure_bytes
 from viz.theme import slide
 

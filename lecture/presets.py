@@ -15,8 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlencode
 
-from probes.builtin import BUILTINS, DERIVED
-from probes.errors import LmscopeError
+from runtime.builtin import BUILTINS, DERIVED
+from runtime.errors import LmscopeError
 from views.registry import url_path
 
 PATH = Path(__file__).with_name("presets.toml")

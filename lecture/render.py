@@ -16,9 +16,9 @@ import plotly.graph_objects as go
 
 from lecture.presets import Preset
 from probes.batches import Progress
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 from views.registry import Run, figures
 from viz.theme import layout_of
 

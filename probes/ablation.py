@@ -16,11 +16,11 @@ import torch
 
 from probes import activations, corpus
 from probes.batches import Progress
-from probes.cache import Cached, ResultCache, cache_key
-from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.residual import hooked_blocks
 from results.activations import Ablation, ActivationResult, Massive, Thresholds
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.handle import ModelHandle
 
 NAME = "ablation"
 VERSION = 2

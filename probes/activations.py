@@ -15,14 +15,14 @@ import torch
 
 from probes.attention import delimiter_tokens
 from probes.batches import Progress, batches, by_length
-from probes.cache import Cached, ResultCache, cache_key
-from probes.forward import forward
-from probes.handle import ModelHandle
-from probes.placement import host
 from probes.residual import block_output, hooked_blocks
-from probes.settings import settings
 from probes.text import Encoded, encode, token_strings
 from results.activations import KINDS, ActivationResult, CorpusActivations, LayerActivations, Massive, Thresholds
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.forward import forward
+from runtime.handle import ModelHandle
+from runtime.placement import host
+from runtime.settings import settings
 
 NAME = "activations"
 LAYER_NAME = "activations-layer"

@@ -1,6 +1,6 @@
 """Attention probe: per-head summaries of every layer, and maps of every head (block-pooled when long).
 
-Summaries are computed layer by layer inside the attention call (probes.capture), so a 4,096-token text
+Summaries are computed layer by layer inside the attention call (runtime.capture), so a 4,096-token text
 never holds more than one layer's (n, n) maps at a time.
 """
 
@@ -12,14 +12,14 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
-from probes.cache import Cached, ResultCache, cache_key
-from probes.capture import capturing
-from probes.errors import LmscopeError
-from probes.forward import forward
-from probes.handle import ModelHandle
-from probes.settings import settings
 from probes.text import Encoded, encode
 from results.attention import AttentionResult
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.capture import capturing
+from runtime.errors import LmscopeError
+from runtime.forward import forward
+from runtime.handle import ModelHandle
+from runtime.settings import settings
 
 NAME = "attention"
 VERSION = 4

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from probes import limits
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.settings import settings
 from probes.text import clean
+from runtime import limits
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.settings import settings
 
 BATCH_SIZE = 32
 # (sentences done, sentences in all) -> None

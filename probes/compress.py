@@ -21,17 +21,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from probes import limits, spectra
+from probes import spectra
 from probes.batches import BATCH_SIZE, by_length
-from probes.cache import Cached, ResultCache, cache_key
-from probes.errors import LmscopeError
-from probes.forward import forward
-from probes.handle import ModelHandle
 from probes.nll import token_nll
-from probes.placement import host
-from probes.settings import settings
 from probes.text import encode
 from results.compress import DENSE_BYTES, KINDS, MAX_BITS, Compression, RankSweep, Tradeoff, TradeoffPoint
+from runtime import limits
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.errors import LmscopeError
+from runtime.forward import forward
+from runtime.handle import ModelHandle
+from runtime.placement import host
+from runtime.settings import settings
 
 NAME = "compress"
 VERSION = 3

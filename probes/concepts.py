@@ -18,15 +18,16 @@ import numpy as np
 import torch
 from sklearn.decomposition import MiniBatchDictionaryLearning, sparse_encode
 
-from probes import corpus, limits
+from probes import corpus
 from probes.batches import Progress, batches, by_length
-from probes.cache import Cached, ResultCache, cache_key
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.placement import as_numpy
 from probes.residual import block_output
 from probes.text import clean, token_strings
 from results.concepts import ConceptDictionary, WordConcepts
+from runtime import limits
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.placement import as_numpy
 
 VERSION = 1
 NAME = "concepts-dictionary"

@@ -5,7 +5,7 @@ random order.
 A head is dropped by zeroing its slice of the input of its layer's attention output projection (o_proj, out_proj,
 c_proj): that input is the query heads' outputs side by side, n_heads * head_dim wide (with grouped key/value
 heads too), so head h is columns [h * head_dim, (h + 1) * head_dim). The zeroing is a forward pre-hook of this call
-only (`probes.hooks.observing`): the shared model is never edited. Several choices of dropped heads run as one
+only (`runtime.hooks.observing`): the shared model is never edited. Several choices of dropped heads run as one
 batch of copies of the text, each row with its own heads dropped.
 """
 
@@ -18,16 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from probes import compress, limits
+from probes import compress
 from probes.batches import Progress
-from probes.cache import Cached, ResultCache, cache_key
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.hooks import PreCallback, observing
 from probes.nll import token_nll
-from probes.settings import settings
 from probes.text import encode
 from results.dropped_heads import DroppedHeads, removal_order
+from runtime import limits
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.hooks import PreCallback, observing
+from runtime.settings import settings
 
 NAME = "dropped_heads"
 VERSION = 1

@@ -16,18 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from probes import limits
 from probes.batches import Progress
-from probes.cache import Cached, ResultCache, cache_key
 from probes.compress import Matrix, linear_weights
-from probes.errors import LmscopeError
 from probes.finetune_store import load_run, save_run, training_lock
 from probes.finetune_task import DESCRIPTION, task
 from probes.finetune_train import BATCH_SIZE, KINDS, LEARNING_RATES, Recipe, Trained, train
-from probes.handle import ModelHandle
-from probes.placement import as_numpy
 from probes.spectra import effective_rank, worker_count
 from results.finetune import METHODS, FineTuneComparison, FineTuneRun, MatrixUpdate
+from runtime import limits
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.placement import as_numpy
 
 NAME = "finetune"
 VERSION = 1

@@ -16,8 +16,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from probes.finetune_train import Recipe, Trained
-from probes.handle import ModelHandle
-from probes.settings import settings
+from runtime.handle import ModelHandle
+from runtime.settings import settings
 
 FOLDER = "finetune"
 _DELTA = "delta."

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from probes.batches import by_length
-from probes.handle import ModelHandle
+from runtime.handle import ModelHandle
 
 PATH = Path(__file__).with_name("data") / "finetune_facts.json"
 DESCRIPTION = "made-up facts (24 invented craftspeople: name, trade, town)"

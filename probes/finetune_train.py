@@ -27,9 +27,9 @@ from torch import nn
 from probes.batches import by_length
 from probes.compress import Matrix, linear_weights, model_copy, sentences_nll
 from probes.finetune_task import padded, task, token_lists
-from probes.handle import ModelHandle
-from probes.placement import as_numpy
 from probes.seeds import generator
+from runtime.handle import ModelHandle
+from runtime.placement import as_numpy
 
 VERSION = 1  # of the stored runs (probes.finetune_store): bump when a run would train or store differently
 KINDS = ("q", "v")  # the adapted matrices, as spectra.block_weights names them

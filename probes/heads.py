@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from probes import attention
-from probes.cache import Cached, ResultCache, cache_key
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
 from probes.text import Encoded, token_strings
 from results.attention import AttentionResult
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 
 NAME = "heads"
 VERSION = 1

@@ -21,11 +21,11 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
-from probes import limits
 from probes.batches import Progress
-from probes.cache import Cached, ResultCache, cache_key
 from probes.seeds import generator
 from results.lottery import LotteryResult
+from runtime import limits
+from runtime.cache import Cached, ResultCache, cache_key
 
 NAME = "lottery"
 VERSION = 1

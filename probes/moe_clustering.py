@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from probes.errors import LmscopeError
 from probes.moe_modules import expert_norms, expert_order
 from results.moefication import EXPERT_COUNTS
+from runtime.errors import LmscopeError
 
 KMEANS_ITERATIONS = 30
 # Ridge penalty, relative to the mean diagonal of X^T X. The held-out recall hardly depends on it (0.741 to

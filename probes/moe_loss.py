@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from probes.cache import Cached, ResultCache, cache_key
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
 from probes.moe_modules import MoefiedMLP
 from probes.moe_state import dense, routed
 from probes.moefication import DERIVED_NAME
 from probes.nll import token_nll
 from probes.residual import blocks
-from probes.settings import settings
 from probes.text import encode
 from results.moefication import EXPERT_COUNTS, ROUTERS, LossByK, Setting
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.settings import settings
 
 VERSION = 2  # of the cached loss against k
 

@@ -19,13 +19,13 @@ from safetensors.numpy import save as save_tensors
 from torch import nn
 
 from probes.batches import Progress
-from probes.handle import ModelHandle
 from probes.moe_modules import MoefiedMLP
 from probes.moefication import BASE_NAME, DERIVED_NAME, EVAL_SENTENCES, HELD_OUT_EVERY, METHOD, VERSION, build
-from probes.placement import dtype_name
 from probes.residual import blocks, submodule
-from probes.settings import settings
 from results.moefication import EXPERT_COUNTS, Moefication
+from runtime.handle import ModelHandle
+from runtime.placement import dtype_name
+from runtime.settings import settings
 
 FILE_NAME = "moefication.safetensors"
 MANIFEST_NAME = "manifest.json"

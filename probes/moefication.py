@@ -24,19 +24,20 @@ from torch import nn
 
 from probes import corpus
 from probes.batches import Progress, batches, by_length
-from probes.errors import LmscopeError
-from probes.forward import forward
-from probes.handle import ModelHandle
-from probes.hooks import observing
 from probes.moe_clustering import fit_layer
 from probes.moe_modules import MoefiedMLP
-from probes.placement import as_numpy, host
 from probes.residual import blocks, submodule
 from probes.text import clean
 from results.moefication import EXPERT_COUNTS, Moefication
+from runtime.builtin import MOEFIED
+from runtime.errors import LmscopeError
+from runtime.forward import forward
+from runtime.handle import ModelHandle
+from runtime.hooks import observing
+from runtime.placement import as_numpy, host
 
-DERIVED_NAME = "smollm2-135m-moefied"
-BASE_NAME = "smollm2-135m-instruct"
+DERIVED_NAME = MOEFIED.name
+BASE_NAME = MOEFIED.base
 VERSION = 1  # of the stored build
 METHOD = "MoEfication: balanced spherical k-means on |a| co-activation profiles; ridge router to expert output norms"
 

@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from probes.batches import Progress, batches, by_length
-from probes.cache import Cached, ResultCache, cache_key
-from probes.errors import LmscopeError
-from probes.forward import forward
-from probes.handle import ModelHandle
-from probes.hooks import observing
-from probes.placement import host
 from probes.residual import blocks
 from results.neurons import EDGES, NeuronStats
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.errors import LmscopeError
+from runtime.forward import forward
+from runtime.handle import ModelHandle
+from runtime.hooks import observing
+from runtime.placement import host
 
 NAME = "neurons"
 VERSION = 2

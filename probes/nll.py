@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from probes.errors import LmscopeError
-from probes.forward import forward
-from probes.handle import ModelHandle
+from runtime.errors import LmscopeError
+from runtime.forward import forward
+from runtime.handle import ModelHandle
 
 
 def token_nll(handle: ModelHandle, token_ids: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The residual stream between blocks: each block's output, read and edited through per-call forward hooks
-(`probes.hooks`).
+(`runtime.hooks`).
 
 Block l's output is what output_hidden_states reports as hidden_states[l + 1], except for the last block of
 models with a final norm, where transformers reports the normed state instead; the hooks see the block itself.
@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from probes.errors import LmscopeError
-from probes.forward import forward
-from probes.handle import ModelHandle
-from probes.hooks import observing
-from probes.placement import host
+from runtime.errors import LmscopeError
+from runtime.forward import forward
+from runtime.handle import ModelHandle
+from runtime.hooks import observing
+from runtime.placement import host
 
 # (layer, the block's output hidden states (batch, tokens, features)) -> a replacement, or None to keep them
 BlockCallback = Callable[[int, torch.Tensor], torch.Tensor | None]

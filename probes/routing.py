@@ -24,16 +24,16 @@ from torch import nn
 
 from probes import moe_state
 from probes.batches import Progress, batches, by_length
-from probes.cache import Cached, ResultCache, cache_key
-from probes.errors import LmscopeError
-from probes.forward import forward
-from probes.handle import ModelHandle
-from probes.hooks import observing
-from probes.placement import host
-from probes.settings import settings
 from probes.text import encode
 from results.moefication import Setting
 from results.routing import DROPPED, Balance, CorpusRouting, LayerRouting, Preference, RoutingResult
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.errors import LmscopeError
+from runtime.forward import forward
+from runtime.handle import ModelHandle
+from runtime.hooks import observing
+from runtime.placement import host
+from runtime.settings import settings
 
 VERSION = 2
 

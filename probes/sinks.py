@@ -13,16 +13,17 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from probes import attention, limits
-from probes.cache import Cached, ResultCache, cache_key
-from probes.capture import capturing
-from probes.errors import LmscopeError
-from probes.forward import forward
-from probes.handle import ModelHandle
-from probes.settings import settings
+from probes import attention
 from probes.text import clean, token_strings
 from results.attention import AttentionResult
 from results.sinks import CorpusAttention, MassiveLink, SinkProfile
+from runtime import limits
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.capture import capturing
+from runtime.errors import LmscopeError
+from runtime.forward import forward
+from runtime.handle import ModelHandle
+from runtime.settings import settings
 
 VERSION = 2
 CORPUS_NAME = "sinks-corpus"

@@ -25,15 +25,15 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from probes.cache import Cached, ResultCache, cache_key
 from probes.distribution import describe
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.machine import usable_cores
-from probes.placement import as_numpy
 from probes.residual import blocks
 from results.distribution import Distribution
 from results.spectra import EntryMoments, MatrixSpectrum, ModelSpectra, PowerLawFit, WeightRef, unknown_matrix
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.machine import usable_cores
+from runtime.placement import as_numpy
 
 NAME = "spectra"
 VERSION = 3

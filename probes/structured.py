@@ -2,7 +2,7 @@
 tokens), the share of each head's attention they keep, and the loss of a text when every layer obeys them.
 
 Masks are (queries, keys) boolean arrays, True where a query may attend. They are imposed on every attention
-layer through probes.capture, on top of the model's own causal (and sliding-window) mask.
+layer through runtime.capture, on top of the model's own causal (and sliding-window) mask.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
-from probes import limits
 from probes.attention import MAX_MAP_SIDE, block_pool
-from probes.cache import Cached, ResultCache, cache_key
-from probes.capture import capturing
-from probes.errors import LmscopeError
-from probes.forward import forward
-from probes.handle import ModelHandle
 from probes.nll import perplexity, token_nll
-from probes.settings import settings
 from probes.text import Encoded, encode
 from results.structured import MaskView, WindowLoss, WindowSweep
+from runtime import limits
+from runtime.cache import Cached, ResultCache, cache_key
+from runtime.capture import capturing
+from runtime.errors import LmscopeError
+from runtime.forward import forward
+from runtime.handle import ModelHandle
+from runtime.settings import settings
 
 NAME = "window_sweep"
 VERSION = 2

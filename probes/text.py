@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 
 _KEEP_CONTROLS = {"\n", "\t"}
 # No tokenizer needs more characters than this per token, so a longer text is refused before tokenising it.

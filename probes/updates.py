@@ -10,10 +10,10 @@ import torch
 
 from probes import spectra
 from probes.compress import linear_weights
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.placement import as_numpy
 from results.updates import Difference
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.placement import as_numpy
 
 
 def differences(base: ModelHandle, tuned: ModelHandle) -> list[Difference]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = Path(__file__).with_name("cache_versions.json")
-PACKAGES = ("probes", "views")
+PACKAGES = ("runtime", "probes", "views")
 
 
 def _versions(tree: ast.Module) -> dict[str, int]:

@@ -15,9 +15,9 @@ sys.path.insert(0, str(ROOT))
 os.environ["LMSCOPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmscope-test-cache-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from probes.cache import ResultCache  # noqa: E402
-from probes.handle import ModelHandle
-from probes.models import load  # noqa: E402
+from runtime.cache import ResultCache  # noqa: E402
+from runtime.handle import ModelHandle
+from runtime.models import load  # noqa: E402
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 # The browser tests' fixtures (a real server, chromium, a page), shared by the files that drive the browser.

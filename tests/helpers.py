@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from streamlit.testing.v1 import AppTest
 
-from probes.handle import ModelHandle
+from runtime.handle import ModelHandle
 from tests.conftest import ROOT
 
 APP = "app.py"

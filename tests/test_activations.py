@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from probes import ablation, activations, corpus, distribution, neurons
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
 from probes.nll import token_nll
 from results.activations import KINDS, Thresholds
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 from tests.helpers import chart, cli, direct, open_page, plotly_array, texts
 from viz.activations import ablation_chart, magnitude_lines, magnitude_surface, massive_rows
 from viz.distribution import distribution_figure

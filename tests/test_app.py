@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from probes import attention, heads
-from probes.cache import ResultCache
-from probes.handle import ModelHandle
+from runtime.cache import ResultCache
+from runtime.handle import ModelHandle
 from tests.helpers import APP, chart, open_page, plotly_array, texts
 
 ATTENTION = "app_pages/1_Attention.py"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from probes import attention
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 from tests.helpers import direct_attentions
 
 TEXT = "When Mary and John went to the store, John gave a drink to Mary. Then they went home."

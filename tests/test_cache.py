@@ -10,10 +10,11 @@ import diskcache
 import numpy as np
 import pytest
 
-from probes import attention, codec
-from probes.cache import ResultCache, cache_key
-from probes.handle import ModelHandle
+from probes import attention
 from results.activations import Thresholds
+from runtime import codec
+from runtime.cache import ResultCache, cache_key
+from runtime.handle import ModelHandle
 
 TEXT = "Caches make the second look instant."
 

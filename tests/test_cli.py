@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from probes import attention, heads
-from probes.builtin import BUILTINS, DERIVED
-from probes.cache import ResultCache
-from probes.handle import ModelHandle
-from probes.models import resolve
+from runtime.builtin import BUILTINS, DERIVED
+from runtime.cache import ResultCache
+from runtime.handle import ModelHandle
+from runtime.models import resolve
 from tests.helpers import cli
 
 TEXT = "Previous-token heads look one step back."

@@ -21,11 +21,12 @@ import pytest
 import torch
 from distributed import LocalCluster
 
-from probes import attention, cluster_worker, corpus, engine, jobs, routing, sinks
-from probes.cache import ResultCache
-from probes.cluster import KEY_PREFIX, Cluster, ship
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
+from probes import attention, corpus, routing, sinks
+from runtime import cluster_worker, engine, jobs
+from runtime.cache import ResultCache
+from runtime.cluster import KEY_PREFIX, Cluster, ship
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 from tests.helpers import assert_same, cli
 from tests.test_routing import tiny_folders, tiny_models  # noqa: F401  (fixtures, by name)
 from ui import models as ui_models

@@ -137,8 +137,8 @@ def test_health_checks_ask_each_service_its_own_port() -> None:
 def test_settings_named_are_ones_lmscope_reads_and_the_readme_documents() -> None:
     named = set(re.findall(r"LMSCOPE_[A-Z0-9_]+", COMPOSE.read_text()))
     assert {"LMSCOPE_SCHEDULER", "LMSCOPE_WORKER_MODELS"} <= named
-    read = set(re.findall(r'"(LMSCOPE_[A-Z0-9_]+)"', (ROOT / "probes" / "settings.py").read_text()))
-    assert named <= read, f"not read by probes/settings.py: {sorted(named - read)}"
+    read = set(re.findall(r'"(LMSCOPE_[A-Z0-9_]+)"', (ROOT / "runtime" / "settings.py").read_text()))
+    assert named <= read, f"not read by runtime/settings.py: {sorted(named - read)}"
     documented = set(re.findall(r"^\| `(LMSCOPE_[A-Z0-9_]+)` \|", (ROOT / "README.md").read_text(), re.MULTILINE))
     assert named <= documented, f"not in the README's environment table: {sorted(named - documented)}"
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from probes import compress, updates
-from probes.cache import ResultCache
 from probes.compress import bytes_per_weight, compress_weight
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
 from probes.nll import token_nll
-from probes.settings import settings
 from probes.text import encode
 from results.compress import KINDS, Compression
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.settings import settings
 
 TEXT = "The quick brown fox jumps over the lazy dog. Then it ran home, and the dog slept by the fire."
 SENTENCES = ("A cat sat on the mat.", "Rain fell all night.", "The shop opens at nine.", "She wrote him a letter.")

@@ -11,10 +11,10 @@ import torch
 from sklearn.decomposition import sparse_encode
 
 from probes import concepts
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
 from results.concepts import ConceptDictionary
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 from tests.helpers import chart, cli, direct, open_page, plotly_array
 from views.concepts import EMBEDDINGS
 

@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from probes import cluster_worker, engine, jobs, routing
-from probes.cache import ResultCache
-from probes.cluster import Cluster
-from probes.models import load
+from probes import routing
+from runtime import cluster_worker, engine, jobs
+from runtime.cache import ResultCache
+from runtime.cluster import Cluster
+from runtime.models import load
 from tests.tiny_moe import save_folders
 from views.cli import main
 

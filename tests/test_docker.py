@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from probes.settings import settings
+from runtime.settings import settings
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
 
 ROOT = Path(__file__).resolve().parents[1]

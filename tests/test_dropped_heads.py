@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from probes import dropped_heads, limits
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
+from probes import dropped_heads
 from probes.nll import token_nll
 from probes.text import encode
 from results.dropped_heads import DroppedHeads
+from runtime import limits
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 from tests.helpers import chart, cli, direct, open_page, plotly_array, texts
 from viz.dropped_heads import delta_grid, removal_curve
 

@@ -16,13 +16,14 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from probes import finetune, finetune_store, finetune_train, limits
+from probes import finetune, finetune_store, finetune_train
 from probes.batches import Progress
-from probes.cache import Cached, ResultCache
-from probes.errors import LmscopeError
 from probes.finetune_train import Recipe, Trained
-from probes.handle import ModelHandle
 from results.finetune import FineTuneComparison, FineTuneRun
+from runtime import limits
+from runtime.cache import Cached, ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 from tests.helpers import chart, cli, open_page, plotly_array, texts
 
 PAGE = "app_pages/13_Fine_tuning.py"

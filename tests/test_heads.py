@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from probes import attention, heads
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 
 N = 24
 

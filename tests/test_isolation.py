@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from probes import ablation, activations, attention, compress, corpus, neurons, routing, structured
-from probes.cache import ResultCache
-from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.residual import block_output, hooked_blocks
 from probes.text import encode
 from results.activations import Thresholds
 from results.compress import Compression
 from results.moefication import Setting
+from runtime.cache import ResultCache
+from runtime.handle import ModelHandle
 from tests.helpers import assert_same
 
 TEXTS = (

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from probes import jobs
-from probes.errors import LmscopeError
-from probes.jobs import Executor, Status, Superseded, report, waiting
-from probes.turns import Turns
+from runtime import jobs
+from runtime.errors import LmscopeError
+from runtime.jobs import Executor, Status, Superseded, report, waiting
+from runtime.turns import Turns
 
 
 def _asking(executor: Executor, key: str, compute, session: str | None = None, seen: list | None = None):

@@ -13,20 +13,23 @@ import pytest
 from tests.conftest import ROOT
 
 FORBIDDEN = {
+    "runtime": {"streamlit", "plotly"},
     "probes": {"streamlit", "plotly"},
     "viz": {"torch", "transformers", "streamlit"},
-    "results": {"torch", "transformers", "streamlit", "plotly", "probes", "viz"},
+    "results": {"torch", "transformers", "streamlit", "plotly", "runtime", "probes", "viz"},
     "views": {"streamlit"},
 }
-# Which of lmscope's own layers each layer may import: pages -> ui -> lecture -> views -> viz, probes -> results.
+# Which of lmscope's own layers each layer may import: pages -> ui -> lecture -> views -> viz, probes -> runtime
+# -> results. The runtime never imports a probe.
 LAYERS = {
     "results": {"results"},
-    "probes": {"probes", "results"},
+    "runtime": {"runtime", "results"},
+    "probes": {"probes", "runtime", "results"},
     "viz": {"viz", "results"},
-    "views": {"views", "probes", "viz", "results"},
-    "lecture": {"lecture", "views", "probes", "viz", "results"},
-    "ui": {"ui", "lecture", "views", "probes", "viz", "results"},
-    "app_pages": {"ui", "lecture", "views", "probes", "viz", "results"},
+    "views": {"views", "probes", "runtime", "viz", "results"},
+    "lecture": {"lecture", "views", "probes", "runtime", "viz", "results"},
+    "ui": {"ui", "lecture", "views", "probes", "runtime", "viz", "results"},
+    "app_pages": {"ui", "lecture", "views", "probes", "runtime", "viz", "results"},
     "app": {"ui"},
     "lmscope": {"views"},
 }
@@ -84,7 +87,7 @@ def test_pyright_is_clean() -> None:
 def _modules() -> dict[str, Path]:
     """Every module of lmscope's own code by dotted name (pages by file stem, the entry script as `app`)."""
     found = {"app": ROOT / "app.py", "lmscope": ROOT / "lmscope.py"}
-    for package in ("results", "probes", "viz", "views", "lecture", "ui", "app_pages"):
+    for package in ("results", "runtime", "probes", "viz", "views", "lecture", "ui", "app_pages"):
         for path in (ROOT / package).rglob("*.py"):
             name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             found[name.removesuffix(".__init__")] = path
@@ -128,8 +131,20 @@ def test_layers_point_one_way_and_no_module_imports_itself_back() -> None:
     assert cycles == []
 
 
+# The runtime's rooms a probe never enters: it asks the cache for a result and gets one, wherever it was computed.
+MACHINERY = {"runtime.jobs", "runtime.engine", "runtime.cluster", "runtime.cluster_worker", "runtime.codec"}
+
+
+def test_no_probe_imports_the_queue_the_cluster_or_the_codec() -> None:
+    known = _modules()
+    offenders = {
+        name: sorted(_imports(name, path, known) & MACHINERY) for name, path in known.items() if name.startswith("probes")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
 def test_the_import_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from probes import models\n    import viz.theme\n")
-    known = {"probes.models": module, "viz.theme": module, "probes": module}
-    assert _imports("lecture.m", module, known) == {"probes.models", "viz.theme"}
+    module.write_text("def f():\n    from probes import sinks\n    import viz.theme\n")
+    known = {"probes.sinks": module, "viz.theme": module, "probes": module}
+    assert _imports("lecture.m", module, known) == {"probes.sinks", "viz.theme"}

@@ -21,10 +21,10 @@ from lecture import catalog, export, presets
 from lecture.checks import CHECKS, caption, judge
 from lecture.render import Rendered, render
 from probes import heads, spectra
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
 from probes.text import encode
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 from tests.conftest import ROOT
 from tests.helpers import direct, open_page, plotly_array, texts
 from views.registry import figure_pages, figures

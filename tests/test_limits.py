@@ -8,10 +8,11 @@ import time
 
 import pytest
 
-from probes import compress, corpus, limits, sinks, structured, text
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
+from probes import compress, corpus, sinks, structured, text
+from runtime import limits
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 from tests.helpers import cli, open_page, texts
 
 TEXT = "The quick brown fox jumps over the lazy dog. Then it ran home, and the dog slept until noon."

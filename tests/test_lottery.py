@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from probes import limits, lottery
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
+from probes import lottery
 from results.lottery import LotteryResult
+from runtime import limits
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
 from tests.helpers import chart, cli, open_page, plotly_array, texts
 
 SIZES = [n_in * n_out for n_in, n_out in zip(lottery.LAYER_SIZES[:-1], lottery.LAYER_SIZES[1:])]

@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from probes import models
-from probes.builtin import BUILTINS
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.model_access import NotAllowed
-from probes.models import load, resolve
+from runtime import models
+from runtime.builtin import BUILTINS
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.model_access import NotAllowed
+from runtime.models import load, resolve
 from tests.helpers import cli, open_page, texts
 
 

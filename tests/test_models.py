@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from probes.builtin import BUILTINS
-from probes.capture import IMPLEMENTATION
-from probes.errors import LmscopeError
-from probes.fingerprint import folder_fingerprint
-from probes.gguf_store import converted_folder, load_gguf
-from probes.handle import ModelHandle
-from probes.models import load, resolve
-from probes.settings import settings
+from runtime.builtin import BUILTINS
+from runtime.capture import IMPLEMENTATION
+from runtime.errors import LmscopeError
+from runtime.fingerprint import folder_fingerprint
+from runtime.gguf_store import converted_folder, load_gguf
+from runtime.handle import ModelHandle
+from runtime.models import load, resolve
+from runtime.settings import settings
 from tests.conftest import ROOT
 
 TEXT = "The quick brown fox jumps over the lazy dog.\nÜnïcödé, emoji 🙂 and numbers 1234."
@@ -144,7 +144,7 @@ def test_two_processes_converting_at_once_both_succeed(smollm2: ModelHandle, tmp
     """Each conversion writes a private folder and renames it into place: neither destroys the other's work."""
     gguf = BUILTINS[smollm2.name].locate(settings().model_store)
     script = (
-        "import sys; from pathlib import Path; from probes.gguf_store import converted_folder; "
+        "import sys; from pathlib import Path; from runtime.gguf_store import converted_folder; "
         "print(converted_folder(Path(sys.argv[1]), Path(sys.argv[2])))"
     )
     runs = [

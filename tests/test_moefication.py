@@ -15,17 +15,17 @@ import torch
 from safetensors.numpy import load_file
 
 from probes import corpus, moe_loss, moe_state, moe_store, moefication
-from probes.builtin import DERIVED
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.models import info, load
 from probes.moe_modules import MoefiedMLP, MoefiedRouter
 from probes.moe_state import routed
 from probes.nll import token_nll
 from probes.residual import blocks
 from probes.text import encode
 from results.moefication import EXPERT_COUNTS, ROUTERS, Moefication, Setting
+from runtime.builtin import DERIVED
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.models import info, load
 from tests.helpers import direct
 
 pytestmark = pytest.mark.slow  # builds the derived MoE into a private store

@@ -1,4 +1,4 @@
-"""Where models are placed and in which float type (probes.placement): the operator's choices checked before a load,
+"""Where models are placed and in which float type (runtime.placement): the operator's choices checked before a load,
 the float type in the fingerprint, and a real model held in bfloat16 on the CPU."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ import pytest
 import torch
 from transformers import Gemma3TextConfig, LlamaConfig
 
-from probes import activations, attention, cluster_worker, engine
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.models import info, load
-from probes.placement import device_of, host, placement, typed_fingerprint
+from probes import activations, attention
+from runtime import cluster_worker, engine
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.models import info, load
+from runtime.placement import device_of, host, placement, typed_fingerprint
 
 TEXT = "Attention sinks soak up the weight of queries with nowhere else to look."
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from probes import routing
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.models import load
 from results.routing import DROPPED, LayerRouting
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.models import load
 from tests.helpers import chart, cli, open_page, plotly_array, texts
 from tests.tiny_moe import FAMILIES, save_folders
 

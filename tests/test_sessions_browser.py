@@ -11,9 +11,9 @@ from urllib.parse import urlencode
 from playwright.sync_api import Browser, Page
 
 from probes import ablation, corpus
-from probes.cache import ResultCache
-from probes.handle import ModelHandle
 from results.activations import Thresholds
+from runtime.cache import ResultCache
+from runtime.handle import ModelHandle
 from tests.browser import WAIT_MS, no_exception, settle
 
 TEXTS = (

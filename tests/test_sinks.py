@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from probes import attention, corpus, sinks
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 from tests.helpers import chart, direct, open_page, plotly_array, texts
 from viz.sinks import corpus_maps, massive_link_chart, sink_table_rows
 from viz.theme import visible

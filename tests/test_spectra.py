@@ -11,10 +11,10 @@ from threadpoolctl import threadpool_info
 from torch import nn
 
 from probes import spectra
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
 from probes.residual import blocks
 from results.spectra import KINDS, ModelSpectra, PowerLawFit, WeightRef
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 
 
 def _random(shape: tuple[int, int], seed: int = 0, scale: float = 0.02) -> np.ndarray:

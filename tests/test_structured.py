@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from probes import attention, structured
-from probes.cache import ResultCache
-from probes.capture import capturing
-from probes.errors import LmscopeError
-from probes.forward import forward
-from probes.handle import ModelHandle
 from probes.nll import token_nll
 from probes.text import encode
+from runtime.cache import ResultCache
+from runtime.capture import capturing
+from runtime.errors import LmscopeError
+from runtime.forward import forward
+from runtime.handle import ModelHandle
 from tests.helpers import chart, cli, open_page, plotly_array, texts
 
 TEXT = "When Mary and John went to the store, John gave a drink to Mary. Then they went home together."

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
 from probes.text import TextTooLong, clean, encode, truncate
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 
 
 def test_clean_handles_odd_unicode() -> None:

@@ -13,10 +13,10 @@ import pytest
 from lecture import presets
 from lecture.render import render
 from probes import attention
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.models import load
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.models import load
 from tests.helpers import open_page
 from views import cli, registry
 from views.registry import Command, Figure, Run, View

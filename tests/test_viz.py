@@ -12,9 +12,9 @@ import plotly.io as pio
 import pytest
 
 from probes import attention
-from probes.cache import ResultCache
-from probes.handle import ModelHandle
 from results.attention import AttentionResult
+from runtime.cache import ResultCache
+from runtime.handle import ModelHandle
 from viz.attention import attention_heatmap, head_summary_grid
 from viz.export import figure_bytes, figures_zip
 from viz.theme import TEMPLATE, token_axis, visible

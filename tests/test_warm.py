@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lecture import catalog
-from probes import jobs
+from runtime import jobs
 from tests.conftest import ROOT
 from tests.helpers import open_page, texts
 from ui import warm

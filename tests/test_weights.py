@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from probes import compress, distribution, spectra
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 from tests.helpers import chart, cli, open_page, plotly_array, texts
 from viz.compress import tradeoff_figure
 from viz.spectra import alpha_by_layer, energy_captured, esd_figure, statistic_grid

@@ -6,8 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import spectra
-from probes.handle import ModelHandle
 from results.spectra import ModelSpectra, WeightRef
+from runtime.handle import ModelHandle
 from ui.models import probe_with_progress, result_cache
 
 

@@ -10,12 +10,12 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from probes import engine, jobs
 from probes.batches import Progress
-from probes.cache import Cached, ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.models import load
+from runtime import engine, jobs
+from runtime.cache import Cached, ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.models import load
 from ui import state
 from ui.navigation import HOME
 
@@ -31,7 +31,7 @@ def _loaded(name: str) -> ModelHandle:
 @st.cache_resource(show_spinner=False)
 def result_cache() -> ResultCache:
     """The server's one disk cache of probe results; the compute engine is started with it (in this process, or a
-    Dask cluster: `probes.engine`)."""
+    Dask cluster: `runtime.engine`)."""
     engine.start()
     return ResultCache()
 

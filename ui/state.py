@@ -7,8 +7,8 @@ from typing import TypeVar
 
 import streamlit as st
 
-from probes.builtin import DEFAULT_MODEL
 from probes.text import clean
+from runtime.builtin import DEFAULT_MODEL
 
 DEFAULT_TEXT = (
     "The quick brown fox jumps over the lazy dog. Attention sinks appear when a model has nowhere else "

@@ -20,7 +20,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from lecture import catalog
-from probes.builtin import BUILTINS, DERIVED
+from runtime.builtin import BUILTINS, DERIVED
 from ui.navigation import HOME
 from views import tour
 from views.registry import views

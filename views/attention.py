@@ -7,9 +7,9 @@ import argparse
 import numpy as np
 
 from probes import attention
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.models import load
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.models import load
 from views.options import model_argument
 from views.registry import Command, View, register
 

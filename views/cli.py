@@ -12,10 +12,10 @@ import sys
 import numpy as np
 
 import views  # noqa: F401  (registers every view's commands)
-from probes import engine
-from probes.builtin import BUILTINS, DERIVED
-from probes.errors import LmscopeError
-from probes.models import info, load
+from runtime import engine
+from runtime.builtin import BUILTINS, DERIVED
+from runtime.errors import LmscopeError
+from runtime.models import info, load
 from views.registry import Command, commands
 
 PROG = "python -m lmscope"

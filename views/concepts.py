@@ -8,8 +8,8 @@ import argparse
 import plotly.graph_objects as go
 
 from probes import concepts
-from probes.cache import ResultCache
-from probes.models import load
+from runtime.cache import ResultCache
+from runtime.models import load
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
 from viz.concepts import concept_figure

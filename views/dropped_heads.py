@@ -7,10 +7,11 @@ import argparse
 
 import plotly.graph_objects as go
 
-from probes import dropped_heads, limits
-from probes.cache import ResultCache
-from probes.models import load
+from probes import dropped_heads
 from results.dropped_heads import DroppedHeads
+from runtime import limits
+from runtime.cache import ResultCache
+from runtime.models import load
 from views.options import model_argument
 from views.registry import Command, Figure, Run
 from viz.dropped_heads import delta_grid, removal_curve

@@ -8,10 +8,11 @@ import dataclasses
 
 import plotly.graph_objects as go
 
-from probes import finetune, finetune_train, limits
-from probes.cache import ResultCache
-from probes.models import load
+from probes import finetune, finetune_train
 from results.finetune import METHODS, FineTuneComparison
+from runtime import limits
+from runtime.cache import ResultCache
+from runtime.models import load
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
 from viz.finetune import energy_figure, loss_figure, spectrum_figure

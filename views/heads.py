@@ -8,10 +8,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from probes import attention, heads
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.models import load
 from results.attention import AttentionResult
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.models import load
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
 from viz.attention import SUMMARY_LABELS, attention_heatmap, head_grid

@@ -8,7 +8,7 @@ import argparse
 import plotly.graph_objects as go
 
 from probes import lottery
-from probes.cache import ResultCache
+from runtime.cache import ResultCache
 from views.registry import Command, Figure, Run, View, register
 from viz.lottery import ticket_accuracy_figure
 

@@ -10,11 +10,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from probes import ablation, activations, corpus
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.models import load
 from probes.nll import perplexity
 from results.activations import Thresholds
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.models import load
 from views.options import model_argument, threshold_arguments
 from views.registry import Command, Figure, Run, View, register
 from viz.activations import ablation_chart, magnitude_lines, magnitude_surface

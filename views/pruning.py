@@ -8,10 +8,10 @@ import argparse
 import plotly.graph_objects as go
 
 from probes import compress, corpus
-from probes.models import load
 from probes.nll import perplexity, token_nll
-from probes.settings import settings
 from probes.text import encode
+from runtime.models import load
+from runtime.settings import settings
 from views import dropped_heads
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register

@@ -19,9 +19,9 @@ from typing import TypeVar
 import plotly.graph_objects as go
 
 from probes.batches import Progress
-from probes.cache import Cached, ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
+from runtime.cache import Cached, ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
 
 T = TypeVar("T")
 

@@ -8,11 +8,11 @@ import dataclasses
 import plotly.graph_objects as go
 
 from probes import moe_loss, moefication, routing
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.models import load
 from results.moefication import EXPERT_COUNTS, ROUTERS, Setting
 from results.routing import LayerRouting, RoutingResult
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.models import load
 from views.registry import Command, Figure, Run, View, register
 from viz.routing import load_figure, loss_by_k_figure, routing_heatmap
 

@@ -7,9 +7,9 @@ import argparse
 import plotly.graph_objects as go
 
 from probes import compress, spectra
-from probes.cache import ResultCache
-from probes.models import load
 from results.spectra import MatrixSpectrum, ModelSpectra
+from runtime.cache import ResultCache
+from runtime.models import load
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
 from viz.compress import rank_loss_figure

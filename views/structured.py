@@ -8,8 +8,8 @@ import dataclasses
 import plotly.graph_objects as go
 
 from probes import attention, structured
-from probes.errors import LmscopeError
-from probes.models import load
+from runtime.errors import LmscopeError
+from runtime.models import load
 from views.heads import top_head
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from probes.settings import settings
+from runtime.settings import settings
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")
 _CHUNK = 1 << 20

@@ -1,8 +1,8 @@
 """The disk cache of probe results (diskcache): bounded, free of pickle, and never a reason for a probe to fail.
 
-Values are stored as the bytes `probes.codec` writes (JSON and .npy blocks), under string keys; the cache's own
+Values are stored as the bytes `runtime.codec` writes (JSON and .npy blocks), under string keys; the cache's own
 pickle support is switched off both ways, so a tampered cache folder (a shared Docker volume) can at worst make a
-result be computed again. Every miss is computed through `probes.jobs`: once for all concurrent requests.
+result be computed again. Every miss is computed through `runtime.jobs`: once for all concurrent requests.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any, Generic, TypeVar
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
-from probes import codec, jobs
-from probes.settings import settings
+from runtime import codec, jobs
+from runtime.settings import settings
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

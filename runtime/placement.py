@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from transformers import PretrainedConfig
 
-from probes.errors import LmscopeError
-from probes.settings import settings
+from runtime.errors import LmscopeError
+from runtime.settings import settings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _NAMES = {dtype: name for name, dtype in DTYPES.items()}

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from transformers.utils.generic import ModelOutput
 
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.placement import host, require_weights
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.placement import host, require_weights
 
 
 def host_outputs(outputs: ModelOutput) -> ModelOutput:

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
-from probes.placement import host
+from runtime.placement import host
 
 IMPLEMENTATION = "lmscope"
 

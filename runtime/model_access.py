@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from probes.errors import LmscopeError
-from probes.settings import settings
+from runtime.errors import LmscopeError
+from runtime.settings import settings
 
 BYTES_PER_PARAMETER = 4
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 import time
@@ -20,16 +21,15 @@ from transformers import (
 )
 from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
-from probes import moe_store, moefication
-from probes.builtin import BUILTINS, DERIVED
-from probes.capture import IMPLEMENTATION
-from probes.errors import LmscopeError
-from probes.fingerprint import folder_fingerprint
-from probes.gguf_store import converted_folder
-from probes.handle import ModelHandle, is_causal_config
-from probes.model_access import check_allowed, check_size, gguf_parameters
-from probes.placement import Placement, dtype_name, placement, typed_fingerprint
-from probes.settings import settings
+from runtime.builtin import BUILTINS, DERIVED
+from runtime.capture import IMPLEMENTATION
+from runtime.errors import LmscopeError
+from runtime.fingerprint import folder_fingerprint
+from runtime.gguf_store import converted_folder
+from runtime.handle import ModelHandle, is_causal_config
+from runtime.model_access import check_allowed, check_size, gguf_parameters
+from runtime.placement import Placement, dtype_name, placement, typed_fingerprint
+from runtime.settings import settings
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -146,8 +146,8 @@ def _weights(folder: Path, config: PretrainedConfig, place: Placement, trust: bo
 
 
 def load(name: str, dtype: str | None = None) -> ModelHandle:
-    """Load a model with lmscope's observable eager attention (see probes.capture), placed as LMSCOPE_DEVICE says,
-    in the float type `dtype` or else LMSCOPE_DTYPE's (see probes.placement).
+    """Load a model with lmscope's observable eager attention (see runtime.capture), placed as LMSCOPE_DEVICE says,
+    in the float type `dtype` or else LMSCOPE_DTYPE's (see runtime.placement).
 
     One load at a time in a process: transformers' from_pretrained is not safe to run in two threads at once
     (two sessions loading SmolLM2 and the MoE derived from it at the same moment got an untied, randomly
@@ -158,7 +158,9 @@ def load(name: str, dtype: str | None = None) -> ModelHandle:
 
 def _load(name: str, dtype: str | None) -> ModelHandle:
     if name.strip() in DERIVED:
-        return moe_store.load_derived(_load(moefication.BASE_NAME, dtype))
+        derived = DERIVED[name.strip()]
+        module, function = derived.builder.split(":")
+        return getattr(importlib.import_module(module), function)(_load(derived.base, dtype))
     started = time.perf_counter()
     where, source = resolve(name)
     if source == HUB_SOURCE:
@@ -190,7 +192,7 @@ def info(handle: ModelHandle) -> ModelInfo:
     spec = BUILTINS.get(handle.name)
     return ModelInfo(
         name=handle.name,
-        title=spec.title if spec else DERIVED.get(handle.name, handle.name),
+        title=spec.title if spec else DERIVED[handle.name].title if handle.name in DERIVED else handle.name,
         source=handle.source,
         architecture=handle.architecture,
         n_layers=handle.n_layers,

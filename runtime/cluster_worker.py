@@ -1,10 +1,10 @@
 """The worker side of the Dask engine: what a cluster worker does with a probe computation shipped to it.
 
 A task carries a pickled computation whose model handles and result cache were replaced, when it was shipped
-(`probes.cluster.ship`), by calls to `held` and `nested_cache`: the worker loads each model once (by its name,
+(`runtime.cluster.ship`), by calls to `held` and `nested_cache`: the worker loads each model once (by its name,
 under its own operator settings: model roots, size limits) and keeps at most LMSCOPE_WORKER_MODELS of them; it
 checks that the model it holds is the one the dashboard asked about (same fingerprint). Results go back as the
-bytes `probes.codec` writes, never as pickles, and are stored only by the dashboard that asked.
+bytes `runtime.codec` writes, never as pickles, and are stored only by the dashboard that asked.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from typing import Any
 from distributed import WorkerPlugin, get_worker
 from threadpoolctl import threadpool_limits
 
-from probes import codec, jobs
-from probes.cache import ResultCache
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.machine import usable_cores
-from probes.models import load
-from probes.settings import settings
+from runtime import codec, jobs
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.machine import usable_cores
+from runtime.models import load
+from runtime.settings import settings
 
 log = logging.getLogger(__name__)
 PROGRESS_TOPIC = "lmscope-progress"  # one event topic for every task's progress: {"key", "done", "total"}

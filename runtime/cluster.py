@@ -1,5 +1,5 @@
 """The client side of the Dask engine: probe computations run as tasks on a Dask cluster whose workers hold the
-models (`probes.cluster_worker`).
+models (`runtime.cluster_worker`).
 
 A computation is shipped as a pickle in which every model handle is replaced by its name and fingerprint and the
 result cache by the worker's own (`ship`): a task names the model, it never carries weights. What cannot be
@@ -27,9 +27,9 @@ from distributed.client import ClosedClientError
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
 
-from probes import codec, jobs
-from probes.cache import ResultCache
-from probes.cluster_worker import (
+from runtime import codec, jobs
+from runtime.cache import ResultCache
+from runtime.cluster_worker import (
     PROGRESS_TOPIC,
     Mismatch,
     Setup,
@@ -39,10 +39,10 @@ from probes.cluster_worker import (
     run_shipped,
     share_of_cores,
 )
-from probes.errors import LmscopeError
-from probes.handle import ModelHandle
-from probes.placement import dtype_name
-from probes.settings import settings
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.placement import dtype_name
+from runtime.settings import settings
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from probes.errors import LmscopeError
-from probes.fingerprint import file_digest
+from runtime.errors import LmscopeError
+from runtime.fingerprint import file_digest
 
 SOURCE_FILE = "lmscope-source.json"
 

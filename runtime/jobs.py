@@ -1,12 +1,12 @@
 """One computation per question, and a fair share of the machine for every session.
 
-Every probe result that is not in the disk cache is computed here (`probes.cache.ResultCache.fetch` calls
+Every probe result that is not in the disk cache is computed here (`runtime.cache.ResultCache.fetch` calls
 `run`), keyed by its cache key:
 
 - Single flight: requests with the key of a computation already queued or running wait for it and get its
   result (or its error), in this process, whichever session or thread asked.
 - A small pool of worker threads runs the computations in the order they were asked for. Forward passes of one
-  model take turns through the model's first-come-first-served lock (`probes.turns`), one batch at a time, so a
+  model take turns through the model's first-come-first-served lock (`runtime.turns`), one batch at a time, so a
   short request is never stuck behind a whole corpus pass; everything else (summaries, SVDs, clustering) runs in
   parallel up to the pool's size. Torch keeps all the cores for each pass, so one user alone loses nothing.
 - A session waits for one computation at a time: a new request from a session detaches it from its older one.
@@ -17,7 +17,7 @@ Every probe result that is not in the disk cache is computed here (`probes.cache
 - Whoever waits sees a `Status` every POLL_SECONDS (through `waiting`): how many computations are ahead in the
   queue, whether another session started this one, and its progress.
 - Where a computation runs is the executor's `dispatch`: here, in the worker thread (the default), or on a Dask
-  cluster (`probes.cluster`, installed by `probes.engine.start`). Queue, single flight and waiting stay the same.
+  cluster (`runtime.cluster`, installed by `runtime.engine.start`). Queue, single flight and waiting stay the same.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from itertools import takewhile
 from typing import Any, TypeVar
 
-from probes.errors import LmscopeError
-from probes.machine import usable_cores
+from runtime.errors import LmscopeError
+from runtime.machine import usable_cores
 
 T = TypeVar("T")
 POLL_SECONDS = 0.25

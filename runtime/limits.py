@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sized
 
-from probes.errors import LmscopeError
+from runtime.errors import LmscopeError
 
 WINDOWS = 16  # window sizes in one sweep (each costs a forward pass, twice with sink tokens)
 GLOBAL_POSITIONS = 64  # always-visible positions of a global + sliding mask

@@ -1,7 +1,7 @@
 """Where probe computations run, chosen once per process from the operator's settings.
 
-- Nothing set: in this process (`probes.jobs`' in-process executor).
-- LMSCOPE_SCHEDULER=tcp://host:8786: on the workers of that Dask cluster (`probes.cluster`).
+- Nothing set: in this process (`runtime.jobs`' in-process executor).
+- LMSCOPE_SCHEDULER=tcp://host:8786: on the workers of that Dask cluster (`runtime.cluster`).
 - LMSCOPE_WORKERS=N: on a Dask cluster of N worker processes started on this machine.
 
 Every entry point (the dashboard, the CLI, the lecture export) calls `start` before its first probe; none of them
@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from probes import jobs
-from probes.cluster import Cluster
-from probes.errors import LmscopeError
-from probes.settings import settings
+from runtime import jobs
+from runtime.cluster import Cluster
+from runtime.errors import LmscopeError
+from runtime.settings import settings
 
 log = logging.getLogger(__name__)
 # Threads that wait for cluster tasks: a computation's wait costs this process nothing, so more can be in flight.

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.errors import LmscopeError
+from runtime.errors import LmscopeError
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,25 @@ BUILTINS: dict[str, BuiltinModel] = {
     )
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
-# Models lmscope derives from a built-in (probes.moefication), by name -> title; here, so that the app can list
-# them without importing torch.
-DERIVED: dict[str, str] = {
-    "smollm2-135m-moefied": "MoEfied SmolLM2-135M (derived: 8/16/32 experts per MLP, built here from the dense model)",
-}
+@dataclass(frozen=True)
+class DerivedModel:
+    """A model lmscope builds from a built-in: its base and the science module that builds it.
+
+    The builder is named as "module:function" (taking the loaded base handle, returning the derived handle) and
+    imported when the model is first loaded, so that the runtime never imports the probes that define a recipe.
+    """
+
+    name: str
+    title: str
+    base: str
+    builder: str
+
+
+# Here, so that the app can list them without importing torch.
+MOEFIED = DerivedModel(
+    "smollm2-135m-moefied",
+    "MoEfied SmolLM2-135M (derived: 8/16/32 experts per MLP, built here from the dense model)",
+    "smollm2-135m-instruct",
+    "probes.moe_store:load_derived",
+)
+DERIVED: dict[str, DerivedModel] = {m.name: m for m in (MOEFIED,)}

@@ -1,6 +1,6 @@
 """A loaded model as the probes see it: the model, its tokenizer, what it is, and the lock its passes take turns at.
 
-Its own module, so that every probe can name the type without importing the loader (probes.models), which itself
+Its own module, so that every probe can name the type without importing the loader (runtime.models), which itself
 imports the derived MoE (probes.moefication) that is built from probes.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from probes.turns import Turns
+from runtime.turns import Turns
 
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
