@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
-from tests.server import serving
+from tests.server import ROOT, serving
 
+ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots of the browser tests' pages, for a look after a run
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -54,6 +55,7 @@ def settle(page: Page) -> None:
 
 
 def no_exception(page: Page) -> None:
+    """Assert that the page shows no exception box."""
     assert page.locator('[data-testid="stException"]').count() == 0
 
 
@@ -75,6 +77,22 @@ def click_cell(page: Page, grid: Locator, layer: int, head: int) -> None:
 
 
 def open_view(page: Page, url: str) -> None:
+    """Go to `url` and wait until its script is idle."""
     page.goto(url)
     page.wait_for_selector(IDLE, timeout=WAIT_MS)
 
+
+def look(page: Page, url: str | None = None, *, charts: int = 0, shows: str | None = None, name: str = "") -> None:
+    """Open `url` (or stay where the page is), wait for `shows` (a selector) and for its `charts`-th chart, let the
+    script finish, save a full-page screenshot as tests/artifacts/<name>.png (when named), assert no exception."""
+    if url is not None:
+        open_view(page, url)
+    if shows is not None:
+        page.wait_for_selector(shows, timeout=WAIT_MS)
+    if charts:
+        page.wait_for_selector(f".js-plotly-plot >> nth={charts - 1}", timeout=WAIT_MS)
+    settle(page)
+    if name:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    no_exception(page)
