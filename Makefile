@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 
-.PHONY: run test check check-cuda models chromium bench warm
+.PHONY: run test check check-cuda models chromium bench warm screenshots
 
 $(INSTALLED): requirements.txt requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,8 @@ check-cuda: $(TEST_INSTALLED) models
 
 bench: $(INSTALLED) models
 	$(BIN)/python bench/load_and_forward.py
+
+# One screenshot of every view from a real server on the built-in model into docs/screenshots/, and the README's
+# gallery rewritten from them (headless chromium through Playwright, hence the test requirements).
+screenshots: $(TEST_INSTALLED) chromium models
+	$(BIN)/python docs/screenshots.py

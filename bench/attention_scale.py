@@ -2,8 +2,8 @@
 
 On smollm2-135m-instruct. Time: for each length one process alternates plain and probe passes (plain,
 probe, plain, probe, ...), so both see the same machine state; the ratio is the median of the pairs' ratios.
-Peak memory: one fresh process per mode and length (peak RSS is per process). Appends a table to
-bench/RESULTS.md.
+Peak memory: one fresh process per mode and length (peak RSS is per process). Records its section in
+bench/RESULTS.md (replacing the previous run's).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.record import record  # noqa: E402
 from probes import attention  # noqa: E402
 from probes.corpus import sentences  # noqa: E402
 from probes.text import Encoded, token_strings  # noqa: E402
@@ -104,8 +105,7 @@ def main() -> None:
         print(lines[-1], flush=True)
     report = "\n".join(lines) + "\n"
     print(report)
-    with (ROOT / "bench" / "RESULTS.md").open("a") as out:
-        out.write(report + "\n")
+    record(report)
 
 
 if __name__ == "__main__":

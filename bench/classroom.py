@@ -28,14 +28,12 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +57,8 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.server import HOST, check_alive, free_port, process  # noqa: E402
+from tests.server import serving as serving_app  # noqa: E402
 
 SETTLE_MS = 1_800_000
 START_S = 180  # engine processes and the server must be up within this
@@ -126,12 +126,6 @@ class Round:
     chromium_s: float | None = None  # CPU seconds of the browsers (browser sessions only)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Usage:
     """Resident memory and CPU time of a changing set of processes (`roots()` and all their descendants), sampled
     in a background thread: the peak of their summed RSS, and their CPU seconds, since `mark`. A process that ends
@@ -197,37 +191,6 @@ class Usage:
             return self._peak / 2**30, sum(self._cpu.values()) - self._base_cpu
 
 
-@contextmanager
-def _process(command: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """A child process with its output in `log`; on the way out it is terminated, then whatever it started and
-    left behind (a LocalCluster's nannies and workers), each killed if it does not end within a minute."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            try:
-                family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-            except psutil.Error:  # already ended
-                family = []
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            for left in psutil.wait_procs(family, timeout=10)[1]:
-                left.terminate()
-            for left in psutil.wait_procs(family, timeout=30)[1]:
-                left.kill()
-
-
-def _check_alive(procs: list[subprocess.Popen], logs: Path) -> None:
-    for proc in procs:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{' '.join(proc.args[:3])} exited with {proc.returncode}; see the logs in {logs}")
-
-
 def _base_env(cache: Path) -> dict[str, str]:
     """The operator's environment without any engine setting, with the fresh result cache."""
     env = {k: v for k, v in os.environ.items() if k not in {"LMSCOPE_WORKERS", "LMSCOPE_SCHEDULER"}}
@@ -245,8 +208,8 @@ def _engine(name: str, cache: Path) -> Iterator[tuple[dict[str, str], list[subpr
     if name == "workers":
         yield {**env, "LMSCOPE_WORKERS": str(CLUSTER_WORKERS)}, []
         return
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
+    port = free_port()
+    address = f"tcp://{HOST}:{port}"
     dask = str(Path(sys.executable).with_name("dask"))
     # as the README starts them: the scheduler too unpickles the tasks, which name lmscope's functions, so `probes`
     # must import; each worker's tasks get the cores shared among the workers, set per task (deploy/dask stops the
@@ -255,22 +218,16 @@ def _engine(name: str, cache: Path) -> Iterator[tuple[dict[str, str], list[subpr
     cluster_env = {**env, "PYTHONPATH": str(ROOT), "DASK_CONFIG": str(ROOT / "deploy" / "dask")}
     cluster_env["LMSCOPE_WORKER_THREADS"] = threads
     with ExitStack() as stack:
-        procs = [
-            stack.enter_context(
-                _process(
-                    [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                    cache.parent / f"scheduler-{port}.log",
-                    cluster_env,
-                )
-            )
-        ]
+        scheduler_log = cache.parent / f"scheduler-{port}.log"
+        scheduler = [dask, "scheduler", "--host", HOST, "--port", str(port), "--no-dashboard"]
+        procs = [stack.enter_context(process(scheduler, scheduler_log, cluster_env))]
         for i in range(CLUSTER_WORKERS):
             command = [dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", f"worker-{i}"]
             command += ["--local-directory", str(cache.parent / f"dask-{port}")]
-            procs.append(stack.enter_context(_process(command, cache.parent / f"worker-{port}-{i}.log", cluster_env)))
+            procs.append(stack.enter_context(process(command, cache.parent / f"worker-{port}-{i}.log", cluster_env)))
         with Client(address, timeout=START_S, set_as_default=False) as client:
             client.wait_for_workers(CLUSTER_WORKERS, timeout=START_S)
-        _check_alive(procs, cache.parent)
+        check_alive(procs, scheduler_log)
         yield {**env, "LMSCOPE_SCHEDULER": address}, procs
 
 
@@ -289,27 +246,13 @@ def serving(cache: Path, engine: str = "here") -> Iterator[Server]:
     cache.parent.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         env, procs = stack.enter_context(_engine(engine, cache))
-        port = _free_port()
-        command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-        command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
-        server = stack.enter_context(_process(command, cache.parent / f"server-{port}.log", env))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_S
-        while True:
-            _check_alive([server, *procs], cache.parent)
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        usage = stack.enter_context(Usage(lambda: [server.pid, *(p.pid for p in procs)]))
-        home = protocol_round(url, [("", {}, "")])[0]
+        log = cache.parent / "server.log"
+        server = stack.enter_context(serving_app(log, env=env, watch=procs, timeout_s=START_S))
+        usage = stack.enter_context(Usage(lambda: [server.process.pid, *(p.pid for p in procs)]))
+        home = protocol_round(server.url, [("", {}, "")])[0]
         if home.messages:
-            raise RuntimeError(f"the home page failed: {home.messages}; see {cache.parent}/server-{port}.log")
-        yield Server(url, usage, time.perf_counter() - started)
+            raise RuntimeError(f"the home page failed: {home.messages}; see {log}")
+        yield Server(server.url, usage, time.perf_counter() - started)
 
 
 def chromium() -> list[int]:

@@ -2,7 +2,8 @@
 
 Runs `python -m lecture.export --preset all` twice in fresh processes on one fresh result cache (LMSCOPE_CACHE_DIR):
 the first computes every probe result, the second reads them back. Prints the total of each run, their ratio and
-each figure's seconds (probes and drawing, from index.json), and appends the same as a section of bench/RESULTS.md.
+each figure's seconds (probes and drawing, from index.json), and records the same as its section of bench/RESULTS.md
+(replacing the previous run's).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
+sys.path.insert(0, str(ROOT))
+from bench.record import record  # noqa: E402
+
 FORMAT = "png"
 SIZE = "1920x1080"
 
@@ -85,8 +88,7 @@ def main() -> None:
         warm, second = export(root / "warm", root / "cache")
     text = section(cold, warm, first, second)
     print(text)
-    with RESULTS.open("a", encoding="utf-8") as results:
-        results.write("\n" + text)
+    record(text)
 
 
 if __name__ == "__main__":

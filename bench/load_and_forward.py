@@ -1,4 +1,4 @@
-"""Load, forward and cache timings of the built-in models, side by side in one run; appends to bench/RESULTS.md.
+"""Load, forward and cache timings of the built-in models, side by side in one run; recorded in bench/RESULTS.md.
 
 Measures per model: the first GGUF conversion (into a fresh store), a later load from the store, transformers'
 own GGUF load for comparison, a plain forward pass, the attention probe (computed), and a cache hit.
@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.record import record  # noqa: E402
 from probes import attention  # noqa: E402
 from probes.text import encode  # noqa: E402
 from runtime.builtin import BUILTINS  # noqa: E402
@@ -88,10 +89,7 @@ def main() -> None:
         lines.append(f"- {name}: " + "; ".join(ratios))
     report = "\n".join(lines) + "\n"
     print(report)
-    results = ROOT / "bench" / "RESULTS.md"
-    header = "" if results.exists() else "# Benchmarks\n\nEach section is one run of a script in bench/, ratios measured side by side.\n\n"
-    with results.open("a") as out:
-        out.write(header + report + "\n")
+    record(report)
 
 
 if __name__ == "__main__":

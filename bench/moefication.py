@@ -3,7 +3,7 @@
 Builds the MoEfication from scratch (nothing is read from or written to the model store), then measures the
 mean per-token NLL of a ~600-token text, the first corpus sentences (which the build never sees), for the
 dense model and for E = 8, 16, 32 experts at k = 1, 2, 4, ..., E with the fitted router and the oracle.
-Prints Markdown and appends it to bench/RESULTS.md.
+Prints Markdown and records it in bench/RESULTS.md (replacing the previous run's section).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.record import record  # noqa: E402
 from probes import corpus, moe_loss, moe_store, moefication  # noqa: E402
 from results.moefication import EXPERT_COUNTS
 from runtime.cache import ResultCache  # noqa: E402
 from runtime.models import load  # noqa: E402
 
 N_SENTENCES = 28  # about 600 tokens
-RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
 def report() -> str:
@@ -81,11 +81,10 @@ def report() -> str:
 
 
 def main() -> None:
-    """Print the section and append it to bench/RESULTS.md."""
+    """Print the section and record it in bench/RESULTS.md."""
     section = report()
     print(section)
-    with RESULTS.open("a", encoding="utf-8") as results:
-        results.write("\n" + section)
+    record(section)
 
 
 if __name__ == "__main__":

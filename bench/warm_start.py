@@ -55,8 +55,9 @@ def main() -> None:
             warm_step = time.perf_counter() - started
             seconds = {}
             for name, cache in (("cold", work / f"cold-{page}"), ("warm", warmed)):
-                with serving(cache) as (url, _, _):
-                    visit = visit_all(browser, url, [(page, {}, DEFAULT_TEXT)], work / "charts" / f"{name}-{page}")[0]
+                with serving(cache) as server:
+                    charts_to = work / "charts" / f"{name}-{page}"
+                    visit = visit_all(browser, server.url, [(page, {}, DEFAULT_TEXT)], charts_to)[0]
                     assert visit.exceptions == visit.errors == 0, (page, name)
                     seconds[name] = visit.seconds
             rows.append(

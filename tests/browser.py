@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
-from tests.conftest import ROOT
+from tests.server import ROOT, serving
 
+ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots of the browser tests' pages, for a look after a run
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -30,52 +25,12 @@ IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 WAIT_MS = 240_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"streamlit did not become healthy within {seconds} s")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The dashboard served on a free loopback port."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-    ]
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc, 120)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    """The dashboard served on a free loopback port; its log must show no traceback."""
+    with serving(tmp_path_factory.mktemp("streamlit") / "server.log") as running:
+        yield running.url
+    assert "Traceback" not in running.output(), running.output()[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +55,7 @@ def settle(page: Page) -> None:
 
 
 def no_exception(page: Page) -> None:
+    """Assert that the page shows no exception box."""
     assert page.locator('[data-testid="stException"]').count() == 0
 
 
@@ -121,5 +77,22 @@ def click_cell(page: Page, grid: Locator, layer: int, head: int) -> None:
 
 
 def open_view(page: Page, url: str) -> None:
+    """Go to `url` and wait until its script is idle."""
     page.goto(url)
     page.wait_for_selector(IDLE, timeout=WAIT_MS)
+
+
+def look(page: Page, url: str | None = None, *, charts: int = 0, shows: str | None = None, name: str = "") -> None:
+    """Open `url` (or stay where the page is), wait for `shows` (a selector) and for its `charts`-th chart, let the
+    script finish, save a full-page screenshot as tests/artifacts/<name>.png (when named), assert no exception."""
+    if url is not None:
+        open_view(page, url)
+    if shows is not None:
+        page.wait_for_selector(shows, timeout=WAIT_MS)
+    if charts:
+        page.wait_for_selector(f".js-plotly-plot >> nth={charts - 1}", timeout=WAIT_MS)
+    settle(page)
+    if name:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    no_exception(page)

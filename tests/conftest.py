@@ -19,7 +19,6 @@ from runtime.cache import ResultCache  # noqa: E402
 from runtime.handle import ModelHandle
 from runtime.models import load  # noqa: E402
 
-ARTIFACTS = ROOT / "tests" / "artifacts"
 # The browser tests' fixtures (a real server, chromium, a page), shared by the files that drive the browser.
 pytest_plugins = ["tests.browser"]
 
@@ -66,9 +65,3 @@ def cache(tmp_path: Path) -> ResultCache:
     store = ResultCache(tmp_path / "cache")
     yield store
     store.close()
-
-
-@pytest.fixture(scope="session")
-def artifacts() -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return ARTIFACTS

@@ -4,123 +4,83 @@ from __future__ import annotations
 
 import json
 import zipfile
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Page
 
-from tests.browser import WAIT_MS, click_cell, location, no_exception, open_view, settle
+from tests.browser import WAIT_MS, click_cell, location, look, open_view
 
 
-def test_type_text_then_open_the_attention_view(server: str, page: Page, artifacts: Path) -> None:
+def test_type_text_then_open_the_attention_view(server: str, page: Page) -> None:
     open_view(page, server)
     page.wait_for_selector("text=Tokens", timeout=WAIT_MS)
     area = page.get_by_role("textbox", name="Text")
     area.fill("Induction heads copy what followed the last time: red apple, green pear, red apple.")
     area.press("Control+Enter")
-    page.wait_for_selector('span[title^="position"]:has-text("pear")', timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "home.png"), full_page=True)
-    no_exception(page)
+    look(page, shows='span[title^="position"]:has-text("pear")', name="home")
     page.get_by_role("link", name="Attention: heatmaps").click()
-    page.wait_for_selector(".js-plotly-plot >> nth=1", timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "attention-typed.png"), full_page=True)
-    no_exception(page)
+    look(page, charts=2, name="attention-typed")
     assert "pear" in page.locator(".js-plotly-plot").first.inner_text()
     assert "text=" in location(page) and "pear" in location(page)
 
 
 @pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma3-270m", "all-minilm-l6-v2"])
-def test_attention_page_on_each_builtin(server: str, page: Page, artifacts: Path, model: str) -> None:
+def test_attention_page_on_each_builtin(server: str, page: Page, model: str) -> None:
     query = urlencode(
         {"model": model, "text": "The sink takes what nobody else wants. Then it rests.", "layer": 2, "head": 1}
     )
-    open_view(page, f"{server}/Attention?{query}")
-    page.wait_for_selector(".js-plotly-plot >> nth=1", timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / f"attention-{model}.png"), full_page=True)
-    no_exception(page)
+    look(page, f"{server}/Attention?{query}", charts=2, name=f"attention-{model}")
     assert "Layer 2, head 1" in page.locator(".js-plotly-plot").first.inner_text()
 
 
-def test_clicking_a_grid_cell_selects_that_head(server: str, page: Page, artifacts: Path) -> None:
-    open_view(page, f"{server}/Attention?{urlencode({'text': 'One head looks back; another looks at the start.'})}")
-    grid = page.locator(".js-plotly-plot").nth(1)
-    grid.wait_for(timeout=WAIT_MS)
-    settle(page)
-    click_cell(page, grid, layer=12, head=5)
-    page.wait_for_selector('text="Layer 12, head 5: attention weights"', timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "attention-clicked.png"), full_page=True)
-    no_exception(page)
+def test_clicking_a_grid_cell_selects_that_head(server: str, page: Page) -> None:
+    text = "One head looks back; another looks at the start."
+    look(page, f"{server}/Attention?{urlencode({'text': text})}", charts=2)
+    click_cell(page, page.locator(".js-plotly-plot").nth(1), layer=12, head=5)
+    look(page, shows='text="Layer 12, head 5: attention weights"', name="attention-clicked")
     assert "layer=12" in location(page) and "head=5" in location(page)
 
 
-def test_clicking_an_atlas_cell_opens_that_head(server: str, page: Page, artifacts: Path) -> None:
-    open_view(page, f"{server}/Head_atlas")
-    grid = page.locator(".js-plotly-plot").first
-    grid.wait_for(timeout=WAIT_MS)
-    settle(page)
-    click_cell(page, grid, layer=18, head=6)
-    page.wait_for_selector('text="Layer 18, head 6: attention weights"', timeout=WAIT_MS)
-    settle(page)
+def test_clicking_an_atlas_cell_opens_that_head(server: str, page: Page) -> None:
+    look(page, f"{server}/Head_atlas", charts=1)
+    click_cell(page, page.locator(".js-plotly-plot").first, layer=18, head=6)
+    look(page, shows='text="Layer 18, head 6: attention weights"')
     page.get_by_role("tab", name="random tokens").click()
-    page.screenshot(path=str(artifacts / "atlas-clicked.png"), full_page=True)
-    no_exception(page)
+    look(page, name="atlas-clicked")
     assert "layer=18" in location(page) and "head=6" in location(page)
 
 
-def test_structured_attention_page_draws_masks_and_losses(server: str, page: Page, artifacts: Path) -> None:
+def test_structured_attention_page_draws_masks_and_losses(server: str, page: Page) -> None:
     text = "The first tokens soak up attention. A window that hides them costs the model dearly, sinks keep it calm."
-    open_view(
-        page,
-        f"{server}/Structured_attention?{urlencode({'text': text, 'layer': 3, 'head': 2, 'window': 6, 'sinks': 2})}",
-    )
-    page.wait_for_selector(".js-plotly-plot >> nth=3", timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "structured-attention.png"), full_page=True)
-    no_exception(page)
+    query = urlencode({"text": text, "layer": 3, "head": 2, "window": 6, "sinks": 2})
+    look(page, f"{server}/Structured_attention?{query}", charts=4, name="structured-attention")
     plots = page.locator(".js-plotly-plot")
     assert "keeps" in plots.nth(0).inner_text() and "dilated w=6, d=2" in plots.nth(0).inner_text()
     assert "full attention" in plots.nth(2).inner_text()
 
 
 def test_bad_url_gets_messages_not_tracebacks(server: str, page: Page) -> None:
-    open_view(page, f"{server}/Attention?layer=400&head=abc")
-    page.wait_for_selector("text=is out of range", timeout=WAIT_MS)
-    no_exception(page)
-    open_view(page, f"{server}/?model=no/such-model")
-    page.wait_for_selector("text=Unknown model", timeout=WAIT_MS)
-    no_exception(page)
+    look(page, f"{server}/Attention?layer=400&head=abc", shows="text=is out of range")
+    look(page, f"{server}/?model=no/such-model", shows="text=Unknown model")
 
 
-def test_attention_sinks_page_draws_its_charts(server: str, page: Page, artifacts: Path) -> None:
+def test_attention_sinks_page_draws_its_charts(server: str, page: Page) -> None:
     query = urlencode(
         {"text": "The first token soaks up attention. Later tokens have nowhere else to look.", "sentences": 16}
     )
-    open_view(page, f"{server}/Attention_sinks?{query}")
-    page.wait_for_selector(".js-plotly-plot >> nth=3", timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "attention-sinks.png"), full_page=True)
-    no_exception(page)
+    look(page, f"{server}/Attention_sinks?{query}", charts=4, name="attention-sinks")
     plots = page.locator(".js-plotly-plot")
     assert "Sink share by layer" in plots.nth(0).inner_text()
     assert "over 16 sentences of 16 tokens" in plots.nth(3).inner_text()
 
 
-def test_massive_activations_surface_renders_in_webgl(server: str, page: Page, artifacts: Path) -> None:
+def test_massive_activations_surface_renders_in_webgl(server: str, page: Page) -> None:
     query = urlencode(
         {"text": "The first token and the first period carry huge values. Then nothing does.", "sentences": 8}
     )
-    open_view(page, f"{server}/Massive_activations?{query}")
+    look(page, f"{server}/Massive_activations?{query}", charts=5, name="massive-activations")
     surface = page.locator(".js-plotly-plot").first
-    surface.wait_for(timeout=WAIT_MS)
-    page.wait_for_selector(".js-plotly-plot >> nth=4", timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "massive-activations.png"), full_page=True)
-    no_exception(page)
     # The 3D scene drew into a WebGL canvas with its labelled peak, and the lines chart has its log axis.
     assert surface.locator("canvas").count() > 0
     assert surface.evaluate("el => el._fullLayout.scene.annotations.length") == 3
@@ -129,13 +89,9 @@ def test_massive_activations_surface_renders_in_webgl(server: str, page: Page, a
     assert "layer=" in location(page)
 
 
-def test_weight_spectra_page_draws_the_esd_and_alpha(server: str, page: Page, artifacts: Path) -> None:
+def test_weight_spectra_page_draws_the_esd_and_alpha(server: str, page: Page) -> None:
     query = urlencode({"matrix": "model.layers.5.mlp.down_proj", "ranks": "64"})
-    open_view(page, f"{server}/Weight_spectra?{query}")
-    page.wait_for_selector(".js-plotly-plot >> nth=4", timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "weight-spectra.png"), full_page=True)
-    no_exception(page)
+    look(page, f"{server}/Weight_spectra?{query}", charts=5, name="weight-spectra")
     plots = page.locator(".js-plotly-plot")
     assert "Spectrum of model.layers.5.mlp.down_proj" in plots.nth(0).inner_text()
     assert plots.nth(0).evaluate("el => el._fullLayout.xaxis.type") == "log"
@@ -143,7 +99,7 @@ def test_weight_spectra_page_draws_the_esd_and_alpha(server: str, page: Page, ar
     assert "matrix=model.layers.5.mlp.down_proj" in location(page)
 
 
-def test_expert_routing_page_on_the_derived_moe(server: str, page: Page, artifacts: Path) -> None:
+def test_expert_routing_page_on_the_derived_moe(server: str, page: Page) -> None:
     query = urlencode(
         {
             "model": "smollm2-135m-moefied",
@@ -153,10 +109,7 @@ def test_expert_routing_page_on_the_derived_moe(server: str, page: Page, artifac
             "k": 4,
         }
     )
-    open_view(page, f"{server}/Expert_routing?{query}")
-    page.wait_for_selector(".js-plotly-plot >> nth=4", timeout=WAIT_MS)
-    settle(page)
-    no_exception(page)
+    look(page, f"{server}/Expert_routing?{query}", charts=5)
     plots = page.locator(".js-plotly-plot")
     assert "Routing of layer 12: top-4 of 16 experts per token" in plots.nth(0).inner_text()
     # Four chosen experts per token: the top-1 markers plus three more ranks, on top of the heatmap.
@@ -164,10 +117,7 @@ def test_expert_routing_page_on_the_derived_moe(server: str, page: Page, artifac
     chips = page.locator('span[title*="expert"]')
     assert chips.count() > 10 and "rgba(" in (chips.first.get_attribute("style") or "")
     page.get_by_text("Sankey diagram").click()
-    settle(page)
-    page.wait_for_selector(".js-plotly-plot .sankey", timeout=WAIT_MS)
-    page.screenshot(path=str(artifacts / "expert-routing.png"), full_page=True)
-    no_exception(page)
+    look(page, shows=".js-plotly-plot .sankey", name="expert-routing")
     assert "experts=16" in location(page) and "k=4" in location(page)
     with page.expect_download(timeout=WAIT_MS) as download:
         page.get_by_role("button", name="Export this page's figures").click()
@@ -177,24 +127,16 @@ def test_expert_routing_page_on_the_derived_moe(server: str, page: Page, artifac
     assert archive.read(json.loads(archive.read("index.json"))[0]["files"][0]).startswith(b"\x89PNG")
 
 
-def test_concepts_page_draws_a_words_equation(server: str, page: Page, artifacts: Path) -> None:
-    open_view(page, f"{server}/Concepts?{urlencode({'word': 'king', 'atoms': 4})}")
-    page.wait_for_selector(".js-plotly-plot", timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "concepts.png"), full_page=True)
-    no_exception(page)
+def test_concepts_page_draws_a_words_equation(server: str, page: Page) -> None:
+    look(page, f"{server}/Concepts?{urlencode({'word': 'king', 'atoms': 4})}", charts=1, name="concepts")
     figure = page.locator(".js-plotly-plot").first
     assert "“king” as 4 of 256 atoms: reconstruction error" in figure.inner_text()
     assert figure.evaluate("el => el.data.length") == 6  # four atoms' blocks, the residual's, the coefficients
     assert "word=king" in location(page) and "layer=embeddings" in location(page)
 
 
-def test_lottery_tickets_page_draws_its_three_lines(server: str, page: Page, artifacts: Path) -> None:
-    open_view(page, f"{server}/Lottery_tickets?{urlencode({'rounds': 3, 'seeds': 2})}")
-    page.wait_for_selector(".js-plotly-plot", timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "lottery-tickets.png"), full_page=True)
-    no_exception(page)
+def test_lottery_tickets_page_draws_its_three_lines(server: str, page: Page) -> None:
+    look(page, f"{server}/Lottery_tickets?{urlencode({'rounds': 3, 'seeds': 2})}", charts=1, name="lottery-tickets")
     figure = page.locator(".js-plotly-plot").first
     assert "Winning tickets" in figure.inner_text() and "dense network" in figure.inner_text()
     axis = figure.evaluate("el => [el._fullLayout.xaxis.type, ...el._fullLayout.xaxis.range]")
@@ -203,14 +145,11 @@ def test_lottery_tickets_page_draws_its_three_lines(server: str, page: Page, art
     assert "rounds=3" in location(page) and "seeds=2" in location(page)
 
 
-def test_fine_tuning_page_compares_lora_with_full_fine_tuning(server: str, page: Page, artifacts: Path) -> None:
+def test_fine_tuning_page_compares_lora_with_full_fine_tuning(server: str, page: Page) -> None:
     # The default runs: read from the model store when tests/test_finetune.py or the lecture trained them.
     matrix = "model.layers.15.self_attn.v_proj"
-    open_view(page, f"{server}/Fine_tuning?{urlencode({'rank': 8, 'steps': 30, 'matrix': matrix})}")
-    page.wait_for_selector(".js-plotly-plot >> nth=2", timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "fine-tuning.png"), full_page=True)
-    no_exception(page)
+    query = urlencode({"rank": 8, "steps": 30, "matrix": matrix})
+    look(page, f"{server}/Fine_tuning?{query}", charts=3, name="fine-tuning")
     plots = page.locator(".js-plotly-plot")
     assert "LoRA against full fine-tuning" in plots.nth(0).inner_text()
     assert plots.nth(0).evaluate("el => el.data.filter(t => t.name.endsWith('held-out')).length") == 2
@@ -219,7 +158,7 @@ def test_fine_tuning_page_compares_lora_with_full_fine_tuning(server: str, page:
     assert "rank=8" in location(page) and "steps=30" in location(page) and "matrix=model.layers.15" in location(page)
 
 
-def test_pruning_page_drops_heads(server: str, page: Page, artifacts: Path) -> None:
+def test_pruning_page_drops_heads(server: str, page: Page) -> None:
     # tests/test_dropped_heads.py's text and settings: in a full run the probes' results come from the cache.
     query = urlencode(
         {
@@ -231,11 +170,7 @@ def test_pruning_page_drops_heads(server: str, page: Page, artifacts: Path) -> N
             "drop_heads": 1,
         }
     )
-    open_view(page, f"{server}/Pruning_vs_quantization?{query}")
-    page.wait_for_selector(".js-plotly-plot >> nth=2", timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "dropped-heads.png"), full_page=True)
-    no_exception(page)
+    look(page, f"{server}/Pruning_vs_quantization?{query}", charts=3, name="dropped-heads")
     plots = page.locator(".js-plotly-plot")
     assert "Loss increase when one head is dropped" in plots.nth(1).inner_text()
     assert plots.nth(1).evaluate("el => el.data[0].colorbar.title.text") == "NLL increase (nats)"

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +14,12 @@ from playwright.sync_api import sync_playwright
 
 from runtime.settings import settings
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
+from tests.server import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 PREPARE = ["python", "-m", "lmscope", "prepare"]
 WARM = ["python", "-m", "ui.warm"]
-HEALTH_TIMEOUT_S = 120
 
 Instruction = tuple[str, str]  # (keyword in capitals, its arguments)
 
@@ -89,50 +84,11 @@ def on_loopback(argv: list[str], port: int) -> list[str]:
     return replaced
 
 
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_step(argv: list[str], env: dict[str, str]) -> None:
     """Run one build step from the repository root; fail the test with its output if it fails."""
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert done.returncode == 0, f"`{shlex.join(argv)}` exited {done.returncode}:\n{output}"
-
-
-@contextlib.contextmanager
-def serving(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    """Start the server from the repository root with its output in log; stop it on the way out."""
-    with log.open("wb") as out:
-        server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield server
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-
-
-def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    """Poll the health endpoint until it answers "ok"; fail early if the server exits, or after HEALTH_TIMEOUT_S."""
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the server exited {server.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.read() == b"ok":
-                    return
-        except OSError:  # not listening yet
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not answer ok within {HEALTH_TIMEOUT_S} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def test_every_package_the_app_imports_is_copied_into_the_image() -> None:
@@ -177,15 +133,12 @@ def test_install_steps_and_start_command_work_in_a_fresh_venv(tmp_path: Path) ->
     for argv in steps:
         run_step(in_venv(argv, venv), env)
 
-    port = free_port()
-    command = in_venv(on_loopback(start_command(parsed), port), venv)
-    log = tmp_path / "server.log"
-    with serving(command, env, log) as server:
-        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", server, log)
+    start = start_command(parsed)
+    with serving(tmp_path / "server.log", lambda port: in_venv(on_loopback(start, port), venv), env) as server:
         with sync_playwright() as playwright:
             chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = chromium.new_page()
-            page.goto(f"http://127.0.0.1:{port}/?model=/etc")  # a visitor's link to a folder outside /models
+            page.goto(f"{server.url}/?model=/etc")  # a visitor's link to a folder outside /models
             page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=WAIT_MS)
             assert "not available on this server" in page.locator('[data-testid="stAlertContentError"]').inner_text()
             chromium.close()

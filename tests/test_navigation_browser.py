@@ -3,20 +3,14 @@ navigation (st.navigation), not Streamlit's older pages-folder one (its own modu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from playwright.sync_api import Page
 
-from tests.browser import WAIT_MS, no_exception, open_view, settle
+from tests.browser import look
 from views.registry import views
 
 
-def test_a_views_url_on_a_fresh_server_shows_the_registry_navigation(server: str, page: Page, artifacts: Path) -> None:
-    open_view(page, f"{server}/Head_atlas")
-    page.wait_for_selector(".js-plotly-plot", timeout=WAIT_MS)
-    settle(page)
-    page.screenshot(path=str(artifacts / "navigation-first-visit.png"))
-    no_exception(page)
+def test_a_views_url_on_a_fresh_server_shows_the_registry_navigation(server: str, page: Page) -> None:
+    look(page, f"{server}/Head_atlas", charts=1, name="navigation-first-visit")
     navigation = page.get_by_test_id("stSidebarNav")
     expanded = navigation.get_by_text("View", exact=False).filter(has_text="more")
     if expanded.count():

@@ -14,7 +14,7 @@ from probes import ablation, corpus
 from results.activations import Thresholds
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
-from tests.browser import WAIT_MS, no_exception, settle
+from tests.browser import WAIT_MS, look
 
 TEXTS = (
     "The first token soaks up attention. Massive values sit there, and removing them breaks the model.",
@@ -46,7 +46,7 @@ def _mean_nlls(caption: str) -> list[str]:
 
 
 def test_sessions_at_once_get_their_own_answers(
-    server: str, browser: Browser, smollm2: ModelHandle, tmp_path: Path, artifacts: Path
+    server: str, browser: Browser, smollm2: ModelHandle, tmp_path: Path
 ) -> None:
     urls = [f"{server}/Massive_activations?{urlencode({'text': t, 'sentences': SENTENCES})}" for t in TEXTS]
     urls.append(f"{server}/Attention?{urlencode({'text': TEXTS[0], 'layer': 3, 'head': 1})}")
@@ -54,12 +54,9 @@ def test_sessions_at_once_get_their_own_answers(
     captions = []
     for i, page in enumerate(pages):
         if i < len(TEXTS):
-            page.wait_for_selector("text=Mean NLL per token", timeout=WAIT_MS)
+            look(page, shows="text=Mean NLL per token", name=f"sessions-{i}")
         else:
-            page.wait_for_selector(".js-plotly-plot >> nth=1", timeout=WAIT_MS)
-        settle(page)
-        page.screenshot(path=str(artifacts / f"sessions-{i}.png"), full_page=True)
-        no_exception(page)
+            look(page, charts=2, name=f"sessions-{i}")
         if i < len(TEXTS):
             captions.append(page.locator("text=Mean NLL per token").inner_text())
         page.context.close()
@@ -78,9 +75,7 @@ def test_a_session_asking_what_another_computes_shares_it(server: str, browser: 
     # script can start first).
     _one_says([first, second], "sharing its computation")
     for page in (first, second):
-        page.wait_for_selector("text=sentences cut to 23 tokens", timeout=WAIT_MS)
-        settle(page)
-        no_exception(page)
+        look(page, shows="text=sentences cut to 23 tokens")
     captions = [page.locator("text=sentences cut to 23 tokens").inner_text() for page in (first, second)]
     assert captions[0].split(" · ")[0] == captions[1].split(" · ")[0]
     for page in (first, second):

@@ -5,27 +5,20 @@ lecture tests ran before), so that the walk measures the page, not the probes, w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from playwright.sync_api import Page
 
 from lecture.catalog import sections
-from tests.browser import WAIT_MS, location, no_exception, open_view, settle
+from tests.browser import location, look, open_view
 from ui import warm
 
 
-def test_lecture_tour_steps_through_every_section_in_presenter_mode(server: str, page: Page, artifacts: Path) -> None:
+def test_lecture_tour_steps_through_every_section_in_presenter_mode(server: str, page: Page) -> None:
     assert not [w.problems for w in warm.warm(warm.visits([], [warm.TOUR]), lambda *done: None) if w.problems]
     open_view(page, f"{server}/Lecture_tour?presenter=1&section=0")
     for index, section in enumerate(sections()):
-        page.wait_for_selector(f"h2:has-text('{index + 1}. ')", timeout=WAIT_MS)
-        if section.presets:
-            page.wait_for_selector(f".js-plotly-plot >> nth={len(section.presets) - 1}", timeout=WAIT_MS)
-        settle(page)
-        no_exception(page)
+        look(page, charts=len(section.presets), shows=f"h2:has-text('{index + 1}. ')", name=f"tour-{index + 1:02d}")
         assert page.locator(".js-plotly-plot").count() == len(section.presets)
         assert not page.locator('[data-testid="stSidebar"]').is_visible(), "presenter mode hides the sidebar"
-        page.screenshot(path=str(artifacts / f"tour-{index + 1:02d}.png"), full_page=True)
         page.mouse.click(5, 5)  # focus the page, then step with the keyboard as a presenter would
         page.keyboard.press("ArrowRight")
     assert f"section={len(sections()) - 1}" in location(page)
