@@ -18,6 +18,21 @@ from tests.conftest import ROOT
 
 APP = "app.py"
 TIMEOUT = 300
+UNIT_ROUNDOFF = 2.0**-24  # u of float32: a rounded operation is off by at most u of its result
+
+
+def dot_spread(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """How far two float32 evaluations of z = x @ weight.T may lie apart, per entry of z (tokens x outputs).
+
+    A dot product of length d summed in float32, in any order, is within gamma_d * sum_i |w_i x_i| of its exact
+    value, gamma_d = d u / (1 - d u) (Higham, Accuracy and Stability of Numerical Algorithms, 3.1); two evaluations
+    (batched or not, other threads, other kernels) are within twice that of each other. Their inputs x also differ
+    by the rounding of the layers before: measured against a float64 pass of the built-ins, a float32 pass stayed
+    within 31 u * sum_i |w_i x_i| at every MLP input (so two passes within 62 u), far inside 2 gamma_d (768 u to
+    1,280 u for their widths)."""
+    d = x.shape[-1]
+    gamma = d * UNIT_ROUNDOFF / (1 - d * UNIT_ROUNDOFF)
+    return 2 * gamma * (np.abs(x).astype(np.float64) @ np.abs(weight).astype(np.float64).T)
 
 
 def open_page(page: str, **params: str) -> AppTest:

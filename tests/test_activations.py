@@ -15,7 +15,7 @@ from results.activations import KINDS, Thresholds
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
-from tests.helpers import chart, cli, direct, open_page, plotly_array, texts
+from tests.helpers import chart, cli, direct, dot_spread, open_page, plotly_array, texts
 from viz.activations import ablation_chart, magnitude_lines, magnitude_surface, massive_rows
 from viz.distribution import distribution_figure
 
@@ -181,13 +181,19 @@ def test_distribution_of_a_gaussian_and_of_a_hidden_state(smollm2: ModelHandle, 
     assert "excess kurtosis" in fig.layout.title.subtitle.text
 
 
-def _pre_activations(handle: ModelHandle, sentences: list[str]) -> list[np.ndarray]:
-    """Per layer, the pre-activations (tokens x neurons) of every sentence, read with a hook of the test's own."""
+def _pre_activations(handle: ModelHandle, sentences: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per layer, the pre-activations (tokens x neurons) of every sentence, read with a hook of the test's own, one
+    sentence at a time, and how far another float32 evaluation of each may lie from it (`dot_spread`)."""
     per_layer: list[list[np.ndarray]] = [[] for _ in range(handle.n_layers)]
+    spread: list[list[np.ndarray]] = [[] for _ in range(handle.n_layers)]
     modules = neurons.pre_activation_modules(handle)
+
+    def record(i: int, module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        per_layer[i].append(out[0].float().numpy())
+        spread[i].append(dot_spread(args[0][0].float().numpy(), module.weight.detach().float().numpy()))
+
     removers = [
-        m.register_forward_hook(lambda mod, args, out, i=i: per_layer[i].append(out[0].float().numpy()))
-        for i, m in enumerate(modules)
+        m.register_forward_hook(lambda mod, args, out, i=i: record(i, mod, args, out)) for i, m in enumerate(modules)
     ]
     try:
         for sentence in sentences:
@@ -195,19 +201,27 @@ def _pre_activations(handle: ModelHandle, sentences: list[str]) -> list[np.ndarr
     finally:
         for remover in removers:
             remover.remove()
-    return [np.concatenate(z) for z in per_layer]
+    return [np.concatenate(z) for z in per_layer], [np.concatenate(s) for s in spread]
 
 
 def test_neuron_statistics_equal_a_direct_computation(any_model: ModelHandle, cache: ResultCache) -> None:
     sentences = list(corpus.sentences()[:FEW])
     stats = neurons.run(any_model, sentences, cache).value
-    z = _pre_activations(any_model, sentences)
+    z, spread = _pre_activations(any_model, sentences)
     assert stats.n_tokens == len(z[0]) and stats.n_sequences == FEW
     for tau in (0.0, 0.5, -1.0):
-        np.testing.assert_allclose(neurons.active_share(stats, tau), [np.mean(layer > tau) for layer in z], atol=1e-12)
-        np.testing.assert_array_equal(
-            neurons.dead_share(stats, tau), [np.mean(layer.max(axis=0) <= tau) for layer in z]
-        )
+        active, dead = neurons.active_share(stats, tau), neurons.dead_share(stats, tau)
+        for layer, (values, far) in enumerate(zip(z, spread)):
+            # The probe runs the sentences in batches, the test one at a time: each z may differ by rounding, up to
+            # `far`, so a value that close to tau may fall on either side of it there (one of 268,288 did, on
+            # another machine). Counts bracket it: certainly above, possibly above. A neuron's largest z moves by
+            # at most the largest such difference. Where no value is that close, the brackets close to equality.
+            assert np.mean(values > tau + far) <= active[layer] <= np.mean(values > tau - far), (tau, layer)
+            highest, lowest = (values + far).max(axis=0), (values - far).max(axis=0)
+            assert np.mean(highest <= tau) <= dead[layer] <= np.mean(lowest <= tau), (tau, layer)
+            # The brackets held under 0.1% of the values when this was written, and a threshold off by one step of
+            # the grid or a layer off by one still failed here. A band holding 1% would no longer be rounding.
+            assert np.mean(np.abs(values - tau) <= far) < 1e-2
     assert stats.gated == any_model.is_causal  # the decoders' MLPs are gated, BERT's is not
     with pytest.raises(LmscopeError, match="multiple of 0.05"):
         neurons.active_share(stats, 0.123)

@@ -9,6 +9,7 @@ suite's fixtures: `make check-cuda` runs it alone. LMSCOPE_TEST_DEVICE=cpu runs 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -100,6 +101,38 @@ def differences(a: object, b: object, rtol: float, atol: float, where: str = "")
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
+def near_tie_choices(there: dict, here: dict, rtol: float, atol: float) -> dict:
+    """The CPU's printed routing (`here`) with a token's experts taken from the GPU's (`there`) where the CPU's own
+    probabilities cannot tell the two choices apart within the tolerances the numbers are compared with (a near-tie:
+    either choice is right), and each changed layer's load statistics recomputed from its choices as
+    routing.balance does. Only routers that choose by their probabilities (not DeepSeek-V3's biased sigmoid), and
+    none that drops tokens."""
+    resolved = copy.deepcopy(here)
+    for mine, theirs in zip(resolved["layers"], there["layers"]):
+        if mine["rule"] not in ("softmax", "norm share") or mine["dropped"]:
+            continue
+        probs = np.array(mine["probs"], dtype=np.float64)
+        chosen, other = np.array(mine["topk_experts"]), np.array(theirs["topk_experts"])
+        if chosen.shape != other.shape:
+            continue
+        for token in np.flatnonzero((chosen != other).any(axis=1)):
+            p = probs[token]
+            slack = atol + rtol * p.max()
+            picked, left = p[other[token]], np.delete(p, other[token])
+            # The GPU's experts, best first, are a top k of the CPU's probabilities up to the slack.
+            if np.all(picked[:-1] >= picked[1:] - slack) and (left.size == 0 or picked.min() >= left.max() - slack):
+                chosen[token] = other[token]
+        if not np.array_equal(chosen, np.array(mine["topk_experts"])):
+            load = np.bincount(chosen.ravel(), minlength=probs.shape[1]) / chosen.size
+            nonzero = load[load > 0]
+            mine["topk_experts"], mine["load"] = chosen.tolist(), load.tolist()
+            mine["cv"] = float(load.std() / load.mean())
+            mine["load_entropy"] = float(-(nonzero * np.log(nonzero)).sum() / np.log(len(load)))
+            if mine["aux_loss"] is not None:
+                mine["aux_loss"] = float(len(load) * (load * probs.mean(axis=0)).sum())
+    return resolved
+
+
 @pytest.fixture(scope="module")
 def on_cpu(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """Every command's output with the model on the CPU in float32: the reference."""
@@ -121,8 +154,11 @@ def test_float32_on_the_gpu_prints_the_cpus_numbers(
 ) -> None:
     # The fine-tune trains again in a fresh model store (the CPU's run is stored under the same fingerprint).
     there = run(command, DEVICE, "float32", tmp_path, tmp_path / "store" if command == "finetune" else None)
+    here = on_cpu[command]
+    if command == "moe":  # on this text 43 of the 600 k-th experts are within 0.2% of the next one, one within 9e-6
+        here = near_tie_choices(there, here, rtol=2e-3, atol=2e-4)
     # Training and the greedy orders compound rounding; the single passes agree far closer than this.
-    assert differences(there, on_cpu[command], rtol=2e-3, atol=2e-4) == []
+    assert differences(there, here, rtol=2e-3, atol=2e-4) == []
 
 
 def test_a_gpu_model_says_where_it_is(tmp_path: Path) -> None:

@@ -182,7 +182,10 @@ def test_massive_link_equals_output_hidden_states(any_model: ModelHandle, cache:
         assert link.sink_magnitude[layer] == pytest.approx(peaks[sink], rel=1e-5)
         assert link.other_magnitude[layer] == pytest.approx(peaks[others].max(), rel=1e-5)
         assert link.median_magnitude[layer] == pytest.approx(np.median(magnitude), rel=1e-5)
-        assert link.sink_is_massive[layer] == (np.argmax(peaks) == sink)
+        # Whether the sink holds the layer's largest peak is only decided where the two peaks lie further apart than
+        # the magnitudes agree (rel 1e-5): a token repeated in the text ties exactly in layer 0 (one embedding row).
+        if abs(peaks[sink] - peaks[others].max()) > 1e-5 * peaks.max():
+            assert link.sink_is_massive[layer] == (peaks[sink] > peaks[others].max())
 
 
 def test_figures_draw_the_probe_numbers(smollm2: ModelHandle, cache: ResultCache, sentences: list[str]) -> None:
