@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
+# pytest-xdist workers for make test and make check: each loads its own models (about 3 GB), and whole test files go
+# to one worker, so a file's server and fixtures start once.
+JOBS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
@@ -36,12 +40,12 @@ run: $(INSTALLED) chromium models
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
 test: $(TEST_INSTALLED) chromium models
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The fast tier, while working: every test that needs no browser, no Docker step, no GGUF parse and no long
 # computation, lint and types (ruff; pyright in basic mode, pyrightconfig.json) and the import layers included.
 check: $(TEST_INSTALLED) models
-	$(BIN)/python -m pytest -q -m "not slow and not browser and not docker and not gguf"
+	$(PYTEST) -q -m "not slow and not browser and not docker and not gguf"
 
 # The CUDA path on a machine with a GPU (skipped without one): every command-line view with the model on the GPU,
 # against the CPU. It uses none of the suite's browser fixtures, so it runs where only torch and a GPU are.

@@ -11,8 +11,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# Results go to a throwaway cache; the model store stays the prepared one (`make models`).
-os.environ["LMSCOPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmscope-test-cache-")
+# Results go to a throwaway cache, one for the whole run: pytest-xdist's workers share it (diskcache is safe across
+# processes), so a result one worker computed is a hit in the other, as for a server's replicas. The model store
+# stays the prepared one (`make models`).
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+if _RUN:
+    os.environ["LMSCOPE_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"lmscope-test-cache-{_RUN}")
+else:
+    os.environ["LMSCOPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmscope-test-cache-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from runtime.cache import ResultCache  # noqa: E402
