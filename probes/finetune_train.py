@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +58,14 @@ class Recipe:
     @staticmethod
     def of(method: str, rank: int, steps: int, seed: int) -> Recipe:
         return Recipe(method, rank if method == "lora" else 0, steps, seed)
+
+    @staticmethod
+    def read(settings: dict[str, Any]) -> Recipe:
+        """The recipe whose `settings()` these are; ValueError for settings this code would not train alike."""
+        recipe = Recipe(settings["method"], settings["rank"], settings["steps"], settings["seed"])
+        if recipe.settings() != settings:
+            raise ValueError(f"a fine-tuning recipe of other settings than this code's: {settings}")
+        return recipe
 
     def settings(self) -> dict[str, object]:
         """Everything a stored run depends on, besides the model: it names and checks the stored file."""
