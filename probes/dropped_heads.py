@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from probes import compress
+from probes import pruning
 from probes.batches import Progress
 from probes.nll import token_nll
 from probes.text import encode
@@ -46,7 +46,7 @@ def out_projections(handle: ModelHandle) -> list[nn.Module]:
             f"'{handle.name}' is an encoder: it predicts no next token, so there is no loss to lose by dropping heads. "
             "Pick a decoder."
         )
-    found = compress.linear_weights(handle, ("o",))
+    found = pruning.linear_weights(handle, ("o",))
     if [m.layer for m in found] != list(range(handle.n_layers)):
         raise LmscopeError(f"lmscope expects one attention output projection in each block of '{handle.name}'.")
     return [m.module for m in found]

@@ -18,10 +18,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from probes.batches import Progress
-from probes.compress import Matrix, linear_weights
 from probes.finetune_store import load_run, save_run, training_lock
 from probes.finetune_task import DESCRIPTION, task
 from probes.finetune_train import BATCH_SIZE, KINDS, LEARNING_RATES, Recipe, Trained, train
+from probes.pruning import Matrix, linear_weights
 from probes.spectra import effective_rank, worker_count
 from results.finetune import METHODS, FineTuneComparison, FineTuneRun, MatrixUpdate
 from runtime import limits

@@ -7,7 +7,7 @@ differs, as is usual (LoRA's adapters start from zero and need a larger one). Ad
 update holds what the gradients asked for and nothing pulled towards zero; dropout off. LoRA's A matrices are
 drawn from the run's own generator (the same Kaiming-uniform law peft uses), B starts at zero, lora_alpha = 2r.
 
-The shared model is only read: the copy is made like compression's (`probes.compress.model_copy`) and freed after.
+The shared model is only read: the copy is made like compression's (`probes.pruning.model_copy`) and freed after.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
 from probes.batches import by_length
-from probes.compress import Matrix, linear_weights, model_copy, sentences_nll
 from probes.finetune_task import padded, task, token_lists
+from probes.pruning import Matrix, linear_weights, model_copy, sentences_nll
 from probes.seeds import generator
 from runtime.handle import ModelHandle
 from runtime.placement import as_numpy

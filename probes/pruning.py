@@ -25,7 +25,7 @@ from probes import spectra
 from probes.batches import BATCH_SIZE, LengthGroups, grouped
 from probes.nll import token_nll
 from probes.text import encode
-from results.compress import DENSE_BYTES, KINDS, MAX_BITS, Compression, RankSweep, Tradeoff, TradeoffPoint
+from results.pruning import DENSE_BYTES, KINDS, MAX_BITS, Compression, RankSweep, Tradeoff, TradeoffPoint
 from runtime import limits
 from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
@@ -35,7 +35,7 @@ from runtime.placement import host
 from runtime.probe import CachedProbe
 from runtime.settings import settings
 
-NAME = "compress"
+NAME = "pruning"
 VERSION = 3
 # (settings done, settings in all) -> None
 Progress = Callable[[int, int], None]
