@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import compress, spectra, updates
+from probes import pruning as compress
+from probes import spectra, updates
 from probes.structured import parse_ints
 from runtime.errors import LmscopeError
 from ui import state
@@ -14,7 +15,7 @@ from ui.layout import page
 from ui.matrix_choice import matrix_input, model_spectra
 from ui.models import current_model, loaded_model, result_cache, waited
 from views.spectra import esd_with_bulk
-from viz.compress import rank_loss_figure
+from viz.pruning import rank_loss_figure
 from viz.spectra import STATISTICS, alpha_by_layer, energy_figure, statistic_grid
 from viz.updates import difference_figure
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import compress, corpus, dropped_heads
+from probes import corpus, dropped_heads
+from probes import pruning as compress
 from probes.structured import parse_ints
 from runtime import limits
 from runtime.errors import LmscopeError
@@ -12,8 +13,8 @@ from ui import state
 from ui.charts import show_figure
 from ui.layout import page
 from ui.models import current_model, probe_with_progress, result_cache
-from viz.compress import tradeoff_figure
 from viz.dropped_heads import delta_grid, removal_curve
+from viz.pruning import tradeoff_figure
 
 DEFAULT_SPARSITIES = "10, 30, 50, 70"
 DEFAULT_BITS = "8, 4, 3, 2"

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from probes import compress  # noqa: E402
+from probes import pruning  # noqa: E402
 from probes.corpus import sentences  # noqa: E402
 from runtime.cache import ResultCache  # noqa: E402
 from runtime.models import load  # noqa: E402
@@ -45,10 +45,10 @@ def main() -> None:
         for name in MODELS:
             handle = load(name)
             started = time.perf_counter()
-            result = compress.tradeoff(handle, text, corpus, SPARSITIES, BITS, cache).value
+            result = pruning.tradeoff(handle, text, corpus, SPARSITIES, BITS, cache).value
             middle = time.perf_counter()
-            full = compress.full_rank(handle)
-            sweep = compress.rank_sweep(handle, text, (*RANKS, full), cache).value
+            full = pruning.full_rank(handle)
+            sweep = pruning.rank_sweep(handle, text, (*RANKS, full), cache).value
             ended = time.perf_counter()
             timings.append(f"{name}: trade-off {middle - started:.0f} s, rank sweep {ended - middle:.0f} s")
             tokens.append(f"{result.n_tokens_text} tokens on {name}")

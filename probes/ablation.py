@@ -18,9 +18,12 @@ from probes import activations, corpus
 from probes.batches import Progress
 from probes.nll import token_nll
 from probes.residual import hooked_blocks
-from results.activations import Ablation, ActivationResult, Massive, Thresholds
-from runtime.cache import Cached, ResultCache, cache_key
+from probes.text import encode
+from results.activations import Ablation, Massive, Thresholds
+from runtime.cache import Cached, ResultCache
 from runtime.handle import ModelHandle
+from runtime.probe import CachedProbe
+from runtime.settings import settings
 
 NAME = "ablation"
 VERSION = 2
@@ -75,73 +78,67 @@ def random_entries(
 
 def ablate(
     handle: ModelHandle,
-    result: ActivationResult,
-    thresholds: Thresholds,
-    sentences: Sequence[str],
     cache: ResultCache,
-    everywhere: bool = False,
-    on_progress: Progress | None = None,
-) -> Cached[Ablation]:
+    token_ids: list[int],
+    thresholds: list[float],
+    sentences: list[str],
+    everywhere: bool,
+    on_progress: Progress,
+) -> Ablation:
     """Zero each of the text's massive activations at the first layer where it is massive, or at every such layer
     (then set them to their mean over the sentences instead, then zero as many random entries at the same layers),
-    measuring the loss each time; cached."""
-    found = activations.massive(result, thresholds)
+    measuring the loss each time (thresholds: min_magnitude, min_ratio). The activations of the text and of the
+    sentences are the activation probe's cached results."""
+    result = activations.PROBE.cached(handle, cache, token_ids=token_ids).value
+    minimum = Thresholds(*thresholds)
+    found = activations.massive(result, minimum)
     entries = found if everywhere else first_appearances(found)
     layers = np.array([m.layer for m in entries], dtype=np.int64)
     positions = np.array([m.position for m in entries], dtype=np.int64)
     dims = np.array([m.dim for m in entries], dtype=np.int64)
     values = np.array([m.value for m in entries], dtype=np.float32)
-
-    def compute() -> Ablation:
-        ids = result.token_ids
-        base = token_nll(handle, ids)
-        means, n_without_mean = values, 0
-        zeroed, mean, random = base, base, np.stack([base] * RANDOM_DRAWS)
-        if entries:
-            table = activations.massive_means(
-                activations.corpus_run(handle, sentences, cache, on_progress).value, thresholds
-            )
-            keys = [(m.layer, m.dim, int(result.kinds[m.position])) for m in entries]
-            means = np.array([table.get(key, m.value) for key, m in zip(keys, entries)], dtype=np.float32)
-            n_without_mean = sum(key not in table for key in keys)
-            zeroed = edited_nll(handle, ids, layers, positions, dims, np.zeros_like(values))
-            mean = edited_nll(handle, ids, layers, positions, dims, means)
-            rng = np.random.default_rng(0)
-            avoid = set(zip(layers.tolist(), positions.tolist(), dims.tolist()))
-            zeros = np.zeros_like(values)
-            random = np.stack(
-                [
-                    edited_nll(
-                        handle, ids, layers, *random_entries(rng, layers, len(ids), result.hidden_size, avoid), zeros
-                    )
-                    for _ in range(RANDOM_DRAWS)
-                ]
-            )
-        return Ablation(
-            model=handle.name,
-            tokens=result.tokens,
-            min_magnitude=thresholds.min_magnitude,
-            min_ratio=thresholds.min_ratio,
-            everywhere=everywhere,
-            layers=layers,
-            positions=positions,
-            dims=dims,
-            values=values,
-            means=means,
-            n_without_mean=n_without_mean,
-            nll_base=base,
-            nll_zeroed=zeroed,
-            nll_mean=mean,
-            nll_random=random,
+    ids = result.token_ids
+    base = token_nll(handle, ids)
+    means, n_without_mean = values, 0
+    zeroed, mean, random = base, base, np.stack([base] * RANDOM_DRAWS)
+    if entries:
+        table = activations.massive_means(activations.corpus_run(handle, sentences, cache, on_progress).value, minimum)
+        keys = [(m.layer, m.dim, int(result.kinds[m.position])) for m in entries]
+        means = np.array([table.get(key, m.value) for key, m in zip(keys, entries)], dtype=np.float32)
+        n_without_mean = sum(key not in table for key in keys)
+        zeroed = edited_nll(handle, ids, layers, positions, dims, np.zeros_like(values))
+        mean = edited_nll(handle, ids, layers, positions, dims, means)
+        rng = np.random.default_rng(0)
+        avoid = set(zip(layers.tolist(), positions.tolist(), dims.tolist()))
+        zeros = np.zeros_like(values)
+        random = np.stack(
+            [
+                edited_nll(
+                    handle, ids, layers, *random_entries(rng, layers, len(ids), result.hidden_size, avoid), zeros
+                )
+                for _ in range(RANDOM_DRAWS)
+            ]
         )
+    return Ablation(
+        model=handle.name,
+        tokens=result.tokens,
+        min_magnitude=minimum.min_magnitude,
+        min_ratio=minimum.min_ratio,
+        everywhere=everywhere,
+        layers=layers,
+        positions=positions,
+        dims=dims,
+        values=values,
+        means=means,
+        n_without_mean=n_without_mean,
+        nll_base=base,
+        nll_zeroed=zeroed,
+        nll_mean=mean,
+        nll_random=random,
+    )
 
-    inputs = {
-        "token_ids": result.token_ids.tolist(),
-        "thresholds": [thresholds.min_magnitude, thresholds.min_ratio],
-        "sentences": list(sentences),
-        "everywhere": everywhere,
-    }
-    return cache.fetch(cache_key(handle.fingerprint, NAME, VERSION, inputs), compute)
+
+PROBE = CachedProbe(NAME, VERSION, ablate, depends=(activations.PROBE, activations.CORPUS))
 
 
 def run(
@@ -155,6 +152,9 @@ def run(
 ) -> Cached[Ablation]:
     """Ablation of the text's massive activations (see `ablate`; the means come from `sentences`, by default the
     bundled corpus), from the activation probe's cached result."""
-    result = activations.run(handle, text, cache).value
-    chosen = corpus.sentences() if sentences is None else sentences
-    return ablate(handle, result, thresholds, chosen, cache, everywhere, on_progress)
+    token_ids = encode(handle, text, settings().max_tokens).token_ids.tolist()
+    chosen = list(corpus.sentences() if sentences is None else sentences)
+    limits = [thresholds.min_magnitude, thresholds.min_ratio]
+    return PROBE.cached(
+        handle, cache, on_progress, token_ids=token_ids, thresholds=limits, sentences=chosen, everywhere=everywhere
+    )

@@ -14,14 +14,15 @@ import numpy as np
 import torch
 
 from probes.attention import delimiter_tokens
-from probes.batches import Progress, batches, by_length
+from probes.batches import LengthGroups, Progress, batches, grouped
 from probes.residual import block_output, hooked_blocks
-from probes.text import Encoded, encode, token_strings
+from probes.text import Encoded, encode, from_ids, token_strings
 from results.activations import KINDS, ActivationResult, CorpusActivations, LayerActivations, Massive, Thresholds
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.forward import forward
 from runtime.handle import ModelHandle
 from runtime.placement import host
+from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 NAME = "activations"
@@ -109,21 +110,28 @@ def compute(handle: ModelHandle, encoded: Encoded) -> ActivationResult:
     )
 
 
+def _activations(handle: ModelHandle, token_ids: list[int]) -> ActivationResult:
+    return compute(handle, from_ids(handle, token_ids))
+
+
+def _layer(handle: ModelHandle, token_ids: list[int], layer: int) -> LayerActivations:
+    ids = from_ids(handle, token_ids)
+    return LayerActivations(handle.name, layer, ids.tokens, block_output(handle, ids.token_ids, layer))
+
+
+PROBE = CachedProbe(NAME, VERSION, _activations)
+LAYER = CachedProbe(LAYER_NAME, VERSION, _layer)
+
+
 def run(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[ActivationResult]:
     """Magnitudes of every block's output on the text, from the disk cache when computed before."""
-    encoded = encode(handle, text, settings().max_tokens)
-    key = cache_key(handle.fingerprint, NAME, VERSION, {"token_ids": encoded.token_ids.tolist()})
-    return cache.fetch(key, lambda: compute(handle, encoded))
+    return PROBE.cached(handle, cache, token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist())
 
 
 def layer_run(handle: ModelHandle, text: str, layer: int, cache: ResultCache) -> Cached[LayerActivations]:
     """Every value of one block's output on the text (the blocks after it are not run), cached."""
-    encoded = encode(handle, text, settings().max_tokens)
-    key = cache_key(handle.fingerprint, LAYER_NAME, VERSION, {"token_ids": encoded.token_ids.tolist(), "layer": layer})
-    return cache.fetch(
-        key,
-        lambda: LayerActivations(handle.name, layer, encoded.tokens, block_output(handle, encoded.token_ids, layer)),
-    )
+    token_ids = encode(handle, text, settings().max_tokens).token_ids.tolist()
+    return LAYER.cached(handle, cache, token_ids=token_ids, layer=layer)
 
 
 def massive_counts(result: CorpusActivations, thresholds: Thresholds) -> np.ndarray:
@@ -147,40 +155,41 @@ def massive_means(result: CorpusActivations, thresholds: Thresholds) -> dict[tup
     return {group: float(np.mean(values)) for group, values in groups.items()}
 
 
+def _corpus(handle: ModelHandle, groups: LengthGroups, on_progress: Progress) -> CorpusActivations:
+    rows: list[dict[str, np.ndarray]] = []
+    current: dict[int, torch.Tensor] = {}
+
+    def keep(layer: int, hidden: torch.Tensor) -> None:
+        current[layer] = host(hidden)
+
+    with hooked_blocks(handle, keep):
+        for batch in batches(dict(groups), on_progress):
+            forward(handle, batch)
+            states = torch.stack([current[i] for i in sorted(current)], dim=1)  # (batch, layers, n, d)
+            positions, dims, values = top_entries(states, CORPUS_TOP)
+            kinds = np.stack([token_kinds(handle, ids, token_strings(handle, ids)) for ids in batch])
+            rows.append(
+                {
+                    "median_abs": np.median(states.abs().flatten(-2).numpy(), axis=-1),
+                    "dims": dims,
+                    "values": values,
+                    "kinds": np.take_along_axis(kinds[:, None, :], positions, axis=-1),
+                }
+            )
+    return CorpusActivations(
+        model=handle.name,
+        fingerprint=handle.fingerprint,
+        n_sentences=sum(len(group) for _, group in groups),
+        hidden_size=handle.text_config.hidden_size,
+        **{name: np.concatenate([row[name] for row in rows]) for name in rows[0]},
+    )
+
+
+CORPUS = CachedProbe(CORPUS_NAME, VERSION, _corpus)
+
+
 def corpus_run(
     handle: ModelHandle, sentences: Sequence[str], cache: ResultCache, on_progress: Progress | None = None
 ) -> Cached[CorpusActivations]:
     """The largest entries of every block's output on each sentence, run in batches of equal length, cached."""
-    groups = by_length(handle, sentences)
-
-    def compute() -> CorpusActivations:
-        rows: list[dict[str, np.ndarray]] = []
-        current: dict[int, torch.Tensor] = {}
-
-        def keep(layer: int, hidden: torch.Tensor) -> None:
-            current[layer] = host(hidden)
-
-        with hooked_blocks(handle, keep):
-            for batch in batches(groups, on_progress):
-                forward(handle, batch)
-                states = torch.stack([current[i] for i in sorted(current)], dim=1)  # (batch, layers, n, d)
-                positions, dims, values = top_entries(states, CORPUS_TOP)
-                kinds = np.stack([token_kinds(handle, ids, token_strings(handle, ids)) for ids in batch])
-                rows.append(
-                    {
-                        "median_abs": np.median(states.abs().flatten(-2).numpy(), axis=-1),
-                        "dims": dims,
-                        "values": values,
-                        "kinds": np.take_along_axis(kinds[:, None, :], positions, axis=-1),
-                    }
-                )
-        return CorpusActivations(
-            model=handle.name,
-            fingerprint=handle.fingerprint,
-            n_sentences=sum(len(group) for group in groups.values()),
-            hidden_size=handle.text_config.hidden_size,
-            **{name: np.concatenate([row[name] for row in rows]) for name in rows[0]},
-        )
-
-    key = cache_key(handle.fingerprint, CORPUS_NAME, VERSION, {"groups": list(groups.items())})
-    return cache.fetch(key, compute)
+    return CORPUS.cached(handle, cache, on_progress, groups=grouped(handle, sentences))

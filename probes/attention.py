@@ -12,13 +12,14 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
-from probes.text import Encoded, encode
+from probes.text import Encoded, encode, from_ids
 from results.attention import AttentionResult
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.capture import capturing
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
+from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 NAME = "attention"
@@ -167,10 +168,16 @@ def compute(
     )
 
 
+def _attention(handle: ModelHandle, token_ids: list[int], logits: bool) -> AttentionResult:
+    return compute(handle, from_ids(handle, token_ids), logits)
+
+
+PROBE = CachedProbe(NAME, VERSION, _attention)
+
+
 def run(handle: ModelHandle, text: str, cache: ResultCache, with_logits: bool = False) -> Cached[AttentionResult]:
     """Attention of the model on the text, from the disk cache when it has been computed before."""
     encoded = encode(handle, text, settings().max_tokens)
     if len(encoded.token_ids) < 2:
         raise LmscopeError("Attention needs at least two tokens: type a longer text.")
-    key = cache_key(handle.fingerprint, NAME, VERSION, {"token_ids": encoded.token_ids.tolist(), "logits": with_logits})
-    return cache.fetch(key, lambda: compute(handle, encoded, with_logits))
+    return PROBE.cached(handle, cache, token_ids=encoded.token_ids.tolist(), logits=with_logits)

@@ -16,6 +16,8 @@ from runtime.settings import settings
 BATCH_SIZE = 32
 # (sentences done, sentences in all) -> None
 Progress = Callable[[int, int], None]
+# Sentences grouped by length as a cached computation's input (JSON has no integer keys): (length, ids) pairs.
+LengthGroups = list[tuple[int, list[list[int]]]]
 
 
 def by_length(handle: ModelHandle, sentences: Sequence[str]) -> dict[int, list[list[int]]]:
@@ -30,6 +32,11 @@ def by_length(handle: ModelHandle, sentences: Sequence[str]) -> dict[int, list[l
     if not groups:
         raise LmscopeError("There are no sentences of two tokens or more to run.")
     return dict(sorted(groups.items()))
+
+
+def grouped(handle: ModelHandle, sentences: Sequence[str]) -> LengthGroups:
+    """`by_length` as (length, token ids of each sentence) pairs, the form a cached computation receives."""
+    return list(by_length(handle, sentences).items())
 
 
 def batches(groups: dict[int, list[list[int]]], on_progress: Progress | None = None) -> Iterator[np.ndarray]:

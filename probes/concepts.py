@@ -10,7 +10,6 @@ layer, the block's output at its last token with the word read after a short lea
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 
@@ -24,10 +23,11 @@ from probes.residual import block_output
 from probes.text import clean, token_strings
 from results.concepts import ConceptDictionary, WordConcepts
 from runtime import limits
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from runtime.placement import as_numpy
+from runtime.probe import CachedProbe
 
 VERSION = 1
 NAME = "concepts-dictionary"
@@ -120,11 +120,13 @@ def relative_errors(rows: np.ndarray, codes: np.ndarray, atoms: np.ndarray) -> n
     return np.linalg.norm(residual, axis=-1) / np.linalg.norm(rows, axis=-1)
 
 
-def _corpus_rows(handle: ModelHandle, layer: int, on_progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
-    """One block's output at every corpus token but the first and special ones: (vectors, token ids)."""
+def _corpus_rows(
+    handle: ModelHandle, layer: int, sentences: Sequence[str], on_progress: Progress | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One block's output at every token of the sentences but the first and special ones: (vectors, token ids)."""
     special = np.asarray(handle.tokenizer.all_special_ids, dtype=np.int64)
     vectors, ids = [], []
-    for batch in batches(by_length(handle, corpus.sentences()), on_progress):
+    for batch in batches(by_length(handle, sentences), on_progress):
         later = batch[:, 1:]
         mask = ~np.isin(later, special)
         vectors.append(block_output(handle, batch, layer)[:, 1:][mask])
@@ -220,9 +222,25 @@ def check_layer(handle: ModelHandle, layer: int | None) -> None:
         limits.check_range(layer, 0, handle.n_layers - 1, "layer")
 
 
-def _dictionary_inputs(layer: int | None) -> dict[str, object]:
-    fit = [N_ATOMS, NONZEROS, ALPHA, EPOCHS, BATCH, FIT_ROWS, HELDOUT_ROWS, SEED, LABELS, MIN_LETTERS]
-    return {"layer": layer, "fit": fit, "sentences": None if layer is None else corpus.sentences()}
+def _dictionary(
+    handle: ModelHandle, layer: int | None, sentences: list[str] | None, on_progress: Progress
+) -> ConceptDictionary:
+    """Learn the dictionary of the embeddings (layer None) or of one block's output on the sentences."""
+    if layer is None:
+        token_ids = word_token_ids(handle)
+        vectors = embedding_rows(handle, token_ids)
+        names = [word_form(str(p)) for p in handle.tokenizer.convert_ids_to_tokens(token_ids.tolist())]
+        source = f"the input embeddings of {len(token_ids):,} word tokens"
+    else:
+        vectors, token_ids = _corpus_rows(handle, layer, sentences or [], on_progress)
+        names = [s.strip() or s for s in token_strings(handle, token_ids.tolist())]
+        source = f"the output of block {layer} at {len(token_ids):,} tokens of the bundled corpus"
+    if len(vectors) < 5 * NONZEROS:
+        raise LmscopeError(f"Model '{handle.name}' has too few word vectors to learn a dictionary from.")
+    return _fit(handle, layer, source, vectors, token_ids, names, on_progress)
+
+
+DICTIONARY = CachedProbe(NAME, VERSION, _dictionary)
 
 
 def dictionary(
@@ -230,22 +248,8 @@ def dictionary(
 ) -> Cached[ConceptDictionary]:
     """The model's dictionary of atoms for token embeddings (layer None) or one block's output, learned once."""
     check_layer(handle, layer)
-
-    def compute() -> ConceptDictionary:
-        if layer is None:
-            token_ids = word_token_ids(handle)
-            vectors = embedding_rows(handle, token_ids)
-            names = [word_form(str(p)) for p in handle.tokenizer.convert_ids_to_tokens(token_ids.tolist())]
-            source = f"the input embeddings of {len(token_ids):,} word tokens"
-        else:
-            vectors, token_ids = _corpus_rows(handle, layer, on_progress)
-            names = [s.strip() or s for s in token_strings(handle, token_ids.tolist())]
-            source = f"the output of block {layer} at {len(token_ids):,} tokens of the bundled corpus"
-        if len(vectors) < 5 * NONZEROS:
-            raise LmscopeError(f"Model '{handle.name}' has too few word vectors to learn a dictionary from.")
-        return _fit(handle, layer, source, vectors, token_ids, names, on_progress)
-
-    return cache.fetch(cache_key(handle.fingerprint, NAME, VERSION, _dictionary_inputs(layer)), compute)
+    sentences = None if layer is None else list(corpus.sentences())
+    return DICTIONARY.cached(handle, cache, on_progress, layer=layer, sentences=sentences)
 
 
 def word_tokens(handle: ModelHandle, word: str) -> list[int]:
@@ -276,8 +280,30 @@ def word_vector(handle: ModelHandle, ids: list[int], layer: int | None) -> np.nd
     return block_output(handle, sequence, layer)[len(head) + len(ids) - 1].astype(np.float64)
 
 
-def _digest(found: ConceptDictionary) -> str:
-    return hashlib.sha256(found.atoms.tobytes()).hexdigest()
+def _word(
+    handle: ModelHandle, word: str, ids: list[int], layer: int | None, atoms: np.ndarray, center: np.ndarray, n_atoms: int
+) -> WordConcepts:
+    """The word's vector (from its token ids, at the layer) as n_atoms of the dictionary's atoms, plus a residual."""
+    x = unit_rows(word_vector(handle, ids, layer), center.astype(np.float64))
+    atoms = atoms.astype(np.float64)
+    code = sparse_codes(x[None], atoms, n_atoms)[0]
+    chosen = np.flatnonzero(code)
+    chosen = chosen[np.argsort(-np.abs(code[chosen]), kind="stable")]
+    return WordConcepts(
+        model=handle.name,
+        layer=layer,
+        word=word,
+        tokens=token_strings(handle, ids),
+        token_ids=np.asarray(ids, dtype=np.int64),
+        vector=x.astype(np.float32),
+        atoms=chosen,
+        coefficients=code[chosen].astype(np.float32),
+        shares=(code[chosen] * (atoms[chosen] @ x)).astype(np.float32),
+        reconstruction_error=float(relative_errors(x[None], code[None], atoms)[0]),
+    )
+
+
+WORD = CachedProbe(WORD_NAME, VERSION, _word)
 
 
 def decompose(
@@ -288,25 +314,6 @@ def decompose(
     if found.fingerprint != handle.fingerprint:
         raise LmscopeError(f"This dictionary was learned on {found.model}, not on {handle.name}.")
     ids = word_tokens(handle, word)
-
-    def compute() -> WordConcepts:
-        x = unit_rows(word_vector(handle, ids, found.layer), found.center.astype(np.float64))
-        atoms = found.atoms.astype(np.float64)
-        code = sparse_codes(x[None], atoms, n_atoms)[0]
-        chosen = np.flatnonzero(code)
-        chosen = chosen[np.argsort(-np.abs(code[chosen]), kind="stable")]
-        return WordConcepts(
-            model=handle.name,
-            layer=found.layer,
-            word=clean(word).strip(),
-            tokens=token_strings(handle, ids),
-            token_ids=np.asarray(ids, dtype=np.int64),
-            vector=x.astype(np.float32),
-            atoms=chosen,
-            coefficients=code[chosen].astype(np.float32),
-            shares=(code[chosen] * (atoms[chosen] @ x)).astype(np.float32),
-            reconstruction_error=float(relative_errors(x[None], code[None], atoms)[0]),
-        )
-
-    inputs = {"dictionary": _digest(found), "layer": found.layer, "ids": ids, "atoms": n_atoms}
-    return cache.fetch(cache_key(handle.fingerprint, WORD_NAME, VERSION, inputs), compute)
+    return WORD.cached(
+        handle, cache, word=clean(word).strip(), ids=ids, layer=found.layer, atoms=found.atoms, center=found.center, n_atoms=n_atoms
+    )

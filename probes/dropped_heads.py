@@ -18,16 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from probes import compress
+from probes import pruning
 from probes.batches import Progress
 from probes.nll import token_nll
 from probes.text import encode
 from results.dropped_heads import DroppedHeads, removal_order
 from runtime import limits
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from runtime.hooks import PreCallback, observing
+from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 NAME = "dropped_heads"
@@ -45,7 +46,7 @@ def out_projections(handle: ModelHandle) -> list[nn.Module]:
             f"'{handle.name}' is an encoder: it predicts no next token, so there is no loss to lose by dropping heads. "
             "Pick a decoder."
         )
-    found = compress.linear_weights(handle, ("o",))
+    found = pruning.linear_weights(handle, ("o",))
     if [m.layer for m in found] != list(range(handle.n_layers)):
         raise LmscopeError(f"lmscope expects one attention output projection in each block of '{handle.name}'.")
     return [m.module for m in found]
@@ -120,11 +121,10 @@ def _prefixes(order: np.ndarray, counts: np.ndarray, shape: tuple[int, int]) -> 
     return (ranks[None, :] < counts[:, None]).reshape(len(counts), *shape)
 
 
-def compute(
-    handle: ModelHandle, token_ids: np.ndarray, seeds: int, on_progress: Progress | None = None
-) -> DroppedHeads:
+def compute(handle: ModelHandle, token_ids: list[int], seeds: int, on_progress: Progress | None = None) -> DroppedHeads:
     """The loss with each head dropped alone, then with heads dropped cumulatively by importance and in `seeds`
     random orders (seeds 0, 1, ...)."""
+    ids = np.asarray(token_ids, dtype=np.int64)
     shape = (handle.n_layers, handle.n_heads)
     n = shape[0] * shape[1]
     removed = removal_counts(n)
@@ -137,19 +137,19 @@ def compute(
         if on_progress is not None:
             on_progress(done[0], total)
 
-    base = float(token_nll(handle, token_ids).mean())
+    base = float(token_nll(handle, ids).mean())
     advance(1)
-    delta = (masked_nll(handle, token_ids, np.eye(n, dtype=bool).reshape(n, *shape), advance) - base).reshape(shape)
+    delta = (masked_nll(handle, ids, np.eye(n, dtype=bool).reshape(n, *shape), advance) - base).reshape(shape)
     orders = [removal_order(delta)] + [np.random.default_rng(seed).permutation(n) for seed in range(seeds)]
     masks = np.concatenate([*(_prefixes(order, inner, shape) for order in orders), np.ones((1, *shape), dtype=bool)])
-    nll = masked_nll(handle, token_ids, masks, advance)
+    nll = masked_nll(handle, ids, masks, advance)
     curves = np.column_stack(
         [np.full(len(orders), base), nll[:-1].reshape(len(orders), len(inner)), np.full(len(orders), nll[-1])]
     )
     return DroppedHeads(
         model=handle.name,
         fingerprint=handle.fingerprint,
-        n_tokens=len(token_ids),
+        n_tokens=len(ids),
         nll_base=base,
         delta=delta,
         removed=removed,
@@ -158,14 +158,14 @@ def compute(
     )
 
 
+PROBE = CachedProbe(NAME, VERSION, compute)
+
+
 def run(
     handle: ModelHandle, text: str, cache: ResultCache, seeds: int = DEFAULT_SEEDS, on_progress: Progress | None = None
 ) -> Cached[DroppedHeads]:
     """Head ablation of the text (cut to the token limit) on a decoder, from the disk cache when computed before."""
     limits.check_range(seeds, 1, limits.HEAD_DROP_SEEDS, "number of random orders")
     out_projections(handle)  # an encoder gets its message before any work
-    ids = encode(handle, text, settings().max_tokens).token_ids
-    inputs = {"token_ids": ids.tolist(), "seeds": seeds, "points": POINTS}
-    return cache.fetch(
-        cache_key(handle.fingerprint, NAME, VERSION, inputs), lambda: compute(handle, ids, seeds, on_progress)
-    )
+    ids = encode(handle, text, settings().max_tokens).token_ids.tolist()
+    return PROBE.cached(handle, cache, on_progress, token_ids=ids, seeds=seeds)

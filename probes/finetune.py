@@ -12,22 +12,24 @@ similarity of the top-i left singular vectors: φ(i, i) = ‖U_LoRA,iᵀ U_full,
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from probes.batches import Progress
-from probes.compress import Matrix, linear_weights
 from probes.finetune_store import load_run, save_run, training_lock
 from probes.finetune_task import DESCRIPTION, task
 from probes.finetune_train import BATCH_SIZE, KINDS, LEARNING_RATES, Recipe, Trained, train
+from probes.pruning import Matrix, linear_weights
 from probes.spectra import effective_rank, worker_count
 from results.finetune import METHODS, FineTuneComparison, FineTuneRun, MatrixUpdate
 from runtime import limits
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from runtime.placement import as_numpy
+from runtime.probe import CachedProbe
 
 NAME = "finetune"
 VERSION = 1
@@ -156,8 +158,40 @@ def _run(recipe: Recipe, rank: int, trained: Trained, matrices: list[Matrix]) ->
     return found, tops
 
 
-def _inputs(rank: int, recipes: list[Recipe]) -> dict[str, object]:
-    return {"rank": rank, "runs": [recipe.settings() for recipe in recipes]}
+def _run_at(handle: ModelHandle, rank: int, runs: list[dict[str, Any]], on_progress: Progress) -> FineTuneRun:
+    """The run of the recipe `runs[0]` (its settings), reported at rank r."""
+    recipe = Recipe.read(runs[0])
+    matrices = linear_weights(handle, KINDS)  # found here: a computation may be shipped, its modules may not
+    trained = _trained(handle, [recipe], matrices, on_progress)[0]
+    return _run(recipe, rank, trained, matrices)[0]
+
+
+def _compared(handle: ModelHandle, rank: int, runs: list[dict[str, Any]], on_progress: Progress) -> FineTuneComparison:
+    """The runs of both methods' recipes (their settings) at rank r, and the similarity of their updates."""
+    recipes = [Recipe.read(run) for run in runs]
+    matrices = linear_weights(handle, KINDS)
+    (lora, lora_tops), (full, full_tops) = (
+        _run(recipe, rank, trained, matrices)
+        for recipe, trained in zip(recipes, _trained(handle, recipes, matrices, on_progress))
+    )
+    sentences = task()
+    return FineTuneComparison(
+        model=handle.name,
+        fingerprint=handle.fingerprint,
+        task=DESCRIPTION,
+        n_train=len(sentences.train),
+        n_heldout=len(sentences.heldout),
+        batch_size=BATCH_SIZE,
+        lora=lora,
+        full=full,
+        similarity=np.stack([subspace_similarity(a, b, rank) for a, b in zip(lora_tops, full_tops)]),
+        chance=np.array([rank / m.shape[0] for m in matrices]),
+    )
+
+
+# The runs' settings are inputs: they name the stored runs too, with the training code's version and the task's data.
+PROBE = CachedProbe(NAME, VERSION, _run_at)
+COMPARE = CachedProbe(f"{NAME}-compare", VERSION, _compared)
 
 
 def run(
@@ -171,14 +205,8 @@ def run(
 ) -> Cached[FineTuneRun]:
     """One method's run, reported at rank r (full fine-tuning is trained once for every r); cached."""
     check(handle, rank, steps, seed, method)
-    recipe = Recipe.of(method, rank, steps, seed)
-
-    def compute() -> FineTuneRun:
-        matrices = linear_weights(handle, KINDS)  # found here: a computation may be shipped, its modules may not
-        trained = _trained(handle, [recipe], matrices, on_progress)[0]
-        return _run(recipe, rank, trained, matrices)[0]
-
-    return cache.fetch(cache_key(handle.fingerprint, NAME, VERSION, _inputs(rank, [recipe])), compute)
+    runs = [Recipe.of(method, rank, steps, seed).settings()]
+    return PROBE.cached(handle, cache, on_progress, rank=rank, runs=runs)
 
 
 def compare(
@@ -191,26 +219,5 @@ def compare(
 ) -> Cached[FineTuneComparison]:
     """Both runs on the same data, order, steps and schedule, and the similarity of their updates; cached."""
     check(handle, rank, steps, seed)
-    recipes = [Recipe.of(method, rank, steps, seed) for method in METHODS]
-
-    def compute() -> FineTuneComparison:
-        matrices = linear_weights(handle, KINDS)  # found here: a computation may be shipped, its modules may not
-        (lora, lora_tops), (full, full_tops) = (
-            _run(recipe, rank, trained, matrices)
-            for recipe, trained in zip(recipes, _trained(handle, recipes, matrices, on_progress))
-        )
-        sentences = task()
-        return FineTuneComparison(
-            model=handle.name,
-            fingerprint=handle.fingerprint,
-            task=DESCRIPTION,
-            n_train=len(sentences.train),
-            n_heldout=len(sentences.heldout),
-            batch_size=BATCH_SIZE,
-            lora=lora,
-            full=full,
-            similarity=np.stack([subspace_similarity(a, b, rank) for a, b in zip(lora_tops, full_tops)]),
-            chance=np.array([rank / m.shape[0] for m in matrices]),
-        )
-
-    return cache.fetch(cache_key(handle.fingerprint, f"{NAME}-compare", VERSION, _inputs(rank, recipes)), compute)
+    runs = [Recipe.of(method, rank, steps, seed).settings() for method in METHODS]
+    return COMPARE.cached(handle, cache, on_progress, rank=rank, runs=runs)

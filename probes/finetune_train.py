@@ -7,7 +7,7 @@ differs, as is usual (LoRA's adapters start from zero and need a larger one). Ad
 update holds what the gradients asked for and nothing pulled towards zero; dropout off. LoRA's A matrices are
 drawn from the run's own generator (the same Kaiming-uniform law peft uses), B starts at zero, lora_alpha = 2r.
 
-The shared model is only read: the copy is made like compression's (`probes.compress.model_copy`) and freed after.
+The shared model is only read: the copy is made like compression's (`probes.pruning.model_copy`) and freed after.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +26,8 @@ from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
 from probes.batches import by_length
-from probes.compress import Matrix, linear_weights, model_copy, sentences_nll
 from probes.finetune_task import padded, task, token_lists
+from probes.pruning import Matrix, linear_weights, model_copy, sentences_nll
 from probes.seeds import generator
 from runtime.handle import ModelHandle
 from runtime.placement import as_numpy
@@ -57,6 +58,14 @@ class Recipe:
     @staticmethod
     def of(method: str, rank: int, steps: int, seed: int) -> Recipe:
         return Recipe(method, rank if method == "lora" else 0, steps, seed)
+
+    @staticmethod
+    def read(settings: dict[str, Any]) -> Recipe:
+        """The recipe whose `settings()` these are; ValueError for settings this code would not train alike."""
+        recipe = Recipe(settings["method"], settings["rank"], settings["steps"], settings["seed"])
+        if recipe.settings() != settings:
+            raise ValueError(f"a fine-tuning recipe of other settings than this code's: {settings}")
+        return recipe
 
     def settings(self) -> dict[str, object]:
         """Everything a stored run depends on, besides the model: it names and checks the stored file."""

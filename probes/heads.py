@@ -12,11 +12,12 @@ import numpy as np
 import torch
 
 from probes import attention
-from probes.text import Encoded, token_strings
+from probes.text import from_ids
 from results.attention import AttentionResult
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
+from runtime.probe import CachedProbe
 
 NAME = "heads"
 VERSION = 1
@@ -61,14 +62,16 @@ def induction_scorer(start: int, seq_len: int) -> attention.Scorer:
 def compute(handle: ModelHandle, seq_len: int, seed: int) -> AttentionResult:
     """Attention on the repeated random sequence, with an `induction` score per head in `scores`."""
     ids, start = repeated_random_tokens(handle, seq_len, seed)
-    encoded = Encoded("", ids, token_strings(handle, ids.tolist()))
-    return attention.compute(handle, encoded, scorers={"induction": induction_scorer(start, seq_len)})
+    scorers = {"induction": induction_scorer(start, seq_len)}
+    return attention.compute(handle, from_ids(handle, ids.tolist()), scorers=scorers)
+
+
+PROBE = CachedProbe(NAME, VERSION, compute, depends=(attention.PROBE,))
 
 
 def run(handle: ModelHandle, cache: ResultCache, seq_len: int = 50, seed: int = 0) -> Cached[AttentionResult]:
     """Head scores on the repeated random sequence, from the disk cache when computed before."""
-    key = cache_key(handle.fingerprint, NAME, VERSION + attention.VERSION * 1000, {"seq_len": seq_len, "seed": seed})
-    return cache.fetch(key, lambda: compute(handle, seq_len, seed))
+    return PROBE.cached(handle, cache, seq_len=seq_len, seed=seed)
 
 
 def head_types(on_text: AttentionResult, on_random: AttentionResult) -> np.ndarray:

@@ -25,7 +25,8 @@ from probes.batches import Progress
 from probes.seeds import generator
 from results.lottery import LotteryResult
 from runtime import limits
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
+from runtime.probe import CachedProbe
 
 NAME = "lottery"
 VERSION = 1
@@ -200,18 +201,12 @@ def compute(rounds: int, seeds: int, on_progress: Progress | None = None) -> Lot
     )
 
 
+PROBE = CachedProbe(NAME, VERSION, compute, fingerprint=FINGERPRINT)
+
+
 def run(
     cache: ResultCache, rounds: int = DEFAULT_ROUNDS, seeds: int = DEFAULT_SEEDS, on_progress: Progress | None = None
 ) -> Cached[LotteryResult]:
     """The lottery-ticket experiment, from the disk cache when computed before."""
     check(rounds, seeds)
-    settings = {
-        "rounds": rounds,
-        "seeds": seeds,
-        "layer_sizes": LAYER_SIZES,
-        "prune_rate": PRUNE_RATE,
-        "epochs": EPOCHS,
-        "batch_size": BATCH_SIZE,
-        "learning_rate": LEARNING_RATE,
-    }
-    return cache.fetch(cache_key(FINGERPRINT, NAME, VERSION, settings), lambda: compute(rounds, seeds, on_progress))
+    return PROBE.cached(None, cache, on_progress, rounds=rounds, seeds=seeds)

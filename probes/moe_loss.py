@@ -12,9 +12,10 @@ from probes.nll import token_nll
 from probes.residual import blocks
 from probes.text import encode
 from results.moefication import EXPERT_COUNTS, ROUTERS, LossByK, Setting
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
+from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 VERSION = 2  # of the cached loss against k
@@ -25,9 +26,10 @@ def ks_for(n_experts: int) -> np.ndarray:
     return 2 ** np.arange(int(np.log2(n_experts)) + 1)
 
 
-def _loss_by_k(handle: ModelHandle, token_ids: np.ndarray) -> LossByK:
+def _loss_by_k(handle: ModelHandle, token_ids: list[int]) -> LossByK:
+    ids = np.asarray(token_ids, dtype=np.int64)
     with dense():
-        dense_nll = float(token_nll(handle, token_ids).mean())
+        dense_nll = float(token_nll(handle, ids).mean())
     ks = {e: ks_for(e) for e in EXPERT_COUNTS}
     nll: dict[str, dict[int, np.ndarray]] = {}
     for router in ROUTERS:
@@ -36,16 +38,16 @@ def _loss_by_k(handle: ModelHandle, token_ids: np.ndarray) -> LossByK:
             values = []
             for k in ks[e]:
                 with routed(Setting(e, int(k), router)):
-                    values.append(token_nll(handle, token_ids).mean())
+                    values.append(token_nll(handle, ids).mean())
             nll[router][e] = np.asarray(values, dtype=np.float64)
-    return LossByK(handle.name, token_ids, dense_nll, ks, nll)
+    return LossByK(handle.name, ids, dense_nll, ks, nll)
+
+
+PROBE = CachedProbe("moefication-loss", VERSION, _loss_by_k)
 
 
 def loss_by_k(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[LossByK]:
     """Mean NLL of the text at each E, k and router of the MoEfied model, and of the dense model; cached."""
     if not all(isinstance(block.mlp, MoefiedMLP) for block in blocks(handle)):
         raise LmscopeError(f"'{handle.name}' is not a MoEfied model: choose {DERIVED_NAME}.")
-    ids = encode(handle, text, settings().max_tokens).token_ids
-    inputs = {"token_ids": ids.tolist(), "ks": {e: ks_for(e).tolist() for e in EXPERT_COUNTS}}
-    key = cache_key(handle.fingerprint, "moefication-loss", VERSION, inputs)
-    return cache.fetch(key, lambda: _loss_by_k(handle, ids))
+    return PROBE.cached(handle, cache, token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist())

@@ -14,15 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from probes.batches import Progress, batches, by_length
+from probes.batches import LengthGroups, Progress, batches, grouped
 from probes.residual import blocks
 from results.neurons import EDGES, NeuronStats
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
 from runtime.hooks import observing
 from runtime.placement import host
+from runtime.probe import CachedProbe
 
 NAME = "neurons"
 VERSION = 2
@@ -70,7 +71,7 @@ def dead_share(stats: NeuronStats, tau: float) -> np.ndarray:
     return (stats.peak <= tau).mean(axis=1)
 
 
-def _compute(handle: ModelHandle, groups: dict[int, list[list[int]]], on_progress: Progress | None) -> NeuronStats:
+def _compute(handle: ModelHandle, groups: LengthGroups, on_progress: Progress) -> NeuronStats:
     modules = pre_activation_modules(handle)
     inner = torch.as_tensor(EDGES[1:-1], dtype=torch.float32)
     counts = np.zeros((len(modules), len(EDGES) - 1), dtype=np.int64)
@@ -86,23 +87,24 @@ def _compute(handle: ModelHandle, groups: dict[int, list[list[int]]], on_progres
         return record
 
     with observing(forward={m: hook(i) for i, m in enumerate(modules)}):
-        for batch in batches(groups, on_progress):
+        for batch in batches(dict(groups), on_progress):
             forward(handle, batch)
     return NeuronStats(
         model=handle.name,
         activation=activation_name(handle),
         gated=any(name.endswith("gate_proj") for name, _ in blocks(handle)[0].named_modules()),
-        n_sequences=sum(len(g) for g in groups.values()),
-        n_tokens=sum(length * len(g) for length, g in groups.items()),
+        n_sequences=sum(len(g) for _, g in groups),
+        n_tokens=sum(length * len(g) for length, g in groups),
         counts=counts,
         peak=np.stack([peaks[i] for i in range(len(modules))]),
     )
+
+
+PROBE = CachedProbe(NAME, VERSION, _compute)
 
 
 def run(
     handle: ModelHandle, sentences: Sequence[str], cache: ResultCache, on_progress: Progress | None = None
 ) -> Cached[NeuronStats]:
     """Neuron statistics over the sentences (one text is one sentence), run in batches, cached."""
-    groups = by_length(handle, sentences)
-    key = cache_key(handle.fingerprint, NAME, VERSION, {"groups": list(groups.items())})
-    return cache.fetch(key, lambda: _compute(handle, groups, on_progress))
+    return PROBE.cached(handle, cache, on_progress, groups=grouped(handle, sentences))

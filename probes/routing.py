@@ -16,23 +16,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from probes import moe_state
-from probes.batches import Progress, batches, by_length
-from probes.text import encode
+from probes.batches import LengthGroups, Progress, batches, grouped
+from probes.text import Encoded, encode, from_ids
 from results.moefication import Setting
 from results.routing import DROPPED, Balance, CorpusRouting, LayerRouting, Preference, RoutingResult
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
 from runtime.hooks import observing
 from runtime.placement import host
+from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 VERSION = 2
@@ -222,7 +224,10 @@ def _layer_routing(router: Router, logits, experts, weights, gate) -> LayerRouti
 
 def compute(handle: ModelHandle, text: str) -> RoutingResult:
     """Run the model once on the text and record every router."""
-    encoded = encode(handle, text, settings().max_tokens)
+    return _recorded(handle, encode(handle, text, settings().max_tokens))
+
+
+def _recorded(handle: ModelHandle, encoded: Encoded) -> RoutingResult:
     recorded: list[LayerRouting] = []
 
     def on_route(router: Router, logits, experts, weights, gate) -> None:
@@ -233,9 +238,18 @@ def compute(handle: ModelHandle, text: str) -> RoutingResult:
     return RoutingResult(handle.name, handle.fingerprint, encoded.token_ids, encoded.tokens, recorded)
 
 
-def _routed(setting: Setting | None) -> AbstractContextManager:
-    """The derived MoE's E, k and router for the passes of a probe; nothing to set for a real MoE."""
-    return moe_state.routed(setting) if setting else nullcontext()
+def _routed(setting: dict[str, Any] | None) -> AbstractContextManager:
+    """The derived MoE's E, k and router (a `Setting` as a dict) for the passes of a probe; nothing to set for a
+    real MoE."""
+    return moe_state.routed(Setting(**setting)) if setting else nullcontext()
+
+
+def _routing(handle: ModelHandle, token_ids: list[int], setting: dict[str, Any] | None) -> RoutingResult:
+    with _routed(setting):
+        return _recorded(handle, from_ids(handle, token_ids))
+
+
+PROBE = CachedProbe("routing", VERSION, _routing)
 
 
 def run(
@@ -244,13 +258,7 @@ def run(
     """Routing of the text, cached per model, token ids and routing setting (the derived MoE's E, k and router,
     which the passes then use)."""
     ids = encode(handle, text, settings().max_tokens).token_ids.tolist()
-    key = cache_key(handle.fingerprint, "routing", VERSION, {"token_ids": ids, "setting": repr(setting)})
-
-    def routed_compute() -> RoutingResult:
-        with _routed(setting):
-            return compute(handle, text)
-
-    return cache.fetch(key, routed_compute)
+    return PROBE.cached(handle, cache, token_ids=ids, setting=asdict(setting) if setting else None)
 
 
 def _balance(experts: np.ndarray, n_experts: int, probs: np.ndarray | None) -> Balance:
@@ -285,7 +293,9 @@ def transitions(first: np.ndarray, second: np.ndarray, n_first: int, n_second: i
     return counts
 
 
-def _corpus(handle: ModelHandle, groups: dict[int, list[list[int]]], on_progress: Progress | None) -> CorpusRouting:
+def _corpus(
+    handle: ModelHandle, groups: LengthGroups, setting: dict[str, Any] | None, on_progress: Progress
+) -> CorpusRouting:
     per_router: dict[str, list[np.ndarray]] = {}
     sizes: dict[str, int] = {}
     ids: list[np.ndarray] = []
@@ -294,8 +304,8 @@ def _corpus(handle: ModelHandle, groups: dict[int, list[list[int]]], on_progress
         per_router.setdefault(router.name, []).append(experts.numpy().astype(np.int16))
         sizes[router.name] = logits.shape[1]
 
-    with hooked_routers(handle, on_route) as found:
-        for batch in batches(groups, on_progress):
+    with _routed(setting), hooked_routers(handle, on_route) as found:
+        for batch in batches(dict(groups), on_progress):
             ids.append(batch.reshape(-1))
             forward(handle, batch)
     names = [router.name for router in found]
@@ -309,6 +319,9 @@ def _corpus(handle: ModelHandle, groups: dict[int, list[list[int]]], on_progress
     )
 
 
+CORPUS = CachedProbe("routing-corpus", VERSION, _corpus)
+
+
 def corpus_run(
     handle: ModelHandle,
     sentences: Sequence[str],
@@ -317,14 +330,8 @@ def corpus_run(
     on_progress: Progress | None = None,
 ) -> Cached[CorpusRouting]:
     """Routing of many sentences, batched by length without padding, cached per routing setting."""
-    groups = by_length(handle, sentences)
-    key = cache_key(handle.fingerprint, "routing-corpus", VERSION, {"groups": groups, "setting": repr(setting)})
-
-    def routed_corpus() -> CorpusRouting:
-        with _routed(setting):
-            return _corpus(handle, groups, on_progress)
-
-    return cache.fetch(key, routed_corpus)
+    chosen = asdict(setting) if setting else None
+    return CORPUS.cached(handle, cache, on_progress, groups=grouped(handle, sentences), setting=chosen)
 
 
 def corpus_balance(corpus: CorpusRouting, router: int) -> Balance:

@@ -13,16 +13,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from probes import attention
 from probes.text import clean, token_strings
 from results.attention import AttentionResult
 from results.sinks import CorpusAttention, MassiveLink, SinkProfile
 from runtime import limits
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.capture import capturing
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
+from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 VERSION = 2
@@ -187,6 +187,29 @@ def _shared_first_token(handle: ModelHandle, token_ids: np.ndarray) -> str | Non
     return token_strings(handle, [int(first[0])])[0] if len(first) == 1 else None
 
 
+def _corpus(
+    handle: ModelHandle, token_ids: list[list[int]], n_tokens: int, skipped: int, batch_size: int, on_progress: Progress
+) -> CorpusAttention:
+    ids = np.asarray(token_ids, dtype=np.int64)
+    probabilities, logits = average_attention(handle, ids, batch_size, on_progress)
+    return CorpusAttention(
+        model=handle.name,
+        fingerprint=handle.fingerprint,
+        is_causal=handle.is_causal,
+        n_tokens=n_tokens,
+        token_ids=ids,
+        n_skipped=skipped,
+        first_token=_shared_first_token(handle, ids),
+        probabilities=probabilities,
+        logits=logits,
+        layer_probabilities=probabilities.mean(axis=1),
+        layer_logits=logits.mean(axis=1),
+    )
+
+
+CORPUS = CachedProbe(CORPUS_NAME, VERSION, _corpus)
+
+
 def corpus_attention(
     handle: ModelHandle,
     sentences: Sequence[str],
@@ -199,25 +222,15 @@ def corpus_attention(
 ) -> Cached[CorpusAttention]:
     """Average attention over the first `limit` sentences of at least n_tokens tokens, each cut to n_tokens."""
     token_ids, skipped = sentence_ids(handle, sentences, n_tokens, limit)
-
-    def compute() -> CorpusAttention:
-        probabilities, logits = average_attention(handle, token_ids, batch_size, on_progress)
-        return CorpusAttention(
-            model=handle.name,
-            fingerprint=handle.fingerprint,
-            is_causal=handle.is_causal,
-            n_tokens=n_tokens,
-            token_ids=token_ids,
-            n_skipped=skipped,
-            first_token=_shared_first_token(handle, token_ids),
-            probabilities=probabilities,
-            logits=logits,
-            layer_probabilities=probabilities.mean(axis=1),
-            layer_logits=logits.mean(axis=1),
-        )
-
-    key = cache_key(handle.fingerprint, CORPUS_NAME, VERSION, {"token_ids": token_ids.tolist(), "n_tokens": n_tokens})
-    return cache.fetch(key, compute)
+    return CORPUS.cached(
+        handle,
+        cache,
+        on_progress,
+        token_ids=token_ids.tolist(),
+        n_tokens=n_tokens,
+        skipped=skipped,
+        batch_size=batch_size,
+    )
 
 
 def default_layers(n_layers: int) -> list[int]:
@@ -241,27 +254,37 @@ def _cell_max(values: np.ndarray, pool: int) -> np.ndarray:
     return padded.reshape(values.shape[0], cells, pool).max(axis=-1)
 
 
+def _massive_link(handle: ModelHandle, token_ids: list[int], pool: int, sink_position: list[int]) -> MassiveLink:
+    """Each layer's largest activation magnitude at its sink's cell and at the largest other cell."""
+    peaks, medians = activation_magnitudes(handle, np.asarray(token_ids, dtype=np.int64))
+    cells = _cell_max(peaks, pool)
+    sinks = np.asarray(sink_position, dtype=np.int64)
+    rows = np.arange(len(cells))
+    others = cells.copy()
+    others[rows, sinks] = -np.inf
+    other_position = others.argmax(axis=1)
+    return MassiveLink(
+        model=handle.name,
+        tokens=token_strings(handle, token_ids),
+        pool=pool,
+        sink_position=sinks,
+        sink_magnitude=cells[rows, sinks],
+        other_position=other_position,
+        other_magnitude=cells[rows, other_position],
+        median_magnitude=medians,
+    )
+
+
+MASSIVE = CachedProbe(MASSIVE_NAME, VERSION, _massive_link)
+
+
 def massive_link(handle: ModelHandle, result: AttentionResult, cache: ResultCache) -> Cached[MassiveLink]:
     """Compare each layer's sink with where its input has the largest activation magnitude."""
     profile = sink_profile(result)
-
-    def compute() -> MassiveLink:
-        peaks, medians = activation_magnitudes(handle, result.token_ids)
-        cells = _cell_max(peaks, result.pool)
-        rows = np.arange(len(cells))
-        others = cells.copy()
-        others[rows, profile.sink_position] = -np.inf
-        other_position = others.argmax(axis=1)
-        return MassiveLink(
-            model=result.model,
-            tokens=result.tokens,
-            pool=result.pool,
-            sink_position=profile.sink_position,
-            sink_magnitude=cells[rows, profile.sink_position],
-            other_position=other_position,
-            other_magnitude=cells[rows, other_position],
-            median_magnitude=medians,
-        )
-
-    inputs = {"token_ids": result.token_ids.tolist(), "attention_version": attention.VERSION}
-    return cache.fetch(cache_key(handle.fingerprint, MASSIVE_NAME, VERSION, inputs), compute)
+    return MASSIVE.cached(
+        handle,
+        cache,
+        token_ids=result.token_ids.tolist(),
+        pool=int(result.pool),
+        sink_position=profile.sink_position.tolist(),
+    )

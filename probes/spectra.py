@@ -29,11 +29,12 @@ from probes.distribution import describe
 from probes.residual import blocks
 from results.distribution import Distribution
 from results.spectra import EntryMoments, MatrixSpectrum, ModelSpectra, PowerLawFit, WeightRef, unknown_matrix
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from runtime.machine import usable_cores
 from runtime.placement import as_numpy
+from runtime.probe import CachedProbe
 
 NAME = "spectra"
 VERSION = 3
@@ -104,10 +105,16 @@ def weight_matrix(handle: ModelHandle, name: str) -> np.ndarray:
     return as_numpy(_weight(handle, name)).copy()
 
 
+def _distribution(handle: ModelHandle, matrix: str) -> Distribution:
+    return describe(weight_matrix(handle, matrix))
+
+
+DISTRIBUTION = CachedProbe(DISTRIBUTION_NAME, DISTRIBUTION_VERSION, _distribution)
+
+
 def weight_distribution(handle: ModelHandle, matrix: str, cache: ResultCache) -> Cached[Distribution]:
     """The histogram and tail statistics of one weight matrix's entries, cached."""
-    key = cache_key(handle.fingerprint, DISTRIBUTION_NAME, DISTRIBUTION_VERSION, {"matrix": matrix})
-    return cache.fetch(key, lambda: describe(weight_matrix(handle, matrix)))
+    return DISTRIBUTION.cached(handle, cache, matrix=matrix)
 
 
 def _rows_per_chunk(weight: np.ndarray) -> int:
@@ -293,9 +300,11 @@ def compute(handle: ModelHandle, on_progress: Callable[[int, int], None] | None 
     return ModelSpectra(handle.name, handle.fingerprint, matrices)
 
 
+PROBE = CachedProbe(NAME, VERSION, compute)
+
+
 def run(
     handle: ModelHandle, cache: ResultCache, on_progress: Callable[[int, int], None] | None = None
 ) -> Cached[ModelSpectra]:
     """The spectra of all block matrices and the embedding, from the disk cache when computed before."""
-    key = cache_key(handle.fingerprint, NAME, VERSION, {})
-    return cache.fetch(key, lambda: compute(handle, on_progress))
+    return PROBE.cached(handle, cache, on_progress)

@@ -14,14 +14,15 @@ import torch
 
 from probes.attention import MAX_MAP_SIDE, block_pool
 from probes.nll import perplexity, token_nll
-from probes.text import Encoded, encode
+from probes.text import Encoded, encode, from_ids
 from results.structured import MaskView, WindowLoss, WindowSweep
 from runtime import limits
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.capture import capturing
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
+from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 NAME = "window_sweep"
@@ -140,9 +141,10 @@ def windowed_mask(n: int, window: int, sinks: int) -> np.ndarray:
     return with_sinks(sliding_window_mask(n, window), sinks)
 
 
-def _sweep(handle: ModelHandle, encoded: Encoded, windows: list[int], sinks: int, on_progress: Progress) -> WindowSweep:
+def _sweep(handle: ModelHandle, token_ids: list[int], windows: list[int], sinks: int, on_progress: Progress) -> WindowSweep:
     """One forward pass with full attention, then one per window (and per window with sinks)."""
-    n = len(encoded.token_ids)
+    encoded = from_ids(handle, token_ids)
+    n = len(token_ids)
     # Built one at a time: a long text's masks are (n, n) each, and a sweep may ask for many.
     settings_ = [(None, 0)] + [(w, 0) for w in windows] + ([(w, sinks) for w in windows] if sinks else [])
     losses = []
@@ -164,6 +166,9 @@ def _sweep(handle: ModelHandle, encoded: Encoded, windows: list[int], sinks: int
     )
 
 
+SWEEP = CachedProbe(NAME, VERSION, _sweep)
+
+
 def window_sweep(
     handle: ModelHandle,
     text: str,
@@ -182,8 +187,7 @@ def window_sweep(
     for window in chosen:
         check_window(window, n)
     limits.check_range(sinks, 0, n - 1, "number of sink tokens")
-    key = cache_key(handle.fingerprint, NAME, VERSION, {"token_ids": encoded.token_ids.tolist(), "windows": chosen, "sinks": sinks})
-    return cache.fetch(key, lambda: _sweep(handle, encoded, chosen, sinks, on_progress or (lambda done, total: None)))
+    return SWEEP.cached(handle, cache, on_progress, token_ids=encoded.token_ids.tolist(), windows=chosen, sinks=sinks)
 
 
 def window_nll(handle: ModelHandle, text: str, window: int, sinks: int = 0) -> WindowLoss:
@@ -219,8 +223,12 @@ def structure_masks(n: int, window: int, dilation: int, global_positions: list[i
     return {"full causal": full_mask(n), **{title: with_sinks(mask, sinks) for title, mask in masks.items()}}
 
 
-def _mask_view(handle: ModelHandle, encoded: Encoded, masks: dict[str, np.ndarray]) -> MaskView:
-    """Run the model once, measuring each head's kept mass under every mask layer by layer."""
+def _mask_view(
+    handle: ModelHandle, token_ids: list[int], window: int, dilation: int, global_positions: list[int], sinks: int
+) -> MaskView:
+    """Run the model once, measuring each head's kept mass under every mask (`structure_masks`) layer by layer."""
+    n = len(token_ids)
+    masks = structure_masks(n, window, dilation, global_positions, sinks)
     stack = np.stack(list(masks.values()))
     kept: dict[int, np.ndarray] = {}
 
@@ -229,10 +237,9 @@ def _mask_view(handle: ModelHandle, encoded: Encoded, masks: dict[str, np.ndarra
         kept[layer] = np.stack([kept_mass(maps, mask) for mask in stack])
 
     with capturing(handle.model, on_layer):
-        forward(handle, encoded.token_ids)
+        forward(handle, np.asarray(token_ids, dtype=np.int64))
     if not kept:
         raise LmscopeError(f"Model '{handle.name}' reported no attention layers to lmscope.")
-    n = len(encoded.token_ids)
     pool = -(-n // MAX_MAP_SIDE)
     return MaskView(
         model=handle.name,
@@ -243,14 +250,17 @@ def _mask_view(handle: ModelHandle, encoded: Encoded, masks: dict[str, np.ndarra
     )
 
 
+MASKS = CachedProbe(MASKS_NAME, MASKS_VERSION, _mask_view)
+
+
 def mask_view(
     handle: ModelHandle, text: str, window: int, dilation: int, global_positions: list[int], sinks: int, cache: ResultCache
 ) -> Cached[MaskView]:
     """The four structured masks on this text and the attention mass of every head each keeps (cached)."""
-    encoded = encode(handle, text, settings().max_tokens)
+    token_ids = encode(handle, text, settings().max_tokens).token_ids.tolist()
     positions = sorted(set(global_positions))
     limits.check_count(positions, limits.GLOBAL_POSITIONS, "global positions")
-    masks = structure_masks(len(encoded.token_ids), window, dilation, positions, sinks)
-    params = {"window": window, "dilation": dilation, "global": positions, "sinks": sinks}
-    key = cache_key(handle.fingerprint, MASKS_NAME, MASKS_VERSION, {"token_ids": encoded.token_ids.tolist(), **params})
-    return cache.fetch(key, lambda: _mask_view(handle, encoded, masks))
+    check_window(window, len(token_ids))  # the other settings are checked as the masks are built
+    return MASKS.cached(
+        handle, cache, token_ids=token_ids, window=window, dilation=dilation, global_positions=positions, sinks=sinks
+    )

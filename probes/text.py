@@ -52,6 +52,11 @@ def token_strings(handle: ModelHandle, ids: list[int]) -> list[str]:
     return labels
 
 
+def from_ids(handle: ModelHandle, token_ids: list[int]) -> Encoded:
+    """Token ids as the model sees them, with their labels (no text: a cached computation receives the ids)."""
+    return Encoded("", np.asarray(token_ids, dtype=np.int64), token_strings(handle, token_ids))
+
+
 class TextTooLong(LmscopeError):
     """The text has more tokens than the configured limit."""
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from probes import spectra
-from probes.compress import linear_weights
+from probes.pruning import linear_weights
 from results.updates import Difference
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle

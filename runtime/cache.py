@@ -37,9 +37,11 @@ class Cached(Generic[T]):
     warning: str | None = None
 
 
-def cache_key(fingerprint: str, probe: str, version: int, inputs: dict) -> str:
-    """A stable key: model fingerprint + probe name + probe version + inputs and parameters."""
-    payload = json.dumps([fingerprint, probe, version, inputs], sort_keys=True, ensure_ascii=False)
+def cache_key(fingerprint: str, probe: str, version: int, inputs: dict, depends: dict[str, int] | None = None) -> str:
+    """A stable key: model fingerprint + probe name + probe version + inputs and parameters (+ the versions of the
+    probes whose results it uses, by name)."""
+    parts = [fingerprint, probe, version, inputs, *([depends] if depends else [])]
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

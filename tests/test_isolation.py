@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probes import ablation, activations, attention, compress, corpus, neurons, routing, structured
+from probes import ablation, activations, attention, corpus, neurons, pruning, routing, structured
 from probes.nll import token_nll
 from probes.residual import block_output, hooked_blocks
 from probes.text import encode
 from results.activations import Thresholds
-from results.compress import Compression
 from results.moefication import Setting
+from results.pruning import Compression
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
 from tests.helpers import assert_same
@@ -42,7 +42,7 @@ def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultC
         "window": lambda: structured.window_sweep(smollm2, text, [2, 4], 1, cache).value,
         "routing": lambda: routing.run(moefied, text, cache, Setting(8, 2, "oracle")).value,
         "routing default": lambda: routing.run(moefied, text, cache).value,
-        "compress": lambda: compress.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [4], cache).value,
+        "pruning": lambda: pruning.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [4], cache).value,
     }
 
 
@@ -128,7 +128,7 @@ def test_a_compressed_copy_carries_no_hooks_and_leaves_the_model_alone(smollm2: 
     def zero_first_block(layer: int, hidden):
         return hidden * 0 if layer == 0 else None
 
-    with hooked_blocks(smollm2, zero_first_block), compress.compressed(smollm2, edit) as smaller:
+    with hooked_blocks(smollm2, zero_first_block), pruning.compressed(smollm2, edit) as smaller:
         assert _hooks(smaller) == 0 and _hooks(smollm2) == 0
         pruned = token_nll(smaller, ids)
     assert not np.array_equal(pruned, before)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from probes import compress, corpus, sinks, structured, text
+from probes import corpus, pruning, sinks, structured, text
 from runtime import limits
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
@@ -24,7 +24,7 @@ def _refuses_before_work(monkeypatch: pytest.MonkeyPatch, call, message: str) ->
     def no_pass(*args: object, **kwargs: object) -> None:
         raise AssertionError("a forward pass ran before the limit was checked")
 
-    for module in (structured, compress, sinks):
+    for module in (structured, pruning, sinks):
         if hasattr(module, "forward"):
             monkeypatch.setattr(module, "forward", no_pass)
     monkeypatch.setattr("probes.nll.forward", no_pass)
@@ -48,17 +48,17 @@ def _refuses_before_work(monkeypatch: pytest.MonkeyPatch, call, message: str) ->
         ),
         (
             "sparsities",
-            lambda h, c: compress.tradeoff(h, TEXT, [], [0.01 * i for i in range(limits.SPARSITIES + 1)], [], c),
+            lambda h, c: pruning.tradeoff(h, TEXT, [], [0.01 * i for i in range(limits.SPARSITIES + 1)], [], c),
             f"At most {limits.SPARSITIES} sparsities",
         ),
         (
             "bit widths",
-            lambda h, c: compress.tradeoff(h, TEXT, [], [], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 8], c),
+            lambda h, c: pruning.tradeoff(h, TEXT, [], [], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 8], c),
             f"At most {limits.BIT_WIDTHS} bit widths",
         ),
         (
             "ranks",
-            lambda h, c: compress.rank_sweep(h, TEXT, list(range(1, limits.RANKS + 2)), c),
+            lambda h, c: pruning.rank_sweep(h, TEXT, list(range(1, limits.RANKS + 2)), c),
             f"At most {limits.RANKS} ranks",
         ),
         (

@@ -64,7 +64,7 @@ def _mlps(handle: ModelHandle) -> list[MoefiedMLP]:
 
 def test_the_derived_model_is_listed_and_fingerprinted_apart(moefied: ModelHandle, smollm2: ModelHandle) -> None:
     summary = info(moefied)
-    assert summary.name == moefication.DERIVED_NAME and summary.title == DERIVED[moefication.DERIVED_NAME]
+    assert summary.name == moefication.DERIVED_NAME and summary.title == DERIVED[moefication.DERIVED_NAME].title
     assert summary.source.startswith("derived: MoEfication of smollm2-135m-instruct")
     assert moefied.fingerprint != smollm2.fingerprint
     assert all(isinstance(m, MoefiedMLP) for m in _mlps(moefied))

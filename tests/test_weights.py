@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from probes import compress, distribution, spectra
+from probes import distribution, pruning, spectra
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from tests.helpers import chart, cli, open_page, plotly_array, texts
-from viz.compress import tradeoff_figure
+from viz.pruning import tradeoff_figure
 from viz.spectra import alpha_by_layer, energy_captured, esd_figure, statistic_grid
 
 DISTRIBUTIONS = "app_pages/7_Weight_distributions.py"
@@ -132,7 +132,7 @@ def test_compression_page_on_the_encoder(minilm: ModelHandle) -> None:
 def test_tradeoff_figure_draws_the_points(smollm2: ModelHandle, cache: ResultCache) -> None:
     from probes import corpus
 
-    done = compress.tradeoff(smollm2, TEXT, corpus.sentences()[:2], [0.5], [8], cache).value
+    done = pruning.tradeoff(smollm2, TEXT, corpus.sentences()[:2], [0.5], [8], cache).value
     fig = tradeoff_figure(done)
     quant = next(t for t in fig.data if t.name == "round-to-nearest quantization")
     point = next(p for p in done.points if p.method == "quantize")
@@ -153,7 +153,7 @@ def test_cli_weights_and_compress(smollm2: ModelHandle, cache: ResultCache) -> N
     assert q["spectral_norm"] == pytest.approx(
         np.linalg.norm(_parameter(smollm2, "model.layers.0.self_attn.q_proj"), 2), rel=1e-5
     )
-    done = cli("compress", "--model", "smollm2-135m-instruct", "--text", TEXT, "--bits", "16")
+    done = cli("pruning", "--model", "smollm2-135m-instruct", "--text", TEXT, "--bits", "16")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["nll_compressed"] == out["nll_base"]

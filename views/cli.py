@@ -70,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     made = argparse.ArgumentParser(prog=PROG, description="lmscope probes; JSON on stdout.")
     subcommands = made.add_subparsers(dest="command", required=True)
     for command in (*STORE, *commands()):
-        sub = subcommands.add_parser(command.name, help=command.help)
+        sub = subcommands.add_parser(command.name, help=command.help, aliases=list(command.aliases))
         command.arguments(sub)
         sub.set_defaults(run=command.run)
     return made

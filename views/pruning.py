@@ -7,7 +7,7 @@ import argparse
 
 import plotly.graph_objects as go
 
-from probes import compress, corpus
+from probes import corpus, pruning
 from probes.nll import perplexity, token_nll
 from probes.text import encode
 from runtime.models import load
@@ -15,11 +15,11 @@ from runtime.settings import settings
 from views import dropped_heads
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
-from viz.compress import tradeoff_figure
+from viz.pruning import tradeoff_figure
 
 
 def _draw_tradeoff(run: Run) -> go.Figure:
-    done = compress.tradeoff(
+    done = pruning.tradeoff(
         run.handle,
         run.text,
         corpus.sentences()[: run.integer("sentences")],
@@ -46,22 +46,22 @@ def _arguments(command: argparse.ArgumentParser) -> None:
 
 def _print(args: argparse.Namespace) -> object:
     if args.bits is not None:
-        compression = compress.Compression("quantize", args.bits)
+        compression = pruning.Compression("quantize", args.bits)
     else:
         sparsity = 0.5 if args.sparsity is None else args.sparsity  # only --semi-structured leaves it unset
-        compression = compress.Compression("prune-2:4" if args.semi_structured else "prune", sparsity)
+        compression = pruning.Compression("prune-2:4" if args.semi_structured else "prune", sparsity)
     compression.check()
     handle = load(args.model)
     encoded = encode(handle, args.text, settings().max_tokens)
     base = token_nll(handle, encoded.token_ids)
-    with compress.compressed(handle, compression) as smaller:
-        shapes = [m.shape for m in compress.linear_weights(handle, compression.kinds)]
+    with pruning.compressed(handle, compression) as smaller:
+        shapes = [m.shape for m in pruning.linear_weights(handle, compression.kinds)]
         nll = token_nll(smaller, encoded.token_ids)
     return {
         "model": handle.name,
         "method": compression.method,
         "amount": compression.amount,
-        "bytes_per_weight": compress.bytes_per_weight(compression, shapes),
+        "bytes_per_weight": pruning.bytes_per_weight(compression, shapes),
         "n_tokens": len(encoded.token_ids),
         "nll_base": base.mean(),
         "nll_compressed": nll.mean(),
@@ -80,13 +80,14 @@ VIEW = register(
         page="app_pages/9_Pruning_vs_quantization.py",
         commands=(
             Command(
-                "compress",
+                "pruning",
                 "loss of a text after magnitude pruning or round-to-nearest quantization",
                 _arguments,
                 _print,
+                aliases=("compress",),  # its name before 2026-12
             ),
             dropped_heads.COMMAND,
         ),
-        figures=(Figure("compress_tradeoff", _draw_tradeoff, (compress,)), *dropped_heads.FIGURES),
+        figures=(Figure("compress_tradeoff", _draw_tradeoff, (pruning,)), *dropped_heads.FIGURES),
     )
 )

@@ -120,12 +120,14 @@ class Figure:
 
 @dataclass(frozen=True)
 class Command:
-    """A CLI subcommand: its name and help, the arguments it takes, and the JSON-ready value it prints."""
+    """A CLI subcommand: its name and help, the arguments it takes, the JSON-ready value it prints, and the older
+    names it still answers to."""
 
     name: str
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], object]
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

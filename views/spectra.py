@@ -6,13 +6,13 @@ import argparse
 
 import plotly.graph_objects as go
 
-from probes import compress, spectra
+from probes import pruning, spectra
 from results.spectra import MatrixSpectrum, ModelSpectra
 from runtime.cache import ResultCache
 from runtime.models import load
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
-from viz.compress import rank_loss_figure
+from viz.pruning import rank_loss_figure
 from viz.spectra import alpha_by_layer, energy_figure, esd_figure
 
 
@@ -39,7 +39,7 @@ def _draw_energy(run: Run) -> go.Figure:
 
 
 def _draw_rank_loss(run: Run) -> go.Figure:
-    sweep = compress.rank_sweep(run.handle, run.text, run.integers("ranks"), run.cache, on_progress=run.on_progress)
+    sweep = pruning.rank_sweep(run.handle, run.text, run.integers("ranks"), run.cache, on_progress=run.on_progress)
     return rank_loss_figure(run.keep("sweep", sweep))
 
 
@@ -77,7 +77,7 @@ VIEW = register(
             Figure("esd", _draw_esd, (spectra,)),
             Figure("alpha_by_layer", _draw_alpha, (spectra,)),
             Figure("rank_energy", _draw_energy, (spectra,)),
-            Figure("rank_loss", _draw_rank_loss, (compress,)),
+            Figure("rank_loss", _draw_rank_loss, (pruning,)),
         ),
     )
 )

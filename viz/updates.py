@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from results.updates import Difference
-from viz.compress import BASE_COLOUR, PRUNE_COLOUR, QUANT_COLOUR
+from viz.pruning import BASE_COLOUR, PRUNE_COLOUR, QUANT_COLOUR
 from viz.theme import legend_below, themed
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from lecture.render import Rendered
-from results.compress import Tradeoff
 from results.dropped_heads import DroppedHeads
 from results.lottery import LotteryResult
+from results.pruning import Tradeoff
 
 
 def tradeoff(rendered: Rendered) -> str:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 
 from lecture.render import Rendered
-from probes import compress, concepts
-from results.compress import RankSweep
+from probes import concepts, pruning
 from results.concepts import ConceptDictionary, WordConcepts
 from results.finetune import FineTuneComparison
+from results.pruning import RankSweep
 from results.spectra import ModelSpectra
 
 
@@ -33,7 +33,7 @@ def rank_loss(rendered: Rendered) -> str:
     sweep = rendered.result("sweep", RankSweep)
     full = max(int(r) for r in sweep.ranks)
     at_full = float(sweep.nll[np.argmax(sweep.ranks)])
-    below = sweep.nll[sweep.ranks < compress.full_rank(rendered.handle)]
+    below = sweep.nll[sweep.ranks < pruning.full_rank(rendered.handle)]
     if not np.all(below > sweep.base_nll + 0.5):
         raise rendered.fail("some rank below full keeps the full model's loss (within half a nat)")
     return f"rank {int(sweep.ranks[0])}: NLL {sweep.nll[0]:.2f}; rank {full}: {at_full:.2f}; full model {sweep.base_nll:.2f}"

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from probes import compress, updates
-from probes.compress import bytes_per_weight, compress_weight
+from probes import pruning, updates
 from probes.nll import token_nll
+from probes.pruning import bytes_per_weight, compress_weight
 from probes.text import encode
-from results.compress import KINDS, Compression
+from results.pruning import KINDS, Compression
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
@@ -110,10 +110,10 @@ def test_every_kind_is_found(smollm2: ModelHandle, gemma3: ModelHandle, minilm: 
         (gemma3, KINDS),
         (minilm, ("q", "k", "v", "o", "up", "down")),
     ):
-        found = compress.linear_weights(handle)
+        found = pruning.linear_weights(handle)
         assert [m.kind for m in found] == list(kinds) * handle.n_layers
     hidden = minilm.text_config.hidden_size  # BERT: attention.output.dense is o, output.dense is down
-    shapes = {m.kind: m.shape for m in compress.linear_weights(minilm) if m.layer == 0}
+    shapes = {m.kind: m.shape for m in pruning.linear_weights(minilm) if m.layer == 0}
     assert shapes["o"] == (hidden, hidden) and shapes["down"] == (hidden, minilm.text_config.intermediate_size)
 
 
@@ -124,7 +124,7 @@ def _mean_nll(handle: ModelHandle, text: str = TEXT) -> float:
 def test_compressed_copy_leaves_the_model_alone(smollm2: ModelHandle) -> None:
     before = {name: p.detach().clone() for name, p in smollm2.model.named_parameters()}
     setting = Compression("quantize", 3, ("q", "down"))
-    with compress.compressed(smollm2, setting) as small:
+    with pruning.compressed(smollm2, setting) as small:
         assert small.fingerprint != smollm2.fingerprint and small.model is not smollm2.model
         q = dict(small.model.named_parameters())["model.layers.0.self_attn.q_proj.weight"]
         assert torch.equal(q, compress_weight(before["model.layers.0.self_attn.q_proj.weight"], setting))
@@ -135,7 +135,7 @@ def test_compressed_copy_leaves_the_model_alone(smollm2: ModelHandle) -> None:
 
 
 def test_tradeoff_on_smollm2(smollm2: ModelHandle, cache: ResultCache) -> None:
-    result = compress.tradeoff(smollm2, TEXT, SENTENCES, [0.0, 0.5], [16, 8], cache).value
+    result = pruning.tradeoff(smollm2, TEXT, SENTENCES, [0.0, 0.5], [16, 8], cache).value
     base = _mean_nll(smollm2)
     assert result.base_nll_text == base
     direct = np.concatenate([token_nll(smollm2, np.asarray(smollm2.tokenizer(s)["input_ids"])) for s in SENTENCES])
@@ -146,29 +146,29 @@ def test_tradeoff_on_smollm2(smollm2: ModelHandle, cache: ResultCache) -> None:
     for unchanged in (points["prune", 0.0], points["quantize", 16]):
         assert unchanged.nll_text == base and unchanged.nll_corpus == result.base_nll_corpus
     # The shared copy is restored between settings: each point equals a fresh compressed copy.
-    with compress.compressed(smollm2, Compression("quantize", 8)) as small:
+    with pruning.compressed(smollm2, Compression("quantize", 8)) as small:
         assert points["quantize", 8].nll_text == _mean_nll(small)
     # The lecture's claim, as measured: 8-bit quantization costs far less loss than 50% unstructured pruning.
     quantized, pruned = points["quantize", 8], points["prune", 0.5]
     assert abs(quantized.nll_text - base) * 10 < pruned.nll_text - base
     assert abs(quantized.nll_corpus - result.base_nll_corpus) * 10 < pruned.nll_corpus - result.base_nll_corpus
     assert quantized.bytes_per_weight < pruned.bytes_per_weight
-    assert compress.tradeoff(smollm2, TEXT, SENTENCES, [0.0, 0.5], [16, 8], cache).hit
+    assert pruning.tradeoff(smollm2, TEXT, SENTENCES, [0.0, 0.5], [16, 8], cache).hit
 
 
 def test_rank_sweep_on_smollm2(smollm2: ModelHandle, cache: ResultCache) -> None:
-    full = compress.full_rank(smollm2, ("k", "v"))
-    sweep = compress.rank_sweep(smollm2, TEXT, [8, full], cache, kinds=("k", "v")).value
+    full = pruning.full_rank(smollm2, ("k", "v"))
+    sweep = pruning.rank_sweep(smollm2, TEXT, [8, full], cache, kinds=("k", "v")).value
     assert sweep.base_nll == _mean_nll(smollm2)
     assert sweep.nll[1] == sweep.base_nll and sweep.nll[0] > sweep.base_nll
     assert sweep.bytes_per_weight[1] == 2.0 and sweep.bytes_per_weight[0] < 0.2
-    with compress.compressed(smollm2, Compression("rank", 8, ("k", "v"))) as small:
+    with pruning.compressed(smollm2, Compression("rank", 8, ("k", "v"))) as small:
         assert sweep.nll[0] == pytest.approx(_mean_nll(small), abs=1e-5)
 
 
 def test_encoders_have_no_loss(minilm: ModelHandle, cache: ResultCache) -> None:
     with pytest.raises(LmscopeError, match="encoder"):
-        compress.tradeoff(minilm, TEXT, SENTENCES, [0.5], [8], cache)
+        pruning.tradeoff(minilm, TEXT, SENTENCES, [0.5], [8], cache)
 
 
 def test_differences_find_a_rank_4_update(smollm2: ModelHandle) -> None:

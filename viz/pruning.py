@@ -6,7 +6,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from results.compress import DENSE_BYTES, RankSweep, Tradeoff
+from results.pruning import DENSE_BYTES, RankSweep, Tradeoff
 from viz.theme import legend_below, themed
 
 PRUNE_COLOUR = "#c0392b"

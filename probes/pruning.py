@@ -22,19 +22,20 @@ import torch
 from torch import nn
 
 from probes import spectra
-from probes.batches import BATCH_SIZE, by_length
+from probes.batches import BATCH_SIZE, LengthGroups, grouped
 from probes.nll import token_nll
 from probes.text import encode
-from results.compress import DENSE_BYTES, KINDS, MAX_BITS, Compression, RankSweep, Tradeoff, TradeoffPoint
+from results.pruning import DENSE_BYTES, KINDS, MAX_BITS, Compression, RankSweep, Tradeoff, TradeoffPoint
 from runtime import limits
-from runtime.cache import Cached, ResultCache, cache_key
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
 from runtime.placement import host
+from runtime.probe import CachedProbe
 from runtime.settings import settings
 
-NAME = "compress"
+NAME = "pruning"
 VERSION = 3
 # (settings done, settings in all) -> None
 Progress = Callable[[int, int], None]
@@ -250,6 +251,55 @@ def _settings(sparsities: Sequence[float], bits: Sequence[int], kinds: tuple[str
     return chosen
 
 
+def _tradeoff(
+    handle: ModelHandle,
+    token_ids: list[int],
+    groups: LengthGroups,
+    sparsities: list[float],
+    bits: list[int],
+    kinds: list[str],
+    on_progress: Progress,
+) -> Tradeoff:
+    """Mean NLL of the text and of the sentences (grouped by length) at each setting of `_settings`."""
+    chosen = _settings(sparsities, bits, tuple(kinds))
+    shapes = [m.shape for m in linear_weights(handle, kinds)]
+    ids = np.asarray(token_ids, dtype=np.int64)
+    total = len(chosen) + 1
+
+    def score(target: ModelHandle) -> tuple[float, float]:
+        text_nll = float(np.mean(token_nll(target, ids)))  # first: an encoder stops here with a plain message
+        return text_nll, sentences_nll(target, dict(groups)) if groups else math.nan
+
+    base_text, base_corpus = score(handle)  # before the copy
+    if on_progress is not None:
+        on_progress(1, total)
+    points = []
+    with model_copy(handle, NAME) as twin:
+        pairs = _pairs(handle, twin, kinds)
+        for done, compression in enumerate(chosen, start=2):
+            _set(pairs, lambda m: compress_weight(host(m.weight), compression))
+            nll_text, nll_corpus = score(twin)
+            cost = bytes_per_weight(compression, shapes)
+            points.append(
+                TradeoffPoint(compression.method, compression.amount, compression.label, cost, nll_text, nll_corpus)
+            )
+            if on_progress is not None:
+                on_progress(done, total)
+    return Tradeoff(
+        model=handle.name,
+        fingerprint=handle.fingerprint,
+        kinds=tuple(kinds),
+        n_tokens_text=len(ids),
+        n_sentences=sum(len(group) for _, group in groups),
+        base_nll_text=base_text,
+        base_nll_corpus=base_corpus,
+        points=points,
+    )
+
+
+TRADEOFF = CachedProbe(NAME, VERSION, _tradeoff)
+
+
 def tradeoff(
     handle: ModelHandle,
     text: str,
@@ -262,53 +312,63 @@ def tradeoff(
 ) -> Cached[Tradeoff]:
     """Mean NLL of the text and of the sentences for each sparsity, 2:4 once and each bit width, all on one copy
     of the model whose chosen matrices are rewritten from the original's for each setting; cached."""
-    kinds = tuple(kinds)
-    chosen = _settings(sparsities, bits, kinds)
-    ids = encode(handle, text, settings().max_tokens).token_ids
+    _settings(sparsities, bits, tuple(kinds))  # checked before any work
+    linear_weights(handle, kinds)  # a plain error before any work, if there is nothing to compress
+    return TRADEOFF.cached(
+        handle,
+        cache,
+        on_progress,
+        token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist(),
+        groups=grouped(handle, sentences) if sentences else [],
+        sparsities=[float(s) for s in sparsities],
+        bits=[int(b) for b in bits],
+        kinds=list(kinds),
+    )
+
+
+def _rank_sweep(
+    handle: ModelHandle, token_ids: list[int], ranks: list[int], kinds: list[str], on_progress: Progress
+) -> RankSweep:
+    """Mean NLL of the text with the chosen matrices truncated to each rank (one SVD per matrix for all ranks)."""
+    settings_ = [Compression("rank", r, tuple(kinds)) for r in ranks]
     shapes = [m.shape for m in linear_weights(handle, kinds)]
+    ids = np.asarray(token_ids, dtype=np.int64)
+    base = float(np.mean(token_nll(handle, ids)))
+    total = len(settings_) + 1
+    if on_progress is not None:
+        on_progress(1, total)
+    nll = []
+    with model_copy(handle, NAME) as twin:
+        pairs = _pairs(handle, twin, kinds)
+        factors = {}
+        for original, _ in pairs:
+            below = [int(r) for r in ranks if int(r) < min(original.shape)]
+            if below:
+                factors[id(original.module)] = _svd(host(original.weight), max(below))
+        for done, compression in enumerate(settings_, start=2):
+            rank = int(compression.amount)
 
-    def compute() -> Tradeoff:
-        groups = by_length(handle, sentences) if sentences else {}
-        total = len(chosen) + 1
+            def make(m: Matrix) -> torch.Tensor:
+                weight = m.weight
+                return weight if rank >= min(m.shape) else _truncate(factors[id(m.module)], rank, weight.dtype)
 
-        def score(target: ModelHandle) -> tuple[float, float]:
-            text_nll = float(np.mean(token_nll(target, ids)))  # first: an encoder stops here with a plain message
-            return text_nll, sentences_nll(target, groups) if groups else math.nan
+            _set(pairs, make)
+            nll.append(float(np.mean(token_nll(twin, ids))))
+            if on_progress is not None:
+                on_progress(done, total)
+    return RankSweep(
+        model=handle.name,
+        fingerprint=handle.fingerprint,
+        kinds=tuple(kinds),
+        ranks=np.asarray([int(r) for r in ranks], dtype=np.int64),
+        nll=np.asarray(nll, dtype=np.float64),
+        base_nll=base,
+        bytes_per_weight=np.asarray([bytes_per_weight(c, shapes) for c in settings_], dtype=np.float64),
+        n_tokens=len(ids),
+    )
 
-        base_text, base_corpus = score(handle)  # before the copy
-        if on_progress is not None:
-            on_progress(1, total)
-        points = []
-        with model_copy(handle, NAME) as twin:
-            pairs = _pairs(handle, twin, kinds)
-            for done, compression in enumerate(chosen, start=2):
-                _set(pairs, lambda m: compress_weight(host(m.weight), compression))
-                nll_text, nll_corpus = score(twin)
-                cost = bytes_per_weight(compression, shapes)
-                points.append(
-                    TradeoffPoint(compression.method, compression.amount, compression.label, cost, nll_text, nll_corpus)
-                )
-                if on_progress is not None:
-                    on_progress(done, total)
-        return Tradeoff(
-            model=handle.name,
-            fingerprint=handle.fingerprint,
-            kinds=kinds,
-            n_tokens_text=len(ids),
-            n_sentences=sum(len(group) for group in groups.values()),
-            base_nll_text=base_text,
-            base_nll_corpus=base_corpus,
-            points=points,
-        )
 
-    inputs = {
-        "token_ids": ids.tolist(),
-        "sentences": list(sentences),
-        "max_tokens": settings().max_tokens,
-        "settings": [[c.method, c.amount] for c in chosen],
-        "kinds": list(kinds),
-    }
-    return cache.fetch(cache_key(handle.fingerprint, NAME, VERSION, inputs), compute)
+RANKS = CachedProbe(f"{NAME}-rank", VERSION, _rank_sweep)
 
 
 def rank_sweep(
@@ -321,50 +381,11 @@ def rank_sweep(
 ) -> Cached[RankSweep]:
     """Mean NLL of the text with every chosen matrix replaced by its rank-r truncation, for each r; each matrix's
     SVD is computed once for all ranks; cached."""
-    kinds = tuple(kinds)
     limits.check_count(ranks, limits.RANKS, "ranks")
-    settings_ = [Compression("rank", r, kinds) for r in ranks]
-    for compression in settings_:
-        compression.check()
-    ids = encode(handle, text, settings().max_tokens).token_ids
-    shapes = [m.shape for m in linear_weights(handle, kinds)]
-
-    def compute() -> RankSweep:
-        base = float(np.mean(token_nll(handle, ids)))
-        total = len(settings_) + 1
-        if on_progress is not None:
-            on_progress(1, total)
-        nll = []
-        with model_copy(handle, NAME) as twin:
-            pairs = _pairs(handle, twin, kinds)
-            factors = {}
-            for original, _ in pairs:
-                below = [int(r) for r in ranks if int(r) < min(original.shape)]
-                if below:
-                    factors[id(original.module)] = _svd(host(original.weight), max(below))
-            for done, compression in enumerate(settings_, start=2):
-                rank = int(compression.amount)
-
-                def make(m: Matrix) -> torch.Tensor:
-                    weight = m.weight
-                    return weight if rank >= min(m.shape) else _truncate(factors[id(m.module)], rank, weight.dtype)
-
-                _set(pairs, make)
-                nll.append(float(np.mean(token_nll(twin, ids))))
-                if on_progress is not None:
-                    on_progress(done, total)
-        return RankSweep(
-            model=handle.name,
-            fingerprint=handle.fingerprint,
-            kinds=kinds,
-            ranks=np.asarray([int(r) for r in ranks], dtype=np.int64),
-            nll=np.asarray(nll, dtype=np.float64),
-            base_nll=base,
-            bytes_per_weight=np.asarray([bytes_per_weight(c, shapes) for c in settings_], dtype=np.float64),
-            n_tokens=len(ids),
-        )
-
-    inputs = {"token_ids": ids.tolist(), "ranks": [int(r) for r in ranks], "kinds": list(kinds)}
-    return cache.fetch(cache_key(handle.fingerprint, f"{NAME}-rank", VERSION, inputs), compute)
+    for rank in ranks:
+        Compression("rank", rank, tuple(kinds)).check()
+    linear_weights(handle, kinds)  # a plain error before any work, if there is nothing to compress
+    ids = encode(handle, text, settings().max_tokens).token_ids.tolist()
+    return RANKS.cached(handle, cache, on_progress, token_ids=ids, ranks=[int(r) for r in ranks], kinds=list(kinds))
 
 
