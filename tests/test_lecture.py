@@ -458,8 +458,8 @@ def test_the_atlas_page_opens_on_the_induction_head(rendered: dict[str, Rendered
     at = open_page(done.preset.page, **done.query)
     assert not at.exception and not at.error and not texts(at.warning)
     layer, head = _head(done)
-    assert (at.session_state["atlas_layer"], at.session_state["atlas_head"]) == (layer, head)
-    assert at.session_state["atlas_score"] == "induction"
+    assert (at.session_state["heads_layer"], at.session_state["heads_head"]) == (layer, head)
+    assert at.session_state["heads_score"] == "induction"
 
 
 def test_the_sinks_page_opens_on_the_same_corpus_figure(rendered: dict[str, Rendered]) -> None:

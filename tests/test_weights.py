@@ -74,7 +74,7 @@ def test_distributions_page(smollm2: ModelHandle, tmp_path) -> None:
     up = [m.beyond_6_std for m in stats.matrices if m.kind == "up"]
     kinds = grid["data"][0]["x"]
     np.testing.assert_allclose(z[:, kinds.index("up")], up)
-    at.radio(key="wd_statistic").set_value("kurtosis").run()
+    at.radio(key="weights_statistic").set_value("kurtosis").run()
     assert at.query_params["statistic"] == "kurtosis"
 
 
