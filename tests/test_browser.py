@@ -231,7 +231,7 @@ def test_pruning_page_drops_heads(server: str, page: Page, artifacts: Path) -> N
             "drop_heads": 1,
         }
     )
-    open_view(page, f"{server}/Pruning_vs_quantization?{query}")
+    open_view(page, f"{server}/Pruning?{query}")
     page.wait_for_selector(".js-plotly-plot >> nth=2", timeout=WAIT_MS)
     settle(page)
     page.screenshot(path=str(artifacts / "dropped-heads.png"), full_page=True)
