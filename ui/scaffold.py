@@ -37,10 +37,10 @@ SHOWN_OPTIONS = 12  # a message lists at most this many of a setting's options
 class Need(enum.Enum):
     """What a view (or a section of it) needs from the user's choice."""
 
-    MODEL = "a model"
-    DECODER = "a decoder"
-    MOE = "a Mixture-of-Experts model"
-    TEXT = "a text"
+    MODEL = enum.auto()
+    DECODER = enum.auto()
+    MOE = enum.auto()
+    TEXT = enum.auto()
 
 
 @dataclass(frozen=True)
