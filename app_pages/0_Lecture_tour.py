@@ -6,11 +6,9 @@ import streamlit as st
 
 from lecture import catalog, presets
 from lecture.render import render
-from runtime.errors import LmscopeError
-from ui import state
 from ui.charts import show_figure
-from ui.layout import page
 from ui.models import loaded_model, result_cache, waited
+from ui.scaffold import Setting, start
 from viz.theme import slide
 
 PRESENTER_CSS = """<style>
@@ -21,19 +19,16 @@ h1 { font-size: 2.2rem !important; } h2 { font-size: 3rem !important; }
 </style>"""
 
 sections = catalog.sections()
-page(
-    "Lecture tour",
-    "The lecture on sparsity and low-rankness, section by section, each with its figures computed live on the "
-    "built-in models. Every figure opens in its own view with the same settings.",
+page = start(__file__)
+page.settings(
+    Setting("section", "choice", 0, options=range(len(sections)), allowed=f"a section (0 to {len(sections) - 1})"),
+    Setting("presenter", "bool", False),
 )
-state.init_number("tour_section", "section", 0, len(sections))
-if "tour_presenter" not in st.session_state:
-    st.session_state["tour_presenter"] = st.query_params.get("presenter") == "1"
 
 
 def step(by: int) -> None:
     """Move to the previous or next section."""
-    st.session_state["tour_section"] = min(max(st.session_state["tour_section"] + by, 0), len(sections) - 1)
+    page.set("section", min(max(page.value("section") + by, 0), len(sections) - 1))
 
 
 controls = st.columns([1, 1, 4, 2], vertical_alignment="bottom")
@@ -41,39 +36,37 @@ controls[0].button(
     "Previous", icon=":material/arrow_back:", on_click=step, args=(-1,), shortcut="Left", width="stretch"
 )
 controls[1].button("Next", icon=":material/arrow_forward:", on_click=step, args=(1,), shortcut="Right", width="stretch")
-index = controls[2].selectbox(
-    "Section", range(len(sections)), format_func=lambda i: f"{i + 1}. {sections[i].title}", key="tour_section"
+index = page.widget("section", controls[2].selectbox, "Section", format_func=lambda i: f"{i + 1}. {sections[i].title}")
+presenter = page.widget(
+    "presenter", controls[3].toggle, "Presenter mode", help="One section per screen, large fonts; ← → keys step."
 )
-presenter = controls[3].toggle(
-    "Presenter mode", key="tour_presenter", help="One section per screen, large fonts; ← → keys step."
-)
-state.sync_url(section=index, presenter=int(presenter))
 if presenter:
     st.html(PRESENTER_CSS)
+
+
+def show(name: str, preset: presets.Preset) -> None:
+    """A preset's figure, computed live, with its caption and a link to its view."""
+    handle = loaded_model(preset.model)  # the dashboard's own copy, shared rather than loaded a second time
+    if handle is None:
+        return
+    rendered = waited(preset.title, lambda progress: render(preset, handle, result_cache(), progress))
+    if presenter:  # the figure as a slide; the caption as large text, which wraps to any screen width
+        figure = slide(rendered.figure, 1600, 900).update_layout(width=None, autosize=True)  # the screen's width
+        show_figure(figure, page.key(name), name)
+        st.markdown(f"*{preset.caption}*")
+    else:
+        show_figure(rendered.figure, page.key(name), name)
+        st.caption(preset.caption)
+    # A new tab is a new session, so the view starts from the link's settings rather than this session's.
+    st.link_button(
+        "Open this in its view", presets.view_url(preset.page, rendered.query), icon=":material/open_in_new:"
+    )
+
 
 section = sections[index]
 st.header(f"{index + 1}. {section.title}")
 st.markdown(section.text)
 for name in section.presets:
     preset = catalog.preset(name)
-    handle = loaded_model(preset.model)  # the dashboard's own copy, shared rather than loaded a second time
-    if handle is None:
-        continue
-    try:
-        rendered = waited(
-            preset.title, lambda progress, handle=handle: render(preset, handle, result_cache(), progress)
-        )
-    except LmscopeError as exc:
-        st.error(f"{preset.title}: {exc}")
-        continue
-    if presenter:  # the figure as a slide; the caption as large text, which wraps to any screen width
-        figure = slide(rendered.figure, 1600, 900).update_layout(width=None, autosize=True)  # the screen's width
-        show_figure(figure, f"tour_{name}", name)
-        st.markdown(f"*{preset.caption}*")
-    else:
-        show_figure(rendered.figure, f"tour_{name}", name)
-        st.caption(preset.caption)
-    # A new tab is a new session, so the view starts from the link's settings rather than this session's.
-    st.link_button(
-        "Open this in its view", presets.view_url(preset.page, rendered.query), icon=":material/open_in_new:"
-    )
+    with page.errors(about=preset.title):
+        show(name, preset)

@@ -6,12 +6,11 @@ import streamlit as st
 
 from probes import corpus, moe_loss, moefication, routing
 from probes.text import token_strings
-from results.moefication import EXPERT_COUNTS, ROUTERS, Setting
-from runtime.errors import LmscopeError
-from ui import state
+from results.moefication import EXPERT_COUNTS, ROUTERS
+from results.moefication import Setting as MoeSetting
 from ui.charts import show_figure
-from ui.layout import page
-from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache
+from ui.models import probe_or_stop, probe_with_progress, result_cache
+from ui.scaffold import Need, Setting, start
 from viz.routing import (
     balance_text,
     confidence_figure,
@@ -25,26 +24,8 @@ from viz.routing import (
 )
 from viz.tokens import token_chips_html
 
-page(
-    "Expert routing",
-    "A Mixture-of-Experts block has many MLPs (experts) and a router G(x) that sends each token to a few of them: "
-    "y = Σ G(x)_i E_i(x). Parameters grow with the experts while the compute per token stays that of k experts "
-    "(Shazeer et al. 2017; DeepSeekMoE adds shared experts every token uses).",
-)
-
-handle = current_model()
-try:
-    routing.routers(handle)
-except LmscopeError as exc:
-    st.warning(str(exc))
-    st.caption(
-        "No real MoE weights ship with lmscope (none can be installed offline). The derived MoE splits each of "
-        "SmolLM2's MLPs into experts of neurons that fire together (MoEfication, Zhang et al. 2022)."
-    )
-    if st.button("Use the derived MoE", icon=":material/call_split:"):
-        state.choose(model=moefication.DERIVED_NAME)
-        st.rerun()
-    st.stop()
+page = start(__file__, Need.MOE, Need.TEXT)
+handle = page.handle
 
 setting = None
 if handle.name == moefication.DERIVED_NAME:
@@ -53,38 +34,30 @@ if handle.name == moefication.DERIVED_NAME:
         "model (MoEfication). The fitted router predicts each expert's output norm from the MLP input; the oracle "
         "uses the true norms. Chosen experts' outputs are summed unweighted."
     )
-    state.init_number("moe_experts", "experts", 16, max(EXPERT_COUNTS) + 1, lower=1)
-    if st.session_state["moe_experts"] not in EXPERT_COUNTS:
-        st.warning(f"E must be one of {', '.join(map(str, EXPERT_COUNTS))}; showing E = 16.")
-        st.session_state["moe_experts"] = 16
-    state.init_number("moe_k", "k", 4, 1000, lower=1)
-    if "moe_router" not in st.session_state:
-        st.session_state["moe_router"] = state.url_choice("router", ROUTERS, "fitted")
+    page.settings(
+        Setting("experts", "choice", 16, options=EXPERT_COUNTS),
+        Setting("k", "int", 4, lower=1, upper=999),
+        Setting("router", "choice", "fitted", options=ROUTERS),
+    )
     columns = st.columns([1, 1, 2])
-    experts = columns[0].selectbox("Experts per MLP (E)", EXPERT_COUNTS, key="moe_experts")
-    top_k = columns[1].number_input("Active experts per token (k)", 1, key="moe_k")
-    router_kind = columns[2].radio("Routing by", ROUTERS, key="moe_router", horizontal=True)
-    setting = Setting(experts, top_k, router_kind)
-    try:
-        setting.check()
-    except LmscopeError as exc:
-        st.error(str(exc))
-        st.stop()
+    experts = page.widget("experts", columns[0].selectbox, "Experts per MLP (E)")
+    top_k = page.widget("k", columns[1].number_input, "Active experts per token (k)")
+    router_kind = page.widget("router", columns[2].radio, "Routing by", horizontal=True)
+    setting = MoeSetting(experts, top_k, router_kind)
+    page.or_stop(setting.check)
 
 result = probe_or_stop(
     "Running the model and reading every router...",
-    lambda: routing.run(handle, state.text(), result_cache(), setting),
+    lambda: routing.run(handle, page.text, result_cache(), setting),
 ).value
 labels = [layer.label for layer in result.layers]
-state.init_number("moe_router_index", "layer", len(labels) // 2, len(labels))
-index = st.selectbox("Layer (router)", range(len(labels)), format_func=labels.__getitem__, key="moe_router_index")
+page.settings(Setting("layer", "int", len(labels) // 2, lower=0, upper=len(labels) - 1))
+index = st.selectbox("Layer (router)", range(len(labels)), format_func=labels.__getitem__, key=page.key("layer"))
 layer = result.router(index)
-view = {"layer": index} | (
-    {"experts": setting.experts, "k": setting.top_k, "router": setting.router} if setting else {}
-)
-state.sync_url(**view)
 
-show_figure(routing_heatmap(layer, result.tokens, result.model), "moe_heatmap", f"{handle.name}-routing-{layer.label}")
+show_figure(
+    routing_heatmap(layer, result.tokens, result.model), page.key("heatmap"), f"{handle.name}-routing-{layer.label}"
+)
 
 st.subheader("Your text, coloured by each token's top-1 expert")
 colours, notes = top1_backgrounds(layer)
@@ -97,22 +70,24 @@ metrics[2].metric(
     "Experts used by this text", f"{len(set(layer.experts[:, 0].tolist()) - {routing.DROPPED})} of {layer.n_experts}"
 )
 show_figure(
-    confidence_figure(top, margin, result.tokens, layer), "moe_confidence", f"{handle.name}-confidence-{layer.label}"
+    confidence_figure(top, margin, result.tokens, layer),
+    page.key("confidence"),
+    f"{handle.name}-confidence-{layer.label}",
 )
 
 st.subheader("Expert load")
 balances = [routing.balance(each) for each in result.layers]
-show_figure(load_figure(layer, balances[index], result.model), "moe_load", f"{handle.name}-load-{layer.label}")
+show_figure(load_figure(layer, balances[index], result.model), page.key("load"), f"{handle.name}-load-{layer.label}")
 show_figure(
     load_grid([b.load for b in balances], labels, balances, result.model, "your text"),
-    "moe_load_grid",
+    page.key("load_grid"),
     f"{handle.name}-load-grid",
 )
 st.caption(f"This router: {balance_text(balances[index])}. Short texts give noisy loads; the corpus below is steadier.")
 
 st.subheader("Routing flow to the next layer")
 first = min(index, len(result.layers) - 2)
-sankey = st.toggle("Sankey diagram", key="moe_sankey")
+sankey = st.toggle("Sankey diagram", key=page.key("sankey"))
 
 
 def show_flow(experts: list, sizes: list[int], source: str) -> None:
@@ -122,13 +97,13 @@ def show_flow(experts: list, sizes: list[int], source: str) -> None:
         return
     counts = routing.transitions(experts[first], experts[first + 1], sizes[first], sizes[first + 1])
     figure = transitions_figure(counts, labels[first], labels[first + 1], sankey, source)
-    show_figure(figure, f"moe_flow_{source}", f"{handle.name}-flow-{labels[first]}-{source}")
+    show_figure(figure, page.key(f"flow_{source}"), f"{handle.name}-flow-{labels[first]}-{source}")
 
 
 show_flow([each.experts for each in result.layers], [each.n_experts for each in result.layers], "your text")
 
 st.subheader("Over the bundled corpus: load, flow, and the tokens each expert prefers")
-if st.toggle(f"Route the {len(corpus.sentences())} corpus sentences", key="moe_corpus"):
+if st.toggle(f"Route the {len(corpus.sentences())} corpus sentences", key=page.key("corpus")):
     routed_corpus = probe_with_progress(
         "Routing the corpus, sentences",
         lambda progress: routing.corpus_run(handle, corpus.sentences(), result_cache(), setting, progress),
@@ -136,7 +111,7 @@ if st.toggle(f"Route the {len(corpus.sentences())} corpus sentences", key="moe_c
     corpus_balances = [routing.corpus_balance(routed_corpus, i) for i in range(len(labels))]
     show_figure(
         load_grid([b.load for b in corpus_balances], labels, corpus_balances, result.model, "the corpus"),
-        "moe_load_grid_corpus",
+        page.key("load_grid_corpus"),
         f"{handle.name}-load-grid-corpus",
     )
     show_flow(list(routed_corpus.experts), routed_corpus.n_experts, "the corpus")
@@ -150,9 +125,9 @@ if st.toggle(f"Route the {len(corpus.sentences())} corpus sentences", key="moe_c
 
 if setting is not None:
     st.subheader("Loss against the number of active experts")
-    if st.toggle("Measure the loss of your text for k = 1 … E at E = 8, 16, 32 (both routers)", key="moe_loss"):
+    if st.toggle("Measure the loss of your text for k = 1 … E at E = 8, 16, 32 (both routers)", key=page.key("loss")):
         loss = probe_or_stop(
             "Running the derived MoE at every E, k and router (about a minute the first time)...",
-            lambda: moe_loss.loss_by_k(handle, state.text(), result_cache()),
+            lambda: moe_loss.loss_by_k(handle, page.text, result_cache()),
         ).value
-        show_figure(loss_by_k_figure(loss), "moe_loss_chart", f"{handle.name}-loss-by-k")
+        show_figure(loss_by_k_figure(loss), page.key("loss_chart"), f"{handle.name}-loss-by-k")

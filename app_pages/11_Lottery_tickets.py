@@ -6,40 +6,33 @@ import streamlit as st
 
 from probes import lottery
 from runtime import limits
-from ui import state
 from ui.charts import show_figure
-from ui.layout import page
 from ui.models import probe_with_progress, result_cache
+from ui.scaffold import Setting, start
 from viz.lottery import ticket_accuracy_figure, ticket_table_rows
 
-page(
-    "Lottery tickets",
-    "A randomly initialised network holds a subnetwork that, trained alone from the same initial values, matches "
-    "the whole network; iterative magnitude pruning finds it (Frankle and Carbin 2019). Shown here on a small network "
-    "that trains in a fraction of a second, not on the language model chosen in the sidebar, which plays no part.",
+page = start(__file__)
+page.settings(
+    Setting("rounds", "int", lottery.DEFAULT_ROUNDS, lower=1, upper=limits.LOTTERY_ROUNDS),
+    Setting("seeds", "int", lottery.DEFAULT_SEEDS, lower=1, upper=limits.LOTTERY_SEEDS),
 )
-
-state.init_number("lt_rounds", "rounds", lottery.DEFAULT_ROUNDS, limits.LOTTERY_ROUNDS + 1, lower=1)
-state.init_number("lt_seeds", "seeds", lottery.DEFAULT_SEEDS, limits.LOTTERY_SEEDS + 1, lower=1)
 controls = st.columns([1, 1, 4])
-rounds = controls[0].number_input(
+rounds = page.widget(
+    "rounds",
+    controls[0].number_input,
     "Pruning rounds",
-    1,
-    limits.LOTTERY_ROUNDS,
-    key="lt_rounds",
     help="Each round prunes 20% of every hidden layer's remaining weights and 10% of the output layer's.",
 )
-seeds = controls[1].number_input(
-    "Seeds", 1, limits.LOTTERY_SEEDS, key="lt_seeds", help="Independent runs: initialisation, batch order, masks."
+seeds = page.widget(
+    "seeds", controls[1].number_input, "Seeds", help="Independent runs: initialisation, batch order, masks."
 )
-state.sync_url(rounds=rounds, seeds=seeds)
 
 done = probe_with_progress(
     "Training and pruning the network, trainings",
     lambda progress: lottery.run(result_cache(), rounds, seeds, progress),
 )
 result = done.value
-show_figure(ticket_accuracy_figure(result), "lt_accuracy", "lottery-tickets-digits")
+show_figure(ticket_accuracy_figure(result), page.key("accuracy"), "lottery-tickets-digits")
 sizes = "-".join(map(str, result.layer_sizes))
 st.caption(
     f"A {sizes} MLP (ReLU) on scikit-learn's 8 x 8 digits: {result.n_train} training and {result.n_test} test images, "

@@ -8,47 +8,34 @@ import streamlit as st
 from probes import finetune
 from probes.finetune_train import BATCH_SIZE, LEARNING_RATES, WARMUP_SHARE
 from runtime import limits
-from ui import state
 from ui.charts import show_figure
-from ui.layout import page
-from ui.models import current_model, probe_with_progress, result_cache
+from ui.models import probe_with_progress, result_cache
+from ui.scaffold import Need, Setting, start
 from viz.finetune import energy_figure, loss_figure, spectrum_figure, update_rows
 
-page(
-    "LoRA vs full fine-tuning",
-    "LoRA freezes the pretrained weights and learns W = W₀ + BA, with B·A of a small rank r: a fraction of a percent "
-    "of the parameters (Hu et al. 2021). It works if the update a full fine-tuning makes is close to low-rank "
-    "anyway. Here the model is fine-tuned twice, live, on a small bundled task, and the two updates are compared "
-    "matrix by matrix. The model the other pages use is never changed: both runs train copies.",
-)
-
-handle = current_model()
-if not handle.is_causal:
-    st.info(f"{handle.name} is an encoder: fine-tuning here trains next-token prediction. Pick a decoder.")
-    st.stop()
+page = start(__file__, Need.DECODER)
+handle = page.handle
 names = finetune.matrix_names(handle)
-state.init_number("ft_rank", "rank", finetune.DEFAULT_RANK, limits.FINETUNE_RANK + 1, lower=1)
-state.init_number("ft_steps", "steps", finetune.DEFAULT_STEPS, limits.FINETUNE_STEPS + 1, lower=1)
-if st.session_state.get("ft_matrix") not in names:  # first run, or another model
-    st.session_state["ft_matrix"] = state.url_choice("matrix", names, names[len(names) // 2])
+page.settings(
+    Setting("rank", "int", finetune.DEFAULT_RANK, lower=1, upper=limits.FINETUNE_RANK),
+    Setting("steps", "int", finetune.DEFAULT_STEPS, lower=1, upper=limits.FINETUNE_STEPS),
+    Setting("matrix", "choice", names[len(names) // 2], options=names),
+)
 controls = st.columns([1, 1, 3])
-rank = controls[0].number_input(
+rank = page.widget(
+    "rank",
+    controls[0].number_input,
     "LoRA rank r",
-    1,
-    limits.FINETUNE_RANK,
-    key="ft_rank",
     help="The rank of LoRA's B·A, and the r at which the full update's energy and overlap are measured.",
 )
-steps = controls[1].number_input(
+steps = page.widget(
+    "steps",
+    controls[1].number_input,
     "Steps",
-    1,
-    limits.FINETUNE_STEPS,
-    key="ft_steps",
     help=f"Training steps of each run, {BATCH_SIZE} sentences each. The default {finetune.DEFAULT_STEPS} "
     "train both runs in about 75 s on 2 idle cores (SmolLM2); each run is stored, so it trains once.",
 )
-matrix = controls[2].selectbox("Matrix", names, key="ft_matrix", help="The adapted matrix whose spectrum to draw.")
-state.sync_url(rank=rank, steps=steps, matrix=matrix)
+matrix = page.widget("matrix", controls[2].selectbox, "Matrix", help="The adapted matrix whose spectrum to draw.")
 
 done = probe_with_progress(
     "Fine-tuning two copies of the model (LoRA, then full; stored for next time), steps",
@@ -56,7 +43,7 @@ done = probe_with_progress(
 )
 result = done.value
 lora, full = result.lora, result.full
-show_figure(loss_figure(result), "ft_loss", f"{handle.name}-finetune-loss")
+show_figure(loss_figure(result), page.key("loss"), f"{handle.name}-finetune-loss")
 st.caption(
     f"The task: {result.task}. {result.n_train} training sentences write each fact in three templates; the "
     f"{result.n_heldout} held-out sentences write each in another, unseen template, so the held-out loss falls "
@@ -67,7 +54,7 @@ st.caption(
     f"{lora.train_seconds:.0f} s (LoRA) and {full.train_seconds:.0f} s (full)"
     + (" · from the result cache" if done.hit else "")
 )
-show_figure(spectrum_figure(result, matrix), "ft_spectrum", f"{handle.name}-finetune-spectrum")
+show_figure(spectrum_figure(result, matrix), page.key("spectrum"), f"{handle.name}-finetune-spectrum")
 st.markdown(
     f"LoRA adapts the q and v projections of every block at rank {rank} (lora_alpha = 2r, as peft implements it), "
     "and the same matrices are measured in the full run, which trains every parameter. For LoRA, ΔW is the merged "
@@ -78,7 +65,7 @@ st.markdown(
     "(Hu et al., eq. 4) is 1 when the top-i left singular vectors of the two updates span the same space, and i / "
     "out on average for random subspaces."
 )
-show_figure(energy_figure(result), "ft_energy", f"{handle.name}-finetune-energy")
+show_figure(energy_figure(result), page.key("energy"), f"{handle.name}-finetune-energy")
 st.markdown(
     "Read it honestly: full fine-tuning's update is not low-rank in the strict sense (its numerical rank is full), "
     "but most of its energy sits in a few directions, and LoRA's rank-r update points partly the same way. This is "

@@ -6,36 +6,34 @@ import numpy as np
 import streamlit as st
 
 from probes import attention, heads
-from ui import state
 from ui.charts import show_figure
 from ui.head_choice import grid_click, head_inputs
-from ui.layout import page
-from ui.models import current_model, probe_or_stop, result_cache
+from ui.models import probe_or_stop, result_cache
+from ui.scaffold import Need, Setting, start
 from views.heads import SCORES, atlas_figure, score_label, score_values
 from viz.attention import attention_heatmap
 
-page(
-    "Head atlas",
-    "Specialised heads (Clark et al. 2019; Olsson et al. 2022). Induction and previous-token scores are measured "
-    "the standard way, on random tokens repeated twice; the other scores on your text.",
+page = start(__file__, Need.MODEL, Need.TEXT)
+handle = page.handle
+page.settings(
+    Setting("score", "choice", "induction", options=SCORES),
+    Setting("n", "int", 50, lower=heads.MIN_SEQ_LEN, upper=heads.MAX_SEQ_LEN, url=False),
+    Setting("seed", "int", 0, lower=0, upper=2**31 - 1, url=False),
 )
-
-handle = current_model()
-
-st.session_state.setdefault("atlas_score", state.url_choice("score", SCORES, "induction"))
 controls = st.columns([3, 1, 1, 1, 1])
-score = controls[0].selectbox("Colour heads by", SCORES, key="atlas_score", format_func=lambda s: score_label(s, handle.is_causal))
-seq_len = controls[1].number_input("Random tokens N", heads.MIN_SEQ_LEN, heads.MAX_SEQ_LEN, 50, key="atlas_n")
-seed = controls[2].number_input("Seed", 0, 2**31 - 1, 0, key="atlas_seed")
+score = page.widget(
+    "score", controls[0].selectbox, "Colour heads by", format_func=lambda s: score_label(s, handle.is_causal)
+)
+seq_len = page.widget("n", controls[1].number_input, "Random tokens N")
+seed = page.widget("seed", controls[2].number_input, "Seed")
 text_result = probe_or_stop(
-    "Scoring every head on your text...", lambda: attention.run(handle, state.text(), result_cache())
+    "Scoring every head on your text...", lambda: attention.run(handle, page.text, result_cache())
 ).value
 random_result = probe_or_stop(
     "Scoring every head on random tokens repeated twice...",
     lambda: heads.run(handle, result_cache(), int(seq_len), int(seed)),
 ).value
-layer, head = head_inputs("atlas", text_result.n_layers, text_result.n_heads, controls[3], controls[4])
-state.sync_url(score=score, layer=layer, head=head)
+layer, head = head_inputs(page, text_result.n_layers, text_result.n_heads, controls[3], controls[4])
 
 values = score_values(score, text_result, random_result)
 types = heads.head_types(text_result, random_result)
@@ -45,9 +43,9 @@ with left:
     st.markdown("Click a cell to open that head. Hover shows its score and type.")
     show_figure(
         atlas_figure(score, text_result, random_result, handle.is_causal),
-        "atlas_grid",
+        page.key("grid"),
         f"{handle.name}-atlas-{score}",
-        on_select=grid_click("atlas"),
+        on_select=grid_click(page),
         selection_mode="points",
     )
     counts = {t: int((types == t).sum()) for t in heads.TYPES}
@@ -67,7 +65,7 @@ with right:
     tabs = st.tabs(["On your text", f"On {int(seq_len)} random tokens, repeated"])
     with tabs[0]:
         show_figure(
-            attention_heatmap(text_result, layer, head), "atlas_text_map", f"{handle.name}-L{layer}-H{head}-text"
+            attention_heatmap(text_result, layer, head), page.key("text_map"), f"{handle.name}-L{layer}-H{head}-text"
         )
     with tabs[1]:
         st.caption(
@@ -75,7 +73,9 @@ with right:
             "each token looks at what followed its earlier occurrence."
         )
         show_figure(
-            attention_heatmap(random_result, layer, head), "atlas_random_map", f"{handle.name}-L{layer}-H{head}-random"
+            attention_heatmap(random_result, layer, head),
+            page.key("random_map"),
+            f"{handle.name}-L{layer}-H{head}-random",
         )
 
 top = np.argsort(values, axis=None)[::-1][:8]

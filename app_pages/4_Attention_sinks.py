@@ -5,92 +5,57 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import attention, corpus, sinks
-from results.attention import AttentionResult
 from runtime import limits
-from runtime.errors import LmscopeError
-from ui import state
 from ui.charts import show_figure
-from ui.layout import page
-from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache, waited
+from ui.models import probe_or_stop, probe_with_progress, result_cache, waited
+from ui.scaffold import Need, Setting, start
 from views.sinks import share_figure
 from viz.sinks import corpus_maps, massive_link_chart, sink_head_grid, sink_table_rows
 
 MAX_TOKENS_PER_SENTENCE = 64
 
-page(
-    "Attention sinks",
-    "Beyond the first layers, most heads put most of their weight on the first token: softmax must put its mass "
-    "somewhere, and the first token, seen by every query, soaks it up (StreamingLLM, Xiao et al. 2023).",
-)
-
-handle = current_model()
+page = start(__file__, Need.MODEL, Need.TEXT)
+handle = page.handle
 cached = probe_or_stop(
     "Running the model and summarising every head...",
-    lambda: attention.run(handle, state.text(), result_cache()),
+    lambda: attention.run(handle, page.text, result_cache()),
 )
 result = cached.value
 profile = sinks.sink_profile(result)
-
-
-def _url_k(result: AttentionResult) -> int:
-    """The first-k choice from the URL, checked against what this text allows."""
-    default = sinks.default_k(result)
-    value, problem = state.url_number("k", default, sinks.first_k_range(result)[1] + 1)
-    if problem is None:
-        try:
-            sinks.check_k(result, value)
-        except LmscopeError as exc:
-            value, problem = default, f"The link's k: {exc} Showing k = {default}."
-    if problem:
-        st.warning(problem)
-    return value
-
-
-def _url_layers(n_layers: int) -> list[int]:
-    """The layers to show from the URL (comma-separated), or the defaults with a warning if any is not a layer."""
-    raw = st.query_params.get("layers")
-    if raw is None:
-        return sinks.default_layers(n_layers)
-    parts = [p.strip() for p in raw.split(",") if p.strip()]
-    if all(p.isdigit() and int(p) < n_layers for p in parts):
-        return sorted({int(p) for p in parts})
-    st.warning(
-        f"The link's layers={raw!r} are not all layers of this model (0 to {n_layers - 1}); showing the defaults."
-    )
-    return sinks.default_layers(n_layers)
-
-
 low, high, step = sinks.first_k_range(result)
-if "sink_k" not in st.session_state:
-    st.session_state["sink_k"] = _url_k(result)
-elif not low <= st.session_state["sink_k"] <= high or st.session_state["sink_k"] % step:  # the text changed
-    st.session_state["sink_k"] = sinks.default_k(result)
-if "sink_layers" not in st.session_state:
-    st.session_state["sink_layers"] = _url_layers(result.n_layers)
-else:  # the model changed under a kept choice
-    st.session_state["sink_layers"] = [i for i in st.session_state["sink_layers"] if i < result.n_layers]
-state.init_number("sink_sentences", "sentences", sinks.DEFAULT_SENTENCES, limits.CORPUS_SENTENCES + 1, lower=1)
-state.init_number("sink_tokens", "tokens", sinks.DEFAULT_TOKENS, MAX_TOKENS_PER_SENTENCE + 1, lower=2)
-if "sink_logits" not in st.session_state:
-    st.session_state["sink_logits"] = st.query_params.get("logits", "1") != "0"
+page.settings(
+    Setting("k", "int", sinks.default_k(result), lower=0, upper=high, check=lambda k: sinks.check_k(result, k)),
+    Setting(
+        "layers",
+        "multi",
+        sinks.default_layers(result.n_layers),
+        options=range(result.n_layers),
+        allowed=f"layers of this model (0 to {result.n_layers - 1})",
+    ),
+    Setting("sentences", "int", sinks.DEFAULT_SENTENCES, lower=1, upper=limits.CORPUS_SENTENCES),
+    Setting("tokens", "int", sinks.DEFAULT_TOKENS, lower=2, upper=MAX_TOKENS_PER_SENTENCE),
+    Setting("logits", "bool", True),
+    Setting("own", "bool", False, url=False),
+    Setting("pasted", "str", "", length=limits.PASTED_CHARACTERS, url=False),
+)
 
 st.subheader("On your text")
 if high > low:
-    k = st.slider(
+    k = page.widget(
+        "k",
+        st.slider,
         "First k tokens",
-        low,
-        high,
+        min_value=low,
         step=step,
-        key="sink_k",
         help="The dashed line shows how much attention lands on tokens 0 to k-1. StreamingLLM keeps 4 such tokens.",
     )
 else:
     k = low
     st.caption(f"k = {k}: the only choice for a text this short.")
-show_figure(share_figure(result, k), "sink_lines", f"{result.model}-sink-share")
+show_figure(share_figure(result, k), page.key("lines"), f"{result.model}-sink-share")
 left, right = st.columns(2)
 with left:
-    show_figure(sink_head_grid(profile), "sink_grid", f"{result.model}-sink-share-heads")
+    show_figure(sink_head_grid(profile), page.key("grid"), f"{result.model}-sink-share-heads")
 with right:
     st.markdown(
         "**The sink of each layer**: the position receiving the most attention, averaged over the tokens after it "
@@ -105,14 +70,12 @@ st.markdown(
     "(massive activations, Sun et al. 2024), at the starting token and the first period or newline. Is the token "
     "that soaks up attention the same one?"
 )
-try:
+with page.errors():
     link = waited(
         "Running the model for its hidden states...",
         lambda progress: sinks.massive_link(handle, result, result_cache()),
     ).value
-    show_figure(massive_link_chart(link), "sink_massive", f"{result.model}-sink-massive-activations")
-except LmscopeError as exc:
-    st.error(str(exc))
+    show_figure(massive_link_chart(link), page.key("massive"), f"{result.model}-sink-massive-activations")
 
 st.subheader("Corpus mode: the average over many sentences")
 st.markdown(
@@ -120,19 +83,19 @@ st.markdown(
     "each sentence says and leaves the structure: a local band in the first layers, then the first column."
 )
 controls = st.columns([1, 1, 3, 1])
-n_sentences = controls[0].number_input("Sentences (at most)", 1, limits.CORPUS_SENTENCES, key="sink_sentences")
-n_tokens = controls[1].number_input("Tokens per sentence", 2, MAX_TOKENS_PER_SENTENCE, key="sink_tokens")
-layers = controls[2].multiselect("Layers to show", list(range(result.n_layers)), key="sink_layers")
-show_logits = controls[3].toggle(
-    "Logits", key="sink_logits", help="Average pre-softmax scores, as in the lecture's figure, instead of weights."
+n_sentences = page.widget("sentences", controls[0].number_input, "Sentences (at most)")
+n_tokens = page.widget("tokens", controls[1].number_input, "Tokens per sentence")
+layers = page.widget("layers", controls[2].multiselect, "Layers to show")
+show_logits = page.widget(
+    "logits",
+    controls[3].toggle,
+    "Logits",
+    help="Average pre-softmax scores, as in the lecture's figure, instead of weights.",
 )
-own = st.toggle("Use my own sentences", key="sink_own", help="Otherwise the bundled corpus of short English sentences.")
-pasted = (
-    st.text_area("Your sentences, one per line", key="sink_pasted", height=160, max_chars=limits.PASTED_CHARACTERS)
-    if own
-    else ""
+own = page.widget(
+    "own", st.toggle, "Use my own sentences", help="Otherwise the bundled corpus of short English sentences."
 )
-state.sync_url(k=k, sentences=n_sentences, tokens=n_tokens, layers=",".join(map(str, layers)), logits=int(show_logits))
+pasted = page.widget("pasted", st.text_area, "Your sentences, one per line", height=160) if own else ""
 
 averaged = probe_with_progress(
     "Averaging attention, sentences",
@@ -153,4 +116,4 @@ if not layers:
     st.info("Pick at least one layer to show.")
     st.stop()
 kind = "logits" if show_logits else "weights"
-show_figure(corpus_maps(value, layers, logits=show_logits), "sink_corpus", f"{value.model}-corpus-average-{kind}")
+show_figure(corpus_maps(value, layers, logits=show_logits), page.key("corpus"), f"{value.model}-corpus-average-{kind}")

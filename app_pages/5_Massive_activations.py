@@ -7,10 +7,9 @@ import streamlit as st
 
 from probes import ablation, activations, corpus
 from results.activations import KINDS, Thresholds
-from ui import state
 from ui.charts import show_figure
-from ui.layout import page
-from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache
+from ui.models import probe_or_stop, probe_with_progress, result_cache
+from ui.scaffold import Need, Setting, start
 from viz.activations import (
     ablation_chart,
     corpus_massive_kinds,
@@ -24,53 +23,46 @@ from viz.activations import (
 LAYER_VIEWS = ("surface", "heatmap")
 MAX_THRESHOLD = 1e9
 
-page(
-    "Massive activations",
-    "Hidden states look Gaussian except for a few features with consistently huge values at the first token and "
-    "the first delimiter (Sun et al. 2024). Here they are found automatically, on any model.",
-)
-
-handle = current_model()
+page = start(__file__, Need.MODEL, Need.TEXT)
+handle = page.handle
 result = probe_or_stop(
     "Running the model and measuring every block's output...",
-    lambda: activations.run(handle, state.text(), result_cache()),
+    lambda: activations.run(handle, page.text, result_cache()),
 ).value
-
-state.init_number("ma_layer", "layer", int(np.argmax(result.max_abs)), result.n_layers)
-state.init_number("ma_min", "min", Thresholds.min_magnitude, MAX_THRESHOLD, cast=float)
-state.init_number("ma_ratio", "ratio", Thresholds.min_ratio, MAX_THRESHOLD, cast=float)
-state.init_number("ma_sentences", "sentences", len(corpus.sentences()), len(corpus.sentences()) + 1, lower=1)
-if "ma_everywhere" not in st.session_state:
-    st.session_state["ma_everywhere"] = st.query_params.get("everywhere") == "1"
-if "ma_view" not in st.session_state:
-    st.session_state["ma_view"] = state.url_choice("view", LAYER_VIEWS, LAYER_VIEWS[0])
+page.settings(
+    Setting("layer", "int", int(np.argmax(result.max_abs)), lower=0, upper=result.n_layers - 1),
+    Setting("min", "float", Thresholds.min_magnitude, lower=0.0, upper=MAX_THRESHOLD),
+    Setting("ratio", "float", Thresholds.min_ratio, lower=0.0, upper=MAX_THRESHOLD),
+    Setting("view", "choice", LAYER_VIEWS[0], options=LAYER_VIEWS),
+    Setting("sentences", "int", len(corpus.sentences()), lower=1, upper=len(corpus.sentences())),
+    Setting("everywhere", "bool", False),
+)
 
 controls = st.columns([1, 1, 1, 2])
-layer = controls[0].number_input("Layer (output of block)", 0, result.n_layers - 1, key="ma_layer")
-min_magnitude = controls[1].number_input(
-    "Massive: |h| above", 0.0, MAX_THRESHOLD, step=10.0, key="ma_min", help="Sun et al.: larger than 100."
+layer = page.widget("layer", controls[0].number_input, "Layer (output of block)")
+min_magnitude = page.widget(
+    "min", controls[1].number_input, "Massive: |h| above", step=10.0, help="Sun et al.: larger than 100."
 )
-min_ratio = controls[2].number_input(
+min_ratio = page.widget(
+    "ratio",
+    controls[2].number_input,
     "… and above × median",
-    0.0,
-    MAX_THRESHOLD,
     step=100.0,
-    key="ma_ratio",
     help="Sun et al.: about 1,000 times the median magnitude of its layer.",
 )
-view = controls[3].radio("Show the layer as", LAYER_VIEWS, horizontal=True, key="ma_view")
+view = page.widget("view", controls[3].radio, "Show the layer as", horizontal=True)
 thresholds = Thresholds(min_magnitude, min_ratio)
 
 st.subheader(f"Layer {layer}: |h| over tokens and features")
 layer_values = probe_or_stop(
     f"Reading the output of block {layer}...",
-    lambda: activations.layer_run(handle, state.text(), layer, result_cache()),
+    lambda: activations.layer_run(handle, page.text, layer, result_cache()),
 ).value
 figure = magnitude_surface(layer_values) if view == "surface" else magnitude_heatmap(layer_values)
-show_figure(figure, "ma_layer_figure", f"{result.model}-magnitudes-L{layer}-{view}")
+show_figure(figure, page.key("layer_figure"), f"{result.model}-magnitudes-L{layer}-{view}")
 
 st.subheader("Across layers")
-show_figure(magnitude_lines(result), "ma_lines", f"{result.model}-magnitudes-by-layer")
+show_figure(magnitude_lines(result), page.key("lines"), f"{result.model}-magnitudes-by-layer")
 
 st.subheader("The massive activations of your text")
 st.markdown(
@@ -99,15 +91,7 @@ st.markdown(
     "The same search on each sentence of the bundled corpus: which features are massive, in what share of "
     "sentences, and on which kind of token. Ablation below also takes its means from these sentences."
 )
-n_sentences = st.number_input("Corpus sentences", 1, len(corpus.sentences()), key="ma_sentences")
-state.sync_url(
-    layer=layer,
-    min=f"{min_magnitude:g}",
-    ratio=f"{min_ratio:g}",
-    view=view,
-    sentences=n_sentences,
-    everywhere=int(st.session_state["ma_everywhere"]),
-)
+n_sentences = page.widget("sentences", st.number_input, "Corpus sentences")
 chosen = corpus.sentences()[:n_sentences]
 sentences = probe_with_progress(
     "Running the corpus, sentences", lambda progress: activations.corpus_run(handle, chosen, result_cache(), progress)
@@ -116,12 +100,12 @@ counts = activations.massive_counts(sentences.value, thresholds)
 if counts.any():
     show_figure(
         corpus_massive_layers(counts, sentences.value.n_sentences, result.model),
-        "ma_corpus",
+        page.key("corpus"),
         f"{result.model}-massive-corpus",
     )
     if counts[layer].any():
         figure = corpus_massive_kinds(counts, sentences.value.n_sentences, layer, KINDS, result.model)
-        show_figure(figure, "ma_corpus_kinds", f"{result.model}-massive-corpus-kinds-L{layer}")
+        show_figure(figure, page.key("corpus_kinds"), f"{result.model}-massive-corpus-kinds-L{layer}")
     else:
         st.info(
             f"No feature is massive at layer {layer} in any corpus sentence; pick another layer to see on which tokens."
@@ -130,9 +114,7 @@ else:
     st.info("No feature passes the thresholds in any corpus sentence.")
 
 st.subheader("Ablation: do these few values matter?")
-if not handle.is_causal:
-    st.info(f"{result.model} is an encoder: it predicts no next token, so there is no loss to ablate against.")
-    st.stop()
+page.require(Need.DECODER)
 if not found:
     st.info("This text has no massive activations at these thresholds, so there is nothing to remove.")
     st.stop()
@@ -142,12 +124,12 @@ st.markdown(
     "them to zero is compared with setting them to their mean over the corpus sentences above (same layer, feature "
     "and kind of token) and with zeroing as many randomly chosen entries at the same layers."
 )
-everywhere = st.toggle("Edit at every layer where it is massive", key="ma_everywhere")
+everywhere = page.widget("everywhere", st.toggle, "Edit at every layer where it is massive")
 done = probe_or_stop(
     "Measuring the loss with and without the massive activations...",
-    lambda: ablation.run(handle, state.text(), thresholds, result_cache(), chosen, everywhere),
+    lambda: ablation.run(handle, page.text, thresholds, result_cache(), chosen, everywhere),
 ).value
-show_figure(ablation_chart(done), "ma_ablation", f"{result.model}-massive-ablation")
+show_figure(ablation_chart(done), page.key("ablation"), f"{result.model}-massive-ablation")
 base, zeroed, mean = (float(n.mean()) for n in (done.nll_base, done.nll_zeroed, done.nll_mean))
 st.caption(
     f"Mean NLL per token: unchanged {base:.3f} nats, massive zeroed {zeroed:.3f}, massive set to their mean {mean:.3f}, "

@@ -6,36 +6,32 @@ import numpy as np
 import streamlit as st
 
 from probes import activations, corpus, distribution, neurons
-from ui import state
 from ui.charts import show_figure
-from ui.layout import page
-from ui.models import current_model, probe_or_stop, probe_with_progress, result_cache
+from ui.models import probe_or_stop, probe_with_progress, result_cache
+from ui.scaffold import Need, Setting, start
 from views.neurons import block_output_figure
 from viz.neurons import sparsity_figure
 
 TAU_RANGE = (-2.0, 4.0)
 
-page(
-    "Distributions and neurons",
-    "Hidden states are approximately Gaussian except for a few huge outliers; MLP neurons are sparse: on each token "
-    "most are (nearly) off, and some are never on at all.",
-)
-
-handle = current_model()
+page = start(__file__, Need.MODEL, Need.TEXT)
+handle = page.handle
 n_layers = handle.n_layers
-state.init_number("nd_layer", "layer", n_layers // 2, n_layers)
-state.init_number("nd_tau", "tau", 0.0, TAU_RANGE[1] + 0.001, lower=TAU_RANGE[0], cast=float)
-state.init_number("nd_sentences", "sentences", len(corpus.sentences()), len(corpus.sentences()) + 1, lower=1)
+page.settings(
+    Setting("layer", "int", n_layers // 2, lower=0, upper=n_layers - 1),
+    Setting("tau", "float", 0.0, lower=TAU_RANGE[0], upper=TAU_RANGE[1]),
+    Setting("sentences", "int", len(corpus.sentences()), lower=1, upper=len(corpus.sentences())),
+)
 controls = st.columns([1, 3])
-layer = controls[0].number_input("Layer (output of block)", 0, n_layers - 1, key="nd_layer")
+layer = page.widget("layer", controls[0].number_input, "Layer (output of block)")
 
 st.subheader(f"Layer {layer}: the distribution of the hidden state")
 layer_values = probe_or_stop(
     f"Reading the output of block {layer}...",
-    lambda: activations.layer_run(handle, state.text(), layer, result_cache()),
+    lambda: activations.layer_run(handle, page.text, layer, result_cache()),
 ).value
 spread = distribution.describe(layer_values.values)
-show_figure(block_output_figure(layer_values, spread), "nd_distribution", f"{handle.name}-distribution-L{layer}")
+show_figure(block_output_figure(layer_values, spread), page.key("distribution"), f"{handle.name}-distribution-L{layer}")
 st.caption(
     "The Gaussian is fitted robustly (median, and 1.4826 × the median absolute deviation) so that the outliers do not "
     "widen it; the QQ plot standardises the values the same way, so a Gaussian would lie on the dashed line."
@@ -49,13 +45,10 @@ st.markdown(
     "so z > τ splits them the same way, with τ a choice. A neuron is **dead** when it is never active on the "
     "sentences of the bundled corpus."
 )
-tau = controls[1].slider("τ: active when z exceeds", *TAU_RANGE, step=0.05, key="nd_tau")
-n_sentences = st.number_input("Corpus sentences", 1, len(corpus.sentences()), key="nd_sentences")
-state.sync_url(layer=layer, tau=f"{tau:g}", sentences=n_sentences)
+tau = page.widget("tau", controls[1].slider, "τ: active when z exceeds", step=0.05)
+n_sentences = page.widget("sentences", st.number_input, "Corpus sentences")
 tau = round(tau, 2)
-own = probe_or_stop(
-    "Counting active neurons on your text...", lambda: neurons.run(handle, [state.text()], result_cache())
-)
+own = probe_or_stop("Counting active neurons on your text...", lambda: neurons.run(handle, [page.text], result_cache()))
 on_corpus = probe_with_progress(
     "Running the corpus, sentences",
     lambda progress: neurons.run(handle, corpus.sentences()[:n_sentences], result_cache(), progress),
@@ -63,7 +56,7 @@ on_corpus = probe_with_progress(
 stats = on_corpus.value
 active, dead = neurons.active_share(stats, tau), neurons.dead_share(stats, tau)
 figure = sparsity_figure(neurons.active_share(own.value, tau), active, dead, tau, stats.activation, handle.name)
-show_figure(figure, "nd_neurons", f"{handle.name}-neurons-tau{tau:g}")
+show_figure(figure, page.key("neurons"), f"{handle.name}-neurons-tau{tau:g}")
 st.caption(
     f"Over the corpus ({stats.n_tokens:,} tokens, {stats.n_neurons:,} neurons per layer): {np.mean(active):.1%} of neurons "
     f"active per token on average; {int(np.sum(dead * stats.n_neurons)):,} dead neurons in all layers together."

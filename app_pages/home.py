@@ -4,63 +4,51 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes.text import TextTooLong, encode, max_characters, truncate
+from probes.text import Encoded, TextTooLong, encode, max_characters, truncate
 from runtime.builtin import BUILTINS, DERIVED
-from runtime.errors import LmscopeError
 from runtime.models import info
 from runtime.settings import settings
 from ui import state
-from ui.layout import page
-from ui.models import compute_engine, current_model
+from ui.models import compute_engine, show_error
+from ui.scaffold import Setting, start
 from views.registry import views
 from viz.tokens import token_chips_html
 
 OTHER = "Other: a Hugging Face id or a local folder…"
 
-page(
-    "lmscope",
-    "See inside language models: attention, activations, experts and weights, live on your text.",
-    export=False,
-)
-
+page = start(__file__, export=False)
 TITLES = {name: spec.title for name, spec in {**BUILTINS, **DERIVED}.items()}
 current = state.model_name()
-if "w_model" not in st.session_state:
-    st.session_state["w_model"] = current if current in TITLES else OTHER
-if "w_model_other" not in st.session_state:
-    st.session_state["w_model_other"] = "" if current in TITLES else current
-if "w_text" not in st.session_state:
-    st.session_state["w_text"] = state.text()
+page.settings(  # the choice itself lives in ui.state (and the URL); these are its widgets
+    Setting("model", "choice", current if current in TITLES else OTHER, options=[*TITLES, OTHER], url=False),
+    Setting("other", "str", "" if current in TITLES else current, url=False),
+    Setting("text", "str", state.text(), length=max_characters(settings().max_tokens), url=False),
+)
 
 
 def _model_changed() -> None:
-    picked = st.session_state["w_model"]
-    state.choose(model=st.session_state["w_model_other"] if picked == OTHER else picked)
+    picked = page.value("model")
+    state.choose(model=page.value("other") if picked == OTHER else picked)
 
 
 left, right = st.columns([1, 2])
 with left:
-    st.selectbox(
-        "Model",
-        [*TITLES, OTHER],
-        key="w_model",
-        format_func=lambda n: TITLES.get(n) or n,
-        on_change=_model_changed,
-    )
-    if st.session_state["w_model"] == OTHER:
-        st.text_input(
+    page.widget("model", st.selectbox, "Model", format_func=lambda n: TITLES.get(n) or n, on_change=_model_changed)
+    if page.value("model") == OTHER:
+        page.widget(
+            "other",
+            st.text_input,
             "Hugging Face id or local folder",
-            key="w_model_other",
             placeholder="e.g. HuggingFaceTB/SmolLM2-360M or /data/models/my-model",
             on_change=_model_changed,
         )
 with right:
-    st.text_area(
+    page.widget(
+        "text",
+        st.text_area,
         "Text",
-        key="w_text",
         height=140,
-        max_chars=max_characters(settings().max_tokens),
-        on_change=lambda: state.choose(new_text=st.session_state["w_text"]),
+        on_change=lambda: state.choose(new_text=page.value("text")),
         help=f"Up to {settings().max_tokens} tokens (LMSCOPE_MAX_TOKENS). Ctrl+Enter applies.",
     )
 
@@ -68,7 +56,7 @@ name = state.model_name()
 if not name:
     st.info("Type a Hugging Face id or a local model folder, then press Enter.")
     st.stop()
-handle = current_model()
+handle = page.handle
 
 summary = info(handle)
 st.subheader(summary.title)
@@ -85,25 +73,28 @@ st.caption(
 )
 
 limit = settings().max_tokens
-try:
-    encoded = encode(handle, state.text(), limit)
-except TextTooLong as exc:
-    st.error(str(exc))
 
-    def _truncate() -> None:
-        short = truncate(handle, state.text(), limit)
-        state.choose(new_text=short)
-        st.session_state["w_text"] = short
 
-    st.button(f"Truncate to the first {limit} tokens", on_click=_truncate)
-    st.stop()
-except LmscopeError as exc:
-    st.error(str(exc))
-    st.stop()
+def _truncate() -> None:
+    short = truncate(handle, page.text, limit)
+    state.choose(new_text=short)
+    page.set("text", short)
+
+
+def _encoded() -> Encoded:
+    """The text's tokens; a text over the limit is offered a truncation."""
+    try:
+        return encode(handle, page.text, limit)
+    except TextTooLong as exc:
+        show_error(exc)
+        st.button(f"Truncate to the first {limit} tokens", on_click=_truncate)
+        st.stop()
+
+
+encoded = page.or_stop(_encoded)
 
 st.markdown(f"**Tokens** ({len(encoded.tokens)}; hover for position and id)")
 st.html(token_chips_html(encoded.tokens, encoded.token_ids))
-state.sync_url()
 
 st.divider()
 st.markdown("**Views**")

@@ -87,7 +87,7 @@ PAGES = [
     ("Massive_activations", {}),
     ("Weight_spectra", {}),
     ("Expert_routing", {"model": "smollm2-135m-moefied"}),
-    ("Pruning_vs_quantization", {}),
+    ("Pruning", {}),
 ]
 CORPUS_VIEW = ("Attention_sinks", {})  # the sinks page as it opens: its corpus pass (256 sentences) is the shared part
 CLUSTER_WORKERS = 2

@@ -311,18 +311,18 @@ def test_massive_page_draws_its_charts(smollm2: ModelHandle, tmp_path) -> None:
     assert [f["data"][0]["type"] for f in figures] == ["surface", "scatter", "heatmap", "bar", "bar"]
     result = activations.run(smollm2, TEXT, ResultCache(tmp_path)).value
     layer = int(np.argmax(result.max_abs))
-    assert at.number_input(key="ma_layer").value == layer and at.query_params["layer"] == str(layer)
+    assert at.number_input(key="massive_layer").value == layer and at.query_params["layer"] == str(layer)
     z = plotly_array(figures[0]["data"][0]["z"])
     assert z.max() == pytest.approx(result.max_abs[layer])
     rows = at.dataframe[0].value
     assert len(rows) == len(activations.massive(result, Thresholds()))
     assert "each where it first appears" in chart(at, 4)["layout"]["title"]["subtitle"]["text"]
-    at.toggle(key="ma_everywhere").set_value(True).run()
+    at.toggle(key="massive_everywhere").set_value(True).run()
     assert "at every layer where it is massive" in chart(at, 4)["layout"]["title"]["subtitle"]["text"]
     assert at.query_params["everywhere"] == "1"
-    at.radio(key="ma_view").set_value("heatmap").run()
+    at.radio(key="massive_view").set_value("heatmap").run()
     assert chart(at, 0)["data"][0]["type"] == "heatmap" and at.query_params["view"] == "heatmap"
-    at.number_input(key="ma_min").set_value(1e8).run()
+    at.number_input(key="massive_min").set_value(1e8).run()
     assert "No activation of this text passes" in texts(at.info)
 
 
@@ -356,7 +356,7 @@ def test_neurons_page(smollm2: ModelHandle, tmp_path) -> None:
     assert (
         "z > 0.5" in sparsity["layout"]["title"]["text"] and "silu" in sparsity["layout"]["title"]["subtitle"]["text"]
     )
-    at.slider(key="nd_tau").set_value(1.0).run()
+    at.slider(key="neurons_tau").set_value(1.0).run()
     assert at.query_params["tau"] == "1"
 
 

@@ -115,13 +115,13 @@ def test_logits_toggle_from_the_url(smollm2: ModelHandle, tmp_path) -> None:
     text = "Logits come before the softmax."
     at = open_page(ATTENTION, text=text, layer="6", head="1", logits="1")
     assert not at.exception and not at.error
-    assert at.toggle(key="attn_logits").value
+    assert at.toggle(key="attention_logits").value
     figure = chart(at, 0)
     assert "logits" in figure["layout"]["title"]["text"]
     expected = attention.run(smollm2, text, ResultCache(tmp_path), with_logits=True).value.logits[6, 1].astype(float)
     lower = np.tril(np.ones_like(expected, dtype=bool))
     np.testing.assert_allclose(plotly_array(figure["data"][0]["z"]).astype(float)[lower], expected[lower])
-    at.toggle(key="attn_logits").set_value(False).run()
+    at.toggle(key="attention_logits").set_value(False).run()
     assert "weights" in chart(at, 0)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
 
 
@@ -134,7 +134,7 @@ def test_one_token_text_on_the_attention_page() -> None:
 def test_summary_choice_recolours_the_grid() -> None:
     at = open_page(ATTENTION, summary="entropy")
     assert not at.exception
-    assert at.selectbox(key="attn_summary").value == "entropy"
+    assert at.selectbox(key="attention_summary").value == "entropy"
     assert "Entropy" in chart(at, 1)["layout"]["title"]["text"]
 
 
@@ -157,5 +157,5 @@ def test_atlas_on_the_encoder_names_cls_and_sep(minilm: ModelHandle) -> None:
 def test_atlas_bad_score_in_the_url_falls_back() -> None:
     at = open_page(ATLAS, score="nonsense", layer="77")
     assert not at.exception and not at.error
-    assert at.selectbox(key="atlas_score").value == "induction"
+    assert at.selectbox(key="heads_score").value == "induction"
     assert "layer=77 is out of range" in texts(at.warning)

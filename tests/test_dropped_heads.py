@@ -26,7 +26,7 @@ from viz.dropped_heads import delta_grid, removal_curve
 # The compression page's own test text and settings (tests/test_weights.py): its first chart comes from the cache.
 TEXT = "The cat sat on the mat. Then the cat slept, and the dog watched."
 SEEDS = 2
-PAGE = "app_pages/9_Pruning_vs_quantization.py"
+PAGE = "app_pages/9_Pruning.py"
 
 
 @pytest.fixture(scope="module")

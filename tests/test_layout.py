@@ -58,7 +58,8 @@ def test_package_boundaries(package: str) -> None:
 def test_results_need_only_numpy() -> None:
     allowed = set(sys.stdlib_module_names) | {"__future__", "numpy", "results"}
     offenders = {
-        str(path.relative_to(ROOT)): sorted(_imported_roots(path) - allowed) for path in (ROOT / "results").rglob("*.py")
+        str(path.relative_to(ROOT)): sorted(_imported_roots(path) - allowed)
+        for path in (ROOT / "results").rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 
@@ -66,6 +67,16 @@ def test_results_need_only_numpy() -> None:
 def test_pages_stay_thin() -> None:
     for path in (ROOT / "app_pages").glob("*.py"):
         assert not _imported_roots(path) & {"torch", "transformers"}, path.name
+
+
+def test_pages_leave_state_urls_guards_and_errors_to_the_scaffold() -> None:
+    """Pages read and write their choices through ui.scaffold (settings, guards, errors), never by hand."""
+    hand_rolled = ("st.session_state", "st.query_params", "except LmscopeError", ".is_causal:")
+    offenders = {
+        path.name: [what for what in hand_rolled if what in path.read_text()]
+        for path in (ROOT / "app_pages").glob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_ruff_is_clean() -> None:
@@ -138,7 +149,9 @@ MACHINERY = {"runtime.jobs", "runtime.engine", "runtime.cluster", "runtime.clust
 def test_no_probe_imports_the_queue_the_cluster_or_the_codec() -> None:
     known = _modules()
     offenders = {
-        name: sorted(_imports(name, path, known) & MACHINERY) for name, path in known.items() if name.startswith("probes")
+        name: sorted(_imports(name, path, known) & MACHINERY)
+        for name, path in known.items()
+        if name.startswith("probes")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 

@@ -115,22 +115,16 @@ def test_unknown_preset_names_the_known_ones() -> None:
 
 
 def _names_read(page: Path) -> set[str]:
-    """The URL query parameters a page reads: the state helpers' names, st.query_params.get, and the head and
-    matrix choosers (layer, head; matrix); model and text are read by every page."""
+    """The URL query parameters a page reads: its Settings that the URL carries, and the head and matrix choosers'
+    (layer, head; matrix); model and text are read by every page."""
     names = {"model", "text"}
-    tree = ast.parse(page.read_text())
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(page.read_text())):
         if isinstance(node, ast.Call):
             func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            position = {"init_number": 1, "url_number": 0, "url_choice": 0, "_text_choice": 0, "get": 0}.get(func)
-            if func == "get" and "query_params" not in ast.unparse(node.func):
-                position = None
-            if position is not None and len(node.args) > position and isinstance(node.args[position], ast.Constant):
-                names.add(node.args[position].value)
+            carried = not any(k.arg == "url" and ast.unparse(k.value) == "False" for k in node.keywords)
+            if func == "Setting" and carried and isinstance(node.args[0], ast.Constant):
+                names.add(node.args[0].value)
             names |= {"head_inputs": {"layer", "head"}, "matrix_input": {"matrix"}}.get(func, set())
-        if isinstance(node, ast.For) and "query_params.get(" in ast.unparse(node):  # for key, name, default in (...)
-            slot = [t.id for t in node.target.elts].index("name")
-            names |= {row.elts[slot].value for row in node.iter.elts}
     return names
 
 
@@ -458,8 +452,8 @@ def test_the_atlas_page_opens_on_the_induction_head(rendered: dict[str, Rendered
     at = open_page(done.preset.page, **done.query)
     assert not at.exception and not at.error and not texts(at.warning)
     layer, head = _head(done)
-    assert (at.session_state["atlas_layer"], at.session_state["atlas_head"]) == (layer, head)
-    assert at.session_state["atlas_score"] == "induction"
+    assert (at.session_state["heads_layer"], at.session_state["heads_head"]) == (layer, head)
+    assert at.session_state["heads_score"] == "induction"
 
 
 def test_the_sinks_page_opens_on_the_same_corpus_figure(rendered: dict[str, Rendered]) -> None:

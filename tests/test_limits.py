@@ -110,7 +110,7 @@ def test_the_text_area_has_a_character_limit(smollm2: ModelHandle) -> None:
             {"windows": ",".join(str(w) for w in range(1, limits.WINDOWS + 2))},
             "At most 16 window sizes",
         ),
-        ("app_pages/9_Pruning_vs_quantization.py", {"bits": "2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,3"}, "At most 15 bit"),
+        ("app_pages/9_Pruning.py", {"bits": "2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,3"}, "At most 15 bit"),
         ("app_pages/8_Weight_spectra.py", {"ranks": ",".join(str(r) for r in range(1, 30))}, "At most 16 ranks"),
         ("app_pages/4_Attention_sinks.py", {"sentences": "999999"}, "out of range"),
     ],

@@ -278,7 +278,7 @@ def test_cli_moe_errors(tiny_folders: dict[str, Path]) -> None:
 
 def test_routing_page_corpus_views(tiny_folders: dict[str, Path]) -> None:
     at = open_page(PAGE, model=str(tiny_folders["olmoe"]), text=TEXT)
-    at.toggle(key="moe_corpus").set_value(True).run()
+    at.toggle(key="routing_corpus").set_value(True).run()
     assert not at.exception and not at.error, texts(at.error)
     titles = [chart(at, i)["layout"]["title"]["text"] for i in range(len(at.get("plotly_chart")))]
     assert "Expert load in every layer, over the corpus" in titles
@@ -289,8 +289,8 @@ def test_routing_page_corpus_views(tiny_folders: dict[str, Path]) -> None:
 
 def test_routing_page_derived_moe_corpus_and_loss(tmp_path: Path) -> None:
     at = open_page(PAGE, model="smollm2-135m-moefied", text="A short text.", experts="8", k="2", layer="3")
-    at.toggle(key="moe_corpus").set_value(True).run()
-    at.toggle(key="moe_loss").set_value(True).run()
+    at.toggle(key="routing_corpus").set_value(True).run()
+    at.toggle(key="routing_loss").set_value(True).run()
     assert not at.exception and not at.error, texts(at.error)
     titles = [chart(at, i)["layout"]["title"]["text"] for i in range(len(at.get("plotly_chart")))]
     assert titles[0] == "Routing of layer 3: top-2 of 8 experts per token"

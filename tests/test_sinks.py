@@ -220,7 +220,7 @@ def test_sinks_page_draws_its_charts(smollm2: ModelHandle, tmp_path: Path) -> No
     assert [a["text"].split("<br>")[0] for a in maps["layout"]["annotations"]] == ["Layer 0", "Layer 5"]
     assert "logits" in maps["layout"]["title"]["text"] and "4 sentences of 12 tokens" in maps["layout"]["title"]["text"]
     assert at.query_params["k"] == "3" and at.query_params["layers"] == "0,5"
-    at.toggle(key="sink_logits").set_value(False).run()
+    at.toggle(key="sinks_logits").set_value(False).run()
     assert "weights" in chart(at, 3)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
 
 
@@ -244,7 +244,7 @@ def test_bad_url_options_fall_back_with_a_message(smollm2: ModelHandle, params: 
     at = open_page(SINKS, text=TEXT, sentences="2", **params)
     assert not at.exception and not at.error
     assert message in texts(at.warning)
-    assert at.slider(key="sink_k").value == sinks.DEFAULT_K
+    assert at.slider(key="sinks_k").value == sinks.DEFAULT_K
 
 
 @pytest.mark.parametrize(
@@ -252,8 +252,8 @@ def test_bad_url_options_fall_back_with_a_message(smollm2: ModelHandle, params: 
 )
 def test_pasted_sentences_that_cannot_be_used(smollm2: ModelHandle, pasted: str, message: str) -> None:
     at = open_page(SINKS, text=TEXT, sentences="2")
-    at.toggle(key="sink_own").set_value(True).run()
-    at.text_area(key="sink_pasted").input(pasted).run()
+    at.toggle(key="sinks_own").set_value(True).run()
+    at.text_area(key="sinks_pasted").input(pasted).run()
     assert not at.exception
     assert message in texts(at.error)
     assert len(at.get("plotly_chart")) == 3  # the charts of the text are still shown

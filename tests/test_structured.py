@@ -254,7 +254,10 @@ def test_page_draws_masks_and_the_loss_sweep(smollm2: ModelHandle, tmp_path) -> 
         **{"global": "7"},
     )
     assert not at.exception and not at.error and not at.warning
-    assert [at.number_input(key=k).value for k in ("st_layer", "st_head", "st_window", "st_dilation", "st_sinks")] == [
+    assert [
+        at.number_input(key=k).value
+        for k in ("structured_layer", "structured_head", "structured_window", "structured_dilation", "structured_sinks")
+    ] == [
         5,
         2,
         4,

@@ -18,6 +18,7 @@ from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from runtime.models import load
 from tests.helpers import open_page
+from ui.navigation import routes
 from views import cli, registry
 from views.registry import Command, Figure, Run, View
 from viz.attention import head_grid
@@ -107,3 +108,28 @@ def test_a_registered_figure_is_in_the_preset_schema(toy: View, tmp_path: Path, 
     done = render(preset, smollm2, ResultCache())
     assert done.figure.layout.title.text == "Entropy" and done.settings["view"] == "toy"
     assert done.results["attention"].entropy.shape == (30, 9)
+
+
+# Every URL path of the last release (7bdcdd0, views.registry.url_path of each view's page), with its view's key.
+RELEASED = {
+    "Lecture_tour": "tour",
+    "Attention": "attention",
+    "Head_atlas": "heads",
+    "Structured_attention": "structured",
+    "Attention_sinks": "sinks",
+    "Massive_activations": "massive",
+    "Distributions_and_neurons": "neurons",
+    "Weight_distributions": "weights",
+    "Weight_spectra": "spectra",
+    "Pruning_vs_quantization": "pruning",
+    "Expert_routing": "routing",
+    "Lottery_tickets": "lottery",
+    "Concepts": "concepts",
+    "Fine_tuning": "finetune",
+}
+
+
+def test_every_released_url_still_opens_its_view() -> None:
+    opened = routes()
+    assert {path: opened[path].key for path in RELEASED if path in opened} == RELEASED
+    assert all(view.url_path in opened and opened[view.url_path] == view for view in registry.views())

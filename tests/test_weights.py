@@ -18,7 +18,7 @@ from viz.spectra import alpha_by_layer, energy_captured, esd_figure, statistic_g
 
 DISTRIBUTIONS = "app_pages/7_Weight_distributions.py"
 SPECTRA = "app_pages/8_Weight_spectra.py"
-COMPRESSION = "app_pages/9_Pruning_vs_quantization.py"
+COMPRESSION = "app_pages/9_Pruning.py"
 TEXT = "The cat sat on the mat. Then the cat slept, and the dog watched."
 
 
@@ -74,7 +74,7 @@ def test_distributions_page(smollm2: ModelHandle, tmp_path) -> None:
     up = [m.beyond_6_std for m in stats.matrices if m.kind == "up"]
     kinds = grid["data"][0]["x"]
     np.testing.assert_allclose(z[:, kinds.index("up")], up)
-    at.radio(key="wd_statistic").set_value("kurtosis").run()
+    at.radio(key="weights_statistic").set_value("kurtosis").run()
     assert at.query_params["statistic"] == "kurtosis"
 
 
@@ -119,7 +119,7 @@ def test_compression_page(smollm2: ModelHandle, tmp_path) -> None:
     fig = chart(at, 0)
     names = {trace["name"] for trace in fig["data"]}
     assert {"magnitude pruning (unstructured)", "round-to-nearest quantization", "2:4 semi-structured pruning"} <= names
-    at.text_input(key="pq_bits").input("1").run()
+    at.text_input(key="pruning_bits").input("1").run()
     assert "bit" in texts(at.error)
 
 

@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from ui.layout import page
-from ui.models import current_model
+from ui.scaffold import Need, start
 
-page("Toy view", "Registered by a test.")
-st.markdown(f"The toy view of {current_model().name}.")
+page = start(__file__, Need.MODEL)
+st.markdown(f"The toy view of {page.handle.name}.")

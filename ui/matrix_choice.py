@@ -9,6 +9,7 @@ from probes import spectra
 from results.spectra import ModelSpectra, WeightRef
 from runtime.handle import ModelHandle
 from ui.models import probe_with_progress, result_cache
+from ui.scaffold import Page, Setting
 
 
 def default_matrix(refs: list[WeightRef]) -> str:
@@ -17,22 +18,17 @@ def default_matrix(refs: list[WeightRef]) -> str:
     return next((r.name for r in refs if r.layer == middle and r.kind == "q"), refs[0].name)
 
 
-def matrix_input(refs: list[WeightRef], key: str) -> str:
+def matrix_input(page: Page, refs: list[WeightRef]) -> str:
     """A searchable select box of the matrices (module names, with shape); starts from the URL's `matrix`."""
     names = [r.name for r in refs]
-    if key not in st.session_state or st.session_state[key] not in names:
-        chosen = st.query_params.get("matrix", default_matrix(refs))
-        if chosen not in names:
-            st.warning(
-                f"The link's matrix={chosen!r} is not a weight matrix of this model; showing {default_matrix(refs)}."
-            )
-            chosen = default_matrix(refs)
-        st.session_state[key] = chosen
+    page.settings(
+        Setting("matrix", "choice", default_matrix(refs), options=names, allowed="a weight matrix of this model")
+    )
     shapes = {r.name: r.shape for r in refs}
-    return st.selectbox(
+    return page.widget(
+        "matrix",
+        st.selectbox,
         "Weight matrix",
-        names,
-        key=key,
         format_func=lambda name: f"{name}  ({shapes[name][0]} x {shapes[name][1]})",
         help="Module names as in model.named_modules(); type to search (for example 'layers.3.mlp').",
     )

@@ -50,8 +50,13 @@ def loaded_model(name: str) -> ModelHandle | None:
         with st.spinner(f"Loading {name} (the first load of a built-in GGUF model converts it, about a minute)..."):
             return _loaded(name)
     except LmscopeError as exc:  # st.cache_resource does not cache exceptions, so a fixed problem retries
-        st.error(str(exc))
+        show_error(exc)
         return None
+
+
+def show_error(exc: LmscopeError, about: str = "") -> None:
+    """A user error on a page, shown the one way every page shows them."""
+    st.error(f"{about}: {exc}" if about else str(exc))
 
 
 def current_model() -> ModelHandle:
@@ -113,7 +118,7 @@ def probe_with_progress(what: str, run: Callable[[Progress], Cached[T]]) -> Cach
     try:
         cached = waited(what, run)
     except LmscopeError as exc:
-        st.error(str(exc))
+        show_error(exc)
         st.page_link(HOME, label="Change the model or text", icon=":material/edit:")
         st.stop()
     if cached.warning:

@@ -57,6 +57,7 @@ VIEW = register(
         icon="grid_on",
         group="Attention",
         page="app_pages/1_Attention.py",
+        caption="Where each token looks. Rows are queries (the attending token), columns keys; each row sums to 1.",
         commands=(Command("attention", "attention maps and per-head summaries", _arguments, _print),),
     )
 )

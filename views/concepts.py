@@ -78,6 +78,11 @@ VIEW = register(
         icon="hub",
         group="Activations",
         page="app_pages/12_Concepts.py",
+        caption=(
+            "Concepts may span a low-dimensional subspace: “apple” = 0.09 “dessert” + 0.11 “organism” + 0.16 “fruit” + "
+            "0.22 “mobile&IT” + 0.42 “others”. Learn a dictionary of atoms on the model's word vectors and write any word as "
+            "a few of them plus a residual (Arora et al. 2018; today's sparse dictionaries of the residual stream)."
+        ),
         commands=(
             Command("concepts", "a word's sparse code over a dictionary learned on the model", _arguments, _print),
         ),

@@ -86,6 +86,12 @@ VIEW = register(
         icon="tune",
         group="Weights",
         page="app_pages/13_Fine_tuning.py",
+        caption=(
+            "LoRA freezes the pretrained weights and learns W = W₀ + BA, with B·A of a small rank r: a fraction of a percent "
+            "of the parameters (Hu et al. 2021). It works if the update a full fine-tuning makes is close to low-rank "
+            "anyway. Here the model is fine-tuned twice, live, on a small bundled task, and the two updates are compared "
+            "matrix by matrix. The model the other pages use is never changed: both runs train copies."
+        ),
         commands=(
             Command(
                 "finetune",

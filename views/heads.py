@@ -124,6 +124,10 @@ VIEW = register(
         icon="apps",
         group="Attention",
         page="app_pages/2_Head_atlas.py",
+        caption=(
+            "Specialised heads (Clark et al. 2019; Olsson et al. 2022). Induction and previous-token scores are measured "
+            "the standard way, on random tokens repeated twice; the other scores on your text."
+        ),
         commands=(
             Command("heads", "induction, previous-token and sink scores on repeated random tokens", _arguments, _print),
         ),

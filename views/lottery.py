@@ -52,6 +52,11 @@ VIEW = register(
         icon="casino",
         group="Weights",
         page="app_pages/11_Lottery_tickets.py",
+        caption=(
+            "A randomly initialised network holds a subnetwork that, trained alone from the same initial values, matches "
+            "the whole network; iterative magnitude pruning finds it (Frankle and Carbin 2019). Shown here on a small network "
+            "that trains in a fraction of a second, not on the language model chosen in the sidebar, which plays no part."
+        ),
         commands=(
             Command(
                 "lottery",

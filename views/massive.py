@@ -132,6 +132,10 @@ VIEW = register(
         icon="landscape",
         group="Activations",
         page="app_pages/5_Massive_activations.py",
+        caption=(
+            "Hidden states look Gaussian except for a few features with consistently huge values at the first token and "
+            "the first delimiter (Sun et al. 2024). Here they are found automatically, on any model."
+        ),
         commands=(
             Command(
                 "activations",

@@ -34,6 +34,10 @@ VIEW = register(
         icon="ssid_chart",
         group="Activations",
         page="app_pages/6_Distributions_and_neurons.py",
+        caption=(
+            "Hidden states are approximately Gaussian except for a few huge outliers; MLP neurons are sparse: on each token "
+            "most are (nearly) off, and some are never on at all."
+        ),
         figures=(Figure("activation_histogram", _draw_histogram, (activations,)),),
     )
 )

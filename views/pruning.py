@@ -77,7 +77,13 @@ VIEW = register(
         summary="the loss per byte of each way to shrink a model",
         icon="compress",
         group="Weights",
-        page="app_pages/9_Pruning_vs_quantization.py",
+        page="app_pages/9_Pruning.py",
+        aliases=("Pruning_vs_quantization",),  # its URL path until December 2026
+        caption=(
+            "Two ways to make a model smaller, applied to a copy of it: magnitude pruning (unstructured, and 2:4 "
+            "semi-structured) and round-to-nearest quantization (per output channel). Pruning has had limited success "
+            "(SparseGPT reaches about 50%), quantization works better: see it on the loss per byte."
+        ),
         commands=(
             Command(
                 "pruning",

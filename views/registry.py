@@ -141,6 +141,8 @@ class View:
     icon: str  # a Material Symbols name
     group: str  # the navigation section
     page: str
+    caption: str = ""  # the page's lead paragraph, under its title
+    aliases: tuple[str, ...] = ()  # old URL paths that still open this view
     commands: tuple[Command, ...] = ()
     figures: tuple[Figure, ...] = ()
 
@@ -163,13 +165,13 @@ def register(view: View) -> View:
     """Add a view; its key, page, commands and figures must be new (a clear error names the clash)."""
     taken = {
         "key": {v.key for v in _views.values()},
-        "page": {v.url_path for v in _views.values()},
+        "page": {path for v in _views.values() for path in (v.url_path, *v.aliases)},
         "command": {c.name for v in _views.values() for c in v.commands},
         "figure": {f.name for v in _views.values() for f in v.figures},
     }
     mine = {
         "key": {view.key},
-        "page": {view.url_path},
+        "page": {view.url_path, *view.aliases},
         "command": {c.name for c in view.commands},
         "figure": {f.name for f in view.figures},
     }

@@ -107,6 +107,11 @@ VIEW = register(
         icon="call_split",
         group="Experts",
         page="app_pages/10_Expert_routing.py",
+        caption=(
+            "A Mixture-of-Experts block has many MLPs (experts) and a router G(x) that sends each token to a few of them: "
+            "y = Σ G(x)_i E_i(x). Parameters grow with the experts while the compute per token stays that of k experts "
+            "(Shazeer et al. 2017; DeepSeekMoE adds shared experts every token uses)."
+        ),
         commands=(Command("moe", "Mixture-of-Experts routing of every router on a text", _arguments, _print),),
         figures=(
             Figure("moe_routing", _draw_routing, (routing, moefication)),

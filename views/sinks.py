@@ -50,6 +50,10 @@ VIEW = register(
         icon="vertical_align_bottom",
         group="Attention",
         page="app_pages/4_Attention_sinks.py",
+        caption=(
+            "Beyond the first layers, most heads put most of their weight on the first token: softmax must put its mass "
+            "somewhere, and the first token, seen by every query, soaks it up (StreamingLLM, Xiao et al. 2023)."
+        ),
         figures=(
             Figure("corpus_average_maps", _draw_corpus_maps, (sinks,)),
             Figure("sink_share", _draw_share, (attention, sinks)),

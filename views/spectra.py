@@ -70,6 +70,11 @@ VIEW = register(
         icon="show_chart",
         group="Weights",
         page="app_pages/8_Weight_spectra.py",
+        caption=(
+            "The eigenvalues of WᵀW of a trained matrix leave the Marchenko-Pastur bulk of a random one and end in a "
+            "power-law tail; its exponent alpha says how well trained the layer is (Martin and Mahoney; WeightWatcher). "
+            "Most of the energy sits in a few directions: low rank is everywhere."
+        ),
         commands=(
             Command("weights", "spectra and power-law fits of every block weight matrix", model_argument, _print),
         ),

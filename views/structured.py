@@ -68,6 +68,10 @@ VIEW = register(
         icon="filter_alt",
         group="Attention",
         page="app_pages/3_Structured_attention.py",
+        caption=(
+            "Sparse attention patterns for long contexts (sliding window, dilated, global + sliding), drawn beside a "
+            "real head and then imposed on every layer of the model to see what they cost."
+        ),
         commands=(
             Command("window", "mean per-token loss with every layer limited to a sliding window", _arguments, _print),
         ),

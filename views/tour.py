@@ -13,5 +13,9 @@ VIEW = register(
         icon="school",
         group="Lecture",
         page="app_pages/0_Lecture_tour.py",
+        caption=(
+            "The lecture on sparsity and low-rankness, section by section, each with its figures computed live on the "
+            "built-in models. Every figure opens in its own view with the same settings."
+        ),
     )
 )

@@ -28,6 +28,10 @@ VIEW = register(
         icon="bar_chart",
         group="Weights",
         page="app_pages/7_Weight_distributions.py",
+        caption=(
+            "Trained weights are dense and look Gaussian: a histogram against a fitted Gaussian, its kurtosis and tails, "
+            "for one matrix and for every matrix of the model at once. No text needed: this view reads the weights alone."
+        ),
         figures=(Figure("weight_histogram", _draw_histogram, (spectra,)),),
     )
 )

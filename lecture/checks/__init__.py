@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from lecture.checks import (
     attention_sinks,
     long_context,
-    lottery_tickets,
     low_rank,
     massive_activations,
     mixture_of_experts,
     model_weights,
+    pruning,
     specialised_heads,
 )
 from lecture.render import CaptionMismatch, Rendered
@@ -22,7 +22,7 @@ Check = Callable[[Rendered], str]
 
 CHECKS: dict[str, Check] = {
     **model_weights.CHECKS,
-    **lottery_tickets.CHECKS,
+    **pruning.CHECKS,
     **specialised_heads.CHECKS,
     **attention_sinks.CHECKS,
     **long_context.CHECKS,

@@ -1,0 +1,89 @@
+"""Pruning against quantization: the loss of your text and of the corpus against the bytes each weight costs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from probes import corpus, dropped_heads, pruning
+from probes.structured import parse_ints
+from runtime import limits
+from ui.charts import show_figure
+from ui.models import probe_with_progress, result_cache
+from ui.scaffold import Need, Setting, start
+from viz.dropped_heads import delta_grid, removal_curve
+from viz.pruning import tradeoff_figure
+
+DEFAULT_SPARSITIES = "10, 30, 50, 70"
+DEFAULT_BITS = "8, 4, 3, 2"
+DEFAULT_SENTENCES = 32
+MAX_SENTENCES = len(corpus.sentences())
+
+page = start(__file__, Need.DECODER, Need.TEXT)
+handle = page.handle
+# The dropped-heads section's choices too: its widgets come last, the URL is written before the first computation.
+page.settings(
+    Setting("sparsities", "str", DEFAULT_SPARSITIES),
+    Setting("bits", "str", DEFAULT_BITS),
+    Setting("sentences", "int", DEFAULT_SENTENCES, lower=1, upper=MAX_SENTENCES),
+    Setting("kinds", "multi", list(pruning.KINDS), options=pruning.KINDS, url=False),
+    Setting("seeds", "int", dropped_heads.DEFAULT_SEEDS, lower=1, upper=limits.HEAD_DROP_SEEDS),
+    Setting("drop_heads", "bool", False),
+)
+controls = st.columns([2, 2, 1, 3])
+sparsity_text = page.widget(
+    "sparsities", controls[0].text_input, "Sparsities (%)", help="Share of weights set to zero, 0 to 99."
+)
+bits_text = page.widget(
+    "bits", controls[1].text_input, "Bit widths", help="Round-to-nearest, one scale per output channel; 2 to 16."
+)
+n_sentences = page.widget("sentences", controls[2].number_input, "Corpus sentences")
+kinds = page.widget("kinds", controls[3].multiselect, "Matrices")
+if not kinds:
+    st.info("Pick at least one kind of matrix to pruning.")
+    st.stop()
+
+sparsities = page.or_stop(lambda: [s / 100 for s in parse_ints(sparsity_text, "sparsities")])
+bits = page.or_stop(lambda: parse_ints(bits_text, "bit widths"))
+sentences = corpus.sentences()[:n_sentences]
+done = probe_with_progress(
+    "Compressing and measuring, settings",
+    lambda progress: pruning.tradeoff(
+        handle, page.text, sentences, sparsities, bits, result_cache(), tuple(kinds), progress
+    ),
+)
+show_figure(tradeoff_figure(done.value), page.key("tradeoff"), f"{handle.name}-pruning-vs-quantization")
+st.caption(
+    "Bytes per weight count what each format stores: fp16 values (2 bytes) for the dense model; b/8 bytes plus one "
+    "fp16 scale per row for b-bit quantization; the kept fp16 values plus a 1-bit mask for unstructured pruning; the "
+    "kept values plus a 2-bit index each for 2:4. Only the chosen block matrices are compressed and counted."
+)
+
+st.subheader("Dropping attention heads")
+st.markdown(
+    "Structured pruning of a whole head (Michel et al. 2019, *Are Sixteen Heads Really Better than One?*; Voita et "
+    "al. 2019): a head is dropped by zeroing its output before the attention's output projection, in this "
+    "computation only. First each head alone, then more and more heads together: those whose loss matters least "
+    "first, against random orders."
+)
+heads_controls = st.columns([1, 3], vertical_alignment="bottom")
+seeds = page.widget(
+    "seeds", heads_controls[0].number_input, "Random orders", help="Random orders of removal to compare with."
+)
+n_heads = handle.n_layers * handle.n_heads
+drop = page.widget(
+    "drop_heads",
+    heads_controls[1].toggle,
+    f"Drop each of the {n_heads} heads, then groups of them ({dropped_heads.passes(handle, seeds)} passes of your text)",
+)
+if drop:
+    dropped = probe_with_progress(
+        "Dropping heads, passes of the text",
+        lambda progress: dropped_heads.run(handle, page.text, result_cache(), seeds, progress),
+    ).value
+    show_figure(delta_grid(dropped), page.key("heads_grid"), f"{handle.name}-dropped-heads")
+    show_figure(removal_curve(dropped), page.key("heads_curve"), f"{handle.name}-dropping-heads")
+    st.caption(
+        "A head's importance is the increase of the text's mean per-token loss when it alone is dropped; the curve "
+        "drops heads cumulatively in that order (least important first, measured on this same text) or in random "
+        "orders. The whole text is scored each time, with the other heads left as they are."
+    )
