@@ -97,7 +97,7 @@ def test_the_required_figures_are_there() -> None:
         "weight_histogram",
         "esd",
         "alpha_by_layer",
-        "compress_tradeoff",
+        "pruning_tradeoff",
         "rank_loss",
         "moe_routing",
         "moe_load",

@@ -123,7 +123,7 @@ def test_pages_say_what_is_over_a_limit(page: str, params: dict[str, str], messa
 
 @pytest.mark.slow  # a subprocess that imports torch
 def test_cli_zero_means_zero(smollm2: ModelHandle) -> None:
-    done = cli("compress", "--model", "smollm2-135m-instruct", "--text", TEXT, "--sparsity", "0")
+    done = cli("pruning", "--model", "smollm2-135m-instruct", "--text", TEXT, "--sparsity", "0")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["amount"] == 0 and out["nll_compressed"] == pytest.approx(out["nll_base"], abs=1e-6)

@@ -133,3 +133,29 @@ def test_every_released_url_still_opens_its_view() -> None:
     opened = routes()
     assert {path: opened[path].key for path in RELEASED if path in opened} == RELEASED
     assert all(view.url_path in opened and opened[view.url_path] == view for view in registry.views())
+
+
+# Every command of the last release's CLI (466c6e2, `python -m lmscope --help`), with the command it runs now.
+RELEASED_COMMANDS = {
+    "ablate": "ablate",
+    "activations": "activations",
+    "attention": "attention",
+    "compress": "pruning",
+    "concepts": "concepts",
+    "drop-heads": "drop-heads",
+    "finetune": "finetune",
+    "heads": "heads",
+    "list-models": "list-models",
+    "lottery": "lottery",
+    "moe": "moe",
+    "prepare": "prepare",
+    "weights": "weights",
+    "window": "window",
+}
+
+
+def test_every_released_command_still_runs_its_view() -> None:
+    runs = {command.name: command.run for command in (*cli.STORE, *registry.commands())}
+    (subcommands,) = [a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    for old, new in RELEASED_COMMANDS.items():
+        assert subcommands.choices[old].get_default("run") is runs[new], old

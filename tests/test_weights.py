@@ -140,7 +140,7 @@ def test_tradeoff_figure_draws_the_points(smollm2: ModelHandle, cache: ResultCac
 
 
 @pytest.mark.slow  # a subprocess that imports torch
-def test_cli_weights_and_compress(smollm2: ModelHandle, cache: ResultCache) -> None:
+def test_cli_weights_and_pruning(smollm2: ModelHandle, cache: ResultCache) -> None:
     done = cli("weights", "--model", "smollm2-135m-instruct")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -157,7 +157,7 @@ def test_cli_weights_and_compress(smollm2: ModelHandle, cache: ResultCache) -> N
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["nll_compressed"] == out["nll_base"]
-    done = cli("compress", "--model", "smollm2-135m-instruct", "--text", TEXT, "--sparsity", "0.5")
+    done = cli("pruning", "--model", "smollm2-135m-instruct", "--text", TEXT, "--sparsity", "0.5")
     out = json.loads(done.stdout)
     assert out["nll_compressed"] > out["nll_base"]
 
@@ -172,7 +172,7 @@ def test_cli_weights_and_compress(smollm2: ModelHandle, cache: ResultCache) -> N
         ((), "one of the arguments --sparsity --bits"),
     ],
 )
-def test_cli_compress_bad_input(args: tuple[str, ...], message: str) -> None:
-    done = cli("compress", "--model", "smollm2-135m-instruct", "--text", TEXT, *args)
+def test_cli_pruning_bad_input(args: tuple[str, ...], message: str) -> None:
+    done = cli("pruning", "--model", "smollm2-135m-instruct", "--text", TEXT, *args)
     assert done.returncode in (1, 2) and "Traceback" not in done.stderr
     assert message in done.stderr

@@ -94,6 +94,6 @@ VIEW = register(
             ),
             dropped_heads.COMMAND,
         ),
-        figures=(Figure("compress_tradeoff", _draw_tradeoff, (pruning,)), *dropped_heads.FIGURES),
+        figures=(Figure("pruning_tradeoff", _draw_tradeoff, (pruning,)), *dropped_heads.FIGURES),
     )
 )

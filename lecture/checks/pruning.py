@@ -80,7 +80,7 @@ def head_curve(rendered: Rendered) -> str:
 
 
 CHECKS = {
-    "compress_tradeoff": tradeoff,
+    "pruning_tradeoff": tradeoff,
     "lottery_tickets": tickets,
     "head_drop_grid": head_grid,
     "head_drop_curve": head_curve,

@@ -66,7 +66,7 @@ def main() -> None:
             del handle
         cache.close()
     print(f"## Pruning, quantization and low rank ({date}, {platform.machine()}, {cores} cores, ", end="")
-    print("`python bench/compress_tradeoff.py`)\n")
+    print("`python bench/pruning_tradeoff.py`)\n")
     print(
         f"Every block matrix (q, k, v, o, gate, up, down) compressed at once on a copy of the model. Mean per-token "
         f"NLL (nats) of the first {N_TEXT} corpus sentences as one text ({', '.join(tokens)}) "
