@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -15,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from runtime.handle import ModelHandle
 from tests.conftest import ROOT
+from views import cli as views_cli
 
 APP = "app.py"
 TIMEOUT = 300
@@ -65,8 +68,39 @@ def chart(at: AppTest, index: int) -> dict:
     return json.loads(at.get("plotly_chart")[index].proto.spec)
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m lmscope ARGS` from the repository root, with `env` added to the environment."""
+@dataclasses.dataclass
+class Done:
+    """What a command printed and its exit status, as subprocess.CompletedProcess has them."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Done:
+    """Run lmscope's command line on ARGS in this process, with `env` added to the environment for the call: what
+    `python -m lmscope ARGS` prints and returns, without starting Python, torch and the models again. Settings read
+    once per process (the engine: LMSCOPE_SCHEDULER, LMSCOPE_WORKERS) need `cli_process`."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = views_cli.main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return Done(code, out.getvalue(), err.getvalue())
+
+
+def cli_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m lmscope ARGS` in a new process from the repository root, with `env` added to its environment."""
     return subprocess.run(
         [sys.executable, "-m", "lmscope", *args],
         cwd=ROOT,

@@ -266,7 +266,7 @@ def test_layer_out_of_range_gets_a_message(smollm2: ModelHandle, cache: ResultCa
         activations.layer_run(smollm2, TEXT, 30, cache)
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_cli_activations_and_ablate(smollm2: ModelHandle, cache: ResultCache) -> None:
     done = cli("activations", "--model", "smollm2-135m-instruct", "--text", TEXT, "--top", "5")
     assert done.returncode == 0, done.stderr
@@ -288,7 +288,7 @@ def test_cli_activations_and_ablate(smollm2: ModelHandle, cache: ResultCache) ->
     assert out["nll_base"] == pytest.approx(float(token_nll(smollm2, result.token_ids).mean()), rel=1e-6)
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -1,4 +1,5 @@
-"""`python -m lmscope`: JSON on stdout, one-line errors on stderr with a non-zero exit."""
+"""`python -m lmscope`: JSON on stdout, one-line errors on stderr with a non-zero exit (one test starts the real
+process; the others run the same entry point in this process)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from runtime.builtin import BUILTINS, DERIVED
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
 from runtime.models import resolve
-from tests.helpers import cli
+from tests.helpers import cli, cli_process
 
 TEXT = "Previous-token heads look one step back."
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_list_models() -> None:
     done = cli("list-models")
     assert done.returncode == 0, done.stderr
@@ -32,7 +33,7 @@ def test_list_models() -> None:
 
 @pytest.mark.slow  # a subprocess that imports torch
 def test_attention_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCache) -> None:
-    done = cli("attention", "--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "3", "--head", "4")
+    done = cli_process("attention", "--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "3", "--head", "4")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     expected = attention.run(smollm2, TEXT, cache).value
@@ -49,7 +50,7 @@ def test_attention_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCac
     np.testing.assert_array_equal(head_map, expected.maps[3, 4].astype(np.float32))
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_attention_on_an_encoder_by_local_folder() -> None:
     folder, _ = resolve("all-minilm-l6-v2")
     done = cli("attention", "--model", folder, "--text", "Where is the period?")
@@ -59,7 +60,7 @@ def test_attention_on_an_encoder_by_local_folder() -> None:
     assert (out["n_layers"], out["n_heads"]) == (6, 12)
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_logits_of_one_head(smollm2: ModelHandle, cache: ResultCache) -> None:
     done = cli(
         "attention", "--model", "smollm2-135m-instruct", "--text", TEXT, "--layer", "5", "--head", "2", "--logits"
@@ -72,7 +73,7 @@ def test_logits_of_one_head(smollm2: ModelHandle, cache: ResultCache) -> None:
     np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)])
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_heads_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCache) -> None:
     done = cli("heads", "--model", "smollm2-135m-instruct", "--seq-len", "30", "--seed", "7")
     assert done.returncode == 0, done.stderr
@@ -84,7 +85,7 @@ def test_heads_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCache) 
         np.testing.assert_allclose(out[name], getattr(expected, name), rtol=1e-6)
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 @pytest.mark.parametrize(
     ("args", "message"),
     [

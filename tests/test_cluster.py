@@ -27,7 +27,7 @@ from runtime.cache import ResultCache
 from runtime.cluster import KEY_PREFIX, Cluster, ship
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
-from tests.helpers import assert_same, cli
+from tests.helpers import assert_same, cli_process
 from tests.test_routing import tiny_folders, tiny_models  # noqa: F401  (fixtures, by name)
 from ui import models as ui_models
 from ui import warm
@@ -131,7 +131,7 @@ def test_the_cli_on_the_cluster_prints_what_it_prints_here(
     assert views_cli.main(command) == 0
     here = json.loads(capsys.readouterr().out)
     before = _computed(cluster)
-    done = cli(*command, env={"LMSCOPE_CACHE_DIR": str(tmp_path), "LMSCOPE_SCHEDULER": cluster.address})
+    done = cli_process(*command, env={"LMSCOPE_CACHE_DIR": str(tmp_path), "LMSCOPE_SCHEDULER": cluster.address})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == here
     assert sum(_computed(cluster).values()) == sum(before.values()) + 1

@@ -169,7 +169,7 @@ def test_figures_draw_the_result() -> None:
     assert base.line.dash == "dash" and base.y0 == base.y1 == pytest.approx(result.nll_base)
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_cli_prints_the_cached_result(result: DroppedHeads) -> None:
     done = cli("drop-heads", "--model", "smollm2-135m-instruct", "--text", TEXT, "--seeds", str(SEEDS))
     assert done.returncode == 0, done.stderr

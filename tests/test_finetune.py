@@ -253,7 +253,7 @@ def test_full_fine_tuning_is_trained_once_for_every_rank(
     assert found.value.full.loss_heldout.tolist() == both.result.full.loss_heldout.tolist()
 
 
-@pytest.mark.slow  # a subprocess that imports torch, reading the stored default runs
+@pytest.mark.slow  # loads a model, reading the stored default runs
 def test_the_cli_prints_the_run(defaults: FineTuneComparison) -> None:
     done = cli("finetune", "--model", "smollm2-135m-instruct", "--method", "lora")
     assert done.returncode == 0, done.stderr

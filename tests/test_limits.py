@@ -121,7 +121,7 @@ def test_pages_say_what_is_over_a_limit(page: str, params: dict[str, str], messa
     assert message in texts(at.error) + texts(at.warning)
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_cli_zero_means_zero(smollm2: ModelHandle) -> None:
     done = cli("pruning", "--model", "smollm2-135m-instruct", "--text", TEXT, "--sparsity", "0")
     assert done.returncode == 0, done.stderr
@@ -129,7 +129,7 @@ def test_cli_zero_means_zero(smollm2: ModelHandle) -> None:
     assert out["amount"] == 0 and out["nll_compressed"] == pytest.approx(out["nll_base"], abs=1e-6)
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -142,7 +142,7 @@ def test_cli_zero_is_refused_where_it_means_nothing(args: list[str], message: st
     assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_cli_zero_on_a_dense_model_is_still_a_derived_moe_option() -> None:
     done = cli("moe", "--model", "smollm2-135m-instruct", "--text", TEXT, "--k", "0")
     assert done.returncode == 1 and "derived MoE" in done.stderr

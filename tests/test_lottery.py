@@ -151,7 +151,7 @@ def test_winning_tickets_match_the_dense_network_and_beat_reinit(defaults: Lotte
     assert defaults.accuracy_ticket[:, -1].mean() > defaults.accuracy_random_mask[:, -1].mean()
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_the_cli_prints_the_probe_result() -> None:
     done = cli("lottery", "--rounds", "1", "--seeds", "2")
     assert done.returncode == 0, done.stderr

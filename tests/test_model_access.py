@@ -100,7 +100,7 @@ def test_a_gguf_file_over_the_limit_is_refused_before_conversion(monkeypatch: py
         resolve(str(gguf))
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_cli_refuses_a_model_outside_the_roots(tiny_folder: Path) -> None:
     done = cli(
         "attention", "--model", str(tiny_folder), "--text", "Hello there.", env={"LMSCOPE_MODEL_ROOTS": "builtin"}

@@ -253,7 +253,7 @@ def test_routing_page_on_a_dense_model_offers_the_derived_moe() -> None:
     assert "Routing of layer" in chart(at, 0)["layout"]["title"]["text"]
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_cli_moe(tiny_folders: dict[str, Path], tiny_models: dict[str, ModelHandle]) -> None:
     done = cli("moe", "--model", str(tiny_folders["deepseek_v3"]), "--text", TEXT)
     assert done.returncode == 0, done.stderr
@@ -268,7 +268,7 @@ def test_cli_moe(tiny_folders: dict[str, Path], tiny_models: dict[str, ModelHand
     assert sum(layer["load"]) == pytest.approx(1.0)
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_cli_moe_errors(tiny_folders: dict[str, Path]) -> None:
     dense = cli("moe", "--model", "smollm2-135m-instruct", "--text", TEXT)
     assert dense.returncode == 1 and "dense model" in dense.stderr and "Traceback" not in dense.stderr

@@ -213,7 +213,7 @@ def test_bad_structures_get_clear_messages(smollm2: ModelHandle, cache: ResultCa
         structured.masked_nll(smollm2, ids, structured.full_mask(len(ids) + 1))
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_cli_window_prints_the_losses(smollm2: ModelHandle) -> None:
     done = cli("window", "--model", "smollm2-135m-instruct", "--text", TEXT, "--window", "5", "--sinks", "2")
     assert done.returncode == 0, done.stderr
@@ -224,7 +224,7 @@ def test_cli_window_prints_the_losses(smollm2: ModelHandle) -> None:
         assert out[name] == pytest.approx(getattr(expected, name), rel=1e-5)
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 @pytest.mark.parametrize(
     ("args", "message"),
     [

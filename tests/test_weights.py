@@ -139,7 +139,7 @@ def test_tradeoff_figure_draws_the_points(smollm2: ModelHandle, cache: ResultCac
     assert quant.x[0] == pytest.approx(point.bytes_per_weight) and quant.y[0] == pytest.approx(point.nll_text)
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 def test_cli_weights_and_pruning(smollm2: ModelHandle, cache: ResultCache) -> None:
     done = cli("weights", "--model", "smollm2-135m-instruct")
     assert done.returncode == 0, done.stderr
@@ -162,7 +162,7 @@ def test_cli_weights_and_pruning(smollm2: ModelHandle, cache: ResultCache) -> No
     assert out["nll_compressed"] > out["nll_base"]
 
 
-@pytest.mark.slow  # a subprocess that imports torch
+@pytest.mark.slow  # loads a model
 @pytest.mark.parametrize(
     ("args", "message"),
     [
