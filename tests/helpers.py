@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import torch
@@ -82,20 +83,11 @@ def cli(*args: str, env: dict[str, str] | None = None) -> Done:
     `python -m lmscope ARGS` prints and returns, without starting Python, torch and the models again. Settings read
     once per process (the engine: LMSCOPE_SCHEDULER, LMSCOPE_WORKERS) need `cli_process`."""
     out, err = io.StringIO(), io.StringIO()
-    saved = {name: os.environ.get(name) for name in env or {}}
-    os.environ.update(env or {})
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = views_cli.main(list(args))
-            except SystemExit as exc:  # argparse's usage errors
-                code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with mock.patch.dict(os.environ, env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = views_cli.main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
     return Done(code, out.getvalue(), err.getvalue())
 
 

@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -58,19 +59,11 @@ UNTIMED = ("seconds", "fingerprint", "device", "dtype")  # keys whose values dif
 def placed(device: str, dtype: str, cache: Path, store: Path | None = None) -> Iterator[None]:
     """Within the block this process places models on `device` in `dtype`, caches results in `cache` and, if given,
     keeps models in the model store `store`."""
-    names = ("LMSCOPE_DEVICE", "LMSCOPE_DTYPE", "LMSCOPE_CACHE_DIR", "LMSCOPE_MODEL_STORE")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(LMSCOPE_DEVICE=device, LMSCOPE_DTYPE=dtype, LMSCOPE_CACHE_DIR=str(cache))
+    values = {"LMSCOPE_DEVICE": device, "LMSCOPE_DTYPE": dtype, "LMSCOPE_CACHE_DIR": str(cache)}
     if store is not None:
-        os.environ["LMSCOPE_MODEL_STORE"] = str(store)
-    try:
+        values["LMSCOPE_MODEL_STORE"] = str(store)
+    with mock.patch.dict(os.environ, values):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def run(command: str, device: str, dtype: str, cache: Path, store: Path | None = None) -> dict:
