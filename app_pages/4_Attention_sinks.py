@@ -62,7 +62,12 @@ with right:
         "(those that can see it). Where a layer has no sink, this is often a punctuation mark or a neighbour."
         + (f" The text is long, so positions are pooled {result.pool} tokens per cell." if result.pool > 1 else "")
     )
-    st.dataframe(sink_table_rows(profile), hide_index=True, height=min(720, 35 * (result.n_layers + 1) + 3))
+    st.dataframe(
+        sink_table_rows(profile),
+        hide_index=True,
+        height=min(720, 35 * (result.n_layers + 1) + 3),
+        column_config={"attention it receives (%)": st.column_config.NumberColumn(format="%.1f")},
+    )
 
 st.subheader("Sinks and massive activations")
 st.markdown(

@@ -36,7 +36,8 @@ def test_heatmap_draws_the_head_and_blanks_the_future(smollm2_attention: Attenti
     lower = np.tril(np.ones((n, n), dtype=bool))
     np.testing.assert_array_equal(z[lower], expected[lower])
     assert np.isnan(z[~lower]).all()
-    assert list(fig.layout.xaxis.ticktext) == [visible(t) for t in smollm2_attention.tokens]
+    step = -(-n // 24)  # at most 24 labels; the hover names every cell
+    assert list(fig.layout.xaxis.ticktext) == [visible(t) for t in smollm2_attention.tokens[::step]]
     assert "Layer 4, head 2" in fig.layout.title.text
 
 

@@ -63,7 +63,8 @@ def attention_heatmap(result: AttentionResult, layer: int, head: int, logits: bo
         reduce = "mean of visible logits" if logits else "mean over the block's queries of their total weight on its keys"
         notes.append(f"pooled {result.pool}x{result.pool} tokens per cell ({reduce})")
     themed(fig, f"Layer {layer}, head {head}: {what}", "; ".join(notes))
-    axis = {"showgrid": False, "zeroline": False, **token_axis(labels)}
+    # The square map is often drawn half a page wide: at most 24 labels (hover names every cell) stay readable.
+    axis = {"showgrid": False, "zeroline": False, **token_axis(labels, max_labels=24)}
     fig.update_xaxes(title_text="key (attended-to token)", constrain="domain", **{**axis, "tickangle": -60})
     fig.update_yaxes(title_text="query (attending token)", autorange="reversed", scaleanchor="x", **axis)
     fig.update_layout(height=760)

@@ -15,10 +15,8 @@ QQ_LIMIT = 12.0  # QQ values beyond +- this many robust sigmas are drawn at the 
 
 
 def statistics_line(dist: Distribution) -> str:
-    """The distribution's numbers, on two lines."""
-    outside = (
-        f" · {dist.below + dist.above:,} values beyond the histogram (min {dist.minimum:,.4g}, max {dist.maximum:,.4g})"
-    )
+    """The distribution's numbers, on two lines (three when values lie beyond the histogram)."""
+    outside = f"<br>{dist.below + dist.above:,} values beyond the histogram (min {dist.minimum:,.4g}, max {dist.maximum:,.4g})"
     return (
         f"n = {dist.n:,} · excess kurtosis {dist.excess_kurtosis:,.2f} (0 for a Gaussian) · std {dist.std:.3g} "
         f"(robust {dist.scale:.3g})<br>beyond 3 std {dist.beyond_3_std:.3%} (Gaussian 0.27%) · beyond 6 std "
@@ -32,8 +30,11 @@ def distribution_figure(dist: Distribution, title: str, what: str) -> go.Figure:
         rows=1,
         cols=2,
         column_widths=[0.6, 0.4],
-        horizontal_spacing=0.1,
-        subplot_titles=("Histogram and fitted Gaussian", "QQ plot (outliers leave the line)"),
+        horizontal_spacing=0.12,
+        subplot_titles=(
+            "Histogram and fitted Gaussian",
+            f"QQ plot (outliers leave the line; ▲▼ beyond ±{QQ_LIMIT:g} σ)",
+        ),
     )
     centers = (dist.edges[:-1] + dist.edges[1:]) / 2
     shown = dist.density > 0
@@ -102,18 +103,19 @@ def distribution_figure(dist: Distribution, title: str, what: str) -> go.Figure:
         title_text="density (log)",
         type="log",
         exponentformat="power",
+        dtick=1,  # decades only: labelled minor ticks crowd a range of five or more decades
         range=[np.log10(shown_density.min()) - 0.5, np.log10(shown_density.max()) + 0.3],
         row=1,
         col=1,
     )
     fig.update_xaxes(title_text="Gaussian quantile (σ)", row=1, col=2)
     fig.update_yaxes(
-        title_text=f"value quantile (robust σ; ▲▼ beyond ±{QQ_LIMIT:g})",
+        title_text="value quantile (robust σ)",
         range=[-QQ_LIMIT - 1, QQ_LIMIT + 1],
         row=1,
         col=2,
     )
     fig.update_layout(
-        height=540, legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0.0}, margin={"t": 130, "b": 110}
+        height=540, legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0.0}, margin={"t": 150, "b": 110}
     )
     return themed(fig, title, statistics_line(dist))

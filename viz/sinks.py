@@ -82,7 +82,9 @@ def sink_table_rows(profile: SinkProfile) -> list[dict]:
             where = {"sink positions": labels[cell]}
         else:
             where = {"sink position": int(cell), "sink token": labels[cell]}
-        rows.append({"layer": layer, **where, "attention it receives (%)": round(100 * float(profile.received[layer, cell]), 1)})
+        rows.append(
+            {"layer": layer, **where, "attention it receives (%)": round(100 * float(profile.received[layer, cell]), 1)}
+        )
     return rows
 
 
@@ -120,7 +122,9 @@ def corpus_maps(corpus: CorpusAttention, layers: list[int], logits: bool = True)
     fig = make_subplots(
         rows=rows,
         cols=cols,
-        subplot_titles=[f"Layer {layer}<br><sup>{low:.2g} to {high:.2g}</sup>" for layer, (low, high) in zip(layers, ranges)],
+        subplot_titles=[
+            f"Layer {layer}<br><sup>{low:.2g} to {high:.2g}</sup>" for layer, (low, high) in zip(layers, ranges)
+        ],
         horizontal_spacing=0.03,
         vertical_spacing=0.25 / rows,
     )
@@ -147,7 +151,11 @@ def corpus_maps(corpus: CorpusAttention, layers: list[int], logits: bool = True)
         fig.update_yaxes(scaleanchor=f"x{i + 1}" if i else "x", row=row + 1, col=col + 1)
     what = "attention logits (pre-softmax scores)" if logits else "attention weights"
     themed(fig, f"Average {what} of {corpus.model} over {corpus.n_sentences} sentences of {corpus.n_tokens} tokens")
-    first = "each sentence's first token" if corpus.first_token is None else f"{visible(corpus.first_token)} in every sentence"
+    first = (
+        "each sentence's first token"
+        if corpus.first_token is None
+        else f"{visible(corpus.first_token)} in every sentence"
+    )
     fig.update_layout(
         title_subtitle_text=(
             f"Head-averaged; rows: query position, columns: key position (0 is {first}); blank: masked. "

@@ -38,7 +38,7 @@ def mask_panel(attention: AttentionResult, view: MaskView, layer: int, head: int
         weights = np.where(future, np.nan, weights)
     kept = view.kept[:, layer, head]
     titles = [f"<b>real attention</b><br>layer {layer}, head {head}"] + [
-        "<b>" + title.replace(" + ", "<br>+ ") + f"</b><br>keeps {share:.0%} of the weight"
+        "<b>" + title.replace(" + ", "<br>+ ") + f"</b><br>keeps {share:.0%}"
         for title, share in zip(view.titles, kept)
     ]
     fig = make_subplots(rows=1, cols=1 + len(view.titles), subplot_titles=titles, horizontal_spacing=0.03)
