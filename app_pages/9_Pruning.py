@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import corpus, dropped_heads, pruning
+from probes import calibrated, corpus, dropped_heads, pruning
 from probes.structured import parse_ints
+from results.pruning import MAX_GROUP, METHOD_NAMES, PATTERNS, PRUNERS, QUANTIZERS
 from runtime import limits
 from ui.charts import show_figure
 from ui.models import probe_with_progress, result_cache
@@ -13,49 +14,87 @@ from ui.scaffold import Need, Setting, start
 from viz.dropped_heads import delta_grid, removal_curve
 from viz.pruning import tradeoff_figure
 
-DEFAULT_SPARSITIES = "10, 30, 50, 70"
-DEFAULT_BITS = "8, 4, 3, 2"
+DEFAULT_SPARSITIES = "50, 70"
+DEFAULT_BITS = "8, 4, 3"
+DEFAULT_METHODS = ["prune", "sparsegpt", "quantize", "gptq"]
 DEFAULT_SENTENCES = 32
-MAX_SENTENCES = len(corpus.sentences())
+# Held-out sentences come from the corpus's start, calibration text from its end: this many are kept for calibration.
+MAX_SENTENCES = len(corpus.sentences()) // 2
 
 page = start(__file__, Need.DECODER, Need.TEXT)
 handle = page.handle
 # The dropped-heads section's choices too: its widgets come last, the URL is written before the first computation.
 page.settings(
+    Setting("methods", "multi", DEFAULT_METHODS, options=[*PRUNERS, *QUANTIZERS]),
     Setting("sparsities", "str", DEFAULT_SPARSITIES),
+    Setting("patterns", "multi", ["2:4"], options=list(PATTERNS)),
     Setting("bits", "str", DEFAULT_BITS),
+    Setting("group", "int", 0, lower=0, upper=MAX_GROUP),
     Setting("sentences", "int", DEFAULT_SENTENCES, lower=1, upper=MAX_SENTENCES),
+    Setting("calibration", "int", calibrated.DEFAULT_SEQUENCES, lower=1, upper=limits.CALIBRATION_SEQUENCES),
+    Setting("length", "int", calibrated.DEFAULT_LENGTH, lower=8, upper=limits.CALIBRATION_LENGTH),
     Setting("kinds", "multi", list(pruning.KINDS), options=pruning.KINDS, url=False),
     Setting("seeds", "int", dropped_heads.DEFAULT_SEEDS, lower=1, upper=limits.HEAD_DROP_SEEDS),
     Setting("drop_heads", "bool", False),
 )
-controls = st.columns([2, 2, 1, 3])
+methods = page.widget(
+    "methods",
+    st.multiselect,
+    "Methods",
+    format_func=METHOD_NAMES.get,
+    help="Magnitude pruning and round-to-nearest read the weights alone; Wanda, SparseGPT and GPTQ read each "
+    "layer's inputs on calibration text (corpus sentences that are never held out).",
+)
+pruning_controls = st.columns([2, 2, 2, 1])
 sparsity_text = page.widget(
-    "sparsities", controls[0].text_input, "Sparsities (%)", help="Share of weights set to zero, 0 to 99."
+    "sparsities", pruning_controls[0].text_input, "Sparsities (%)", help="Share of weights set to zero, 0 to 99."
 )
-bits_text = page.widget(
-    "bits", controls[1].text_input, "Bit widths", help="Round-to-nearest, one scale per output channel; 2 to 16."
+patterns = page.widget(
+    "patterns", pruning_controls[1].multiselect, "N:M patterns", help="n kept of every m consecutive weights of a row."
 )
-n_sentences = page.widget("sentences", controls[2].number_input, "Corpus sentences")
-kinds = page.widget("kinds", controls[3].multiselect, "Matrices")
-if not kinds:
-    st.info("Pick at least one kind of matrix to pruning.")
+bits_text = page.widget("bits", pruning_controls[2].text_input, "Bit widths", help="2 to 16 bits per weight.")
+group = page.widget(
+    "group", pruning_controls[3].number_input, "Group", help="Inputs sharing a quantization scale; 0: one per row."
+)
+data_controls = st.columns([1, 1, 1, 3])
+n_sentences = page.widget("sentences", data_controls[0].number_input, "Held-out sentences")
+sequences = page.widget(
+    "calibration", data_controls[1].number_input, "Calibration sequences", help="Read by Wanda, SparseGPT and GPTQ."
+)
+length = page.widget("length", data_controls[2].number_input, "Tokens each")
+kinds = page.widget("kinds", data_controls[3].multiselect, "Matrices")
+if not kinds or not methods:
+    st.info("Pick at least one method and one kind of matrix to compress.")
     st.stop()
 
 sparsities = page.or_stop(lambda: [s / 100 for s in parse_ints(sparsity_text, "sparsities")])
 bits = page.or_stop(lambda: parse_ints(bits_text, "bit widths"))
 sentences = corpus.sentences()[:n_sentences]
 done = probe_with_progress(
-    "Compressing and measuring, settings",
+    "Compressing and measuring, steps",
     lambda progress: pruning.tradeoff(
-        handle, page.text, sentences, sparsities, bits, result_cache(), tuple(kinds), progress
+        handle,
+        page.text,
+        sentences,
+        sparsities,
+        bits,
+        result_cache(),
+        tuple(kinds),
+        progress,
+        methods=methods,
+        patterns=patterns,
+        group=group,
+        calibration=(sequences, length),
     ),
 )
 show_figure(tradeoff_figure(done.value), page.key("tradeoff"), f"{handle.name}-pruning-vs-quantization")
 st.caption(
     "Bytes per weight count what each format stores: fp16 values (2 bytes) for the dense model; b/8 bytes plus one "
-    "fp16 scale per row for b-bit quantization; the kept fp16 values plus a 1-bit mask for unstructured pruning; the "
-    "kept values plus a 2-bit index each for 2:4. Only the chosen block matrices are compressed and counted."
+    "fp16 scale per row (or per group) for b-bit quantization; the kept fp16 values plus a 1-bit mask for "
+    "unstructured pruning; the kept values plus a log2(m)-bit index each for N:M. Only the chosen block matrices are "
+    "compressed and counted. The held-out sentences are never calibration text. Wanda (Sun et al. 2023) scores "
+    "|w|·‖x‖ per output row; SparseGPT (Frantar and Alistarh 2023) and GPTQ (Frantar et al. 2022) re-fit the "
+    "remaining weights of each row to keep the layer's outputs on the calibration inputs, block after block."
 )
 
 st.subheader("Dropping attention heads")

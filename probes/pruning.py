@@ -21,11 +21,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from probes import spectra
+from probes import calibrated, reconstruction, spectra
 from probes.batches import BATCH_SIZE, LengthGroups, grouped
 from probes.nll import token_nll
 from probes.text import encode
-from results.pruning import DENSE_BYTES, KINDS, MAX_BITS, Compression, RankSweep, Tradeoff, TradeoffPoint
+from results.pruning import (
+    CALIBRATED,
+    DENSE_BYTES,
+    KINDS,
+    MAX_BITS,
+    PRUNERS,
+    QUANTIZERS,
+    Compression,
+    RankSweep,
+    Tradeoff,
+    TradeoffPoint,
+)
 from runtime import limits
 from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
@@ -36,7 +47,7 @@ from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 NAME = "pruning"
-VERSION = 3
+VERSION = 4
 # (settings done, settings in all) -> None
 Progress = Callable[[int, int], None]
 
@@ -83,40 +94,6 @@ def full_rank(handle: ModelHandle, kinds: Sequence[str] = KINDS) -> int:
     return max(min(m.shape) for m in linear_weights(handle, kinds))
 
 
-def _n_pruned(n: int, sparsity: float) -> int:
-    return int(math.floor(sparsity * n + 0.5))
-
-
-def _prune(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
-    n_zero = _n_pruned(weight.numel(), sparsity)
-    if n_zero == 0:
-        return weight
-    flat = weight.detach().flatten().clone()
-    flat[torch.topk(flat.abs(), n_zero, largest=False, sorted=False).indices] = 0
-    return flat.view_as(weight)
-
-
-def _prune_2_4(weight: torch.Tensor) -> torch.Tensor:
-    rows, cols = weight.shape
-    pad = -cols % 4
-    # A short last group keeps its two largest; padding gets magnitude -1 so it is never chosen over a weight.
-    magnitude = nn.functional.pad(weight.detach().abs().float(), (0, pad), value=-1.0).view(rows, -1, 4)
-    keep = torch.zeros_like(magnitude, dtype=torch.bool)
-    keep.scatter_(2, torch.topk(magnitude, 2, dim=2).indices, True)
-    keep = keep.view(rows, -1)[:, :cols]
-    return torch.where(keep, weight.detach(), torch.zeros((), dtype=weight.dtype))
-
-
-def _quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    if bits >= MAX_BITS:
-        return weight
-    levels = 2 ** (bits - 1) - 1
-    w = weight.detach().float()
-    scale = w.abs().amax(dim=1, keepdim=True) / levels
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row stays zero
-    return (torch.round(w / scale).clamp(-levels, levels) * scale).to(weight.dtype)
-
-
 def _svd(weight: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The leading `keep` singular triplets (U, S, Vh), computed in float32."""
     u, s, vh = torch.linalg.svd(weight.detach().float(), full_matrices=False)
@@ -129,22 +106,23 @@ def _truncate(factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor], rank: in
 
 
 def compress_weight(weight: torch.Tensor, compression: Compression) -> torch.Tensor:
-    """The compressed version of one (out x in) weight matrix; identity settings return the input itself.
+    """The compressed version of one (out x in) weight matrix by a method that needs no calibration; identity
+    settings return the input itself.
 
-    prune: zero the round(sparsity x size) weights of smallest magnitude over the whole matrix. prune-2:4: in
-    every group of 4 consecutive weights along the input dimension keep the 2 of largest magnitude. quantize:
-    symmetric round-to-nearest with one scale per output row, max|row| / (2^(b-1) - 1); 16 bits is the fp16
-    baseline and returns the input. rank: truncated SVD; a rank >= min(shape) returns the input.
+    prune: magnitude pruning (`reconstruction.magnitude`): the round(sparsity x size) weights of smallest magnitude
+    over the whole matrix, or with an N:M pattern the m - n smallest of every m consecutive inputs. quantize:
+    symmetric round-to-nearest (`reconstruction.rtn`) with one scale per output row, or per group of inputs; 16 bits
+    is the fp16 baseline and returns the input. rank: truncated SVD; a rank >= min(shape) returns the input.
     """
     compression.check()
     if weight.ndim != 2:
         raise ValueError(f"compress_weight takes a matrix, not a tensor of shape {tuple(weight.shape)}")
     if compression.method == "prune":
-        return _prune(weight, float(compression.amount))
-    if compression.method == "prune-2:4":
-        return _prune_2_4(weight)
+        return reconstruction.magnitude(weight, float(compression.amount), compression.nm)
     if compression.method == "quantize":
-        return _quantize(weight, int(compression.amount))
+        return reconstruction.rtn(weight, int(compression.amount), compression.group or None)
+    if compression.method in CALIBRATED:
+        raise ValueError(f"{compression.method} reads calibration inputs: see probes.calibrated")
     rank = int(compression.amount)
     if rank >= min(weight.shape):
         return weight
@@ -153,15 +131,18 @@ def compress_weight(weight: torch.Tensor, compression: Compression) -> torch.Ten
 
 def _matrix_bytes(compression: Compression, rows: int, cols: int) -> float:
     size = rows * cols
-    if compression.method == "prune":
-        kept = size - _n_pruned(size, float(compression.amount))
-        return DENSE_BYTES * kept + size / 8
-    if compression.method == "prune-2:4":
-        kept = rows * (2 * (cols // 4) + min(2, cols % 4))
-        return (DENSE_BYTES + 2 / 8) * kept
-    if compression.method == "quantize":
+    if compression.method in PRUNERS:
+        nm = compression.nm
+        if nm is None:
+            kept = size - math.floor(float(compression.amount) * size + 0.5)
+            return DENSE_BYTES * kept + size / 8
+        n, m = nm
+        kept = rows * (n * (cols // m) + min(n, cols % m))
+        return (DENSE_BYTES + math.ceil(math.log2(m)) / 8) * kept
+    if compression.method in QUANTIZERS:
         bits = int(compression.amount)
-        return DENSE_BYTES * size if bits >= MAX_BITS else size * bits / 8 + DENSE_BYTES * rows
+        scales = rows * (math.ceil(cols / compression.group) if compression.group else 1)
+        return DENSE_BYTES * size if bits >= MAX_BITS else size * bits / 8 + DENSE_BYTES * scales
     rank = int(compression.amount)
     return DENSE_BYTES * min(rank * (rows + cols), size)
 
@@ -169,10 +150,11 @@ def _matrix_bytes(compression: Compression, rows: int, cols: int) -> float:
 def bytes_per_weight(compression: Compression, shapes: Sequence[tuple[int, int]]) -> float:
     """Storage of the compressed matrices ((rows, columns) each) in bytes per weight, all weights pooled.
 
-    Formats: dense fp16 = 2 bytes. prune: the kept values in fp16 plus a 1-bit mask per weight. prune-2:4: the
-    kept values in fp16 plus a 2-bit index per kept value (1.125). quantize, b bits: b/8 per weight plus one fp16
-    scale per row; 16 bits is the dense baseline (2). rank r: the factors' r x (rows + columns) fp16 values, or the
-    dense matrix where that is smaller (always at r >= min(rows, columns), where the matrix is unchanged).
+    Formats: dense fp16 = 2 bytes. Unstructured pruning (any method): the kept values in fp16 plus a 1-bit mask per
+    weight. N:M pruning: the kept values in fp16 plus an index of log2(m) bits each (2:4: 1.125). b-bit quantization
+    (any method): b/8 per weight plus one fp16 scale per row, or per group of inputs; 16 bits is the dense baseline
+    (2). rank r: the factors' r x (rows + columns) fp16 values, or the dense matrix where that is smaller (always at
+    r >= min(rows, columns), where the matrix is unchanged).
     """
     compression.check()
     if not shapes:
@@ -208,14 +190,37 @@ def _pairs(handle: ModelHandle, twin: ModelHandle, kinds: Sequence[str]) -> list
     return list(zip(linear_weights(handle, kinds), linear_weights(twin, kinds)))
 
 
+def _compress_copy(
+    handle: ModelHandle,
+    twin: ModelHandle,
+    pairs: list[tuple[Matrix, Matrix]],
+    compression: Compression,
+    calibration: list[list[int]] | None,
+    on_block: Progress | None = None,
+) -> None:
+    """Write the compressed matrices into the copy: from the original's weights, or for a calibrated method from
+    the original's weights restored and then compressed block by block on the calibration sequences."""
+    if compression.method not in CALIBRATED:
+        _set(pairs, lambda m: compress_weight(host(m.weight), compression))
+        return
+    if not calibration:
+        raise LmscopeError(f"{compression.method} needs calibration text: give it some calibration sequences.")
+    _set(pairs, lambda m: m.weight)
+    matrices = [(target.layer, target.name, target.module) for _, target in pairs]
+    calibrated.compress_in_place(twin, matrices, compression, calibration, on_block)
+
+
 @contextmanager
-def compressed(handle: ModelHandle, compression: Compression) -> Iterator[ModelHandle]:
-    """A handle of a copy of the model with its chosen block matrices compressed; the copy is freed on exit."""
+def compressed(
+    handle: ModelHandle, compression: Compression, calibration: list[list[int]] | None = None
+) -> Iterator[ModelHandle]:
+    """A handle of a copy of the model with its chosen block matrices compressed (Wanda, SparseGPT and GPTQ read
+    the calibration sequences, `calibrated.calibration_ids`); the copy is freed on exit."""
     compression.check()
     linear_weights(handle, compression.kinds)  # a plain error before the copy, if there is nothing to compress
-    suffix = f"{NAME}:{compression.method}:{compression.amount}:{','.join(compression.kinds)}"
-    with model_copy(handle, suffix) as twin:
-        _set(_pairs(handle, twin, compression.kinds), lambda m: compress_weight(host(m.weight), compression))
+    suffix = f"{NAME}:{compression.method}:{compression.amount}:{compression.pattern}:{compression.group}"
+    with model_copy(handle, f"{suffix}:{','.join(compression.kinds)}") as twin:
+        _compress_copy(handle, twin, _pairs(handle, twin, compression.kinds), compression, calibration)
         yield twin
 
 
@@ -240,12 +245,30 @@ def sentences_nll(handle: ModelHandle, groups: dict[int, list[list[int]]]) -> fl
     return total / count
 
 
-def _settings(sparsities: Sequence[float], bits: Sequence[int], kinds: tuple[str, ...]) -> list[Compression]:
+def settings_of(
+    methods: Sequence[str],
+    sparsities: Sequence[float],
+    patterns: Sequence[str],
+    bits: Sequence[int],
+    group: int,
+    kinds: tuple[str, ...],
+) -> list[Compression]:
+    """Every setting of a tradeoff, checked: each pruning method at each sparsity and N:M pattern, each quantization
+    method at each bit width (with the group size)."""
     limits.check_count(sparsities, limits.SPARSITIES, "sparsities")
     limits.check_count(bits, limits.BIT_WIDTHS, "bit widths")
-    chosen = [Compression("prune", float(s), kinds) for s in sparsities]
-    chosen.append(Compression("prune-2:4", 0.5, kinds))
-    chosen += [Compression("quantize", b, kinds) for b in bits]
+    for method in methods:
+        if method not in (*PRUNERS, *QUANTIZERS):
+            raise LmscopeError(
+                f"Unknown method '{method}': choose from {', '.join(PRUNERS)} (pruning) and {', '.join(QUANTIZERS)}."
+            )
+    chosen = []
+    for method in methods:
+        if method in PRUNERS:
+            chosen += [Compression(method, float(s), kinds) for s in sparsities]
+            chosen += [Compression(method, 0.5, kinds, pattern=p) for p in patterns]
+        else:
+            chosen += [Compression(method, b, kinds, group=group) for b in bits]
     for compression in chosen:
         compression.check()
     return chosen
@@ -255,36 +278,42 @@ def _tradeoff(
     handle: ModelHandle,
     token_ids: list[int],
     groups: LengthGroups,
-    sparsities: list[float],
-    bits: list[int],
+    settings_: list[dict],
     kinds: list[str],
+    calibration: list[list[int]],
     on_progress: Progress,
 ) -> Tradeoff:
-    """Mean NLL of the text and of the sentences (grouped by length) at each setting of `_settings`."""
-    chosen = _settings(sparsities, bits, tuple(kinds))
+    """Mean NLL of the text and of the sentences (grouped by length) at each setting; progress counts one step for
+    the dense model and each setting, plus one per block of each calibrated setting."""
+    chosen = [Compression(**fields) for fields in settings_]
     shapes = [m.shape for m in linear_weights(handle, kinds)]
     ids = np.asarray(token_ids, dtype=np.int64)
-    total = len(chosen) + 1
+    steps = [1 + (handle.n_layers if c.method in CALIBRATED else 0) for c in chosen]
+    total, done = 1 + sum(steps), 0
+
+    def advance(by: int = 1) -> None:
+        nonlocal done
+        done += by
+        if on_progress is not None:
+            on_progress(done, total)
 
     def score(target: ModelHandle) -> tuple[float, float]:
         text_nll = float(np.mean(token_nll(target, ids)))  # first: an encoder stops here with a plain message
         return text_nll, sentences_nll(target, dict(groups)) if groups else math.nan
 
     base_text, base_corpus = score(handle)  # before the copy
-    if on_progress is not None:
-        on_progress(1, total)
+    advance()
     points = []
     with model_copy(handle, NAME) as twin:
         pairs = _pairs(handle, twin, kinds)
-        for done, compression in enumerate(chosen, start=2):
-            _set(pairs, lambda m: compress_weight(host(m.weight), compression))
+        for compression in chosen:
+            _compress_copy(handle, twin, pairs, compression, calibration, lambda block, _: advance())
             nll_text, nll_corpus = score(twin)
             cost = bytes_per_weight(compression, shapes)
             points.append(
                 TradeoffPoint(compression.method, compression.amount, compression.label, cost, nll_text, nll_corpus)
             )
-            if on_progress is not None:
-                on_progress(done, total)
+            advance()
     return Tradeoff(
         model=handle.name,
         fingerprint=handle.fingerprint,
@@ -294,6 +323,7 @@ def _tradeoff(
         base_nll_text=base_text,
         base_nll_corpus=base_corpus,
         points=points,
+        calibration_tokens=sum(len(s) for s in calibration) if any(c.method in CALIBRATED for c in chosen) else 0,
     )
 
 
@@ -309,20 +339,30 @@ def tradeoff(
     cache: ResultCache,
     kinds: Sequence[str] = KINDS,
     on_progress: Progress | None = None,
+    *,
+    methods: Sequence[str] = ("prune", "quantize"),
+    patterns: Sequence[str] = ("2:4",),
+    group: int = 0,
+    calibration: tuple[int, int] = (calibrated.DEFAULT_SEQUENCES, calibrated.DEFAULT_LENGTH),
 ) -> Cached[Tradeoff]:
-    """Mean NLL of the text and of the sentences for each sparsity, 2:4 once and each bit width, all on one copy
-    of the model whose chosen matrices are rewritten from the original's for each setting; cached."""
-    _settings(sparsities, bits, tuple(kinds))  # checked before any work
+    """Mean NLL of the text and of the held-out sentences for every setting of `settings_of`, all on one copy of
+    the model whose chosen matrices are rewritten for each setting; the calibrated methods read `calibration`
+    (sequences, tokens each) of corpus text that is neither held out nor in the text; cached."""
+    chosen = settings_of(methods, sparsities, patterns, bits, group, tuple(kinds))  # checked before any work
     linear_weights(handle, kinds)  # a plain error before any work, if there is nothing to compress
+    needs_calibration = any(c.method in CALIBRATED for c in chosen)
     return TRADEOFF.cached(
         handle,
         cache,
         on_progress,
         token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist(),
         groups=grouped(handle, sentences) if sentences else [],
-        sparsities=[float(s) for s in sparsities],
-        bits=[int(b) for b in bits],
+        settings_=[
+            {"method": c.method, "amount": c.amount, "kinds": list(c.kinds), "pattern": c.pattern, "group": c.group}
+            for c in chosen
+        ],
         kinds=list(kinds),
+        calibration=calibrated.calibration_ids(handle, [*sentences, text], *calibration) if needs_calibration else [],
     )
 
 
@@ -387,5 +427,3 @@ def rank_sweep(
     linear_weights(handle, kinds)  # a plain error before any work, if there is nothing to compress
     ids = encode(handle, text, settings().max_tokens).token_ids.tolist()
     return RANKS.cached(handle, cache, on_progress, token_ids=ids, ranks=[int(r) for r in ranks], kinds=list(kinds))
-
-

@@ -12,26 +12,53 @@ import numpy as np
 from results.errors import LmscopeError
 
 KINDS = ("q", "k", "v", "o", "gate", "up", "down")
-METHODS = ("prune", "prune-2:4", "quantize", "rank")
+PRUNERS = ("prune", "wanda", "sparsegpt")  # "prune" is magnitude pruning
+QUANTIZERS = ("quantize", "gptq")  # "quantize" is round-to-nearest
+CALIBRATED = ("wanda", "sparsegpt", "gptq")  # read the layers' inputs on calibration text
+METHODS = (*PRUNERS, *QUANTIZERS, "rank")
+METHOD_NAMES = {
+    "prune": "magnitude pruning",
+    "wanda": "Wanda",
+    "sparsegpt": "SparseGPT",
+    "quantize": "round-to-nearest",
+    "gptq": "GPTQ",
+    "rank": "low rank",
+}
+PATTERNS = ("2:4", "4:8")  # N:M: n kept of every m consecutive inputs of a row
 DENSE_BYTES = 2.0  # the fp16 baseline every format is compared with
 MAX_BITS = 16
+MAX_GROUP = 4096  # inputs sharing one quantization scale
 
 
 @dataclass(frozen=True)
 class Compression:
     """One compression setting: the method, its amount, and which kinds of block matrix it applies to.
 
-    amount is the sparsity in [0, 1) for "prune", ignored for "prune-2:4" (always half the weights), the number
-    of bits (a whole number from 2 to 16; 16 means the fp16 baseline, left as loaded) for "quantize", and the
-    rank r (a whole number of at least 1) for "rank".
+    amount is the sparsity in [0, 1) for the pruners (with an N:M `pattern` it is 1 - n/m), the number of bits
+    (a whole number from 2 to 16; 16 means the fp16 baseline, left as loaded) for the quantizers, and the rank r
+    (a whole number of at least 1) for "rank". `group` is the number of consecutive inputs that share a
+    quantization scale (0: one scale per output row).
     """
 
     method: str
     amount: float
     kinds: tuple[str, ...] = KINDS
+    pattern: str = ""
+    group: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", tuple(self.kinds))
+        if self.pattern in PATTERNS:
+            n, m = self.nm or (0, 1)
+            object.__setattr__(self, "amount", 1 - n / m)
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        """The N:M pattern as (n, m), or None for unstructured pruning."""
+        if not self.pattern:
+            return None
+        n, m = self.pattern.split(":")
+        return int(n), int(m)
 
     def check(self) -> None:
         """Raise LmscopeError with a plain message if the setting cannot be applied."""
@@ -42,27 +69,34 @@ class Compression:
         for kind in self.kinds:
             if kind not in KINDS:
                 raise LmscopeError(f"Unknown matrix kind '{kind}': choose from {', '.join(KINDS)}.")
+        if self.pattern and (self.method not in PRUNERS or self.pattern not in PATTERNS):
+            raise LmscopeError(
+                f"N:M patterns ({', '.join(PATTERNS)}) apply to pruning ({', '.join(PRUNERS)}), "
+                f"not '{self.pattern}' with {self.method}."
+            )
+        if self.group and (self.method not in QUANTIZERS or not 1 <= self.group <= MAX_GROUP):
+            raise LmscopeError(
+                f"A group size applies to quantization and is a whole number from 1 to {MAX_GROUP} (got {self.group!r})."
+            )
         amount = self.amount
         is_number = isinstance(amount, Real) and not isinstance(amount, bool)
-        if self.method == "prune" and not (is_number and 0 <= amount < 1):
+        if self.method in PRUNERS and not (is_number and 0 <= amount < 1):
             raise LmscopeError(
                 f"The sparsity is the share of weights set to zero: at least 0 and below 1 (got {amount!r})."
             )
         whole = is_number and math.isfinite(amount) and float(amount).is_integer()
-        if self.method == "quantize" and not (whole and 2 <= amount <= MAX_BITS):
+        if self.method in QUANTIZERS and not (whole and 2 <= amount <= MAX_BITS):
             raise LmscopeError(f"Quantization needs a whole number of bits from 2 to {MAX_BITS} (got {amount!r}).")
         if self.method == "rank" and not (whole and amount >= 1):
             raise LmscopeError(f"The rank must be a whole number of at least 1 (got {amount!r}).")
 
     @property
     def label(self) -> str:
-        """A short name for charts: "50% pruned", "2:4", "4-bit", "rank 32"."""
-        if self.method == "prune":
-            return f"{self.amount:.0%} pruned"
-        if self.method == "prune-2:4":
-            return "2:4"
-        if self.method == "quantize":
-            return f"{int(self.amount)}-bit"
+        """A short name for charts, within its method: "50% pruned", "2:4", "4-bit", "4-bit g128", "rank 32"."""
+        if self.method in PRUNERS:
+            return self.pattern or f"{self.amount:.0%} pruned"
+        if self.method in QUANTIZERS:
+            return f"{int(self.amount)}-bit" + (f" g{self.group}" if self.group else "")
         return f"rank {int(self.amount)}"
 
 
@@ -80,7 +114,7 @@ class TradeoffPoint:
 
 @dataclass
 class Tradeoff:
-    """Loss against bytes per weight for unstructured pruning, 2:4 pruning and quantization of the same matrices."""
+    """Loss against bytes per weight for each pruning and quantization method on the same matrices."""
 
     model: str
     fingerprint: str
@@ -90,6 +124,7 @@ class Tradeoff:
     base_nll_text: float  # mean per-token NLL (nats) of the uncompressed model
     base_nll_corpus: float  # NaN without sentences
     points: list[TradeoffPoint]
+    calibration_tokens: int = 0  # tokens the calibrated methods read (none of them held out)
 
 
 @dataclass
@@ -104,5 +139,3 @@ class RankSweep:
     base_nll: float
     bytes_per_weight: np.ndarray
     n_tokens: int
-
-

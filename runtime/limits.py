@@ -16,6 +16,10 @@ GLOBAL_POSITIONS = 64  # always-visible positions of a global + sliding mask
 SPARSITIES = 12  # unstructured sparsities in one pruning-vs-quantization run
 BIT_WIDTHS = 15  # bit widths in one run (2 to 16)
 RANKS = 16  # ranks in one truncation sweep
+CALIBRATION_SEQUENCES = (
+    64  # calibration sequences of Wanda, SparseGPT and GPTQ (each setting reads them once per block)
+)
+CALIBRATION_LENGTH = 512  # tokens per calibration sequence
 CORPUS_SENTENCES = 2000  # sentences in one corpus pass
 CORPUS_TOKENS = 256  # tokens per sentence when attention is averaged over sentences (maps are (n, n) per head)
 PASTED_CHARACTERS = 200_000  # characters of sentences pasted for a corpus view

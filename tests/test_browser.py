@@ -163,6 +163,7 @@ def test_pruning_page_drops_heads(server: str, page: Page) -> None:
     query = urlencode(
         {
             "text": "The cat sat on the mat. Then the cat slept, and the dog watched.",
+            "methods": "prune,quantize",
             "sparsities": "50",
             "bits": "8, 4",
             "sentences": 3,

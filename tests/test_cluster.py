@@ -42,7 +42,7 @@ LIGHT = {
     "5_Massive_activations.py": {"sentences": "8"},
     "6_Distributions_and_neurons.py": {"sentences": "8"},
     "8_Weight_spectra.py": {"ranks": "32"},
-    "9_Pruning.py": {"sentences": "4", "sparsities": "50", "bits": "4"},
+    "9_Pruning.py": {"sentences": "4", "sparsities": "50", "bits": "4", "calibration": "2", "length": "32"},
     "11_Lottery_tickets.py": {"rounds": "2", "seeds": "1"},
 }
 

@@ -185,7 +185,16 @@ def test_cli_prints_the_cached_result(result: DroppedHeads) -> None:
 
 @pytest.mark.slow  # the whole page, and the probe's result to compare with
 def test_page_shows_both_figures(result: DroppedHeads) -> None:
-    at = open_page(PAGE, text=TEXT, sparsities="50", bits="8, 4", sentences="3", seeds=str(SEEDS), drop_heads="1")
+    at = open_page(
+        PAGE,
+        text=TEXT,
+        methods="prune,quantize",
+        sparsities="50",
+        bits="8, 4",
+        sentences="3",
+        seeds=str(SEEDS),
+        drop_heads="1",
+    )
     assert not at.exception and not at.error, texts(at.error)
     assert len(at.get("plotly_chart")) == 3
     np.testing.assert_allclose(plotly_array(chart(at, 1)["data"][0]["z"]), result.delta, rtol=1e-6)

@@ -22,13 +22,15 @@ def test_a_views_url_on_a_fresh_server_shows_the_registry_navigation(server: str
     assert not any(folded.nth(i).is_visible() for i in range(folded.count()))
     links = navigation.get_by_role("link")
     shown = [links.nth(i).inner_text() for i in range(links.count()) if links.nth(i).is_visible()]
-    assert all(any(line.strip() == view.title for link in shown for line in link.splitlines()) for view in views()), shown
+    assert all(any(line.strip() == view.title for link in shown for line in link.splitlines()) for view in views()), (
+        shown
+    )
 
 
 def test_an_old_url_opens_its_view(server: str, page: Page) -> None:
     look(
         page,
-        f"{server}/Pruning_vs_quantization?sparsities=50&bits=8&sentences=2",
+        f"{server}/Pruning_vs_quantization?methods=prune,quantize&sparsities=50&bits=8&sentences=2",
         shows='h1:has-text("Pruning vs quantization")',
         charts=1,
         name="navigation-old-url",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from probes import pruning, updates
+from probes import calibrated, corpus, pruning, updates
 from probes.nll import token_nll
 from probes.pruning import bytes_per_weight, compress_weight
 from probes.text import encode
@@ -38,12 +38,14 @@ def test_pruning_zeroes_the_smallest_share() -> None:
 
 def test_2_4_keeps_the_two_largest_of_every_group() -> None:
     w = _matrix(6, 12)
-    pruned = compress_weight(w, Compression("prune-2:4", 0.0))
+    pruned = compress_weight(w, Compression("prune", 0.0, pattern="2:4"))
     groups, originals = pruned.view(6, 3, 4), w.view(6, 3, 4)
     assert torch.equal((groups != 0).sum(dim=2), torch.full((6, 3), 2))
     top = originals.abs().topk(2, dim=2).values
     assert torch.equal(groups.abs().sort(dim=2, descending=True).values[..., :2], top)
-    short = compress_weight(_matrix(3, 6), Compression("prune-2:4", 0.5))  # last group has 2 weights: both kept
+    short = compress_weight(
+        _matrix(3, 6), Compression("prune", 0.5, pattern="2:4")
+    )  # last group has 2 weights: both kept
     assert torch.equal((short != 0).sum(dim=1), torch.full((3,), 4))
 
 
@@ -77,7 +79,9 @@ def test_bytes_per_weight_of_known_shapes() -> None:
     assert bytes_per_weight(Compression("quantize", 4), shapes) == pytest.approx(0.5 + 2 * 400 / 50_000)
     assert bytes_per_weight(Compression("prune", 0.5), shapes) == pytest.approx(1.0 + 1 / 8)
     assert bytes_per_weight(Compression("prune", 0.0), shapes) == pytest.approx(2 + 1 / 8)
-    assert bytes_per_weight(Compression("prune-2:4", 0.5), shapes) == pytest.approx(1.125)
+    assert bytes_per_weight(Compression("prune", 0.5, pattern="2:4"), shapes) == pytest.approx(1.125)
+    assert bytes_per_weight(Compression("sparsegpt", 0.5, pattern="4:8"), [(8, 64)]) == pytest.approx(1 + 3 / 16)
+    assert bytes_per_weight(Compression("gptq", 4, group=50), shapes) == pytest.approx(0.5 + 2 / 50)
     assert bytes_per_weight(Compression("rank", 10), shapes) == pytest.approx(2 * 10 * (300 + 400) / 50_000)
     assert bytes_per_weight(Compression("rank", 100), shapes) == 2.0  # full rank: the dense matrix
 
@@ -95,6 +99,10 @@ def test_bytes_per_weight_of_known_shapes() -> None:
         (Compression("prune", 0.5, ("q", "attn")), "kind 'attn'"),
         (Compression("prune", 0.5, ()), "at least one kind"),
         (Compression("svd", 4), "method 'svd'"),
+        (Compression("quantize", 4, pattern="2:4"), "N:M patterns"),
+        (Compression("prune", 0.5, pattern="3:4"), "N:M patterns"),
+        (Compression("prune", 0.5, group=64), "group size"),
+        (Compression("gptq", 4, group=5000), "group size"),
     ],
 )
 def test_bad_settings_are_refused(setting: Compression, words: str) -> None:
@@ -141,8 +149,14 @@ def test_tradeoff_on_smollm2(smollm2: ModelHandle, cache: ResultCache) -> None:
     direct = np.concatenate([token_nll(smollm2, np.asarray(smollm2.tokenizer(s)["input_ids"])) for s in SENTENCES])
     assert result.base_nll_corpus == pytest.approx(float(direct.mean()), abs=1e-4)
     assert result.n_sentences == len(SENTENCES)
-    points = {(p.method, p.amount): p for p in result.points}
-    assert list(points) == [("prune", 0.0), ("prune", 0.5), ("prune-2:4", 0.5), ("quantize", 16), ("quantize", 8)]
+    points = {(p.method, p.amount): p for p in result.points if p.label != "2:4"}
+    assert [(p.method, p.label) for p in result.points] == [
+        ("prune", "0% pruned"),
+        ("prune", "50% pruned"),
+        ("prune", "2:4"),
+        ("quantize", "16-bit"),
+        ("quantize", "8-bit"),
+    ]
     for unchanged in (points["prune", 0.0], points["quantize", 16]):
         assert unchanged.nll_text == base and unchanged.nll_corpus == result.base_nll_corpus
     # The shared copy is restored between settings: each point equals a fresh compressed copy.
@@ -196,3 +210,42 @@ def test_differences_find_a_rank_4_update(smollm2: ModelHandle) -> None:
 def test_differences_refuse_other_architectures(smollm2: ModelHandle, gemma3: ModelHandle) -> None:
     with pytest.raises(LmscopeError, match="cannot be compared"):
         updates.differences(smollm2, gemma3)
+
+
+def test_calibrated_methods_on_smollm2_keep_the_loss_that_magnitude_and_rtn_lose(
+    smollm2: ModelHandle, cache: ResultCache
+) -> None:
+    """The lecture's claims, on held-out sentences: at 50% sparsity Wanda and SparseGPT stay far closer to the dense
+    model than magnitude pruning (SparseGPT closest), and 4-bit GPTQ beats 4-bit round-to-nearest."""
+    held_out = corpus.sentences()[:16]
+    before = {name: p.detach().clone() for name, p in smollm2.model.named_parameters()}
+    found = pruning.tradeoff(
+        smollm2,
+        TEXT,
+        held_out,
+        [0.5],
+        [4],
+        cache,
+        methods=("prune", "wanda", "sparsegpt", "quantize", "gptq"),
+        patterns=(),
+    ).value
+    nll = {p.method: p.nll_corpus - found.base_nll_corpus for p in found.points}
+    assert 0 < nll["sparsegpt"] < nll["wanda"] < nll["prune"] / 2
+    assert 0 < nll["gptq"] < nll["quantize"]
+    assert found.calibration_tokens == calibrated.DEFAULT_SEQUENCES * calibrated.DEFAULT_LENGTH
+    after = dict(smollm2.model.named_parameters())
+    assert all(torch.equal(after[name], value) for name, value in before.items())
+
+
+def test_calibration_text_is_never_held_out(smollm2: ModelHandle) -> None:
+    held_out = corpus.sentences()[:40]
+    ids = calibrated.calibration_ids(smollm2, [*held_out, TEXT], 4, 64)
+    assert [len(s) for s in ids] == [64] * 4
+    text = smollm2.tokenizer.decode(sum(ids, []))
+    assert not any(sentence in text for sentence in held_out)
+    with pytest.raises(LmscopeError, match="fewer or shorter"):
+        calibrated.calibration_ids(smollm2, held_out, 64, 512)
+    with pytest.raises(LmscopeError, match="calibration sequences"):
+        calibrated.calibration_ids(smollm2, held_out, 65, 64)
+    with pytest.raises(LmscopeError, match="Unknown method 'obs'"):
+        pruning.settings_of(["obs"], [0.5], [], [4], 0, KINDS)

@@ -114,11 +114,28 @@ def test_spectra_page_bad_ranks(smollm2: ModelHandle, ranks: str) -> None:
 
 
 def test_compression_page(smollm2: ModelHandle, tmp_path) -> None:
-    at = open_page(COMPRESSION, text=TEXT, sparsities="50", bits="8, 4", sentences="3")
+    at = open_page(
+        COMPRESSION,
+        text=TEXT,
+        methods="prune,wanda,quantize,gptq",
+        sparsities="50",
+        bits="4",
+        sentences="3",
+        calibration="4",
+        length="64",
+    )
     assert not at.exception and not at.error and not at.warning
     fig = chart(at, 0)
-    names = {trace["name"] for trace in fig["data"]}
-    assert {"magnitude pruning (unstructured)", "round-to-nearest quantization", "2:4 semi-structured pruning"} <= names
+    names = {trace.get("name") for trace in fig["data"]}
+    assert names >= {
+        "magnitude pruning",
+        "magnitude pruning 2:4",
+        "Wanda pruning",
+        "Wanda pruning 2:4",
+        "round-to-nearest quantization",
+        "GPTQ quantization",
+    }
+    assert "calibrated on 256 other corpus tokens" in fig["layout"]["title"]["subtitle"]["text"]
     at.text_input(key="pruning_bits").input("1").run()
     assert "bit" in texts(at.error)
 
@@ -157,9 +174,18 @@ def test_cli_weights_and_pruning(smollm2: ModelHandle, cache: ResultCache) -> No
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["nll_compressed"] == out["nll_base"]
-    done = cli("pruning", "--model", "smollm2-135m-instruct", "--text", TEXT, "--sparsity", "0.5")
-    out = json.loads(done.stdout)
-    assert out["nll_compressed"] > out["nll_base"]
+    done = cli("pruning", "--model", "smollm2-135m-instruct", "--text", TEXT, "--semi-structured")
+    magnitude = json.loads(done.stdout)
+    assert (magnitude["method"], magnitude["pattern"]) == ("prune", "2:4")
+    assert magnitude["nll_compressed"] > magnitude["nll_base"]
+    calibration = ["--calibration", "4", "--length", "64"]
+    done = cli(
+        "pruning", "--model", "smollm2-135m-instruct", "--text", TEXT, "--nm", "2:4", "--method", "wanda", *calibration
+    )
+    wanda = json.loads(done.stdout)
+    assert (wanda["method"], wanda["pattern"], wanda["calibration_tokens"]) == ("wanda", "2:4", 256)
+    assert wanda["bytes_per_weight"] == pytest.approx(1.125)
+    assert magnitude["nll_base"] < wanda["nll_compressed"] < magnitude["nll_compressed"]
 
 
 @pytest.mark.slow  # loads a model
@@ -169,7 +195,9 @@ def test_cli_weights_and_pruning(smollm2: ModelHandle, cache: ResultCache) -> No
         (("--sparsity", "1.0"), "sparsity"),
         (("--sparsity", "-0.1"), "sparsity"),
         (("--bits", "1"), "bits"),
-        ((), "one of the arguments --sparsity --bits"),
+        ((), "one of the arguments --sparsity --nm --semi-structured --bits"),
+        (("--bits", "4", "--method", "wanda"), "sparsity"),
+        (("--sparsity", "0.5", "--group", "64"), "group size"),
     ],
 )
 def test_cli_pruning_bad_input(args: tuple[str, ...], message: str) -> None:

@@ -7,9 +7,10 @@ import argparse
 
 import plotly.graph_objects as go
 
-from probes import corpus, pruning
+from probes import calibrated, corpus, pruning
 from probes.nll import perplexity, token_nll
 from probes.text import encode
+from results.pruning import CALIBRATED, PATTERNS, PRUNERS, QUANTIZERS
 from runtime.models import load
 from runtime.settings import settings
 from views import dropped_heads
@@ -27,6 +28,8 @@ def _draw_tradeoff(run: Run) -> go.Figure:
         run.integers("bits"),
         run.cache,
         on_progress=run.on_progress,
+        methods=run.strings("methods"),
+        patterns=run.strings("patterns"),
     )
     return tradeoff_figure(run.keep("tradeoff", done))
 
@@ -36,31 +39,53 @@ def _arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--text", required=True)
     how = command.add_mutually_exclusive_group(required=True)
     how.add_argument("--sparsity", type=float, help="share of each block matrix's weights set to zero, in [0, 1)")
-    how.add_argument(
-        "--bits", type=int, help="round-to-nearest bits per weight, one scale per output channel (2 to 16)"
+    how.add_argument("--nm", choices=PATTERNS, help="N:M pruning: n of every m consecutive weights of a row kept")
+    how.add_argument("--semi-structured", action="store_true", help="2:4 pruning (the same as --nm 2:4)")
+    how.add_argument("--bits", type=int, help="bits per weight (2 to 16), one scale per output row or per group")
+    command.add_argument(
+        "--method",
+        choices=[*PRUNERS, *QUANTIZERS],
+        help="prune (magnitude, the default for pruning), wanda or sparsegpt; quantize (round-to-nearest, the "
+        "default for --bits) or gptq",
     )
-    how.add_argument(
-        "--semi-structured", action="store_true", help="2:4 pruning: 2 of every 4 consecutive weights kept"
+    command.add_argument("--group", type=int, default=0, help="inputs sharing a quantization scale (0: one per row)")
+    command.add_argument(
+        "--calibration",
+        type=int,
+        default=calibrated.DEFAULT_SEQUENCES,
+        help="calibration sequences of corpus text read by wanda, sparsegpt and gptq",
+    )
+    command.add_argument(
+        "--length", type=int, default=calibrated.DEFAULT_LENGTH, help="tokens per calibration sequence"
     )
 
 
 def _print(args: argparse.Namespace) -> object:
     if args.bits is not None:
-        compression = pruning.Compression("quantize", args.bits)
+        compression = pruning.Compression(args.method or "quantize", args.bits, group=args.group)
     else:
-        sparsity = 0.5 if args.sparsity is None else args.sparsity  # only --semi-structured leaves it unset
-        compression = pruning.Compression("prune-2:4" if args.semi_structured else "prune", sparsity)
+        pattern = "2:4" if args.semi_structured else args.nm or ""
+        sparsity = 0.5 if args.sparsity is None else args.sparsity  # N:M sets its own
+        compression = pruning.Compression(args.method or "prune", sparsity, pattern=pattern, group=args.group)
     compression.check()
     handle = load(args.model)
     encoded = encode(handle, args.text, settings().max_tokens)
+    calibration = (
+        calibrated.calibration_ids(handle, [args.text], args.calibration, args.length)
+        if compression.method in CALIBRATED
+        else None
+    )
     base = token_nll(handle, encoded.token_ids)
-    with pruning.compressed(handle, compression) as smaller:
+    with pruning.compressed(handle, compression, calibration) as smaller:
         shapes = [m.shape for m in pruning.linear_weights(handle, compression.kinds)]
         nll = token_nll(smaller, encoded.token_ids)
     return {
         "model": handle.name,
         "method": compression.method,
         "amount": compression.amount,
+        "pattern": compression.pattern,
+        "group": compression.group,
+        "calibration_tokens": sum(map(len, calibration or [])),
         "bytes_per_weight": pruning.bytes_per_weight(compression, shapes),
         "n_tokens": len(encoded.token_ids),
         "nll_base": base.mean(),
@@ -80,14 +105,14 @@ VIEW = register(
         page="app_pages/9_Pruning.py",
         aliases=("Pruning_vs_quantization",),  # its URL path until December 2026
         caption=(
-            "Two ways to make a model smaller, applied to a copy of it: magnitude pruning (unstructured, and 2:4 "
-            "semi-structured) and round-to-nearest quantization (per output channel). Pruning has had limited success "
+            "Two ways to make a model smaller, applied to a copy of it: pruning (magnitude, Wanda, SparseGPT; "
+            "unstructured and N:M) and quantization (round-to-nearest, GPTQ). Pruning has had limited success "
             "(SparseGPT reaches about 50%), quantization works better: see it on the loss per byte."
         ),
         commands=(
             Command(
                 "pruning",
-                "loss of a text after magnitude pruning or round-to-nearest quantization",
+                "loss of a text after pruning (magnitude, Wanda, SparseGPT) or quantization (round-to-nearest, GPTQ)",
                 _arguments,
                 _print,
                 aliases=("compress",),  # its name before 2026-12

@@ -73,6 +73,13 @@ class Run:
             raise LmscopeError(f"{self.label}: option '{key}' must be a list of whole numbers, not {value!r}.")
         return [int(v) for v in value]
 
+    def strings(self, key: str) -> list[str]:
+        """An option that must be a list of strings."""
+        value = self.option(key)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise LmscopeError(f"{self.label}: option '{key}' must be a list of strings, not {value!r}.")
+        return list(value)
+
     def flag(self, key: str) -> bool:
         """An option that must be true or false."""
         value = self.option(key)

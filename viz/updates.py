@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from results.updates import Difference
-from viz.pruning import BASE_COLOUR, PRUNE_COLOUR, QUANT_COLOUR
+from viz.pruning import BASE_COLOUR, COLOURS, QUANT_COLOUR
 from viz.theme import legend_below, themed
 
 
@@ -37,7 +37,7 @@ def difference_figure(differences: list[Difference], base: str, tuned: str) -> g
         col=1,
     )
     fig.add_trace(
-        go.Bar(x=names, y=[d.relative_norm for d in differences], marker_color=PRUNE_COLOUR, name="relative size"),
+        go.Bar(x=names, y=[d.relative_norm for d in differences], marker_color=COLOURS["prune"], name="relative size"),
         row=2,
         col=1,
     )
@@ -46,4 +46,3 @@ def difference_figure(differences: list[Difference], base: str, tuned: str) -> g
     fig.update_xaxes(tickangle=-60, row=2, col=1)
     legend_below(fig, 720)
     return themed(fig, "What fine-tuning changed", f"{tuned} minus {base}, every block matrix")
-
