@@ -43,6 +43,11 @@ def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultC
         "routing": lambda: routing.run(moefied, text, cache, Setting(8, 2, "oracle")).value,
         "routing default": lambda: routing.run(moefied, text, cache).value,
         "pruning": lambda: pruning.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [4], cache).value,
+        "calibrated pruning": lambda: (
+            pruning.tradeoff(
+                smollm2, text, SENTENCES[:2], [0.5], [], cache, methods=["sparsegpt"], patterns=[], calibration=(2, 32)
+            ).value
+        ),
     }
 
 
