@@ -33,7 +33,7 @@ def distribution_figure(dist: Distribution, title: str, what: str) -> go.Figure:
         horizontal_spacing=0.12,
         subplot_titles=(
             "Histogram and fitted Gaussian",
-            f"QQ plot (outliers leave the line; ▲▼ beyond ±{QQ_LIMIT:g} σ)",
+            f"QQ plot (▲▼: beyond ±{QQ_LIMIT:g} σ)",
         ),
     )
     centers = (dist.edges[:-1] + dist.edges[1:]) / 2
@@ -116,6 +116,6 @@ def distribution_figure(dist: Distribution, title: str, what: str) -> go.Figure:
         col=2,
     )
     fig.update_layout(
-        height=540, legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0.0}, margin={"t": 150, "b": 110}
+        height=580, legend={"orientation": "h", "yanchor": "top", "y": -0.16, "x": 0.0}, margin={"t": 180, "b": 110}
     )
     return themed(fig, title, statistics_line(dist))
