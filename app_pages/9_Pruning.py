@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import calibrated, corpus, dropped_heads, pruning
+from probes import calibrated, corpus, dropped_heads, pruning, sparse_cost
 from probes.structured import parse_ints
 from results.pruning import MAX_GROUP, METHOD_NAMES, PATTERNS, PRUNERS, QUANTIZERS
 from runtime import limits
@@ -13,6 +13,7 @@ from ui.models import probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from viz.dropped_heads import delta_grid, removal_curve
 from viz.pruning import tradeoff_figure
+from viz.sparse_cost import sparse_cost_figure
 
 # The lecture's claims at their own settings (50%, 4 bits), every method once: about 90 s on 2 cores, cold.
 DEFAULT_SPARSITIES = "50"
@@ -35,6 +36,8 @@ page.settings(
     Setting("calibration", "int", calibrated.DEFAULT_SEQUENCES, lower=1, upper=limits.CALIBRATION_SEQUENCES),
     Setting("length", "int", calibrated.DEFAULT_LENGTH, lower=8, upper=limits.CALIBRATION_LENGTH),
     Setting("kinds", "multi", list(pruning.KINDS), options=pruning.KINDS, url=False),
+    Setting("cost_layer", "int", handle.n_layers // 2, lower=0, upper=handle.n_layers - 1),
+    Setting("cost", "bool", False),
     Setting("seeds", "int", dropped_heads.DEFAULT_SEEDS, lower=1, upper=limits.HEAD_DROP_SEEDS),
     Setting("drop_heads", "bool", False),
 )
@@ -97,6 +100,28 @@ st.caption(
     "|w|·‖x‖ per output row; SparseGPT (Frantar and Alistarh 2023) and GPTQ (Frantar et al. 2022) re-fit the "
     "remaining weights of each row to keep the layer's outputs on the calibration inputs, block after block."
 )
+
+st.subheader("What sparsity costs on this server")
+st.markdown(
+    "Zeros save memory only when a sparse format skips them, and time only when the hardware multiplies sparse "
+    "matrices faster than dense ones. One block's products (every matrix above, at this model's shapes, times a "
+    "batch of token vectors), timed dense and as CSR sparse matrices on the machine that serves this page; 2:4 "
+    "semi-structured sparsity runs only on a GPU with sparse tensor cores."
+)
+cost_controls = st.columns([1, 3], vertical_alignment="bottom")
+cost_layer = page.widget("cost_layer", cost_controls[0].number_input, "Layer")
+timed = page.widget("cost", cost_controls[1].toggle, "Time the products (a few seconds; once per machine and setting)")
+if timed:
+    cost = probe_with_progress(
+        "Timing products, measurements",
+        lambda progress: sparse_cost.measure(handle, cost_layer, result_cache(), on_progress=progress),
+    ).value
+    show_figure(sparse_cost_figure(cost), page.key("cost_chart"), f"{handle.name}-sparse-cost")
+    st.caption(
+        f"Measured on {cost.host}, {cost.device}, {cost.threads} threads, at {cost.measured_at} (UTC); the median "
+        "of repeated products (torch.utils.benchmark). Weights pruned by magnitude; CSR stores each kept value "
+        "with a 64-bit column index, so it saves memory only beyond about two thirds zeros."
+    )
 
 st.subheader("Dropping attention heads")
 st.markdown(

@@ -20,6 +20,8 @@ CALIBRATION_SEQUENCES = (
     64  # calibration sequences of Wanda, SparseGPT and GPTQ (each setting reads them once per block)
 )
 CALIBRATION_LENGTH = 512  # tokens per calibration sequence
+COST_TOKEN_COUNTS = 4  # batch sizes in one timing of sparse products
+COST_TOKENS = 4096  # token vectors in one timed product
 CORPUS_SENTENCES = 2000  # sentences in one corpus pass
 CORPUS_TOKENS = 256  # tokens per sentence when attention is averaged over sentences (maps are (n, n) per head)
 PASTED_CHARACTERS = 200_000  # characters of sentences pasted for a corpus view

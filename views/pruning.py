@@ -13,7 +13,7 @@ from probes.text import encode
 from results.pruning import CALIBRATED, PATTERNS, PRUNERS, QUANTIZERS
 from runtime.models import load
 from runtime.settings import settings
-from views import dropped_heads
+from views import dropped_heads, sparse_cost
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
 from viz.pruning import tradeoff_figure
@@ -118,6 +118,7 @@ VIEW = register(
                 aliases=("compress",),  # its name before 2026-12
             ),
             dropped_heads.COMMAND,
+            sparse_cost.COMMAND,
         ),
         figures=(Figure("pruning_tradeoff", _draw_tradeoff, (pruning,)), *dropped_heads.FIGURES),
     )

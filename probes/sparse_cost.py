@@ -1,0 +1,156 @@
+"""What sparsity costs on real hardware (the lecture: pruning is bad for GPU efficiency): one block's products.
+
+Every block matrix of one layer (q, k, v, o, gate, up, down, at the model's own shapes) is pruned by magnitude
+and multiplied with a batch of token vectors, dense and as a CSR sparse matrix (`torch.sparse_csr`), and with 2:4
+semi-structured sparsity where the device runs it (`torch.sparse.to_sparse_semi_structured`: a CUDA GPU with
+sparse tensor cores, in half precision). Timed with `torch.utils.benchmark` on the machine that serves the page,
+live, then cached for this machine (its name, device and threads are in the key): every session sees the same
+measurement, and the result says when and where it was taken.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import warnings
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+from torch.utils import benchmark
+
+from probes import pruning, reconstruction
+from results.sparse_cost import SparseCost
+from runtime import limits
+from runtime.cache import Cached, ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.probe import CachedProbe
+
+# torch marks CSR as beta on every conversion; the products used here are the stable core of it.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+
+NAME = "sparse-cost"
+VERSION = 1
+DEFAULT_SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+DEFAULT_TOKENS = (1, 128)
+MIN_RUN_SECONDS = 0.05  # per measurement: torch.utils.benchmark repeats the products until this long
+# (measurements done, measurements in all) -> None
+Progress = Callable[[int, int], None]
+
+
+def _seconds(products: Callable[[], object]) -> float:
+    """Median seconds of one call, over repeats of at least MIN_RUN_SECONDS (the timer synchronises CUDA)."""
+    timer = benchmark.Timer(stmt="products()", globals={"products": products}, num_threads=torch.get_num_threads())
+    return float(timer.blocked_autorange(min_run_time=MIN_RUN_SECONDS).median)
+
+
+def _semi_structured(weights: Sequence[torch.Tensor], inputs: dict[int, torch.Tensor]) -> float:
+    """Seconds of the 2:4 products, or NaN where the device cannot run them."""
+    if weights[0].device.type != "cuda":
+        return math.nan
+    try:
+        sparse = [
+            torch.sparse.to_sparse_semi_structured(reconstruction.magnitude(w.half(), 0.5, (2, 4))) for w in weights
+        ]
+        halves = {n: x.half() for n, x in inputs.items()}
+        return _seconds(lambda: [w @ halves[w.shape[1]] for w in sparse])
+    except (RuntimeError, ValueError):  # shapes or a GPU without sparse tensor cores
+        return math.nan
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _measure(
+    handle: ModelHandle, layer: int, sparsities: list[float], tokens: list[int], machine: str, on_progress: Progress
+) -> SparseCost:
+    """Time layer `layer`'s block products, dense and sparse, for each token count and sparsity (`machine` keys
+    the cache only)."""
+    chosen = [m for m in pruning.linear_weights(handle) if m.layer == layer]
+    weights = [m.weight.detach().float() for m in chosen]
+    device = weights[0].device
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    ordered = sorted(float(s) for s in sparsities)
+    dense = np.zeros(len(tokens))
+    csr = np.zeros((len(tokens), len(ordered)))
+    semi = np.zeros(len(tokens))
+    total, done = len(tokens) * (len(ordered) + 2), 0
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, total)
+
+    with torch.inference_mode():
+        sparse_by = [[reconstruction.magnitude(w, s).to_sparse_csr() for w in weights] for s in ordered]
+        for row, n in enumerate(tokens):
+            widths = {w.shape[1] for w in weights}
+            inputs = {k: torch.randn(k, int(n), generator=generator).to(device) for k in widths}
+            dense[row] = _seconds(lambda: [w @ inputs[w.shape[1]] for w in weights])
+            advance()
+            for col, sparse in enumerate(sparse_by):
+                csr[row, col] = _seconds(lambda: [w @ inputs[w.shape[1]] for w in sparse])
+                advance()
+            semi[row] = _semi_structured(weights, inputs)
+            advance()
+    element = weights[0].element_size()
+    csr_bytes = [
+        sum(int(w.values().numel()) * element + int(w.col_indices().numel() + w.crow_indices().numel()) * 8 for w in s)
+        for s in sparse_by
+    ]
+    return SparseCost(
+        model=handle.name,
+        layer=layer,
+        device=_device_name(device),
+        threads=torch.get_num_threads(),
+        shapes=np.asarray([w.shape for w in weights], dtype=np.int64),
+        tokens=np.asarray(tokens, dtype=np.int64),
+        sparsities=np.asarray(ordered, dtype=np.float64),
+        dense_seconds=dense,
+        csr_seconds=csr,
+        semi_seconds=semi,
+        dense_bytes=sum(w.numel() for w in weights) * element,
+        csr_bytes=np.asarray(csr_bytes, dtype=np.int64),
+        dtype=str(weights[0].dtype).removeprefix("torch."),
+        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        host=platform.node(),
+    )
+
+
+COST = CachedProbe(NAME, VERSION, _measure)
+
+
+def measure(
+    handle: ModelHandle,
+    layer: int,
+    cache: ResultCache,
+    sparsities: Sequence[float] = DEFAULT_SPARSITIES,
+    tokens: Sequence[int] = DEFAULT_TOKENS,
+    on_progress: Progress | None = None,
+) -> Cached[SparseCost]:
+    """One block's products timed dense and sparse on this machine, once per machine, model, layer and settings."""
+    if not 0 <= layer < handle.n_layers:
+        raise LmscopeError(f"'{handle.name}' has layers 0 to {handle.n_layers - 1}; there is no layer {layer}.")
+    limits.check_count(sparsities, limits.SPARSITIES, "sparsities")
+    limits.check_count(tokens, limits.COST_TOKEN_COUNTS, "token counts")
+    for s in sparsities:
+        if not 0 <= s < 1:
+            raise LmscopeError(f"A sparsity is at least 0 and below 1 (got {s!r}).")
+    for n in tokens:
+        limits.check_range(int(n), 1, limits.COST_TOKENS, "token count")
+    machine = f"{platform.node()} {handle.device} {torch.get_num_threads()} threads"
+    return COST.cached(
+        handle,
+        cache,
+        on_progress,
+        layer=int(layer),
+        sparsities=[float(s) for s in sparsities],
+        tokens=[int(n) for n in tokens],
+        machine=machine,
+    )
