@@ -12,7 +12,7 @@ from ui.charts import show_figure
 from ui.models import probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from viz.dropped_heads import delta_grid, removal_curve
-from viz.pruning import tradeoff_figure
+from viz.pruning import robustness_figure, tradeoff_figure
 from viz.sparse_cost import sparse_cost_figure
 
 # The lecture's claims at their own settings (50%, 4 bits), every method once: about 90 s on 2 cores, cold.
@@ -101,6 +101,12 @@ st.caption(
     "remaining weights of each row to keep the layer's outputs on the calibration inputs, block after block. "
     "Short texts are noisy: on SmolLM2, 4-bit GPTQ beats round-to-nearest on long text (32 corpus sentences as one "
     "text: NLL 4.14 against 4.42) but ties with it on short sentences scored one by one."
+)
+
+show_figure(robustness_figure(done.value), page.key("robustness"), f"{handle.name}-pruning-robustness")
+st.caption(
+    "The same compressed copies on short texts unlike the corpus (written for lmscope): pruned and quantized "
+    "models are tuned, or calibrated, on one kind of text; whatever they dropped may have served another."
 )
 
 st.subheader("What sparsity costs on this server")

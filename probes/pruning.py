@@ -23,6 +23,7 @@ from torch import nn
 
 from probes import calibrated, reconstruction, spectra
 from probes.batches import BATCH_SIZE, LengthGroups, grouped
+from probes.domains import texts as domain_texts
 from probes.nll import token_nll
 from probes.text import encode
 from results.pruning import (
@@ -47,7 +48,7 @@ from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 NAME = "pruning"
-VERSION = 4
+VERSION = 5
 # (settings done, settings in all) -> None
 Progress = Callable[[int, int], None]
 
@@ -281,6 +282,7 @@ def _tradeoff(
     settings_: list[dict],
     kinds: list[str],
     calibration: list[list[int]],
+    domains: list[tuple[str, list[int]]],
     on_progress: Progress,
 ) -> Tradeoff:
     """Mean NLL of the text and of the sentences (grouped by length) at each setting; progress counts one step for
@@ -297,21 +299,24 @@ def _tradeoff(
         if on_progress is not None:
             on_progress(done, total)
 
-    def score(target: ModelHandle) -> tuple[float, float]:
+    def score(target: ModelHandle) -> tuple[float, float, np.ndarray]:
         text_nll = float(np.mean(token_nll(target, ids)))  # first: an encoder stops here with a plain message
-        return text_nll, sentences_nll(target, dict(groups)) if groups else math.nan
+        by_domain = np.asarray([np.mean(token_nll(target, np.asarray(d))) for _, d in domains], dtype=np.float64)
+        return text_nll, sentences_nll(target, dict(groups)) if groups else math.nan, by_domain
 
-    base_text, base_corpus = score(handle)  # before the copy
+    base_text, base_corpus, base_domains = score(handle)  # before the copy
     advance()
     points = []
     with model_copy(handle, NAME) as twin:
         pairs = _pairs(handle, twin, kinds)
         for compression in chosen:
             _compress_copy(handle, twin, pairs, compression, calibration, lambda block, _: advance())
-            nll_text, nll_corpus = score(twin)
+            nll_text, nll_corpus, nll_domains = score(twin)
             cost = bytes_per_weight(compression, shapes)
             points.append(
-                TradeoffPoint(compression.method, compression.amount, compression.label, cost, nll_text, nll_corpus)
+                TradeoffPoint(
+                    compression.method, compression.amount, compression.label, cost, nll_text, nll_corpus, nll_domains
+                )
             )
             advance()
     return Tradeoff(
@@ -324,6 +329,8 @@ def _tradeoff(
         base_nll_corpus=base_corpus,
         points=points,
         calibration_tokens=sum(len(s) for s in calibration) if any(c.method in CALIBRATED for c in chosen) else 0,
+        domains=[name for name, _ in domains],
+        base_nll_domains=base_domains,
     )
 
 
@@ -346,8 +353,9 @@ def tradeoff(
     calibration: tuple[int, int] = (calibrated.DEFAULT_SEQUENCES, calibrated.DEFAULT_LENGTH),
 ) -> Cached[Tradeoff]:
     """Mean NLL of the text and of the held-out sentences for every setting of `settings_of`, all on one copy of
-    the model whose chosen matrices are rewritten for each setting; the calibrated methods read `calibration`
-    (sequences, tokens each) of corpus text that is neither held out nor in the text; cached."""
+    the model whose chosen matrices are rewritten for each setting, and of each text unlike the corpus
+    (probes.domains); the calibrated methods read `calibration` (sequences, tokens each) of corpus text that is
+    neither held out nor in the text; cached."""
     chosen = settings_of(methods, sparsities, patterns, bits, group, tuple(kinds))  # checked before any work
     linear_weights(handle, kinds)  # a plain error before any work, if there is nothing to compress
     needs_calibration = any(c.method in CALIBRATED for c in chosen)
@@ -363,6 +371,10 @@ def tradeoff(
         ],
         kinds=list(kinds),
         calibration=calibrated.calibration_ids(handle, [*sentences, text], *calibration) if needs_calibration else [],
+        domains=[
+            (name, encode(handle, body, settings().max_tokens).token_ids.tolist())
+            for name, body in domain_texts().items()
+        ],
     )
 
 

@@ -102,7 +102,8 @@ class Compression:
 
 @dataclass
 class TradeoffPoint:
-    """The loss of the text and of the sentences under one compression setting, and its storage cost."""
+    """The loss of the text, of the sentences and of each domain's text under one compression setting, and its
+    storage cost."""
 
     method: str
     amount: float
@@ -110,6 +111,7 @@ class TradeoffPoint:
     bytes_per_weight: float
     nll_text: float
     nll_corpus: float
+    nll_domains: np.ndarray  # (domains,) mean per-token NLL of each text of Tradeoff.domains
 
 
 @dataclass
@@ -124,7 +126,9 @@ class Tradeoff:
     base_nll_text: float  # mean per-token NLL (nats) of the uncompressed model
     base_nll_corpus: float  # NaN without sentences
     points: list[TradeoffPoint]
-    calibration_tokens: int = 0  # tokens the calibrated methods read (none of them held out)
+    calibration_tokens: int  # tokens the calibrated methods read (none of them held out)
+    domains: list[str]  # texts unlike the corpus (probes.domains), scored under every setting
+    base_nll_domains: np.ndarray  # (domains,)
 
 
 @dataclass

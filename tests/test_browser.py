@@ -171,9 +171,10 @@ def test_pruning_page_drops_heads(server: str, page: Page) -> None:
             "drop_heads": 1,
         }
     )
-    look(page, f"{server}/Pruning?{query}", charts=3, name="dropped-heads")
+    look(page, f"{server}/Pruning?{query}", charts=4, name="dropped-heads")
     plots = page.locator(".js-plotly-plot")
-    assert "Loss increase when one head is dropped" in plots.nth(1).inner_text()
-    assert plots.nth(1).evaluate("el => el.data[0].colorbar.title.text") == "NLL increase (nats)"
-    assert "least important first" in plots.nth(2).inner_text()
+    assert "Robustness" in plots.nth(1).inner_text()
+    assert "Loss increase when one head is dropped" in plots.nth(2).inner_text()
+    assert plots.nth(2).evaluate("el => el.data[0].colorbar.title.text") == "NLL increase (nats)"
+    assert "least important first" in plots.nth(3).inner_text()
     assert "drop_heads=1" in location(page) and "seeds=2" in location(page)

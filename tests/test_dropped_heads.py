@@ -196,8 +196,8 @@ def test_page_shows_both_figures(result: DroppedHeads) -> None:
         drop_heads="1",
     )
     assert not at.exception and not at.error, texts(at.error)
-    assert len(at.get("plotly_chart")) == 3
-    np.testing.assert_allclose(plotly_array(chart(at, 1)["data"][0]["z"]), result.delta, rtol=1e-6)
-    curve = chart(at, 2)
+    assert len(at.get("plotly_chart")) == 4  # the trade-off and robustness charts come first
+    np.testing.assert_allclose(plotly_array(chart(at, 2)["data"][0]["z"]), result.delta, rtol=1e-6)
+    curve = chart(at, 3)
     assert "least important first" in curve["data"][2]["name"]
     assert at.query_params["drop_heads"] == "1" and at.query_params["seeds"] == str(SEEDS)

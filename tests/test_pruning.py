@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from probes import calibrated, corpus, pruning, updates
+from probes import calibrated, corpus, domains, pruning, updates
 from probes.nll import token_nll
 from probes.pruning import bytes_per_weight, compress_weight
 from probes.text import encode
@@ -167,6 +167,12 @@ def test_tradeoff_on_smollm2(smollm2: ModelHandle, cache: ResultCache) -> None:
     assert abs(quantized.nll_text - base) * 10 < pruned.nll_text - base
     assert abs(quantized.nll_corpus - result.base_nll_corpus) * 10 < pruned.nll_corpus - result.base_nll_corpus
     assert quantized.bytes_per_weight < pruned.bytes_per_weight
+    # Texts unlike the corpus: scored like the text, the same under an identity setting, worse when pruned.
+    assert result.domains == list(domains.TITLES.values())
+    for index, body in enumerate(domains.texts().values()):
+        assert result.base_nll_domains[index] == _mean_nll(smollm2, body)
+    assert np.array_equal(points["prune", 0.0].nll_domains, result.base_nll_domains)
+    assert bool((points["prune", 0.5].nll_domains > result.base_nll_domains).all())
     assert pruning.tradeoff(smollm2, TEXT, SENTENCES, [0.0, 0.5], [16, 8], cache).hit
 
 

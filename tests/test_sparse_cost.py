@@ -99,7 +99,7 @@ def test_the_page_times_the_products_when_asked() -> None:
     quick = {"methods": "prune,quantize", "sparsities": "50", "bits": "8", "sentences": "2"}
     at = open_page(PAGE, text="The cat sat on the mat.", cost="1", cost_layer="4", **quick)
     assert not at.exception and not at.error, texts(at.error)
-    fig = chart(at, 1)
+    fig = chart(at, 2)  # after the trade-off and robustness charts
     assert (
         "What sparsity costs" in fig["layout"]["title"]["text"]
         and "layer 4" in fig["layout"]["title"]["subtitle"]["text"]

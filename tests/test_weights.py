@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from probes import distribution, pruning, spectra
+from probes import distribution, domains, pruning, spectra
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
@@ -136,6 +136,9 @@ def test_compression_page(smollm2: ModelHandle, tmp_path) -> None:
         "GPTQ quantization",
     }
     assert "calibrated on 256 other corpus tokens" in fig["layout"]["title"]["subtitle"]["text"]
+    robustness = chart(at, 1)
+    assert "Robustness" in robustness["layout"]["title"]["text"]
+    assert {trace["name"] for trace in robustness["data"]} >= {"Wanda pruning, 50% pruned", "GPTQ quantization, 4-bit"}
     at.text_input(key="pruning_bits").input("1").run()
     assert "bit" in texts(at.error)
 
@@ -186,6 +189,8 @@ def test_cli_weights_and_pruning(smollm2: ModelHandle, cache: ResultCache) -> No
     assert (wanda["method"], wanda["pattern"], wanda["calibration_tokens"]) == ("wanda", "2:4", 256)
     assert wanda["bytes_per_weight"] == pytest.approx(1.125)
     assert magnitude["nll_base"] < wanda["nll_compressed"] < magnitude["nll_compressed"]
+    assert set(wanda["by_domain"]) == set(domains.TITLES.values())
+    assert all(d["nll_compressed"] > d["nll_base"] for d in wanda["by_domain"].values())
 
 
 @pytest.mark.slow  # loads a model

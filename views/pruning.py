@@ -7,7 +7,7 @@ import argparse
 
 import plotly.graph_objects as go
 
-from probes import calibrated, corpus, pruning
+from probes import calibrated, corpus, domains, pruning
 from probes.nll import perplexity, token_nll
 from probes.text import encode
 from results.pruning import CALIBRATED, PATTERNS, PRUNERS, QUANTIZERS
@@ -76,9 +76,13 @@ def _print(args: argparse.Namespace) -> object:
         else None
     )
     base = token_nll(handle, encoded.token_ids)
+    others = {name: encode(handle, body, settings().max_tokens).token_ids for name, body in domains.texts().items()}
+    by_domain = {name: {"nll_base": token_nll(handle, ids).mean()} for name, ids in others.items()}
     with pruning.compressed(handle, compression, calibration) as smaller:
         shapes = [m.shape for m in pruning.linear_weights(handle, compression.kinds)]
         nll = token_nll(smaller, encoded.token_ids)
+        for name, ids in others.items():
+            by_domain[name]["nll_compressed"] = token_nll(smaller, ids).mean()
     return {
         "model": handle.name,
         "method": compression.method,
@@ -92,6 +96,7 @@ def _print(args: argparse.Namespace) -> object:
         "nll_compressed": nll.mean(),
         "perplexity_base": perplexity(base),
         "perplexity_compressed": perplexity(nll),
+        "by_domain": by_domain,
     }
 
 

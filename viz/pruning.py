@@ -123,6 +123,36 @@ def tradeoff_figure(tradeoff: Tradeoff) -> go.Figure:
     )
 
 
+def robustness_figure(tradeoff: Tradeoff) -> go.Figure:
+    """The NLL increase over the unchanged model on the held-out corpus and on each text unlike it, one bar per
+    compression setting (colour: method; hatching: the method's settings in order)."""
+    where = ["held-out corpus", *tradeoff.domains]
+    hatches = ("", "/", "x", ".", "\\", "+", "-", "|")
+    fig = go.Figure()
+    for method in SERIES:
+        mine = [p for p in tradeoff.points if p.method == method]
+        for index, point in enumerate(mine):
+            increase = [point.nll_corpus - tradeoff.base_nll_corpus, *(point.nll_domains - tradeoff.base_nll_domains)]
+            fig.add_trace(
+                go.Bar(
+                    x=where,
+                    y=increase,
+                    name=f"{SERIES[method]}, {point.label}",
+                    marker={"color": COLOURS[method], "pattern": {"shape": hatches[index % len(hatches)]}},
+                    hovertemplate=f"{SERIES[method]}, {point.label}: %{{x}} +%{{y:.3f}} nats<extra></extra>",
+                )
+            )
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title_text="NLL increase over the unchanged model (nats)")
+    legend_below(fig, 560)
+    fig.update_layout(margin={"t": 120})
+    return themed(
+        fig,
+        "Robustness: what compression costs on text unlike the calibration text",
+        f"{tradeoff.model}; compression calibrated and judged on plain English sentences; texts written for lmscope",
+    )
+
+
 def rank_loss_figure(sweep: RankSweep) -> go.Figure:
     """Mean per-token NLL of the text against the rank r the chosen matrices are truncated to."""
     fig = go.Figure(
