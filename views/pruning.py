@@ -10,16 +10,16 @@ import plotly.graph_objects as go
 from probes import calibrated, corpus, domains, pruning
 from probes.nll import perplexity, token_nll
 from probes.text import encode
-from results.pruning import CALIBRATED, PATTERNS, PRUNERS, QUANTIZERS
+from results.pruning import CALIBRATED, PATTERNS, PRUNERS, QUANTIZERS, Tradeoff
 from runtime.models import load
 from runtime.settings import settings
 from views import dropped_heads, sparse_cost
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
-from viz.pruning import tradeoff_figure
+from viz.pruning import robustness_figure, tradeoff_figure
 
 
-def _draw_tradeoff(run: Run) -> go.Figure:
+def _tradeoff(run: Run) -> Tradeoff:
     done = pruning.tradeoff(
         run.handle,
         run.text,
@@ -31,7 +31,15 @@ def _draw_tradeoff(run: Run) -> go.Figure:
         methods=run.strings("methods"),
         patterns=run.strings("patterns"),
     )
-    return tradeoff_figure(run.keep("tradeoff", done))
+    return run.keep("tradeoff", done)
+
+
+def _draw_tradeoff(run: Run) -> go.Figure:
+    return tradeoff_figure(_tradeoff(run))
+
+
+def _draw_robustness(run: Run) -> go.Figure:
+    return robustness_figure(_tradeoff(run))
 
 
 def _arguments(command: argparse.ArgumentParser) -> None:
@@ -125,6 +133,11 @@ VIEW = register(
             dropped_heads.COMMAND,
             sparse_cost.COMMAND,
         ),
-        figures=(Figure("pruning_tradeoff", _draw_tradeoff, (pruning,)), *dropped_heads.FIGURES),
+        figures=(
+            Figure("pruning_tradeoff", _draw_tradeoff, (pruning,)),
+            Figure("pruning_methods", _draw_tradeoff, (pruning,)),
+            Figure("pruning_robustness", _draw_robustness, (pruning,)),
+            *dropped_heads.FIGURES,
+        ),
     )
 )

@@ -1,4 +1,6 @@
-"""Checks of the pruning section: quantization keeps the loss where pruning at the same bytes does not, and
+"""Checks of the pruning section: quantization keeps the loss where pruning at the same bytes does not, pruning
+that reads the layers' inputs (Wanda, SparseGPT) keeps it at 50% where magnitude does not, and loses more on text
+unlike the calibration text; and
 iterative pruning finds a winning ticket in a small network; most attention heads can be dropped alone, a few
 cannot, and dropping the least important first beats random orders."""
 
@@ -9,7 +11,7 @@ import numpy as np
 from lecture.render import Rendered
 from results.dropped_heads import DroppedHeads
 from results.lottery import LotteryResult
-from results.pruning import Tradeoff
+from results.pruning import Tradeoff, TradeoffPoint
 
 
 def tradeoff(rendered: Rendered) -> str:
@@ -25,6 +27,38 @@ def tradeoff(rendered: Rendered) -> str:
         f"{best.label}: {best.bytes_per_weight:.2f} bytes per weight, NLL {best.nll_text:.2f}; {half.label}: "
         f"{half.bytes_per_weight:.2f}, NLL {half.nll_text:.2f}; unchanged (2 bytes): {done.base_nll_text:.2f}"
     )
+
+
+def _at_half(rendered: Rendered) -> tuple[Tradeoff, dict[str, TradeoffPoint]]:
+    """The trade-off and its unstructured 50% points by method; a failure unless magnitude, Wanda and SparseGPT
+    are all there."""
+    done = rendered.result("tradeoff", Tradeoff)
+    half = {p.method: p for p in done.points if p.label == "50% pruned"}
+    if not {"prune", "wanda", "sparsegpt"} <= half.keys():
+        raise rendered.fail("the figure needs magnitude, Wanda and SparseGPT pruning at 50%")
+    return done, half
+
+
+def methods(rendered: Rendered) -> str:
+    done, half = _at_half(rendered)
+    rise = {method: point.nll_corpus - done.base_nll_corpus for method, point in half.items()}
+    if not 0 < rise["sparsegpt"] < rise["prune"] / 2 or not 0 < rise["wanda"] < rise["prune"] / 2:
+        raise rendered.fail("Wanda and SparseGPT at 50% do not stay far closer to the model than magnitude pruning")
+    return (
+        f"held-out NLL at 50%: magnitude +{rise['prune']:.2f}, Wanda +{rise['wanda']:.2f}, SparseGPT "
+        f"+{rise['sparsegpt']:.2f} (unchanged {done.base_nll_corpus:.2f})"
+    )
+
+
+def robustness(rendered: Rendered) -> str:
+    done, half = _at_half(rendered)
+    sparse = half["sparsegpt"]
+    held_out = sparse.nll_corpus - done.base_nll_corpus
+    unlike = sparse.nll_domains - done.base_nll_domains
+    if not bool((unlike > held_out).all()):
+        raise rendered.fail("SparseGPT at 50% does not lose more on every unlike text than on the held-out corpus")
+    shown = ", ".join(f"{name} +{rise:.2f}" for name, rise in zip(done.domains, unlike))
+    return f"SparseGPT at 50%: held-out corpus +{held_out:.2f}; {shown}"
 
 
 def tickets(rendered: Rendered) -> str:
@@ -81,6 +115,8 @@ def head_curve(rendered: Rendered) -> str:
 
 CHECKS = {
     "pruning_tradeoff": tradeoff,
+    "pruning_methods": methods,
+    "pruning_robustness": robustness,
     "lottery_tickets": tickets,
     "head_drop_grid": head_grid,
     "head_drop_curve": head_curve,
