@@ -45,7 +45,7 @@ def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultC
         "pruning": lambda: pruning.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [4], cache).value,
         "calibrated pruning": lambda: (
             pruning.tradeoff(
-                smollm2, text, SENTENCES[:2], [0.5], [], cache, methods=["sparsegpt"], patterns=[], calibration=(2, 32)
+                smollm2, text, SENTENCES[:2], [0.5], [], cache, methods=["wanda"], patterns=[], calibration=(2, 32)
             ).value
         ),
     }

@@ -218,26 +218,17 @@ def test_differences_refuse_other_architectures(smollm2: ModelHandle, gemma3: Mo
         updates.differences(smollm2, gemma3)
 
 
-def test_calibrated_methods_on_smollm2_keep_the_loss_that_magnitude_and_rtn_lose(
+def test_gptq_beats_round_to_nearest_on_smollm2_and_leaves_the_model_alone(
     smollm2: ModelHandle, cache: ResultCache
 ) -> None:
-    """The lecture's claims, on a held-out text of 16 corpus sentences (about 300 tokens): at 50% sparsity Wanda
-    and SparseGPT stay far closer to the dense model than magnitude pruning (SparseGPT closest), and 4-bit GPTQ
-    beats 4-bit round-to-nearest. (On short sentences scored one by one GPTQ and RTN tie: bench/RESULTS.md.)"""
+    """The lecture's quantization side on a held-out text of 16 corpus sentences (about 300 tokens): 4-bit GPTQ
+    beats 4-bit round-to-nearest (on short sentences scored one by one they tie: bench/RESULTS.md). The pruning side
+    (Wanda and SparseGPT far closer than magnitude at 50%) is the 'pruning-sparsegpt' preset's check
+    (tests/test_lecture.py renders it on SmolLM2)."""
     held_out = " ".join(corpus.sentences()[:16])
     before = {name: p.detach().clone() for name, p in smollm2.model.named_parameters()}
-    found = pruning.tradeoff(
-        smollm2,
-        held_out,
-        (),
-        [0.5],
-        [4],
-        cache,
-        methods=("prune", "wanda", "sparsegpt", "quantize", "gptq"),
-        patterns=(),
-    ).value
+    found = pruning.tradeoff(smollm2, held_out, (), [], [4], cache, methods=("quantize", "gptq"), patterns=()).value
     nll = {p.method: p.nll_text - found.base_nll_text for p in found.points}
-    assert 0 < nll["sparsegpt"] < nll["wanda"] < nll["prune"] / 2
     assert 0 < nll["gptq"] < nll["quantize"]
     assert found.calibration_tokens == calibrated.DEFAULT_SEQUENCES * calibrated.DEFAULT_LENGTH
     after = dict(smollm2.model.named_parameters())

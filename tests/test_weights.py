@@ -117,8 +117,9 @@ def test_compression_page(smollm2: ModelHandle, tmp_path) -> None:
     at = open_page(
         COMPRESSION,
         text=TEXT,
-        methods="prune,wanda,quantize,gptq",
+        methods="prune,wanda,quantize",
         sparsities="50",
+        patterns="2:4",
         bits="4",
         sentences="3",
         calibration="4",
@@ -133,12 +134,11 @@ def test_compression_page(smollm2: ModelHandle, tmp_path) -> None:
         "Wanda pruning",
         "Wanda pruning 2:4",
         "round-to-nearest quantization",
-        "GPTQ quantization",
     }
     assert "calibrated on 256 other corpus tokens" in fig["layout"]["title"]["subtitle"]["text"]
     robustness = chart(at, 1)
     assert "Robustness" in robustness["layout"]["title"]["text"]
-    assert {trace["name"] for trace in robustness["data"]} >= {"Wanda pruning, 50% pruned", "GPTQ quantization, 4-bit"}
+    assert {trace["name"] for trace in robustness["data"]} >= {"Wanda pruning, 50% pruned", "Wanda pruning, 2:4"}
     at.text_input(key="pruning_bits").input("1").run()
     assert "bit" in texts(at.error)
 
