@@ -20,7 +20,7 @@ import torch
 from probes import corpus, reconstruction
 from probes.residual import blocks
 from probes.text import clean
-from results.pruning import Compression
+from results.pruning import MAX_BITS, Compression
 from runtime import limits
 from runtime.errors import LmscopeError
 from runtime.forward import forward
@@ -31,6 +31,8 @@ DEFAULT_SEQUENCES = 16
 DEFAULT_LENGTH = 128
 # (blocks done, blocks in all) -> None
 Progress = Callable[[int, int], None]
+# A matrix of the model: (layer, name)
+Key = tuple[int, str]
 
 
 def calibration_ids(handle: ModelHandle, held_out: Sequence[str], sequences: int, length: int) -> list[list[int]]:
@@ -54,15 +56,19 @@ def calibration_ids(handle: ModelHandle, held_out: Sequence[str], sequences: int
     return [start + ids[i * body : (i + 1) * body] for i in range(sequences)]
 
 
-def _compress(weight: torch.Tensor, inputs: reconstruction.InputStatistics, compression: Compression) -> torch.Tensor:
-    # The OBS sweeps in float32, as the papers run them: twice as fast here as float64, and the outputs' error
-    # moves by 1e-4 of itself (probes.reconstruction keeps float64 for its exactness tests).
+def _compress(
+    weight: torch.Tensor, inputs: reconstruction.InputStatistics, compression: Compression, rows: list[int]
+) -> torch.Tensor | reconstruction.Quantized:
+    """The compressed matrices stacked in `weight` (`rows` each), which read the same inputs."""
     if compression.method == "wanda":
         return reconstruction.wanda(weight, inputs.input_norms, float(compression.amount), compression.nm)
     if compression.method == "sparsegpt":
-        return reconstruction.sparsegpt(weight, inputs.hessian.float(), float(compression.amount), compression.nm)
+        sparsity = float(compression.amount)
+        return reconstruction.sparsegpt(weight, inputs.hessian, sparsity, compression.nm, segments=rows)
+    if compression.method == "gptq" and int(compression.amount) >= MAX_BITS:
+        return weight
     if compression.method == "gptq":
-        return reconstruction.gptq(weight, inputs.hessian.float(), int(compression.amount), compression.group or None)
+        return reconstruction.gptq_quantized(weight, inputs.hessian, int(compression.amount), compression.group or None)
     raise ValueError(f"{compression.method} is not a calibrated method")
 
 
@@ -98,32 +104,35 @@ def compress_in_place(
     compression: Compression,
     calibration: list[list[int]],
     on_block: Progress | None = None,
-) -> None:
+) -> dict[Key, reconstruction.Quantized]:
     """Compress the (layer, name, linear module) matrices of a private copy, block by block, with a calibrated
-    method; the copy must hold the original weights when called.
+    method; the copy must hold the original weights when called. Returns the codes and scales of each quantized
+    matrix (GPTQ), by (layer, name).
 
     One pass of the model records the arguments of every block; then each block runs twice on the hidden states
     that the compressed blocks before it produced: once to read its layers' inputs, once after its compression to
-    give the next block's inputs. Layers that read the same tensor (q, k and v; gate and up) share its statistics.
+    give the next block's inputs. Layers that read the same tensor (q, k and v; gate and up) share its statistics
+    and are compressed in one sweep.
     """
     calls = _block_calls(twin, np.asarray(calibration, dtype=np.int64))
     layers = blocks(twin)
     hidden = calls[0][0][0]
+    quantized: dict[Key, reconstruction.Quantized] = {}
     for index, block in enumerate(layers):
         args, kwargs = calls[index]
         here = [(name, module) for layer, name, module in matrices if layer == index]
-        read: dict[str, reconstruction.InputStatistics] = {}
-        by_input: dict[
-            int, tuple[torch.Tensor, reconstruction.InputStatistics]
-        ] = {}  # the tensor kept: ids stay unique
+        by_input: dict[int, tuple[torch.Tensor, reconstruction.InputStatistics, list[str]]] = {}  # by id(input)
 
         def reader(name: str) -> Callable[[torch.nn.Module, tuple], None]:
             def add(module: torch.nn.Module, inputs: tuple) -> None:
-                x = inputs[0]
+                x = inputs[0]  # kept in by_input while the block runs, so that its id stays unique
                 if id(x) not in by_input:
-                    by_input[id(x)] = (x, reconstruction.InputStatistics())
+                    # The OBS sweeps in float32, as the papers run them: twice as fast here as float64, and the
+                    # outputs' error moves by 1e-4 of itself (reconstruction keeps float64 for exactness tests).
+                    by_input[id(x)] = (x, reconstruction.InputStatistics(torch.float32), [])
                     by_input[id(x)][1].add(x)
-                read[name] = by_input[id(x)][1]
+                if name not in by_input[id(x)][2]:
+                    by_input[id(x)][2].append(name)
 
             return add
 
@@ -131,10 +140,20 @@ def compress_in_place(
             if here:
                 with observing(pre={module: reader(name) for name, module in here}):
                     block(hidden, *args[1:], **kwargs)
+                modules = dict(here)
+                for _, stats, names in by_input.values():
+                    # Matrices that read one input (q, k and v; gate and up) are compressed stacked, in one sweep.
+                    weights = [modules[name].get_parameter("weight") for name in names]
+                    rows = [int(w.shape[0]) for w in weights]
+                    done = _compress(torch.cat([w.detach() for w in weights]), stats, compression, rows)
+                    if isinstance(done, reconstruction.Quantized):
+                        parts = done.split(rows)
+                        quantized |= {(index, name): part for name, part in zip(names, parts, strict=True)}
+                        done = torch.cat([part.weight(weights[0].dtype) for part in parts])
+                    for weight, part in zip(weights, done.split(rows), strict=True):
+                        weight.copy_(part)
                 by_input.clear()
-                for name, module in here:
-                    weight = module.get_parameter("weight")
-                    weight.copy_(_compress(weight.detach(), read[name], compression))
             hidden = _hidden(block(hidden, *args[1:], **kwargs))
         if on_block is not None:
             on_block(index + 1, len(layers))
+    return quantized

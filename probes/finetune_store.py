@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 
@@ -18,13 +16,12 @@ from safetensors.numpy import save
 from probes.finetune_train import Recipe, Trained
 from runtime.handle import ModelHandle
 from runtime.settings import settings
+from runtime.store_files import file_lock, write_atomically
 
 FOLDER = "finetune"
 _DELTA = "delta."
 
 log = logging.getLogger(__name__)
-_locks: dict[Path, threading.Lock] = {}
-_locks_guard = threading.Lock()
 
 
 def store_path(handle: ModelHandle, recipe: Recipe) -> Path:
@@ -36,13 +33,12 @@ def store_path(handle: ModelHandle, recipe: Recipe) -> Path:
 
 def training_lock(handle: ModelHandle, recipe: Recipe) -> threading.Lock:
     """The lock a request holds while it trains and stores this run, so that this process trains each run once."""
-    with _locks_guard:
-        return _locks.setdefault(store_path(handle, recipe), threading.Lock())
+    return file_lock(store_path(handle, recipe))
 
 
 def save_run(handle: ModelHandle, recipe: Recipe, trained: Trained) -> None:
-    """Store a run (a temporary file renamed into place: a reader sees the whole file or none); an unwritable store
-    only costs training again next time."""
+    """Store a run (a reader sees the whole file or none); an unwritable store only costs training again next
+    time."""
     tensors = {f"{_DELTA}{name}": delta for name, delta in trained.deltas.items()}
     tensors |= {"loss_train": trained.loss_train, "eval_steps": trained.eval_steps}
     tensors["loss_heldout"] = trained.loss_heldout
@@ -53,16 +49,7 @@ def save_run(handle: ModelHandle, recipe: Recipe, trained: Trained) -> None:
         "total_params": str(trained.total_params),
         "seconds": repr(trained.seconds),
     }
-    path = store_path(handle, recipe)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(descriptor, "wb") as out:
-            out.write(save(tensors, metadata=metadata))
-        os.chmod(tmp, 0o644)  # mkstemp's file is private; the store's other files are not
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.warning("A fine-tuning run could not be stored at %s (%s); it will be trained again.", path, exc)
+    write_atomically(store_path(handle, recipe), save(tensors, metadata=metadata), "A fine-tuning run")
 
 
 def load_run(handle: ModelHandle, recipe: Recipe, shapes: dict[str, tuple[int, int]]) -> Trained | None:

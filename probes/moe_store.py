@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from results.moefication import EXPERT_COUNTS, Moefication
 from runtime.handle import ModelHandle
 from runtime.placement import dtype_name
 from runtime.settings import settings
+from runtime.store_files import write_atomically
 
 FILE_NAME = "moefication.safetensors"
 MANIFEST_NAME = "manifest.json"
@@ -113,15 +113,9 @@ def _manifest(moefication: Moefication, digest: str) -> dict:
 
 def _save(moefication: Moefication, data: bytes, path: Path) -> None:
     """Write the file atomically (a concurrent reader sees the old file or the new one), then its manifest."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    if write_atomically(path, data, "The MoEfied model"):
         manifest = _manifest(moefication, hashlib.sha256(data).hexdigest())
-        (path.parent / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
-    except OSError as exc:  # an unwritable store costs a rebuild next time, not a failure now
-        log.warning("The MoEfied model could not be saved to %s (%s); it will be rebuilt next time.", path, exc)
+        write_atomically(path.parent / MANIFEST_NAME, json.dumps(manifest, indent=1).encode(), "Its manifest")
 
 
 def read_stored(handle: ModelHandle, path: Path) -> tuple[Moefication, bytes] | None:

@@ -48,7 +48,7 @@ from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 NAME = "pruning"
-VERSION = 5
+VERSION = 6
 # (settings done, settings in all) -> None
 Progress = Callable[[int, int], None]
 

@@ -21,7 +21,8 @@ no model, no cache.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -38,24 +39,25 @@ _Compress = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]
 class InputStatistics:
     """What a layer's calibration inputs tell the compression methods: Σ x xᵀ and the token count.
 
-    The sum is kept in float64: exact enough that SparseGPT without damping, swept in float64, can be checked
-    against least squares, where H's condition number reaches 3e7 (SmolLM2's q_proj, 1,033 tokens). For compressing
-    alone float32 does (the sweeps run in the Hessian's float type): on those inputs the float32 sum differed by
-    1e-7 (relative) and SparseGPT's output error by 1e-4.
+    The sum is kept in float64 by default: exact enough that SparseGPT without damping, swept in float64, can be
+    checked against least squares, where H's condition number reaches 3e7 (SmolLM2's q_proj, 1,033 tokens). For
+    compressing alone float32 does, at half the time (the sweeps run in the Hessian's float type): on those inputs
+    the float32 sum differed by 1e-7 (relative) and SparseGPT's output error by 1e-4.
     """
 
-    def __init__(self) -> None:
-        self.gram: torch.Tensor | None = None  # Σ x xᵀ (in x in), float64
+    def __init__(self, dtype: torch.dtype = torch.float64) -> None:
+        self.dtype = dtype
+        self.gram: torch.Tensor | None = None  # Σ x xᵀ (in x in)
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
         """Add a batch of inputs (..., in_features); the leading dimensions are tokens."""
         x = x.detach().reshape(-1, x.shape[-1])
         if self.gram is None:
-            self.gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+            self.gram = torch.zeros(x.shape[1], x.shape[1], dtype=self.dtype, device=x.device)
         elif x.shape[1] != self.gram.shape[0]:
             raise ValueError(f"inputs of {x.shape[1]} features added to statistics of {self.gram.shape[0]}")
-        x = x.to(self.gram.device, torch.float64)
+        x = x.to(self.gram.device, self.dtype)
         self.gram.addmm_(x.T, x)
         self.count += x.shape[0]
 
@@ -66,12 +68,12 @@ class InputStatistics:
 
     @property
     def hessian(self) -> torch.Tensor:
-        """H = (2/n) Σ x xᵀ, float64 (in x in)."""
+        """H = (2/n) Σ x xᵀ, in the statistics' float type (in x in)."""
         return self._sum() * (2.0 / self.count)
 
     @property
     def input_norms(self) -> torch.Tensor:
-        """‖X_j‖₂ of each input feature over all tokens (Wanda's activation norm), float64 (in,)."""
+        """‖X_j‖₂ of each input feature over all tokens (Wanda's activation norm), in their float type (in,)."""
         return self._sum().diagonal().clamp(min=0).sqrt()
 
 
@@ -248,9 +250,10 @@ def _sparsegpt(
     block: int,
     damp: float,
     mask: torch.Tensor | None = None,
+    segments: Sequence[int] = (),
 ) -> torch.Tensor:
     """SparseGPT; a given `mask` (True = pruned, out x in) replaces the chosen one (for tests against least
-    squares)."""
+    squares). `segments` are the row counts of matrices stacked in `weight` (all its rows if empty)."""
     w, u = _inverse_factor(weight, hessian, damp)
     rows = w.shape[0]
     pruned = torch.zeros_like(w, dtype=torch.bool) if mask is None else mask.to(w.device)
@@ -260,10 +263,12 @@ def _sparsegpt(
         # that zeroing w costs when the later columns are re-fitted. It is read from the current weights, which
         # carry the earlier prunings' updates: the mask adapts as the sweep goes.
         if pattern is None and i == 0:
-            # The chunk's share of the whole count, rounded cumulatively so that the shares add up exactly.
-            end = start + chunk.shape[1]
-            count = _n_pruned(rows * end, sparsity) - _n_pruned(rows * start, sparsity)
-            pruned[:, start:end] = _lowest(chunk**2 / d**2, count)
+            # Each matrix's share of its count in the chunk, rounded cumulatively so that the shares add up exactly.
+            end, top = start + chunk.shape[1], 0
+            for size in segments or (rows,):
+                count = _n_pruned(size * end, sparsity) - _n_pruned(size * start, sparsity)
+                pruned[top : top + size, start:end] = _lowest(chunk[top : top + size] ** 2 / d**2, count)
+                top += size
         elif pattern is not None and i % pattern[1] == 0:
             group = slice(i, i + pattern[1])
             pruned[:, start + i : start + i + pattern[1]] = ~_keep_n_of_m(chunk[:, group] ** 2 / d[group] ** 2, pattern)
@@ -285,18 +290,22 @@ def sparsegpt(
     pattern: Pattern | None = None,
     block: int = 128,
     damp: float = 0.01,
+    segments: Sequence[int] = (),
 ) -> torch.Tensor:
     """SparseGPT: prune `sparsity` of the weights (the lowest w² / [H⁻¹]_jj² of each block of columns) or keep n
     of every m with a pattern, re-fitting the later columns after each pruned one; computed in the Hessian's float
-    type, returned in the weight's."""
+    type, returned in the weight's. Matrices that read the same inputs can be stacked (rows after rows) and swept
+    at once, sharing H's factor: `segments` gives their row counts, so that each prunes its own share."""
     _check_sparsity(sparsity)
+    if segments and (sum(segments) != weight.shape[0] or min(segments) < 1):
+        raise ValueError(f"segments of {list(segments)} rows for a weight of {weight.shape[0]}")
     _check_pattern(pattern)
     _check_positive(block, "block size")
     _check_damp(damp)
     _check_shapes(weight, hessian, "a Hessian", 2)
     if pattern is None and _n_pruned(weight.numel(), sparsity) == 0:
         return weight
-    return _sparsegpt(weight, hessian, sparsity, pattern, block, damp)
+    return _sparsegpt(weight, hessian, sparsity, pattern, block, damp, segments=segments)
 
 
 # Quantization --------------------------------------------------------------------------------------------------
@@ -331,10 +340,37 @@ def rtn(weight: torch.Tensor, bits: int, group: int | None = None) -> torch.Tens
     return _rounded(w, _scales(w, levels, group), levels).to(weight.dtype)
 
 
+@dataclass(frozen=True)
+class Quantized:
+    """A matrix on a symmetric grid: integer codes (int8, or int16 above 8 bits; out x in) times the scale of their row's input group
+    (`scales`: out x groups, one column without groups). What a quantized matrix stores; `weight` is exactly the
+    matrix the method computed."""
+
+    codes: torch.Tensor
+    scales: torch.Tensor
+    group: int | None
+
+    def weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The matrix in `dtype`: codes times scales in the scales' float type, then cast."""
+        return (self.codes.to(self.scales.dtype) * _spread(self.scales, self.group, self.codes.shape[1])).to(dtype)
+
+    def split(self, rows: Sequence[int]) -> list[Quantized]:
+        """The matrices stacked in this one (rows after rows), `rows` each (GPTQ treats rows apart)."""
+        return [
+            Quantized(codes, scales, self.group)
+            for codes, scales in zip(self.codes.split(list(rows)), self.scales.split(list(rows)), strict=True)
+        ]
+
+
+def _spread(scales: torch.Tensor, group: int | None, cols: int) -> torch.Tensor:
+    """Each group's scale over its columns (out x in), or the row's scale as a column (out x 1) without groups."""
+    return scales if group is None else scales.repeat_interleave(group, dim=1)[:, :cols]
+
+
 def _gptq(
     weight: torch.Tensor, hessian: torch.Tensor, bits: int, group: int | None, block: int, damp: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPTQ's weight and its scales (out x groups, in the Hessian's float type; one column without groups)."""
+) -> Quantized:
+    """GPTQ's codes and scales, in the Hessian's float type."""
     levels = 2 ** (bits - 1) - 1
     w, u = _inverse_factor(weight, hessian, damp)
     # Without groups, RTN's own grid (from the original weights, in float32); with groups, GPTQ sets a group's
@@ -347,7 +383,29 @@ def _gptq(
         return _rounded(chunk[:, i : i + 1], scales[-1], levels)[:, 0]
 
     q = _sweep(w, u, block, group or 1, compress)
-    return q.to(weight.dtype), torch.cat(scales, dim=1)
+    spread = torch.cat(scales, dim=1)
+    # Each weight is code x scale rounded once to the float type, so dividing by the scale rounds back to the code.
+    codes = torch.round(q / _spread(spread, group, q.shape[1])).to(torch.int8 if levels <= 127 else torch.int16)
+    return Quantized(codes, spread, group)
+
+
+def gptq_quantized(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int,
+    group: int | None = None,
+    block: int = 128,
+    damp: float = 0.01,
+) -> Quantized:
+    """GPTQ: round the columns left to right onto RTN's symmetric grid (per row, or per group of `group` inputs),
+    re-fitting the later columns after each; computed in the Hessian's float type. Rows are quantized apart, so
+    matrices that read the same inputs can be stacked and swept at once (`Quantized.split` parts them)."""
+    _check_bits(bits)
+    _check_positive(group, "group size")
+    _check_positive(block, "block size")
+    _check_damp(damp)
+    _check_shapes(weight, hessian, "a Hessian", 2)
+    return _gptq(weight, hessian, bits, group, block, damp)
 
 
 def gptq(
@@ -358,14 +416,8 @@ def gptq(
     block: int = 128,
     damp: float = 0.01,
 ) -> torch.Tensor:
-    """GPTQ: round the columns left to right onto RTN's symmetric grid (per row, or per group of `group` inputs),
-    re-fitting the later columns after each; computed in the Hessian's float type, returned in the weight's; 16
-    bits returns the input."""
+    """The GPTQ matrix (`gptq_quantized`) in the weight's float type; 16 bits returns the input."""
     _check_bits(bits)
-    _check_positive(group, "group size")
-    _check_positive(block, "block size")
-    _check_damp(damp)
-    _check_shapes(weight, hessian, "a Hessian", 2)
     if bits >= MAX_BITS:
         return weight
-    return _gptq(weight, hessian, bits, group, block, damp)[0]
+    return gptq_quantized(weight, hessian, bits, group, block, damp).weight(weight.dtype)

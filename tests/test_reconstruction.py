@@ -254,20 +254,46 @@ def test_rtn_is_symmetric_round_to_nearest_per_row(layers: dict[str, Layer], bit
         assert torch.equal(rc.rtn(layer.weight, bits), torch.round(w / scale).clamp(-levels, levels) * scale)
 
 
+@pytest.mark.parametrize("pattern", [None, (2, 4)], ids=["50%", "2:4"])
+def test_stacked_matrices_are_compressed_as_each_alone(layers: dict[str, Layer], pattern: rc.Pattern | None) -> None:
+    """q and o stacked with one H (as the calibrated path stacks q, k and v): each keeps its own count of weights,
+    and the sweep gives what it gives each matrix alone (rows are swept apart; the shared products may round
+    differently, so the masks are compared as shares and the values to float32 precision)."""
+    h = layers["self_attn.q_proj"].stats.hessian.float()
+    parts = [layers[name].weight for name in FULL_RANK]
+    rows = [int(w.shape[0]) for w in parts]
+    stacked = rc.sparsegpt(torch.cat(parts), h, 0.5, pattern, segments=rows)
+    for alone, together in zip((rc.sparsegpt(w, h, 0.5, pattern) for w in parts), stacked.split(rows), strict=True):
+        assert int((together == 0).sum()) == int((alone == 0).sum()) == alone.numel() // 2
+        assert float(((together == 0) != (alone == 0)).float().mean()) < 1e-3
+        torch.testing.assert_close(together, alone, rtol=0, atol=1e-4 * float(alone.abs().max()))
+    quantized = rc.gptq_quantized(torch.cat(parts), h, 4, 64).split(rows)
+    for w, part in zip(parts, quantized, strict=True):
+        alone = rc.gptq_quantized(w, h, 4, 64)
+        assert float((part.codes != alone.codes).float().mean()) < 1e-3
+        torch.testing.assert_close(part.weight(torch.float32), alone.weight(torch.float32), rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="segments"):
+        rc.sparsegpt(torch.cat(parts), h, 0.5, segments=[rows[0]])
+
+
 @pytest.mark.parametrize("group", [None, 64])
 @pytest.mark.parametrize("bits", [3, 4])
 def test_gptq_beats_rtn_on_its_grid(layers: dict[str, Layer], bits: int, group: int | None) -> None:
     levels = 2 ** (bits - 1) - 1
     for name, layer in layers.items():
         w = layer.weight
-        q, scales = rc._gptq(w, layer.stats.hessian, bits, group, 128, 0.01)
+        quantized = rc.gptq_quantized(w, layer.stats.hessian, bits, group)
+        q = quantized.weight(w.dtype)
+        assert torch.equal(q, rc.gptq(w, layer.stats.hessian, bits, group))
         assert layer.error(q) < layer.error(rc.rtn(w, bits, group)), name
         if group is None:  # RTN's own per-row grid
-            assert torch.equal(scales, rc._scales(w.float(), levels, None).double())
-        steps = q.double() / scales.repeat_interleave(group or w.shape[1], dim=1)[:, : w.shape[1]]
-        # q is k · scale rounded to float32: k is off an integer by |k| · 2^-24 at most.
-        assert float((steps - steps.round()).abs().max()) <= levels * 2.0**-23
-        assert float(steps.round().abs().max()) <= levels
+            assert torch.equal(quantized.scales, rc._scales(w.float(), levels, None).double())
+        assert quantized.codes.dtype == torch.int8 and int(quantized.codes.abs().max()) <= levels
+        # On the grid: each row (or group of a row) holds at most 2 · levels + 1 values, the codes times its scale.
+        width = group or w.shape[1]
+        for row in q[:3]:
+            for start in range(0, w.shape[1], width):
+                assert row[start : start + width].unique().numel() <= 2 * levels + 1
 
 
 def test_rtn_groups_use_each_groups_own_scale() -> None:
