@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from probes import calibrated, reconstruction, spectra
+from probes import calibrated, compressed_store, reconstruction, spectra
 from probes.batches import BATCH_SIZE, LengthGroups, grouped
 from probes.domains import texts as domain_texts
 from probes.nll import token_nll
@@ -46,6 +46,7 @@ from runtime.handle import ModelHandle
 from runtime.placement import host
 from runtime.probe import CachedProbe
 from runtime.settings import settings
+from runtime.store_files import file_lock
 
 NAME = "pruning"
 VERSION = 6
@@ -206,9 +207,18 @@ def _compress_copy(
         return
     if not calibration:
         raise LmscopeError(f"{compression.method} needs calibration text: give it some calibration sequences.")
-    _set(pairs, lambda m: m.weight)
-    matrices = [(target.layer, target.name, target.module) for _, target in pairs]
-    calibrated.compress_in_place(twin, matrices, compression, calibration, on_block)
+    stored = compressed_store.recipe(handle, compression, calibration, VERSION)
+    targets = [(target.name, original.weight.detach(), target.weight.detach()) for original, target in pairs]
+    with file_lock(compressed_store.store_path(handle, stored)):  # sessions asking at once compress once
+        if compressed_store.restore_compressed(handle, stored, targets):
+            for block in range(1, handle.n_layers + 1):
+                if on_block is not None:
+                    on_block(block, handle.n_layers)
+            return
+        _set(pairs, lambda m: m.weight)
+        matrices = [(target.layer, target.name, target.module) for _, target in pairs]
+        quantized = calibrated.compress_in_place(twin, matrices, compression, calibration, on_block)
+        compressed_store.save_compressed(handle, stored, targets, {name: q for (_, name), q in quantized.items()})
 
 
 @contextmanager

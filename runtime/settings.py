@@ -42,6 +42,7 @@ class Settings:
     allow_downloads: bool
     model_roots: str | None  # LMSCOPE_MODEL_ROOTS as set: None (any model), "builtin", or folders separated by ":"
     max_model_gb: float  # the largest model, by the float32 size of its parameters, that will be loaded
+    compressed_store_gb: float  # LMSCOPE_COMPRESSED_STORE_GB: calibrated compressions kept, least recently used go
     scheduler: str | None  # LMSCOPE_SCHEDULER: a Dask scheduler's address; probe computations run on its workers
     workers: int  # LMSCOPE_WORKERS: start a local Dask cluster of this many worker processes (0: none)
     cluster_fallback: bool  # LMSCOPE_CLUSTER_FALLBACK: compute here when the cluster cannot be reached
@@ -65,6 +66,7 @@ def settings() -> Settings:
         allow_downloads=_flag("LMSCOPE_ALLOW_DOWNLOADS"),
         model_roots=os.environ.get("LMSCOPE_MODEL_ROOTS", "").strip() or None,
         max_model_gb=_float("LMSCOPE_MAX_MODEL_GB", 8.0),
+        compressed_store_gb=max(0.0, _float("LMSCOPE_COMPRESSED_STORE_GB", 4.0)),
         scheduler=os.environ.get("LMSCOPE_SCHEDULER", "").strip() or None,
         workers=max(0, _int("LMSCOPE_WORKERS", 0)),
         cluster_fallback=_flag("LMSCOPE_CLUSTER_FALLBACK"),

@@ -67,12 +67,10 @@ def start_command(parsed: list[Instruction]) -> list[str]:
 
 
 def in_venv(argv: list[str], venv: Path) -> list[str]:
-    """The command with its program (pip, python, streamlit) taken from the virtual environment. pip may read its
-    wheel cache here (filled by `make`'s own install): the image keeps no cache to stay small, and what is checked is
-    that the steps install what the app needs, not how fast the registry sends it."""
+    """The command with its program (pip, python, streamlit) taken from the virtual environment."""
     program = venv / "bin" / argv[0]
     assert program.exists(), f"{argv[0]} is not installed in the virtual environment"
-    return [str(program), *(arg for arg in argv[1:] if not (argv[0] == "pip" and arg == "--no-cache-dir"))]
+    return [str(program), *argv[1:]]
 
 
 def on_loopback(argv: list[str], port: int) -> list[str]:

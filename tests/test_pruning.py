@@ -4,12 +4,15 @@ matrices, storage costs for known shapes, and the loss of the real smollm2 model
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from probes import calibrated, corpus, domains, pruning, updates
+from probes import compressed_store as compressed_store_module
 from probes.nll import token_nll
 from probes.pruning import bytes_per_weight, compress_weight
 from probes.text import encode
@@ -247,3 +250,68 @@ def test_calibration_text_is_never_held_out(smollm2: ModelHandle) -> None:
         calibrated.calibration_ids(smollm2, held_out, 65, 64)
     with pytest.raises(LmscopeError, match="Unknown method 'obs'"):
         pruning.settings_of(["obs"], [0.5], [], [4], 0, KINDS)
+
+
+@pytest.fixture
+def compressed_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A model store of the test's own for the stored compressions (the models are already loaded)."""
+    monkeypatch.setenv("LMSCOPE_MODEL_STORE", str(tmp_path))
+    return tmp_path / compressed_store_module.FOLDER
+
+
+def _weights(twin: ModelHandle) -> dict[str, torch.Tensor]:
+    return {m.name: m.weight.detach().clone() for m in pruning.linear_weights(twin)}
+
+
+@pytest.mark.parametrize(
+    "compression",
+    [
+        Compression("sparsegpt", 0.5, KINDS),
+        Compression("wanda", 0.5, KINDS, pattern="2:4"),
+        Compression("gptq", 3, KINDS, group=64),
+    ],
+    ids=["sparsegpt", "wanda-2:4", "gptq-3bit-g64"],
+)
+def test_a_calibrated_compression_is_stored_and_read_back_bit_for_bit(
+    smollm2: ModelHandle, compressed_store: Path, monkeypatch: pytest.MonkeyPatch, compression: Compression
+) -> None:
+    calibration = calibrated.calibration_ids(smollm2, [TEXT], 2, 32)
+    with pruning.compressed(smollm2, compression, calibration) as twin:
+        computed = _weights(twin)
+    (stored,) = compressed_store.glob("*/*.safetensors")
+    # Compact: Wanda keeps a bit per weight; SparseGPT adds its kept values; GPTQ a byte per weight and a scale per 64.
+    weights = sum(w.numel() for w in computed.values())
+    budget = {"wanda": 1 / 8, "sparsegpt": 1 / 8 + 4 / 2, "gptq": 1 + 4 / 64}[compression.method]
+    assert stored.stat().st_size < 1.01 * budget * weights + 1e6
+    monkeypatch.setattr(calibrated, "compress_in_place", lambda *args: pytest.fail("compressed again"))
+    with pruning.compressed(smollm2, compression, calibration) as twin:
+        assert all(torch.equal(w, computed[name]) for name, w in _weights(twin).items())
+    # Another calibration text is another compression.
+    with pytest.raises(pytest.fail.Exception, match="compressed again"):
+        with pruning.compressed(smollm2, compression, calibrated.calibration_ids(smollm2, [TEXT], 2, 40)):
+            pass
+
+
+def test_a_damaged_stored_compression_is_computed_again(smollm2: ModelHandle, compressed_store: Path) -> None:
+    compression = Compression("wanda", 0.5, KINDS)
+    calibration = calibrated.calibration_ids(smollm2, [TEXT], 2, 32)
+    with pruning.compressed(smollm2, compression, calibration) as twin:
+        computed = _weights(twin)
+    (stored,) = compressed_store.glob("*/*.safetensors")
+    stored.write_bytes(stored.read_bytes()[: stored.stat().st_size // 2])
+    with pruning.compressed(smollm2, compression, calibration) as twin:
+        assert all(torch.equal(w, computed[name]) for name, w in _weights(twin).items())
+    assert stored.stat().st_size > 1e6  # stored whole again
+
+
+def test_the_least_recently_used_compressions_go_first(tmp_path: Path) -> None:
+    files = []
+    for i in range(4):
+        path = tmp_path / "model" / f"m-{i}.safetensors"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (1000 + i, 1000 + i))
+        files.append(path)
+    os.utime(files[0], (2000, 2000))  # read last
+    compressed_store_module.evict(tmp_path, 2500)
+    assert [p.exists() for p in files] == [True, False, False, True]
