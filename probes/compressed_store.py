@@ -27,7 +27,6 @@ from runtime.handle import ModelHandle
 from runtime.settings import settings
 from runtime.store_files import write_atomically
 
-FOLDER = "compressed"
 # (module name, its original weight, the copy's weight): the matrices a compression rewrites
 Target = tuple[str, torch.Tensor, torch.Tensor]
 
@@ -52,10 +51,10 @@ def recipe(handle: ModelHandle, compression: Compression, calibration: list[list
 
 
 def store_path(handle: ModelHandle, settings_: dict) -> Path:
-    """model store / compressed / fingerprint / method-digest.safetensors."""
+    """compressed folder (LMSCOPE_COMPRESSED_DIR; in the model store) / fingerprint / method-digest.safetensors."""
     digest = hashlib.sha256(json.dumps(settings_, sort_keys=True).encode()).hexdigest()[:16]
     folder = re.sub(r"[^\w.-]", "_", handle.fingerprint)
-    return settings().model_store / FOLDER / folder / f"{settings_['method']}-{digest}.safetensors"
+    return settings().compressed_dir / folder / f"{settings_['method']}-{digest}.safetensors"
 
 
 def _packed(mask: torch.Tensor) -> torch.Tensor:
@@ -84,7 +83,7 @@ def save_compressed(
             tensors[f"{name}:kept"] = kept.cpu().contiguous()
     metadata = {"settings": json.dumps(settings_, sort_keys=True), "fingerprint": handle.fingerprint}
     if write_atomically(store_path(handle, settings_), save(tensors, metadata=metadata), "A compressed model"):
-        evict(settings().model_store / FOLDER, int(settings().compressed_store_gb * 1e9))
+        evict(settings().compressed_dir, int(settings().compressed_store_gb * 1e9))
 
 
 def evict(folder: Path, budget: int) -> None:

@@ -42,6 +42,7 @@ class Settings:
     allow_downloads: bool
     model_roots: str | None  # LMSCOPE_MODEL_ROOTS as set: None (any model), "builtin", or folders separated by ":"
     max_model_gb: float  # the largest model, by the float32 size of its parameters, that will be loaded
+    compressed_dir: Path  # LMSCOPE_COMPRESSED_DIR: where calibrated compressions are stored (in the model store)
     compressed_store_gb: float  # LMSCOPE_COMPRESSED_STORE_GB: calibrated compressions kept, least recently used go
     scheduler: str | None  # LMSCOPE_SCHEDULER: a Dask scheduler's address; probe computations run on its workers
     workers: int  # LMSCOPE_WORKERS: start a local Dask cluster of this many worker processes (0: none)
@@ -55,9 +56,10 @@ class Settings:
 def settings() -> Settings:
     """Current settings from the LMSCOPE_* environment variables."""
     home = Path(os.environ.get("LMSCOPE_HOME") or Path.home() / ".cache" / "lmscope").expanduser()
+    model_store = Path(os.environ.get("LMSCOPE_MODEL_STORE") or home / "models").expanduser()
     return Settings(
         home=home,
-        model_store=Path(os.environ.get("LMSCOPE_MODEL_STORE") or home / "models").expanduser(),
+        model_store=model_store,
         cache_dir=Path(os.environ.get("LMSCOPE_CACHE_DIR") or home / "results").expanduser(),
         cache_size_mb=max(1, _int("LMSCOPE_CACHE_SIZE_MB", 2048)),
         max_tokens=max(8, _int("LMSCOPE_MAX_TOKENS", 4096)),
@@ -66,6 +68,7 @@ def settings() -> Settings:
         allow_downloads=_flag("LMSCOPE_ALLOW_DOWNLOADS"),
         model_roots=os.environ.get("LMSCOPE_MODEL_ROOTS", "").strip() or None,
         max_model_gb=_float("LMSCOPE_MAX_MODEL_GB", 8.0),
+        compressed_dir=Path(os.environ.get("LMSCOPE_COMPRESSED_DIR") or model_store / "compressed").expanduser(),
         compressed_store_gb=max(0.0, _float("LMSCOPE_COMPRESSED_STORE_GB", 4.0)),
         scheduler=os.environ.get("LMSCOPE_SCHEDULER", "").strip() or None,
         workers=max(0, _int("LMSCOPE_WORKERS", 0)),

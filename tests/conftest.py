@@ -19,6 +19,8 @@ if _RUN:
     os.environ["LMSCOPE_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"lmscope-test-cache-{_RUN}")
 else:
     os.environ["LMSCOPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmscope-test-cache-")
+# Compressions computed by an earlier run are not read either: each run computes its own.
+os.environ["LMSCOPE_COMPRESSED_DIR"] = str(Path(os.environ["LMSCOPE_CACHE_DIR"]) / "compressed")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # pytest-xdist runs several workers side by side: each gets its share of the cores for torch's and the native
 # thread pools (set before torch is imported here, and inherited by every server and process a test starts). More

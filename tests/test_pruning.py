@@ -254,9 +254,9 @@ def test_calibration_text_is_never_held_out(smollm2: ModelHandle) -> None:
 
 @pytest.fixture
 def compressed_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A model store of the test's own for the stored compressions (the models are already loaded)."""
-    monkeypatch.setenv("LMSCOPE_MODEL_STORE", str(tmp_path))
-    return tmp_path / compressed_store_module.FOLDER
+    """A folder of the test's own for the stored compressions."""
+    monkeypatch.setenv("LMSCOPE_COMPRESSED_DIR", str(tmp_path))
+    return tmp_path
 
 
 def _weights(twin: ModelHandle) -> dict[str, torch.Tensor]:
