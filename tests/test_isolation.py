@@ -42,7 +42,7 @@ def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultC
         "window": lambda: structured.window_sweep(smollm2, text, [2, 4], 1, cache).value,
         "routing": lambda: routing.run(moefied, text, cache, Setting(8, 2, "oracle")).value,
         "routing default": lambda: routing.run(moefied, text, cache).value,
-        "pruning": lambda: pruning.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [4], cache).value,
+        "pruning": lambda: pruning.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [], cache, patterns=[]).value,
         "calibrated pruning": lambda: (
             pruning.tradeoff(
                 smollm2, text, SENTENCES[:2], [0.5], [], cache, methods=["wanda"], patterns=[], calibration=(2, 32)
