@@ -43,6 +43,7 @@ from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
+from runtime.hooks import observing
 from runtime.placement import host
 from runtime.probe import CachedProbe
 from runtime.settings import settings
@@ -233,6 +234,28 @@ def compressed(
     with model_copy(handle, f"{suffix}:{','.join(compression.kinds)}") as twin:
         _compress_copy(handle, twin, _pairs(handle, twin, compression.kinds), compression, calibration)
         yield twin
+
+
+def layer_errors(handle: ModelHandle, twin: ModelHandle, kinds: Sequence[str], token_ids: np.ndarray) -> np.ndarray:
+    """Relative output error of each layer's compressed matrices on a text, sqrt(Σ ‖X (W - Ŵ)ᵀ‖² / Σ ‖X Wᵀ‖²) over
+    the layer's matrices of these kinds, where X are the inputs each matrix receives in the compressed copy (as the
+    calibrated methods see them); NaN for a layer with none. The copy's modules are observed in this call only."""
+    pairs = _pairs(handle, twin, kinds)
+    stats = {id(target.module): reconstruction.InputStatistics() for _, target in pairs}
+
+    def reader(module: nn.Module, args: tuple) -> None:
+        stats[id(module)].add(args[0])
+
+    with observing(pre={target.module: reader for _, target in pairs}):
+        forward(twin, np.asarray(token_ids, dtype=np.int64)[None], use_cache=False)
+    changed, whole = np.zeros(handle.n_layers), np.zeros(handle.n_layers)
+    for original, target in pairs:
+        hessian = stats[id(target.module)].hessian
+        weight = original.weight.detach()
+        changed[original.layer] += reconstruction.reconstruction_error(weight, target.weight, hessian)
+        whole[original.layer] += reconstruction.reconstruction_error(weight, torch.zeros_like(weight), hessian)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(changed / whole)
 
 
 def sentences_nll(handle: ModelHandle, groups: dict[int, list[list[int]]]) -> float:

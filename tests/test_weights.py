@@ -177,6 +177,7 @@ def test_cli_weights_and_pruning(smollm2: ModelHandle, cache: ResultCache) -> No
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["nll_compressed"] == out["nll_base"]
+    assert out["reconstruction_error"] == [0.0] * smollm2.n_layers
     done = cli("pruning", "--model", "smollm2-135m-instruct", "--text", TEXT, "--semi-structured")
     magnitude = json.loads(done.stdout)
     assert (magnitude["method"], magnitude["pattern"]) == ("prune", "2:4")
@@ -191,6 +192,10 @@ def test_cli_weights_and_pruning(smollm2: ModelHandle, cache: ResultCache) -> No
     assert magnitude["nll_base"] < wanda["nll_compressed"] < magnitude["nll_compressed"]
     assert set(wanda["by_domain"]) == set(domains.TITLES.values())
     assert all(d["nll_compressed"] > d["nll_base"] for d in wanda["by_domain"].values())
+    # Each layer's outputs on the text move less under Wanda than under magnitude pruning, and by a share of them.
+    errors = {name: np.asarray(out["reconstruction_error"]) for name, out in (("mag", magnitude), ("wanda", wanda))}
+    assert all(len(e) == smollm2.n_layers and ((e > 0.01) & (e < 2)).all() for e in errors.values())
+    assert (errors["wanda"] < errors["mag"]).mean() > 0.9
 
 
 @pytest.mark.slow  # loads a model

@@ -8,6 +8,7 @@ import argparse
 import plotly.graph_objects as go
 
 from probes import calibrated, corpus, domains, pruning
+from probes import sparse_cost as sparse_cost_probe
 from probes.nll import perplexity, token_nll
 from probes.text import encode
 from results.pruning import CALIBRATED, PATTERNS, PRUNERS, QUANTIZERS, Tradeoff
@@ -17,6 +18,7 @@ from views import dropped_heads, sparse_cost
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
 from viz.pruning import robustness_figure, tradeoff_figure
+from viz.sparse_cost import sparse_cost_figure
 
 
 def _tradeoff(run: Run) -> Tradeoff:
@@ -40,6 +42,11 @@ def _draw_tradeoff(run: Run) -> go.Figure:
 
 def _draw_robustness(run: Run) -> go.Figure:
     return robustness_figure(_tradeoff(run))
+
+
+def _draw_cost(run: Run) -> go.Figure:
+    layer = run.integer("cost_layer")
+    return sparse_cost_figure(run.keep("sparse_cost", sparse_cost_probe.measure(run.handle, layer, run.cache)))
 
 
 def _arguments(command: argparse.ArgumentParser) -> None:
@@ -89,6 +96,7 @@ def _print(args: argparse.Namespace) -> object:
     with pruning.compressed(handle, compression, calibration) as smaller:
         shapes = [m.shape for m in pruning.linear_weights(handle, compression.kinds)]
         nll = token_nll(smaller, encoded.token_ids)
+        errors = pruning.layer_errors(handle, smaller, compression.kinds, encoded.token_ids)
         for name, ids in others.items():
             by_domain[name]["nll_compressed"] = token_nll(smaller, ids).mean()
     return {
@@ -104,6 +112,7 @@ def _print(args: argparse.Namespace) -> object:
         "nll_compressed": nll.mean(),
         "perplexity_base": perplexity(base),
         "perplexity_compressed": perplexity(nll),
+        "reconstruction_error": errors,
         "by_domain": by_domain,
     }
 
@@ -137,6 +146,7 @@ VIEW = register(
             Figure("pruning_tradeoff", _draw_tradeoff, (pruning,)),
             Figure("pruning_methods", _draw_tradeoff, (pruning,)),
             Figure("pruning_robustness", _draw_robustness, (pruning,)),
+            Figure("sparse_cost", _draw_cost, (sparse_cost_probe,)),
             *dropped_heads.FIGURES,
         ),
     )

@@ -1,6 +1,7 @@
-"""Checks of the pruning section: quantization keeps the loss where pruning at the same bytes does not, pruning
-that reads the layers' inputs (Wanda, SparseGPT) keeps it at 50% where magnitude does not, and loses more on text
-unlike the calibration text; and
+"""Checks of the pruning section: quantization keeps the loss where pruning at the same bytes does not (the naive
+methods or the strong ones on both sides), pruning that reads the layers' inputs (Wanda, SparseGPT) keeps it at 50%
+where magnitude does not, and loses more on text unlike the calibration text; sparse products are slower than
+dense ones unless most weights are zero; and
 iterative pruning finds a winning ticket in a small network; most attention heads can be dropped alone, a few
 cannot, and dropping the least important first beats random orders."""
 
@@ -11,31 +12,37 @@ import numpy as np
 from lecture.render import Rendered
 from results.dropped_heads import DroppedHeads
 from results.lottery import LotteryResult
-from results.pruning import Tradeoff, TradeoffPoint
+from results.pruning import METHOD_NAMES, PRUNERS, QUANTIZERS, Tradeoff, TradeoffPoint
+from results.sparse_cost import SparseCost
 
 
 def tradeoff(rendered: Rendered) -> str:
     done = rendered.result("tradeoff", Tradeoff)
-    pruned = {p.label: p for p in done.points if p.method.startswith("prune")}
-    quantized = [p for p in done.points if p.method == "quantize"]
-    half = pruned.get("50% pruned") or pruned["2:4"]
+    # The best pruning at half the weights (unstructured, else 2:4), against every quantization at no more bytes.
+    halves = [p for p in done.points if p.method in PRUNERS and p.label in ("50% pruned", "2:4")]
+    quantized = [p for p in done.points if p.method in QUANTIZERS]
+    if not halves:
+        raise rendered.fail("the figure needs a pruning method at 50% or 2:4")
+    half = min(halves, key=lambda p: p.nll_text)
     cheaper = [p for p in quantized if p.bytes_per_weight <= half.bytes_per_weight]
     best = min(cheaper, key=lambda p: p.nll_text) if cheaper else None
     if best is None or not best.nll_text < half.nll_text or abs(best.nll_text - done.base_nll_text) > 0.05:
         raise rendered.fail("no quantization at the bytes of 50% pruning keeps the full model's loss and beats it")
     return (
-        f"{best.label}: {best.bytes_per_weight:.2f} bytes per weight, NLL {best.nll_text:.2f}; {half.label}: "
-        f"{half.bytes_per_weight:.2f}, NLL {half.nll_text:.2f}; unchanged (2 bytes): {done.base_nll_text:.2f}"
+        f"{METHOD_NAMES[best.method]} {best.label}: {best.bytes_per_weight:.2f} bytes per weight, NLL "
+        f"{best.nll_text:.2f}; {METHOD_NAMES[half.method]} {half.label}: {half.bytes_per_weight:.2f}, NLL "
+        f"{half.nll_text:.2f}; unchanged (2 bytes): {done.base_nll_text:.2f}"
     )
 
 
-def _at_half(rendered: Rendered) -> tuple[Tradeoff, dict[str, TradeoffPoint]]:
-    """The trade-off and its unstructured 50% points by method; a failure unless magnitude, Wanda and SparseGPT
-    are all there."""
+def _at_half(
+    rendered: Rendered, needed: tuple[str, ...] = ("prune", "wanda", "sparsegpt")
+) -> tuple[Tradeoff, dict[str, TradeoffPoint]]:
+    """The trade-off and its unstructured 50% points by method; a failure unless the needed methods are there."""
     done = rendered.result("tradeoff", Tradeoff)
     half = {p.method: p for p in done.points if p.label == "50% pruned"}
-    if not {"prune", "wanda", "sparsegpt"} <= half.keys():
-        raise rendered.fail("the figure needs magnitude, Wanda and SparseGPT pruning at 50%")
+    if not set(needed) <= half.keys():
+        raise rendered.fail(f"the figure needs {', '.join(METHOD_NAMES[m] for m in needed)} pruning at 50%")
     return done, half
 
 
@@ -62,6 +69,21 @@ def robustness(rendered: Rendered) -> str:
         )
     shown = ", ".join(f"{name} +{rise:.2f}" for name, rise in zip(done.domains, unlike))
     return f"SparseGPT at 50%: held-out corpus +{held_out:.2f}; {shown}"
+
+
+def sparse_cost(rendered: Rendered) -> str:
+    done = rendered.result("sparse_cost", SparseCost)
+    half = int(np.argmin(np.abs(done.sparsities - 0.5)))
+    speedup, crossover = done.speedup(), done.crossover()
+    shown = "; ".join(
+        f"{n} token{'s' if n > 1 else ''}: {speedup[row, half]:.2f}x at {done.sparsities[half]:.0%} zeros, "
+        + (f"faster from {crossover[row]:.0%}" if np.isfinite(crossover[row]) else "never faster")
+        for row, n in enumerate(done.tokens)
+    )
+    found = f"{done.device}, {done.threads} threads: {shown}"
+    if not bool((speedup[:, half] < 1).all()) or bool((crossover < 0.7).any()):
+        raise rendered.fail(f"sparse products are not slower at half zeros, or pay below 70% zeros ({found})")
+    return found
 
 
 def tickets(rendered: Rendered) -> str:
@@ -120,6 +142,7 @@ CHECKS = {
     "pruning_tradeoff": tradeoff,
     "pruning_methods": methods,
     "pruning_robustness": robustness,
+    "sparse_cost": sparse_cost,
     "lottery_tickets": tickets,
     "head_drop_grid": head_grid,
     "head_drop_curve": head_curve,
