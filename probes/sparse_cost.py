@@ -3,7 +3,9 @@
 Every block matrix of one layer (q, k, v, o, gate, up, down, at the model's own shapes) is pruned by magnitude
 and multiplied with a batch of token vectors, dense and as a CSR sparse matrix (`torch.sparse_csr`), and with 2:4
 semi-structured sparsity where the device runs it (`torch.sparse.to_sparse_semi_structured`: a CUDA GPU with
-sparse tensor cores, in half precision). Timed with `torch.utils.benchmark` on the machine that serves the page,
+sparse tensor cores, in half precision). For comparison, the same products with the weights quantized, the other
+way to shrink them: int8 with a scale per row and int4 with a scale per group of 64 inputs, through torch's
+weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`; on the CPU, where they exist). Timed with `torch.utils.benchmark` on the machine that serves the page,
 live, then cached for this machine (its name, device and threads are in the key): every session sees the same
 measurement, and the result says when and where it was taken.
 """
@@ -32,9 +34,10 @@ from runtime.probe import CachedProbe
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 NAME = "sparse-cost"
-VERSION = 1
+VERSION = 2
 DEFAULT_SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 DEFAULT_TOKENS = (1, 128)
+INT4_GROUP = 64  # inputs per int4 scale
 MIN_RUN_SECONDS = 0.05  # per measurement: torch.utils.benchmark repeats the products until this long
 # (measurements done, measurements in all) -> None
 Progress = Callable[[int, int], None]
@@ -60,6 +63,47 @@ def _semi_structured(weights: Sequence[torch.Tensor], inputs: dict[int, torch.Te
         return math.nan
 
 
+def int8_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w (out x in) as int8 codes and a float scale per row (symmetric, 127 levels each side)."""
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
+    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
+def int8_product(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x (tokens x in) times the int8 weights' transpose, by torch's weight-only kernel."""
+    return torch._weight_int8pack_mm(x, *packed)
+
+
+def int4_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w (out x in) packed for torch's int4 CPU kernel: codes q = 0..15 standing for (q - 8) x scale + zero, one
+    scale per group of INT4_GROUP inputs (symmetric: 7 levels each side, zero 0), and the (groups, out, 2) scales and
+    zeros."""
+    groups = w.view(w.shape[0], -1, INT4_GROUP)
+    scale = groups.abs().amax(dim=2).clamp(min=1e-12) / 7  # (out, groups)
+    codes = torch.round(groups / scale[..., None]).clamp(-7, 7).view_as(w).to(torch.int32) + 8
+    scales_and_zeros = torch.stack([scale.T, torch.zeros_like(scale.T)], dim=2).contiguous()
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 8), scales_and_zeros
+
+
+def int4_product(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x (tokens x in) times the int4 weights' transpose, by torch's weight-only CPU kernel."""
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed[0], INT4_GROUP, packed[1])
+
+
+def _quantized(
+    weights: Sequence[torch.Tensor],
+    rows: dict[int, torch.Tensor],
+    pack: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    product: Callable[[torch.Tensor, tuple[torch.Tensor, torch.Tensor]], torch.Tensor],
+) -> float:
+    """Seconds of the products with the weights packed by `pack`; NaN where the device has no such kernel."""
+    try:
+        packed = [(w.shape[1], pack(w)) for w in weights]
+        return _seconds(lambda: [product(rows[width], p) for width, p in packed])
+    except (RuntimeError, NotImplementedError, AttributeError):  # no kernel for this device, type or shape
+        return math.nan
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
@@ -78,8 +122,8 @@ def _measure(
     ordered = sorted(float(s) for s in sparsities)
     dense = np.zeros(len(tokens))
     csr = np.zeros((len(tokens), len(ordered)))
-    semi = np.zeros(len(tokens))
-    total, done = len(tokens) * (len(ordered) + 2), 0
+    semi, int8, int4 = np.zeros(len(tokens)), np.zeros(len(tokens)), np.zeros(len(tokens))
+    total, done = len(tokens) * (len(ordered) + 4), 0
 
     def advance() -> None:
         nonlocal done
@@ -99,6 +143,11 @@ def _measure(
                 advance()
             semi[row] = _semi_structured(weights, inputs)
             advance()
+            rows = {k: x.T.contiguous() for k, x in inputs.items()}  # the quantized kernels take tokens x inputs
+            int8[row] = _quantized(weights, rows, int8_weights, int8_product)
+            advance()
+            int4[row] = _quantized(weights, rows, int4_weights, int4_product)
+            advance()
     element = weights[0].element_size()
     csr_bytes = [
         sum(int(w.values().numel()) * element + int(w.col_indices().numel() + w.crow_indices().numel()) * 8 for w in s)
@@ -115,8 +164,12 @@ def _measure(
         dense_seconds=dense,
         csr_seconds=csr,
         semi_seconds=semi,
+        int8_seconds=int8,
+        int4_seconds=int4,
         dense_bytes=sum(w.numel() for w in weights) * element,
         csr_bytes=np.asarray(csr_bytes, dtype=np.int64),
+        int8_bytes=sum(w.numel() + w.shape[0] * 4 for w in weights),  # codes, float32 scales
+        int4_bytes=sum(w.numel() // 2 + w.numel() // INT4_GROUP * 8 for w in weights),  # codes, scales and zeros
         dtype=str(weights[0].dtype).removeprefix("torch."),
         measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         host=platform.node(),

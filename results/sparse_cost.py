@@ -10,7 +10,8 @@ import numpy as np
 @dataclass
 class SparseCost:
     """Seconds of one block's matrix products (every kind of block matrix times a batch of token vectors) on one
-    machine: dense, CSR at each sparsity, and 2:4 semi-structured where the device runs it (NaN where not)."""
+    machine: dense, CSR at each sparsity, 2:4 semi-structured where the device runs it, and the weights quantized to
+    int8 and int4 where the device has kernels for weight-only quantized products (NaN where not)."""
 
     model: str
     layer: int
@@ -22,8 +23,12 @@ class SparseCost:
     dense_seconds: np.ndarray  # (t,)
     csr_seconds: np.ndarray  # (t, s)
     semi_seconds: np.ndarray  # (t,), NaN where 2:4 does not run
+    int8_seconds: np.ndarray  # (t,), weight-only int8 (one scale per row), NaN where it does not run
+    int4_seconds: np.ndarray  # (t,), weight-only int4 (a scale per group of inputs), NaN where it does not run
     dense_bytes: int  # the block's weights stored dense in the measured dtype
     csr_bytes: np.ndarray  # (s,) values, column indices and row pointers
+    int8_bytes: int  # codes and float32 scales
+    int4_bytes: int
     dtype: str
     measured_at: str  # ISO time (UTC)
     host: str

@@ -31,6 +31,9 @@ def test_one_blocks_products_timed_and_their_memory_counted(smollm2: ModelHandle
     assert cost.dense_seconds.shape == (2,) and cost.csr_seconds.shape == (2, 2)
     assert bool((cost.dense_seconds > 0).all() and (cost.csr_seconds > 0).all())
     assert np.isnan(cost.semi_seconds).all() and cost.device == "cpu"  # 2:4 runs on a CUDA GPU only
+    assert bool((cost.int8_seconds > 0).all() and (cost.int4_seconds > 0).all())  # torch's CPU kernels
+    assert cost.int8_bytes == sum(w.numel() + 4 * w.shape[0] for w in weights)
+    assert cost.int4_bytes == sum(w.numel() // 2 + 8 * w.numel() // 64 for w in weights) < cost.int8_bytes
     assert cost.dense_bytes == sum(w.numel() for w in weights) * 4
     for s, measured in zip(SPARSITIES, cost.csr_bytes):
         nonzero = sum(int(torch.count_nonzero(reconstruction.magnitude(w, s))) for w in weights)
@@ -54,12 +57,39 @@ def _cost(speedups: list[list[float]]) -> SparseCost:
         dense_seconds=np.ones(len(times)),
         csr_seconds=1 / times,
         semi_seconds=np.full(len(times), np.nan),
+        int8_seconds=np.full(len(times), np.nan),
+        int4_seconds=np.full(len(times), np.nan),
         dense_bytes=1,
         csr_bytes=np.ones(times.shape[1], dtype=np.int64),
+        int8_bytes=1,
+        int4_bytes=1,
         dtype="float32",
         measured_at="",
         host="",
     )
+
+
+@pytest.mark.parametrize(
+    ("pack", "product", "levels"),
+    [
+        (sparse_cost.int8_weights, sparse_cost.int8_product, 127),
+        (sparse_cost.int4_weights, sparse_cost.int4_product, 7),
+    ],
+    ids=["int8", "int4"],
+)
+def test_the_quantized_kernels_multiply_by_the_rounded_weights(
+    smollm2: ModelHandle, pack: object, product: object, levels: int
+) -> None:
+    """What is timed is the real product: the kernel's output is x times the weights rounded to the format's grid,
+    within the rounding of the weights (each off by half a step at most)."""
+    w = pruning.linear_weights(smollm2)[4].weight.detach().float()  # layer 0's gate_proj, 1536 x 576
+    x = torch.randn(8, w.shape[1], generator=torch.Generator().manual_seed(0))
+    y = product(x, pack(w))  # pyright: ignore[reportCallIssue]
+    exact = x @ w.T
+    step = w.abs().amax(dim=1) / levels  # per row; int4's groups have smaller steps
+    bound = 0.5 * step[None, :] * x.abs().sum(dim=1, keepdim=True)
+    assert y.shape == exact.shape and bool(((y - exact).abs() <= bound * 1.001 + 1e-4).all())
+    assert float((y - exact).abs().mean()) > 0  # rounded: not the float product itself
 
 
 def test_the_crossover_is_where_sparse_stays_faster() -> None:
@@ -92,6 +122,7 @@ def test_cli_prints_the_timing_table() -> None:
     assert len(out["csr_seconds"]) == len(sparse_cost.DEFAULT_TOKENS)
     assert len(out["csr_seconds"][0]) == len(out["sparsities"]) == len(sparse_cost.DEFAULT_SPARSITIES)
     assert out["semi_structured_seconds"] == [None, None]  # NaN: not on a CPU
+    assert all(t > 0 for t in out["int8_seconds"] + out["int4_seconds"]) and out["int4_bytes"] < out["int8_bytes"]
     assert len(out["crossover"]) == 2 and out["dense_bytes"] > 0
 
 

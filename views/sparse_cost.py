@@ -34,10 +34,14 @@ def _print(args: argparse.Namespace) -> object:
         "dense_seconds": cost.dense_seconds,
         "csr_seconds": cost.csr_seconds,
         "semi_structured_seconds": cost.semi_seconds,
+        "int8_seconds": cost.int8_seconds,
+        "int4_seconds": cost.int4_seconds,
         "speedup": cost.speedup(),
         "crossover": cost.crossover(),
         "dense_bytes": cost.dense_bytes,
         "csr_bytes": cost.csr_bytes,
+        "int8_bytes": cost.int8_bytes,
+        "int4_bytes": cost.int4_bytes,
     }
 
 

@@ -15,7 +15,8 @@ TOKEN_COLOURS = ("#c0392b", "#2e6fb7", "#16a085", "#8e44ad")
 
 def sparse_cost_figure(cost: SparseCost) -> go.Figure:
     """Left: dense time over CSR time against sparsity, one line per token count, 1 marked, the crossover drawn,
-    2:4 as a point where it ran. Right: the block's weights in MB, dense and CSR."""
+    2:4 as a point where it ran, int8 and int4 weights as points at no sparsity. Right: the block's weights in MB,
+    dense, CSR and quantized."""
     fig = make_subplots(
         rows=1,
         cols=2,
@@ -63,6 +64,36 @@ def sparse_cost_figure(cost: SparseCost) -> go.Figure:
                 row=1,
                 col=1,
             )
+    for label, seconds, symbol in (("int8", cost.int8_seconds, "square"), ("int4", cost.int4_seconds, "triangle-up")):
+        for row, n in enumerate(cost.tokens):
+            if np.isnan(seconds[row]):
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=[0],
+                    y=[cost.dense_seconds[row] / seconds[row]],
+                    mode="markers",
+                    marker={"symbol": symbol, "size": 13, "color": TOKEN_COLOURS[row % len(TOKEN_COLOURS)]},
+                    name=f"{label} weights (quantized, none pruned), {n} token{'s' if n > 1 else ''}",
+                    hovertemplate=f"{label} weight-only: %{{y:.2f}}x ({seconds[row] * 1e3:.2f} ms)<extra></extra>",
+                ),
+                row=1,
+                col=1,
+            )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 0],
+            y=[cost.int8_bytes / 1e6, cost.int4_bytes / 1e6],
+            text=["int8", "int4"],
+            mode="markers+text",
+            textposition="middle right",
+            marker={"symbol": "square", "size": 11, "color": COLOURS["gptq"]},
+            name="quantized memory (codes and scales)",
+            hovertemplate="%{text}: %{y:.2f} MB<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
     fig.add_trace(
         go.Scatter(
             x=[percent[0], percent[-1]],
