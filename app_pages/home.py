@@ -6,7 +6,7 @@ import streamlit as st
 
 from probes.text import Encoded, TextTooLong, encode, max_characters, truncate
 from runtime.builtin import BUILTINS, DERIVED
-from runtime.models import info
+from runtime.models import info, title, twin_names
 from runtime.settings import settings
 from ui import state
 from ui.models import compute_engine, show_error
@@ -17,7 +17,7 @@ from viz.tokens import token_chips_html
 OTHER = "Other: a Hugging Face id or a local folder…"
 
 page = start(__file__, export=False)
-TITLES = {name: spec.title for name, spec in {**BUILTINS, **DERIVED}.items()}
+TITLES = {name: title(name) for name in [*BUILTINS, *DERIVED, *twin_names(list(BUILTINS))]}
 current = state.model_name()
 page.settings(  # the choice itself lives in ui.state (and the URL); these are its widgets
     Setting("model", "choice", current if current in TITLES else OTHER, options=[*TITLES, OTHER], url=False),

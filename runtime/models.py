@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import re
 import threading
 import time
@@ -18,6 +20,7 @@ from transformers import (
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
+    __version__,
 )
 from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
@@ -35,6 +38,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 HUB_SOURCE = "Hugging Face id"
 _LOADING = threading.RLock()  # re-entrant: loading the derived MoE loads its base model
+UNTRAINED = "@untrained"  # NAME@untrained: the model's untrained twin
+TWIN_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,9 @@ def _hub_folder(name: str) -> Path:
         return Path(snapshot_download(name, local_files_only=not allow, allow_patterns=patterns))
     except LocalEntryNotFoundError as exc:
         hint = "" if allow else " Downloads are off: set LMSCOPE_ALLOW_DOWNLOADS=1 to fetch it from the hub."
-        raise LmscopeError(f"Unknown model '{name}': it is not a built-in and not in the local Hugging Face cache.{hint}") from exc
+        raise LmscopeError(
+            f"Unknown model '{name}': it is not a built-in and not in the local Hugging Face cache.{hint}"
+        ) from exc
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise LmscopeError(f"Could not fetch '{name}' from the Hugging Face hub: {exc}") from exc
 
@@ -156,18 +163,72 @@ def load(name: str, dtype: str | None = None) -> ModelHandle:
         return _load(name, dtype)
 
 
+def untrained_base(name: str) -> str | None:
+    """The model whose untrained twin `name` asks for ("NAME@untrained"), or None."""
+    name = name.strip()
+    return name.removesuffix(UNTRAINED).strip() if name.endswith(UNTRAINED) else None
+
+
+def twin_names(names: list[str]) -> list[str]:
+    """Each model's untrained twin (`load` takes these names too)."""
+    return [f"{name}{UNTRAINED}" for name in names]
+
+
+def _config_folder(name: str) -> tuple[Path, str]:
+    where, source = resolve(name)
+    folder = _hub_folder(where) if source == HUB_SOURCE else Path(where)
+    if source == HUB_SOURCE:
+        _check_local_weights(folder)
+    return folder, source
+
+
+def _untrained(name: str, base: str, dtype: str | None) -> ModelHandle:
+    """`base`'s architecture, config and tokenizer with the weights transformers initialises it with (its
+    `_init_weights`), drawn with torch's generator seeded TWIN_SEED: the same twin on every load and machine. Its
+    trained weights are never read."""
+    started = time.perf_counter()
+    if not base or base in DERIVED or untrained_base(base) is not None:
+        raise LmscopeError(
+            f"'{name}' has no untrained twin: ask for a built-in, a Hugging Face id or a model folder with {UNTRAINED}."
+        )
+    folder, source = _config_folder(base)
+    trust = settings().trust_remote_code
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
+        check_size(name, config_parameters(config))
+        place = placement(config, dtype)
+        # Initialised in float32 on the CPU, then placed: the same numbers whatever the device; the seed's generator
+        # is forked so that no other call's random numbers change.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TWIN_SEED)
+            model = _model_class(config).from_config(
+                config, dtype=torch.float32, attn_implementation=IMPLEMENTATION, trust_remote_code=trust
+            )
+        if place.device.type != "meta":
+            model = model.to(device=place.device, dtype=place.dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
+    except LmscopeError:
+        raise
+    except Exception as exc:  # transformers raises many types for a model it cannot build
+        raise LmscopeError(f"Model '{name}' failed to build: {type(exc).__name__}: {exc}".strip()) from exc
+    model.eval()
+    maybe_install_capturing_hooks(model)
+    recipe = f"{json.dumps(config.to_dict(), sort_keys=True, default=str)}:{TWIN_SEED}:transformers {__version__}"
+    fingerprint = typed_fingerprint(hashlib.sha256(recipe.encode()).hexdigest()[:16], model.dtype)
+    described = f"untrained twin of {base} ({source}): its config, initial weights (transformers, seed {TWIN_SEED})"
+    return ModelHandle(name, described, model, tokenizer, fingerprint, time.perf_counter() - started)
+
+
 def _load(name: str, dtype: str | None) -> ModelHandle:
+    base = untrained_base(name)
+    if base is not None:
+        return _untrained(name.strip(), base, dtype)
     if name.strip() in DERIVED:
         derived = DERIVED[name.strip()]
         module, function = derived.builder.split(":")
         return getattr(importlib.import_module(module), function)(_load(derived.base, dtype))
     started = time.perf_counter()
-    where, source = resolve(name)
-    if source == HUB_SOURCE:
-        folder = _hub_folder(where)
-        _check_local_weights(folder)
-    else:
-        folder = Path(where)
+    folder, source = _config_folder(name)
     trust = settings().trust_remote_code
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
@@ -187,12 +248,20 @@ def _load(name: str, dtype: str | None) -> ModelHandle:
     return ModelHandle(name.strip(), source, model, tokenizer, fingerprint, time.perf_counter() - started)
 
 
+def title(name: str) -> str:
+    """How a model is named to a reader: a built-in's or derived model's title, a twin's with 'untrained'."""
+    base = untrained_base(name)
+    if base is not None:
+        return f"{title(base)}, untrained (its config, initial weights, seed {TWIN_SEED})"
+    found = BUILTINS.get(name) or DERIVED.get(name)
+    return found.title if found else name
+
+
 def info(handle: ModelHandle) -> ModelInfo:
     """A summary of a loaded model."""
-    spec = BUILTINS.get(handle.name)
     return ModelInfo(
         name=handle.name,
-        title=spec.title if spec else DERIVED[handle.name].title if handle.name in DERIVED else handle.name,
+        title=title(handle.name),
         source=handle.source,
         architecture=handle.architecture,
         n_layers=handle.n_layers,
@@ -203,4 +272,3 @@ def info(handle: ModelHandle) -> ModelInfo:
         device=str(handle.device),
         dtype=dtype_name(handle.dtype),
     )
-
