@@ -3,12 +3,16 @@ initialised with, seeded, built offline, fingerprinted apart, and usable whereve
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from probes import activations, attention, sinks
 from probes.nll import token_nll
 from probes.text import encode
+from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from runtime.models import TWIN_SEED, info, load
@@ -48,6 +52,27 @@ def test_an_untrained_model_predicts_at_chance(twin: ModelHandle, smollm2: Model
     nll = float(token_nll(twin, encode(twin, TEXT, 64).token_ids).mean())
     chance = float(np.log(twin.text_config.vocab_size))
     assert abs(nll - chance) < 1.0 < chance - float(token_nll(smollm2, encode(smollm2, TEXT, 64).token_ids).mean())
+
+
+def test_sinks_and_massive_activations_come_from_training(
+    twin: ModelHandle, smollm2: ModelHandle, tmp_path: Path
+) -> None:
+    """On the same text the trained model's queries put half their weight on the first token and one feature is
+    thousands of times the median; its twin attends about evenly and has no outlier (measured 0.55 against 0.13,
+    and 12,000 against 10, times the median)."""
+    text = "Every autumn the village holds a market in the square. Farmers bring apples, pumpkins and honey."
+    found = {}
+    for handle in (smollm2, twin):
+        cache = ResultCache(tmp_path / handle.fingerprint)
+        profile = sinks.sink_profile(attention.run(handle, text, cache).value)
+        peaks = activations.run(handle, text, cache).value
+        found[handle.name] = (
+            float(profile.sink_share[2:].mean()) / profile.uniform_share,
+            float((peaks.max_abs / peaks.median_abs).max()),
+        )
+    (sink, massive), (twin_sink, twin_massive) = found[smollm2.name], found[TWIN]
+    assert sink > 3 and massive > 1000
+    assert twin_sink < 1.2 and twin_massive < 100
 
 
 @pytest.mark.parametrize(
