@@ -6,8 +6,9 @@ import streamlit as st
 
 from probes.text import Encoded, TextTooLong, encode, max_characters, truncate
 from runtime.builtin import BUILTINS, DERIVED
-from runtime.models import info, title, twin_names
+from runtime.models import info, title
 from runtime.settings import settings
+from runtime.untrained import twin_names
 from ui import state
 from ui.models import compute_engine, show_error
 from ui.scaffold import Setting, start

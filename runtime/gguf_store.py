@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -13,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from runtime.errors import LmscopeError
 from runtime.fingerprint import file_digest
+from runtime.store_files import built_folder
 
 SOURCE_FILE = "lmscope-source.json"
 
@@ -44,30 +43,9 @@ def _save_converted(path: Path, target: Path) -> None:
 def converted_folder(path: Path, store: Path) -> Path:
     """The store's safetensors folder for a GGUF file, converting it on first use."""
     digest = file_digest(path)
-    target = store / f"{path.stem}-{digest[:12]}"
-    if (target / SOURCE_FILE).exists():
-        return target
-    tmp: Path | None = None
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-        # A private folder per conversion, renamed into place when complete: two processes converting the same
-        # file at once each write their own, and the first rename wins.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=store))
-        _save_converted(path, tmp)
-        (tmp / SOURCE_FILE).write_text(json.dumps({"gguf": str(path), "sha256": digest}, indent=1))
-        for written in tmp.iterdir():
-            written.chmod(0o644)  # safetensors writes 0600; a store built by root must serve other users
-        tmp.chmod(0o755)  # mkdtemp makes it 0700
-        if target.exists() and not (target / SOURCE_FILE).exists():  # left half-written by an older lmscope
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / SOURCE_FILE).exists():
-                raise
-    except OSError as exc:
-        raise LmscopeError(f"Could not write the converted model to {store}: {exc}") from exc
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def convert(folder: Path) -> None:
+        _save_converted(path, folder)
+        (folder / SOURCE_FILE).write_text(json.dumps({"gguf": str(path), "sha256": digest}, indent=1))
+
+    return built_folder(store / f"{path.stem}-{digest[:12]}", SOURCE_FILE, convert)

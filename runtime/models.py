@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import re
 import threading
 import time
@@ -20,7 +18,6 @@ from transformers import (
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
-    __version__,
 )
 from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
@@ -33,13 +30,12 @@ from runtime.handle import ModelHandle, is_causal_config
 from runtime.model_access import check_allowed, check_size, gguf_parameters
 from runtime.placement import Placement, dtype_name, placement, typed_fingerprint
 from runtime.settings import settings
+from runtime.untrained import TWIN_SEED, UNTRAINED, base_name, recipe_digest, twin_folder
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 HUB_SOURCE = "Hugging Face id"
 _LOADING = threading.RLock()  # re-entrant: loading the derived MoE loads its base model
-UNTRAINED = "@untrained"  # NAME@untrained: the model's untrained twin
-TWIN_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,8 @@ class ModelInfo:
     dtype: str
 
 
-def _model_class(config: PretrainedConfig) -> type:
+def model_class(config: PretrainedConfig) -> type:
+    """The transformers class a config's model loads as."""
     if getattr(config, "is_encoder_decoder", False):
         return AutoModelForSeq2SeqLM
     return AutoModelForCausalLM if is_causal_config(config) else AutoModel
@@ -68,7 +65,7 @@ def _model_class(config: PretrainedConfig) -> type:
 def config_parameters(config: PretrainedConfig) -> int:
     """The parameter count of the model a config describes, from a copy built on the meta device (no weights)."""
     with torch.device("meta"):
-        model = _model_class(config).from_config(config, trust_remote_code=settings().trust_remote_code)
+        model = model_class(config).from_config(config, trust_remote_code=settings().trust_remote_code)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -139,10 +136,10 @@ def _weights(folder: Path, config: PretrainedConfig, place: Placement, trust: bo
     for a dashboard whose cluster's workers hold them)."""
     if place.device.type == "meta":
         with torch.device("meta"):
-            return _model_class(config).from_config(
+            return model_class(config).from_config(
                 config, dtype=place.dtype, attn_implementation=IMPLEMENTATION, trust_remote_code=trust
             )
-    return _model_class(config).from_pretrained(
+    return model_class(config).from_pretrained(
         folder,
         dtype=place.dtype,
         device_map=None if place.device.type == "cpu" else str(place.device),
@@ -163,17 +160,6 @@ def load(name: str, dtype: str | None = None) -> ModelHandle:
         return _load(name, dtype)
 
 
-def untrained_base(name: str) -> str | None:
-    """The model whose untrained twin `name` asks for ("NAME@untrained"), or None."""
-    name = name.strip()
-    return name.removesuffix(UNTRAINED).strip() if name.endswith(UNTRAINED) else None
-
-
-def twin_names(names: list[str]) -> list[str]:
-    """Each model's untrained twin (`load` takes these names too)."""
-    return [f"{name}{UNTRAINED}" for name in names]
-
-
 def _config_folder(name: str) -> tuple[Path, str]:
     where, source = resolve(name)
     folder = _hub_folder(where) if source == HUB_SOURCE else Path(where)
@@ -183,11 +169,10 @@ def _config_folder(name: str) -> tuple[Path, str]:
 
 
 def _untrained(name: str, base: str, dtype: str | None) -> ModelHandle:
-    """`base`'s architecture, config and tokenizer with the weights transformers initialises it with (its
-    `_init_weights`), drawn with torch's generator seeded TWIN_SEED: the same twin on every load and machine. Its
-    trained weights are never read."""
+    """`base`'s untrained twin (runtime.untrained), built into the store on first use; its trained weights are never
+    read."""
     started = time.perf_counter()
-    if not base or base in DERIVED or untrained_base(base) is not None:
+    if not base or base in DERIVED or base_name(base) is not None:
         raise LmscopeError(
             f"'{name}' has no untrained twin: ask for a built-in, a Hugging Face id or a model folder with {UNTRAINED}."
         )
@@ -196,31 +181,22 @@ def _untrained(name: str, base: str, dtype: str | None) -> ModelHandle:
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
         check_size(name, config_parameters(config))
-        place = placement(config, dtype)
-        # Initialised in float32 on the CPU, then placed: the same numbers whatever the device; the seed's generator
-        # is forked so that no other call's random numbers change.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TWIN_SEED)
-            model = _model_class(config).from_config(
-                config, dtype=torch.float32, attn_implementation=IMPLEMENTATION, trust_remote_code=trust
-            )
-        if place.device.type != "meta":
-            model = model.to(device=place.device, dtype=place.dtype)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
+        twin = twin_folder(base, folder, config)
+        model = _weights(twin, config, placement(config, dtype), trust)
+        tokenizer = AutoTokenizer.from_pretrained(twin, trust_remote_code=trust)
     except LmscopeError:
         raise
     except Exception as exc:  # transformers raises many types for a model it cannot build
         raise LmscopeError(f"Model '{name}' failed to build: {type(exc).__name__}: {exc}".strip()) from exc
     model.eval()
     maybe_install_capturing_hooks(model)
-    recipe = f"{json.dumps(config.to_dict(), sort_keys=True, default=str)}:{TWIN_SEED}:transformers {__version__}"
-    fingerprint = typed_fingerprint(hashlib.sha256(recipe.encode()).hexdigest()[:16], model.dtype)
+    fingerprint = typed_fingerprint(recipe_digest(config), model.dtype)
     described = f"untrained twin of {base} ({source}): its config, initial weights (transformers, seed {TWIN_SEED})"
     return ModelHandle(name, described, model, tokenizer, fingerprint, time.perf_counter() - started)
 
 
 def _load(name: str, dtype: str | None) -> ModelHandle:
-    base = untrained_base(name)
+    base = base_name(name)
     if base is not None:
         return _untrained(name.strip(), base, dtype)
     if name.strip() in DERIVED:
@@ -250,7 +226,7 @@ def _load(name: str, dtype: str | None) -> ModelHandle:
 
 def title(name: str) -> str:
     """How a model is named to a reader: a built-in's or derived model's title, a twin's with 'untrained'."""
-    base = untrained_base(name)
+    base = base_name(name)
     if base is not None:
         return f"{title(base)}, untrained (its config, initial weights, seed {TWIN_SEED})"
     found = BUILTINS.get(name) or DERIVED.get(name)

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+
+from runtime.errors import LmscopeError
 
 log = logging.getLogger(__name__)
 _locks: dict[Path, threading.Lock] = {}
@@ -40,3 +44,33 @@ def file_lock(path: Path) -> threading.Lock:
     the same file at once compute it once in this process."""
     with _locks_guard:
         return _locks.setdefault(path, threading.Lock())
+
+
+def built_folder(target: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """`target`, a folder of the store that `build` writes once: complete when it holds the file `marker` (which
+    `build` writes last). Each build writes a private folder renamed into place when complete, so two processes
+    building at once each write their own and the first rename wins; the files are made readable to all (a store
+    built by root serves other users)."""
+    if (target / marker).exists():
+        return target
+    tmp: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        build(tmp)
+        for written in tmp.iterdir():
+            written.chmod(0o644)  # safetensors writes 0600
+        tmp.chmod(0o755)  # mkdtemp makes it 0700
+        if target.exists() and not (target / marker).exists():  # left half-written by an older lmscope
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / marker).exists():
+                raise
+    except OSError as exc:
+        raise LmscopeError(f"Could not write {target.name} to the model store {target.parent}: {exc}") from exc
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

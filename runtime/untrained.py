@@ -1,0 +1,83 @@
+"""Untrained twins in the model store: a model's config and tokenizer with the weights transformers initialises its
+architecture with, drawn from torch's generator seeded TWIN_SEED.
+
+transformers initialises weights from torch's global generator, which every thread of a server shares (building
+any module draws from it, e.g. a LoRA layer in another session's fine-tuning): so a twin is built in a child
+process of its own, where nothing else draws, written once to the store as a model folder and loaded from there.
+Its folder is named by a digest of the config, the seed and transformers' version: the same twin on every load,
+process and machine.
+
+Run as `python -m runtime.untrained BASE_FOLDER TARGET_FOLDER SEED` (what `twin_folder` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, __version__
+
+from runtime.errors import LmscopeError
+from runtime.settings import settings
+from runtime.store_files import built_folder
+
+UNTRAINED = "@untrained"  # NAME@untrained: the model's untrained twin
+TWIN_SEED = 0
+FOLDER = "untrained"
+MARKER = "lmscope-twin.json"
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def base_name(name: str) -> str | None:
+    """The model whose untrained twin `name` asks for ("NAME@untrained"), or None."""
+    name = name.strip()
+    return name.removesuffix(UNTRAINED).strip() if name.endswith(UNTRAINED) else None
+
+
+def twin_names(names: list[str]) -> list[str]:
+    """Each model's untrained twin (`runtime.models.load` takes these names too)."""
+    return [f"{name}{UNTRAINED}" for name in names]
+
+
+def recipe_digest(config: PretrainedConfig) -> str:
+    """What decides a twin's weights: the config, the seed and transformers' initialisation (its version)."""
+    fields = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}  # where it lies is no part of it
+    recipe = f"{json.dumps(fields, sort_keys=True, default=str)}:{TWIN_SEED}:transformers {__version__}"
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def twin_folder(base: str, base_folder: Path, config: PretrainedConfig) -> Path:
+    """The store's folder of the twin of the model in `base_folder`, built by a child process on first use."""
+    digest = recipe_digest(config)
+
+    def build(folder: Path) -> None:
+        command = [sys.executable, "-m", "runtime.untrained", str(base_folder), str(folder), str(TWIN_SEED)]
+        done = subprocess.run(command, cwd=_ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise LmscopeError(f"The untrained twin of '{base}' could not be built: {done.stderr.strip()[-600:]}")
+        (folder / MARKER).write_text(json.dumps({"base": base, "seed": TWIN_SEED, "transformers": __version__}))
+
+    name = re.sub(r"[^\w.-]", "_", base)[-60:]
+    return built_folder(settings().model_store / FOLDER / f"{name}-{digest}", MARKER, build)
+
+
+def _build(base_folder: Path, target: Path, seed: int) -> None:
+    """In this (child) process: the architecture of base_folder's config, initialised by transformers with torch's
+    generator seeded `seed`, in float32, saved with its tokenizer to `target`."""
+    from runtime.models import model_class  # the runtime's one map from a config to its transformers class
+
+    trust = settings().trust_remote_code
+    config = AutoConfig.from_pretrained(base_folder, trust_remote_code=trust)
+    torch.manual_seed(seed)
+    model = model_class(config).from_config(config, dtype=torch.float32, trust_remote_code=trust)
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(base_folder, trust_remote_code=trust).save_pretrained(target)
+
+
+if __name__ == "__main__":
+    _build(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))
