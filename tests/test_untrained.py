@@ -3,6 +3,8 @@ initialised with, seeded, built offline, fingerprinted apart, and usable whereve
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +101,30 @@ def test_the_pages_show_the_twin(twin: ModelHandle) -> None:
     assert np.nanmax(np.abs(grid)) < 0.1
     at = open_page("app_pages/4_Attention_sinks.py", model=TWIN, text=TEXT)
     assert not at.exception and not at.error
+
+
+def test_a_twin_built_while_other_threads_draw_random_numbers_is_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another session building modules (which draws from torch's global generator) while a twin is built first
+    time changes nothing: the twin is drawn in a process of its own. MiniLM: its store needs no GGUF conversion."""
+    name = "all-minilm-l6-v2@untrained"
+    monkeypatch.setenv("LMSCOPE_MODEL_STORE", str(tmp_path / "quiet"))
+    quiet = load(name)
+    monkeypatch.setenv("LMSCOPE_MODEL_STORE", str(tmp_path / "busy"))
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            torch.nn.Linear(384, 384)
+
+    with ThreadPoolExecutor(2) as pool:
+        drawing = pool.submit(draw)
+        try:
+            busy = load(name)
+        finally:
+            stop.set()
+        drawing.result()
+    assert (tmp_path / "busy").is_dir() and quiet.fingerprint == busy.fingerprint
+    expected = quiet.model.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in busy.model.state_dict().items())
