@@ -71,7 +71,7 @@ def int8_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def int8_product(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """x (tokens x in) times the int8 weights' transpose, by torch's weight-only kernel."""
-    return torch._weight_int8pack_mm(x, *packed)
+    return torch.ops.aten._weight_int8pack_mm(x, *packed)
 
 
 def int4_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from runtime.turns import Turns
 
@@ -19,6 +26,13 @@ _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 def is_causal_config(config: PretrainedConfig) -> bool:
     """Whether the config's architecture is a decoder (a causal language model)."""
     return any(a.endswith(_CAUSAL_SUFFIXES) for a in config.architectures or [])
+
+
+def model_class(config: PretrainedConfig) -> type:
+    """The transformers class a config's model loads as."""
+    if getattr(config, "is_encoder_decoder", False):
+        return AutoModelForSeq2SeqLM
+    return AutoModelForCausalLM if is_causal_config(config) else AutoModel
 
 
 @dataclass

@@ -12,9 +12,6 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
@@ -26,7 +23,7 @@ from runtime.capture import IMPLEMENTATION
 from runtime.errors import LmscopeError
 from runtime.fingerprint import folder_fingerprint
 from runtime.gguf_store import converted_folder
-from runtime.handle import ModelHandle, is_causal_config
+from runtime.handle import ModelHandle, model_class
 from runtime.model_access import check_allowed, check_size, gguf_parameters
 from runtime.placement import Placement, dtype_name, placement, typed_fingerprint
 from runtime.settings import settings
@@ -53,13 +50,6 @@ class ModelInfo:
     fingerprint: str
     device: str
     dtype: str
-
-
-def model_class(config: PretrainedConfig) -> type:
-    """The transformers class a config's model loads as."""
-    if getattr(config, "is_encoder_decoder", False):
-        return AutoModelForSeq2SeqLM
-    return AutoModelForCausalLM if is_causal_config(config) else AutoModel
 
 
 def config_parameters(config: PretrainedConfig) -> int:

@@ -23,6 +23,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, __version__
 
 from runtime.errors import LmscopeError
+from runtime.handle import model_class
 from runtime.settings import settings
 from runtime.store_files import built_folder
 
@@ -69,8 +70,6 @@ def twin_folder(base: str, base_folder: Path, config: PretrainedConfig) -> Path:
 def _build(base_folder: Path, target: Path, seed: int) -> None:
     """In this (child) process: the architecture of base_folder's config, initialised by transformers with torch's
     generator seeded `seed`, in float32, saved with its tokenizer to `target`."""
-    from runtime.models import model_class  # the runtime's one map from a config to its transformers class
-
     trust = settings().trust_remote_code
     config = AutoConfig.from_pretrained(base_folder, trust_remote_code=trust)
     torch.manual_seed(seed)
