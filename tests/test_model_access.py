@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from runtime import models
 from runtime.builtin import BUILTINS
@@ -83,7 +83,7 @@ def test_a_model_over_the_memory_limit_is_refused_before_its_weights_load(
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("the weights were loaded before the size was checked")
 
-    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", never)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", never)
     with pytest.raises(LmscopeError, match=r"more than this server's limit of 0.0001 GB \(LMSCOPE_MAX_MODEL_GB\)"):
         load(str(tiny_folder))
 

@@ -199,6 +199,28 @@ def test_cli_weights_and_pruning(smollm2: ModelHandle, cache: ResultCache) -> No
 
 
 @pytest.mark.slow  # loads a model
+def test_prune_and_quantize_commands_are_the_pruning_commands_halves() -> None:
+    """`prune` and `quantize` print what `pruning` prints for the same setting, under the method names of the
+    literature (magnitude, rtn)."""
+    base = ("--model", "smollm2-135m-instruct", "--text", TEXT)
+    pairs = [
+        (("prune", *base, "--sparsity", "0.3"), ("pruning", *base, "--sparsity", "0.3")),
+        (
+            ("quantize", *base, "--bits", "4", "--method", "rtn", "--group", "64"),
+            ("pruning", *base, "--bits", "4", "--group", "64"),
+        ),
+    ]
+    for short, long in pairs:
+        done, expected = cli(*short), cli(*long)
+        assert done.returncode == 0 == expected.returncode, done.stderr + expected.stderr
+        assert json.loads(done.stdout) == json.loads(expected.stdout)
+    done = cli("prune", *base, "--bits", "4")
+    assert done.returncode == 2 and "one of the arguments --sparsity" in done.stderr and "Traceback" not in done.stderr
+    done = cli("quantize", *base, "--bits", "4", "--method", "sparsegpt")
+    assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+@pytest.mark.slow  # loads a model
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -49,20 +49,23 @@ def _draw_cost(run: Run) -> go.Figure:
     return sparse_cost_figure(run.keep("sparse_cost", sparse_cost_probe.measure(run.handle, layer, run.cache)))
 
 
-def _arguments(command: argparse.ArgumentParser) -> None:
+# The names the `prune` and `quantize` commands take for the methods, and lmscope's own.
+PRUNE_METHODS = {"magnitude": "prune", "wanda": "wanda", "sparsegpt": "sparsegpt"}
+QUANTIZE_METHODS = {"rtn": "quantize", "gptq": "gptq"}
+
+
+def _model_and_text(command: argparse.ArgumentParser) -> None:
     model_argument(command, " (a decoder)")
     command.add_argument("--text", required=True)
-    how = command.add_mutually_exclusive_group(required=True)
+
+
+def _sparsity(how: argparse._MutuallyExclusiveGroup) -> None:
     how.add_argument("--sparsity", type=float, help="share of each block matrix's weights set to zero, in [0, 1)")
     how.add_argument("--nm", choices=PATTERNS, help="N:M pruning: n of every m consecutive weights of a row kept")
     how.add_argument("--semi-structured", action="store_true", help="2:4 pruning (the same as --nm 2:4)")
-    how.add_argument("--bits", type=int, help="bits per weight (2 to 16), one scale per output row or per group")
-    command.add_argument(
-        "--method",
-        choices=[*PRUNERS, *QUANTIZERS],
-        help="prune (magnitude, the default for pruning), wanda or sparsegpt; quantize (round-to-nearest, the "
-        "default for --bits) or gptq",
-    )
+
+
+def _group_and_calibration(command: argparse.ArgumentParser) -> None:
     command.add_argument("--group", type=int, default=0, help="inputs sharing a quantization scale (0: one per row)")
     command.add_argument(
         "--calibration",
@@ -73,6 +76,43 @@ def _arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--length", type=int, default=calibrated.DEFAULT_LENGTH, help="tokens per calibration sequence"
     )
+
+
+def _arguments(command: argparse.ArgumentParser) -> None:
+    _model_and_text(command)
+    how = command.add_mutually_exclusive_group(required=True)
+    _sparsity(how)
+    how.add_argument("--bits", type=int, help="bits per weight (2 to 16), one scale per output row or per group")
+    command.add_argument(
+        "--method",
+        choices=[*PRUNERS, *QUANTIZERS],
+        help="prune (magnitude, the default for pruning), wanda or sparsegpt; quantize (round-to-nearest, the "
+        "default for --bits) or gptq",
+    )
+    _group_and_calibration(command)
+
+
+def _prune_arguments(command: argparse.ArgumentParser) -> None:
+    _model_and_text(command)
+    _sparsity(command.add_mutually_exclusive_group(required=True))
+    command.add_argument("--method", choices=list(PRUNE_METHODS), default="magnitude")
+    _group_and_calibration(command)
+
+
+def _quantize_arguments(command: argparse.ArgumentParser) -> None:
+    _model_and_text(command)
+    command.add_argument("--bits", type=int, required=True, help="bits per weight (2 to 16)")
+    command.add_argument("--method", choices=list(QUANTIZE_METHODS), default="rtn")
+    _group_and_calibration(command)
+
+
+def _prune(args: argparse.Namespace) -> object:
+    return _print(argparse.Namespace(**{**vars(args), "bits": None, "method": PRUNE_METHODS[args.method]}))
+
+
+def _quantize(args: argparse.Namespace) -> object:
+    chosen = {"sparsity": None, "nm": None, "semi_structured": False, "method": QUANTIZE_METHODS[args.method]}
+    return _print(argparse.Namespace(**{**vars(args), **chosen}))
 
 
 def _print(args: argparse.Namespace) -> object:
@@ -138,6 +178,18 @@ VIEW = register(
                 _arguments,
                 _print,
                 aliases=("compress",),  # its name before 2026-12
+            ),
+            Command(
+                "prune",
+                "loss of a text after pruning by magnitude, Wanda or SparseGPT (the pruning command's pruning half)",
+                _prune_arguments,
+                _prune,
+            ),
+            Command(
+                "quantize",
+                "loss of a text after quantization by round-to-nearest or GPTQ (the pruning command's other half)",
+                _quantize_arguments,
+                _quantize,
             ),
             dropped_heads.COMMAND,
             sparse_cost.COMMAND,
