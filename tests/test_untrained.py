@@ -58,6 +58,7 @@ def test_an_untrained_model_predicts_at_chance(twin: ModelHandle, smollm2: Model
     assert abs(nll - chance) < 1.0 < chance - float(token_nll(smollm2, encode(smollm2, TEXT, 64).token_ids).mean())
 
 
+@pytest.mark.slow  # builds or runs pages on a twin
 def test_sinks_and_massive_activations_come_from_training(
     twin: ModelHandle, smollm2: ModelHandle, tmp_path: Path
 ) -> None:
@@ -93,6 +94,7 @@ def test_what_has_no_twin_says_so(name: str, words: str) -> None:
         load(name)
 
 
+@pytest.mark.slow  # builds or runs pages on a twin
 def test_the_pages_show_the_twin(twin: ModelHandle) -> None:
     """Weight statistics of an untrained model: Gaussian entries (excess kurtosis 0) in every matrix and layer."""
     at = open_page("app_pages/7_Weight_distributions.py", model=TWIN, statistic="kurtosis")
@@ -103,6 +105,7 @@ def test_the_pages_show_the_twin(twin: ModelHandle) -> None:
     assert not at.exception and not at.error
 
 
+@pytest.mark.slow  # builds or runs pages on a twin
 def test_a_twin_built_while_other_threads_draw_random_numbers_is_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
