@@ -6,6 +6,7 @@ import importlib
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from transformers import (
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
@@ -158,6 +160,31 @@ def _config_folder(name: str) -> tuple[Path, str]:
     return folder, source
 
 
+def _opened(
+    name: str, folder: Path, dtype: str | None, build: Callable[[PretrainedConfig], Path] | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, PretrainedConfig]:
+    """The model, tokenizer and config of `folder`, size-checked from its config before any weight is read, placed,
+    in eval mode, with transformers' output hooks installed. `build` (config -> folder) gives the folder its weights
+    and tokenizer come from instead, made after the size check (an untrained twin)."""
+    trust = settings().trust_remote_code
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
+        check_size(name, config_parameters(config))
+        weights = folder if build is None else build(config)
+        model = _weights(weights, config, placement(config, dtype), trust)
+        tokenizer = AutoTokenizer.from_pretrained(weights, trust_remote_code=trust)
+    except LmscopeError:
+        raise
+    except Exception as exc:  # transformers raises many types for a model it cannot build
+        raise LmscopeError(f"Model '{name}' failed to load: {type(exc).__name__}: {exc}".strip()) from exc
+    model.eval()
+    # transformers records output_attentions/output_hidden_states through hooks of its own that dispatch through a
+    # context variable, like lmscope's, and installs them on first use: install them now, before the model is
+    # shared, so that no pass ever runs while they are being added.
+    maybe_install_capturing_hooks(model)
+    return model, tokenizer, config
+
+
 def _untrained(name: str, base: str, dtype: str | None) -> ModelHandle:
     """`base`'s untrained twin (runtime.untrained), built into the store on first use; its trained weights are never
     read."""
@@ -167,19 +194,7 @@ def _untrained(name: str, base: str, dtype: str | None) -> ModelHandle:
             f"'{name}' has no untrained twin: ask for a built-in, a Hugging Face id or a model folder with {UNTRAINED}."
         )
     folder, source = _config_folder(base)
-    trust = settings().trust_remote_code
-    try:
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
-        check_size(name, config_parameters(config))
-        twin = twin_folder(base, folder, config)
-        model = _weights(twin, config, placement(config, dtype), trust)
-        tokenizer = AutoTokenizer.from_pretrained(twin, trust_remote_code=trust)
-    except LmscopeError:
-        raise
-    except Exception as exc:  # transformers raises many types for a model it cannot build
-        raise LmscopeError(f"Model '{name}' failed to build: {type(exc).__name__}: {exc}".strip()) from exc
-    model.eval()
-    maybe_install_capturing_hooks(model)
+    model, tokenizer, config = _opened(name, folder, dtype, lambda config: twin_folder(base, folder, config))
     fingerprint = typed_fingerprint(recipe_digest(config), model.dtype)
     described = f"untrained twin of {base} ({source}): its config, initial weights (transformers, seed {TWIN_SEED})"
     return ModelHandle(name, described, model, tokenizer, fingerprint, time.perf_counter() - started)
@@ -195,21 +210,7 @@ def _load(name: str, dtype: str | None) -> ModelHandle:
         return getattr(importlib.import_module(module), function)(_load(derived.base, dtype))
     started = time.perf_counter()
     folder, source = _config_folder(name)
-    trust = settings().trust_remote_code
-    try:
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
-        check_size(name, config_parameters(config))
-        model = _weights(folder, config, placement(config, dtype), trust)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
-    except LmscopeError:
-        raise
-    except Exception as exc:  # transformers raises many types for a model it cannot build
-        raise LmscopeError(f"Model '{name}' failed to load: {type(exc).__name__}: {exc}".strip()) from exc
-    model.eval()
-    # transformers records output_attentions/output_hidden_states through hooks of its own that dispatch through a
-    # context variable, like lmscope's, and installs them on first use: install them now, before the model is
-    # shared, so that no pass ever runs while they are being added.
-    maybe_install_capturing_hooks(model)
+    model, tokenizer, _ = _opened(name, folder, dtype)
     fingerprint = typed_fingerprint(folder_fingerprint(folder), model.dtype)
     return ModelHandle(name.strip(), source, model, tokenizer, fingerprint, time.perf_counter() - started)
 
