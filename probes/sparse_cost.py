@@ -90,17 +90,30 @@ def int4_product(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor]) -> 
     return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed[0], INT4_GROUP, packed[1])
 
 
+Packed = list[tuple[int, tuple[torch.Tensor, torch.Tensor]]]  # (input width, packed weight) of each matrix
+
+
+def _packed(
+    weights: Sequence[torch.Tensor], pack: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+) -> Packed | None:
+    """The weights packed for a quantized kernel, once for every token count; None where the device has none."""
+    try:
+        return [(w.shape[1], pack(w)) for w in weights]
+    except (RuntimeError, NotImplementedError, AttributeError):  # no kernel for this device, type or shape
+        return None
+
+
 def _quantized(
-    weights: Sequence[torch.Tensor],
+    packed: Packed | None,
     rows: dict[int, torch.Tensor],
-    pack: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     product: Callable[[torch.Tensor, tuple[torch.Tensor, torch.Tensor]], torch.Tensor],
 ) -> float:
-    """Seconds of the products with the weights packed by `pack`; NaN where the device has no such kernel."""
+    """Seconds of the products with the packed weights; NaN where the device has no such kernel."""
+    if packed is None:
+        return math.nan
     try:
-        packed = [(w.shape[1], pack(w)) for w in weights]
         return _seconds(lambda: [product(rows[width], p) for width, p in packed])
-    except (RuntimeError, NotImplementedError, AttributeError):  # no kernel for this device, type or shape
+    except (RuntimeError, NotImplementedError, AttributeError):  # packed, but no product for these inputs
         return math.nan
 
 
@@ -133,6 +146,7 @@ def _measure(
 
     with torch.inference_mode():
         sparse_by = [[reconstruction.magnitude(w, s).to_sparse_csr() for w in weights] for s in ordered]
+        quantized = [(_packed(weights, int8_weights), int8_product), (_packed(weights, int4_weights), int4_product)]
         for row, n in enumerate(tokens):
             widths = {w.shape[1] for w in weights}
             inputs = {k: torch.randn(k, int(n), generator=generator).to(device) for k in widths}
@@ -144,10 +158,9 @@ def _measure(
             semi[row] = _semi_structured(weights, inputs)
             advance()
             rows = {k: x.T.contiguous() for k, x in inputs.items()}  # the quantized kernels take tokens x inputs
-            int8[row] = _quantized(weights, rows, int8_weights, int8_product)
-            advance()
-            int4[row] = _quantized(weights, rows, int4_weights, int4_product)
-            advance()
+            for seconds, (packed, product) in zip((int8, int4), quantized, strict=True):
+                seconds[row] = _quantized(packed, rows, product)
+                advance()
     element = weights[0].element_size()
     csr_bytes = [
         sum(int(w.values().numel()) * element + int(w.col_indices().numel() + w.crow_indices().numel()) * 8 for w in s)
