@@ -8,7 +8,6 @@ from probes import corpus, moe_loss, moefication, routing
 from probes.text import token_strings
 from results.moefication import EXPERT_COUNTS, ROUTERS
 from results.moefication import Setting as MoeSetting
-from ui.charts import show_figure
 from ui.models import probe_or_stop, probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from viz.routing import (
@@ -55,9 +54,7 @@ page.settings(Setting("layer", "int", len(labels) // 2, lower=0, upper=len(label
 index = st.selectbox("Layer (router)", range(len(labels)), format_func=labels.__getitem__, key=page.key("layer"))
 layer = result.router(index)
 
-show_figure(
-    routing_heatmap(layer, result.tokens, result.model), page.key("heatmap"), f"{handle.name}-routing-{layer.label}"
-)
+page.show(routing_heatmap(layer, result.tokens, result.model), "heatmap", f"{handle.name}-routing-{layer.label}")
 
 st.subheader("Your text, coloured by each token's top-1 expert")
 colours, notes = top1_backgrounds(layer)
@@ -69,18 +66,18 @@ metrics[1].metric("Mean margin over the 2nd", f"{margin.mean():.2f}")
 metrics[2].metric(
     "Experts used by this text", f"{len(set(layer.experts[:, 0].tolist()) - {routing.DROPPED})} of {layer.n_experts}"
 )
-show_figure(
+page.show(
     confidence_figure(top, margin, result.tokens, layer),
-    page.key("confidence"),
+    "confidence",
     f"{handle.name}-confidence-{layer.label}",
 )
 
 st.subheader("Expert load")
 balances = [routing.balance(each) for each in result.layers]
-show_figure(load_figure(layer, balances[index], result.model), page.key("load"), f"{handle.name}-load-{layer.label}")
-show_figure(
+page.show(load_figure(layer, balances[index], result.model), "load", f"{handle.name}-load-{layer.label}")
+page.show(
     load_grid([b.load for b in balances], labels, balances, result.model, "your text"),
-    page.key("load_grid"),
+    "load_grid",
     f"{handle.name}-load-grid",
 )
 st.caption(f"This router: {balance_text(balances[index])}. Short texts give noisy loads; the corpus below is steadier.")
@@ -97,7 +94,7 @@ def show_flow(experts: list, sizes: list[int], source: str) -> None:
         return
     counts = routing.transitions(experts[first], experts[first + 1], sizes[first], sizes[first + 1])
     figure = transitions_figure(counts, labels[first], labels[first + 1], sankey, source)
-    show_figure(figure, page.key(f"flow_{source}"), f"{handle.name}-flow-{labels[first]}-{source}")
+    page.show(figure, f"flow_{source}", f"{handle.name}-flow-{labels[first]}-{source}")
 
 
 show_flow([each.experts for each in result.layers], [each.n_experts for each in result.layers], "your text")
@@ -109,9 +106,9 @@ if st.toggle(f"Route the {len(corpus.sentences())} corpus sentences", key=page.k
         lambda progress: routing.corpus_run(handle, corpus.sentences(), result_cache(), setting, progress),
     ).value
     corpus_balances = [routing.corpus_balance(routed_corpus, i) for i in range(len(labels))]
-    show_figure(
+    page.show(
         load_grid([b.load for b in corpus_balances], labels, corpus_balances, result.model, "the corpus"),
-        page.key("load_grid_corpus"),
+        "load_grid_corpus",
         f"{handle.name}-load-grid-corpus",
     )
     show_flow(list(routed_corpus.experts), routed_corpus.n_experts, "the corpus")
@@ -130,4 +127,4 @@ if setting is not None:
             "Running the derived MoE at every E, k and router (about a minute the first time)...",
             lambda: moe_loss.loss_by_k(handle, page.text, result_cache()),
         ).value
-        show_figure(loss_by_k_figure(loss), page.key("loss_chart"), f"{handle.name}-loss-by-k")
+        page.show(loss_by_k_figure(loss), "loss_chart", f"{handle.name}-loss-by-k")

@@ -6,7 +6,6 @@ import streamlit as st
 
 from probes import lottery
 from runtime import limits
-from ui.charts import show_figure
 from ui.models import probe_with_progress, result_cache
 from ui.scaffold import Setting, start
 from viz.lottery import ticket_accuracy_figure, ticket_table_rows
@@ -32,7 +31,7 @@ done = probe_with_progress(
     lambda progress: lottery.run(result_cache(), rounds, seeds, progress),
 )
 result = done.value
-show_figure(ticket_accuracy_figure(result), page.key("accuracy"), "lottery-tickets-digits")
+page.show(ticket_accuracy_figure(result), "accuracy", "lottery-tickets-digits")
 sizes = "-".join(map(str, result.layer_sizes))
 st.caption(
     f"A {sizes} MLP (ReLU) on scikit-learn's 8 x 8 digits: {result.n_train} training and {result.n_test} test images, "

@@ -7,7 +7,6 @@ import streamlit as st
 
 from probes import concepts
 from runtime import limits
-from ui.charts import show_figure
 from ui.models import probe_with_progress, result_cache, waited
 from ui.scaffold import Need, Setting, start
 from views.concepts import EMBEDDINGS
@@ -52,7 +51,7 @@ with page.errors():
     decomposed = waited(
         "Decomposing the word...", lambda progress: concepts.decompose(handle, word, found, n_atoms, result_cache())
     ).value
-    show_figure(concept_figure(decomposed, found), page.key("equation"), f"{handle.name}-concepts-{decomposed.word}")
+    page.show(concept_figure(decomposed, found), "equation", f"{handle.name}-concepts-{decomposed.word}")
     st.markdown(
         f"**{decomposed.word}** is {len(decomposed.tokens)} token(s) here: "
         + ", ".join(f"`{t}`" for t in decomposed.tokens)

@@ -8,7 +8,6 @@ import streamlit as st
 from probes import finetune
 from probes.finetune_train import BATCH_SIZE, LEARNING_RATES, WARMUP_SHARE
 from runtime import limits
-from ui.charts import show_figure
 from ui.models import probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from viz.finetune import energy_figure, loss_figure, spectrum_figure, update_rows
@@ -43,7 +42,7 @@ done = probe_with_progress(
 )
 result = done.value
 lora, full = result.lora, result.full
-show_figure(loss_figure(result), page.key("loss"), f"{handle.name}-finetune-loss")
+page.show(loss_figure(result), "loss", f"{handle.name}-finetune-loss")
 st.caption(
     f"The task: {result.task}. {result.n_train} training sentences write each fact in three templates; the "
     f"{result.n_heldout} held-out sentences write each in another, unseen template, so the held-out loss falls "
@@ -54,7 +53,7 @@ st.caption(
     f"{lora.train_seconds:.0f} s (LoRA) and {full.train_seconds:.0f} s (full)"
     + (" · from the result cache" if done.hit else "")
 )
-show_figure(spectrum_figure(result, matrix), page.key("spectrum"), f"{handle.name}-finetune-spectrum")
+page.show(spectrum_figure(result, matrix), "spectrum", f"{handle.name}-finetune-spectrum")
 st.markdown(
     f"LoRA adapts the q and v projections of every block at rank {rank} (lora_alpha = 2r, as peft implements it), "
     "and the same matrices are measured in the full run, which trains every parameter. For LoRA, ΔW is the merged "
@@ -65,7 +64,7 @@ st.markdown(
     "(Hu et al., eq. 4) is 1 when the top-i left singular vectors of the two updates span the same space, and i / "
     "out on average for random subspaces."
 )
-show_figure(energy_figure(result), page.key("energy"), f"{handle.name}-finetune-energy")
+page.show(energy_figure(result), "energy", f"{handle.name}-finetune-energy")
 st.markdown(
     "Read it honestly: full fine-tuning's update is not low-rank in the strict sense (its numerical rank is full), "
     "but most of its energy sits in a few directions, and LoRA's rank-r update points partly the same way. This is "

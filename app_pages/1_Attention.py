@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import attention
-from ui.charts import show_figure
 from ui.head_choice import grid_click, head_inputs
 from ui.models import probe_or_stop, result_cache
 from ui.scaffold import Need, Setting, start
@@ -35,16 +34,16 @@ summary = page.widget("summary", controls[3].selectbox, "Overview colour", forma
 left, right = st.columns([3, 2])
 with left:
     kind = "logits" if show_logits else "attention"
-    show_figure(
+    page.show(
         attention_heatmap(result, layer, head, logits=show_logits),
-        page.key("map"),
+        "map",
         f"{result.model}-{kind}-L{layer}-H{head}",
     )
 with right:
     st.markdown("Click a cell to show that head.")
-    show_figure(
+    page.show(
         head_summary_grid(result, summary),
-        page.key("grid"),
+        "grid",
         f"{result.model}-{summary}-grid",
         on_select=grid_click(page),
         selection_mode="points",

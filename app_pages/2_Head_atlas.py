@@ -6,7 +6,6 @@ import numpy as np
 import streamlit as st
 
 from probes import attention, heads
-from ui.charts import show_figure
 from ui.head_choice import grid_click, head_inputs
 from ui.models import probe_or_stop, result_cache
 from ui.scaffold import Need, Setting, start
@@ -41,9 +40,9 @@ types = heads.head_types(text_result, random_result)
 left, right = st.columns([2, 3])
 with left:
     st.markdown("Click a cell to open that head. Hover shows its score and type.")
-    show_figure(
+    page.show(
         atlas_figure(score, text_result, random_result, handle.is_causal),
-        page.key("grid"),
+        "grid",
         f"{handle.name}-atlas-{score}",
         on_select=grid_click(page),
         selection_mode="points",
@@ -64,17 +63,15 @@ with right:
     )
     tabs = st.tabs(["On your text", f"On {int(seq_len)} random tokens, repeated"])
     with tabs[0]:
-        show_figure(
-            attention_heatmap(text_result, layer, head), page.key("text_map"), f"{handle.name}-L{layer}-H{head}-text"
-        )
+        page.show(attention_heatmap(text_result, layer, head), "text_map", f"{handle.name}-L{layer}-H{head}-text")
     with tabs[1]:
         st.caption(
             "An induction head draws a stripe one step right of the diagonal that runs through the second copy: "
             "each token looks at what followed its earlier occurrence."
         )
-        show_figure(
+        page.show(
             attention_heatmap(random_result, layer, head),
-            page.key("random_map"),
+            "random_map",
             f"{handle.name}-L{layer}-H{head}-random",
         )
 

@@ -1,17 +1,18 @@
-"""Structured attention: sliding, dilated and global masks beside a head's real attention, and the loss of the
-text when every layer of the model is limited to a sliding window, with and without sink tokens."""
+"""Structured attention: sliding, dilated, global and block-sparse masks beside a head's real attention, the loss
+of the text when every layer of the model is limited to a sliding window, with and without sink tokens, and every
+pattern's loss against the attention budget it keeps."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from probes import attention, structured
-from ui.charts import show_figure
+from runtime import limits
 from ui.head_choice import grid_click, head_inputs
 from ui.models import probe_or_stop, probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from viz.attention import head_grid
-from viz.structured import METRICS, extra_loss_by_token, loss_by_window, mask_panel
+from viz.structured import METRICS, extra_loss_by_token, loss_by_budget, loss_by_window, mask_panel
 
 page = start(__file__, Need.MODEL, Need.TEXT)
 handle = page.handle
@@ -27,11 +28,14 @@ page.settings(
     Setting("dilation", "int", 2, lower=1, upper=n - 1),
     Setting("sinks", "int", min(4, n - 1), lower=0, upper=n - 1),
     Setting("global", "str", str(n // 2)),
+    Setting("random_blocks", "int", 1, lower=0, upper=limits.RANDOM_BLOCKS),
+    Setting("seed", "int", 0, lower=0, upper=2**31 - 1),
+    Setting("patterns", "multi", list(structured.PATTERNS), options=list(structured.PATTERNS)),
     Setting("windows", "str", ", ".join(str(w) for w in structured.DEFAULT_WINDOWS if w < n) or "1"),
     Setting("metric", "choice", "nll", options=list(METRICS)),
 )
 
-controls = st.columns(6)
+controls = st.columns(7)
 layer, head = head_inputs(page, result.n_layers, result.n_heads, controls[0], controls[1])
 window = page.widget(
     "window", controls[2].number_input, "Window w", help="Each query sees itself and the w - 1 tokens before it."
@@ -48,39 +52,38 @@ global_text = page.widget(
     "Global positions g",
     help=f"Token positions (0 to {n - 1}, commas between) that see every earlier token and are seen by every later one.",
 )
+random_blocks = page.widget(
+    "random_blocks",
+    controls[5].number_input,
+    "Random blocks r",
+    help="Block-sparse (BigBird): the text is cut into blocks of w tokens; a query sees its own block, the one "
+    "before, r earlier blocks drawn at random for its block, and the global tokens.",
+)
 sinks = page.widget(
     "sinks",
-    controls[5].number_input,
+    controls[6].number_input,
     "Sink tokens k",
     help="The first k tokens stay visible to every query (StreamingLLM's attention sinks).",
 )
-windows_text, metric = page.value("windows"), page.value("metric")
+windows_text, metric, seed = page.value("windows"), page.value("metric"), page.value("seed")
+global_positions = page.or_stop(lambda: tuple(structured.parse_ints(global_text, "global positions")))
+structure = structured.Structure(dilation, global_positions, random_blocks, seed)
 
 view = probe_or_stop(
     "Measuring how much of every head's attention each mask keeps...",
-    lambda: structured.mask_view(
-        handle,
-        page.text,
-        window,
-        dilation,
-        structured.parse_ints(global_text, "global positions"),
-        sinks,
-        result_cache(),
-    ),
+    lambda: structured.mask_view(handle, page.text, window, structure, sinks, result_cache()),
 ).value
 
-show_figure(
-    mask_panel(result, view, layer, head), page.key("masks"), f"{result.model}-masks-L{layer}-H{head}-w{window}"
-)
+page.show(mask_panel(result, view, layer, head), "masks", f"{result.model}-masks-L{layer}-H{head}-w{window}")
 
 st.markdown(
     "**Every head under one mask.** Heads whose attention is local keep almost everything; heads that look far back "
     "(or at the first token) lose most of it. Click a cell to show that head above."
 )
 shown = st.selectbox("Mask", range(1, len(view.titles)), format_func=lambda i: view.titles[i], key=page.key("mask"))
-show_figure(
+page.show(
     head_grid(view.kept[shown], f"Share of each head's attention kept by: {view.titles[shown]}", "kept", zmax=1.0),
-    page.key("grid"),
+    "grid",
     f"{result.model}-kept-mass",
     on_select=grid_click(page),
     selection_mode="points",
@@ -112,7 +115,7 @@ sweep = probe_with_progress(
     ),
 ).value
 
-show_figure(loss_by_window(sweep, metric), page.key("loss"), f"{sweep.model}-loss-by-window-k{sweep.sinks}")
+page.show(loss_by_window(sweep, metric), "loss", f"{sweep.model}-loss-by-window-k{sweep.sinks}")
 rows = sweep.rows()
 formats = {k: st.column_config.NumberColumn(format="%.3f" if "NLL" in k else "%.1f") for k in rows[0] if k != "window"}
 st.dataframe(rows, hide_index=True, column_config=formats)
@@ -121,6 +124,46 @@ page.settings(
     Setting("token_window", "choice", window if window in swept else swept[len(swept) // 2], options=swept, url=False)
 )
 picked = page.widget("token_window", st.selectbox, "Window to inspect token by token")
-show_figure(
-    extra_loss_by_token(sweep, picked), page.key("tokens"), f"{sweep.model}-extra-loss-w{picked}-k{sweep.sinks}"
+page.show(extra_loss_by_token(sweep, picked), "tokens", f"{sweep.model}-extra-loss-w{picked}-k{sweep.sinks}")
+
+st.divider()
+st.subheader("Every pattern at an equal budget")
+st.markdown(
+    "Each pattern imposed on every layer at each size above (the window; for block-sparse, the block), without and "
+    "with the sink tokens, and drawn against its **attention budget**: the share of the n(n+1)/2 causal query-key "
+    "pairs it keeps. At an equal budget, the pattern with the lower loss spends its attention better. Dilation, "
+    "global positions and random blocks are the ones set at the top of the page."
+)
+left, right = st.columns([3, 1])
+chosen = page.widget(
+    "patterns",
+    left.multiselect,
+    "Patterns",
+    format_func=structured.PATTERNS.get,
+    help="Each costs a forward pass per size.",
+)
+page.widget("seed", right.number_input, "Seed of the random blocks")
+budgets = probe_with_progress(
+    "Running the model once per pattern and size, forward passes",
+    lambda progress: structured.pattern_sweep(
+        handle,
+        page.text,
+        chosen,
+        structured.parse_ints(windows_text, "window sizes"),
+        sinks,
+        structure,
+        result_cache(),
+        progress,
+    ),
+).value
+page.show(loss_by_budget(budgets, metric), "budget", f"{budgets.model}-loss-by-budget-k{budgets.sinks}")
+budget_rows = budgets.rows()
+st.dataframe(
+    budget_rows,
+    hide_index=True,
+    column_config={
+        "budget": st.column_config.NumberColumn(format="percent"),
+        "mean NLL": st.column_config.NumberColumn(format="%.3f"),
+        "extra NLL": st.column_config.NumberColumn(format="%+.3f"),
+    },
 )

@@ -6,7 +6,6 @@ import streamlit as st
 
 from probes import attention, corpus, sinks
 from runtime import limits
-from ui.charts import show_figure
 from ui.models import probe_or_stop, probe_with_progress, result_cache, waited
 from ui.scaffold import Need, Setting, start
 from views.sinks import share_figure
@@ -52,10 +51,10 @@ if high > low:
 else:
     k = low
     st.caption(f"k = {k}: the only choice for a text this short.")
-show_figure(share_figure(result, k), page.key("lines"), f"{result.model}-sink-share")
+page.show(share_figure(result, k), "lines", f"{result.model}-sink-share")
 left, right = st.columns(2)
 with left:
-    show_figure(sink_head_grid(profile), page.key("grid"), f"{result.model}-sink-share-heads")
+    page.show(sink_head_grid(profile), "grid", f"{result.model}-sink-share-heads")
 with right:
     st.markdown(
         "**The sink of each layer**: the position receiving the most attention, averaged over the tokens after it "
@@ -80,7 +79,7 @@ with page.errors():
         "Running the model for its hidden states...",
         lambda progress: sinks.massive_link(handle, result, result_cache()),
     ).value
-    show_figure(massive_link_chart(link), page.key("massive"), f"{result.model}-sink-massive-activations")
+    page.show(massive_link_chart(link), "massive", f"{result.model}-sink-massive-activations")
 
 st.subheader("Corpus mode: the average over many sentences")
 st.markdown(
@@ -121,4 +120,4 @@ if not layers:
     st.info("Pick at least one layer to show.")
     st.stop()
 kind = "logits" if show_logits else "weights"
-show_figure(corpus_maps(value, layers, logits=show_logits), page.key("corpus"), f"{value.model}-corpus-average-{kind}")
+page.show(corpus_maps(value, layers, logits=show_logits), "corpus", f"{value.model}-corpus-average-{kind}")

@@ -7,7 +7,6 @@ import streamlit as st
 
 from probes import ablation, activations, corpus
 from results.activations import KINDS, Thresholds
-from ui.charts import show_figure
 from ui.models import probe_or_stop, probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from viz.activations import (
@@ -59,10 +58,10 @@ layer_values = probe_or_stop(
     lambda: activations.layer_run(handle, page.text, layer, result_cache()),
 ).value
 figure = magnitude_surface(layer_values) if view == "surface" else magnitude_heatmap(layer_values)
-show_figure(figure, page.key("layer_figure"), f"{result.model}-magnitudes-L{layer}-{view}")
+page.show(figure, "layer_figure", f"{result.model}-magnitudes-L{layer}-{view}")
 
 st.subheader("Across layers")
-show_figure(magnitude_lines(result), page.key("lines"), f"{result.model}-magnitudes-by-layer")
+page.show(magnitude_lines(result), "lines", f"{result.model}-magnitudes-by-layer")
 
 st.subheader("The massive activations of your text")
 st.markdown(
@@ -98,14 +97,14 @@ sentences = probe_with_progress(
 )
 counts = activations.massive_counts(sentences.value, thresholds)
 if counts.any():
-    show_figure(
+    page.show(
         corpus_massive_layers(counts, sentences.value.n_sentences, result.model),
-        page.key("corpus"),
+        "corpus",
         f"{result.model}-massive-corpus",
     )
     if counts[layer].any():
         figure = corpus_massive_kinds(counts, sentences.value.n_sentences, layer, KINDS, result.model)
-        show_figure(figure, page.key("corpus_kinds"), f"{result.model}-massive-corpus-kinds-L{layer}")
+        page.show(figure, "corpus_kinds", f"{result.model}-massive-corpus-kinds-L{layer}")
     else:
         st.info(
             f"No feature is massive at layer {layer} in any corpus sentence; pick another layer to see on which tokens."
@@ -129,7 +128,7 @@ done = probe_or_stop(
     "Measuring the loss with and without the massive activations...",
     lambda: ablation.run(handle, page.text, thresholds, result_cache(), chosen, everywhere),
 ).value
-show_figure(ablation_chart(done), page.key("ablation"), f"{result.model}-massive-ablation")
+page.show(ablation_chart(done), "ablation", f"{result.model}-massive-ablation")
 base, zeroed, mean = (float(n.mean()) for n in (done.nll_base, done.nll_zeroed, done.nll_mean))
 st.caption(
     f"Mean NLL per token: unchanged {base:.3f} nats, massive zeroed {zeroed:.3f}, massive set to their mean {mean:.3f}, "

@@ -6,7 +6,6 @@ import numpy as np
 import streamlit as st
 
 from probes import activations, corpus, distribution, neurons
-from ui.charts import show_figure
 from ui.models import probe_or_stop, probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from views.neurons import block_output_figure
@@ -31,7 +30,7 @@ layer_values = probe_or_stop(
     lambda: activations.layer_run(handle, page.text, layer, result_cache()),
 ).value
 spread = distribution.describe(layer_values.values)
-show_figure(block_output_figure(layer_values, spread), page.key("distribution"), f"{handle.name}-distribution-L{layer}")
+page.show(block_output_figure(layer_values, spread), "distribution", f"{handle.name}-distribution-L{layer}")
 st.caption(
     "The Gaussian is fitted robustly (median, and 1.4826 × the median absolute deviation) so that the outliers do not "
     "widen it; the QQ plot standardises the values the same way, so a Gaussian would lie on the dashed line."
@@ -56,7 +55,7 @@ on_corpus = probe_with_progress(
 stats = on_corpus.value
 active, dead = neurons.active_share(stats, tau), neurons.dead_share(stats, tau)
 figure = sparsity_figure(neurons.active_share(own.value, tau), active, dead, tau, stats.activation, handle.name)
-show_figure(figure, page.key("neurons"), f"{handle.name}-neurons-tau{tau:g}")
+page.show(figure, "neurons", f"{handle.name}-neurons-tau{tau:g}")
 st.caption(
     f"Over the corpus ({stats.n_tokens:,} tokens, {stats.n_neurons:,} neurons per layer): {np.mean(active):.1%} of neurons "
     f"active per token on average; {int(np.sum(dead * stats.n_neurons)):,} dead neurons in all layers together."

@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import spectra
-from ui.charts import show_figure
 from ui.matrix_choice import matrix_input, model_spectra
 from ui.models import probe_or_stop, result_cache
 from ui.scaffold import Need, Setting, start
@@ -26,7 +25,7 @@ page.settings(Setting("statistic", "choice", "kurtosis", options=list(LABELS)))
 name = matrix_input(page, refs)
 
 dist = probe_or_stop("Reading the matrix...", lambda: spectra.weight_distribution(handle, name, result_cache())).value
-show_figure(matrix_figure(dist, name), page.key("distribution"), f"{handle.name}-{name}-weights")
+page.show(matrix_figure(dist, name), "distribution", f"{handle.name}-{name}-weights")
 st.caption(
     "The Gaussian is fitted robustly (median, and 1.4826 × the median absolute deviation) so that a few large weights "
     "do not widen it; in the QQ plot a Gaussian lies on the dashed line."
@@ -37,8 +36,8 @@ statistic = page.widget(
     "statistic", st.radio, "Colour by", horizontal=True, format_func=lambda s: LABELS[s].split(" (")[0]
 )
 stats = model_spectra(handle)
-show_figure(
+page.show(
     statistic_grid(stats.matrices, statistic, LABELS[statistic], handle.name),
-    page.key("grid"),
+    "grid",
     f"{handle.name}-weights-{statistic}",
 )

@@ -7,7 +7,6 @@ import streamlit as st
 
 from probes import pruning, spectra, updates
 from probes.structured import parse_ints
-from ui.charts import show_figure
 from ui.matrix_choice import matrix_input, model_spectra
 from ui.models import loaded_model, result_cache, waited
 from ui.scaffold import Need, Setting, start
@@ -31,19 +30,19 @@ page.settings(
 name = matrix_input(page, refs)
 
 chosen = every.get(name)
-show_figure(esd_with_bulk(chosen), page.key("esd"), f"{handle.name}-{name}-esd")
+page.show(esd_with_bulk(chosen), "esd", f"{handle.name}-{name}-esd")
 
 st.subheader("Across the model")
-show_figure(alpha_by_layer(every), page.key("alpha"), f"{handle.name}-alpha-by-layer")
+page.show(alpha_by_layer(every), "alpha", f"{handle.name}-alpha-by-layer")
 statistic = page.widget("statistic", st.radio, "Colour the grid by", horizontal=True)
-show_figure(
+page.show(
     statistic_grid(every.matrices, statistic, STATISTICS[statistic], handle.name),
-    page.key("grid"),
+    "grid",
     f"{handle.name}-spectra-{statistic}",
 )
 
 st.subheader("Low rank")
-show_figure(energy_figure(every), page.key("energy"), f"{handle.name}-energy-by-rank")
+page.show(energy_figure(every), "energy", f"{handle.name}-energy-by-rank")
 st.markdown(
     "Replace matrices by their rank-r truncation (the top r singular directions) and measure the loss of your text: "
     "how low can the rank go?"
@@ -60,7 +59,7 @@ elif not page.lacks(Need.DECODER):
             "Truncating the matrices and measuring the loss at each rank, ranks",
             lambda progress: pruning.rank_sweep(handle, page.text, ranks, result_cache(), tuple(kinds), progress),
         ).value
-        show_figure(rank_loss_figure(sweep), page.key("rank_loss"), f"{handle.name}-loss-by-rank")
+        page.show(rank_loss_figure(sweep), "rank_loss", f"{handle.name}-loss-by-rank")
 
 st.subheader("Fine-tuning as a low-rank update")
 st.markdown(
@@ -75,6 +74,4 @@ if tuned is not None:
     with page.errors():
         with st.spinner("Comparing every weight matrix..."):
             differences = updates.differences(handle, tuned)
-        show_figure(
-            difference_figure(differences, handle.name, tuned.name), page.key("difference"), f"{handle.name}-difference"
-        )
+        page.show(difference_figure(differences, handle.name, tuned.name), "difference", f"{handle.name}-difference")

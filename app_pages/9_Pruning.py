@@ -8,7 +8,6 @@ from probes import calibrated, corpus, dropped_heads, pruning, sparse_cost
 from probes.structured import parse_ints
 from results.pruning import MAX_GROUP, METHOD_NAMES, PATTERNS, PRUNERS, QUANTIZERS
 from runtime import limits
-from ui.charts import show_figure
 from ui.models import probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from viz.dropped_heads import delta_grid, removal_curve
@@ -91,7 +90,7 @@ done = probe_with_progress(
         calibration=(sequences, length),
     ),
 )
-show_figure(tradeoff_figure(done.value), page.key("tradeoff"), f"{handle.name}-pruning-vs-quantization")
+page.show(tradeoff_figure(done.value), "tradeoff", f"{handle.name}-pruning-vs-quantization")
 st.caption(
     "Bytes per weight count what each format stores: fp16 values (2 bytes) for the dense model; b/8 bytes plus one "
     "fp16 scale per row (or per group) for b-bit quantization; the kept fp16 values plus a 1-bit mask for "
@@ -103,7 +102,7 @@ st.caption(
     "text: NLL 4.14 against 4.42) but ties with it on short sentences scored one by one."
 )
 
-show_figure(robustness_figure(done.value), page.key("robustness"), f"{handle.name}-pruning-robustness")
+page.show(robustness_figure(done.value), "robustness", f"{handle.name}-pruning-robustness")
 st.caption(
     "The same compressed copies on short texts unlike the corpus (written for lmscope): pruned and quantized "
     "models are tuned, or calibrated, on one kind of text; whatever they dropped may have served another."
@@ -124,7 +123,7 @@ if timed:
         "Timing products, measurements",
         lambda progress: sparse_cost.measure(handle, cost_layer, result_cache(), on_progress=progress),
     ).value
-    show_figure(sparse_cost_figure(cost), page.key("cost_chart"), f"{handle.name}-sparse-cost")
+    page.show(sparse_cost_figure(cost), "cost_chart", f"{handle.name}-sparse-cost")
     st.caption(
         f"Measured on {cost.host}, {cost.device}, {cost.threads} threads, at {cost.measured_at} (UTC); the median "
         "of repeated products (torch.utils.benchmark). Weights pruned by magnitude; CSR stores each kept value "
@@ -153,8 +152,8 @@ if drop:
         "Dropping heads, passes of the text",
         lambda progress: dropped_heads.run(handle, page.text, result_cache(), seeds, progress),
     ).value
-    show_figure(delta_grid(dropped), page.key("heads_grid"), f"{handle.name}-dropped-heads")
-    show_figure(removal_curve(dropped), page.key("heads_curve"), f"{handle.name}-dropping-heads")
+    page.show(delta_grid(dropped), "heads_grid", f"{handle.name}-dropped-heads")
+    page.show(removal_curve(dropped), "heads_curve", f"{handle.name}-dropping-heads")
     st.caption(
         "A head's importance is the increase of the text's mean per-token loss when it alone is dropped; the curve "
         "drops heads cumulatively in that order (least important first, measured on this same text) or in random "

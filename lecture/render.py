@@ -20,6 +20,7 @@ from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from views.registry import Run, figures
+from viz.layers import mark_sliding_layers
 from viz.theme import layout_of
 
 T = TypeVar("T")
@@ -99,6 +100,7 @@ def render(preset: Preset, handle: ModelHandle, cache: ResultCache, on_progress:
             f"Preset '{preset.name}' has options its figure {preset.figure} does not use: {', '.join(unused)}."
         )
     _retitle(figure, preset)
+    mark_sliding_layers(figure, handle.layer_windows)
     settings = {
         "preset": preset.name,
         "version": preset.version,

@@ -1,5 +1,6 @@
-"""Structured sparse attention applied for real: causal masks (sliding window, dilated, global + sliding, sink
-tokens), the share of each head's attention they keep, and the loss of a text when every layer obeys them.
+"""Structured sparse attention applied for real: causal masks (sliding window, dilated, global + sliding,
+block-sparse, sink tokens), the share of each head's attention they keep, and the loss of a text when every layer
+obeys them, alone or against the attention budget each pattern keeps.
 
 Masks are (queries, keys) boolean arrays, True where a query may attend. They are imposed on every attention
 layer through runtime.capture, on top of the model's own causal (and sliding-window) mask.
@@ -8,6 +9,7 @@ layer through runtime.capture, on top of the model's own causal (and sliding-win
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ import torch
 from probes.attention import MAX_MAP_SIDE, block_pool
 from probes.nll import perplexity, token_nll
 from probes.text import Encoded, encode, from_ids
-from results.structured import MaskView, WindowLoss, WindowSweep
+from results.structured import MaskView, PatternSweep, WindowLoss, WindowSweep
 from runtime import limits
 from runtime.cache import Cached, ResultCache
 from runtime.capture import capturing
@@ -28,8 +30,18 @@ from runtime.settings import settings
 NAME = "window_sweep"
 VERSION = 2
 MASKS_NAME = "structured_masks"
-MASKS_VERSION = 2
+MASKS_VERSION = 3
+PATTERNS_NAME = "pattern_sweep"
+PATTERNS_VERSION = 1
 DEFAULT_WINDOWS = (2, 4, 8, 16, 32, 64)
+# The structures the model can run under, by the name the URL and the CLI use; `size` is the window of the first
+# three and the block of the last.
+PATTERNS = {
+    "sliding": "sliding window",
+    "dilated": "dilated window",
+    "global": "global + sliding",
+    "block": "block-sparse",
+}
 
 Progress = Callable[[int, int], None]  # (forward passes done, forward passes in all)
 
@@ -65,14 +77,36 @@ def dilated_window_mask(n: int, window: int, dilation: int) -> np.ndarray:
     return (offsets >= 0) & (offsets % dilation == 0) & (offsets < window * dilation)
 
 
-def global_sliding_mask(n: int, window: int, global_positions: Iterable[int]) -> np.ndarray:
-    """A sliding window plus global tokens that see, and are seen by, every token (Longformer, kept causal)."""
+def _global(n: int, global_positions: Iterable[int]) -> np.ndarray:
+    """The pairs a global token adds, kept causal: it sees every earlier token and every later one sees it."""
     is_global = np.zeros(n, dtype=bool)
     for position in global_positions:
         if not 0 <= position < n:
             raise LmscopeError(f"Global position {position} is outside the text: its positions are 0 to {n - 1}.")
         is_global[position] = True
-    return sliding_window_mask(n, window) | (full_mask(n) & (is_global[None, :] | is_global[:, None]))
+    return full_mask(n) & (is_global[None, :] | is_global[:, None])
+
+
+def global_sliding_mask(n: int, window: int, global_positions: Iterable[int]) -> np.ndarray:
+    """A sliding window plus global tokens that see, and are seen by, every token (Longformer, kept causal)."""
+    return sliding_window_mask(n, window) | _global(n, global_positions)
+
+
+def block_sparse_mask(n: int, block: int, random_blocks: int, global_positions: Iterable[int], seed: int) -> np.ndarray:
+    """BigBird's pattern, kept causal: the tokens cut into blocks of `block`; a query sees its own block and the
+    one before it, `random_blocks` earlier blocks drawn for its block (seeded), and the global tokens."""
+    _at_least(block, 1, "block size")
+    _at_least(random_blocks, 0, "number of random blocks")
+    of = np.arange(n) // block
+    blocks = of[-1] + 1 if n else 0
+    seen = np.zeros((blocks, blocks), dtype=bool)
+    rng = np.random.default_rng(seed)
+    for b in range(blocks):
+        seen[b, max(0, b - 1) : b + 1] = True
+        farther = b - 1  # blocks 0 .. b-2 are neither this block nor the one before
+        if farther > 0 and random_blocks:
+            seen[b, rng.choice(farther, size=min(random_blocks, farther), replace=False)] = True
+    return (seen[of[:, None], of[None, :]] & full_mask(n)) | _global(n, global_positions)
 
 
 def with_sinks(mask: np.ndarray, k: int) -> np.ndarray:
@@ -80,6 +114,71 @@ def with_sinks(mask: np.ndarray, k: int) -> np.ndarray:
     _at_least(k, 0, "number of sink tokens")
     n = mask.shape[-1]
     return mask | (full_mask(n) & (np.arange(n) < k)[None, :])
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What a pattern needs besides its size: the dilated window's step, the global tokens (global + sliding and
+    block-sparse), and the block-sparse pattern's random blocks per query block and their seed."""
+
+    dilation: int = 2
+    global_positions: tuple[int, ...] = ()
+    random_blocks: int = 1
+    seed: int = 0
+
+    def mask(self, pattern: str, n: int, size: int) -> np.ndarray:
+        """One of `PATTERNS` over n tokens; `size` is the window (sliding, dilated, global) or the block (block)."""
+        if pattern == "sliding":
+            return sliding_window_mask(n, size)
+        if pattern == "dilated":
+            return dilated_window_mask(n, size, self.dilation)
+        if pattern == "global":
+            return global_sliding_mask(n, size, self.global_positions)
+        if pattern == "block":
+            return block_sparse_mask(n, size, self.random_blocks, self.global_positions, self.seed)
+        raise LmscopeError(f"Unknown attention pattern '{pattern}': choose one of {', '.join(PATTERNS)}.")
+
+    def title(self, pattern: str, size: int) -> str:
+        """The pattern with its settings, e.g. 'dilated w=8, d=2'."""
+        shown = ", ".join(map(str, self.global_positions[:4]))
+        if len(self.global_positions) > 4:
+            shown += f", … ({len(self.global_positions)} in all)"
+        return {
+            "sliding": f"sliding w={size}",
+            "dilated": f"dilated w={size}, d={self.dilation}",
+            "global": f"global [{shown}] + sliding w={size}",
+            "block": f"block-sparse b={size}, r={self.random_blocks}" + (f" + global [{shown}]" if shown else ""),
+        }[pattern]
+
+    def describe(self) -> str:
+        """The settings in words, for a figure's subtitle."""
+        shown = ", ".join(map(str, self.global_positions)) or "none"
+        return (
+            f"dilation d={self.dilation}; global tokens at {shown}; "
+            f"{self.random_blocks} random block(s) per query block, seed {self.seed}"
+        )
+
+    def check(self, n: int) -> None:
+        """Refuse settings over their limits before any work: too many global tokens or random blocks."""
+        limits.check_count(self.global_positions, limits.GLOBAL_POSITIONS, "global positions")
+        limits.check_range(self.random_blocks, 0, limits.RANDOM_BLOCKS, "number of random blocks")
+        limits.check_range(self.dilation, 1, max(1, n - 1), "dilation")
+        limits.check_range(self.seed, 0, 2**31 - 1, "seed")
+
+    def inputs(self) -> dict[str, object]:
+        """The settings as a cached probe's inputs."""
+        return {
+            "dilation": self.dilation,
+            "global_positions": sorted(set(self.global_positions)),
+            "random_blocks": self.random_blocks,
+            "seed": self.seed,
+        }
+
+
+def budget(mask: np.ndarray) -> float:
+    """The attention budget a mask keeps: the share of the causal n(n+1)/2 query-key pairs it allows."""
+    n = mask.shape[-1]
+    return float((mask & full_mask(n)).sum() / (n * (n + 1) / 2))
 
 
 def check_mask(mask: np.ndarray, n: int) -> None:
@@ -112,7 +211,9 @@ def parse_ints(text: str, what: str) -> list[int]:
     try:
         return [int(part) for part in parts]
     except ValueError:
-        raise LmscopeError(f"The {what} must be whole numbers separated by commas, e.g. 2, 4, 8; got {text!r}.") from None
+        raise LmscopeError(
+            f"The {what} must be whole numbers separated by commas, e.g. 2, 4, 8; got {text!r}."
+        ) from None
 
 
 def masked_nll(handle: ModelHandle, token_ids: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -141,7 +242,9 @@ def windowed_mask(n: int, window: int, sinks: int) -> np.ndarray:
     return with_sinks(sliding_window_mask(n, window), sinks)
 
 
-def _sweep(handle: ModelHandle, token_ids: list[int], windows: list[int], sinks: int, on_progress: Progress) -> WindowSweep:
+def _sweep(
+    handle: ModelHandle, token_ids: list[int], windows: list[int], sinks: int, on_progress: Progress
+) -> WindowSweep:
     """One forward pass with full attention, then one per window (and per window with sinks)."""
     encoded = from_ids(handle, token_ids)
     n = len(token_ids)
@@ -190,19 +293,37 @@ def window_sweep(
     return SWEEP.cached(handle, cache, on_progress, token_ids=encoded.token_ids.tolist(), windows=chosen, sinks=sinks)
 
 
-def window_nll(handle: ModelHandle, text: str, window: int, sinks: int = 0) -> WindowLoss:
-    """The text's mean loss with full attention and with every layer limited to a window (plus `sinks` tokens)."""
+def _pattern(pattern: str) -> str:
+    if pattern not in PATTERNS:
+        raise LmscopeError(f"Unknown attention pattern '{pattern}': choose one of {', '.join(PATTERNS)}.")
+    return pattern
+
+
+def window_nll(
+    handle: ModelHandle,
+    text: str,
+    window: int,
+    sinks: int = 0,
+    pattern: str = "sliding",
+    structure: Structure = Structure(),
+) -> WindowLoss:
+    """The text's mean loss with full attention and with every layer limited to a pattern of size `window` (the
+    window, or the block of block-sparse), plus the first `sinks` tokens."""
     encoded = _decoder_text(handle, text)
     n = len(encoded.token_ids)
     check_window(window, n)
     limits.check_range(sinks, 0, n - 1, "number of sink tokens")
+    structure.check(n)
+    mask = with_sinks(structure.mask(_pattern(pattern), n, window), sinks)
     full = masked_nll(handle, encoded.token_ids, None)
-    windowed = masked_nll(handle, encoded.token_ids, windowed_mask(n, window, sinks))
+    windowed = masked_nll(handle, encoded.token_ids, mask)
     return WindowLoss(
         model=handle.name,
         n_tokens=n,
+        pattern=pattern,
         window=window,
         sinks=sinks,
+        budget=budget(mask),
         nll_full=float(full.mean()),
         nll_window=float(windowed.mean()),
         perplexity_full=perplexity(full),
@@ -210,25 +331,115 @@ def window_nll(handle: ModelHandle, text: str, window: int, sinks: int = 0) -> W
     )
 
 
-def structure_masks(n: int, window: int, dilation: int, global_positions: list[int], sinks: int) -> dict[str, np.ndarray]:
-    """The four structures shown side by side, by title: full causal, sliding, dilated, global + sliding."""
+def _pattern_sweep(
+    handle: ModelHandle,
+    token_ids: list[int],
+    patterns: list[str],
+    sizes: list[int],
+    sinks: int,
+    dilation: int,
+    global_positions: list[int],
+    random_blocks: int,
+    seed: int,
+    on_progress: Progress,
+) -> PatternSweep:
+    """One forward pass with full attention, then one per pattern, size and (with sinks) sink setting."""
+    ids = np.asarray(token_ids, dtype=np.int64)
+    n = len(ids)
+    structure = Structure(dilation, tuple(global_positions), random_blocks, seed)
+    kept_first = (0, sinks) if sinks else (0,)
+    shape = (len(patterns), len(sizes), len(kept_first))
+    nll, budgets = np.empty(shape), np.empty(shape)
+    total = 1 + nll.size
+    full = float(masked_nll(handle, ids, None).mean())
+    on_progress(1, total)
+    for done, (i, j, k) in enumerate(np.ndindex(shape), start=2):
+        mask = with_sinks(structure.mask(patterns[i], n, sizes[j]), kept_first[k])  # one (n, n) mask at a time
+        budgets[i, j, k] = budget(mask)
+        nll[i, j, k] = masked_nll(handle, ids, mask).mean()
+        on_progress(done, total)
+    return PatternSweep(
+        model=handle.name,
+        n_tokens=n,
+        patterns=patterns,
+        labels=[PATTERNS[p] for p in patterns],
+        settings=structure.describe(),
+        sizes=np.asarray(sizes, dtype=np.int64),
+        sinks=sinks,
+        nll_full=full,
+        nll=nll,
+        budget=budgets,
+    )
+
+
+PATTERN_SWEEP = CachedProbe(PATTERNS_NAME, PATTERNS_VERSION, _pattern_sweep)
+
+
+def pattern_sweep(
+    handle: ModelHandle,
+    text: str,
+    patterns: Iterable[str],
+    sizes: Iterable[int],
+    sinks: int,
+    structure: Structure,
+    cache: ResultCache,
+    on_progress: Progress | None = None,
+) -> Cached[PatternSweep]:
+    """The text's mean loss with every layer under each pattern at each size, without and with the first `sinks`
+    tokens, and the attention budget each keeps (cached)."""
+    encoded = _decoder_text(handle, text)
+    n = len(encoded.token_ids)
+    chosen = [_pattern(p) for p in dict.fromkeys(patterns)]
+    widths = sorted({int(s) for s in sizes})
+    if not chosen or not widths:
+        raise LmscopeError("Choose at least one pattern and one size, e.g. 2, 4, 8.")
+    limits.check_count(widths, limits.WINDOWS, "sizes")
+    for width in widths:
+        check_window(width, n)
+    limits.check_range(sinks, 0, n - 1, "number of sink tokens")
+    structure.check(n)
+    passes = 1 + len(chosen) * len(widths) * (2 if sinks else 1)
+    if passes > limits.SWEEP_PASSES:
+        raise LmscopeError(
+            f"That sweep needs {passes} forward passes; at most {limits.SWEEP_PASSES} in one request. "
+            "Choose fewer patterns or sizes."
+        )
+    return PATTERN_SWEEP.cached(
+        handle,
+        cache,
+        on_progress,
+        token_ids=encoded.token_ids.tolist(),
+        patterns=chosen,
+        sizes=widths,
+        sinks=sinks,
+        **structure.inputs(),
+    )
+
+
+def structure_masks(n: int, window: int, structure: Structure, sinks: int) -> dict[str, np.ndarray]:
+    """Full causal attention, then every pattern of `PATTERNS` at size `window` (plus `sinks`), by title."""
     check_window(window, n)
     kept = f" + {sinks} sinks" if sinks else ""
-    shown = ", ".join(str(p) for p in global_positions[:4]) + (f", … ({len(global_positions)} in all)" if len(global_positions) > 4 else "")
-    masks = {
-        f"sliding w={window}{kept}": sliding_window_mask(n, window),
-        f"dilated w={window}, d={dilation}{kept}": dilated_window_mask(n, window, dilation),
-        f"global [{shown}] + sliding w={window}{kept}": global_sliding_mask(n, window, global_positions),
+    return {
+        "full causal": full_mask(n),
+        **{structure.title(p, window) + kept: with_sinks(structure.mask(p, n, window), sinks) for p in PATTERNS},
     }
-    return {"full causal": full_mask(n), **{title: with_sinks(mask, sinks) for title, mask in masks.items()}}
 
 
 def _mask_view(
-    handle: ModelHandle, token_ids: list[int], window: int, dilation: int, global_positions: list[int], sinks: int
+    handle: ModelHandle,
+    token_ids: list[int],
+    window: int,
+    sinks: int,
+    dilation: int,
+    global_positions: list[int],
+    random_blocks: int,
+    seed: int,
 ) -> MaskView:
     """Run the model once, measuring each head's kept mass under every mask (`structure_masks`) layer by layer."""
     n = len(token_ids)
-    masks = structure_masks(n, window, dilation, global_positions, sinks)
+    structure = Structure(dilation, tuple(global_positions), random_blocks, seed)
+    masks = structure_masks(n, window, structure, sinks)
     stack = np.stack(list(masks.values()))
     kept: dict[int, np.ndarray] = {}
 
@@ -254,13 +465,10 @@ MASKS = CachedProbe(MASKS_NAME, MASKS_VERSION, _mask_view)
 
 
 def mask_view(
-    handle: ModelHandle, text: str, window: int, dilation: int, global_positions: list[int], sinks: int, cache: ResultCache
+    handle: ModelHandle, text: str, window: int, structure: Structure, sinks: int, cache: ResultCache
 ) -> Cached[MaskView]:
-    """The four structured masks on this text and the attention mass of every head each keeps (cached)."""
+    """The structured masks on this text and the attention mass of every head each keeps (cached)."""
     token_ids = encode(handle, text, settings().max_tokens).token_ids.tolist()
-    positions = sorted(set(global_positions))
-    limits.check_count(positions, limits.GLOBAL_POSITIONS, "global positions")
     check_window(window, len(token_ids))  # the other settings are checked as the masks are built
-    return MASKS.cached(
-        handle, cache, token_ids=token_ids, window=window, dilation=dilation, global_positions=positions, sinks=sinks
-    )
+    structure.check(len(token_ids))
+    return MASKS.cached(handle, cache, None, token_ids=token_ids, window=window, sinks=sinks, **structure.inputs())

@@ -1,4 +1,5 @@
-"""Structured attention: masks against real attention, and the loss of a text under sliding windows."""
+"""Structured attention: masks against real attention, and the loss of a text under sliding windows and other
+patterns."""
 
 from __future__ import annotations
 
@@ -39,7 +40,10 @@ class WindowSweep:
 
     def rows(self) -> list[dict[str, float | int]]:
         """One row per window: mean NLL and perplexity with the window only, with sinks (when k > 0), and full."""
-        means = {"window only": self.mean_window, **({f"window + {self.sinks} sinks": self.mean_sinks} if self.sinks else {})}
+        means = {
+            "window only": self.mean_window,
+            **({f"window + {self.sinks} sinks": self.mean_sinks} if self.sinks else {}),
+        }
         means["full attention"] = np.full(len(self.windows), self.mean_full)
         return [
             {
@@ -51,14 +55,49 @@ class WindowSweep:
         ]
 
 
-@dataclass(frozen=True)
-class WindowLoss:
-    """Mean per-token NLL (nats) and perplexity of a text with full attention and with one sliding window."""
+@dataclass
+class PatternSweep:
+    """Mean NLL (nats) of a text with every layer under each structured pattern at each size, without and with the
+    first `sinks` tokens kept visible, and the attention budget each kept: the share of the causal n(n+1)/2
+    query-key pairs it allows."""
 
     model: str
     n_tokens: int
-    window: int
+    patterns: list[str]  # the names the URL and the CLI use: sliding, dilated, global, block
+    labels: list[str]  # the same in words
+    settings: str  # the patterns' other settings in words (dilation, global tokens, random blocks)
+    sizes: np.ndarray  # int, ascending: the window, or the block of block-sparse
     sinks: int
+    nll_full: float
+    nll: np.ndarray  # (patterns, sizes, 2 if sinks else 1): without sinks, then with them
+    budget: np.ndarray  # the same shape, in (0, 1]
+
+    def rows(self) -> list[dict[str, object]]:
+        """One row per pattern, size and sink setting: budget, mean NLL and what it adds to full attention."""
+        return [
+            {
+                "pattern": self.labels[i],
+                "size": int(self.sizes[j]),
+                "sinks": (0, self.sinks)[k],
+                "budget": float(self.budget[i, j, k]),
+                "mean NLL": float(self.nll[i, j, k]),
+                "extra NLL": float(self.nll[i, j, k] - self.nll_full),
+            }
+            for i, j, k in np.ndindex(self.nll.shape)
+        ]
+
+
+@dataclass(frozen=True)
+class WindowLoss:
+    """Mean per-token NLL (nats) and perplexity of a text with full attention and with every layer under one
+    structured pattern (a sliding window unless `pattern` says otherwise)."""
+
+    model: str
+    n_tokens: int
+    pattern: str
+    window: int  # the window, or the block of the block-sparse pattern
+    sinks: int
+    budget: float  # the share of the causal query-key pairs the pattern keeps
     nll_full: float
     nll_window: float
     perplexity_full: float
@@ -75,4 +114,3 @@ class MaskView:
     pool: int  # tokens per cell along each axis, as in the attention probe's maps
     cells: np.ndarray  # (masks, cells, cells) float32: the share of the cell's (query, key) pairs the mask allows
     kept: np.ndarray  # (masks, layers, heads) float32: mean over queries of the head's weight inside the mask
-

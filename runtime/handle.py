@@ -81,6 +81,19 @@ class ModelHandle:
         return int(getattr(self.text_config, "num_key_value_heads", None) or self.n_heads)
 
     @property
+    def layer_windows(self) -> list[int | None]:
+        """Per layer, the sliding window its attention is limited to (Gemma 3's 512-token layers, Mistral's), None
+        for full attention: from the config's layer_types and sliding_window."""
+        config = self.text_config
+        window = getattr(config, "sliding_window", None)
+        types = getattr(config, "layer_types", None)
+        if not window or (types is None and not getattr(config, "use_sliding_window", True)):
+            return [None] * self.n_layers
+        if types is None:
+            return [int(window)] * self.n_layers
+        return [int(window) if kind == "sliding_attention" else None for kind in types]
+
+    @property
     def is_causal(self) -> bool:
         """Decoders attend only to earlier tokens; encoders (BERT) attend both ways."""
         return is_causal_config(self.config)

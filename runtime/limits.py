@@ -13,6 +13,8 @@ from runtime.errors import LmscopeError
 
 WINDOWS = 16  # window sizes in one sweep (each costs a forward pass, twice with sink tokens)
 GLOBAL_POSITIONS = 64  # always-visible positions of a global + sliding mask
+RANDOM_BLOCKS = 16  # random earlier blocks each query block of a block-sparse mask sees
+SWEEP_PASSES = 65  # forward passes of one sweep over patterns and sizes (full attention, then one per setting)
 SPARSITIES = 12  # unstructured sparsities in one pruning-vs-quantization run
 BIT_WIDTHS = 15  # bit widths in one run (2 to 16)
 RANKS = 16  # ranks in one truncation sweep

@@ -101,7 +101,9 @@ def problems(now: dict[str, dict], then: dict[str, dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Record the current fingerprints: bumped modules always, changed ones with the same versions only if named."""
-    parser = argparse.ArgumentParser(prog="python -m tests.cache_versions", description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.cache_versions", description=(__doc__ or "").split("\n\n")[0]
+    )
     parser.add_argument("--same-output", action="append", default=[], metavar="MODULE")
     args = parser.parse_args(argv)
     now, then = current(), recorded()

@@ -54,10 +54,20 @@ def test_clicking_an_atlas_cell_opens_that_head(server: str, page: Page) -> None
 def test_structured_attention_page_draws_masks_and_losses(server: str, page: Page) -> None:
     text = "The first tokens soak up attention. A window that hides them costs the model dearly, sinks keep it calm."
     query = urlencode({"text": text, "layer": 3, "head": 2, "window": 6, "sinks": 2})
-    look(page, f"{server}/Structured_attention?{query}", charts=4, name="structured-attention")
+    look(page, f"{server}/Structured_attention?{query}", charts=5, name="structured-attention")
     plots = page.locator(".js-plotly-plot")
     assert "keeps" in plots.nth(0).inner_text() and "dilated w=6, d=2" in plots.nth(0).inner_text()
+    assert "block-sparse b=6, r=1" in plots.nth(0).inner_text()
     assert "full attention" in plots.nth(2).inner_text()
+    budget = plots.nth(4).inner_text()
+    assert "block-sparse + 2 sinks" in budget and "attention budget" in budget
+
+
+def test_gemmas_sliding_window_layers_are_marked(server: str, page: Page) -> None:
+    query = urlencode({"model": "gemma3-270m", "text": "Local layers see 512 tokens, global layers see them all."})
+    look(page, f"{server}/Attention_sinks?{query}", charts=2, name="gemma-sliding-layers")
+    share = page.locator(".js-plotly-plot").nth(0).inner_text()
+    assert "sliding window: sees only the last 512 tokens" in share and "4*" in share
 
 
 def test_bad_url_gets_messages_not_tracebacks(server: str, page: Page) -> None:

@@ -121,7 +121,9 @@ def test_keys_follow_every_input_the_model_and_every_dependency_version(
         dependent.key(smollm2, {"text": "a"}),
     }
     assert base not in others and len(others) == 4
-    arrays = [toy.key(smollm2, {"text": "a", "count": np.arange(n, dtype=dtype)}) for n, dtype in ((3, "i8"), (4, "i8"))]
+    arrays = [
+        toy.key(smollm2, {"text": "a", "count": np.arange(n, dtype=dtype)}) for n, dtype in ((3, "i8"), (4, "i8"))
+    ]
     assert arrays[0] == toy.key(smollm2, {"text": "a", "count": np.arange(3, dtype="i8")}) and len(set(arrays)) == 2
     assert arrays[0] != toy.key(smollm2, {"text": "a", "count": np.arange(3, dtype="f8")})
 

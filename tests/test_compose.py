@@ -118,9 +118,17 @@ def test_workers_read_the_dask_settings_that_leave_torch_threads_to_lmscope() ->
     """Dask's nanny would set OMP_NUM_THREADS=1 in the worker: the Dask config the workers read unsets it."""
     folder = ROOT / environment("worker")["DASK_CONFIG"].removeprefix("/app/")
     found = subprocess.run(
-        [sys.executable, "-c", "from distributed.nanny import _get_env_variables as g; "
-         "print(sorted(g('distributed.nanny.pre-spawn-environ')))"],
-        env={**os.environ, "DASK_CONFIG": str(folder)}, capture_output=True, text=True, timeout=60, check=True,
+        [
+            sys.executable,
+            "-c",
+            "from distributed.nanny import _get_env_variables as g; "
+            "print(sorted(g('distributed.nanny.pre-spawn-environ')))",
+        ],
+        env={**os.environ, "DASK_CONFIG": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert "OMP_NUM_THREADS" not in found.stdout and "MALLOC_TRIM_THRESHOLD_" in found.stdout
 

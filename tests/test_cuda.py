@@ -142,9 +142,7 @@ def in_bfloat16(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
 
 @pytest.mark.skipif(DEVICE == "cpu", reason="compares the GPU with the CPU")
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_float32_on_the_gpu_prints_the_cpus_numbers(
-    command: str, on_cpu: dict[str, dict], tmp_path: Path
-) -> None:
+def test_float32_on_the_gpu_prints_the_cpus_numbers(command: str, on_cpu: dict[str, dict], tmp_path: Path) -> None:
     # The fine-tune trains again in a fresh model store (the CPU's run is stored under the same fingerprint).
     there = run(command, DEVICE, "float32", tmp_path, tmp_path / "store" if command == "finetune" else None)
     here = on_cpu[command]

@@ -20,7 +20,7 @@ import torch
 from lecture import catalog, export, presets
 from lecture.checks import CHECKS, caption, judge
 from lecture.render import Rendered, render
-from probes import heads, spectra
+from probes import heads, spectra, structured
 from probes.text import encode
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
@@ -94,6 +94,7 @@ def test_the_required_figures_are_there() -> None:
         "head_atlas",
         "mask_panel",
         "window_loss",
+        "budget_loss",
         "weight_histogram",
         "esd",
         "alpha_by_layer",
@@ -279,8 +280,21 @@ def test_the_masks_keep_what_their_titles_say(rendered: dict[str, Rendered]) -> 
     titles = [a.text for a in done.figure.layout.annotations][1 : 1 + len(kept)]
     for share, title in zip(kept, titles):
         assert f"keeps {share:.0%}" in title
-    full, sliding, dilated, global_sliding = kept
-    assert full == pytest.approx(1.0, abs=2e-3) and global_sliding > 0.8 > max(sliding, dilated)
+    full, sliding, dilated, global_sliding, block = kept
+    assert full == pytest.approx(1.0, abs=2e-3) and min(global_sliding, block) > 0.8 > max(sliding, dilated)
+
+
+def test_the_budget_chart_draws_every_pattern_with_and_without_sinks(rendered: dict[str, Rendered]) -> None:
+    done = rendered["structured-budget"]
+    sweep = done.results["patterns"]
+    lines = done.figure.data[:-1]
+    assert len(lines) == 2 * len(structured.PATTERNS) == 2 * len(sweep.patterns)
+    for trace, (i, k) in zip(lines, np.ndindex(sweep.nll.shape[0], 2)):
+        np.testing.assert_allclose(np.asarray(trace.x, dtype=float), sweep.budget[i, :, k])
+        np.testing.assert_allclose(np.asarray(trace.y, dtype=float), sweep.nll[i, :, k])
+    sunk, plain = sweep.nll[..., 1], sweep.nll[..., 0]
+    assert np.all(sunk < plain)  # at every pattern and size the sinks help
+    assert float(done.figure.data[-1].y[0]) == pytest.approx(sweep.nll_full)
 
 
 def test_sink_tokens_recover_the_windowed_loss(rendered: dict[str, Rendered]) -> None:

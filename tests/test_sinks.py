@@ -3,6 +3,7 @@ each checked against transformers' own output_attentions / output_hidden_states;
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,13 @@ def test_sinks_page_on_other_builtins(model: str) -> None:
     at = open_page(SINKS, model=model, text="Sinks and delimiters, again.", sentences="3")
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == 4
+    lines, grid = chart(at, 0)["layout"], chart(at, 1)["layout"]
+    if model.startswith("gemma3"):  # five of every six layers see only the last 512 tokens
+        starred = [f"{i}*" if (i + 1) % 6 else str(i) for i in range(18)]
+        assert lines["xaxis"]["ticktext"] == starred and grid["yaxis"]["ticktext"] == starred
+        assert "sliding window: sees only the last 512 tokens (15 of 18 layers)" in (lines["title"]["subtitle"]["text"])
+    else:
+        assert "ticktext" not in lines["xaxis"] and "sliding window" not in json.dumps(lines)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import torch
 
 from probes import attention, structured
 from probes.nll import token_nll
+from probes.structured import Structure
 from probes.text import encode
 from runtime.cache import ResultCache
 from runtime.capture import capturing
@@ -63,6 +64,100 @@ def test_with_sinks_adds_the_first_k_columns() -> None:
         np.testing.assert_array_equal(sunk[:, :k], structured.full_mask(N)[:, :k])
 
 
+def test_block_sparse_mask_follows_bigbird() -> None:
+    block, random_blocks, globals_ = 3, 2, (10,)
+    mask = structured.block_sparse_mask(N, block, random_blocks, globals_, seed=7)
+    plain = structured.block_sparse_mask(N, block, random_blocks, (), seed=7)
+    for q in range(N):
+        b = q // block
+        local = {k for k in range(q + 1) if k // block in (b, b - 1)}
+        assert local <= _visible(plain, q)
+        far = {k // block for k in _visible(plain, q) - local}
+        assert len(far) == min(random_blocks, max(0, b - 1)) and all(f <= b - 2 for f in far)
+        for f in far:  # random blocks are whole blocks, the same for every query of the block
+            assert set(range(f * block, (f + 1) * block)) <= _visible(plain, q)
+            assert all(
+                set(range(f * block, (f + 1) * block)) <= _visible(plain, p)
+                for p in range(b * block, min(N, (b + 1) * block))
+            )
+        seen = set(range(q + 1)) if q in globals_ else _visible(plain, q) | {g for g in globals_ if g <= q}
+        assert _visible(mask, q) == seen
+    assert not np.any(np.triu(mask, k=1)) and np.all(np.diag(mask))
+    np.testing.assert_array_equal(plain, structured.block_sparse_mask(N, block, random_blocks, (), seed=7))
+    assert not np.array_equal(plain, structured.block_sparse_mask(N, block, random_blocks, (), seed=8))
+    no_random = structured.block_sparse_mask(N, block, 0, (), seed=7)
+    assert all(_visible(no_random, q) == {k for k in range(q + 1) if k // block >= q // block - 1} for q in range(N))
+
+
+def test_budget_is_the_share_of_causal_pairs_kept() -> None:
+    for mask in _masks(N).values():
+        kept = sum(1 for q in range(N) for k in range(q + 1) if mask[q, k])
+        assert structured.budget(mask) == pytest.approx(kept / (N * (N + 1) / 2))
+    assert structured.budget(structured.full_mask(N)) == 1.0
+    assert structured.budget(np.ones((N, N), dtype=bool)) == 1.0  # the causal future does not count
+
+
+@pytest.mark.parametrize("model", ["smollm2", "gemma3"])
+@pytest.mark.parametrize("pattern", list(structured.PATTERNS))
+def test_a_pattern_changes_the_loss_as_an_explicit_additive_mask_does(
+    model: str, pattern: str, request: pytest.FixtureRequest
+) -> None:
+    """The reference: transformers' own forward with the pattern as a 4D additive mask (0 where a query may look,
+    the lowest float elsewhere), which the model uses as given, and the cross-entropy of its logits."""
+    handle: ModelHandle = request.getfixturevalue(model)
+    ids = encode(handle, TEXT, 4096).token_ids
+    n = len(ids)
+    mask = structured.with_sinks(Structure(2, (9,), 1, 3).mask(pattern, n, 3), 1)
+    additive = torch.where(torch.as_tensor(mask), 0.0, torch.finfo(torch.float32).min)[None, None]
+    with torch.inference_mode():
+        logits = handle.model(input_ids=torch.as_tensor(ids)[None], attention_mask=additive).logits[0, :-1].float()
+    reference = torch.nn.functional.cross_entropy(logits, torch.as_tensor(ids[1:]), reduction="none").numpy()
+    imposed = structured.masked_nll(handle, ids, mask)
+    np.testing.assert_allclose(imposed, reference, rtol=1e-4, atol=1e-4)
+    assert np.abs(imposed - token_nll(handle, ids)).max() > 0.05  # the pattern does change the loss
+
+
+def test_the_pattern_sweep_is_each_patterns_loss_and_budget(smollm2: ModelHandle, cache: ResultCache) -> None:
+    structure = Structure(2, (9,), 1, 0)
+    calls: list[tuple[int, int]] = []
+    first = structured.pattern_sweep(
+        smollm2, TEXT, ["block", "dilated", "block"], [8, 3], 2, structure, cache, lambda *c: calls.append(c)
+    )
+    sweep = first.value
+    assert not first.hit and calls[-1] == (9, 9)  # full attention, then 2 patterns x 2 sizes x (without, with sinks)
+    assert sweep.patterns == ["block", "dilated"] and sweep.sizes.tolist() == [3, 8] and sweep.nll.shape == (2, 2, 2)
+    ids = encode(smollm2, TEXT, 4096).token_ids
+    assert sweep.nll_full == pytest.approx(float(token_nll(smollm2, ids).mean()), rel=1e-6)
+    for i, j, k in np.ndindex(sweep.nll.shape):
+        loss = structured.window_nll(smollm2, TEXT, int(sweep.sizes[j]), (0, 2)[k], sweep.patterns[i], structure)
+        assert (loss.nll_window, loss.budget) == pytest.approx((sweep.nll[i, j, k], sweep.budget[i, j, k]), rel=1e-6)
+    assert np.all(sweep.budget[:, :, 1] >= sweep.budget[:, :, 0]) and np.all(np.diff(sweep.budget, axis=1) > 0)
+    assert len(sweep.rows()) == 8 and sweep.rows()[0]["pattern"] == "block-sparse"
+    again = structured.pattern_sweep(smollm2, TEXT, ["block", "dilated"], [3, 8], 2, structure, cache)
+    assert again.hit and again.value.nll.tolist() == sweep.nll.tolist()
+
+
+@pytest.mark.parametrize(
+    ("patterns", "sizes", "structure", "message"),
+    [
+        (["diagonal"], [2], Structure(), "Unknown attention pattern 'diagonal'"),
+        ([], [2], Structure(), "at least one pattern"),
+        (list(structured.PATTERNS), list(range(2, 11)), Structure(), "needs 73 forward passes; at most 65"),
+        (["block"], [2], Structure(random_blocks=17), "random blocks must be from 0 to 16"),
+        (["block"], [2], Structure(seed=-1), "seed must be from 0"),
+        (["global"], [2], Structure(global_positions=tuple(range(65))), "At most 64 global positions"),
+        (["dilated"], [2], Structure(dilation=0), "dilation must be from 1"),
+    ],
+)
+def test_pattern_sweep_limits_are_checked_before_work(
+    smollm2: ModelHandle, cache: ResultCache, patterns: list[str], sizes: list[int], structure: Structure, message: str
+) -> None:
+    calls: list[tuple[int, int]] = []
+    with pytest.raises(LmscopeError, match=message):
+        structured.pattern_sweep(smollm2, TEXT, patterns, sizes, 1, structure, cache, lambda *c: calls.append(c))
+    assert calls == []
+
+
 @pytest.mark.parametrize("kind", list(_masks(N)))
 def test_masked_attention_is_zero_outside_the_mask_and_rows_sum_to_one(any_model: ModelHandle, kind: str) -> None:
     ids = encode(any_model, TEXT, 4096).token_ids
@@ -108,8 +203,8 @@ def test_kept_mass_of_real_attention(model: str, request: pytest.FixtureRequest,
 
 def test_mask_view_keeps_what_the_direct_attention_puts_inside(any_model: ModelHandle, cache: ResultCache) -> None:
     ids = encode(any_model, TEXT, 4096).token_ids
-    view = structured.mask_view(any_model, TEXT, 3, 2, [4], 1, cache).value
-    masks = structured.structure_masks(len(ids), 3, 2, [4], 1)
+    view = structured.mask_view(any_model, TEXT, 3, Structure(2, (4,)), 1, cache).value
+    masks = structured.structure_masks(len(ids), 3, Structure(2, (4,)), 1)
     assert view.titles == list(masks) and view.pool == 1
     np.testing.assert_array_equal(view.cells, np.stack(list(masks.values())).astype(np.float32))
     with torch.inference_mode():
@@ -123,9 +218,9 @@ def test_mask_view_keeps_what_the_direct_attention_puts_inside(any_model: ModelH
 def test_mask_view_pools_long_texts_like_the_attention_maps(smollm2: ModelHandle, cache: ResultCache) -> None:
     text = "A sentence that repeats, so that the text is long. " * 30
     n = len(encode(smollm2, text, 4096).token_ids)
-    view = structured.mask_view(smollm2, text, 16, 2, [], 0, cache).value
+    view = structured.mask_view(smollm2, text, 16, Structure(2), 0, cache).value
     pool = -(-n // attention.MAX_MAP_SIDE)
-    assert view.pool == pool > 1 and view.cells.shape == (4, -(-n // pool), -(-n // pool))
+    assert view.pool == pool > 1 and view.cells.shape == (5, -(-n // pool), -(-n // pool))
     sliding = structured.sliding_window_mask(n, 16)
     assert view.cells[1, 1, 0] == pytest.approx(sliding[pool : 2 * pool, :pool].mean())
 
@@ -220,8 +315,32 @@ def test_cli_window_prints_the_losses(smollm2: ModelHandle) -> None:
     out = json.loads(done.stdout)
     expected = structured.window_nll(smollm2, TEXT, 5, 2)
     assert (out["window"], out["sinks"], out["n_tokens"]) == (5, 2, len(encode(smollm2, TEXT, 4096).token_ids))
-    for name in ("nll_full", "nll_window", "perplexity_full", "perplexity_window"):
+    for name in ("nll_full", "nll_window", "perplexity_full", "perplexity_window", "budget"):
         assert out[name] == pytest.approx(getattr(expected, name), rel=1e-5)
+    done = cli(
+        "window",
+        "--model",
+        "smollm2-135m-instruct",
+        "--text",
+        TEXT,
+        "--window",
+        "4",
+        "--pattern",
+        "block",
+        "--random-blocks",
+        "2",
+        "--seed",
+        "5",
+        "--global",
+        "3, 9",
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    expected = structured.window_nll(
+        smollm2, TEXT, 4, 0, "block", Structure(global_positions=(3, 9), random_blocks=2, seed=5)
+    )
+    assert out["pattern"] == "block" and out["budget"] == pytest.approx(expected.budget)
+    assert out["nll_window"] == pytest.approx(expected.nll_window, rel=1e-5)
 
 
 @pytest.mark.slow  # loads a model
@@ -231,6 +350,7 @@ def test_cli_window_prints_the_losses(smollm2: ModelHandle) -> None:
         (["--window", "99"], "larger than the text"),
         (["--window", "0"], "at least 1"),
         (["--window", "2", "--model", "all-minilm-l6-v2"], "needs a decoder"),
+        (["--window", "2", "--pattern", "block", "--random-blocks", "99"], "random blocks must be from 0 to 16"),
     ],
 )
 def test_cli_window_errors(args: list[str], message: str) -> None:
@@ -251,6 +371,8 @@ def test_page_draws_masks_and_the_loss_sweep(smollm2: ModelHandle, tmp_path) -> 
         sinks="1",
         windows="2, 8",
         metric="perplexity",
+        patterns="sliding,block",
+        random_blocks="2",
         **{"global": "7"},
     )
     assert not at.exception and not at.error and not at.warning
@@ -264,9 +386,9 @@ def test_page_draws_masks_and_the_loss_sweep(smollm2: ModelHandle, tmp_path) -> 
         3,
         1,
     ]
-    assert len(at.get("plotly_chart")) == 4
-    view = structured.mask_view(smollm2, TEXT, 4, 3, [7], 1, ResultCache(tmp_path / "a")).value
-    titles = [a["text"] for a in chart(at, 0)["layout"]["annotations"][:5]]
+    assert len(at.get("plotly_chart")) == 5
+    view = structured.mask_view(smollm2, TEXT, 4, Structure(3, (7,), 2), 1, ResultCache(tmp_path / "a")).value
+    titles = [a["text"] for a in chart(at, 0)["layout"]["annotations"][:6]]
     for title, share in zip(titles[1:], view.kept[:, 5, 2]):
         assert f"keeps {share:.0%}" in title
     sweep = structured.window_sweep(smollm2, TEXT, [2, 8], 1, ResultCache(tmp_path / "b")).value
@@ -274,6 +396,19 @@ def test_page_draws_masks_and_the_loss_sweep(smollm2: ModelHandle, tmp_path) -> 
     np.testing.assert_allclose(plotly_array(loss["data"][0]["y"]).ravel(), np.exp(sweep.mean_window), rtol=1e-5)
     np.testing.assert_allclose(plotly_array(loss["data"][1]["y"]).ravel(), np.exp(sweep.mean_sinks), rtol=1e-5)
     assert at.query_params["window"] == "4" and at.query_params["windows"] == "2, 8"
+    budgets = structured.pattern_sweep(
+        smollm2, TEXT, ["sliding", "block"], [2, 8], 1, Structure(3, (7,), 2), ResultCache(tmp_path / "c")
+    ).value
+    drawn = chart(at, 4)["data"]
+    assert [trace["name"] for trace in drawn[:4]] == [
+        "sliding window",
+        "sliding window + 1 sinks",
+        "block-sparse",
+        "block-sparse + 1 sinks",
+    ]
+    for trace, (i, k) in zip(drawn, [(0, 0), (0, 1), (1, 0), (1, 1)]):
+        np.testing.assert_allclose(plotly_array(trace["x"]).ravel(), budgets.budget[i, :, k], rtol=1e-6)
+        np.testing.assert_allclose(plotly_array(trace["y"]).ravel(), np.exp(budgets.nll[i, :, k]), rtol=1e-5)
 
 
 def test_page_on_an_encoder_draws_masks_and_explains_the_loss(minilm: ModelHandle) -> None:

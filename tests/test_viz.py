@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
+from plotly.subplots import make_subplots
 
 from probes import attention
 from results.attention import AttentionResult
@@ -17,7 +18,8 @@ from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
 from viz.attention import attention_heatmap, head_summary_grid
 from viz.export import figure_bytes, figures_zip
-from viz.theme import TEMPLATE, token_axis, visible
+from viz.layers import LINE, mark_sliding_layers
+from viz.theme import TEMPLATE, themed, token_axis, visible
 from viz.tokens import token_chips_html
 
 TEXT = "The cat sat on the mat.\nThe dog sat on the log."
@@ -92,3 +94,46 @@ def test_figures_zip_holds_every_figure_in_every_format() -> None:
     assert [entry["files"] for entry in index] == [["load.png", "load.svg"], ["load-2.png", "load-2.svg"]]
     assert [entry["title"] for entry in index] == ["Load", "Flow"]
     assert archive.read("load-2.png").startswith(b"\x89PNG") and b"<svg" in archive.read("load.svg")
+
+
+def _layer_chart(axis: str) -> go.Figure:
+    fig = make_subplots(rows=2, cols=1)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[1, 2]), row=1, col=1)
+    fig.add_trace(go.Scatter(x=[0, 1, 2, 3], y=[3, 1, 2, 0]), row=2, col=1)
+    fig.update_xaxes(title_text="tokens", row=1, col=1)
+    (fig.update_xaxes if axis == "x" else fig.update_yaxes)(title_text="layer (output of block)", row=2, col=1)
+    return themed(fig, "A chart", "its subtitle")
+
+
+@pytest.mark.parametrize("axis", ["x", "y"])
+def test_sliding_window_layers_are_starred_and_shaded_on_every_layer_axis(axis: str) -> None:
+    fig = mark_sliding_layers(_layer_chart(axis), [512, 512, None, 512])
+    layout = fig.layout
+    layer_axis = layout.xaxis2 if axis == "x" else layout.yaxis2
+    assert list(layer_axis.ticktext) == ["0*", "1*", "2", "3*"] and list(layer_axis.tickvals) == [0, 1, 2, 3]
+    assert layout.xaxis.ticktext is None and (layout.yaxis2.ticktext is None) == (axis == "x")
+    other = "y" if axis == "x" else "x"
+    bands = [(s[f"{axis}0"], s[f"{axis}1"], s[f"{axis}ref"], s[f"{other}ref"], s.layer) for s in layout.shapes]
+    assert bands == [(1.5, 2.5, f"{axis}2", f"{other}2 domain", "below")]  # the full-attention layer
+    assert layout.title.subtitle.text == (
+        "its subtitle<br>* sliding window: sees only the last 512 tokens (3 of 4 layers); shaded: full attention"
+    )
+    assert layout.margin.t == TEMPLATE.layout.margin.t + LINE  # room for the note's line
+    again = mark_sliding_layers(go.Figure(fig), [512, 512, None, 512])  # a preset's figure shown on a page
+    assert len(again.layout.shapes) == 1 and again.layout.title.subtitle.text == layout.title.subtitle.text
+    every = mark_sliding_layers(_layer_chart(axis), [4096] * 4)  # a model whose layers all slide: no band
+    assert not every.layout.shapes and "shaded" not in every.layout.title.subtitle.text
+
+
+def test_a_model_without_sliding_layers_or_a_figure_without_a_layer_axis_is_left_alone() -> None:
+    plain = _layer_chart("x")
+    assert mark_sliding_layers(go.Figure(plain), [None] * 4).to_plotly_json() == plain.to_plotly_json()
+    no_layers = themed(go.Figure(go.Scatter(x=[0, 1], y=[0, 1])), "t", "s")
+    assert mark_sliding_layers(go.Figure(no_layers), [512, None]).to_plotly_json() == no_layers.to_plotly_json()
+
+
+def test_the_models_windows_come_from_their_configs(smollm2: ModelHandle, gemma3: ModelHandle) -> None:
+    assert smollm2.layer_windows == [None] * smollm2.n_layers
+    types = gemma3.text_config.layer_types
+    assert gemma3.layer_windows == [512 if t == "sliding_attention" else None for t in types]
+    assert gemma3.layer_windows.count(None) == 3 and gemma3.layer_windows[5] is None

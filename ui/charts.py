@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from viz.export import FORMATS, browser_path, figure_bytes, slug
+from viz.layers import mark_sliding_layers
 
 PAGE_FIGURES = "_lm_page_figures"
 
@@ -22,8 +23,10 @@ def _renderer(fig: go.Figure, fmt: str) -> Callable[[], bytes]:
     return lambda: figure_bytes(fig, fmt)
 
 
-def show_figure(fig: go.Figure, key: str, name: str, **chart_options) -> object:
-    """Draw the chart and its PNG/SVG download buttons; returns what st.plotly_chart returns."""
+def show_figure(fig: go.Figure, key: str, name: str, windows: Sequence[int | None] = (), **chart_options) -> object:
+    """Draw the chart and its PNG/SVG download buttons; returns what st.plotly_chart returns. `windows`: the drawn
+    model's per-layer attention windows (`ModelHandle.layer_windows`), so its sliding-window layers are marked."""
+    mark_sliding_layers(fig, windows)
     event = st.plotly_chart(fig, key=key, theme=None, width="stretch", **chart_options)
     st.session_state.setdefault(PAGE_FIGURES, []).append((name, fig))
     if browser_path() is None:

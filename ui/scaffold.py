@@ -18,12 +18,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from probes import moefication, routing
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from ui import state
+from ui.charts import show_figure
 from ui.layout import page as frame
 from ui.models import current_model, show_error
 from ui.navigation import view_of
@@ -153,6 +155,11 @@ class Page:
     def handle(self) -> ModelHandle:
         """The chosen model, loaded; if it cannot be, the page shows why and stops."""
         return current_model()
+
+    def show(self, fig: go.Figure, key: str, name: str, **chart_options: Any) -> object:
+        """Draw a figure of the page's model (widget key scoped like `key`, downloads named `name`), its
+        sliding-window layers marked on any per-layer axis; returns what st.plotly_chart returns."""
+        return show_figure(fig, self.key(key), name, windows=self.handle.layer_windows, **chart_options)
 
     @property
     def text(self) -> str:

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from results.attention import AttentionResult
-from results.structured import MaskView, WindowSweep
+from results.structured import MaskView, PatternSweep, WindowSweep
 from viz.attention import cell_labels
 from viz.theme import SEQUENTIAL, themed, visible
 
@@ -16,6 +16,7 @@ MASK_SCALE = [[0.0, "#e4e6ee"], [1.0, "#1f3b73"]]
 WINDOW_COLOUR = "#c0392b"
 SINKS_COLOUR = "#1f77b4"
 FULL_COLOUR = "#444444"
+PATTERN_COLOURS = {"sliding": WINDOW_COLOUR, "dilated": "#8e44ad", "global": "#16a085", "block": "#d68910"}
 METRICS = {"nll": "mean NLL per token (nats)", "perplexity": "perplexity (exp of the mean NLL)"}
 
 
@@ -26,7 +27,9 @@ def _future(cells: int) -> np.ndarray:
 
 def _pair_labels(labels: list[str]) -> np.ndarray:
     """'q:token → k:token' for every cell, for hover text."""
-    return np.array([[f"query {q}:{labels[q]} → key {k}:{labels[k]}" for k in range(len(labels))] for q in range(len(labels))])
+    return np.array(
+        [[f"query {q}:{labels[q]} → key {k}:{labels[k]}" for k in range(len(labels))] for q in range(len(labels))]
+    )
 
 
 def mask_panel(attention: AttentionResult, view: MaskView, layer: int, head: int) -> go.Figure:
@@ -38,8 +41,7 @@ def mask_panel(attention: AttentionResult, view: MaskView, layer: int, head: int
         weights = np.where(future, np.nan, weights)
     kept = view.kept[:, layer, head]
     titles = [f"<b>real attention</b><br>layer {layer}, head {head}"] + [
-        "<b>" + title.replace(" + ", "<br>+ ") + f"</b><br>keeps {share:.0%}"
-        for title, share in zip(view.titles, kept)
+        "<b>" + title.replace(" + ", "<br>+ ") + f"</b><br>keeps {share:.0%}" for title, share in zip(view.titles, kept)
     ]
     fig = make_subplots(rows=1, cols=1 + len(view.titles), subplot_titles=titles, horizontal_spacing=0.03)
     starts = np.arange(cells) * attention.pool  # axes count tokens, pooled or not
@@ -85,7 +87,11 @@ def mask_panel(attention: AttentionResult, view: MaskView, layer: int, head: int
     top = 130 + 18 * len(notes)  # room for the title, one line per note, and four-line subplot titles
     fig.update_layout(
         title_subtitle_text="<br>".join(notes),
-        coloraxis={"colorscale": SEQUENTIAL, "cmin": 0.0, "colorbar": {"title": {"text": "attention<br>weight"}, "len": 0.7}},
+        coloraxis={
+            "colorscale": SEQUENTIAL,
+            "cmin": 0.0,
+            "colorbar": {"title": {"text": "attention<br>weight"}, "len": 0.7},
+        },
         coloraxis2={"colorscale": MASK_SCALE, "cmin": 0.0, "cmax": 1.0, "showscale": False},
         title_y=0.98,
         title_yanchor="top",
@@ -96,7 +102,12 @@ def mask_panel(attention: AttentionResult, view: MaskView, layer: int, head: int
     fig.update_xaxes(showgrid=False, zeroline=False, constrain="domain", title_text="key", title_standoff=4)
     # Square cells: each y axis is scaled to its x axis and shrinks toward the titles rather than stretching.
     fig.update_yaxes(
-        showgrid=False, zeroline=False, constrain="domain", constraintoward="top", autorange="reversed", showticklabels=False
+        showgrid=False,
+        zeroline=False,
+        constrain="domain",
+        constraintoward="top",
+        autorange="reversed",
+        showticklabels=False,
     )
     for i in range(1, 2 + len(view.titles)):
         fig.update_yaxes(scaleanchor=f"x{'' if i == 1 else i}", row=1, col=i)
@@ -117,7 +128,9 @@ def loss_by_window(sweep: WindowSweep, metric: str = "nll") -> go.Figure:
     full = float(sweep.nll_full.mean())
     lines = [("sliding window only", sweep.nll_window, WINDOW_COLOUR, "circle")]
     if sweep.sinks:
-        lines.append((f"sliding window + first {sweep.sinks} tokens kept (sinks)", sweep.nll_sinks, SINKS_COLOUR, "diamond"))
+        lines.append(
+            (f"sliding window + first {sweep.sinks} tokens kept (sinks)", sweep.nll_sinks, SINKS_COLOUR, "diamond")
+        )
     fig = go.Figure()
     for name, nll, colour, symbol in lines:
         means = nll.mean(axis=-1)
@@ -199,4 +212,57 @@ def extra_loss_by_token(sweep: WindowSweep, window: int) -> go.Figure:
     )
     fig.update_xaxes(title_text="position of the predicted token")
     fig.update_yaxes(title_text="extra NLL (nats)", zeroline=False)
+    return fig
+
+
+def loss_by_budget(sweep: PatternSweep, metric: str = "nll") -> go.Figure:
+    """The text's loss against the attention budget each pattern keeps, one line per pattern (dashed: with the
+    first tokens kept as sinks), full attention as the reference at a budget of 1."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}")
+    fig = go.Figure()
+    for i, (pattern, label) in enumerate(zip(sweep.patterns, sweep.labels)):
+        for k in range(sweep.nll.shape[-1]):
+            name = label + (f" + {sweep.sinks} sinks" if k else "")
+            means, budgets = sweep.nll[i, :, k], sweep.budget[i, :, k]
+            fig.add_trace(
+                go.Scatter(
+                    x=budgets,
+                    y=_metric(means, metric),
+                    name=name,
+                    mode="lines+markers",
+                    line={"color": PATTERN_COLOURS[pattern], "width": 3 - k, "dash": "dash" if k else "solid"},
+                    marker={"size": 9, "symbol": "diamond" if k else "circle"},
+                    customdata=np.stack([sweep.sizes, means, np.exp(means)], axis=1),
+                    hovertemplate=f"{name}, size %{{customdata[0]}}<br>budget %{{x:.1%}} of the causal pairs"
+                    "<br>mean NLL %{customdata[1]:.3f} nats, perplexity %{customdata[2]:.1f}<extra></extra>",
+                )
+            )
+    full = sweep.nll_full
+    full_name = f"full attention: NLL {full:.3f} nats, perplexity {np.exp(full):.1f}"
+    fig.add_trace(
+        go.Scatter(
+            x=[float(sweep.budget.min()), 1.0],
+            y=_metric(np.array([full, full]), metric),
+            name=full_name,
+            mode="lines",
+            line={"color": FULL_COLOUR, "dash": "dot", "width": 2},
+            hovertemplate=full_name + "<extra></extra>",
+        )
+    )
+    themed(fig, "Loss against the attention budget: which pattern spends it best")
+    fig.update_layout(
+        title_subtitle_text=f"{sweep.model}, {sweep.n_tokens} tokens, every layer under the pattern; "
+        f"{sweep.settings}; lower is better",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+        height=540,
+        margin={"b": 130},
+    )
+    log_y = metric == "perplexity"
+    fig.update_xaxes(
+        title_text="attention budget: share of the causal query-key pairs kept (log scale)",
+        type="log",
+        tickformat=".0%",
+    )
+    fig.update_yaxes(title_text=METRICS[metric] + (" (log scale)" if log_y else ""), type="log" if log_y else "linear")
     return fig

@@ -89,7 +89,7 @@ def _fits(px: float, width: float) -> int:
     return int(width / (px * _EM_WIDTH))
 
 
-def _set_properties(fig: go.Figure, prefix: str) -> list[str]:
+def set_properties(fig: go.Figure, prefix: str) -> list[str]:
     """The layout's set properties named prefix, prefix2, ... (the subplots' axes or 3D scenes)."""
     return [name for name in layout_of(fig).to_plotly_json() if re.fullmatch(rf"{prefix}\d*", name)]
 
@@ -99,7 +99,7 @@ def _grow(fig: go.Figure, grow: float, body: float) -> None:
     markers of line charts by its square root (thicker, not as much as the text); 3D axis labels get a size of
     their own, since WebGL draws them larger than the same size in 2D."""
     layout = layout_of(fig)
-    for scene in (layout[name] for name in _set_properties(fig, "scene")):
+    for scene in (layout[name] for name in set_properties(fig, "scene")):
         for annotation in scene.annotations:
             annotation.font.size = (annotation.font.size or layout_of(TEMPLATE).font.size) * grow
         for axis in (scene.xaxis, scene.yaxis, scene.zaxis):
@@ -143,7 +143,7 @@ def _fit_ticks(fig: go.Figure, body: float, plot_width: float, plot_height: floa
     ticks) a little smaller than the body text, one label per 1.6 lines along a y axis or per label width along
     an x axis; square maps (scaleanchor) measured by their shorter side."""
     layout = layout_of(fig)
-    names = _set_properties(fig, "xaxis") + _set_properties(fig, "yaxis")
+    names = set_properties(fig, "xaxis") + set_properties(fig, "yaxis")
     squares = {layout[n].scaleanchor for n in names if n.startswith("yaxis") and layout[n].scaleanchor}
     for name in names:
         axis = layout[name]
@@ -187,7 +187,7 @@ def _legend_rows(fig: go.Figure, body: float, width: float) -> int:
 
 def _axis_labels(fig: go.Figure, body: float) -> float:
     """Height under the plot for x tick labels and the axis title, rotated token labels included."""
-    axes = [layout_of(fig)[name] for name in _set_properties(fig, "xaxis")]
+    axes = [layout_of(fig)[name] for name in set_properties(fig, "xaxis")]
     if not axes and all(trace.type in _NO_AXES for trace in fig.data):
         return 0.0
     longest = 0.0

@@ -1,4 +1,5 @@
-"""Checks of the long-context section: global tokens keep a sink head's weight; sinks recover a window's loss."""
+"""Checks of the long-context section: global tokens keep a sink head's weight; sinks recover a window's loss and
+beat any pattern's shape at an equal budget."""
 
 from __future__ import annotations
 
@@ -6,20 +7,20 @@ import numpy as np
 
 from lecture.render import Rendered
 from results.attention import AttentionResult
-from results.structured import MaskView, WindowSweep
+from results.structured import MaskView, PatternSweep, WindowSweep
 
 
 def mask_panel(rendered: Rendered) -> str:
     view = rendered.result("masks", MaskView)
     layer, head = int(rendered.query["layer"]), int(rendered.query["head"])
     kept = dict(zip(view.titles, view.kept[:, layer, head].tolist()))
-    full, sliding, dilated, global_sliding = kept.values()
-    if abs(full - 1) > 1e-3 or not global_sliding > max(sliding, dilated):
-        raise rendered.fail(f"kept shares {kept} do not put global + sliding above the plain windows")
+    full, sliding, dilated, global_sliding, block = kept.values()
+    if abs(full - 1) > 1e-3 or not min(global_sliding, block) > max(sliding, dilated):
+        raise rendered.fail(f"kept shares {kept} do not put the patterns with a global token above the plain windows")
     sink_share = rendered.result("attention", AttentionResult).sink_share[layer, head]
     return (
-        f"L{layer}H{head} (sink share {sink_share:.0%}): sliding keeps "
-        f"{sliding:.0%}, dilated {dilated:.0%}, global + sliding {global_sliding:.0%} of its weight"
+        f"L{layer}H{head} (sink share {sink_share:.0%}): sliding keeps {sliding:.0%}, dilated {dilated:.0%}, "
+        f"global + sliding {global_sliding:.0%}, block-sparse {block:.0%} of its weight"
     )
 
 
@@ -40,7 +41,35 @@ def window_loss(rendered: Rendered) -> str:
     )
 
 
+def budget_loss(rendered: Rendered) -> str:
+    sweep = rendered.result("patterns", PatternSweep)
+    if sweep.nll.shape[-1] != 2 or "dilated" not in sweep.patterns:
+        raise rendered.fail("the sweep needs sink tokens and the dilated window")
+    without, plain_budget = sweep.nll[..., 0].ravel(), sweep.budget[..., 0].ravel()
+    sunk, sunk_budget = sweep.nll[..., 1].ravel(), sweep.budget[..., 1].ravel()
+    unbeaten = [
+        (b, loss)
+        for b, loss in zip(plain_budget, without)
+        if np.any(sunk_budget <= b) and not np.any((sunk_budget <= b) & (sunk < loss))
+    ]
+    if unbeaten:
+        raise rendered.fail(
+            f"without sinks, budget {unbeaten[0][0]:.0%} (NLL {unbeaten[0][1]:.2f}) beats every pattern with them"
+        )
+    dilated = sweep.patterns.index("dilated")
+    others = np.delete(sweep.nll[..., 1], dilated, axis=0)
+    if not np.all(sweep.nll[dilated, :, 1] > others.max(axis=0)):
+        raise rendered.fail("with sinks, the dilated window is not the worst pattern at every size")
+    best = int(np.argmin(np.where(sunk_budget <= 0.15, sunk, np.inf)))
+    plain_best = float(np.where(plain_budget <= 0.4, without, np.inf).min())
+    return (
+        f"with {sweep.sinks} sinks at budget {sunk_budget[best]:.0%}: NLL {sunk[best]:.2f}; the best without sinks up to "
+        f"40%: {plain_best:.2f}; full attention {sweep.nll_full:.2f}"
+    )
+
+
 CHECKS = {
     "mask_panel": mask_panel,
     "window_loss": window_loss,
+    "budget_loss": budget_loss,
 }
