@@ -40,6 +40,11 @@ def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultC
         "neurons": lambda: neurons.run(smollm2, [text, *SENTENCES[:3]], cache).value,
         "ablation": lambda: ablation.run(smollm2, text, Thresholds(), cache, SENTENCES).value,
         "window": lambda: structured.window_sweep(smollm2, text, [2, 4], 1, cache).value,
+        "patterns": lambda: (
+            structured.pattern_sweep(
+                smollm2, text, ["dilated", "block"], [3], 1, structured.Structure(2, (5,), 1, 0), cache
+            ).value
+        ),
         "routing": lambda: routing.run(moefied, text, cache, Setting(8, 2, "oracle")).value,
         "routing default": lambda: routing.run(moefied, text, cache).value,
         "pruning": lambda: pruning.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [], cache, patterns=[]).value,
