@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import attention, structured
+from probes import attention, attention_cost, structured
 from runtime import limits
 from ui.head_choice import grid_click, head_inputs
 from ui.models import probe_or_stop, probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from viz.attention import head_grid
+from viz.attention_cost import attention_cost_figure
 from viz.structured import METRICS, extra_loss_by_token, loss_by_budget, loss_by_window, mask_panel
 
 page = start(__file__, Need.MODEL, Need.TEXT)
@@ -31,6 +32,9 @@ page.settings(
     Setting("random_blocks", "int", 1, lower=0, upper=limits.RANDOM_BLOCKS),
     Setting("seed", "int", 0, lower=0, upper=2**31 - 1),
     Setting("patterns", "multi", list(structured.PATTERNS), options=list(structured.PATTERNS)),
+    Setting("lengths", "str", ", ".join(map(str, attention_cost.DEFAULT_LENGTHS))),
+    Setting("cost_window", "int", attention_cost.DEFAULT_WINDOW, lower=1, upper=limits.COST_CONTEXT),
+    Setting("cost", "bool", False),
     Setting("windows", "str", ", ".join(str(w) for w in structured.DEFAULT_WINDOWS if w < n) or "1"),
     Setting("metric", "choice", "nll", options=list(METRICS)),
 )
@@ -167,3 +171,37 @@ st.dataframe(
         "extra NLL": st.column_config.NumberColumn(format="%+.3f"),
     },
 )
+
+st.divider()
+st.subheader("What full attention costs")
+st.markdown(
+    "Full attention scores every earlier token for every token: its compute grows as n². One forward pass over n "
+    "tokens of the corpus, timed on the server that serves this page, with the attention computed three ways: the "
+    "model's own **eager** attention, which stores every head's n x n scores; the same full attention a **chunk** of "
+    "512 queries at a time, which needs memory only for a chunk's scores (FlashAttention's idea) but still does n² "
+    "work; and a **sliding window** of w tokens computed the same way, linear in n in both. The passes run in a "
+    "process of their own, once per machine and setting."
+)
+cost_controls = st.columns([2, 1, 2], vertical_alignment="bottom")
+lengths_text = page.widget(
+    "lengths",
+    cost_controls[0].text_input,
+    "Context lengths (tokens)",
+    help=f"Up to {limits.COST_LENGTHS} lengths, each from 16 to "
+    f"{min(handle.context_length or limits.COST_CONTEXT, limits.COST_CONTEXT):,} for this model, commas between.",
+)
+cost_window = page.widget("cost_window", cost_controls[1].number_input, "Window w")
+if page.widget("cost", cost_controls[2].toggle, "Measure on this server (minutes the first time)"):
+    lengths = page.or_stop(lambda: structured.parse_ints(lengths_text, "context lengths"))
+    cost = probe_with_progress(
+        "Timing forward passes, measurements",
+        lambda progress: attention_cost.measure(handle, lengths, cost_window, result_cache(), progress),
+    ).value
+    page.show(attention_cost_figure(cost), "cost_chart", f"{handle.name}-attention-cost")
+    st.caption(
+        f"Measured on {cost.host}, {cost.device}, {cost.threads} threads, at {cost.measured_at} (UTC); lengths up to "
+        f"{attention_cost.SHORT:,} tokens are the best of {attention_cost.REPEATS} passes. Peak memory: the "
+        "process's resident memory above what it held before the pass. Where the eager scores would not fit in half "
+        "the free memory, the eager pass is not run. Other work on the server slows the passes it shares the cores "
+        "with."
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes.text import Encoded, TextTooLong, encode, max_characters, truncate
+from probes.long_text import SOURCE, long_text
+from probes.text import Encoded, TextTooLong, encode, long_limit, max_characters, truncate
 from runtime.builtin import BUILTINS, DERIVED
 from runtime.models import info, title
 from runtime.settings import settings
@@ -23,7 +24,7 @@ current = state.model_name()
 page.settings(  # the choice itself lives in ui.state (and the URL); these are its widgets
     Setting("model", "choice", current if current in TITLES else OTHER, options=[*TITLES, OTHER], url=False),
     Setting("other", "str", "" if current in TITLES else current, url=False),
-    Setting("text", "str", state.text(), length=max_characters(settings().max_tokens), url=False),
+    Setting("text", "str", state.text(), length=max_characters(settings().long_tokens), url=False),
 )
 
 
@@ -50,7 +51,8 @@ with right:
         "Text",
         height=140,
         on_change=lambda: state.choose(new_text=page.value("text")),
-        help=f"Up to {settings().max_tokens} tokens (LMSCOPE_MAX_TOKENS). Ctrl+Enter applies.",
+        help=f"Up to {settings().max_tokens:,} tokens for every view (LMSCOPE_MAX_TOKENS); the Attention view reads "
+        "up to the model's context (LMSCOPE_LONG_TOKENS). Ctrl+Enter applies.",
     )
 
 name = state.model_name()
@@ -73,13 +75,26 @@ st.caption(
     f"{compute_engine()}"
 )
 
-limit = settings().max_tokens
+limit = long_limit(handle)
+CHIPS = 2000  # tokens drawn as chips; a long text's others are counted
+
+
+def _use(text: str) -> None:
+    state.choose(new_text=text)
+    page.set("text", text)
 
 
 def _truncate() -> None:
-    short = truncate(handle, page.text, limit)
-    state.choose(new_text=short)
-    page.set("text", short)
+    _use(truncate(handle, page.text, limit))
+
+
+with right:
+    st.button(
+        f"Try a long text ({limit:,} tokens)",
+        icon=":material/article:",
+        help=f"The first {limit:,} tokens of {SOURCE}: the Attention view reads them whole.",
+        on_click=lambda: _use(truncate(handle, long_text(), limit)),
+    )
 
 
 def _encoded() -> Encoded:
@@ -93,9 +108,15 @@ def _encoded() -> Encoded:
 
 
 encoded = page.or_stop(_encoded)
-
-st.markdown(f"**Tokens** ({len(encoded.tokens)}; hover for position and id)")
-st.html(token_chips_html(encoded.tokens, encoded.token_ids))
+n = len(encoded.tokens)
+if n > settings().max_tokens:
+    st.info(
+        f"This text has {n:,} tokens. The Attention view reads all of it (it keeps no n x n map); the other views "
+        f"read at most {settings().max_tokens:,} tokens (LMSCOPE_MAX_TOKENS) and say so."
+    )
+shown = f"the first {CHIPS:,} of {n:,}" if n > CHIPS else f"{n}"
+st.markdown(f"**Tokens** ({shown}; hover for position and id)")
+st.html(token_chips_html(encoded.tokens[:CHIPS], encoded.token_ids[:CHIPS]))
 
 st.divider()
 st.markdown("**Views**")

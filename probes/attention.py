@@ -1,35 +1,35 @@
 """Attention probe: per-head summaries of every layer, and maps of every head (block-pooled when long).
 
-Summaries are computed layer by layer inside the attention call (runtime.capture), so a 4,096-token text
-never holds more than one layer's (n, n) maps at a time.
+The attention is computed a chunk of queries at a time (runtime.chunked) and every chunk is summarised as it is
+computed (runtime.capture), so no (n, n) map of any layer is ever formed: memory grows with n times the chunk, and
+a long text (tens of thousands of tokens) fits where its maps would not.
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from probes.text import Encoded, encode, from_ids
+from probes.text import Encoded, encode, from_ids, long_limit
 from results.attention import AttentionResult
 from runtime.cache import Cached, ResultCache
-from runtime.capture import capturing
+from runtime.capture import Chunking, chunking
+from runtime.chunked import CHUNK
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
 from runtime.probe import CachedProbe
-from runtime.settings import settings
 
 NAME = "attention"
-VERSION = 4
+VERSION = 5
 SUMMARIES = ("sink_share", "previous_token", "delimiter_share", "special_share", "mean_distance", "entropy")
-# A scorer maps one layer's (heads, n, n) probabilities to one score per head.
-Scorer = Callable[[torch.Tensor], torch.Tensor]
-# Maps longer than this are block-pooled for display; summaries always use the exact maps.
+# Maps longer than this are block-pooled for display; summaries always use the exact probabilities.
 MAX_MAP_SIDE = 256
-QUERY_CHUNK = 128
+ENTROPY_ROWS = 128  # rows of a chunk whose entropy is taken at once (a causal block's keys end at its last query)
 STRIDED_POOL = 4  # up to this pool (texts up to 1,024 tokens), block_pool sums by strided adds
 
 
@@ -83,75 +83,114 @@ def block_pool(maps: torch.Tensor, pool: int, reduce_keys: str = "sum") -> torch
     return padded.reshape(*maps.shape[:-2], row_cells, pool, col_cells, pool).nanmean(-1).nanmean(-2)
 
 
-def head_summaries(
-    weights: torch.Tensor,
-    delimiters: torch.Tensor,
-    specials: torch.Tensor,
-    causal: bool,
-    scratch: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """The summaries of each head of one layer, from its (heads, n, n) probabilities.
+@dataclass(frozen=True)
+class PairScore:
+    """An extra per-head score: the mean, over the pairs (queries[i], keys[i]) of absolute positions, of the weight
+    query i puts on key i (the induction score is one: heads.induction_score)."""
 
-    Works through the queries in chunks so that a long text needs no more (n, n) temporaries; for a causal
-    model a chunk's keys stop at its last query, since later keys carry no weight. `scratch`, a
-    (heads, QUERY_CHUNK, n) buffer reused across layers, saves allocating one per chunk.
-    """
-    n = weights.shape[-1]
-    if scratch is None or scratch.shape[0] != weights.shape[0] or scratch.shape[-1] < n:
-        scratch = torch.empty(weights.shape[0], min(n, QUERY_CHUNK), n)
-    positions = torch.arange(n, dtype=weights.dtype)
-    # One matrix product per chunk gives each query's total weight, weighted key position, and weight on
-    # delimiters and on special tokens: one pass over the maps instead of four.
-    features = torch.stack([torch.ones(n), positions, delimiters.to(weights.dtype), specials.to(weights.dtype)], dim=1)
-    totals = {name: torch.zeros(weights.shape[0], dtype=torch.float64) for name in SUMMARIES}
-    for start in range(0, n, QUERY_CHUNK):
-        stop = min(n, start + QUERY_CHUNK)
-        keys = stop if causal else n
-        chunk = weights[:, start:stop, :keys]
+    queries: np.ndarray
+    keys: np.ndarray
+
+
+class _Layer:
+    """One layer's summaries, extra scores and pooled maps, accumulated a chunk of queries at a time."""
+
+    def __init__(
+        self, n_heads: int, n: int, features: torch.Tensor, causal: bool, pool: int, scores: Mapping[str, PairScore]
+    ) -> None:
+        cells = -(-n // pool)
+        self.n, self.features, self.causal, self.pool = n, features, causal, pool
+        self.totals = {name: torch.zeros(n_heads, dtype=torch.float64) for name in SUMMARIES}
+        self.pair_scores = dict(scores)
+        self.extra = {name: torch.zeros(n_heads, dtype=torch.float64) for name in scores}
+        self.maps = torch.zeros(n_heads, cells, cells)
+        self.logits = torch.full((n_heads, cells, cells), float("nan"))
+
+    def add(self, start: int, first: int, weights: torch.Tensor, scores: torch.Tensor | None) -> None:
+        """Queries start.. of this layer: their (heads, queries, keys) probabilities and scores, keys from `first`."""
+        stop, last = start + weights.shape[1], first + weights.shape[2]
+        positions = self.features[:, 1]
         skip = 1 if start == 0 else 0  # summaries of "later" queries leave out query 0
-        row_total, key_position, on_delimiters, on_specials = (chunk @ features[:keys]).unbind(-1)
-        totals["sink_share"] += chunk[:, skip:, 0].sum(-1)
-        totals["previous_token"] += torch.diagonal(chunk, offset=start - 1, dim1=1, dim2=2).sum(-1)
-        totals["delimiter_share"] += on_delimiters[:, skip:].sum(-1)
-        totals["special_share"] += on_specials[:, skip:].sum(-1)
-        if causal:  # every key is at or before its query: sum_k w (q - k) = q * sum_k w - sum_k w k
-            totals["mean_distance"] += (positions[start:stop] * row_total - key_position).sum(-1)
+        # One matrix product gives each query's total weight, weighted key position, and weight on delimiters and
+        # on special tokens: one pass over the chunk instead of four.
+        row_total, key_position, on_delimiters, on_specials = (weights @ self.features[first:last]).unbind(-1)
+        if first == 0:
+            self.totals["sink_share"] += weights[:, skip:, 0].sum(-1)
+        self.totals["previous_token"] += torch.diagonal(weights, offset=start - 1 - first, dim1=1, dim2=2).sum(-1)
+        self.totals["delimiter_share"] += on_delimiters[:, skip:].sum(-1)
+        self.totals["special_share"] += on_specials[:, skip:].sum(-1)
+        if self.causal:  # every key is at or before its query: sum_k w (q - k) = q * sum_k w - sum_k w k
+            self.totals["mean_distance"] += (positions[start:stop] * row_total - key_position).sum(-1)
         else:
-            totals["mean_distance"] += (chunk * (positions[start:stop, None] - positions[None, :]).abs()).sum((-1, -2))
-        plogp = scratch[:, : stop - start, :keys]
-        totals["entropy"] -= torch.xlogy(chunk, chunk, out=plogp).sum((-1, -2))
-    return {name: total / (n if name in ("mean_distance", "entropy") else n - 1) for name, total in totals.items()}
+            distance = (positions[start:stop, None] - positions[None, first:last]).abs()
+            self.totals["mean_distance"] += (weights * distance).sum((-1, -2))
+        for row in range(0, weights.shape[1], ENTROPY_ROWS):  # causal rows stop at their query: skip the zeros
+            keys = min(weights.shape[2], start + row + ENTROPY_ROWS - first) if self.causal else weights.shape[2]
+            block = weights[:, row : row + ENTROPY_ROWS, :keys]
+            self.totals["entropy"] -= torch.xlogy(block, block).sum((-1, -2))
+        for name, pairs in self.pair_scores.items():
+            inside = (pairs.queries >= start) & (pairs.queries < stop) & (pairs.keys >= first) & (pairs.keys < last)
+            rows = torch.as_tensor(pairs.queries[inside] - start)
+            self.extra[name] += weights[:, rows, torch.as_tensor(pairs.keys[inside] - first)].sum(-1)
+        # Pooled from the first whole cell of keys on: keys before `first` carry no weight (and no score).
+        rows, lead = slice(start // self.pool, -(-stop // self.pool)), first % self.pool
+        pooled = block_pool(torch.nn.functional.pad(weights, (lead, 0)), self.pool)
+        cols = slice(first // self.pool, first // self.pool + pooled.shape[-1])
+        self.maps[:, rows, cols] = pooled
+        if scores is not None:
+            visible = scores.masked_fill(scores == float("-inf"), float("nan"))
+            padded = torch.nn.functional.pad(visible, (lead, 0), value=float("nan"))
+            self.logits[:, rows, cols] = block_pool(padded, self.pool, reduce_keys="mean")
+
+    def summaries(self) -> dict[str, torch.Tensor]:
+        """Each summary per head: means over the queries (1..n-1 for the shares)."""
+        n = self.n
+        return {
+            name: total / (n if name in ("mean_distance", "entropy") else n - 1) for name, total in self.totals.items()
+        }
+
+
+def query_chunk(pool: int) -> int:
+    """Queries per chunk: about CHUNK, a whole number of map cells."""
+    return max(pool, CHUNK // pool * pool)
 
 
 def compute(
-    handle: ModelHandle, encoded: Encoded, with_logits: bool = False, scorers: Mapping[str, Scorer] | None = None
+    handle: ModelHandle,
+    encoded: Encoded,
+    with_logits: bool = False,
+    scores: Mapping[str, PairScore] | None = None,
 ) -> AttentionResult:
-    """Run the model once, summarising each layer (and scoring it with any extra scorers) as it is computed."""
+    """Run the model once with its attention computed a chunk of queries at a time (runtime.chunked), summarising
+    each chunk of each layer (and scoring it with any extra `scores`) as it is computed: no (n, n) map is formed."""
     n = len(encoded.token_ids)
     pool = -(-n // MAX_MAP_SIDE)
     delimiters = delimiter_tokens(handle, encoded.token_ids, encoded.tokens)
     specials = special_tokens(handle, encoded.token_ids)
-    masks = torch.as_tensor(delimiters), torch.as_tensor(specials)
-    scorers = dict(scorers or {})
-    scratch = torch.empty(handle.n_heads, min(n, QUERY_CHUNK), n)
-    per_layer: dict[int, dict[str, torch.Tensor]] = {}
-    maps: dict[int, torch.Tensor] = {}
-    logits: dict[int, torch.Tensor] = {}
+    features = torch.stack(
+        [
+            torch.ones(n),
+            torch.arange(n, dtype=torch.float32),
+            torch.as_tensor(delimiters, dtype=torch.float32),
+            torch.as_tensor(specials, dtype=torch.float32),
+        ],
+        dim=1,
+    )
+    extra = dict(scores or {})
+    layers: dict[int, _Layer] = {}
 
-    def on_layer(layer: int, batch_weights: torch.Tensor, layer_logits) -> None:
-        weights = batch_weights[0]
-        summaries = head_summaries(weights, *masks, handle.is_causal, scratch)
-        per_layer[layer] = summaries | {k: f(weights) for k, f in scorers.items()}
-        maps[layer] = block_pool(weights, pool).half()
-        if with_logits:
-            logits[layer] = block_pool(layer_logits()[0], pool, reduce_keys="mean").half()
+    def on_chunk(layer: int, start: int, first: int, weights: torch.Tensor, chunk_scores: torch.Tensor) -> None:
+        if layer not in layers:
+            layers[layer] = _Layer(weights.shape[1], n, features, handle.is_causal, pool, extra)
+        layers[layer].add(start, first, weights[0], chunk_scores[0] if with_logits else None)
 
-    with capturing(handle.model, on_layer):
+    with chunking(handle.model, Chunking(None, query_chunk(pool)), on_chunk=on_chunk):
         forward(handle, encoded.token_ids)
-    if not per_layer:
+    if not layers:
         raise LmscopeError(f"Model '{handle.name}' reported no attention layers to lmscope.")
-    layers = sorted(per_layer)
-    stacked = {k: torch.stack([per_layer[i][k] for i in layers]).numpy().astype(np.float32) for k in per_layer[layers[0]]}
+    order = [layers[i] for i in sorted(layers)]
+    summaries = [layer.summaries() for layer in order]
+    stacked = {k: torch.stack([s[k] for s in summaries]).numpy().astype(np.float32) for k in SUMMARIES}
     return AttentionResult(
         model=handle.name,
         fingerprint=handle.fingerprint,
@@ -161,9 +200,12 @@ def compute(
         delimiters=delimiters,
         specials=specials,
         pool=pool,
-        maps=torch.stack([maps[i] for i in layers]).numpy(),
-        logits=torch.stack([logits[i] for i in layers]).numpy() if with_logits else None,
-        scores={k: stacked.pop(k) for k in scorers},
+        maps=torch.stack([layer.maps for layer in order]).half().numpy(),
+        logits=torch.stack([layer.logits for layer in order]).half().numpy() if with_logits else None,
+        scores={
+            name: (torch.stack([layer.extra[name] for layer in order]) / len(pairs.queries)).numpy().astype(np.float32)
+            for name, pairs in extra.items()
+        },
         **stacked,
     )
 
@@ -176,8 +218,9 @@ PROBE = CachedProbe(NAME, VERSION, _attention)
 
 
 def run(handle: ModelHandle, text: str, cache: ResultCache, with_logits: bool = False) -> Cached[AttentionResult]:
-    """Attention of the model on the text, from the disk cache when it has been computed before."""
-    encoded = encode(handle, text, settings().max_tokens)
+    """Attention of the model on the text (up to the model's context: `long_limit`), from the disk cache when it has
+    been computed before."""
+    encoded = encode(handle, text, long_limit(handle))
     if len(encoded.token_ids) < 2:
         raise LmscopeError("Attention needs at least two tokens: type a longer text.")
     return PROBE.cached(handle, cache, token_ids=encoded.token_ids.tolist(), logits=with_logits)

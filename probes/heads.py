@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import torch
 
 from probes import attention
 from probes.text import from_ids
@@ -39,7 +38,9 @@ def _special_frame(handle: ModelHandle) -> tuple[list[int], list[int]]:
 def repeated_random_tokens(handle: ModelHandle, seq_len: int, seed: int) -> tuple[np.ndarray, int]:
     """prefix + R + R + suffix for N distinct random non-special tokens R; returns the ids and len(prefix)."""
     if not MIN_SEQ_LEN <= seq_len <= MAX_SEQ_LEN:
-        raise LmscopeError(f"The random sequence length must be between {MIN_SEQ_LEN} and {MAX_SEQ_LEN}; got {seq_len}.")
+        raise LmscopeError(
+            f"The random sequence length must be between {MIN_SEQ_LEN} and {MAX_SEQ_LEN}; got {seq_len}."
+        )
     prefix, suffix = _special_frame(handle)
     special = set(handle.tokenizer.all_special_ids)
     pieces = handle.tokenizer.convert_ids_to_tokens(list(range(len(handle.tokenizer))))
@@ -49,21 +50,17 @@ def repeated_random_tokens(handle: ModelHandle, seq_len: int, seed: int) -> tupl
     return np.array(prefix + block + block + suffix, dtype=np.int64), len(prefix)
 
 
-def induction_scorer(start: int, seq_len: int) -> attention.Scorer:
+def induction_score(start: int, seq_len: int) -> attention.PairScore:
     """Mean over positions i of the second copy of the weight on position i - N + 1."""
-    second = torch.arange(start + seq_len, start + 2 * seq_len)
-
-    def score(weights: torch.Tensor) -> torch.Tensor:
-        return weights[:, second, second - seq_len + 1].mean(-1)
-
-    return score
+    second = np.arange(start + seq_len, start + 2 * seq_len)
+    return attention.PairScore(queries=second, keys=second - seq_len + 1)
 
 
 def compute(handle: ModelHandle, seq_len: int, seed: int) -> AttentionResult:
     """Attention on the repeated random sequence, with an `induction` score per head in `scores`."""
     ids, start = repeated_random_tokens(handle, seq_len, seed)
-    scorers = {"induction": induction_scorer(start, seq_len)}
-    return attention.compute(handle, from_ids(handle, ids.tolist()), scorers=scorers)
+    scores = {"induction": induction_score(start, seq_len)}
+    return attention.compute(handle, from_ids(handle, ids.tolist()), scores=scores)
 
 
 PROBE = CachedProbe(NAME, VERSION, compute, depends=(attention.PROBE,))
@@ -76,14 +73,17 @@ def run(handle: ModelHandle, cache: ResultCache, seq_len: int = 50, seed: int = 
 
 def head_types(on_text: AttentionResult, on_random: AttentionResult) -> np.ndarray:
     """Each head's dominant type ((layers, heads) strings), or "mixed" where no score reaches its threshold."""
-    scores = np.stack(
-        [
-            on_random.scores["induction"],
-            on_random.previous_token,
-            on_text.sink_share,
-            on_text.delimiter_share,
-        ]
-    ) / np.array(list(THRESHOLDS.values()))[:, None, None]
+    scores = (
+        np.stack(
+            [
+                on_random.scores["induction"],
+                on_random.previous_token,
+                on_text.sink_share,
+                on_text.delimiter_share,
+            ]
+        )
+        / np.array(list(THRESHOLDS.values()))[:, None, None]
+    )
     best = scores.argmax(axis=0)
     names = np.array(list(THRESHOLDS))[best]
     return np.where(scores.max(axis=0) >= 1.0, names, "mixed")

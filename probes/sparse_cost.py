@@ -28,6 +28,7 @@ from runtime import limits
 from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
+from runtime.placement import device_name
 from runtime.probe import CachedProbe
 
 # torch marks CSR as beta on every conversion; the products used here are the stable core of it.
@@ -117,12 +118,6 @@ def _quantized(
         return math.nan
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
 def _measure(
     handle: ModelHandle, layer: int, sparsities: list[float], tokens: list[int], machine: str, on_progress: Progress
 ) -> SparseCost:
@@ -169,7 +164,7 @@ def _measure(
     return SparseCost(
         model=handle.name,
         layer=layer,
-        device=_device_name(device),
+        device=device_name(device),
         threads=torch.get_num_threads(),
         shapes=np.asarray([w.shape for w in weights], dtype=np.int64),
         tokens=np.asarray(tokens, dtype=np.int64),

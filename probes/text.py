@@ -9,10 +9,18 @@ import numpy as np
 
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
+from runtime.settings import settings
 
 _KEEP_CONTROLS = {"\n", "\t"}
 # No tokenizer needs more characters than this per token, so a longer text is refused before tokenising it.
 _CHARS_PER_TOKEN_CAP = 64
+
+
+def long_limit(handle: ModelHandle) -> int:
+    """The longest text of the views that read long texts (their probes hold no (n, n) map): the model's context,
+    at most LMSCOPE_LONG_TOKENS, and never less than LMSCOPE_MAX_TOKENS."""
+    limits = settings()
+    return max(limits.max_tokens, min(handle.context_length or limits.max_tokens, limits.long_tokens))
 
 
 def max_characters(max_tokens: int) -> int:

@@ -4,13 +4,16 @@ Models are loaded with the attention implementation "lmscope": it calls the mode
 function unchanged, so outputs equal plain eager attention. Inside a `capturing` block it also hands each
 layer's probabilities (and, on demand, its pre-softmax logits) to a callback, and can impose an extra
 structural mask (sliding window, dilated, global + sliding) on every layer. The callback sees one layer at a
-time, so summaries of long texts never need every layer's (n, n) maps at once.
+time, so summaries of long texts never need every layer's (n, n) maps at once. Inside a `chunking` block the
+attention is computed a chunk of queries at a time instead (runtime.chunked: no (n, n) scores and no (n, n) mask,
+optionally under a sliding window), and `timings` collects the seconds each layer's attention took.
 """
 
 from __future__ import annotations
 
 import contextvars
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
+from runtime.chunked import CHUNK, chunked_attention
 from runtime.placement import host
 
 IMPLEMENTATION = "lmscope"
@@ -28,13 +32,26 @@ IMPLEMENTATION = "lmscope"
 # (layer, probabilities (batch, heads, queries, keys), a function returning the logits in that shape, NaN = masked),
 # on the host in float32 whatever the model's device and float type
 LayerCallback = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
+# (layer, first query, first key, probabilities, scores): one chunk of a layer's queries (runtime.chunked), on the host
+ChunkedLayerCallback = Callable[[int, int, int, torch.Tensor, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """Attention a chunk of queries at a time, each query limited to the last `window` keys (None: all earlier)."""
+
+    window: int | None
+    chunk: int = CHUNK
 
 
 @dataclass
 class _Capture:
     layer_of: dict[int, int]
-    on_layer: LayerCallback | None
-    allowed: np.ndarray | None  # (queries, keys) bool: what the imposed structure lets each query see
+    on_layer: LayerCallback | None = None
+    allowed: np.ndarray | None = None  # (queries, keys) bool: what the imposed structure lets each query see
+    chunking: Chunking | None = None
+    seconds: list[float] | None = None  # each attention call's seconds, when asked for
+    on_chunk: ChunkedLayerCallback | None = None  # each chunk's probabilities and scores, with its layer
 
 
 _ACTIVE: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("lmscope_capture", default=None)
@@ -72,10 +89,20 @@ def attention_logits(
 
 def _attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     capture = _ACTIVE.get()
-    if capture is not None and capture.allowed is not None:
-        attention_mask = _impose(attention_mask, capture.allowed, query, key)
-    output, weights = _model_eager(module)(module, query, key, value, attention_mask, **kwargs)
-    if capture is not None and capture.on_layer is not None:
+    if capture is None:
+        return _model_eager(module)(module, query, key, value, attention_mask, **kwargs)
+    started = time.perf_counter()
+    if capture.chunking is not None:
+        output, weights = _chunked(capture, capture.chunking, module, query, key, value, kwargs), None
+    else:
+        if capture.allowed is not None:
+            attention_mask = _impose(attention_mask, capture.allowed, query, key)
+        output, weights = _model_eager(module)(module, query, key, value, attention_mask, **kwargs)
+    if capture.seconds is not None:
+        if output.is_cuda:
+            torch.cuda.synchronize(output.device)
+        capture.seconds.append(time.perf_counter() - started)
+    if capture.on_layer is not None and weights is not None:
         capture.on_layer(
             capture.layer_of[id(module)],
             host(weights),
@@ -84,8 +111,26 @@ def _attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     return output, weights
 
 
+def _chunked(capture: _Capture, chunks: Chunking, module: nn.Module, query, key, value, kwargs: dict) -> torch.Tensor:
+    """The attention output computed in chunks, each chunk handed to the capture's listener (on the host)."""
+    heard, layer = capture.on_chunk, capture.layer_of[id(module)]
+
+    def report(start: int, first: int, weights: torch.Tensor, scores: torch.Tensor) -> None:
+        if heard is not None:
+            heard(layer, start, first, host(weights), host(scores))
+
+    listener = None if heard is None else report
+    return chunked_attention(module, query, key, value, chunks.window, chunks.chunk, listener, **kwargs)
+
+
+def _mask(*args, **kwargs) -> torch.Tensor | None:
+    """The eager attention's (n, n) additive mask; none when the attention is chunked (it masks as it goes)."""
+    capture = _ACTIVE.get()
+    return None if capture is not None and capture.chunking is not None else eager_mask(*args, **kwargs)
+
+
 AttentionInterface.register(IMPLEMENTATION, _attention)
-ALL_MASK_ATTENTION_FUNCTIONS.register(IMPLEMENTATION, eager_mask)
+ALL_MASK_ATTENTION_FUNCTIONS.register(IMPLEMENTATION, _mask)
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -93,18 +138,52 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     found = []
     for _, module in model.named_modules():
         source = sys.modules.get(type(module).__module__)
-        if hasattr(source, "eager_attention_forward") and "Attention" in type(module).__name__ and any(
-            isinstance(child, nn.Linear) for child in module.children()
+        if (
+            hasattr(source, "eager_attention_forward")
+            and "Attention" in type(module).__name__
+            and any(isinstance(child, nn.Linear) for child in module.children())
         ):
             found.append(module)
     return found
 
 
 @contextmanager
-def capturing(model: nn.Module, on_layer: LayerCallback | None = None, allowed: np.ndarray | None = None) -> Iterator[None]:
+def capturing(
+    model: nn.Module, on_layer: LayerCallback | None = None, allowed: np.ndarray | None = None
+) -> Iterator[None]:
     """Within the block, forward passes of `model` report each layer to on_layer and obey the `allowed` mask."""
-    layer_of = {id(m): i for i, m in enumerate(attention_modules(model))}
-    token = _ACTIVE.set(_Capture(layer_of, on_layer, allowed))
+    with _active(_Capture(_layers(model), on_layer, allowed)):
+        yield
+
+
+@contextmanager
+def chunking(
+    model: nn.Module,
+    chunks: Chunking,
+    seconds: list[float] | None = None,
+    on_chunk: ChunkedLayerCallback | None = None,
+) -> Iterator[None]:
+    """Within the block, forward passes of `model` (one unpadded sequence) compute attention a chunk of queries at a
+    time (`chunks`), append each attention call's seconds to `seconds` when given, and hand each chunk to
+    `on_chunk` when given."""
+    with _active(_Capture(_layers(model), chunking=chunks, seconds=seconds, on_chunk=on_chunk)):
+        yield
+
+
+@contextmanager
+def timing(model: nn.Module, seconds: list[float]) -> Iterator[None]:
+    """Within the block, forward passes of `model` append each attention call's seconds to `seconds`."""
+    with _active(_Capture(_layers(model), seconds=seconds)):
+        yield
+
+
+def _layers(model: nn.Module) -> dict[int, int]:
+    return {id(m): i for i, m in enumerate(attention_modules(model))}
+
+
+@contextmanager
+def _active(capture: _Capture) -> Iterator[None]:
+    token = _ACTIVE.set(capture)
     try:
         yield
     finally:

@@ -81,6 +81,12 @@ class ModelHandle:
         return int(getattr(self.text_config, "num_key_value_heads", None) or self.n_heads)
 
     @property
+    def context_length(self) -> int | None:
+        """The longest text the model was built for (its position embeddings, or its rotary range), if it says."""
+        found = getattr(self.text_config, "max_position_embeddings", None)
+        return int(found) if found else None
+
+    @property
     def layer_windows(self) -> list[int | None]:
         """Per layer, the sliding window its attention is limited to (Gemma 3's 512-token layers, Mistral's), None
         for full attention: from the config's layer_types and sliding_window."""

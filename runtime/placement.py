@@ -39,6 +39,13 @@ def dtype_name(dtype: torch.dtype) -> str:
     return _NAMES.get(dtype, str(dtype).removeprefix("torch."))
 
 
+def device_name(device: torch.device) -> str:
+    """The device in words: "cpu", "cuda:0 (NVIDIA H200)"."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def device_of(choice: str) -> torch.device:
     """The device LMSCOPE_DEVICE names, checked against what this process's torch can see."""
     if choice == "auto":

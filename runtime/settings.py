@@ -37,6 +37,7 @@ class Settings:
     cache_dir: Path
     cache_size_mb: int
     max_tokens: int
+    long_tokens: int  # LMSCOPE_LONG_TOKENS: the longest text of the views that read long texts (attention)
     trust_remote_code: bool
     allow_pickle: bool
     allow_downloads: bool
@@ -63,6 +64,7 @@ def settings() -> Settings:
         cache_dir=Path(os.environ.get("LMSCOPE_CACHE_DIR") or home / "results").expanduser(),
         cache_size_mb=max(1, _int("LMSCOPE_CACHE_SIZE_MB", 2048)),
         max_tokens=max(8, _int("LMSCOPE_MAX_TOKENS", 4096)),
+        long_tokens=max(8, _int("LMSCOPE_LONG_TOKENS", 32768)),
         trust_remote_code=_flag("LMSCOPE_TRUST_REMOTE_CODE"),
         allow_pickle=_flag("LMSCOPE_ALLOW_PICKLE"),
         allow_downloads=_flag("LMSCOPE_ALLOW_DOWNLOADS"),

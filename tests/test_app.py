@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from probes import attention, heads
+from probes.long_text import long_text
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
 from tests.helpers import APP, chart, open_page, plotly_array, texts
@@ -65,13 +66,32 @@ def test_empty_text_gets_a_message() -> None:
 
 def test_long_text_offers_truncation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LMSCOPE_MAX_TOKENS", "16")
+    monkeypatch.setenv("LMSCOPE_LONG_TOKENS", "16")
     at = open_page(APP, text="Sinks soak up attention. " * 20)
     assert not at.exception
     assert "more than the limit of 16 tokens" in texts(at.error)
-    at.button[0].click().run()
+    next(b for b in at.button if b.label.startswith("Truncate")).click().run()
     assert not at.exception and not at.error
     assert at.text_area[0].value.startswith("Sinks soak up attention.")
     assert "Tokens" in texts(at.markdown)
+
+
+def test_a_long_text_reaches_the_attention_view_and_the_others_say_their_limit(
+    smollm2: ModelHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LMSCOPE_MAX_TOKENS", "1000")
+    monkeypatch.setenv("LMSCOPE_LONG_TOKENS", "1500")  # the model's context (8,192) takes minutes on 2 cores
+    at = open_page(APP)
+    next(b for b in at.button if b.label.startswith("Try a long text")).click().run()
+    assert not at.exception and not at.error
+    assert at.text_area[0].value.startswith(long_text()[:40])
+    assert "This text has 1,500 tokens. The Attention view reads all of it" in texts(at.info)
+    assert "(the first 2,000" not in texts(at.markdown) and "1500" in texts(at.markdown)
+    text = at.text_area[0].value
+    attention_page = open_page("app_pages/1_Attention.py", text=text, layer="3", head="1")
+    assert not attention_page.exception and not attention_page.error and len(attention_page.get("plotly_chart")) == 2
+    massive = open_page("app_pages/5_Massive_activations.py", text=text)
+    assert not massive.exception and "more than the limit of 1000 tokens" in texts(massive.error)
 
 
 def test_odd_unicode_text_works() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probes import attention
+from probes import activations, attention
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
@@ -117,3 +117,45 @@ def test_out_of_range_heads_get_a_message(smollm2: ModelHandle, cache: ResultCac
     result = attention.run(smollm2, TEXT, cache).value
     with pytest.raises(LmscopeError, match="does not exist"):
         result.check_head(layer, head)
+
+
+def test_gemmas_sliding_layers_are_summarised_past_their_window(gemma3: ModelHandle, cache: ResultCache) -> None:
+    """Past 512 tokens a sliding-window layer's chunks start their keys after 0: its summaries and pooled maps must
+    still equal the whole-map computation, as the full-attention layers' do."""
+    text = "Local layers look back 512 tokens; every sixth layer sees the whole text, start to end. " * 60
+    result = attention.run(gemma3, text, cache).value
+    n, pool = len(result.tokens), result.pool
+    assert n > 1024 and pool > 1 and gemma3.layer_windows[0] == 512 and gemma3.layer_windows[5] is None
+    direct = direct_attentions(gemma3, result.token_ids)
+    q = np.arange(n)
+    for layer in (0, 5):
+        exact = direct[layer]
+        assert np.all(exact[:, 600:, :80] == 0) == (layer == 0)  # the window hides the start from late queries
+        np.testing.assert_allclose(result.sink_share[layer], exact[:, 1:, 0].mean(-1), atol=1e-5)
+        np.testing.assert_allclose(result.previous_token[layer], exact[:, q[1:], q[1:] - 1].mean(-1), atol=1e-5)
+        distance = (exact * np.abs(q[:, None] - q[None, :])).sum(-1).mean(-1)
+        np.testing.assert_allclose(result.mean_distance[layer], distance, rtol=1e-4)
+        entropy = -np.where(exact > 0, exact * np.log(np.where(exact > 0, exact, 1)), 0).sum(-1).mean(-1)
+        np.testing.assert_allclose(result.entropy[layer], entropy, rtol=1e-4)
+        cells = -(-n // pool)
+        padded = np.zeros((gemma3.n_heads, cells * pool, cells * pool))
+        padded[:, :n, :n] = exact
+        pooled = padded.reshape(gemma3.n_heads, cells, pool, cells, pool).sum(-1).sum(-2) / pool
+        pooled[:, -1] *= pool / (n - (cells - 1) * pool)
+        np.testing.assert_allclose(result.maps[layer].astype(np.float64), pooled, atol=2e-3)
+
+
+def test_attention_reads_texts_past_the_other_views_limit(
+    smollm2: ModelHandle, cache: ResultCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attention probe holds no (n, n) map, so it reads up to the model's context (LMSCOPE_LONG_TOKENS), where
+    the views that do keep to LMSCOPE_MAX_TOKENS."""
+    monkeypatch.setenv("LMSCOPE_MAX_TOKENS", "300")
+    text = "A sentence that repeats, so that the text is long. " * 40
+    result = attention.run(smollm2, text, cache).value
+    assert len(result.tokens) > 300
+    with pytest.raises(LmscopeError, match="300"):
+        activations.run(smollm2, text, cache)
+    monkeypatch.setenv("LMSCOPE_LONG_TOKENS", "400")
+    with pytest.raises(LmscopeError, match="400"):
+        attention.run(smollm2, text, cache)

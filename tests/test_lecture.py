@@ -95,6 +95,7 @@ def test_the_required_figures_are_there() -> None:
         "mask_panel",
         "window_loss",
         "budget_loss",
+        "attention_cost",
         "weight_histogram",
         "esd",
         "alpha_by_layer",
@@ -295,6 +296,17 @@ def test_the_budget_chart_draws_every_pattern_with_and_without_sinks(rendered: d
     sunk, plain = sweep.nll[..., 1], sweep.nll[..., 0]
     assert np.all(sunk < plain)  # at every pattern and size the sinks help
     assert float(done.figure.data[-1].y[0]) == pytest.approx(sweep.nll_full)
+
+
+def test_the_cost_chart_draws_each_way_of_computing_attention(rendered: dict[str, Rendered]) -> None:
+    done = rendered["structured-cost"]
+    cost = done.results["cost"]
+    assert cost.lengths.tolist() == [256, 512, 1024, 2048] and str(done.query["cost"]) == "1"
+    legend = [trace for trace in done.figure.data if trace.showlegend is not False]
+    for i, kind in enumerate(cost.kinds):
+        assert f"attention time ∝ n^{cost.exponent(kind):.2f}" in legend[i].name
+        np.testing.assert_allclose(np.asarray(legend[i].y, dtype=float), cost.attention_seconds[i])
+    assert cost.peak_bytes[0, -1] > cost.peak_bytes[2, -1]  # at the longest, eager needs more memory than the window
 
 
 def test_sink_tokens_recover_the_windowed_loss(rendered: dict[str, Rendered]) -> None:

@@ -7,12 +7,14 @@ import dataclasses
 
 import plotly.graph_objects as go
 
-from probes import attention, structured
+from probes import attention, attention_cost, structured
+from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.models import load
 from views.heads import top_head
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
+from viz.attention_cost import attention_cost_figure
 from viz.structured import loss_by_budget, loss_by_window, mask_panel
 
 
@@ -62,6 +64,35 @@ def _draw_budget_loss(run: Run) -> go.Figure:
         run.on_progress,
     )
     return loss_by_budget(run.keep("patterns", sweep), run.string("metric"))
+
+
+def _draw_cost(run: Run) -> go.Figure:
+    cost = attention_cost.measure(
+        run.handle, run.integers("lengths"), run.integer("cost_window"), run.cache, run.on_progress
+    )
+    return attention_cost_figure(run.keep("cost", cost))
+
+
+def _cost_arguments(command: argparse.ArgumentParser) -> None:
+    model_argument(command, " (a decoder)")
+    command.add_argument(
+        "--lengths",
+        default=", ".join(map(str, attention_cost.DEFAULT_LENGTHS)),
+        help="context lengths in tokens (default 256, 512, 1024, 2048, 4096)",
+    )
+    command.add_argument(
+        "--window", type=int, default=attention_cost.DEFAULT_WINDOW, help="the sliding window's tokens (default 128)"
+    )
+
+
+def _cost_print(args: argparse.Namespace) -> object:
+    lengths = structured.parse_ints(args.lengths, "context lengths")
+    cost = attention_cost.measure(load(args.model), lengths, args.window, ResultCache()).value
+    exponents = {
+        kind: {values: cost.exponent(kind, values) for values in ("attention_seconds", "seconds", "peak_bytes")}
+        for kind in cost.kinds
+    }
+    return {**dataclasses.asdict(cost), "exponents": exponents}
 
 
 def _arguments(command: argparse.ArgumentParser) -> None:
@@ -120,11 +151,19 @@ VIEW = register(
                 _arguments,
                 _print,
             ),
+            Command(
+                "attention-cost",
+                "time and peak memory of a forward pass against the context length: eager, chunked and windowed "
+                "attention",
+                _cost_arguments,
+                _cost_print,
+            ),
         ),
         figures=(
             Figure("mask_panel", _draw_mask_panel, (attention, structured)),
             Figure("window_loss", _draw_window_loss, (structured,)),
             Figure("budget_loss", _draw_budget_loss, (structured,)),
+            Figure("attention_cost", _draw_cost, (attention_cost,)),
         ),
     )
 )

@@ -120,6 +120,22 @@ def _metric(values: np.ndarray, metric: str) -> np.ndarray:
     return np.exp(values) if metric == "perplexity" else values
 
 
+def _full_attention_line(fig: go.Figure, full: float, metric: str, x: list, dash: str) -> None:
+    """The unrestricted model's loss as a horizontal line across x. A trace, not add_hline: a shape's annotation is
+    placed in log10 units on a log axis."""
+    name = f"full attention: NLL {full:.3f} nats, perplexity {np.exp(full):.1f}"
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=_metric(np.array([full, full]), metric),
+            name=name,
+            mode="lines",
+            line={"color": FULL_COLOUR, "dash": dash, "width": 2},
+            hovertemplate=name + "<extra></extra>",
+        )
+    )
+
+
 def loss_by_window(sweep: WindowSweep, metric: str = "nll") -> go.Figure:
     """The text's loss against the window size every layer is limited to, without and with sink tokens."""
     if metric not in METRICS:
@@ -147,18 +163,7 @@ def loss_by_window(sweep: WindowSweep, metric: str = "nll") -> go.Figure:
                 "<br>perplexity %{customdata[1]:.1f}<extra></extra>",
             )
         )
-    # A trace, not add_hline: a shape's annotation is placed in log10 units on a log axis.
-    full_name = f"full attention: NLL {full:.3f} nats, perplexity {np.exp(full):.1f}"
-    fig.add_trace(
-        go.Scatter(
-            x=[windows.min(), windows.max()],
-            y=_metric(np.array([full, full]), metric),
-            name=full_name,
-            mode="lines",
-            line={"color": FULL_COLOUR, "dash": "dash", "width": 2},
-            hovertemplate=full_name + "<extra></extra>",
-        )
-    )
+    _full_attention_line(fig, full, metric, [windows.min(), windows.max()], "dash")
     themed(fig, "Loss of the text when every layer may only look back a fixed number of tokens")
     fig.update_layout(
         title_subtitle_text=f"{sweep.model}, {len(sweep.tokens)} tokens; lower is better; "
@@ -238,18 +243,7 @@ def loss_by_budget(sweep: PatternSweep, metric: str = "nll") -> go.Figure:
                     "<br>mean NLL %{customdata[1]:.3f} nats, perplexity %{customdata[2]:.1f}<extra></extra>",
                 )
             )
-    full = sweep.nll_full
-    full_name = f"full attention: NLL {full:.3f} nats, perplexity {np.exp(full):.1f}"
-    fig.add_trace(
-        go.Scatter(
-            x=[float(sweep.budget.min()), 1.0],
-            y=_metric(np.array([full, full]), metric),
-            name=full_name,
-            mode="lines",
-            line={"color": FULL_COLOUR, "dash": "dot", "width": 2},
-            hovertemplate=full_name + "<extra></extra>",
-        )
-    )
+    _full_attention_line(fig, sweep.nll_full, metric, [float(sweep.budget.min()), 1.0], "dot")
     themed(fig, "Loss against the attention budget: which pattern spends it best")
     fig.update_layout(
         title_subtitle_text=f"{sweep.model}, {sweep.n_tokens} tokens, every layer under the pattern; "

@@ -7,6 +7,7 @@ import numpy as np
 
 from lecture.render import Rendered
 from results.attention import AttentionResult
+from results.attention_cost import AttentionCost
 from results.structured import MaskView, PatternSweep, WindowSweep
 
 
@@ -68,8 +69,27 @@ def budget_loss(rendered: Rendered) -> str:
     )
 
 
+def attention_cost(rendered: Rendered) -> str:
+    cost = rendered.result("cost", AttentionCost)
+    slopes = {kind: cost.exponent(kind) for kind in ("eager", "chunked", "window")}
+    # Chunked full attention nears n² from below: over a few chunks, causal chunks skip part of the square.
+    eager, chunked, window = slopes.values()
+    if not (eager > 1.6 and chunked > 1.3 > window and chunked > window + 0.3):
+        raise rendered.fail(
+            f"attention time exponents {slopes} are not about 2 for full attention and 1 for the window"
+        )
+    stored, chunks = (cost.peak_bytes[cost.kinds.index(k), -1] / 2**20 for k in ("eager", "chunked"))
+    if not stored > chunks:
+        raise rendered.fail(f"at {cost.lengths[-1]} tokens chunking takes {chunks:.0f} MB, eager {stored:.0f}")
+    shown = ", ".join(f"{kind} n^{slope:.2f}" for kind, slope in slopes.items())
+    return (
+        f"attention time {shown}; memory at {cost.lengths[-1]:,} tokens: eager {stored:.0f} MB, chunked {chunks:.0f} MB"
+    )
+
+
 CHECKS = {
     "mask_panel": mask_panel,
     "window_loss": window_loss,
     "budget_loss": budget_loss,
+    "attention_cost": attention_cost,
 }

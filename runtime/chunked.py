@@ -1,0 +1,68 @@
+"""Attention computed a chunk of queries at a time, so that its memory grows linearly with the text.
+
+Each chunk of queries scores only the keys it may see: every earlier key for full attention (memory: chunk x n
+scores, the idea behind FlashAttention's tiling; time still n²), or the last `reach` keys under a sliding window
+(chunk x (chunk + reach) scores; time and memory linear in n). The scores are formed as the model's eager attention
+forms them (q.k x scaling, soft-capped where the model caps them), and a layer's own sliding window (Gemma 3's
+local layers) is kept, so with no window imposed the output equals the model's eager attention. An encoder's
+chunks see every key. The mask is built here as it goes, for one unpadded sequence. `on_chunk` hears each chunk's
+probabilities and scores, so that summaries of a long text are computed without its (n, n) maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from runtime.errors import LmscopeError
+
+CHUNK = 512  # queries per chunk
+# (first query, first key, probabilities (batch, heads, queries, keys), scores before the softmax with -inf where
+# a key is hidden), both float32
+ChunkCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+
+
+def chunked_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    window: int | None,
+    chunk: int = CHUNK,
+    on_chunk: ChunkCallback | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """Attention output (batch, queries, heads, head dim), as transformers' attention functions return it, causal
+    unless the module says otherwise, with each query limited to the last `window` keys (None: all earlier keys) and
+    to the layer's own sliding window (`kwargs["sliding_window"]`)."""
+    if kwargs.get("s_aux") is not None:
+        raise LmscopeError(f"{type(module).__name__} adds learned sink logits, which chunked attention leaves out.")
+    causal = getattr(module, "is_causal", True)
+    n_heads, n = query.shape[1], query.shape[2]
+    if key.shape[1] != n_heads:  # grouped-query attention: each key head serves several query heads
+        key = key.repeat_interleave(n_heads // key.shape[1], dim=1)
+        value = value.repeat_interleave(n_heads // value.shape[1], dim=1)
+    scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
+    softcap = kwargs.get("softcap")
+    windows = [w for w in (window, kwargs.get("sliding_window")) if w] if causal else []
+    reach = min(windows) if windows else None
+    positions = torch.arange(n, device=query.device)
+    output = query.new_empty(query.shape[0], n, n_heads, value.shape[-1])
+    for start in range(0, n, chunk):
+        end = min(n, start + chunk)
+        first = 0 if reach is None else max(0, start - reach + 1)
+        last = end if causal else n
+        scores = torch.matmul(query[:, :, start:end], key[:, :, first:last].transpose(2, 3)).float() * scaling
+        if softcap:
+            scores = torch.tanh(scores / softcap) * softcap
+        if causal:
+            offsets = positions[start:end, None] - positions[None, first:last]
+            hidden = offsets < 0 if reach is None else (offsets < 0) | (offsets >= reach)
+            scores.masked_fill_(hidden, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        if on_chunk is not None:
+            on_chunk(start, first, weights, scores)
+        output[:, start:end] = torch.matmul(weights.to(value.dtype), value[:, :, first:last]).transpose(1, 2)
+    return output
