@@ -39,9 +39,9 @@ def dot_spread(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return 2 * gamma * (np.abs(x).astype(np.float64) @ np.abs(weight).astype(np.float64).T)
 
 
-def open_page(page: str, **params: str) -> AppTest:
-    """Open a page of the app as a browser would, with these URL query parameters."""
-    at = AppTest.from_file(str(ROOT / APP), default_timeout=TIMEOUT)
+def open_page(page: str, timeout: float = TIMEOUT, **params: str) -> AppTest:
+    """Open a page of the app as a browser would, with these URL query parameters (a run may take `timeout` s)."""
+    at = AppTest.from_file(str(ROOT / APP), default_timeout=timeout)
     for key, value in params.items():
         at.query_params[key] = value
     if page != APP:
