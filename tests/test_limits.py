@@ -43,7 +43,9 @@ def _refuses_before_work(monkeypatch: pytest.MonkeyPatch, call, message: str) ->
         ("sinks", lambda h, c: structured.window_sweep(h, TEXT, [2], 10_000, c), "sink tokens must be from 0 to"),
         (
             "global positions",
-            lambda h, c: structured.mask_view(h, TEXT, 4, 2, list(range(limits.GLOBAL_POSITIONS + 1)), 0, c),
+            lambda h, c: structured.mask_view(
+                h, TEXT, 4, structured.Structure(2, tuple(range(limits.GLOBAL_POSITIONS + 1))), 0, c
+            ),
             f"At most {limits.GLOBAL_POSITIONS} global positions",
         ),
         (
@@ -99,7 +101,7 @@ def test_a_huge_text_is_refused_before_it_is_read(smollm2: ModelHandle, monkeypa
 
 def test_the_text_area_has_a_character_limit(smollm2: ModelHandle) -> None:
     at = open_page("app.py")
-    assert at.text_area[0].proto.max_chars == text.max_characters(4096)
+    assert at.text_area[0].proto.max_chars == text.max_characters(32768)  # the attention view reads long texts
 
 
 @pytest.mark.parametrize(
