@@ -6,7 +6,7 @@ layer's probabilities (and, on demand, its pre-softmax logits) to a callback, an
 structural mask (sliding window, dilated, global + sliding) on every layer. The callback sees one layer at a
 time, so summaries of long texts never need every layer's (n, n) maps at once. Inside a `chunking` block the
 attention is computed a chunk of queries at a time instead (runtime.chunked: no (n, n) scores and no (n, n) mask,
-optionally under a sliding window), and `timings` collects the seconds each layer's attention took.
+optionally under a sliding window), and `timing` collects the seconds each layer's attention took.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
-from runtime.chunked import CHUNK, chunked_attention
+from runtime.chunked import CHUNK, chunked_attention, expanded, scores
 from runtime.placement import host
 
 IMPLEMENTATION = "lmscope"
@@ -75,12 +76,8 @@ def attention_logits(
 ) -> torch.Tensor:
     """Pre-softmax scores as the model's eager attention forms them (q.k * scaling, soft-capped, plus the mask),
     in float32, with NaN where the mask hides a key."""
-    if key.shape[1] != query.shape[1]:  # grouped-query attention: each key head serves several query heads
-        key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
-    scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
-    logits = torch.matmul(query, key.transpose(2, 3)).float() * scaling
-    if softcap := kwargs.get("softcap"):
-        logits = torch.tanh(logits / softcap) * softcap
+    key = expanded(query, key)
+    logits = scores(module, query, key, **kwargs)
     if mask is not None:
         mask = mask[..., : key.shape[-2]]
         logits = (logits + mask.float()).masked_fill(mask <= torch.finfo(mask.dtype).min / 2, float("nan"))
@@ -113,14 +110,15 @@ def _attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
 
 def _chunked(capture: _Capture, chunks: Chunking, module: nn.Module, query, key, value, kwargs: dict) -> torch.Tensor:
     """The attention output computed in chunks, each chunk handed to the capture's listener (on the host)."""
-    heard, layer = capture.on_chunk, capture.layer_of[id(module)]
-
-    def report(start: int, first: int, weights: torch.Tensor, scores: torch.Tensor) -> None:
-        if heard is not None:
-            heard(layer, start, first, host(weights), host(scores))
-
-    listener = None if heard is None else report
+    heard = capture.on_chunk
+    listener = None if heard is None else partial(_on_host, heard, capture.layer_of[id(module)])
     return chunked_attention(module, query, key, value, chunks.window, chunks.chunk, listener, **kwargs)
+
+
+def _on_host(
+    heard: ChunkedLayerCallback, layer: int, start: int, first: int, weights: torch.Tensor, formed: torch.Tensor
+) -> None:
+    heard(layer, start, first, host(weights), host(formed))
 
 
 def _mask(*args, **kwargs) -> torch.Tensor | None:

@@ -24,6 +24,22 @@ CHUNK = 512  # queries per chunk
 ChunkCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 
+def expanded(query: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """Key or value heads repeated to the query heads (grouped-query attention: each serves several query heads)."""
+    heads = query.shape[1]
+    return states if states.shape[1] == heads else states.repeat_interleave(heads // states.shape[1], dim=1)
+
+
+def scores(module: nn.Module, query: torch.Tensor, key: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Pre-softmax scores as the model's eager attention forms them, before any mask: q.k x scaling, soft-capped
+    where the model caps them, in float32 (`key` already expanded to the query heads)."""
+    scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
+    formed = torch.matmul(query, key.transpose(2, 3)).float() * scaling
+    if softcap := kwargs.get("softcap"):
+        formed = torch.tanh(formed / softcap) * softcap
+    return formed
+
+
 def chunked_attention(
     module: nn.Module,
     query: torch.Tensor,
@@ -41,11 +57,7 @@ def chunked_attention(
         raise LmscopeError(f"{type(module).__name__} adds learned sink logits, which chunked attention leaves out.")
     causal = getattr(module, "is_causal", True)
     n_heads, n = query.shape[1], query.shape[2]
-    if key.shape[1] != n_heads:  # grouped-query attention: each key head serves several query heads
-        key = key.repeat_interleave(n_heads // key.shape[1], dim=1)
-        value = value.repeat_interleave(n_heads // value.shape[1], dim=1)
-    scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
-    softcap = kwargs.get("softcap")
+    key, value = expanded(query, key), expanded(query, value)
     windows = [w for w in (window, kwargs.get("sliding_window")) if w] if causal else []
     reach = min(windows) if windows else None
     positions = torch.arange(n, device=query.device)
@@ -54,15 +66,13 @@ def chunked_attention(
         end = min(n, start + chunk)
         first = 0 if reach is None else max(0, start - reach + 1)
         last = end if causal else n
-        scores = torch.matmul(query[:, :, start:end], key[:, :, first:last].transpose(2, 3)).float() * scaling
-        if softcap:
-            scores = torch.tanh(scores / softcap) * softcap
+        formed = scores(module, query[:, :, start:end], key[:, :, first:last], **kwargs)
         if causal:
             offsets = positions[start:end, None] - positions[None, first:last]
             hidden = offsets < 0 if reach is None else (offsets < 0) | (offsets >= reach)
-            scores.masked_fill_(hidden, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
+            formed.masked_fill_(hidden, float("-inf"))
+        weights = torch.softmax(formed, dim=-1)
         if on_chunk is not None:
-            on_chunk(start, first, weights, scores)
+            on_chunk(start, first, weights, formed)
         output[:, start:end] = torch.matmul(weights.to(value.dtype), value[:, :, first:last]).transpose(1, 2)
     return output
