@@ -8,7 +8,7 @@ the bundled corpus, for each n, with its attention computed three ways (runtime.
 - window: chunked, each query limited to the last w keys (Mistral's sliding window): time and memory linear in n.
 Each pass is timed whole and in its attention layers, and its peak memory above what was in use before it is read
 (CUDA's allocator statistics on a GPU; on the CPU the resident memory, sampled every millisecond). The passes run in
-a child process of their own (`python -m probes.attention_cost`), where the server's other work neither shares the
+a child process of their own (`python -m probes.attention_cost`, its result encoded as the cache encodes results), where the server's other work neither shares the
 memory nor left freed blocks behind, and the allocator hands its free memory back before each pass (glibc's
 malloc_trim), so that what the pass allocates shows in the resident memory. The measurement is taken on the machine that serves the
 page, once per machine, and cached: every session sees the same one, which says when and where it was taken. A
@@ -18,11 +18,11 @@ length whose eager scores would not fit in half the free memory is not run eager
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import json
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,13 +36,14 @@ import torch
 
 from probes import corpus
 from results.attention_cost import AttentionCost
-from runtime import limits
+from runtime import codec, limits
 from runtime.cache import Cached, ResultCache
 from runtime.capture import Chunking, chunking, timing
 from runtime.chunked import CHUNK
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
+from runtime.machine import machine_key
 from runtime.models import load
 from runtime.placement import device_name
 from runtime.probe import CachedProbe
@@ -160,24 +161,20 @@ def measure_here(handle: ModelHandle, lengths: list[int], window: int, on_progre
 def _measure(
     handle: ModelHandle, lengths: list[int], window: int, machine: str, on_progress: Progress
 ) -> AttentionCost:
-    """Time every length and kind in a child process (`machine` keys the cache only)."""
-    request = {"model": handle.name, "lengths": lengths, "window": window, "threads": torch.get_num_threads()}
-    command = [sys.executable, "-m", "probes.attention_cost", json.dumps(request)]
-    child = subprocess.Popen(command, cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert child.stdout is not None and child.stderr is not None
-    last = ""
-    for line in child.stdout:
-        if line.startswith("progress "):
+    """Time every length and kind in a child process (`machine` keys the cache only); it reports progress on its
+    output and leaves the result, encoded as the cache stores results, in a file."""
+    with tempfile.TemporaryDirectory() as folder:
+        result = Path(folder) / "cost"
+        request = {"model": handle.name, "lengths": lengths, "window": window, "threads": torch.get_num_threads()}
+        command = [sys.executable, "-m", "probes.attention_cost", json.dumps(request), str(result)]
+        child = subprocess.Popen(command, cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert child.stdout is not None and child.stderr is not None
+        for line in child.stdout:
             on_progress(*map(int, line.split()[1:]))
-        else:
-            last = line
-    problem = child.stderr.read()
-    if child.wait() != 0:
-        raise LmscopeError(f"Timing attention on '{handle.name}' failed: {problem.strip()[-600:]}")
-    fields = json.loads(last)
-    for name in ("lengths", "seconds", "attention_seconds", "peak_bytes"):
-        fields[name] = np.asarray(fields[name], dtype=np.int64 if name == "lengths" else np.float64)
-    return AttentionCost(**fields)
+        problem = child.stderr.read()
+        if child.wait() != 0:
+            raise LmscopeError(f"Timing attention on '{handle.name}' failed: {problem.strip()[-600:]}")
+        return codec.decode(result.read_bytes())
 
 
 COST = CachedProbe(NAME, VERSION, _measure)
@@ -205,29 +202,21 @@ def measure(
     for n in chosen:
         limits.check_range(n, 16, longest, f"context length (tokens; {handle.name} reads at most {longest:,})")
     limits.check_range(window, 1, limits.COST_CONTEXT, "window")
-    machine = f"{platform.node()} {handle.device} {torch.get_num_threads()} threads"
-    return COST.cached(handle, cache, on_progress, lengths=chosen, window=int(window), machine=machine)
+    return COST.cached(
+        handle, cache, on_progress, lengths=chosen, window=int(window), machine=machine_key(handle.device)
+    )
 
 
-def _child(request: dict) -> None:
-    """In the child process: the model loaded, the passes timed, progress and then the result (NaN as null) printed
-    as lines of JSON."""
+def _child(request: dict, result: Path) -> None:
+    """In the child process: the model loaded, the passes timed with progress printed, the result encoded to
+    `result`."""
     torch.set_num_threads(request["threads"])
     handle = load(request["model"])
     cost = measure_here(
         handle, request["lengths"], request["window"], lambda done, total: print(f"progress {done} {total}", flush=True)
     )
-    print(json.dumps({name: _plain(value) for name, value in dataclasses.asdict(cost).items()}), flush=True)
-
-
-def _plain(value: object) -> object:
-    """JSON values from numpy arrays, NaN as null."""
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return None if isinstance(value, float) and value != value else value
+    result.write_bytes(codec.encode(cost))
 
 
 if __name__ == "__main__":
-    _child(json.loads(sys.argv[1]))
+    _child(json.loads(sys.argv[1]), Path(sys.argv[2]))

@@ -28,6 +28,7 @@ from runtime import limits
 from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
+from runtime.machine import machine_key
 from runtime.placement import device_name
 from runtime.probe import CachedProbe
 
@@ -205,7 +206,6 @@ def measure(
             raise LmscopeError(f"A sparsity is at least 0 and below 1 (got {s!r}).")
     for n in tokens:
         limits.check_range(int(n), 1, limits.COST_TOKENS, "token count")
-    machine = f"{platform.node()} {handle.device} {torch.get_num_threads()} threads"
     return COST.cached(
         handle,
         cache,
@@ -213,5 +213,5 @@ def measure(
         layer=int(layer),
         sparsities=[float(s) for s in sparsities],
         tokens=[int(n) for n in tokens],
-        machine=machine,
+        machine=machine_key(handle.device),
     )

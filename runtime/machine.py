@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
+
+import torch
 
 
 def usable_cores() -> int:
@@ -11,3 +14,8 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+def machine_key(device: torch.device) -> str:
+    """The machine a measurement is taken on, as its cache key names it: host, device and torch's threads."""
+    return f"{platform.node()} {device} {torch.get_num_threads()} threads"
