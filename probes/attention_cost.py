@@ -8,8 +8,8 @@ the bundled corpus, for each n, with its attention computed three ways (runtime.
 - window: chunked, each query limited to the last w keys (Mistral's sliding window): time and memory linear in n.
 Each pass is timed whole and in its attention layers, and its peak memory above what was in use before it is read
 (CUDA's allocator statistics on a GPU; on the CPU the resident memory, sampled every millisecond). The passes run in
-a child process of their own (`python -m probes.attention_cost`, its result encoded as the cache encodes results), where the server's other work neither shares the
-memory nor left freed blocks behind, and the allocator hands its free memory back before each pass (glibc's
+a child process of their own (runtime.child), where the server's other work neither shares the memory nor left
+freed blocks behind, and the allocator hands its free memory back before each pass (glibc's
 malloc_trim), so that what the pass allocates shows in the resident memory. The measurement is taken on the machine that serves the
 page, once per machine, and cached: every session sees the same one, which says when and where it was taken. A
 length whose eager scores would not fit in half the free memory is not run eagerly (NaN).
@@ -18,17 +18,12 @@ length whose eager scores would not fit in half the free memory is not run eager
 from __future__ import annotations
 
 import ctypes
-import json
 import platform
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -36,7 +31,7 @@ import torch
 
 from probes import corpus
 from results.attention_cost import AttentionCost
-from runtime import codec, limits
+from runtime import child, limits
 from runtime.cache import Cached, ResultCache
 from runtime.capture import Chunking, chunking, timing
 from runtime.chunked import CHUNK
@@ -61,7 +56,6 @@ SHORT = 512  # lengths up to this are timed best of REPEATS (a pass takes well u
 REPEATS = 3
 SAMPLE_SECONDS = 0.001  # how often the CPU's resident memory is read during a pass
 _TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; elsewhere the memory is read as it is
-_ROOT = Path(__file__).resolve().parents[1]
 Progress = Callable[[int, int], None]
 
 
@@ -161,20 +155,9 @@ def measure_here(handle: ModelHandle, lengths: list[int], window: int, on_progre
 def _measure(
     handle: ModelHandle, lengths: list[int], window: int, machine: str, on_progress: Progress
 ) -> AttentionCost:
-    """Time every length and kind in a child process (`machine` keys the cache only); it reports progress on its
-    output and leaves the result, encoded as the cache stores results, in a file."""
-    with tempfile.TemporaryDirectory() as folder:
-        result = Path(folder) / "cost"
-        request = {"model": handle.name, "lengths": lengths, "window": window, "threads": torch.get_num_threads()}
-        command = [sys.executable, "-m", "probes.attention_cost", json.dumps(request), str(result)]
-        child = subprocess.Popen(command, cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert child.stdout is not None and child.stderr is not None
-        for line in child.stdout:
-            on_progress(*map(int, line.split()[1:]))
-        problem = child.stderr.read()
-        if child.wait() != 0:
-            raise LmscopeError(f"Timing attention on '{handle.name}' failed: {problem.strip()[-600:]}")
-        return codec.decode(result.read_bytes())
+    """Time every length and kind in a child process (`machine` keys the cache only)."""
+    request = {"model": handle.name, "lengths": lengths, "window": window, "threads": torch.get_num_threads()}
+    return child.run(__name__, request, on_progress, f"Timing attention on '{handle.name}'")
 
 
 COST = CachedProbe(NAME, VERSION, _measure)
@@ -207,16 +190,11 @@ def measure(
     )
 
 
-def _child(request: dict, result: Path) -> None:
-    """In the child process: the model loaded, the passes timed with progress printed, the result encoded to
-    `result`."""
+def _in_child(request: dict, on_progress: Progress) -> AttentionCost:
+    """The child's side of `_measure`: the model loaded with the server's thread count, every pass timed."""
     torch.set_num_threads(request["threads"])
-    handle = load(request["model"])
-    cost = measure_here(
-        handle, request["lengths"], request["window"], lambda done, total: print(f"progress {done} {total}", flush=True)
-    )
-    result.write_bytes(codec.encode(cost))
+    return measure_here(load(request["model"]), request["lengths"], request["window"], on_progress)
 
 
 if __name__ == "__main__":
-    _child(json.loads(sys.argv[1]), Path(sys.argv[2]))
+    child.serve(_in_child)

@@ -7,7 +7,7 @@ process of its own, where nothing else draws, written once to the store as a mod
 Its folder is named by a digest of the config, the seed and transformers' version: the same twin on every load,
 process and machine.
 
-Run as `python -m runtime.untrained BASE_FOLDER TARGET_FOLDER SEED` (what `twin_folder` does).
+`twin_folder` runs `_build` in that child (runtime.child).
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, __version__
 
-from runtime.errors import LmscopeError
+from runtime import child
 from runtime.handle import model_class
 from runtime.settings import settings
 from runtime.store_files import built_folder
@@ -31,7 +29,6 @@ UNTRAINED = "@untrained"  # NAME@untrained: the model's untrained twin
 TWIN_SEED = 0
 FOLDER = "untrained"
 MARKER = "lmscope-twin.json"
-_ROOT = Path(__file__).resolve().parents[1]
 
 
 def base_name(name: str) -> str | None:
@@ -57,26 +54,25 @@ def twin_folder(base: str, base_folder: Path, config: PretrainedConfig) -> Path:
     digest = recipe_digest(config)
 
     def build(folder: Path) -> None:
-        command = [sys.executable, "-m", "runtime.untrained", str(base_folder), str(folder), str(TWIN_SEED)]
-        done = subprocess.run(command, cwd=_ROOT, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise LmscopeError(f"The untrained twin of '{base}' could not be built: {done.stderr.strip()[-600:]}")
+        request = {"base_folder": str(base_folder), "target": str(folder), "seed": TWIN_SEED}
+        child.run(__name__, request, lambda *_: None, f"Building the untrained twin of '{base}'")
         (folder / MARKER).write_text(json.dumps({"base": base, "seed": TWIN_SEED, "transformers": __version__}))
 
     name = re.sub(r"[^\w.-]", "_", base)[-60:]
     return built_folder(settings().model_store / FOLDER / f"{name}-{digest}", MARKER, build)
 
 
-def _build(base_folder: Path, target: Path, seed: int) -> None:
-    """In this (child) process: the architecture of base_folder's config, initialised by transformers with torch's
-    generator seeded `seed`, in float32, saved with its tokenizer to `target`."""
+def _build(request: dict, on_progress: child.Progress) -> None:
+    """In the child process: the architecture of the base folder's config, initialised by transformers with torch's
+    generator seeded as asked, in float32, saved with its tokenizer to the target folder."""
+    base_folder, target = Path(request["base_folder"]), Path(request["target"])
     trust = settings().trust_remote_code
     config = AutoConfig.from_pretrained(base_folder, trust_remote_code=trust)
-    torch.manual_seed(seed)
+    torch.manual_seed(request["seed"])
     model = model_class(config).from_config(config, dtype=torch.float32, trust_remote_code=trust)
     model.save_pretrained(target)
     AutoTokenizer.from_pretrained(base_folder, trust_remote_code=trust).save_pretrained(target)
 
 
 if __name__ == "__main__":
-    _build(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))
+    child.serve(_build)
