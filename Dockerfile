@@ -50,7 +50,7 @@ COPY runtime/ runtime/
 COPY probes/ probes/
 COPY viz/ viz/
 COPY views/ views/
-COPY lmscope.py ./
+COPY lmscope/ lmscope/
 RUN python -m lmscope prepare \
     && chmod -R a+rX /opt/lmscope
 

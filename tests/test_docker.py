@@ -94,7 +94,7 @@ def run_step(argv: list[str], env: dict[str, str]) -> None:
 def test_every_package_the_app_imports_is_copied_into_the_image() -> None:
     copied = {arguments.split()[0].rstrip("/") for keyword, arguments in instructions(DOCKERFILE) if keyword == "COPY"}
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
-    assert packages | {"app_pages", "app.py", "lmscope.py"} <= copied
+    assert packages | {"app_pages", "app.py"} <= copied
 
 
 def test_hadolint_passes() -> None:

@@ -31,7 +31,7 @@ LAYERS = {
     "ui": {"ui", "lecture", "views", "probes", "runtime", "viz", "results"},
     "app_pages": {"ui", "lecture", "views", "probes", "runtime", "viz", "results"},
     "app": {"ui"},
-    "lmscope": {"views"},
+    "lmscope": {"lmscope", "views", "runtime", "results"},
 }
 
 
@@ -97,8 +97,8 @@ def test_pyright_is_clean() -> None:
 
 def _modules() -> dict[str, Path]:
     """Every module of lmscope's own code by dotted name (pages by file stem, the entry script as `app`)."""
-    found = {"app": ROOT / "app.py", "lmscope": ROOT / "lmscope.py"}
-    for package in ("results", "runtime", "probes", "viz", "views", "lecture", "ui", "app_pages"):
+    found = {"app": ROOT / "app.py"}
+    for package in ("results", "runtime", "probes", "viz", "views", "lecture", "ui", "app_pages", "lmscope"):
         for path in (ROOT / package).rglob("*.py"):
             name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             found[name.removesuffix(".__init__")] = path

@@ -5,13 +5,37 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import plotly.graph_objects as go
 
 from probes import attention
+from results.attention import AttentionResult
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
-from runtime.models import load
+from views.api import Model, Result, call
 from views.options import model_argument
 from views.registry import Command, View, register
+from viz.attention import attention_heatmap
+
+
+def heatmap(result: AttentionResult, layer: int = 0, head: int = 0, logits: bool = False) -> go.Figure:
+    """One head's attention map (or its pre-softmax scores), as the page draws it."""
+    result.check_head(layer, head)
+    return attention_heatmap(result, layer, head, logits=logits)
+
+
+def run(
+    model: Model, text: str, *, with_logits: bool = False, cache: ResultCache | None = None, progress: bool = True
+) -> Result[AttentionResult]:
+    """Every layer's and head's attention on the text with per-head summaries (`attention.SUMMARIES`); its
+    figure is one head's map: `.figure(layer=3, head=1, logits=False)`."""
+    return call(
+        model,
+        lambda handle, store, _: attention.run(handle, text, store, with_logits=with_logits),
+        heatmap,
+        cache,
+        progress,
+        "attention",
+    )
 
 
 def _arguments(command: argparse.ArgumentParser) -> None:
@@ -29,8 +53,8 @@ def _print(args: argparse.Namespace) -> object:
         raise LmscopeError("Give both --layer and --head to print one head's map.")
     if args.logits and args.layer is None:
         raise LmscopeError("--logits prints one head's pre-softmax scores: give --layer and --head too.")
-    handle = load(args.model)
-    result = attention.run(handle, args.text, ResultCache(), with_logits=args.logits).value
+    done = run(args.model, args.text, with_logits=args.logits, progress=False)
+    handle, result = done.model, done.value
     out = {
         "model": handle.name,
         "fingerprint": handle.fingerprint,

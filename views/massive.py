@@ -11,13 +11,29 @@ import plotly.graph_objects as go
 
 from probes import ablation, activations, corpus
 from probes.nll import perplexity
-from results.activations import Thresholds
+from results.activations import ActivationResult, Thresholds
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.models import load
+from views.api import Model, Result, call
 from views.options import model_argument, threshold_arguments
 from views.registry import Command, Figure, Run, View, register
 from viz.activations import ablation_chart, magnitude_lines, magnitude_surface
+
+
+def run(
+    model: Model, text: str, *, cache: ResultCache | None = None, progress: bool = True
+) -> Result[ActivationResult]:
+    """The largest |h| of every block's output on the text (per layer: largest, median, the top entries with
+    their position and feature); its figure is the largest three and the median by layer, on a log scale."""
+    return call(
+        model,
+        lambda handle, store, _: activations.run(handle, text, store),
+        magnitude_lines,
+        cache,
+        progress,
+        "activations",
+    )
 
 
 def _draw_surface(run: Run) -> go.Figure:
@@ -58,8 +74,8 @@ def _activation_arguments(command: argparse.ArgumentParser) -> None:
 def _print_activations(args: argparse.Namespace) -> object:
     if not 1 <= args.top <= activations.TOP:
         raise LmscopeError(f"--top must be between 1 and {activations.TOP}; got {args.top}.")
-    handle = load(args.model)
-    result = activations.run(handle, args.text, ResultCache()).value
+    done = run(args.model, args.text, progress=False)
+    handle, result = done.model, done.value
     thresholds = Thresholds(args.min_magnitude, args.min_ratio)
     return {
         "model": handle.name,

@@ -10,11 +10,40 @@ import plotly.graph_objects as go
 from probes import moe_loss, moefication, routing
 from results.moefication import EXPERT_COUNTS, ROUTERS, Setting
 from results.routing import LayerRouting, RoutingResult
-from runtime.cache import ResultCache
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
-from runtime.models import load
+from runtime.handle import ModelHandle
+from views.api import Model, Result, call
 from views.registry import Command, Figure, Run, View, register
 from viz.routing import load_figure, loss_by_k_figure, routing_heatmap
+
+
+def heatmap(result: RoutingResult, layer: int | None = None) -> go.Figure:
+    """Each token's router probabilities over the experts at one router (default: the middle one)."""
+    return routing_heatmap(
+        result.router(len(result.layers) // 2 if layer is None else layer), result.tokens, result.model
+    )
+
+
+def run(
+    model: Model,
+    text: str,
+    *,
+    setting: Setting | None = None,
+    cache: ResultCache | None = None,
+    progress: bool = True,
+) -> Result[RoutingResult]:
+    """Every router's probabilities and chosen experts on the text (`setting`: experts, k and router of the MoE
+    derived from SmolLM2, its defaults if None; a real MoE routes by itself); its figure is one router's
+    probabilities: `.figure(layer=3)`."""
+
+    def probe(handle: ModelHandle, store: ResultCache, _: object) -> Cached[RoutingResult]:
+        derived = handle.name == moefication.DERIVED_NAME
+        if setting is not None and not derived:
+            raise LmscopeError("A setting (experts, k, router) is for the derived MoE (smollm2-135m-moefied) only.")
+        return routing.run(handle, text, store, (setting or Setting()) if derived else None)
+
+    return call(model, probe, heatmap, cache, progress, "routing")
 
 
 def _setting(run: Run) -> Setting | None:
@@ -48,22 +77,17 @@ def _arguments(command: argparse.ArgumentParser) -> None:
         "--model", required=True, help="an MoE: Hugging Face id or local folder, or smollm2-135m-moefied"
     )
     command.add_argument("--text", required=True)
-    command.add_argument(
-        "--experts", type=int, help=f"derived MoE: experts per MLP, one of {EXPERT_COUNTS} (16)"
-    )
+    command.add_argument("--experts", type=int, help=f"derived MoE: experts per MLP, one of {EXPERT_COUNTS} (16)")
     command.add_argument("--k", type=int, help="derived MoE: active experts per token (default 4)")
     command.add_argument("--router", choices=ROUTERS, help="derived MoE: fitted router or oracle (fitted)")
 
 
 def _print(args: argparse.Namespace) -> object:
-    handle = load(args.model)
-    derived = handle.name == moefication.DERIVED_NAME
     asked = {"experts": args.experts, "top_k": args.k, "router": args.router}
-    if not derived and any(value is not None for value in asked.values()):
-        raise LmscopeError("--experts, --k and --router set the derived MoE (smollm2-135m-moefied) only.")
     chosen = {name: value for name, value in asked.items() if value is not None}
-    setting = Setting(**chosen) if derived else None
-    result = routing.run(handle, args.text, ResultCache(), setting).value
+    done = run(args.model, args.text, setting=Setting(**chosen) if chosen else None, progress=False)
+    handle, result = done.model, done.value
+    setting = Setting(**chosen) if handle.name == moefication.DERIVED_NAME else None
     out: dict[str, object] = {
         "model": handle.name,
         "fingerprint": handle.fingerprint,

@@ -8,13 +8,23 @@ import plotly.graph_objects as go
 
 from probes import attention, corpus, sinks
 from results.attention import AttentionResult
+from runtime.cache import ResultCache
+from views.api import Model, Result, call
 from views.registry import Figure, Run, View, register
 from viz.sinks import corpus_maps, sink_share_by_layer
 
 
-def share_figure(result: AttentionResult, k: int) -> go.Figure:
+def share_figure(result: AttentionResult, k: int = 4) -> go.Figure:
     """Per layer, the attention on the first token (and on the first k) against an even spread."""
     return sink_share_by_layer(sinks.sink_profile(result), sinks.first_k_share(result, k), k)
+
+
+def run(model: Model, text: str, *, cache: ResultCache | None = None, progress: bool = True) -> Result[AttentionResult]:
+    """The attention on the text, whose sink statistics `probes.sinks.sink_profile` reads; its figure is the share
+    of attention on the first token (and the first k) by layer: `.figure(k=4)`."""
+    return call(
+        model, lambda handle, store, _: attention.run(handle, text, store), share_figure, cache, progress, "sinks"
+    )
 
 
 def shown_layers(wanted: Sequence[int], n_layers: int) -> list[int]:

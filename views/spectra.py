@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from probes import pruning, spectra
 from results.spectra import MatrixSpectrum, ModelSpectra
 from runtime.cache import ResultCache
-from runtime.models import load
+from views.api import Model, Result, call
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
 from viz.pruning import rank_loss_figure
@@ -20,6 +20,17 @@ def esd_with_bulk(chosen: MatrixSpectrum) -> go.Figure:
     """A matrix's eigenvalue histogram with its power-law tail fit and the Marchenko-Pastur bulk of a random
     matrix of its shape and entry variance."""
     return esd_figure(chosen, *spectra.marchenko_pastur(chosen.shape, chosen.std**2))
+
+
+def spectra_figure(result: ModelSpectra, matrix: str | None = None) -> go.Figure:
+    """Alpha of every block matrix by layer, or one matrix's eigenvalue histogram against the random bulk."""
+    return alpha_by_layer(result) if matrix is None else esd_with_bulk(result.get(matrix))
+
+
+def run(model: Model, *, cache: ResultCache | None = None, progress: bool = True) -> Result[ModelSpectra]:
+    """The spectrum of every block weight matrix with its power-law fit; its figure is alpha by layer, or one
+    matrix's spectrum: `.figure(matrix="model.layers.13.mlp.gate_proj")`."""
+    return call(model, spectra.run, spectra_figure, cache, progress, "spectra")
 
 
 def _spectra(run: Run) -> ModelSpectra:
@@ -44,8 +55,8 @@ def _draw_rank_loss(run: Run) -> go.Figure:
 
 
 def _print(args: argparse.Namespace) -> object:
-    handle = load(args.model)
-    result = spectra.run(handle, ResultCache()).value
+    done = run(args.model, progress=False)
+    handle, result = done.model, done.value
     keys = ("name", "kind", "layer", "shape", "alpha", "xmin", "ks_distance", "n_tail", "stable_rank", "spectral_norm")
     return {
         "model": handle.name,
