@@ -6,6 +6,7 @@ import streamlit as st
 
 from probes import attention, corpus, sinks
 from runtime import limits
+from ui.compare import compare_section
 from ui.models import probe_or_stop, probe_with_progress, result_cache, waited
 from ui.scaffold import Need, Setting, start
 from views.sinks import share_figure
@@ -67,6 +68,8 @@ with right:
         height=min(720, 35 * (result.n_layers + 1) + 3),
         column_config={"attention it receives (%)": st.column_config.NumberColumn(format="%.1f")},
     )
+
+compare_section(page, "sinks", page.text)
 
 st.subheader("Sinks and massive activations")
 st.markdown(

@@ -7,6 +7,7 @@ import streamlit as st
 
 from probes import ablation, activations, corpus
 from results.activations import KINDS, Thresholds
+from ui.compare import compare_section
 from ui.models import probe_or_stop, probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from viz.activations import (
@@ -62,6 +63,7 @@ page.show(figure, "layer_figure", f"{result.model}-magnitudes-L{layer}-{view}")
 
 st.subheader("Across layers")
 page.show(magnitude_lines(result), "lines", f"{result.model}-magnitudes-by-layer")
+compare_section(page, "massive", page.text)
 
 st.subheader("The massive activations of your text")
 st.markdown(

@@ -7,6 +7,7 @@ import streamlit as st
 
 from probes import pruning, spectra, updates
 from probes.structured import parse_ints
+from ui.compare import compare_section
 from ui.matrix_choice import matrix_input, model_spectra
 from ui.models import loaded_model, result_cache, waited
 from ui.scaffold import Need, Setting, start
@@ -40,6 +41,7 @@ page.show(
     "grid",
     f"{handle.name}-spectra-{statistic}",
 )
+compare_section(page, "spectra")
 
 st.subheader("Low rank")
 page.show(energy_figure(every), "energy", f"{handle.name}-energy-by-rank")

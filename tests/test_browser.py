@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Page
 
-from tests.browser import WAIT_MS, click_cell, location, look, open_view
+from tests.browser import ARTIFACTS, WAIT_MS, click_cell, location, look, open_view
 
 
 def test_type_text_then_open_the_attention_view(server: str, page: Page) -> None:
@@ -83,6 +83,25 @@ def test_attention_sinks_page_draws_its_charts(server: str, page: Page) -> None:
     plots = page.locator(".js-plotly-plot")
     assert "Sink share by layer" in plots.nth(0).inner_text()
     assert "over 16 sentences of 16 tokens" in plots.nth(3).inner_text()
+
+
+def test_compare_mode_overlays_two_and_three_models_by_relative_depth(server: str, page: Page) -> None:
+    text = "The first token soaks up attention. Later tokens have nowhere else to look."
+    query = urlencode({"text": text, "sentences": 8, "compare": "gemma3-270m,smollm2-135m-instruct@untrained"})
+    look(page, f"{server}/Massive_activations?{query}", charts=6, name="compare-massive-three")
+    chart = page.locator(".js-plotly-plot", has_text="relative depth")
+    drawn = chart.evaluate("el => el.calcdata.map(c => [c[0].trace.name, c.length, c[c.length - 1].x])")
+    assert drawn == [
+        ["smollm2-135m-instruct (30 layers)", 30, 1],
+        ["gemma3-270m (18 layers)", 18, 1],
+        ["smollm2-135m-instruct@untrained (30 layers)", 30, 1],
+    ]
+    assert "compare=gemma3-270m" in location(page)  # the choice stays in the URL
+    look(page, f"{server}/Attention_sinks?{urlencode({'text': text, 'compare': 'gemma3-270m'})}", charts=5)
+    chart = page.locator(".js-plotly-plot", has_text="relative depth")
+    assert chart.evaluate("el => el.data.length") == 2
+    chart.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "compare-sinks-two.png"))
 
 
 def test_massive_activations_surface_renders_in_webgl(server: str, page: Page) -> None:

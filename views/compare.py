@@ -1,5 +1,5 @@
-"""Several models side by side from Python: one per-layer measure of a view, each model's line by relative depth
-(`viz.compare.by_depth`)."""
+"""Several models side by side: a view's per-layer measure of each model, its lines placed by relative depth
+(`viz.compare.by_depth`). The pages' compare choice and the Python API's `compare` draw the same figure."""
 
 from __future__ import annotations
 
@@ -10,13 +10,23 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from probes import activations, attention, spectra
+from probes.batches import Progress
 from probes.sinks import sink_profile
 from results.spectra import ModelSpectra
-from runtime.cache import ResultCache
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
-from views import massive, sinks, spectra
-from views.api import Model, Result
+from runtime.handle import ModelHandle
+from views.api import Model, model_of, progress_bar
 from viz.compare import by_depth
+
+MOST_MODELS = 3  # one chart holds at most this many models
+
+
+def _text(text: str | None) -> str:
+    if text is None:
+        raise LmscopeError("This comparison runs the models on a text: give one.")
+    return text
 
 
 def _mean_alpha(result: ModelSpectra) -> np.ndarray:
@@ -28,10 +38,11 @@ def _mean_alpha(result: ModelSpectra) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Measure:
-    """A view's per-layer measure: how to get the result, which values to draw, and how to label them."""
+    """A view's per-layer measure: the probe that gives the result (handle, text, cache, progress), the values
+    drawn from it, and how they are labelled."""
 
-    run: Callable[[Model, str | None, ResultCache | None, bool], Result]
-    values: Callable[[Any], np.ndarray]  # of the typed result
+    probe: Callable[[ModelHandle, str | None, ResultCache, Progress | None], Cached[Any]]
+    values: Callable[[Any], np.ndarray]  # of the probe's typed result
     title: str
     subtitle: str
     y_title: str
@@ -40,14 +51,14 @@ class Measure:
 
 MEASURES: dict[str, Measure] = {
     "sinks": Measure(
-        lambda model, text, cache, progress: sinks.run(model, _text(text), cache=cache, progress=progress),
+        lambda handle, text, cache, _: attention.run(handle, _text(text), cache),
         lambda result: sink_profile(result).layer_share,
         "Sink share by layer: attention on the first token",
         "Mean over heads and later tokens of the weight on token 0, on the same text.",
         "share of attention on token 0",
     ),
     "massive": Measure(
-        lambda model, text, cache, progress: massive.run(model, _text(text), cache=cache, progress=progress),
+        lambda handle, text, cache, _: activations.run(handle, _text(text), cache),
         lambda result: result.max_abs,
         "Massive activations: the largest |h| of each block's output",
         "On the same text, log scale: a few features reach thousands in a trained decoder.",
@@ -55,7 +66,7 @@ MEASURES: dict[str, Measure] = {
         log_y=True,
     ),
     "spectra": Measure(
-        lambda model, text, cache, progress: spectra.run(model, cache=cache, progress=progress),
+        lambda handle, _, cache, on_progress: spectra.run(handle, cache, on_progress),
         _mean_alpha,
         "Power-law exponent alpha by layer",
         "Mean over each block's matrices of the fitted tail exponent of the eigenvalues of WᵀW.",
@@ -64,10 +75,20 @@ MEASURES: dict[str, Measure] = {
 }
 
 
-def _text(text: str | None) -> str:
-    if text is None:
-        raise LmscopeError("This comparison runs the models on a text: give one.")
-    return text
+def measure(view: str, count: int) -> Measure:
+    """The view's measure, for `count` models; a clear error for an unknown view or too many or too few models."""
+    if view not in MEASURES:
+        raise LmscopeError(f"Unknown comparison '{view}': choose from {', '.join(MEASURES)}.")
+    if not 1 <= count <= MOST_MODELS:
+        raise LmscopeError(f"Compare one to {MOST_MODELS} models; got {count}.")
+    return MEASURES[view]
+
+
+def comparison_figure(view: str, results: Sequence[tuple[str, object]]) -> go.Figure:
+    """The view's measure of each (model name, typed result), one line per model by relative depth."""
+    chosen = measure(view, len(results))
+    lines = [(name, chosen.values(result)) for name, result in results]
+    return by_depth(lines, chosen.title, chosen.y_title, chosen.subtitle, log_y=chosen.log_y)
 
 
 def compare(
@@ -80,11 +101,10 @@ def compare(
 ) -> go.Figure:
     """One line per model of the view's per-layer measure (sinks: the share of attention on token 0; massive: the
     largest |h|; spectra: the mean alpha), layers aligned by relative depth, the hover naming each real layer."""
-    if view not in MEASURES:
-        raise LmscopeError(f"Unknown comparison '{view}': choose from {', '.join(MEASURES)}.")
-    if not 1 <= len(models) <= 3:
-        raise LmscopeError(f"Compare one to three models; got {len(models)}.")
-    measure = MEASURES[view]
-    results = [measure.run(model, text, cache, progress) for model in models]
-    lines = [(result.model.name, measure.values(result.value)) for result in results]
-    return by_depth(lines, measure.title, measure.y_title, measure.subtitle, log_y=measure.log_y)
+    chosen = measure(view, len(models))
+    results = []
+    for model in models:
+        handle = model_of(model)
+        with progress_bar(f"{view} ({handle.name})", progress) as on_progress:
+            results.append((handle.name, chosen.probe(handle, text, cache or ResultCache(), on_progress).value))
+    return comparison_figure(view, results)

@@ -1,0 +1,57 @@
+"""Compare mode on the pages: up to two more models beside the page's own, chosen in the URL, their per-layer
+measure on one chart by relative depth; bad choices in a link are a warning, not an error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from probes import spectra
+from runtime.cache import ResultCache
+from runtime.handle import ModelHandle
+from tests.helpers import chart, open_page, plotly_array, texts
+from views.compare import _mean_alpha
+from viz.compare import relative_depth
+
+TEXT = "The cat sat on the mat. The cat sat on the mat again."
+
+
+def _compared(at: AppTest) -> dict:
+    charts = [chart(at, i) for i in range(len(at.get("plotly_chart")))]
+    found = [c for c in charts if c["layout"]["xaxis"].get("title", {}).get("text", "").startswith("relative depth")]
+    assert len(found) <= 1
+    return found[0] if found else {}
+
+
+def test_relative_depth_puts_the_first_block_at_0_and_the_last_at_1() -> None:
+    np.testing.assert_allclose(relative_depth(30)[[0, 15, 29]], [0, 15 / 29, 1])
+    np.testing.assert_allclose(relative_depth(18)[[0, 17]], [0, 1])
+    assert list(relative_depth(1)) == [0.0]
+
+
+def test_the_spectra_page_compares_alpha_by_layer(smollm2: ModelHandle, minilm: ModelHandle) -> None:
+    at = open_page("app_pages/8_Weight_spectra.py", model=smollm2.name, compare=minilm.name)
+    assert not at.exception and not at.error
+    drawn = _compared(at)
+    assert [t["name"] for t in drawn["data"]] == [f"{smollm2.name} (30 layers)", f"{minilm.name} (6 layers)"]
+    expected = _mean_alpha(spectra.run(minilm, ResultCache()).value)
+    np.testing.assert_allclose(plotly_array(drawn["data"][1]["y"]), expected)
+    assert at.session_state["spectra_compare"] == [minilm.name]
+
+
+@pytest.mark.parametrize(
+    ("compare", "warning"),
+    [
+        ("gemma3-270m,nope", "compare='gemma3-270m,nope' are not all built-in models or their untrained twins"),
+        ("smollm2-135m-instruct", "are not all built-in models"),  # the page's own model is not offered
+        (
+            "gemma3-270m,all-minilm-l6-v2,smollm2-135m-moefied",
+            "cannot be used here (at most 2 models beside the page's own)",
+        ),
+    ],
+)
+def test_a_bad_compare_link_is_a_warning(compare: str, warning: str) -> None:
+    at = open_page("app_pages/4_Attention_sinks.py", model="smollm2-135m-instruct", text=TEXT, compare=compare)
+    assert not at.exception and not at.error
+    assert warning in texts(at.warning) and not _compared(at)
