@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from probes import activations, corpus, distribution, neurons
+from ui.compare import compare_section
 from ui.models import probe_or_stop, probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from views.neurons import block_output_figure
@@ -60,3 +61,4 @@ st.caption(
     f"Over the corpus ({stats.n_tokens:,} tokens, {stats.n_neurons:,} neurons per layer): {np.mean(active):.1%} of neurons "
     f"active per token on average; {int(np.sum(dead * stats.n_neurons)):,} dead neurons in all layers together."
 )
+compare_section(page, "neurons", page.text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import spectra
+from ui.compare import compare_section
 from ui.matrix_choice import matrix_input, model_spectra
 from ui.models import probe_or_stop, result_cache
 from ui.scaffold import Need, Setting, start
@@ -41,3 +42,4 @@ page.show(
     "grid",
     f"{handle.name}-weights-{statistic}",
 )
+compare_section(page, "weights")

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from probes import spectra
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
 from tests.helpers import chart, open_page, plotly_array, texts
-from views.compare import _mean_alpha
+from views.compare import MEASURES
+from views.registry import views
 from viz.compare import relative_depth
 
 TEXT = "The cat sat on the mat. The cat sat on the mat again."
@@ -19,7 +19,7 @@ TEXT = "The cat sat on the mat. The cat sat on the mat again."
 
 def _compared(at: AppTest) -> dict:
     charts = [chart(at, i) for i in range(len(at.get("plotly_chart")))]
-    found = [c for c in charts if c["layout"]["xaxis"].get("title", {}).get("text", "").startswith("relative depth")]
+    found = [c for c in charts if "relative depth" in str(c["layout"].get("xaxis", {}).get("title", ""))]
     assert len(found) <= 1
     return found[0] if found else {}
 
@@ -30,14 +30,30 @@ def test_relative_depth_puts_the_first_block_at_0_and_the_last_at_1() -> None:
     assert list(relative_depth(1)) == [0.0]
 
 
-def test_the_spectra_page_compares_alpha_by_layer(smollm2: ModelHandle, minilm: ModelHandle) -> None:
-    at = open_page("app_pages/8_Weight_spectra.py", model=smollm2.name, compare=minilm.name)
+@pytest.mark.parametrize(
+    ("page", "view"),
+    [
+        ("app_pages/4_Attention_sinks.py", "sinks"),
+        ("app_pages/5_Massive_activations.py", "massive"),
+        ("app_pages/6_Distributions_and_neurons.py", "neurons"),
+        ("app_pages/7_Weight_distributions.py", "weights"),
+        ("app_pages/8_Weight_spectra.py", "spectra"),
+    ],
+)
+def test_each_page_compares_its_per_layer_measure(
+    page: str, view: str, smollm2: ModelHandle, minilm: ModelHandle
+) -> None:
+    at = open_page(page, model=smollm2.name, text=TEXT, compare=minilm.name)
     assert not at.exception and not at.error
     drawn = _compared(at)
     assert [t["name"] for t in drawn["data"]] == [f"{smollm2.name} (30 layers)", f"{minilm.name} (6 layers)"]
-    expected = _mean_alpha(spectra.run(minilm, ResultCache()).value)
-    np.testing.assert_allclose(plotly_array(drawn["data"][1]["y"]), expected)
-    assert at.session_state["spectra_compare"] == [minilm.name]
+    measure = MEASURES[view]
+    for trace, handle in zip(drawn["data"], (smollm2, minilm), strict=True):
+        expected = measure.values(measure.probe(handle, TEXT, ResultCache(), None).value)
+        np.testing.assert_allclose(plotly_array(trace["y"]), expected, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(plotly_array(trace["x"]), relative_depth(handle.n_layers))
+    key = next(v.key for v in views() if v.page == page)
+    assert at.session_state[f"{key}_compare"] == [minilm.name]  # kept per page, as every setting
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from probes import activations, attention, spectra
+from probes import activations, attention, neurons, spectra
 from probes.batches import Progress
 from probes.sinks import sink_profile
 from results.spectra import ModelSpectra
@@ -29,11 +29,12 @@ def _text(text: str | None) -> str:
     return text
 
 
-def _mean_alpha(result: ModelSpectra) -> np.ndarray:
-    """Per layer, the mean power-law exponent of its block matrices (those with a fit)."""
+def layer_mean(result: ModelSpectra, field: str) -> np.ndarray:
+    """Per layer, the mean of a statistic (`alpha`, `kurtosis`, ...) over its block matrices (where finite)."""
     layers = max(m.layer for m in result.matrices) + 1
-    alphas = [[m.alpha for m in result.matrices if m.layer == i and np.isfinite(m.alpha)] for i in range(layers)]
-    return np.asarray([np.mean(a) if a else np.nan for a in alphas], dtype=np.float64)
+    values = [[getattr(m, field) for m in result.matrices if m.layer == i] for i in range(layers)]
+    finite = [[v for v in each if np.isfinite(v)] for each in values]
+    return np.asarray([np.mean(each) if each else np.nan for each in finite], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,24 @@ MEASURES: dict[str, Measure] = {
     ),
     "spectra": Measure(
         lambda handle, _, cache, on_progress: spectra.run(handle, cache, on_progress),
-        _mean_alpha,
+        lambda result: layer_mean(result, "alpha"),
         "Power-law exponent alpha by layer",
         "Mean over each block's matrices of the fitted tail exponent of the eigenvalues of WᵀW.",
         "alpha",
+    ),
+    "weights": Measure(
+        lambda handle, _, cache, on_progress: spectra.run(handle, cache, on_progress),
+        lambda result: layer_mean(result, "kurtosis"),
+        "How Gaussian the weights are: excess kurtosis by layer",
+        "Mean over each block's matrices of the entries' excess kurtosis (0 for Gaussian entries; heavy tails above).",
+        "excess kurtosis",
+    ),
+    "neurons": Measure(
+        lambda handle, text, cache, _: neurons.run(handle, [_text(text)], cache),
+        lambda result: neurons.active_share(result, 0.0),
+        "Active MLP neurons by layer",
+        "Mean over the text's tokens of the share of neurons whose pre-activation z exceeds 0.",
+        "share of neurons active",
     ),
 }
 
@@ -100,7 +115,8 @@ def compare(
     progress: bool = True,
 ) -> go.Figure:
     """One line per model of the view's per-layer measure (sinks: the share of attention on token 0; massive: the
-    largest |h|; spectra: the mean alpha), layers aligned by relative depth, the hover naming each real layer."""
+    largest |h|; spectra: the mean alpha; weights: the mean excess kurtosis; neurons: the share of MLP neurons
+    active on the text), layers aligned by relative depth, the hover naming each real layer."""
     chosen = measure(view, len(models))
     results = []
     for model in models:
