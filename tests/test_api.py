@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,14 +66,16 @@ def test_gemmas_figures_mark_its_sliding_layers_as_the_page_does(gemma3: ModelHa
 
 
 def test_results_go_to_the_users_cache_with_a_progress_bar(
-    minilm: ModelHandle, capsys: pytest.CaptureFixture[str]
+    minilm: ModelHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fresh = ResultCache()  # the user's result cache: LMSCOPE_CACHE_DIR, which conftest points at the run's
-    first = lmscope.spectra(minilm)
-    assert capsys.readouterr().err.count(f"spectra ({minilm.name})") >= 1  # the bar, on stderr off a notebook
+    fresh = ResultCache(tmp_path / "cache")
+    first = lmscope.spectra(minilm, cache=fresh)
+    assert not first.cached and f"spectra ({minilm.name})" in capsys.readouterr().err  # the bar, on stderr here
     again = lmscope.spectra(minilm, cache=fresh)
     assert again.cached and [m.alpha for m in again.matrices] == [m.alpha for m in first.matrices]
     assert f"spectra ({minilm.name})" not in capsys.readouterr().err  # a cache hit reports no progress: no bar
+    lmscope.spectra(minilm, progress=False)  # no cache given: the user's (LMSCOPE_CACHE_DIR; conftest sets the run's)
+    assert lmscope.spectra(minilm, cache=ResultCache(), progress=False).cached
 
 
 def test_compare_aligns_layers_by_relative_depth(smollm2: ModelHandle, gemma3: ModelHandle, cache: ResultCache) -> None:
@@ -94,7 +97,7 @@ def test_compare_aligns_layers_by_relative_depth(smollm2: ModelHandle, gemma3: M
     ("models", "view", "text", "message"),
     [
         (["all-minilm-l6-v2"], "nope", TEXT, "Unknown comparison 'nope': choose from sinks, massive, spectra"),
-        (["all-minilm-l6-v2"] * 4, "spectra", None, "Compare one to three models; got 4"),
+        (["all-minilm-l6-v2"] * 4, "spectra", None, "Compare one to 3 models; got 4"),
         (["all-minilm-l6-v2"], "sinks", None, "runs the models on a text"),
     ],
 )
