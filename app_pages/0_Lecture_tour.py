@@ -47,9 +47,11 @@ if presenter:
 def show(name: str, preset: presets.Preset) -> None:
     """A preset's figure, computed live, with its caption and a link to its view."""
     handle = loaded_model(preset.model)  # the dashboard's own copy, shared rather than loaded a second time
-    if handle is None:
+    others = [loaded_model(name) for name in preset.compare]
+    if handle is None or None in others:  # could not be loaded: already said
         return
-    rendered = waited(preset.title, lambda progress: render(preset, handle, result_cache(), progress))
+    compared = [other for other in others if other is not None]
+    rendered = waited(preset.title, lambda progress: render(preset, handle, result_cache(), progress, compared))
     if presenter:  # the figure as a slide; the caption as large text, which wraps to any screen width
         figure = slide(rendered.figure, 1600, 900).update_layout(width=None, autosize=True)  # the screen's width
         show_figure(figure, page.key(name), name)

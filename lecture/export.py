@@ -16,15 +16,16 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
 from lecture import catalog
 from lecture.checks import Verdict, caption, judge
-from lecture.presets import Preset, view_url
+from lecture.presets import MOST_COMPARED, Preset, view_url
 from lecture.render import Rendered, render
-from runtime import engine
+from runtime import engine, limits
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
@@ -51,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", default="png", help=f"comma-separated, from {', '.join(FORMATS)} (default png)")
     parser.add_argument("--size", default="1920x1080", help="WIDTHxHEIGHT in pixels (default 1920x1080)")
     parser.add_argument("--model", help="run every preset on this model instead of its own")
+    parser.add_argument(
+        "--compare",
+        help="the models a comparing preset draws instead of its own, commas between (the first is its model; at "
+        "most 3)",
+    )
     parser.add_argument("--no-titles", action="store_true", help="leave out each figure's title and subtitle")
     parser.add_argument("--no-captions", action="store_true", help="leave out the caption under each figure")
     return parser
@@ -95,6 +101,20 @@ def writable_folder(path: Path) -> Path:
     except OSError as exc:
         raise LmscopeError(f"Cannot write to the output folder {path}: {exc.strerror or exc}.") from exc
     return path.resolve()
+
+
+def models_of(preset: Preset, model: str | None, compare: Sequence[str]) -> list[str]:
+    """The models a preset is drawn on: its own (or `model`), then for a comparing preset the ones it compares (or
+    all of them from `compare`)."""
+    if not preset.compare:
+        if compare:
+            raise LmscopeError(f"{preset.name} draws one model: run it on another with --model, not --compare.")
+        return [model or preset.model]
+    chosen = list(compare) or [model or preset.model, *preset.compare]
+    limits.check_count(chosen, 1 + MOST_COMPARED, "models to compare")
+    if len(set(chosen)) < len(chosen):
+        raise LmscopeError(f"--compare names a model twice: {', '.join(chosen)}.")
+    return chosen
 
 
 def _entry(rendered: Rendered, files: dict[str, str], verdict: Verdict, seconds: float) -> dict:
@@ -168,9 +188,10 @@ def export(
     cache: ResultCache,
     command: str = "",
     handles: dict[str, ModelHandle] | None = None,
+    compare: Sequence[str] = (),
 ) -> dict:
-    """Render and write every chosen preset, on its own model or on `model`; returns the index (also written as
-    index.json and index.md).
+    """Render and write every chosen preset, on its own model or on `model`, a comparing preset on its own models
+    or on `compare` (its model first); returns the index (also written as index.json and index.md).
 
     A preset that fails is reported on stderr and in the index; the others are still written. `handles`: models
     already loaded, by name; each other model is loaded once for this export."""
@@ -179,9 +200,10 @@ def export(
     handles = dict(handles or {})
     for preset in chosen:
         try:
-            name = model or preset.model
-            handle = handles[name] = handles.get(name) or load(name)
-            rendered = render(preset, handle, cache)
+            names = models_of(preset, model, compare)
+            for name in names:
+                handles[name] = handles.get(name) or load(name)
+            rendered = render(preset, handles[names[0]], cache, others=[handles[name] for name in names[1:]])
             verdict = judge(rendered)
             if verdict.ok is False:
                 print(f"warning: preset {preset.name} on {rendered.model}: {verdict.finding}", file=sys.stderr)
@@ -241,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 cache,
                 command,
                 handles,
+                [name.strip() for name in (args.compare or "").split(",") if name.strip()],
             )
         finally:
             cache.close()

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from runtime.builtin import BUILTINS, DERIVED
 from runtime.errors import LmscopeError
+from views.compare import comparable_models
 from views.registry import url_path
 
 PATH = Path(__file__).with_name("presets.toml")
@@ -24,9 +25,10 @@ PATH = Path(__file__).with_name("presets.toml")
 _TOP_KEYS = {"model", "texts", "section", "preset"}
 _SECTION_KEYS = {"id", "title", "text"}
 _PRESET_REQUIRED = {"name", "version", "section", "title", "caption", "figure"}
-_PRESET_KEYS = _PRESET_REQUIRED | {"model", "text", "options", "query"}
+_PRESET_KEYS = _PRESET_REQUIRED | {"model", "text", "options", "query", "compare"}
 # The page reads these from the preset's own fields, so a query table may not set them a second time.
-_FROM_FIELDS = {"model", "text"}
+_FROM_FIELDS = {"model", "text", "compare"}
+MOST_COMPARED = 2  # models a comparing preset draws beside its own
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Preset:
     options: Mapping[str, object]
     page: str
     query: Mapping[str, str]
+    compare: tuple[str, ...] = ()  # the models a comparing figure draws beside `model`
 
 
 def view_url(page: str, query: Mapping[str, str]) -> str:
@@ -117,7 +120,27 @@ def _sections(path: Path, data: dict) -> list[tuple[str, str, str]]:
     return found
 
 
-def _preset(path: Path, table: object, index: int, data: dict, sections: set[str], pages: Mapping[str, str]) -> Preset:
+def _compared(path: Path, where: str, fields: dict, model: str, compares: bool) -> tuple[str, ...]:
+    """The models a preset compares with its own: given exactly when its figure compares, known, at most
+    MOST_COMPARED, none of them its own."""
+    names = fields.get("compare", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _fail(path, where, "'compare' must be a list of model names")
+    if compares != bool(names):
+        need = "names the models it compares (compare = [...])" if compares else "draws one model: drop 'compare'"
+        raise _fail(path, where, f"its figure {need}")
+    known = comparable_models()
+    for name in names:
+        if name not in known or name == model:
+            raise _fail(path, where, f"compare: {name!r} is not another built-in model or twin ({', '.join(known)})")
+    if len(names) > MOST_COMPARED:
+        raise _fail(path, where, f"compare: at most {MOST_COMPARED} models beside its own")
+    return tuple(names)
+
+
+def _preset(
+    path: Path, table: object, index: int, data: dict, sections: set[str], pages: Mapping[str, tuple[str, bool]]
+) -> Preset:
     """One [[preset]] table, checked field by field."""
     where = f"preset {index + 1}"
     fields = _check_keys(path, where, table, _PRESET_KEYS, _PRESET_REQUIRED)
@@ -132,6 +155,7 @@ def _preset(path: Path, table: object, index: int, data: dict, sections: set[str
     figure = _text_field(path, where, fields, "figure")
     if figure not in pages:
         raise _fail(path, where, f"unknown figure '{figure}' (figures: {', '.join(sorted(pages))})")
+    page, compares = pages[figure]
     model = fields.get("model", data.get("model"))
     if model not in {*BUILTINS, *DERIVED}:
         raise _fail(
@@ -150,7 +174,9 @@ def _preset(path: Path, table: object, index: int, data: dict, sections: set[str
     repeated = sorted(_FROM_FIELDS & set(query))
     if repeated:
         raise _fail(path, where, f"query may not set {', '.join(repeated)}: they come from the preset's own fields")
+    compare = _compared(path, where, fields, model, compares)
     url = {"model": model, **({"text": text} if text is not None else {})}
+    url |= {"compare": ",".join(compare)} if compare else {}
     url |= {key: _query_value(path, where, key, value) for key, value in query.items()}
     return Preset(
         name=name,
@@ -162,13 +188,15 @@ def _preset(path: Path, table: object, index: int, data: dict, sections: set[str
         model=model,
         text=text,
         options=MappingProxyType(dict(options)),
-        page=pages[figure],
+        page=page,
         query=MappingProxyType(url),
+        compare=compare,
     )
 
 
-def load(path: Path, pages: Mapping[str, str]) -> Lecture:
-    """Read and check a presets file (pages: the page of each figure a preset may name); any problem is
+def load(path: Path, pages: Mapping[str, tuple[str, bool]]) -> Lecture:
+    """Read and check a presets file (pages: the page of each figure a preset may name, and whether the figure
+    compares models); any problem is
     an LmscopeError naming the file, the preset and the field."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

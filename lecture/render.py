@@ -8,6 +8,7 @@ was made, and the checks that the caption's claims hold on the results.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -46,6 +47,7 @@ class Rendered:
     cached: bool  # every probe result came from the disk cache
     query: dict[str, str] = field(default_factory=dict)  # preset.query, with the model and what the render picked
     results: dict[str, object] = field(default_factory=dict)  # the probe results drawn, by name (what checks read)
+    others: tuple[ModelHandle, ...] = ()  # the models a comparing figure drew beside `handle`
 
     @property
     def model(self) -> str:
@@ -87,10 +89,20 @@ def _plain(value: object) -> object:
     return value
 
 
-def render(preset: Preset, handle: ModelHandle, cache: ResultCache, on_progress: Progress | None = None) -> Rendered:
-    """Run the preset's probes (through the disk cache) on the loaded model and draw its figure."""
+def render(
+    preset: Preset,
+    handle: ModelHandle,
+    cache: ResultCache,
+    on_progress: Progress | None = None,
+    others: Sequence[ModelHandle] = (),
+) -> Rendered:
+    """Run the preset's probes (through the disk cache) on the loaded model, and for a comparing figure on the
+    `others` (its `compare` models, loaded by the caller), and draw its figure."""
     view, figure_kind = figures()[preset.figure]
-    run = Run(handle, preset.options, preset.text, cache, on_progress, label=f"Preset '{preset.name}'")
+    if figure_kind.compares != bool(others):
+        wanted = "the models it compares" if figure_kind.compares else "one model only"
+        raise LmscopeError(f"Preset '{preset.name}' draws {wanted}.")
+    run = Run(handle, preset.options, preset.text, cache, on_progress, f"Preset '{preset.name}'", others=tuple(others))
     started = time.perf_counter()
     figure = figure_kind.draw(run)
     seconds = time.perf_counter() - started
@@ -107,6 +119,7 @@ def render(preset: Preset, handle: ModelHandle, cache: ResultCache, on_progress:
         "figure": preset.figure,
         "view": view.key,
         "model": handle.name,
+        **({"compare": [other.name for other in others]} if others else {}),
         "text": preset.text,
         "options": {key: _plain(value) for key, value in run.used.items()},
         "picked": {key: _plain(value) for key, value in run.picked.items()},
@@ -115,6 +128,7 @@ def render(preset: Preset, handle: ModelHandle, cache: ResultCache, on_progress:
         },
     }
     query = {**preset.query, "model": handle.name, **{key: str(value) for key, value in run.picked.items()}}
+    query |= {"compare": ",".join(other.name for other in others)} if others else {}
     return Rendered(
         preset=preset,
         figure=figure,
@@ -124,4 +138,5 @@ def render(preset: Preset, handle: ModelHandle, cache: ResultCache, on_progress:
         cached=bool(run.hits) and all(run.hits),
         query=query,
         results=run.results,
+        others=tuple(others),
     )

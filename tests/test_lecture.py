@@ -25,6 +25,7 @@ from probes.text import encode
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
+from runtime.models import load
 from tests.conftest import ROOT
 from tests.helpers import direct, open_page, plotly_array, texts
 from views.registry import figure_pages, figures
@@ -57,10 +58,19 @@ def lecture_cache() -> ResultCache:
 
 
 @pytest.fixture(scope="module")
-def rendered(smollm2: ModelHandle, moefied: ModelHandle, lecture_cache: ResultCache) -> dict[str, Rendered]:
-    """Every preset rendered once on its own model (the session's models shared)."""
-    handles = {smollm2.name: smollm2, moefied.name: moefied}
-    return {name: render(preset, handles[preset.model], lecture_cache) for name, preset in catalog.presets().items()}
+def rendered(
+    smollm2: ModelHandle, moefied: ModelHandle, gemma3: ModelHandle, lecture_cache: ResultCache
+) -> dict[str, Rendered]:
+    """Every preset rendered once on its own models (the session's models shared)."""
+    handles = {smollm2.name: smollm2, moefied.name: moefied, gemma3.name: gemma3}
+
+    def loaded(name: str) -> ModelHandle:
+        return handles.setdefault(name, handles.get(name) or load(name))
+
+    return {
+        name: render(preset, loaded(preset.model), lecture_cache, others=[loaded(n) for n in preset.compare])
+        for name, preset in catalog.presets().items()
+    }
 
 
 def _z(trace: object) -> np.ndarray:
@@ -126,7 +136,9 @@ def _names_read(page: Path) -> set[str]:
             carried = not any(k.arg == "url" and ast.unparse(k.value) == "False" for k in node.keywords)
             if func == "Setting" and carried and isinstance(node.args[0], ast.Constant):
                 names.add(node.args[0].value)
-            names |= {"head_inputs": {"layer", "head"}, "matrix_input": {"matrix"}}.get(func, set())
+            names |= {"head_inputs": {"layer", "head"}, "matrix_input": {"matrix"}, "compare_section": {"compare"}}.get(
+                func, set()
+            )
     return names
 
 
@@ -489,6 +501,41 @@ def test_the_sinks_page_opens_on_the_same_corpus_figure(rendered: dict[str, Rend
     spec = json.loads(at.get("plotly_chart")[-1].proto.spec)
     for drawn, trace in zip(spec["data"], done.figure.data):
         np.testing.assert_allclose(plotly_array(drawn["z"]), _z(trace), rtol=1e-6)
+
+
+COMPARING = ("sinks-every-decoder", "massive-every-decoder")
+
+
+@pytest.mark.parametrize("name", COMPARING)
+def test_a_comparing_preset_draws_and_checks_every_model(name: str, rendered: dict[str, Rendered]) -> None:
+    done = rendered[name]
+    models = [done.model, *done.preset.compare]
+    assert [o.name for o in done.others] == list(done.preset.compare) and done.settings["compare"] == models[1:]
+    assert [trace.name.split(" (")[0] for trace in done.figure.data] == models  # one line per model
+    assert set(done.results) == set(models)  # each model's result kept for the check
+    assert all(model.split("@")[0] in judge(done).finding for model in models)  # checked on each model
+    at = open_page(done.preset.page, **done.query)  # the page opens on the same comparison
+    assert not at.exception and not at.error
+    spec = next(
+        json.loads(c.proto.spec)
+        for c in at.get("plotly_chart")
+        if "relative depth" in json.loads(c.proto.spec)["layout"].get("xaxis", {}).get("title", {}).get("text", "")
+    )
+    for drawn, trace in zip(spec["data"], done.figure.data, strict=True):
+        np.testing.assert_allclose(plotly_array(drawn["y"]), np.asarray(trace.y, dtype=np.float64), rtol=1e-9)
+
+
+def test_export_compares_the_models_it_is_given(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--preset", "massive-every-decoder,heads-induction", "--out", str(tmp_path), "--format", "svg"]
+    assert export.main([*argv, "--compare", "gemma3-270m,smollm2-135m-instruct"]) == 1  # heads-induction: one model
+    index = json.loads((tmp_path / "index.json").read_text())
+    (figure,) = index["figures"]
+    assert figure["settings"]["model"] == "gemma3-270m" and figure["settings"]["compare"] == ["smollm2-135m-instruct"]
+    assert "compare=smollm2-135m-instruct" in figure["url"]
+    assert "Measured on gemma3-270m" in figure["caption"]  # written for SmolLM2, checked on each model drawn
+    assert "heads-induction draws one model: run it on another with --model" in index["errors"][0]["error"]
+    assert "gemma3-270m" in (tmp_path / "massive-every-decoder.svg").read_text()
+    capsys.readouterr()
 
 
 # ---- slides -------------------------------------------------------------------------------------------------

@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from runtime.builtin import BUILTINS, DERIVED
 from runtime.errors import LmscopeError
-from runtime.untrained import twin_names
 from ui.models import loaded_model, result_cache, waited
 from ui.scaffold import Page, Setting
-from views.compare import MOST_MODELS, comparison_figure, measure
+from views.compare import MOST_MODELS, comparable_models, comparison_figure, measure
 
 OTHERS = MOST_MODELS - 1  # models chosen beside the page's own
-
-
-def comparable(current: str) -> list[str]:
-    """The models a page offers to compare with: the built-ins, the derived MoE and the built-ins' untrained
-    twins, the page's own model left out."""
-    return [name for name in [*BUILTINS, *DERIVED, *twin_names(list(BUILTINS))] if name != current]
 
 
 def _at_most(chosen: list[str]) -> None:
@@ -34,7 +26,7 @@ def compare_section(page: Page, view: str, text: str | None = None) -> None:
             "compare",
             "multi",
             [],
-            options=comparable(page.handle.name),
+            options=[name for name in comparable_models() if name != page.handle.name],
             check=_at_most,
             allowed="built-in models or their untrained twins",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -14,13 +15,22 @@ from probes import activations, attention, neurons, spectra
 from probes.batches import Progress
 from probes.sinks import sink_profile
 from results.spectra import ModelSpectra
+from runtime.builtin import BUILTINS, DERIVED
 from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
+from runtime.untrained import twin_names
 from views.api import Model, model_of, progress_bar
+from views.registry import Figure, Run
 from viz.compare import by_depth
 
 MOST_MODELS = 3  # one chart holds at most this many models
+
+
+def comparable_models() -> list[str]:
+    """The models a page or a lecture preset offers to compare: the built-ins, the derived MoE and the built-ins'
+    untrained twins."""
+    return [*BUILTINS, *DERIVED, *twin_names(list(BUILTINS))]
 
 
 def _text(text: str | None) -> str:
@@ -104,6 +114,21 @@ def comparison_figure(view: str, results: Sequence[tuple[str, object]]) -> go.Fi
     chosen = measure(view, len(results))
     lines = [(name, chosen.values(result)) for name, result in results]
     return by_depth(lines, chosen.title, chosen.y_title, chosen.subtitle, log_y=chosen.log_y)
+
+
+def depth_figure(name: str, view: str, probes: tuple[ModuleType, ...]) -> Figure:
+    """A preset figure of the view's measure on the run's model and the ones it compares (`Run.others`), each
+    model's result kept under its name for the caption's check."""
+
+    def draw(run: Run) -> go.Figure:
+        chosen = measure(view, 1 + len(run.others))
+        results = [
+            (handle.name, run.keep(handle.name, chosen.probe(handle, run.text_value, run.cache, run.on_progress)))
+            for handle in (run.handle, *run.others)
+        ]
+        return comparison_figure(view, results)
+
+    return Figure(name, draw, probes, compares=True)
 
 
 def compare(

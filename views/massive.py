@@ -16,6 +16,7 @@ from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.models import load
 from views.api import Model, Result, call
+from views.compare import depth_figure
 from views.options import model_argument, threshold_arguments
 from views.registry import Command, Figure, Run, View, register
 from viz.activations import ablation_chart, magnitude_lines, magnitude_surface
@@ -170,6 +171,7 @@ VIEW = register(
             Figure("magnitude_surface", _draw_surface, (activations,)),
             Figure("magnitude_lines", _draw_lines, (activations,)),
             Figure("ablation_bars", _draw_ablation, (activations, ablation)),
+            depth_figure("massive_by_depth", "massive", (activations,)),
         ),
     )
 )

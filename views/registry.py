@@ -37,6 +37,7 @@ class Run:
     cache: ResultCache
     on_progress: Progress | None = None
     label: str = "this figure"  # who asked, for error messages ("Preset 'x'")
+    others: tuple[ModelHandle, ...] = ()  # the models a comparing figure draws beside `handle`
     hits: list[bool] = field(default_factory=list)
     results: dict[str, object] = field(default_factory=dict)
     used: dict[str, object] = field(default_factory=dict)
@@ -123,6 +124,7 @@ class Figure:
     name: str
     draw: Callable[[Run], go.Figure]
     probes: tuple[ModuleType, ...] = ()
+    compares: bool = False  # draws `Run.others` beside the model: its preset names them (`compare`)
 
 
 @dataclass(frozen=True)
@@ -205,9 +207,10 @@ def figures() -> dict[str, tuple[View, Figure]]:
     return {f.name: (v, f) for v in views() for f in v.figures}
 
 
-def figure_pages() -> dict[str, str]:
-    """The page of each preset figure, by figure name (what a preset file is checked against)."""
-    return {name: view.page for name, (view, _) in figures().items()}
+def figure_pages() -> dict[str, tuple[str, bool]]:
+    """The page of each preset figure and whether it compares models, by figure name (what a preset file is
+    checked against)."""
+    return {name: (view.page, figure.compares) for name, (view, figure) in figures().items()}
 
 
 def commands() -> Sequence[Command]:

@@ -10,6 +10,7 @@ from probes import attention, corpus, sinks
 from results.attention import AttentionResult
 from runtime.cache import ResultCache
 from views.api import Model, Result, call
+from views.compare import depth_figure
 from views.registry import Figure, Run, View, register
 from viz.sinks import corpus_maps, sink_share_by_layer
 
@@ -67,6 +68,7 @@ VIEW = register(
         figures=(
             Figure("corpus_average_maps", _draw_corpus_maps, (sinks,)),
             Figure("sink_share", _draw_share, (attention, sinks)),
+            depth_figure("sinks_by_depth", "sinks", (attention,)),
         ),
     )
 )

@@ -8,6 +8,8 @@ from lecture.render import Rendered
 from probes import sinks
 from results.attention import AttentionResult
 from results.sinks import CorpusAttention
+from runtime.untrained import base_name
+from viz.compare import relative_depth
 
 
 def column_means(values: np.ndarray) -> np.ndarray:
@@ -53,7 +55,26 @@ def sink_share(rendered: Rendered) -> str:
     )
 
 
+def every_decoder(rendered: Rendered) -> str:
+    """Past the first third of its depth, each trained model puts at least 35% and 3x the even share of its
+    attention on token 0; each untrained twin at most 1.5x the even share."""
+    found = []
+    for handle in (rendered.handle, *rendered.others):
+        profile = sinks.sink_profile(rendered.result(handle.name, AttentionResult))
+        deep = profile.layer_share[relative_depth(len(profile.layer_share)) >= 1 / 3]
+        share, even = float(deep.mean()), profile.uniform_share
+        if base_name(handle.name) is None and (share < 0.35 or share < 3 * even):
+            raise rendered.fail(
+                f"{handle.name} puts {share:.0%} on token 0 past a third of its depth (even: {even:.0%})"
+            )
+        if base_name(handle.name) is not None and share > 1.5 * even:
+            raise rendered.fail(f"the untrained {handle.name} puts {share:.0%} on token 0 (even: {even:.0%})")
+        found.append(f"{handle.name}: {share:.0%} on token 0 past a third of its depth ({share / even:.1f}x even)")
+    return "; ".join(found)
+
+
 CHECKS = {
     "corpus_average_maps": corpus_maps,
     "sink_share": sink_share,
+    "sinks_by_depth": every_decoder,
 }

@@ -6,6 +6,7 @@ import numpy as np
 
 from lecture.render import Rendered
 from results.activations import Ablation, ActivationResult, LayerActivations, Thresholds
+from runtime.untrained import base_name
 
 
 def perplexities(done: Ablation) -> dict[str, float]:
@@ -58,8 +59,25 @@ def ablation_bars(rendered: Rendered) -> str:
     )
 
 
+def every_decoder(rendered: Rendered) -> str:
+    """Each trained model has massive activations (|h| >= 1,000, and >= 1,000x its layer's median in some layer);
+    each untrained twin has none (|h| < 10)."""
+    found = []
+    for handle in (rendered.handle, *rendered.others):
+        result = rendered.result(handle.name, ActivationResult)
+        peak = int(np.argmax(result.max_abs))
+        top, ratio = float(result.max_abs[peak]), float(np.max(result.max_abs / result.median_abs))
+        if base_name(handle.name) is None and (top < 1000 or ratio < 1000):
+            raise rendered.fail(f"{handle.name}'s largest |h| is {top:,.0f} (at most {ratio:,.0f}x a median)")
+        if base_name(handle.name) is not None and top >= 10:
+            raise rendered.fail(f"the untrained {handle.name} has |h| = {top:,.1f}")
+        found.append(f"{handle.name}: largest |h| {top:,.0f} at layer {peak}, up to {ratio:,.0f}x its layer's median")
+    return "; ".join(found)
+
+
 CHECKS = {
     "magnitude_surface": surface,
     "magnitude_lines": lines,
     "ablation_bars": ablation_bars,
+    "massive_by_depth": every_decoder,
 }
