@@ -91,10 +91,11 @@ def test_compare_mode_overlays_two_and_three_models_by_relative_depth(server: st
     look(page, f"{server}/Massive_activations?{query}", charts=6, name="compare-massive-three")
     chart = page.locator(".js-plotly-plot", has_text="relative depth")
     drawn = chart.evaluate("el => el.calcdata.map(c => [c[0].trace.name, c.length, c[c.length - 1].x])")
-    assert drawn == [
-        ["smollm2-135m-instruct (30 layers)", 30, 1],
-        ["gemma3-270m (18 layers)", 18, 1],
-        ["smollm2-135m-instruct@untrained (30 layers)", 30, 1],
+    layers = {"smollm2-135m-instruct": 30, "gemma3-270m": 18, "smollm2-135m-instruct@untrained": 30}
+    assert drawn == [  # top 1, top 2 and the median of each model, by relative depth
+        [f"{model} ({n} layers): {series}", n, 1]
+        for model, n in layers.items()
+        for series in ("top 1", "top 2", "median")
     ]
     assert "compare=gemma3-270m" in location(page)  # the choice stays in the URL
     look(page, f"{server}/Attention_sinks?{urlencode({'text': text, 'compare': 'gemma3-270m'})}", charts=5)

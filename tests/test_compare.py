@@ -46,11 +46,19 @@ def test_each_page_compares_its_per_layer_measure(
     at = open_page(page, model=smollm2.name, text=TEXT, compare=minilm.name)
     assert not at.exception and not at.error
     drawn = _compared(at)
-    assert [t["name"] for t in drawn["data"]] == [f"{smollm2.name} (30 layers)", f"{minilm.name} (6 layers)"]
     measure = MEASURES[view]
-    for trace, handle in zip(drawn["data"], (smollm2, minilm), strict=True):
-        expected = measure.values(measure.probe(handle, TEXT, ResultCache(), None).value)
-        np.testing.assert_allclose(plotly_array(trace["y"]), expected, rtol=1e-12, equal_nan=True)
+    expected = [  # each model's series in order: (its name and layers, the values)
+        (handle, label, values)
+        for handle in (smollm2, minilm)
+        for label, values in measure.values(measure.probe(handle, TEXT, ResultCache(), None).value).items()
+    ]
+    assert len(drawn["data"]) == len(expected)
+    for trace, (handle, label, values) in zip(drawn["data"], expected, strict=True):
+        assert (
+            trace["name"].startswith(f"{handle.name} ({handle.n_layers} layers)")
+            and trace["legendgroup"] == handle.name
+        )
+        np.testing.assert_allclose(plotly_array(trace["y"]), values, rtol=1e-12, equal_nan=True)
         np.testing.assert_allclose(plotly_array(trace["x"]), relative_depth(handle.n_layers))
     key = next(v.key for v in views() if v.page == page)
     assert at.session_state[f"{key}_compare"] == [minilm.name]  # kept per page, as every setting

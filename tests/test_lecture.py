@@ -511,7 +511,7 @@ def test_a_comparing_preset_draws_and_checks_every_model(name: str, rendered: di
     done = rendered[name]
     models = [done.model, *done.preset.compare]
     assert [o.name for o in done.others] == list(done.preset.compare) and done.settings["compare"] == models[1:]
-    assert [trace.name.split(" (")[0] for trace in done.figure.data] == models  # one line per model
+    assert list(dict.fromkeys(trace.legendgroup for trace in done.figure.data)) == models  # each model's lines
     assert set(done.results) == set(models)  # each model's result kept for the check
     assert all(model.split("@")[0] in judge(done).finding for model in models)  # checked on each model
     at = open_page(done.preset.page, **done.query)  # the page opens on the same comparison

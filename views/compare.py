@@ -53,7 +53,7 @@ class Measure:
     drawn from it, and how they are labelled."""
 
     probe: Callable[[ModelHandle, str | None, ResultCache, Progress | None], Cached[Any]]
-    values: Callable[[Any], np.ndarray]  # of the probe's typed result
+    values: Callable[[Any], dict[str, np.ndarray]]  # series by label, from the probe's typed result
     title: str
     subtitle: str
     y_title: str
@@ -63,36 +63,37 @@ class Measure:
 MEASURES: dict[str, Measure] = {
     "sinks": Measure(
         lambda handle, text, cache, _: attention.run(handle, _text(text), cache),
-        lambda result: sink_profile(result).layer_share,
+        lambda result: {"token 0": sink_profile(result).layer_share},
         "Sink share by layer: attention on the first token",
         "Mean over heads and later tokens of the weight on token 0, on the same text.",
         "share of attention on token 0",
     ),
     "massive": Measure(
         lambda handle, text, cache, _: activations.run(handle, _text(text), cache),
-        lambda result: result.max_abs,
+        lambda result: {"top 1": result.max_abs, "top 2": result.ranked(2), "median": result.median_abs},
         "Massive activations: the largest |h| of each block's output",
-        "On the same text, log scale: a few features reach thousands in a trained decoder.",
-        "largest |h|",
+        "On the same text, log scale: top 1 (solid), top 2 (dashed) and the median (dotted). A few features reach "
+        "thousands in a trained decoder.",
+        "|h|",
         log_y=True,
     ),
     "spectra": Measure(
         lambda handle, _, cache, on_progress: spectra.run(handle, cache, on_progress),
-        lambda result: layer_mean(result, "alpha"),
+        lambda result: {"alpha": layer_mean(result, "alpha")},
         "Power-law exponent alpha by layer",
         "Mean over each block's matrices of the fitted tail exponent of the eigenvalues of WᵀW.",
         "alpha",
     ),
     "weights": Measure(
         lambda handle, _, cache, on_progress: spectra.run(handle, cache, on_progress),
-        lambda result: layer_mean(result, "kurtosis"),
+        lambda result: {"kurtosis": layer_mean(result, "kurtosis")},
         "How Gaussian the weights are: excess kurtosis by layer",
         "Mean over each block's matrices of the entries' excess kurtosis (0 for Gaussian entries; heavy tails above).",
         "excess kurtosis",
     ),
     "neurons": Measure(
         lambda handle, text, cache, _: neurons.run(handle, [_text(text)], cache),
-        lambda result: neurons.active_share(result, 0.0),
+        lambda result: {"active": neurons.active_share(result, 0.0)},
         "Active MLP neurons by layer",
         "Mean over the text's tokens of the share of neurons whose pre-activation z exceeds 0.",
         "share of neurons active",
