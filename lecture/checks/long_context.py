@@ -72,9 +72,11 @@ def budget_loss(rendered: Rendered) -> str:
 def attention_cost(rendered: Rendered) -> str:
     cost = rendered.result("cost", AttentionCost)
     slopes = {kind: cost.exponent(kind) for kind in ("eager", "chunked", "window")}
-    # Chunked full attention nears n² from below: over a few chunks, causal chunks skip part of the square.
+    # Chunked full attention nears n² from below: over a few chunks, causal chunks skip part of the square. The
+    # window's exponent is about 1 on a quiet machine (0.93 alone) and up to 1.31 beside another busy process
+    # (the suite's other worker): the claim is the gap, full attention well above the window.
     eager, chunked, window = slopes.values()
-    if not (eager > 1.6 and chunked > 1.3 > window and chunked > window + 0.3):
+    if not (eager > 1.6 and chunked > 1.3 and window < 1.5 and chunked > window + 0.3):
         raise rendered.fail(
             f"attention time exponents {slopes} are not about 2 for full attention and 1 for the window"
         )
