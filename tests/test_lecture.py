@@ -65,7 +65,9 @@ def rendered(
     handles = {smollm2.name: smollm2, moefied.name: moefied, gemma3.name: gemma3}
 
     def loaded(name: str) -> ModelHandle:
-        return handles.setdefault(name, handles.get(name) or load(name))
+        if name not in handles:
+            handles[name] = load(name)
+        return handles[name]
 
     return {
         name: render(preset, loaded(preset.model), lecture_cache, others=[loaded(n) for n in preset.compare])

@@ -47,6 +47,11 @@ def layer_mean(result: ModelSpectra, field: str) -> np.ndarray:
     return np.asarray([np.mean(each) if each else np.nan for each in finite], dtype=np.float64)
 
 
+def _spectra(handle: ModelHandle, _: str | None, cache: ResultCache, on_progress: Progress | None) -> Cached[Any]:
+    """Every block matrix's spectrum and entry statistics (alpha and kurtosis read the same result)."""
+    return spectra.run(handle, cache, on_progress)
+
+
 @dataclass(frozen=True)
 class Measure:
     """A view's per-layer measure: the probe that gives the result (handle, text, cache, progress), the values
@@ -78,14 +83,14 @@ MEASURES: dict[str, Measure] = {
         log_y=True,
     ),
     "spectra": Measure(
-        lambda handle, _, cache, on_progress: spectra.run(handle, cache, on_progress),
+        _spectra,
         lambda result: {"alpha": layer_mean(result, "alpha")},
         "Power-law exponent alpha by layer",
         "Mean over each block's matrices of the fitted tail exponent of the eigenvalues of WᵀW.",
         "alpha",
     ),
     "weights": Measure(
-        lambda handle, _, cache, on_progress: spectra.run(handle, cache, on_progress),
+        _spectra,
         lambda result: {"kurtosis": layer_mean(result, "kurtosis")},
         "How Gaussian the weights are: excess kurtosis by layer",
         "Mean over each block's matrices of the entries' excess kurtosis (0 for Gaussian entries; heavy tails above).",

@@ -84,10 +84,11 @@ def _arguments(command: argparse.ArgumentParser) -> None:
 
 def _print(args: argparse.Namespace) -> object:
     asked = {"experts": args.experts, "top_k": args.k, "router": args.router}
-    chosen = {name: value for name, value in asked.items() if value is not None}
-    done = run(args.model, args.text, setting=Setting(**chosen) if chosen else None, progress=False)
+    given = {name: value for name, value in asked.items() if value is not None}
+    chosen = Setting(**given)
+    done = run(args.model, args.text, setting=chosen if given else None, progress=False)
     handle, result = done.model, done.value
-    setting = Setting(**chosen) if handle.name == moefication.DERIVED_NAME else None
+    setting = chosen if handle.name == moefication.DERIVED_NAME else None
     out: dict[str, object] = {
         "model": handle.name,
         "fingerprint": handle.fingerprint,
