@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from probes import attention, heads
+from ui.compare import compare_section
 from ui.head_choice import grid_click, head_inputs
 from ui.models import probe_or_stop, result_cache
 from ui.scaffold import Need, Setting, start
@@ -80,3 +81,5 @@ st.markdown(
     "**Highest-scoring heads:** "
     + ", ".join(f"L{i // values.shape[1]}H{i % values.shape[1]} ({values.flat[i]:.2f})" for i in top)
 )
+
+compare_section(page, "heads", text=page.text, options={"seq_len": int(seq_len), "seed": int(seed)})

@@ -69,8 +69,6 @@ with right:
         column_config={"attention it receives (%)": st.column_config.NumberColumn(format="%.1f")},
     )
 
-compare_section(page, "sinks", page.text)
-
 st.subheader("Sinks and massive activations")
 st.markdown(
     "The lecture's other outlier: a few hidden-state values hundreds or thousands of times larger than the rest "
@@ -119,8 +117,21 @@ value = averaged.value
 skipped = f"; {value.n_skipped} shorter ones skipped" if value.n_skipped else ""
 from_cache = " · from the result cache" if averaged.hit else ""
 st.caption(f"{value.n_sentences} sentences cut to {value.n_tokens} tokens{skipped}{from_cache}")
-if not layers:
+if layers:
+    kind = "logits" if show_logits else "weights"
+    page.show(corpus_maps(value, layers, logits=show_logits), "corpus", f"{value.model}-corpus-average-{kind}")
+else:
     st.info("Pick at least one layer to show.")
-    st.stop()
-kind = "logits" if show_logits else "weights"
-page.show(corpus_maps(value, layers, logits=show_logits), "corpus", f"{value.model}-corpus-average-{kind}")
+
+compare_section(
+    page,
+    "sinks",
+    "corpus_maps",
+    text=page.text,
+    options={
+        "texts": sinks.split_sentences(pasted) if own else None,
+        "sentences": n_sentences,
+        "tokens": n_tokens,
+        "logits": show_logits,
+    },
+)

@@ -63,7 +63,7 @@ page.show(figure, "layer_figure", f"{result.model}-magnitudes-L{layer}-{view}")
 
 st.subheader("Across layers")
 page.show(magnitude_lines(result), "lines", f"{result.model}-magnitudes-by-layer")
-compare_section(page, "massive", page.text)
+compared = compare_section(page, "massive", text=page.text).get("massive", [])
 
 st.subheader("The massive activations of your text")
 st.markdown(
@@ -86,6 +86,15 @@ else:
         f"No activation of this text passes both thresholds. The largest is {result.max_abs[peak]:,.1f} at layer {peak}, "
         f"{result.max_abs[peak] / result.median_abs[peak]:,.0f}× that layer's median."
     )
+
+if compared:
+    rows = [
+        {"model": name, **row}
+        for name, other in compared
+        for row in massive_rows(activations.massive(other, thresholds))
+    ]
+    st.markdown(f"**Every compared model** at the same thresholds: {len(rows)} entries.")
+    st.dataframe(rows, hide_index=True, height=min(420, 35 * (len(rows) + 1) + 3), key=page.key("compare_table"))
 
 st.subheader("Consistency over the bundled corpus")
 st.markdown(

@@ -61,4 +61,4 @@ st.caption(
     f"Over the corpus ({stats.n_tokens:,} tokens, {stats.n_neurons:,} neurons per layer): {np.mean(active):.1%} of neurons "
     f"active per token on average; {int(np.sum(dead * stats.n_neurons)):,} dead neurons in all layers together."
 )
-compare_section(page, "neurons", page.text)
+compare_section(page, "neurons", text=page.text)

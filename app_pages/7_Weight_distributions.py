@@ -42,4 +42,4 @@ page.show(
     "grid",
     f"{handle.name}-weights-{statistic}",
 )
-compare_section(page, "weights")
+compare_section(page, "weights", "tails")

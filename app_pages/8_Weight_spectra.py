@@ -41,7 +41,7 @@ page.show(
     "grid",
     f"{handle.name}-spectra-{statistic}",
 )
-compare_section(page, "spectra")
+compare_section(page, "spectra", "alpha_by_kind")
 
 st.subheader("Low rank")
 page.show(energy_figure(every), "energy", f"{handle.name}-energy-by-rank")

@@ -8,6 +8,7 @@ from probes import calibrated, corpus, dropped_heads, pruning, sparse_cost
 from probes.structured import parse_ints
 from results.pruning import MAX_GROUP, METHOD_NAMES, PATTERNS, PRUNERS, QUANTIZERS
 from runtime import limits
+from ui.compare import compare_section
 from ui.models import probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from viz.dropped_heads import delta_grid, removal_curve
@@ -106,6 +107,22 @@ page.show(robustness_figure(done.value), "robustness", f"{handle.name}-pruning-r
 st.caption(
     "The same compressed copies on short texts unlike the corpus (written for lmscope): pruned and quantized "
     "models are tuned, or calibrated, on one kind of text; whatever they dropped may have served another."
+)
+
+compare_section(
+    page,
+    "pruning",
+    text=page.text,
+    options={
+        "sentences": n_sentences,
+        "sparsities": sparsities,
+        "bits": bits,
+        "kinds": tuple(kinds),
+        "methods": methods,
+        "patterns": patterns,
+        "group": group,
+        "calibration": (sequences, length),
+    },
 )
 
 st.subheader("What sparsity costs on this server")

@@ -7,21 +7,26 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from probes import activations, attention, corpus, heads, pruning, sinks, spectra
+from results.activations import Thresholds
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
 from tests.helpers import chart, open_page, plotly_array, texts
-from views.compare import MEASURES
-from views.registry import views
+from views.api import loaded
+from views.compare import COMPARISONS, PerLayer, compare, depth_layers
+from views.registry import views as registry_views
 from viz.compare import relative_depth
 
 TEXT = "The cat sat on the mat. The cat sat on the mat again."
 
 
-def _compared(at: AppTest) -> dict:
-    charts = [chart(at, i) for i in range(len(at.get("plotly_chart")))]
-    found = [c for c in charts if "relative depth" in str(c["layout"].get("xaxis", {}).get("title", ""))]
-    assert len(found) <= 1
-    return found[0] if found else {}
+def _charts(at: AppTest) -> list[dict]:
+    return [chart(at, i) for i in range(len(at.get("plotly_chart")))]
+
+
+def _compared(at: AppTest) -> list[dict]:
+    """The page's per-layer compare charts, in order."""
+    return [c for c in _charts(at) if "relative depth" in str(c["layout"].get("xaxis", {}).get("title", ""))]
 
 
 def test_relative_depth_puts_the_first_block_at_0_and_the_last_at_1() -> None:
@@ -31,26 +36,35 @@ def test_relative_depth_puts_the_first_block_at_0_and_the_last_at_1() -> None:
 
 
 @pytest.mark.parametrize(
-    ("page", "view"),
+    ("page", "views"),
     [
-        ("app_pages/4_Attention_sinks.py", "sinks"),
-        ("app_pages/5_Massive_activations.py", "massive"),
-        ("app_pages/6_Distributions_and_neurons.py", "neurons"),
-        ("app_pages/7_Weight_distributions.py", "weights"),
-        ("app_pages/8_Weight_spectra.py", "spectra"),
+        ("app_pages/4_Attention_sinks.py", ["sinks"]),
+        ("app_pages/5_Massive_activations.py", ["massive"]),
+        ("app_pages/6_Distributions_and_neurons.py", ["neurons"]),
+        ("app_pages/7_Weight_distributions.py", ["weights", "tails"]),
+        ("app_pages/8_Weight_spectra.py", ["spectra"]),
     ],
 )
-def test_each_page_compares_its_per_layer_measure(
-    page: str, view: str, smollm2: ModelHandle, minilm: ModelHandle
+def test_each_page_compares_its_per_layer_measures(
+    page: str, views: list[str], smollm2: ModelHandle, minilm: ModelHandle
 ) -> None:
     at = open_page(page, model=smollm2.name, text=TEXT, compare=minilm.name)
     assert not at.exception and not at.error
-    drawn = _compared(at)
-    measure = MEASURES[view]
+    compared = _compared(at)
+    assert len(compared) == len(views)
+    for drawn, view in zip(compared, views, strict=True):
+        _assert_lines(drawn, COMPARISONS[view], smollm2, minilm)
+    key = next(v.key for v in registry_views() if v.page == page)
+    assert at.session_state[f"{key}_compare"] == [minilm.name]  # kept per page, as every setting
+
+
+def _assert_lines(drawn: dict, comparison: object, *handles: ModelHandle) -> None:
+    """The chart has each model's series of the per-layer comparison, by relative depth."""
+    assert isinstance(comparison, PerLayer)
     expected = [  # each model's series in order: (its name and layers, the values)
         (handle, label, values)
-        for handle in (smollm2, minilm)
-        for label, values in measure.values(measure.probe(handle, TEXT, ResultCache(), None).value).items()
+        for handle in handles
+        for label, values in comparison.values(comparison.probe(handle, TEXT, ResultCache(), None, {}).value).items()
     ]
     assert len(drawn["data"]) == len(expected)
     for trace, (handle, label, values) in zip(drawn["data"], expected, strict=True):
@@ -60,8 +74,6 @@ def test_each_page_compares_its_per_layer_measure(
         )
         np.testing.assert_allclose(plotly_array(trace["y"]), values, rtol=1e-12, equal_nan=True)
         np.testing.assert_allclose(plotly_array(trace["x"]), relative_depth(handle.n_layers))
-    key = next(v.key for v in views() if v.page == page)
-    assert at.session_state[f"{key}_compare"] == [minilm.name]  # kept per page, as every setting
 
 
 @pytest.mark.parametrize(
@@ -79,3 +91,131 @@ def test_a_bad_compare_link_is_a_warning(compare: str, warning: str) -> None:
     at = open_page("app_pages/4_Attention_sinks.py", model="smollm2-135m-instruct", text=TEXT, compare=compare)
     assert not at.exception and not at.error
     assert warning in texts(at.warning) and not _compared(at)
+
+
+def test_alpha_by_kind_draws_a_panel_per_kind_with_each_models_matrices(
+    smollm2: ModelHandle, minilm: ModelHandle, cache: ResultCache
+) -> None:
+    fig = compare([smollm2, minilm], "alpha_by_kind", cache=cache, progress=False).to_plotly_json()
+    kinds = [a["text"] for a in fig["layout"]["annotations"]]
+    assert kinds[:4] == ["q", "k", "v", "o"] and {"up", "down"} <= set(kinds)  # MiniLM has no gate
+    by_panel = {}
+    for trace in fig["data"]:
+        by_panel.setdefault(trace["xaxis"], []).append(trace)
+    assert len(by_panel) == len(kinds)
+    for kind, traces in zip(kinds, by_panel.values(), strict=True):
+        for handle, trace in zip((smollm2, minilm), traces, strict=False):
+            spectra_ = spectra.run(handle, cache).value
+            direct = [
+                [m.alpha for m in spectra_.matrices if m.layer == i and m.kind == kind] for i in range(handle.n_layers)
+            ]
+            if not any(direct):
+                continue  # the model has no matrix of this kind
+            assert trace["name"].startswith(handle.name) and trace["legendgroup"] == handle.name
+            np.testing.assert_allclose(plotly_array(trace["y"]), [np.mean(a) for a in direct], rtol=1e-12)
+    assert sum(t["showlegend"] for t in fig["data"]) == 2  # each model named once
+
+
+def test_the_atlas_compares_head_type_shares(smollm2: ModelHandle, minilm: ModelHandle) -> None:
+    at = open_page("app_pages/2_Head_atlas.py", model=smollm2.name, text=TEXT, compare=minilm.name)
+    assert not at.exception and not at.error
+    (drawn,) = [c for c in _charts(at) if c["data"][0]["type"] == "bar"]
+    assert "Head types" in drawn["layout"]["title"]["text"]
+    cache = ResultCache()
+    for handle, trace in zip((smollm2, minilm), drawn["data"], strict=True):
+        types = heads.head_types(attention.run(handle, TEXT, cache).value, heads.run(handle, cache).value)
+        assert trace["name"] == handle.name and list(trace["x"]) == list(heads.TYPES)
+        shares = plotly_array(trace["y"])
+        np.testing.assert_allclose(shares, [np.mean(types == t) for t in heads.TYPES])
+        assert shares.sum() == pytest.approx(1.0)
+        assert f"of {handle.n_layers * handle.n_heads} heads" in trace["customdata"][0]
+
+
+def _pruning_page(smollm2: ModelHandle, compare: str) -> AppTest:
+    """The pruning page on SmolLM2 at light settings, comparing another model."""
+    return open_page(
+        "app_pages/9_Pruning.py",
+        model=smollm2.name,
+        text=TEXT,
+        compare=compare,
+        methods="prune,quantize",
+        sparsities="50",
+        bits="8",
+        sentences="2",
+    )
+
+
+def test_the_pruning_page_compares_loss_per_byte_at_its_settings(smollm2: ModelHandle) -> None:
+    twin = "smollm2-135m-instruct@untrained"
+    at = _pruning_page(smollm2, twin)
+    assert not at.exception and not at.error
+    (drawn,) = [c for c in _charts(at) if c["layout"]["title"]["text"] == "Loss per byte, model against model"]
+    cache = ResultCache()  # the pages' cache: what they computed is read back
+    base = {}
+    for name in (smollm2.name, twin):
+        expected = pruning.tradeoff(
+            loaded(name), TEXT, corpus.sentences()[:2], [0.5], [8], cache, methods=["prune", "quantize"], patterns=[]
+        )
+        assert expected.hit
+        mine = {t["name"]: t for t in drawn["data"] if t["legendgroup"] == name}
+        assert set(mine) == {
+            f"{name}: {s}" for s in ("magnitude pruning", "round-to-nearest quantization", "unchanged")
+        }
+        assert list(plotly_array(mine[f"{name}: magnitude pruning"]["y"])) == [expected.value.points[0].nll_corpus]
+        assert list(plotly_array(mine[f"{name}: unchanged"]["y"])) == [expected.value.base_nll_corpus] * 2
+        base[name] = expected.value.base_nll_corpus
+    assert base[twin] > base[smollm2.name] + 3  # untrained weights predict next to nothing
+    # An encoder has no loss to compare: a message under the heading, and the page's own charts are drawn.
+    at = _pruning_page(smollm2, "all-minilm-l6-v2")
+    assert not at.exception and "is an encoder" in texts(at.error)
+    titles = [c["layout"]["title"]["text"] for c in _charts(at)]
+    assert (
+        "Loss per byte: pruning against quantization" in titles and "Loss per byte, model against model" not in titles
+    )
+
+
+def test_the_massive_table_gains_a_model_column(smollm2: ModelHandle, gemma3: ModelHandle) -> None:
+    at = open_page("app_pages/5_Massive_activations.py", model=smollm2.name, text=TEXT, compare=gemma3.name)
+    assert not at.exception and not at.error
+    (table,) = [frame.value for frame in at.dataframe if "model" in frame.value.columns]
+    cache = ResultCache()
+    for handle in (smollm2, gemma3):
+        found = activations.massive(activations.run(handle, TEXT, cache).value, Thresholds())
+        mine = table[table["model"] == handle.name]
+        assert found and len(mine) == len(found)  # both decoders have massive activations on the text
+        assert list(mine["feature"]) == [m.dim for m in found] and list(mine["layer"]) == [m.layer for m in found]
+
+
+def test_the_sinks_page_shows_the_corpus_maps_side_by_side_on_one_scale(
+    smollm2: ModelHandle, gemma3: ModelHandle
+) -> None:
+    at = open_page(
+        "app_pages/4_Attention_sinks.py",
+        model=smollm2.name,
+        text=TEXT,
+        compare=gemma3.name,
+        sentences="8",
+        tokens="10",
+        logits="0",
+    )
+    assert not at.exception and not at.error
+    (drawn,) = [c for c in _charts(at) if "model against model" in c["layout"]["title"]["text"]]
+    titles = [a["text"] for a in drawn["layout"]["annotations"]]
+    assert titles == [f"{smollm2.name}: layer 0", "layer 10", "layer 19", "layer 29"] + [
+        f"{gemma3.name}: layer 0",
+        "layer 6",
+        "layer 11",
+        "layer 17",
+    ]
+    top = max(np.nanmax(plotly_array(t["z"])) for t in drawn["data"])
+    assert {(t["zmin"], t["zmax"]) for t in drawn["data"]} == {(0.0, top)}  # one scale for every map
+    assert sum(bool(t.get("showscale")) for t in drawn["data"]) == 1
+    cache = ResultCache()
+    for handle, traces in ((smollm2, drawn["data"][:4]), (gemma3, drawn["data"][4:])):
+        averaged = sinks.corpus_attention(handle, corpus.sentences(), cache, n_tokens=10, limit=8)
+        assert averaged.hit  # what the page computed
+        for trace, layer in zip(traces, depth_layers(handle.n_layers), strict=True):
+            expected = averaged.value.layer_probabilities[layer].astype(np.float64)
+            expected[np.triu_indices(10, k=1)] = np.nan  # the future: masked
+            expected[0] = np.nan  # token 0 sees only itself
+            np.testing.assert_allclose(plotly_array(trace["z"]), expected, equal_nan=True)

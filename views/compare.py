@@ -1,9 +1,10 @@
-"""Several models side by side: a view's per-layer measure of each model, its lines placed by relative depth
-(`viz.compare.by_depth`). The pages' compare choice and the Python API's `compare` draw the same figure."""
+"""Several models side by side: a view's measure of each model on one chart (`viz.compare`): per-layer measures
+by relative depth, the others (head types, loss per byte) in each model's colour. The pages' compare choice, the
+lecture presets that compare and the Python API's `compare` draw the same figure."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -11,10 +12,11 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from probes import activations, attention, neurons, spectra
+from probes import activations, attention, calibrated, corpus, heads, neurons, pruning, sinks, spectra
 from probes.batches import Progress
 from probes.sinks import sink_profile
-from results.spectra import ModelSpectra
+from results.sinks import CorpusAttention
+from results.spectra import KINDS, ModelSpectra
 from runtime.builtin import BUILTINS, DERIVED
 from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
@@ -22,7 +24,8 @@ from runtime.handle import ModelHandle
 from runtime.untrained import twin_names
 from views.api import Model, model_of, progress_bar
 from views.registry import Figure, Run
-from viz.compare import by_depth
+from viz.compare import bars_by_model, by_depth, by_depth_panels, loss_per_byte, maps_by_model
+from viz.sinks import corpus_map
 
 MOST_MODELS = 3  # one chart holds at most this many models
 
@@ -39,42 +42,163 @@ def _text(text: str | None) -> str:
     return text
 
 
-def layer_mean(result: ModelSpectra, field: str) -> np.ndarray:
-    """Per layer, the mean of a statistic (`alpha`, `kurtosis`, ...) over its block matrices (where finite)."""
+def layer_mean(result: ModelSpectra, field: str, kind: str | None = None) -> np.ndarray:
+    """Per layer, the mean of a statistic (`alpha`, `kurtosis`, ...) over its block matrices (of one kind, if given;
+    where finite)."""
     layers = max(m.layer for m in result.matrices) + 1
-    values = [[getattr(m, field) for m in result.matrices if m.layer == i] for i in range(layers)]
+    chosen = [m for m in result.matrices if m.layer >= 0 and (kind is None or m.kind == kind)]
+    values = [[getattr(m, field) for m in chosen if m.layer == i] for i in range(layers)]
     finite = [[v for v in each if np.isfinite(v)] for each in values]
     return np.asarray([np.mean(each) if each else np.nan for each in finite], dtype=np.float64)
 
 
-def _spectra(handle: ModelHandle, _: str | None, cache: ResultCache, on_progress: Progress | None) -> Cached[Any]:
-    """Every block matrix's spectrum and entry statistics (alpha and kurtosis read the same result)."""
+Options = Mapping[str, Any]  # a comparison's settings beyond the text (the pruning page's methods, sparsities...)
+Probe = Callable[[ModelHandle, "str | None", ResultCache, "Progress | None", Options], Cached[Any]]
+
+
+def _spectra(handle: ModelHandle, _: str | None, cache: ResultCache, on_progress: Progress | None, __: Options):
+    """Every block matrix's spectrum and entry statistics (alpha, kurtosis and tails read the same result)."""
     return spectra.run(handle, cache, on_progress)
 
 
 @dataclass(frozen=True)
-class Measure:
-    """A view's per-layer measure: the probe that gives the result (handle, text, cache, progress), the values
-    drawn from it, and how they are labelled."""
+class PerLayer:
+    """A per-layer measure: the probe that gives a model's typed result (handle, text, cache, progress, options),
+    the series drawn from it (label -> value per layer), and how they are labelled."""
 
-    probe: Callable[[ModelHandle, str | None, ResultCache, Progress | None], Cached[Any]]
-    values: Callable[[Any], dict[str, np.ndarray]]  # series by label, from the probe's typed result
+    probe: Probe
+    values: Callable[[Any], dict[str, np.ndarray]]
     title: str
     subtitle: str
     y_title: str
     log_y: bool = False
 
+    def draw(self, results: Sequence[tuple[str, Any]], _: Options) -> go.Figure:
+        """One line per model and series, by relative depth."""
+        lines = [(name, self.values(result)) for name, result in results]
+        return by_depth(lines, self.title, self.y_title, self.subtitle, log_y=self.log_y)
 
-MEASURES: dict[str, Measure] = {
-    "sinks": Measure(
-        lambda handle, text, cache, _: attention.run(handle, _text(text), cache),
+
+@dataclass(frozen=True)
+class Comparison:
+    """A measure that is not one value per layer: the probe, and the figure of [(model name, result)] at the
+    options."""
+
+    probe: Probe
+    draw: Callable[[Sequence[tuple[str, Any]], Options], go.Figure]
+
+
+def _alpha_by_kind(results: Sequence[tuple[str, ModelSpectra]], _: Options) -> go.Figure:
+    kinds = [k for k in KINDS if any(m.kind == k and m.layer >= 0 for _, r in results for m in r.matrices)]
+    panels = [
+        (kind, [(name, {"alpha": layer_mean(result, "alpha", kind)}) for name, result in results]) for kind in kinds
+    ]
+    return by_depth_panels(
+        panels,
+        "Power-law exponent alpha by layer, per kind of matrix",
+        "alpha (log scale)",
+        "The fitted tail exponent of the eigenvalues of WᵀW of each block's matrix of that kind (WeightWatcher: 2 to "
+        "6 for well-trained layers; far above for random ones).",
+        log_y=True,
+    )
+
+
+def _head_types(handle: ModelHandle, text: str | None, cache: ResultCache, _: Progress | None, options: Options):
+    """Each head's type (`probes.heads.head_types`) on the text and on repeated random tokens."""
+    on_text = attention.run(handle, _text(text), cache)
+    on_random = heads.run(handle, cache, **{k: int(options[k]) for k in ("seq_len", "seed") if k in options})
+    return Cached(heads.head_types(on_text.value, on_random.value), on_text.hit and on_random.hit)
+
+
+def _type_shares(results: Sequence[tuple[str, np.ndarray]], _: Options) -> go.Figure:
+    shares = [(name, {t: float(np.mean(types == t)) for t in heads.TYPES}) for name, types in results]
+    counts = [{t: f"{int(np.sum(types == t))} of {types.size} heads" for t in heads.TYPES} for _, types in results]
+    return bars_by_model(
+        shares,
+        "Head types, model against model",
+        "share of the model's heads",
+        "Each head's dominant type by its scores on your text and on repeated random tokens; mixed: no score reaches "
+        "its threshold.",
+        hover=counts,
+    )
+
+
+def _tradeoff(handle: ModelHandle, text: str | None, cache: ResultCache, progress: Progress | None, options: Options):
+    """The pruning page's tradeoff at the options' settings (by default: magnitude pruning at 50% and
+    round-to-nearest at 8 and 4 bits on 16 held-out sentences)."""
+    return pruning.tradeoff(
+        handle,
+        _text(text),
+        corpus.sentences()[: int(options.get("sentences", 16))],
+        options.get("sparsities", [0.5]),
+        options.get("bits", [8, 4]),
+        cache,
+        tuple(options.get("kinds", pruning.KINDS)),
+        progress,
+        methods=options.get("methods", ("prune", "quantize")),
+        patterns=options.get("patterns", ()),
+        group=int(options.get("group", 0)),
+        calibration=options.get("calibration", (calibrated.DEFAULT_SEQUENCES, calibrated.DEFAULT_LENGTH)),
+    )
+
+
+DEPTHS = (0.0, 1 / 3, 2 / 3, 1.0)  # the layers a side-by-side comparison of maps shows, by relative depth
+
+
+def _corpus_attention(
+    handle: ModelHandle, _: str | None, cache: ResultCache, progress: Progress | None, options: Options
+) -> Cached[CorpusAttention]:
+    """The attention averaged over corpus sentences (the sinks page's corpus mode, at its options: sentences,
+    tokens, and texts, its own sentences)."""
+    return sinks.corpus_attention(
+        handle,
+        options.get("texts") or corpus.sentences(),
+        cache,
+        n_tokens=int(options.get("tokens", sinks.DEFAULT_TOKENS)),
+        limit=int(options.get("sentences", sinks.DEFAULT_SENTENCES)),
+        on_progress=progress,
+    )
+
+
+def _corpus_maps(results: Sequence[tuple[str, CorpusAttention]], options: Options) -> go.Figure:
+    logits = bool(options.get("logits", False))
+    rows = []
+    for name, result in results:
+        maps = []
+        for layer in depth_layers(result.n_layers):
+            values = corpus_map(result, layer, logits)
+            if result.is_causal:
+                values[0] = np.nan  # token 0 sees only itself (weight 1): it would wash out the scale
+            maps.append((layer, values))
+        rows.append((name, maps))
+    what = "attention logits (pre-softmax scores)" if logits else "attention weights"
+    sentences = " and ".join(sorted({str(result.n_sentences) for _, result in results}))
+    return maps_by_model(
+        rows,
+        f"Average {what}, model against model",
+        f"Head-averaged over {sentences} sentences; the first, a third, two thirds and the last block of each model;"
+        "<br>rows: query position, columns: key position (0: the first token; a decoder's row 0 blank). One colour "
+        "scale for every map.",
+        "mean logit" if logits else "mean weight",
+        low=None if logits else 0.0,
+    )
+
+
+def depth_layers(n_layers: int) -> list[int]:
+    """The layers at `DEPTHS` of a model of n_layers blocks (each once)."""
+    return sorted({round(d * (n_layers - 1)) for d in DEPTHS})
+
+
+COMPARISONS: dict[str, PerLayer | Comparison] = {
+    "sinks": PerLayer(
+        lambda handle, text, cache, _, __: attention.run(handle, _text(text), cache),
         lambda result: {"token 0": sink_profile(result).layer_share},
         "Sink share by layer: attention on the first token",
         "Mean over heads and later tokens of the weight on token 0, on the same text.",
         "share of attention on token 0",
     ),
-    "massive": Measure(
-        lambda handle, text, cache, _: activations.run(handle, _text(text), cache),
+    "massive": PerLayer(
+        lambda handle, text, cache, _, __: activations.run(handle, _text(text), cache),
         lambda result: {"top 1": result.max_abs, "top 2": result.ranked(2), "median": result.median_abs},
         "Massive activations: the largest |h| of each block's output",
         "On the same text, log scale: top 1 (solid), top 2 (dashed) and the median (dotted). A few features reach "
@@ -82,57 +206,66 @@ MEASURES: dict[str, Measure] = {
         "|h|",
         log_y=True,
     ),
-    "spectra": Measure(
+    "spectra": PerLayer(
         _spectra,
         lambda result: {"alpha": layer_mean(result, "alpha")},
         "Power-law exponent alpha by layer",
         "Mean over each block's matrices of the fitted tail exponent of the eigenvalues of WᵀW.",
         "alpha",
     ),
-    "weights": Measure(
+    "alpha_by_kind": Comparison(_spectra, _alpha_by_kind),
+    "weights": PerLayer(
         _spectra,
         lambda result: {"kurtosis": layer_mean(result, "kurtosis")},
         "How Gaussian the weights are: excess kurtosis by layer",
         "Mean over each block's matrices of the entries' excess kurtosis (0 for Gaussian entries; heavy tails above).",
         "excess kurtosis",
     ),
-    "neurons": Measure(
-        lambda handle, text, cache, _: neurons.run(handle, [_text(text)], cache),
+    "tails": PerLayer(
+        _spectra,
+        lambda result: {
+            "beyond 3σ": layer_mean(result, "beyond_3_std"),
+            "beyond 6σ": layer_mean(result, "beyond_6_std"),
+        },
+        "Heavy tails: the share of weights far from the mean, by layer",
+        "Mean over each block's matrices of the share of entries beyond 3 standard deviations (solid; Gaussian: "
+        "0.27%) and beyond 6 (dashed; Gaussian: 2e-9, absent from a log axis when none).",
+        "share of the entries",
+        log_y=True,
+    ),
+    "neurons": PerLayer(
+        lambda handle, text, cache, _, __: neurons.run(handle, [_text(text)], cache),
         lambda result: {"active": neurons.active_share(result, 0.0)},
         "Active MLP neurons by layer",
         "Mean over the text's tokens of the share of neurons whose pre-activation z exceeds 0.",
         "share of neurons active",
     ),
+    "heads": Comparison(_head_types, _type_shares),
+    "pruning": Comparison(_tradeoff, lambda results, _: loss_per_byte([result for _, result in results])),
+    "corpus_maps": Comparison(_corpus_attention, _corpus_maps),
 }
 
 
-def measure(view: str, count: int) -> Measure:
-    """The view's measure, for `count` models; a clear error for an unknown view or too many or too few models."""
-    if view not in MEASURES:
-        raise LmscopeError(f"Unknown comparison '{view}': choose from {', '.join(MEASURES)}.")
+def comparison(view: str, count: int) -> PerLayer | Comparison:
+    """The view's comparison, for `count` models; a clear error for an unknown view or too many or too few models."""
+    if view not in COMPARISONS:
+        raise LmscopeError(f"Unknown comparison '{view}': choose from {', '.join(COMPARISONS)}.")
     if not 1 <= count <= MOST_MODELS:
         raise LmscopeError(f"Compare one to {MOST_MODELS} models; got {count}.")
-    return MEASURES[view]
-
-
-def comparison_figure(view: str, results: Sequence[tuple[str, object]]) -> go.Figure:
-    """The view's measure of each (model name, typed result), one line per model by relative depth."""
-    chosen = measure(view, len(results))
-    lines = [(name, chosen.values(result)) for name, result in results]
-    return by_depth(lines, chosen.title, chosen.y_title, chosen.subtitle, log_y=chosen.log_y)
+    return COMPARISONS[view]
 
 
 def depth_figure(name: str, view: str, probes: tuple[ModuleType, ...]) -> Figure:
-    """A preset figure of the view's measure on the run's model and the ones it compares (`Run.others`), each
+    """A preset figure of the view's comparison on the run's model and the ones it compares (`Run.others`), each
     model's result kept under its name for the caption's check."""
 
     def draw(run: Run) -> go.Figure:
-        chosen = measure(view, 1 + len(run.others))
+        chosen = comparison(view, 1 + len(run.others))
         results = [
-            (handle.name, run.keep(handle.name, chosen.probe(handle, run.text_value, run.cache, run.on_progress)))
+            (handle.name, run.keep(handle.name, chosen.probe(handle, run.text_value, run.cache, run.on_progress, {})))
             for handle in (run.handle, *run.others)
         ]
-        return comparison_figure(view, results)
+        return chosen.draw(results, {})
 
     return Figure(name, draw, probes, compares=True)
 
@@ -144,14 +277,19 @@ def compare(
     *,
     cache: ResultCache | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> go.Figure:
-    """One line per model of the view's per-layer measure (sinks: the share of attention on token 0; massive: the
-    largest |h|; spectra: the mean alpha; weights: the mean excess kurtosis; neurons: the share of MLP neurons
-    active on the text), layers aligned by relative depth, the hover naming each real layer."""
-    chosen = measure(view, len(models))
+    """The view's measure of each model on one chart. Per layer, by relative depth (the hover names each real
+    layer): sinks (the share of attention on token 0), massive (the largest, second largest and median |h|),
+    spectra (the mean alpha), alpha_by_kind (alpha per kind of matrix), weights (the mean excess kurtosis), tails
+    (the share of weights beyond 3 and 6 standard deviations), neurons (the share of MLP neurons active on the
+    text). Otherwise: heads (the share of heads of each type; options seq_len, seed) and pruning (loss per byte;
+    options as `probes.pruning.tradeoff`'s, with sentences a count of held-out corpus sentences)."""
+    chosen = comparison(view, len(models))
     results = []
     for model in models:
         handle = model_of(model)
         with progress_bar(f"{view} ({handle.name})", progress) as on_progress:
-            results.append((handle.name, chosen.probe(handle, text, cache or ResultCache(), on_progress).value))
-    return comparison_figure(view, results)
+            done = chosen.probe(handle, text, cache or ResultCache(), on_progress, options)
+            results.append((handle.name, done.value))
+    return chosen.draw(results, options)
