@@ -41,7 +41,13 @@ page.show(
     "grid",
     f"{handle.name}-spectra-{statistic}",
 )
-compare_section(page, "spectra", "alpha_by_kind")
+compare_section(
+    page,
+    "spectra",
+    "alpha_by_kind",
+    "esd",
+    options={"kind": chosen.kind, "depth": chosen.layer / max(handle.n_layers - 1, 1)},
+)
 
 st.subheader("Low rank")
 page.show(energy_figure(every), "energy", f"{handle.name}-energy-by-rank")

@@ -10,12 +10,14 @@ from streamlit.testing.v1 import AppTest
 from probes import activations, attention, corpus, heads, pruning, sinks, spectra
 from results.activations import Thresholds
 from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from tests.helpers import chart, open_page, plotly_array, texts
 from views.api import loaded
 from views.compare import COMPARISONS, PerLayer, compare, depth_layers
 from views.registry import views as registry_views
 from viz.compare import relative_depth
+from viz.spectra import esd_density
 
 TEXT = "The cat sat on the mat. The cat sat on the mat again."
 
@@ -219,3 +221,25 @@ def test_the_sinks_page_shows_the_corpus_maps_side_by_side_on_one_scale(
             expected[np.triu_indices(10, k=1)] = np.nan  # the future: masked
             expected[0] = np.nan  # token 0 sees only itself
             np.testing.assert_allclose(plotly_array(trace["z"]), expected, equal_nan=True)
+
+
+def test_esds_overlay_the_same_kind_at_the_same_depth(
+    smollm2: ModelHandle, gemma3: ModelHandle, cache: ResultCache
+) -> None:
+    drawn = compare([smollm2, gemma3], "esd", kind="down", depth=0.5, cache=cache, progress=False).to_plotly_json()
+    for handle, trace, layer in zip((smollm2, gemma3), drawn["data"], (14, 8), strict=True):
+        matrix = spectra.run(handle, cache).value.get(f"model.layers.{layer}.mlp.down_proj")
+        assert trace["name"] == f"{handle.name}: {matrix.name} (alpha {matrix.alpha:.2f})"
+        mean = float(np.mean(matrix.singular_values**2))
+        centers, density = esd_density(matrix, mean)
+        x = plotly_array(trace["x"])
+        np.testing.assert_allclose(x, centers[density > 0])
+        np.testing.assert_allclose(plotly_array(trace["y"]), density[density > 0])
+        assert x[0] < 1 < x[-1]  # divided by the mean: the bulk sits around 1 in both models
+
+
+def test_an_esd_of_a_kind_a_model_lacks_is_a_message(
+    smollm2: ModelHandle, minilm: ModelHandle, cache: ResultCache
+) -> None:
+    with pytest.raises(LmscopeError, match="'all-minilm-l6-v2' has no gate matrix in block 2"):
+        compare([smollm2, minilm], "esd", kind="gate", cache=cache, progress=False)

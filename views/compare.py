@@ -24,7 +24,7 @@ from runtime.handle import ModelHandle
 from runtime.untrained import twin_names
 from views.api import Model, model_of, progress_bar
 from views.registry import Figure, Run
-from viz.compare import bars_by_model, by_depth, by_depth_panels, loss_per_byte, maps_by_model
+from viz.compare import bars_by_model, by_depth, by_depth_panels, esds_overlaid, loss_per_byte, maps_by_model
 from viz.sinks import corpus_map
 
 MOST_MODELS = 3  # one chart holds at most this many models
@@ -101,6 +101,19 @@ def _alpha_by_kind(results: Sequence[tuple[str, ModelSpectra]], _: Options) -> g
         "6 for well-trained layers; far above for random ones).",
         log_y=True,
     )
+
+
+def _esds(results: Sequence[tuple[str, ModelSpectra]], options: Options) -> go.Figure:
+    kind, depth = str(options.get("kind", "down")), float(options.get("depth", 0.5))
+    chosen = []
+    for name, result in results:
+        layers = max(m.layer for m in result.matrices) + 1
+        layer = round(depth * (layers - 1))
+        found = [m for m in result.matrices if m.kind == kind and m.layer == layer]
+        if not found:
+            raise LmscopeError(f"'{name}' has no {kind} matrix in block {layer}: compare another kind of matrix.")
+        chosen.append((name, found[0]))
+    return esds_overlaid(chosen)
 
 
 def _head_types(handle: ModelHandle, text: str | None, cache: ResultCache, _: Progress | None, options: Options):
@@ -214,6 +227,7 @@ COMPARISONS: dict[str, PerLayer | Comparison] = {
         "alpha",
     ),
     "alpha_by_kind": Comparison(_spectra, _alpha_by_kind),
+    "esd": Comparison(_spectra, _esds),
     "weights": PerLayer(
         _spectra,
         lambda result: {"kurtosis": layer_mean(result, "kurtosis")},
@@ -283,7 +297,9 @@ def compare(
     layer): sinks (the share of attention on token 0), massive (the largest, second largest and median |h|),
     spectra (the mean alpha), alpha_by_kind (alpha per kind of matrix), weights (the mean excess kurtosis), tails
     (the share of weights beyond 3 and 6 standard deviations), neurons (the share of MLP neurons active on the
-    text). Otherwise: heads (the share of heads of each type; options seq_len, seed) and pruning (loss per byte;
+    text). Otherwise: esd (each model's spectral density of one matrix; options kind, default down, and depth,
+    default 0.5), heads (the share of heads of each type; options seq_len, seed), corpus_maps (the corpus-average
+    attention maps; options sentences, tokens, texts, logits) and pruning (loss per byte;
     options as `probes.pruning.tradeoff`'s, with sentences a count of held-out corpus sentences)."""
     chosen = comparison(view, len(models))
     results = []

@@ -14,7 +14,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from results.pruning import DENSE_BYTES, PATTERNS, Tradeoff
+from results.spectra import MatrixSpectrum
 from viz.pruning import SERIES
+from viz.spectra import esd_density
 from viz.theme import SEQUENTIAL, legend_below, themed
 
 DASHES = ("solid", "dash", "dot")
@@ -223,6 +225,7 @@ def maps_by_model(
                     zmax=zmax,
                     colorscale=SEQUENTIAL,
                     showscale=r == 0 and c == 0,
+                    hoverongaps=False,
                     colorbar={"title": {"text": unit, "side": "right"}, "len": 0.8},
                     hovertemplate=f"{model}, layer {layer}: query %{{y}} → key %{{x}}<br>{unit} %{{z:.3f}}"
                     "<extra></extra>",
@@ -233,4 +236,36 @@ def maps_by_model(
             fig.update_yaxes(autorange="reversed", row=r + 1, col=c + 1)
     themed(fig, title, subtitle)
     fig.update_layout(height=230 * len(rows) + 170, margin={"t": 150, "b": 30})
+    return fig
+
+
+def esds_overlaid(rows: Sequence[tuple[str, MatrixSpectrum]]) -> go.Figure:
+    """Each model's ESD of one matrix on log-log axes, eigenvalues divided by their mean so that matrices of other
+    sizes and scales overlay (a power-law tail keeps its slope): one colour per model, the fitted alpha named."""
+    traces = []
+    for i, (model, spectrum) in enumerate(rows):
+        mean = float(np.mean(spectrum.singular_values.astype(np.float64) ** 2))
+        centers, density = esd_density(spectrum, mean)
+        shown = density > 0
+        name = f"{model}: {spectrum.name} (alpha {spectrum.alpha:.2f})"
+        traces.append(
+            go.Scatter(
+                x=centers[shown],
+                y=density[shown],
+                mode="lines+markers",
+                name=name,
+                line={"color": COLOURS[i % len(COLOURS)], "shape": "hvh"},
+                hovertemplate=f"{name}<br>eigenvalue / mean %{{x:.3g}}: density %{{y:.3g}}<extra></extra>",
+            )
+        )
+    fig = go.Figure(traces)
+    themed(
+        fig,
+        "Spectral densities, model against model",
+        "The ESD of WᵀW of the same kind of matrix at the same relative depth in each model, log-log; eigenvalues "
+        "divided by their mean.<br>A heavy tail is a straight line falling slowly at the right (slope -alpha).",
+    )
+    legend_below(fig, height=540)
+    fig.update_xaxes(title_text="eigenvalue / mean eigenvalue", type="log")
+    fig.update_yaxes(title_text="density", type="log")
     return fig
