@@ -101,12 +101,13 @@ own = page.widget(
     "own", st.toggle, "Use my own sentences", help="Otherwise the bundled corpus of short English sentences."
 )
 pasted = page.widget("pasted", st.text_area, "Your sentences, one per line", height=160) if own else ""
+texts = sinks.split_sentences(pasted) if own else corpus.sentences()
 
 averaged = probe_with_progress(
     "Averaging attention, sentences",
     lambda progress: sinks.corpus_attention(
         handle,
-        sinks.split_sentences(pasted) if own else corpus.sentences(),
+        texts,
         result_cache(),
         n_tokens=n_tokens,
         limit=n_sentences,
@@ -129,7 +130,7 @@ compare_section(
     "corpus_maps",
     text=page.text,
     options={
-        "texts": sinks.split_sentences(pasted) if own else None,
+        "texts": texts,
         "sentences": n_sentences,
         "tokens": n_tokens,
         "logits": show_logits,

@@ -54,6 +54,7 @@ def compare_section(
     if None in others:  # could not be loaded: already said
         return drawn
     handles = [page.handle, *(h for h in others if h is not None)]
+    settings = options or {}
     for view in views:
         chosen_view = comparison(view, len(handles))
         results = []
@@ -61,9 +62,9 @@ def compare_section(
             for handle in handles:
                 done = waited(
                     f"Measuring {handle.name}...",
-                    lambda progress, h=handle: chosen_view.probe(h, text, result_cache(), progress, options or {}),
+                    lambda progress, h=handle: chosen_view.probe(h, text, result_cache(), progress, settings),
                 )
                 results.append((handle.name, done.value))
-            page.show(chosen_view.draw(results, options or {}), f"compare_{view}", f"{page.handle.name}-compare-{view}")
+            page.show(chosen_view.draw(results, settings), f"compare_{view}", f"{page.handle.name}-compare-{view}")
             drawn[view] = results
     return drawn

@@ -42,10 +42,19 @@ def _text(text: str | None) -> str:
     return text
 
 
+def _n_layers(result: ModelSpectra) -> int:
+    return max(m.layer for m in result.matrices) + 1
+
+
+def layer_at(depth: float, n_layers: int) -> int:
+    """The block at a relative depth (0: the first, 1: the last) of a model of n_layers blocks."""
+    return round(depth * (n_layers - 1))
+
+
 def layer_mean(result: ModelSpectra, field: str, kind: str | None = None) -> np.ndarray:
     """Per layer, the mean of a statistic (`alpha`, `kurtosis`, ...) over its block matrices (of one kind, if given;
     where finite)."""
-    layers = max(m.layer for m in result.matrices) + 1
+    layers = _n_layers(result)
     chosen = [m for m in result.matrices if m.layer >= 0 and (kind is None or m.kind == kind)]
     values = [[getattr(m, field) for m in chosen if m.layer == i] for i in range(layers)]
     finite = [[v for v in each if np.isfinite(v)] for each in values]
@@ -107,8 +116,7 @@ def _esds(results: Sequence[tuple[str, ModelSpectra]], options: Options) -> go.F
     kind, depth = str(options.get("kind", "down")), float(options.get("depth", 0.5))
     chosen = []
     for name, result in results:
-        layers = max(m.layer for m in result.matrices) + 1
-        layer = round(depth * (layers - 1))
+        layer = layer_at(depth, _n_layers(result))
         found = [m for m in result.matrices if m.kind == kind and m.layer == layer]
         if not found:
             raise LmscopeError(f"'{name}' has no {kind} matrix in block {layer}: compare another kind of matrix.")
@@ -199,7 +207,7 @@ def _corpus_maps(results: Sequence[tuple[str, CorpusAttention]], options: Option
 
 def depth_layers(n_layers: int) -> list[int]:
     """The layers at `DEPTHS` of a model of n_layers blocks (each once)."""
-    return sorted({round(d * (n_layers - 1)) for d in DEPTHS})
+    return sorted({layer_at(d, n_layers) for d in DEPTHS})
 
 
 COMPARISONS: dict[str, PerLayer | Comparison] = {

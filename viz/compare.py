@@ -244,8 +244,8 @@ def esds_overlaid(rows: Sequence[tuple[str, MatrixSpectrum]]) -> go.Figure:
     sizes and scales overlay (a power-law tail keeps its slope): one colour per model, the fitted alpha named."""
     traces = []
     for i, (model, spectrum) in enumerate(rows):
-        mean = float(np.mean(spectrum.singular_values.astype(np.float64) ** 2))
-        centers, density = esd_density(spectrum, mean)
+        evals = spectrum.eigenvalues.astype(np.float64)
+        centers, density = esd_density(evals[evals > 0] / evals.mean())
         shown = density > 0
         name = f"{model}: {spectrum.name} (alpha {spectrum.alpha:.2f})"
         traces.append(

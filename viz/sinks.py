@@ -88,7 +88,7 @@ def sink_table_rows(profile: SinkProfile) -> list[dict]:
     return rows
 
 
-def position_labels(corpus: CorpusAttention) -> list[str]:
+def _position_labels(corpus: CorpusAttention) -> list[str]:
     """Positions 0..n-1, with the shared first token named."""
     labels = [str(i) for i in range(corpus.n_tokens)]
     if corpus.first_token is not None:
@@ -104,7 +104,7 @@ def corpus_map(corpus: CorpusAttention, layer: int, logits: bool) -> np.ndarray:
     return values
 
 
-def value_range(values: np.ndarray, logits: bool, is_causal: bool) -> tuple[float, float]:
+def _value_range(values: np.ndarray, logits: bool, is_causal: bool) -> tuple[float, float]:
     """The colour range of one map: its visible values (weights from 0), leaving out a decoder's first row,
     where token 0 can only attend to itself (weight 1) and would wash out the rest."""
     shown = values[1:] if is_causal else values
@@ -118,7 +118,7 @@ def corpus_maps(corpus: CorpusAttention, layers: list[int], logits: bool = True)
     cols = min(MAPS_PER_ROW, len(layers))
     rows = -(-len(layers) // cols)
     maps = [corpus_map(corpus, layer, logits) for layer in layers]
-    ranges = [value_range(values, logits, corpus.is_causal) for values in maps]
+    ranges = [_value_range(values, logits, corpus.is_causal) for values in maps]
     fig = make_subplots(
         rows=rows,
         cols=cols,
@@ -128,7 +128,7 @@ def corpus_maps(corpus: CorpusAttention, layers: list[int], logits: bool = True)
         horizontal_spacing=0.03,
         vertical_spacing=0.25 / rows,
     )
-    labels = position_labels(corpus)
+    labels = _position_labels(corpus)
     positions = range(corpus.n_tokens)
     hover = np.array([[f"query {labels[q]} → key {labels[k]}" for k in positions] for q in positions])
     unit = "mean logit" if logits else "mean weight"

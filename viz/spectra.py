@@ -50,11 +50,9 @@ def _log_bins(values: np.ndarray, bins: int) -> np.ndarray:
     return np.logspace(np.log10(positive.min()), np.log10(positive.max()), bins + 1)
 
 
-def esd_density(spectrum: MatrixSpectrum, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """The empirical spectral density of W^T W (its eigenvalues divided by `scale`) on log-spaced bins: the bins'
-    geometric centres and the density in each."""
-    evals = np.sort(spectrum.singular_values.astype(np.float64) ** 2) / scale
-    evals = evals[evals > 0]
+def esd_density(evals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The empirical density of positive eigenvalues on log-spaced bins: the bins' geometric centres and the
+    density in each."""
     edges = _log_bins(evals, ESD_BINS)
     counts, _ = np.histogram(evals, bins=edges)
     return np.sqrt(edges[:-1] * edges[1:]), counts / (len(evals) * np.diff(edges))
@@ -63,9 +61,9 @@ def esd_density(spectrum: MatrixSpectrum, scale: float = 1.0) -> tuple[np.ndarra
 def esd_figure(spectrum: MatrixSpectrum, mp_x: np.ndarray, mp_density: np.ndarray) -> go.Figure:
     """The empirical spectral density of W^T W on log-log axes, the Marchenko-Pastur bulk of a random matrix of the
     same shape and scale, and the fitted power-law tail from xmin; beside it, the singular values by rank."""
-    centers, density = esd_density(spectrum)
     evals = spectrum.eigenvalues.astype(np.float64)
     evals = evals[evals > 0]
+    centers, density = esd_density(evals)
     fig = make_subplots(
         rows=1,
         cols=2,
