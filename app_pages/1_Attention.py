@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from probes import attention
+from ui.compare import compare_section
 from ui.head_choice import grid_click, head_inputs
 from ui.models import probe_or_stop, result_cache
 from ui.scaffold import Need, Setting, start
@@ -51,3 +52,16 @@ with right:
 
 st.markdown(f"**Tokens** ({len(result.tokens)})" + (" · from the result cache" if cached.hit else ""))
 st.html(token_chips_html(result.tokens, result.token_ids))
+
+compare_section(
+    page,
+    "attention",
+    "head_grid",
+    text=page.text,
+    options={
+        "depth": layer / max(result.n_layers - 1, 1),
+        "head": head,
+        "logits": show_logits,
+        "summary": summary,
+    },
+)

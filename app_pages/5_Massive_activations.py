@@ -88,12 +88,13 @@ else:
     )
 
 if compared:
+    column = "text" if page.value("compare_by") == "texts" else "model"
     rows = [
-        {"model": name, **row}
+        {column: name, **row}
         for name, other in compared
         for row in massive_rows(activations.massive(other, thresholds))
     ]
-    st.markdown(f"**Every compared model** at the same thresholds: {len(rows)} entries.")
+    st.markdown(f"**Every compared {column}** at the same thresholds: {len(rows)} entries.")
     st.dataframe(rows, hide_index=True, height=min(420, 35 * (len(rows) + 1) + 3), key=page.key("compare_table"))
 
 st.subheader("Consistency over the bundled corpus")

@@ -6,6 +6,7 @@ with the page's figure of it.
     r = lmscope.attention(m, "The cat sat on the mat.")   # r.value: the AttentionResult; r.maps, r.tokens, ...
     r.figure(layer=3, head=1)                             # the Attention page's heatmap (a Plotly figure)
     lmscope.compare([m, "gemma3-270m"], "sinks", text)    # one line per model, layers by relative depth
+    lmscope.compare_texts(m, "sinks", [text, other])      # one model, a line per text
     lmscope.figure("sink_share", m, text, k=4).figure     # any figure a lecture preset can name
 
 A model is a loaded handle or a name (`lmscope.models()` lists the built-ins); results go to the user's result cache
@@ -30,7 +31,7 @@ from runtime.handle import ModelHandle
 from views.api import Drawn, Result, figure
 from views.api import loaded as load
 from views.attention import run as attention
-from views.compare import compare
+from views.compare import compare, compare_texts
 from views.massive import run as massive_activations
 from views.registry import figures as _figures
 from views.routing import run as routing
@@ -57,6 +58,7 @@ __all__ = [
     "ResultCache",
     "attention",
     "compare",
+    "compare_texts",
     "figure",
     "figure_names",
     "load",

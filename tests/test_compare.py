@@ -14,7 +14,7 @@ from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from tests.helpers import chart, open_page, plotly_array, texts
 from views.api import loaded
-from views.compare import COMPARISONS, PerLayer, compare, depth_layers
+from views.compare import COMPARISONS, PerLayer, compare, compare_texts, depth_layers
 from views.registry import views as registry_views
 from viz.compare import relative_depth
 from viz.spectra import esd_density
@@ -243,3 +243,84 @@ def test_an_esd_of_a_kind_a_model_lacks_is_a_message(
 ) -> None:
     with pytest.raises(LmscopeError, match="'all-minilm-l6-v2' has no gate matrix in block 2"):
         compare([smollm2, minilm], "esd", kind="gate", cache=cache, progress=False)
+
+
+OTHER = "Once upon a time there was a fox. Once upon a time there was a dog."
+
+
+def _titled(at: AppTest, start: str) -> dict:
+    (drawn,) = [c for c in _charts(at) if c["layout"]["title"]["text"].startswith(start)]
+    return drawn
+
+
+def test_the_attention_page_shows_one_head_of_each_model_side_by_side(
+    smollm2: ModelHandle, gemma3: ModelHandle
+) -> None:
+    at = open_page("app_pages/1_Attention.py", model=smollm2.name, text=TEXT, compare=gemma3.name, layer="29", head="3")
+    assert not at.exception and not at.error
+    maps = _titled(at, "One head's attention weights, side by side")
+    assert [a["text"] for a in maps["layout"]["annotations"]] == [
+        f"{smollm2.name}<br>layer 29, head 3",
+        f"{gemma3.name}<br>layer 17, head 3",  # the last block of each
+    ]
+    cache = ResultCache()
+    results = [attention.run(handle, TEXT, cache) for handle in (smollm2, gemma3)]
+    assert all(r.hit for r in results)  # what the page computed
+    for trace, result, layer in zip(maps["data"], results, (29, 17), strict=True):
+        expected = result.value.maps[layer, 3].astype(np.float64)
+        expected[np.triu_indices(len(expected), k=1)] = np.nan  # the future
+        expected[0] = np.nan  # token 0 sees only itself
+        np.testing.assert_allclose(plotly_array(trace["z"]), expected, rtol=1e-6, equal_nan=True)
+    top = max(np.nanmax(plotly_array(t["z"])) for t in maps["data"])
+    scales = {(t["zmin"], t["zmax"]) for t in maps["data"]}
+    assert len(scales) == 1 and scales.pop() == (0.0, pytest.approx(top))  # one scale
+    grids = _titled(at, "Sink share: weight on the first token, every head side by side")
+    for trace, result in zip(grids["data"], results, strict=True):
+        np.testing.assert_allclose(plotly_array(trace["z"]), result.value.sink_share, rtol=1e-6)
+    assert {(t["zmin"], t["zmax"]) for t in grids["data"]} == {(0.0, 1.0)}
+
+
+def test_a_head_another_model_lacks_is_a_message_and_the_grids_still_show(
+    smollm2: ModelHandle, gemma3: ModelHandle
+) -> None:
+    at = open_page("app_pages/1_Attention.py", model=smollm2.name, text=TEXT, compare=gemma3.name, head="8")
+    assert not at.exception
+    assert "'gemma3-270m' has heads 0 to 3: choose a head below 4 to compare maps" in texts(at.error)
+    assert _titled(at, "Sink share: weight on the first token, every head side by side")
+
+
+@pytest.mark.parametrize(
+    ("page", "view"),
+    [
+        ("app_pages/4_Attention_sinks.py", "sinks"),
+        ("app_pages/5_Massive_activations.py", "massive"),
+        ("app_pages/6_Distributions_and_neurons.py", "neurons"),
+    ],
+)
+def test_two_texts_on_one_model(page: str, view: str, smollm2: ModelHandle, cache: ResultCache) -> None:
+    at = open_page(page, model=smollm2.name, text=TEXT, compare_by="texts", compare_text=OTHER)
+    assert not at.exception and not at.error
+    (drawn,) = _compared(at)  # the text's measures only (the sinks page's corpus maps read no text)
+    comparison = COMPARISONS[view]
+    assert isinstance(comparison, PerLayer)
+    labels = ['A: "The cat sat on the mat. The…"', 'B: "Once upon a time there was a…"']
+    expected = [
+        (label, values)
+        for label, text in zip(labels, (TEXT, OTHER), strict=True)
+        for values in comparison.values(comparison.probe(smollm2, text, cache, None, {}).value).values()
+    ]
+    assert [t["legendgroup"] for t in drawn["data"]] == [label for label, _ in expected]
+    for trace, (_, values) in zip(drawn["data"], expected, strict=True):
+        np.testing.assert_allclose(plotly_array(trace["y"]), values, rtol=1e-12, equal_nan=True)
+    api = compare_texts(smollm2, view, [TEXT, OTHER], cache=cache, progress=False).to_plotly_json()
+    assert [t["name"] for t in api["data"]] == [t["name"] for t in drawn["data"]]  # the page's figure
+    if view == "massive":
+        (table,) = [d.value for d in at.dataframe if "text" in d.value.columns]
+        assert set(table["text"]) == set(labels)  # both texts have massive activations
+
+
+def test_texts_are_not_compared_by_a_measure_of_the_weights(smollm2: ModelHandle) -> None:
+    with pytest.raises(LmscopeError, match="measures the weights or the corpus, not a text: compare models"):
+        compare_texts(smollm2, "spectra", [TEXT, OTHER], progress=False)
+    at = open_page("app_pages/8_Weight_spectra.py", model=smollm2.name, compare_by="texts", compare_text=OTHER)
+    assert "compare_by='texts' is not models" in texts(at.warning)  # the spectra page offers models only

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import plotly.graph_objects as go
@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from probes import activations, attention, calibrated, corpus, heads, neurons, pruning, sinks, spectra
 from probes.batches import Progress
 from probes.sinks import sink_profile
+from results.attention import AttentionResult
 from results.sinks import CorpusAttention
 from results.spectra import KINDS, ModelSpectra
 from runtime.builtin import BUILTINS, DERIVED
@@ -24,7 +25,8 @@ from runtime.handle import ModelHandle
 from runtime.untrained import twin_names
 from views.api import Model, model_of, progress_bar
 from views.registry import Figure, Run
-from viz.compare import bars_by_model, by_depth, by_depth_panels, esds_overlaid, loss_per_byte, maps_by_model
+from viz.attention import SUMMARY_LABELS, cell_labels, head_values, logit_range, summary_max
+from viz.compare import Panel, bars_by_model, by_depth, by_depth_panels, esds_overlaid, loss_per_byte, side_by_side
 from viz.sinks import corpus_map
 
 MOST_MODELS = 3  # one chart holds at most this many models
@@ -81,6 +83,7 @@ class PerLayer:
     subtitle: str
     y_title: str
     log_y: bool = False
+    reads_text: bool = True  # False: the measure is of the weights or the corpus, the same for any text
 
     def draw(self, results: Sequence[tuple[str, Any]], _: Options) -> go.Figure:
         """One line per model and series, by relative depth."""
@@ -95,6 +98,7 @@ class Comparison:
 
     probe: Probe
     draw: Callable[[Sequence[tuple[str, Any]], Options], go.Figure]
+    reads_text: bool = True  # False: the measure is of the weights or the corpus, the same for any text
 
 
 def _alpha_by_kind(results: Sequence[tuple[str, ModelSpectra]], _: Options) -> go.Figure:
@@ -136,7 +140,7 @@ def _type_shares(results: Sequence[tuple[str, np.ndarray]], _: Options) -> go.Fi
     counts = [{t: f"{int(np.sum(types == t))} of {types.size} heads" for t in heads.TYPES} for _, types in results]
     return bars_by_model(
         shares,
-        "Head types, model against model",
+        "Head types side by side",
         "share of the model's heads",
         "Each head's dominant type by its scores on your text and on repeated random tokens; mixed: no score reaches "
         "its threshold.",
@@ -185,23 +189,74 @@ def _corpus_maps(results: Sequence[tuple[str, CorpusAttention]], options: Option
     logits = bool(options.get("logits", False))
     rows = []
     for name, result in results:
-        maps = []
-        for layer in depth_layers(result.n_layers):
+        panels = []
+        for column, layer in enumerate(depth_layers(result.n_layers)):
             values = corpus_map(result, layer, logits)
             if result.is_causal:
                 values[0] = np.nan  # token 0 sees only itself (weight 1): it would wash out the scale
-            maps.append((layer, values))
-        rows.append((name, maps))
+            panels.append(Panel(f"{name}: layer {layer}" if column == 0 else f"layer {layer}", values))
+        rows.append(panels)
     what = "attention logits (pre-softmax scores)" if logits else "attention weights"
     sentences = " and ".join(sorted({str(result.n_sentences) for _, result in results}))
-    return maps_by_model(
+    return side_by_side(
         rows,
         f"Average {what}, model against model",
         f"Head-averaged over {sentences} sentences; the first, a third, two thirds and the last block of each model;"
         "<br>rows: query position, columns: key position (0: the first token; a decoder's row 0 blank). One colour "
         "scale for every map.",
         "mean logit" if logits else "mean weight",
-        low=None if logits else 0.0,
+        zmin=None if logits else 0.0,
+    )
+
+
+def _attention(handle: ModelHandle, text: str | None, cache: ResultCache, _: Progress | None, options: Options):
+    """The attention page's result on the text (with the pre-softmax logits if the options ask)."""
+    return attention.run(handle, _text(text), cache, with_logits=bool(options.get("logits", False)))
+
+
+def _head_maps(results: Sequence[tuple[str, AttentionResult]], options: Options) -> go.Figure:
+    """One head's map of each model (at the same relative depth) or text, side by side on one colour scale."""
+    depth, head, logits = float(options.get("depth", 0.0)), int(options.get("head", 0)), bool(options.get("logits"))
+    panels = []
+    for name, result in results:
+        layer = layer_at(depth, result.n_layers)
+        if head >= result.n_heads:
+            raise LmscopeError(
+                f"'{name}' has heads 0 to {result.n_heads - 1}: choose a head below {result.n_heads} to compare maps."
+            )
+        values = head_values(result, layer, head, logits)
+        if result.is_causal and not logits:
+            values[0] = np.nan  # token 0 sees only itself (weight 1): it would wash out the scale
+        panels.append(Panel(f"{name}<br>layer {layer}, head {head}", values, cell_labels(result.tokens, result.pool)))
+    low, high = logit_range(np.concatenate([p.values.ravel() for p in panels])) if logits else (0.0, None)
+    return side_by_side(
+        [panels],
+        f"One head's attention {'logits' if logits else 'weights'}, side by side",
+        "The same head at the same relative depth; rows: the attending token, columns: the attended-to one; masked "
+        "cells (and a decoder's row 0 of weights) blank."
+        + (" Colours from the 1st to the 99th percentile of every map's logits." if logits else " One colour scale."),
+        "logit" if logits else "weight",
+        zmin=low,
+        zmax=high,
+        panel_height=460,
+    )
+
+
+def _head_grids(results: Sequence[tuple[str, AttentionResult]], options: Options) -> go.Figure:
+    """Each model's (or text's) layer x head grid of one attention summary, side by side on one colour scale."""
+    summary = str(options.get("summary", "sink_share"))
+    if summary not in attention.SUMMARIES:
+        raise LmscopeError(f"Unknown summary '{summary}': choose from {', '.join(attention.SUMMARIES)}.")
+    tops = [summary_max(result, summary) for _, result in results]
+    return side_by_side(
+        [[Panel(name, getattr(result, summary)) for name, result in results]],
+        f"{SUMMARY_LABELS[summary]}, every head side by side",
+        "Rows: layers (the first at the top), columns: heads; one colour scale for every grid.",
+        summary.replace("_", " "),
+        axes=("head", "layer"),
+        zmin=0.0,
+        zmax=None if None in tops else max(t for t in tops if t is not None),
+        panel_height=max(420, 14 * max(result.n_layers for _, result in results)),
     )
 
 
@@ -215,14 +270,14 @@ COMPARISONS: dict[str, PerLayer | Comparison] = {
         lambda handle, text, cache, _, __: attention.run(handle, _text(text), cache),
         lambda result: {"token 0": sink_profile(result).layer_share},
         "Sink share by layer: attention on the first token",
-        "Mean over heads and later tokens of the weight on token 0, on the same text.",
+        "Mean over heads and later tokens of the weight on token 0.",
         "share of attention on token 0",
     ),
     "massive": PerLayer(
         lambda handle, text, cache, _, __: activations.run(handle, _text(text), cache),
         lambda result: {"top 1": result.max_abs, "top 2": result.ranked(2), "median": result.median_abs},
         "Massive activations: the largest |h| of each block's output",
-        "On the same text, log scale: top 1 (solid), top 2 (dashed) and the median (dotted). A few features reach "
+        "Log scale: top 1 (solid), top 2 (dashed) and the median (dotted). A few features reach "
         "thousands in a trained decoder.",
         "|h|",
         log_y=True,
@@ -233,15 +288,17 @@ COMPARISONS: dict[str, PerLayer | Comparison] = {
         "Power-law exponent alpha by layer",
         "Mean over each block's matrices of the fitted tail exponent of the eigenvalues of WᵀW.",
         "alpha",
+        reads_text=False,
     ),
-    "alpha_by_kind": Comparison(_spectra, _alpha_by_kind),
-    "esd": Comparison(_spectra, _esds),
+    "alpha_by_kind": Comparison(_spectra, _alpha_by_kind, reads_text=False),
+    "esd": Comparison(_spectra, _esds, reads_text=False),
     "weights": PerLayer(
         _spectra,
         lambda result: {"kurtosis": layer_mean(result, "kurtosis")},
         "How Gaussian the weights are: excess kurtosis by layer",
         "Mean over each block's matrices of the entries' excess kurtosis (0 for Gaussian entries; heavy tails above).",
         "excess kurtosis",
+        reads_text=False,
     ),
     "tails": PerLayer(
         _spectra,
@@ -254,6 +311,7 @@ COMPARISONS: dict[str, PerLayer | Comparison] = {
         "0.27%) and beyond 6 (dashed; Gaussian: 2e-9, absent from a log axis when none).",
         "share of the entries",
         log_y=True,
+        reads_text=False,
     ),
     "neurons": PerLayer(
         lambda handle, text, cache, _, __: neurons.run(handle, [_text(text)], cache),
@@ -263,18 +321,47 @@ COMPARISONS: dict[str, PerLayer | Comparison] = {
         "share of neurons active",
     ),
     "heads": Comparison(_head_types, _type_shares),
-    "pruning": Comparison(_tradeoff, lambda results, _: loss_per_byte([result for _, result in results])),
-    "corpus_maps": Comparison(_corpus_attention, _corpus_maps),
+    "pruning": Comparison(
+        _tradeoff, lambda results, _: loss_per_byte([result for _, result in results]), reads_text=False
+    ),
+    "corpus_maps": Comparison(_corpus_attention, _corpus_maps, reads_text=False),
+    "attention": Comparison(_attention, _head_maps),
+    "head_grid": Comparison(_attention, _head_grids),
 }
 
 
-def comparison(view: str, count: int) -> PerLayer | Comparison:
-    """The view's comparison, for `count` models; a clear error for an unknown view or too many or too few models."""
+class Subject(NamedTuple):
+    """One side of a comparison: a model on a text, under the label its lines and panels carry."""
+
+    label: str
+    handle: ModelHandle
+    text: str | None
+
+
+LABEL_CHARS = 28  # a text's label quotes at most this many of its characters
+
+
+def text_labels(texts: Sequence[str]) -> list[str]:
+    """Short distinct labels of texts: a letter and the text's start ('A: "The cat sat on…"')."""
+    labels = []
+    for letter, text in zip("ABCDEFGHIJ", texts, strict=False):
+        words = " ".join(text.split())
+        labels.append(f'{letter}: "{words[:LABEL_CHARS].rstrip()}{"…" if len(words) > LABEL_CHARS else ""}"')
+    return labels
+
+
+def comparison(view: str, count: int, texts: bool = False) -> PerLayer | Comparison:
+    """The view's comparison, for `count` models (or, with `texts`, texts on one model); a clear error for an
+    unknown view, too many or too few, or texts compared by a measure that does not read them."""
     if view not in COMPARISONS:
         raise LmscopeError(f"Unknown comparison '{view}': choose from {', '.join(COMPARISONS)}.")
-    if not 1 <= count <= MOST_MODELS:
-        raise LmscopeError(f"Compare one to {MOST_MODELS} models; got {count}.")
-    return COMPARISONS[view]
+    what = "texts" if texts else "models"
+    if not (2 if texts else 1) <= count <= MOST_MODELS:
+        raise LmscopeError(f"Compare {'two' if texts else 'one'} to {MOST_MODELS} {what}; got {count}.")
+    chosen = COMPARISONS[view]
+    if texts and not chosen.reads_text:
+        raise LmscopeError(f"The {view} comparison measures the weights or the corpus, not a text: compare models.")
+    return chosen
 
 
 def depth_figure(name: str, view: str, probes: tuple[ModuleType, ...]) -> Figure:
@@ -292,6 +379,18 @@ def depth_figure(name: str, view: str, probes: tuple[ModuleType, ...]) -> Figure
     return Figure(name, draw, probes, compares=True)
 
 
+def _drawn(
+    view: str, subjects: Sequence[Subject], cache: ResultCache | None, progress: bool, options: Options
+) -> go.Figure:
+    chosen = COMPARISONS[view]
+    results = []
+    for subject in subjects:
+        with progress_bar(f"{view} ({subject.label})", progress) as on_progress:
+            done = chosen.probe(subject.handle, subject.text, cache or ResultCache(), on_progress, options)
+            results.append((subject.label, done.value))
+    return chosen.draw(results, options)
+
+
 def compare(
     models: Sequence[Model],
     view: str,
@@ -307,13 +406,32 @@ def compare(
     (the share of weights beyond 3 and 6 standard deviations), neurons (the share of MLP neurons active on the
     text). Otherwise: esd (each model's spectral density of one matrix; options kind, default down, and depth,
     default 0.5), heads (the share of heads of each type; options seq_len, seed), corpus_maps (the corpus-average
-    attention maps; options sentences, tokens, texts, logits) and pruning (loss per byte;
-    options as `probes.pruning.tradeoff`'s, with sentences a count of held-out corpus sentences)."""
-    chosen = comparison(view, len(models))
-    results = []
-    for model in models:
-        handle = model_of(model)
-        with progress_bar(f"{view} ({handle.name})", progress) as on_progress:
-            done = chosen.probe(handle, text, cache or ResultCache(), on_progress, options)
-            results.append((handle.name, done.value))
-    return chosen.draw(results, options)
+    attention maps; options sentences, tokens, texts, logits), attention (one head's map of each model side by
+    side; options depth, head, logits), head_grid (each model's layer x head grid of an attention summary; option
+    summary, default sink_share) and pruning (loss per byte; options as `probes.pruning.tradeoff`'s, with sentences
+    a count of held-out corpus sentences)."""
+    comparison(view, len(models))
+    handles = [model_of(model) for model in models]
+    return _drawn(view, [Subject(h.name, h, text) for h in handles], cache, progress, options)
+
+
+def compare_texts(
+    model: Model,
+    view: str,
+    texts: Sequence[str],
+    *,
+    cache: ResultCache | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> go.Figure:
+    """The view's measure of one model on two or three texts, on one chart (labelled A, B, C by the texts' start):
+    the comparisons of `compare` that read a text (sinks, massive, neurons, heads, attention, head_grid)."""
+    comparison(view, len(texts), texts=True)
+    handle = model_of(model)
+    return _drawn(
+        view,
+        [Subject(label, handle, text) for label, text in zip(text_labels(texts), texts, strict=True)],
+        cache,
+        progress,
+        options,
+    )

@@ -28,8 +28,8 @@ def cell_labels(tokens: list[str], pool: int) -> list[str]:
     return [f"{start}–{min(n, start + pool) - 1}" for start in range(0, n, pool)]
 
 
-def attention_heatmap(result: AttentionResult, layer: int, head: int, logits: bool = False) -> go.Figure:
-    """One head's attention (or its pre-softmax logits): rows are queries, columns keys; masked cells blank."""
+def head_values(result: AttentionResult, layer: int, head: int, logits: bool = False) -> np.ndarray:
+    """One head's map (or its pre-softmax logits), queries by keys, NaN where a decoder's mask hides the key."""
     source = result.logits if logits else result.maps
     if source is None:
         raise ValueError("this result was computed without logits")
@@ -37,20 +37,34 @@ def attention_heatmap(result: AttentionResult, layer: int, head: int, logits: bo
     cells = values.shape[0]
     if result.is_causal:  # a cell entirely in the future of its queries is masked
         values = np.where(np.triu(np.ones((cells, cells), dtype=bool), k=1), np.nan, values)
+    return values
+
+
+def logit_range(values: np.ndarray) -> tuple[float, float]:
+    """The colour range of logit maps: the 1st to the 99th percentile of the finite values (one extreme sink logit
+    would otherwise flatten the rest)."""
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, 1)), float(np.percentile(finite, 99))
+
+
+def attention_heatmap(result: AttentionResult, layer: int, head: int, logits: bool = False) -> go.Figure:
+    """One head's attention (or its pre-softmax logits): rows are queries, columns keys; masked cells blank."""
+    values = head_values(result, layer, head, logits)
+    cells = values.shape[0]
     labels = cell_labels(result.tokens, result.pool)
     hover = np.array([[f"{q}:{labels[q]} → {k}:{labels[k]}" for k in range(cells)] for q in range(cells)])
     finite = values[np.isfinite(values)]
     if logits:
-        low, high, scale, unit = float(np.percentile(finite, 1)), float(np.percentile(finite, 99)), SEQUENTIAL, "logit"
+        (low, high), unit = logit_range(values), "logit"
     else:
-        low, high, scale, unit = 0.0, float(finite.max()) if finite.size and finite.max() > 0 else 1.0, SEQUENTIAL, "weight"
+        low, high, unit = 0.0, float(finite.max()) if finite.size and finite.max() > 0 else 1.0, "weight"
     fig = go.Figure(
         go.Heatmap(
             z=values,
             x=list(range(cells)),
             y=list(range(cells)),
             customdata=hover,
-            colorscale=scale,
+            colorscale=SEQUENTIAL,
             zmin=low,
             zmax=high,
             colorbar={"title": {"text": unit}},
@@ -58,9 +72,15 @@ def attention_heatmap(result: AttentionResult, layer: int, head: int, logits: bo
         )
     )
     what = "attention logits (pre-softmax)" if logits else "attention weights"
-    notes = ["causal: a token sees only earlier tokens, blank cells are masked" if result.is_causal else "bidirectional encoder"]
+    notes = [
+        "causal: a token sees only earlier tokens, blank cells are masked"
+        if result.is_causal
+        else "bidirectional encoder"
+    ]
     if result.pool > 1:
-        reduce = "mean of visible logits" if logits else "mean over the block's queries of their total weight on its keys"
+        reduce = (
+            "mean of visible logits" if logits else "mean over the block's queries of their total weight on its keys"
+        )
         notes.append(f"pooled {result.pool}x{result.pool} tokens per cell ({reduce})")
     themed(fig, f"Layer {layer}, head {head}: {what}", "; ".join(notes))
     # The square map is often drawn half a page wide: at most 24 labels (hover names every cell) stay readable.
@@ -115,13 +135,32 @@ def head_grid(
         ]
     )
     themed(fig, title)
-    fig.update_xaxes(title_text="head", range=[-0.5, n_heads - 0.5], dtick=1 if n_heads <= 16 else None, showgrid=False, zeroline=False)
-    fig.update_yaxes(title_text="layer", range=[n_layers - 0.5, -0.5], dtick=1 if n_layers <= 32 else None, showgrid=False, zeroline=False)
+    fig.update_xaxes(
+        title_text="head",
+        range=[-0.5, n_heads - 0.5],
+        dtick=1 if n_heads <= 16 else None,
+        showgrid=False,
+        zeroline=False,
+    )
+    fig.update_yaxes(
+        title_text="layer",
+        range=[n_layers - 0.5, -0.5],
+        dtick=1 if n_layers <= 32 else None,
+        showgrid=False,
+        zeroline=False,
+    )
     fig.update_layout(clickmode="event+select", dragmode=False, height=max(420, 22 * n_layers + 160))
     return fig
 
 
+def summary_max(result: AttentionResult, summary: str) -> float | None:
+    """The top of a summary's colour scale: 1 for a share, log(tokens) for the entropy, None (the largest value)
+    for the mean distance."""
+    return _SUMMARY_MAX[summary](len(result.tokens)) if summary in _SUMMARY_MAX else 1.0
+
+
 def head_summary_grid(result: AttentionResult, summary: str) -> go.Figure:
     """The layer x head grid of one of the attention probe's summaries."""
-    zmax = _SUMMARY_MAX[summary](len(result.tokens)) if summary in _SUMMARY_MAX else 1.0
-    return head_grid(getattr(result, summary), SUMMARY_LABELS[summary], summary.replace("_", " "), zmax)
+    return head_grid(
+        getattr(result, summary), SUMMARY_LABELS[summary], summary.replace("_", " "), summary_max(result, summary)
+    )

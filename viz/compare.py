@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.express as px
@@ -17,7 +18,7 @@ from results.pruning import DENSE_BYTES, PATTERNS, Tradeoff
 from results.spectra import MatrixSpectrum
 from viz.pruning import SERIES
 from viz.spectra import esd_density
-from viz.theme import SEQUENTIAL, legend_below, themed
+from viz.theme import SEQUENTIAL, legend_below, themed, token_axis, visible
 
 DASHES = ("solid", "dash", "dot")
 COLOURS = px.colors.qualitative.D3  # the i-th model's colour on every compare chart
@@ -190,52 +191,71 @@ def loss_per_byte(results: Sequence[Tradeoff]) -> go.Figure:
     return fig
 
 
-def maps_by_model(
-    rows: Sequence[tuple[str, Sequence[tuple[int, np.ndarray]]]],
+@dataclass(frozen=True)
+class Panel:
+    """One matrix of a side-by-side figure: its title, its values (rows by columns; NaN blank) and, for a map of a
+    text, the tokens that label both axes."""
+
+    title: str
+    values: np.ndarray
+    tokens: Sequence[str] | None = None
+
+
+def side_by_side(
+    rows: Sequence[Sequence[Panel]],
     title: str,
     subtitle: str,
     unit: str,
-    low: float | None = None,
+    axes: tuple[str, str] = ("query", "key"),
+    zmin: float | None = None,
+    zmax: float | None = None,
+    panel_height: int = 230,
 ) -> go.Figure:
-    """A grid of matrices, one row per model and one column per relative depth ([(model, [(layer, matrix)])]),
-    all on one colour scale (from `low`, or the smallest finite value shown, to the largest) with one colour bar,
-    so that the models' maps read alike."""
-    shown = [values for _, maps in rows for _, values in maps]
-    finite = np.concatenate([v[np.isfinite(v)] for v in shown])
-    zmin = float(finite.min()) if low is None else low
-    zmax = max(float(finite.max()), zmin + 1e-6)
-    columns = max(len(maps) for _, maps in rows)
+    """A grid of matrices (rows of panels) on one colour scale, from zmin to zmax (by default the smallest and the
+    largest finite value shown), with one colour bar, so that the panels read alike; `axes` names the rows and the
+    columns of each matrix (query and key of a map; layer and head of a head grid)."""
+    finite = np.concatenate([p.values[np.isfinite(p.values)] for row in rows for p in row])
+    low = float(finite.min()) if zmin is None else zmin
+    high = max(float(finite.max()) if zmax is None else zmax, low + 1e-6)
+    columns = max(len(row) for row in rows)
     fig = make_subplots(
         rows=len(rows),
         cols=columns,
-        subplot_titles=[
-            f"{model}: layer {layer}" if c == 0 else f"layer {layer}"
-            for model, maps in rows
-            for c, (layer, _) in enumerate(maps)
-        ],
-        horizontal_spacing=0.03,
+        subplot_titles=[p.title for row in rows for p in row],
+        horizontal_spacing=0.03 if columns > 3 else 0.06,
         vertical_spacing=0.3 / len(rows),
     )
-    for r, (model, maps) in enumerate(rows):
-        for c, (layer, values) in enumerate(maps):
+    across, down = axes
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            where = f"{down} %{{y}}, {across} %{{x}}"
+            if panel.tokens is not None:
+                labels = [visible(t) for t in panel.tokens]
+                where = "%{customdata}"
             fig.add_trace(
                 go.Heatmap(
-                    z=values,
-                    zmin=zmin,
-                    zmax=zmax,
+                    z=panel.values,
+                    zmin=low,
+                    zmax=high,
                     colorscale=SEQUENTIAL,
                     showscale=r == 0 and c == 0,
                     hoverongaps=False,
+                    customdata=None
+                    if panel.tokens is None
+                    else [
+                        [f"{q}:{labels[q]} → {k}:{labels[k]}" for k in range(len(labels))] for q in range(len(labels))
+                    ],
                     colorbar={"title": {"text": unit, "side": "right"}, "len": 0.8},
-                    hovertemplate=f"{model}, layer {layer}: query %{{y}} → key %{{x}}<br>{unit} %{{z:.3f}}"
-                    "<extra></extra>",
+                    hovertemplate=f"{panel.title}<br>{where}<br>{unit} %{{z:.3f}}<extra></extra>",
                 ),
                 row=r + 1,
                 col=c + 1,
             )
-            fig.update_yaxes(autorange="reversed", row=r + 1, col=c + 1)
+            ticks = {} if panel.tokens is None else token_axis(list(panel.tokens), max_labels=16)
+            fig.update_xaxes(row=r + 1, col=c + 1, **{**ticks, "tickangle": -60} if ticks else {})
+            fig.update_yaxes(autorange="reversed", row=r + 1, col=c + 1, **ticks)
     themed(fig, title, subtitle)
-    fig.update_layout(height=230 * len(rows) + 170, margin={"t": 150, "b": 30})
+    fig.update_layout(height=panel_height * len(rows) + 170, margin={"t": 150, "b": 30})
     return fig
 
 
