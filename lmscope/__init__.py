@@ -32,6 +32,7 @@ from views.api import Drawn, Result, figure
 from views.api import loaded as load
 from views.attention import run as attention
 from views.compare import compare, compare_texts
+from views.lens import run as lens
 from views.massive import run as massive_activations
 from views.registry import figures as _figures
 from views.routing import run as routing
@@ -61,6 +62,7 @@ __all__ = [
     "compare_texts",
     "figure",
     "figure_names",
+    "lens",
     "load",
     "massive_activations",
     "models",

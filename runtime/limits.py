@@ -32,6 +32,7 @@ PASTED_CHARACTERS = 200_000  # characters of sentences pasted for a corpus view
 LOTTERY_ROUNDS = 20  # pruning rounds of the lottery-ticket network (20% each: 1% of the weights left)
 LOTTERY_SEEDS = 10  # seeds, each a whole run of every round
 HEAD_DROP_SEEDS = 10  # random orders of head removal in one run (each costs about 20 forward passes)
+LENS_TOKENS = 512  # tokens the logit lens reads (each layer's readout is a pass through the vocabulary)
 WORD_CHARACTERS = 40  # characters of a word decomposed into concept atoms
 WORD_TOKENS = 8  # tokens of that word
 WORD_ATOMS = 16  # atoms in one word's sparse code

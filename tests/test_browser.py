@@ -208,3 +208,31 @@ def test_pruning_page_drops_heads(server: str, page: Page) -> None:
     assert plots.nth(2).evaluate("el => el.data[0].colorbar.title.text") == "NLL increase (nats)"
     assert "least important first" in plots.nth(3).inner_text()
     assert "drop_heads=1" in location(page) and "seeds=2" in location(page)
+
+
+def test_logit_lens_page_names_each_layers_prediction(server: str, page: Page) -> None:
+    text = "The Colosseum is in Rome, the capital of Italy."
+    look(page, f"{server}/Logit_lens?{urlencode({'model': 'gemma3-270m', 'text': text})}", charts=2, name="logit-lens")
+    grid = page.locator(".js-plotly-plot").first
+    rows = grid.evaluate("el => el._fullData[0].z.length")
+    assert rows == 19  # the embeddings and Gemma 3's 18 blocks
+    top = grid.evaluate("el => el.data[0].text[el.data[0].text.length - 1]")  # the model's own prediction
+    assert "␣Italy" in top or "␣Rome" in top  # read where the model names the city or the country
+    assert "colour=top_prob" in location(page)
+
+
+def test_attention_compares_two_texts_side_by_side(server: str, page: Page) -> None:
+    query = urlencode(
+        {
+            "text": "The cat sat on the mat. The cat sat on the mat.",
+            "compare_by": "texts",
+            "compare_text": "Once upon a time there was a fox.",
+            "layer": "20",
+            "head": "1",
+        }
+    )
+    look(page, f"{server}/Attention?{query}", charts=4, name="compare-attention-texts")
+    maps = page.locator(".js-plotly-plot", has_text="side by side").first
+    assert maps.evaluate("el => el.data.length") == 2
+    assert maps.evaluate("el => new Set(el.data.map(t => t.zmax)).size") == 1  # one colour scale
+    assert "compare_by=texts" in location(page)

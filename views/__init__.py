@@ -6,6 +6,7 @@ from views import (  # noqa: F401  (each module registers its view)
     concepts,
     finetune,
     heads,
+    lens,
     lottery,
     massive,
     neurons,

@@ -232,8 +232,8 @@ def _head_maps(results: Sequence[tuple[str, AttentionResult]], options: Options)
     return side_by_side(
         [panels],
         f"One head's attention {'logits' if logits else 'weights'}, side by side",
-        "The same head at the same relative depth; rows: the attending token, columns: the attended-to one; masked "
-        "cells (and a decoder's row 0 of weights) blank."
+        "The same head at the same relative depth; rows: the attending token, columns: the attended-to one; blank: "
+        "masked, and a decoder's row 0."
         + (" Colours from the 1st to the 99th percentile of every map's logits." if logits else " One colour scale."),
         "logit" if logits else "weight",
         zmin=low,

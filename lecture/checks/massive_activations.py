@@ -6,6 +6,7 @@ import numpy as np
 
 from lecture.render import Rendered
 from results.activations import Ablation, ActivationResult, LayerActivations, Thresholds
+from results.lens import LensResult
 from runtime.untrained import base_name
 
 
@@ -75,9 +76,28 @@ def every_decoder(rendered: Rendered) -> str:
     return "; ".join(found)
 
 
+def lens_forms_late(rendered: Rendered) -> str:
+    """The embeddings' readout is mostly the input token; the next token's mean probability reaches half of its
+    final value only past half of the blocks."""
+    result = rendered.result("lens", LensResult)
+    echo = float(np.mean(result.top_ids[0, :, 0] == result.token_ids))
+    by_layer = result.next_prob.mean(axis=1)
+    half = int(np.argmax(by_layer >= by_layer[-1] / 2)) - 1  # row 0 is the embeddings
+    if echo < 0.5 or half < result.n_layers / 2:
+        raise rendered.fail(
+            f"the embeddings predict the input token at {echo:.0%} of positions, and the next token's probability "
+            f"reaches half of its final {by_layer[-1]:.3f} at block {half} of {result.n_layers}"
+        )
+    return (
+        f"embeddings predict the input token at {echo:.0%} of positions; the next token's mean probability reaches "
+        f"half of its final {by_layer[-1]:.3f} at block {half} of {result.n_layers}"
+    )
+
+
 CHECKS = {
     "magnitude_surface": surface,
     "magnitude_lines": lines,
     "ablation_bars": ablation_bars,
     "massive_by_depth": every_decoder,
+    "lens_by_layer": lens_forms_late,
 }
