@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import activations, lens
+from probes import activations, attribution, lens
 from ui.models import probe_or_stop, probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
-from views.lens import massive_dims
-from viz.lens import COLOURS, MOST_POSITIONS, lens_by_layer, lens_grid
+from views.lens import TARGETS, massive_dims, target_id
+from viz.lens import COLOURS, MOST_POSITIONS, attribution_figure, lens_by_layer, lens_grid
+from viz.theme import visible
 
 page = start(__file__, Need.DECODER, Need.TEXT)
 handle = page.handle
@@ -53,3 +54,35 @@ st.markdown(
     "a massive activation are set to 0 (at every position) before each readout, the last one included: the KL "
     "divergence from the model's own prediction shows how much of each readout they set (see Massive activations)."
 )
+
+st.subheader("Direct logit attribution")
+st.markdown(
+    "What writes a prediction: the logit of one next token at one position, split into what the embeddings, each "
+    "attention head and each MLP add to the residual stream, each read through the unembedding with the final norm's "
+    "scale frozen (the parts sum to the logit)."
+)
+page.settings(
+    Setting("position", "int", n - 1, lower=0, upper=n - 1),
+    Setting("target", "choice", "1", options=list(TARGETS)),
+)
+picks = st.columns([1, 3])
+position = int(page.widget("position", picks[0].number_input, "Position"))
+
+
+def _target_label(target: str) -> str:
+    if target == "next":
+        return "the token that comes next" + (
+            f": {visible(result.tokens[position + 1])}" if position < n - 1 else " (none at the last position)"
+        )
+    k = int(target) - 1
+    return f"prediction {target}: {visible(str(result.top_tokens[-1, position, k]))} (p {result.top_probs[-1, position, k]:.3f})"
+
+
+target = page.widget("target", picks[1].selectbox, "Token", format_func=_target_label)
+explained = probe_or_stop(
+    "Splitting the logit into heads and MLPs...",
+    lambda: attribution.run(
+        handle, result.token_ids.tolist(), position, target_id(result, position, target), result_cache()
+    ),
+).value
+page.show(attribution_figure(explained), "attribution", f"{handle.name}-attribution-P{position}")

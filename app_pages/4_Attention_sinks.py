@@ -10,9 +10,10 @@ from ui.compare import compare_section
 from ui.models import probe_or_stop, probe_with_progress, result_cache, waited
 from ui.scaffold import Need, Setting, start
 from views.sinks import share_figure
-from viz.sinks import corpus_maps, massive_link_chart, sink_head_grid, sink_table_rows
+from viz.sinks import corpus_maps, massive_link_chart, sink_head_grid, sink_mechanism, sink_table_rows, softmax_toy
 
 MAX_TOKENS_PER_SENTENCE = 64
+TOY_X1 = (-10.0, 20.0)  # the toy's first logit
 
 page = start(__file__, Need.MODEL, Need.TEXT)
 handle = page.handle
@@ -35,6 +36,9 @@ page.settings(
     Setting("sentences", "int", sinks.DEFAULT_SENTENCES, lower=1, upper=limits.CORPUS_SENTENCES),
     Setting("tokens", "int", sinks.DEFAULT_TOKENS, lower=2, upper=MAX_TOKENS_PER_SENTENCE),
     Setting("logits", "bool", True),
+    Setting("toy_x1", "float", 4.0, lower=TOY_X1[0], upper=TOY_X1[1]),
+    Setting("toy_keys", "int", 16, lower=2, upper=limits.TOY_KEYS),
+    Setting("toy_spread", "float", 1.0, lower=0.0, upper=limits.TOY_SPREAD),
     Setting("own", "bool", False, url=False),
     Setting("pasted", "str", "", length=limits.PASTED_CHARACTERS, url=False),
 )
@@ -68,6 +72,31 @@ with right:
         height=min(720, 35 * (result.n_layers + 1) + 3),
         column_config={"attention it receives (%)": st.column_config.NumberColumn(format="%.1f")},
     )
+
+st.subheader("Why sinks form")
+st.markdown(
+    "Softmax must spend all of a query's weight: token 0 gets 1 / (1 + Σ e^(x_k − x_0)), so a head whose logit on "
+    "the first token leads the best other key by a few nats puts nearly all its weight there, whatever the rest "
+    "says: the sink is where attention goes when a head has nothing to look for (the lecture's x₁ ≫ x_j)."
+)
+with page.errors():
+    exact = waited(
+        "Reading every head's logits...",
+        lambda progress: attention.run(handle, page.text, result_cache(), with_logits=True),
+    ).value
+    lead = sinks.logit_lead(exact)
+    page.show(
+        sink_mechanism(result.model, exact.sink_share, lead, len(exact.tokens)),
+        "mechanism",
+        f"{result.model}-sink-mechanism",
+    )
+st.markdown("**The equation, live**: one query's logits, the first key's (x₁) set here, the others drawn around 0.")
+toy = st.columns(3)
+first = page.widget("toy_x1", toy[0].slider, "x₁, the first key's logit", step=0.5)
+n_keys = page.widget("toy_keys", toy[1].number_input, "Keys")
+spread = page.widget("toy_spread", toy[2].slider, "Spread of the other logits", step=0.25)
+with page.errors():
+    page.show(softmax_toy(first, sinks.toy_logits(n_keys, spread)), "toy", "softmax-toy")
 
 st.subheader("Sinks and massive activations")
 st.markdown(

@@ -32,6 +32,7 @@ from views.api import Drawn, Result, figure
 from views.api import loaded as load
 from views.attention import run as attention
 from views.compare import compare, compare_texts
+from views.lens import attribute
 from views.lens import run as lens
 from views.massive import run as massive_activations
 from views.registry import figures as _figures
@@ -58,6 +59,7 @@ __all__ = [
     "Result",
     "ResultCache",
     "attention",
+    "attribute",
     "compare",
     "compare_texts",
     "figure",

@@ -33,7 +33,7 @@ from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 NAME = "lens"
-VERSION = 1
+VERSION = 2
 TOP = 5  # tokens kept per layer and position
 CHUNK = 64  # positions read out at once
 FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")  # the final norm's name, by model family

@@ -87,6 +87,25 @@ def sink_profile(result: AttentionResult) -> SinkProfile:
     )
 
 
+def logit_lead(result: AttentionResult) -> np.ndarray:
+    """Per layer and head: the mean over queries 1..n-1 of token 0's logit lead, x_q0 minus the largest logit of
+    the other keys the query sees. Softmax gives token 0 the weight 1 / (1 + sum_k exp(x_qk - x_q0)): a lead of a
+    few nats makes it the sink. Needs exact logits (a result with logits, of a text not pooled)."""
+    if result.logits is None or result.pool != 1:
+        raise LmscopeError("The logit lead needs exact attention logits: a text short enough not to be pooled.")
+    logits = result.logits.astype(np.float64)  # NaN where masked
+    lead = logits[..., 1:, 0] - np.nanmax(logits[..., 1:, 1:], axis=-1)
+    return lead.mean(axis=-1)
+
+
+def toy_logits(n: int, spread: float, seed: int = 0) -> np.ndarray:
+    """The logits of the other n - 1 keys of the softmax toy: normal, mean 0 and standard deviation `spread`."""
+    limits.check_range(n, 2, limits.TOY_KEYS, "number of keys")
+    if not 0 <= spread <= limits.TOY_SPREAD:
+        raise LmscopeError(f"The spread of the other logits must be from 0 to {limits.TOY_SPREAD}; got {spread}.")
+    return np.random.default_rng(seed).normal(0.0, spread, n - 1)
+
+
 def first_k_range(result: AttentionResult) -> tuple[int, int, int]:
     """The k that first_k_share accepts: (smallest, largest, step); a pooled map allows only whole cells."""
     cells = result.maps.shape[-1]

@@ -40,3 +40,28 @@ class LensResult:
             raise LmscopeError(
                 f"Position {position} does not exist: the text has positions 0 to {len(self.tokens) - 1}."
             )
+
+
+@dataclass
+class LogitAttribution:
+    """Direct logit attribution at one position toward one next token: what the embeddings, each attention head
+    and each MLP add to that token's logit through the final norm (its scale frozen) and the unembedding. The parts
+    sum to `logit`, the logit before any soft-capping."""
+
+    model: str
+    fingerprint: str
+    token_ids: np.ndarray  # (n,)
+    tokens: list[str]
+    position: int
+    target_id: int
+    target: str
+    logit: float
+    embedding: float
+    heads: np.ndarray  # (layers, heads) float64
+    attention_bias: np.ndarray  # (layers,) float64: o_proj's bias, where the family has one (else 0)
+    mlps: np.ndarray  # (layers,) float64
+
+    @property
+    def total(self) -> float:
+        """The sum of the parts (equal to `logit` up to float rounding of the forward pass)."""
+        return float(self.embedding + self.heads.sum() + self.attention_bias.sum() + self.mlps.sum())

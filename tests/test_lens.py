@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import lmscope
-from probes import lens
+from probes import attribution, lens
+from probes.residual import blocks
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
@@ -32,7 +33,7 @@ def _independent(handle: ModelHandle, token_ids: np.ndarray, zeroed: list[int]) 
     """Log-probabilities of every readout from output_hidden_states: the embeddings and blocks 0..L-2 through the
     final norm (transformers reports the last block's state after it), each with `zeroed` features set to 0."""
     states = direct(handle, token_ids, output_hidden_states=True).hidden_states
-    norm, head = handle.model.base_model.norm, handle.model.get_output_embeddings()
+    norm, head = lens.readout(handle)
     readouts = []
     with torch.inference_mode():
         for state in states[:-1]:
@@ -121,6 +122,72 @@ def test_the_cli_prints_what_the_api_returns(smollm2: ModelHandle) -> None:
         assert layer["top_tokens"] == result.top_tokens[row, :, :2].tolist()
         np.testing.assert_allclose(layer["next_prob"], result.next_prob[row], rtol=1e-6)
         np.testing.assert_allclose(layer["kl_final"], result.kl_final[row], rtol=1e-6)
-    assert result.figure(colour="kl_final").layout.title.text.startswith("Logit lens of smollm2-135m-instruct")
+    title = result.figure(colour="kl_final").to_plotly_json()["layout"]["title"]["text"]
+    assert title.startswith("Logit lens of smollm2-135m-instruct")
     bad = cli("lens", "--model", smollm2.name, "--text", TEXT, "--zero", "a,b")
     assert bad.returncode != 0 and "--zero takes feature numbers" in bad.stderr
+
+
+def test_the_attribution_parts_sum_to_the_models_logit(decoder: ModelHandle, cache: ResultCache) -> None:
+    read = lens.run(decoder, TEXT, cache).value
+    position = len(read.tokens) - 3
+    target = int(read.token_ids[position + 1])
+    done = attribution.run(decoder, read.token_ids.tolist(), position, target, cache).value
+    assert done.heads.shape == (decoder.n_layers, decoder.n_heads) and done.target_id == target
+    logits = direct(decoder, read.token_ids).logits[0, position].double()
+    assert done.logit == pytest.approx(float(logits[target]), abs=2e-3)  # neither model soft-caps its logits
+    magnitude = np.abs(done.heads).sum() + np.abs(done.mlps).sum() + abs(done.embedding)
+    assert abs(done.total - done.logit) <= 1e-5 * magnitude
+    # Each block's heads and MLP add what the block adds to transformers' own hidden states, read the same way.
+    states = direct(decoder, read.token_ids, output_hidden_states=True).hidden_states
+    final = lens.residual_states(decoder, read.token_ids)[-1][position].double()
+    norm, head = lens.readout(decoder)
+    direction = head.get_parameter("weight")[target].detach().double() * attribution.rms_scale(norm, final)
+    for layer in range(decoder.n_layers - 1):  # transformers reports the last block's state after the final norm
+        added = (states[layer + 1][0, position] - states[layer][0, position]).double()
+        by_block = done.heads[layer].sum() + done.mlps[layer] + done.attention_bias[layer]
+        assert by_block == pytest.approx(float(direction @ added), abs=2e-4 * magnitude), layer
+
+
+def test_a_heads_part_equals_its_attention_weights_times_values(smollm2: ModelHandle, cache: ResultCache) -> None:
+    read = lens.run(smollm2, TEXT, cache).value
+    position, target, layer, h = len(read.tokens) - 1, int(read.top_ids[-1, -1, 0]), 23, 4
+    done = attribution.run(smollm2, read.token_ids.tolist(), position, target, cache).value
+    outputs = direct(smollm2, read.token_ids, output_hidden_states=True, output_attentions=True)
+    block = blocks(smollm2)[layer]
+    with torch.inference_mode():
+        normed = block.get_submodule("input_layernorm")(outputs.hidden_states[layer][0])
+        values = block.get_submodule("self_attn.v_proj")(normed).double()
+    width = smollm2.model.config.head_dim
+    group = smollm2.n_heads // smollm2.n_kv_heads
+    kv = h // group
+    mixed = outputs.attentions[layer][0, h, position].double() @ values[:, kv * width : (kv + 1) * width]
+    o_proj = block.get_submodule("self_attn.o_proj").get_parameter("weight").detach().double()
+    part = o_proj[:, h * width : (h + 1) * width] @ mixed
+    final = lens.residual_states(smollm2, read.token_ids)[-1][position].double()
+    norm, head = lens.readout(smollm2)
+    direction = head.get_parameter("weight")[target].detach().double() * attribution.rms_scale(norm, final)
+    assert done.heads[layer, h] == pytest.approx(float(direction @ part), rel=1e-3, abs=1e-3)
+
+
+def test_attribution_on_the_page_the_cli_and_the_api(smollm2: ModelHandle, minilm: ModelHandle) -> None:
+    at = open_page(PAGE, model=smollm2.name, text=TEXT, position="10", target="next")
+    assert not at.exception and not at.error
+    drawn = chart(at, 2)
+    read = lens.run(smollm2, TEXT, ResultCache()).value
+    expected = attribution.run(smollm2, read.token_ids.tolist(), 10, int(read.token_ids[11]), ResultCache()).value
+    np.testing.assert_allclose(plotly_array(drawn["data"][0]["z"]), expected.heads, rtol=1e-9)
+    np.testing.assert_allclose(plotly_array(drawn["data"][1]["x"]), expected.mlps, rtol=1e-9)
+    last = open_page(PAGE, model=smollm2.name, text=TEXT, position=str(len(read.tokens) - 1), target="next")
+    assert "The last position has no next token" in texts(last.error)
+    done = cli("attribute", "--model", smollm2.name, "--text", TEXT, "--position", "10", "--target", "next")
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["target"] == expected.target and printed["logit"] == pytest.approx(expected.logit)
+    np.testing.assert_allclose(printed["heads"], expected.heads, rtol=1e-9)
+    api = lmscope.attribute(smollm2, TEXT, 10, "next", progress=False)
+    np.testing.assert_allclose(api.mlps, expected.mlps, rtol=1e-9)
+    with pytest.raises(LmscopeError, match="is an encoder"):
+        lmscope.attribute(minilm, TEXT, progress=False)
+    with pytest.raises(LmscopeError, match="The target must be one of 1, 2, 3, 4, 5, next"):
+        lmscope.attribute(smollm2, TEXT, 3, "7", progress=False)

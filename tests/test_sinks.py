@@ -14,7 +14,7 @@ from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from tests.helpers import chart, direct, open_page, plotly_array, texts
-from viz.sinks import corpus_maps, massive_link_chart, sink_table_rows
+from viz.sinks import corpus_maps, massive_link_chart, sink_table_rows, softmax_toy
 from viz.theme import visible
 
 TEXT = "When Mary and John went to the store, John gave a drink to Mary. Then they went home."
@@ -212,24 +212,24 @@ def test_figures_draw_the_probe_numbers(smollm2: ModelHandle, cache: ResultCache
 def test_sinks_page_draws_its_charts(smollm2: ModelHandle, tmp_path: Path) -> None:
     at = open_page(SINKS, text=TEXT, k="3", sentences="4", tokens="12", layers="0,5")
     assert not at.exception and not at.error and not at.warning
-    assert len(at.get("plotly_chart")) == 4
+    assert len(at.get("plotly_chart")) == 6
     result = attention.run(smollm2, TEXT, ResultCache(tmp_path)).value
     lines = chart(at, 0)["data"]
     np.testing.assert_allclose(_values(lines[0]["y"]), sinks.sink_profile(result).layer_share, rtol=1e-6)
     np.testing.assert_allclose(_values(lines[1]["y"]), sinks.first_k_share(result, 3), rtol=1e-6)
-    maps = chart(at, 3)
+    maps = chart(at, 5)
     assert [a["text"].split("<br>")[0] for a in maps["layout"]["annotations"]] == ["Layer 0", "Layer 5"]
     assert "logits" in maps["layout"]["title"]["text"] and "4 sentences of 12 tokens" in maps["layout"]["title"]["text"]
     assert at.query_params["k"] == "3" and at.query_params["layers"] == "0,5"
     at.toggle(key="sinks_logits").set_value(False).run()
-    assert "weights" in chart(at, 3)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
+    assert "weights" in chart(at, 5)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
 
 
 @pytest.mark.parametrize("model", ["gemma3-270m", "all-minilm-l6-v2"])
 def test_sinks_page_on_other_builtins(model: str) -> None:
     at = open_page(SINKS, model=model, text="Sinks and delimiters, again.", sentences="3")
     assert not at.exception and not at.error
-    assert len(at.get("plotly_chart")) == 4
+    assert len(at.get("plotly_chart")) == 6
     lines, grid = chart(at, 0)["layout"], chart(at, 1)["layout"]
     if model.startswith("gemma3"):  # five of every six layers see only the last 512 tokens
         starred = [f"{i}*" if (i + 1) % 6 else str(i) for i in range(18)]
@@ -264,4 +264,55 @@ def test_pasted_sentences_that_cannot_be_used(smollm2: ModelHandle, pasted: str,
     at.text_area(key="sinks_pasted").input(pasted).run()
     assert not at.exception
     assert message in texts(at.error)
-    assert len(at.get("plotly_chart")) == 3  # the charts of the text are still shown
+    assert len(at.get("plotly_chart")) == 5  # the charts of the text are still shown
+
+
+def test_the_logit_lead_is_read_from_the_attention_weights(any_model: ModelHandle, cache: ResultCache) -> None:
+    """log p_q0 - log max_k p_qk = x_q0 - max_k x_qk: softmax's normaliser cancels, so the weights of transformers'
+    own output_attentions give the lead independently of the probe's logits."""
+    result = attention.run(any_model, TEXT, cache, with_logits=True).value
+    lead = sinks.logit_lead(result)
+    for layer, weights in enumerate(direct(any_model, result.token_ids, output_attentions=True).attentions):
+        p = weights[0].double().numpy()  # (heads, n, n)
+        others = (
+            p[:, 1:, 1:]
+            if not any_model.is_causal
+            else np.where(np.tril(np.ones_like(p[0, 1:, 1:])) > 0, p[:, 1:, 1:], 0)
+        )
+        expected = (np.log(p[:, 1:, 0]) - np.log(others.max(axis=-1))).mean(axis=-1)
+        np.testing.assert_allclose(lead[layer], expected, atol=0.05)  # the probe keeps logits in float16
+
+
+def test_sinking_heads_lead_with_the_first_token(smollm2: ModelHandle, cache: ResultCache) -> None:
+    result = attention.run(smollm2, TEXT, cache, with_logits=True).value
+    lead, share = sinks.logit_lead(result), result.sink_share
+    assert (share >= 0.7).sum() >= 20 and (lead[share >= 0.7] > 1).all() and np.median(lead[share < 0.2]) < 0
+
+
+def test_the_softmax_toy_draws_the_equation() -> None:
+    others = sinks.toy_logits(64, 1.5)
+    assert others.shape == (63,) and np.array_equal(others, sinks.toy_logits(64, 1.5))  # seeded
+    drawn = softmax_toy(3.0, others).to_plotly_json()
+    logits = np.concatenate([[3.0], others])
+    expected = np.exp(logits) / np.exp(logits).sum()
+    np.testing.assert_allclose(plotly_array(drawn["data"][0]["y"]), expected, rtol=1e-12)
+    curve_x, curve_y = plotly_array(drawn["data"][1]["x"]), plotly_array(drawn["data"][1]["y"])
+    np.testing.assert_allclose(curve_y, np.exp(curve_x) / (np.exp(curve_x) + np.exp(others).sum()), rtol=1e-12)
+    assert f"takes {expected[0]:.1%} of 64" in drawn["layout"]["title"]["text"]
+    with pytest.raises(LmscopeError, match="number of keys must be from 2 to 1024"):
+        sinks.toy_logits(5000, 1.0)
+    with pytest.raises(LmscopeError, match="spread of the other logits must be from 0 to 5"):
+        sinks.toy_logits(8, -1.0)
+
+
+def test_the_page_draws_the_mechanism_and_the_toy(smollm2: ModelHandle) -> None:
+    at = open_page(SINKS, text=TEXT, sentences="2", toy_x1="8", toy_keys="128", toy_spread="0")
+    assert not at.exception and not at.error
+    mechanism, toy = chart(at, 2), chart(at, 3)
+    result = attention.run(smollm2, TEXT, ResultCache(), with_logits=True).value
+    heads = mechanism["data"][-1]
+    np.testing.assert_allclose(plotly_array(heads["x"]), sinks.logit_lead(result).ravel(), rtol=1e-9)
+    np.testing.assert_allclose(plotly_array(heads["y"]), result.sink_share.ravel(), rtol=1e-6)
+    assert f"takes {np.exp(8) / (np.exp(8) + 127):.1%} of 128" in toy["layout"]["title"]["text"]  # the others at 0
+    bad = open_page(SINKS, text=TEXT, sentences="2", toy_keys="5000")
+    assert "toy_keys=5000 is out of range" in texts(bad.warning)

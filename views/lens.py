@@ -7,16 +7,17 @@ import argparse
 import numpy as np
 import plotly.graph_objects as go
 
-from probes import activations, lens
+from probes import activations, attribution, lens
+from probes.batches import Progress
 from results.activations import ActivationResult, Thresholds
-from results.lens import LensResult
-from runtime.cache import ResultCache
+from results.lens import LensResult, LogitAttribution
+from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from views.api import Model, Result, call, model_of
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
-from viz.lens import COLOURS, lens_by_layer, lens_grid
+from viz.lens import attribution_figure, lens_by_layer, lens_grid
 
 
 def massive_dims(result: ActivationResult) -> list[int]:
@@ -49,19 +50,48 @@ def run(
     )
 
 
+TARGETS = ("1", "2", "3", "4", "5", "next")  # the model's k-th most likely next token, or the one that comes next
+
+
+def target_id(result: LensResult, position: int, target: str) -> int:
+    """The token an attribution explains: the model's k-th most likely next token at the position ("1" to "5"), or
+    the token that really comes next ("next"); a clear error for a choice the position does not have."""
+    result.check_position(position)
+    if target == "next":
+        if position == len(result.tokens) - 1:
+            raise LmscopeError("The last position has no next token: choose one of the model's predictions.")
+        return int(result.token_ids[position + 1])
+    if target not in TARGETS:
+        raise LmscopeError(f"The target must be one of {', '.join(TARGETS)}; got {target!r}.")
+    return int(result.top_ids[-1, position, int(target) - 1])
+
+
+def attribute(
+    model: Model,
+    text: str,
+    position: int = -1,
+    target: str = "1",
+    *,
+    cache: ResultCache | None = None,
+    progress: bool = True,
+) -> Result[LogitAttribution]:
+    """Direct logit attribution at `position` (-1: the last) toward the model's `target`-th most likely next token
+    ("1" to "5") or the token that really comes next ("next"): what the embeddings, each head and each MLP add to
+    its logit; its figure is the heads' grid beside the MLPs' bars."""
+
+    def probe(handle: ModelHandle, store: ResultCache, on_progress: Progress | None) -> Cached[LogitAttribution]:
+        read = lens.run(handle, text, store, (), on_progress).value
+        at = position % len(read.tokens) if position < 0 else position
+        return attribution.run(handle, read.token_ids.tolist(), at, target_id(read, at, target), store)
+
+    return call(model, probe, attribution_figure, cache, progress, "attribution")
+
+
 def _zeroed(run: Run) -> list[int]:
     """The features a preset zeroes: none, or the text's massive ones (`zero_massive`)."""
     if not run.flag("zero_massive"):
         return []
     return massive_features(run.handle, run.text, run.cache)
-
-
-def _draw_grid(run: Run) -> go.Figure:
-    done = lens.run(run.handle, run.text, run.cache, _zeroed(run), run.on_progress)
-    colour = str(run.option("colour"))
-    if colour not in COLOURS:
-        raise LmscopeError(f"{run.label}: colour must be one of {', '.join(COLOURS)}, not {colour!r}.")
-    return lens_grid(run.keep("lens", done), colour, run.integer("start"))
 
 
 def _draw_by_layer(run: Run) -> go.Figure:
@@ -115,6 +145,33 @@ def _print_lens(args: argparse.Namespace) -> object:
     }
 
 
+def _attribute_arguments(command: argparse.ArgumentParser) -> None:
+    model_argument(command, " (a decoder with llama-style blocks)")
+    command.add_argument("--text", required=True)
+    command.add_argument("--position", type=int, default=-1, help="the position read (default -1: the last)")
+    command.add_argument(
+        "--target", default="1", help="the model's k-th most likely next token (1 to 5, default 1), or 'next'"
+    )
+
+
+def _print_attribution(args: argparse.Namespace) -> object:
+    result = attribute(args.model, args.text, args.position, args.target, progress=False).value
+    return {
+        "model": result.model,
+        "fingerprint": result.fingerprint,
+        "tokens": result.tokens,
+        "position": result.position,
+        "target_id": result.target_id,
+        "target": result.target,
+        "logit": result.logit,
+        "embedding": result.embedding,
+        "heads": result.heads,
+        "attention_bias": result.attention_bias,
+        "mlps": result.mlps,
+        "total": result.total,
+    }
+
+
 VIEW = register(
     View(
         key="lens",
@@ -131,7 +188,13 @@ VIEW = register(
             Command(
                 "lens", "each layer's residual stream read out as next-token predictions", _lens_arguments, _print_lens
             ),
+            Command(
+                "attribute",
+                "what each head and MLP adds to one next token's logit (direct logit attribution)",
+                _attribute_arguments,
+                _print_attribution,
+            ),
         ),
-        figures=(Figure("lens_grid", _draw_grid, (lens,)), Figure("lens_by_layer", _draw_by_layer, (lens,))),
+        figures=(Figure("lens_by_layer", _draw_by_layer, (lens,)),),
     )
 )

@@ -12,7 +12,7 @@ from runtime.cache import ResultCache
 from views.api import Model, Result, call
 from views.compare import depth_figure
 from views.registry import Figure, Run, View, register
-from viz.sinks import corpus_maps, sink_share_by_layer
+from viz.sinks import corpus_maps, sink_mechanism, sink_share_by_layer
 
 
 def share_figure(result: AttentionResult, k: int = 4) -> go.Figure:
@@ -49,6 +49,13 @@ def _draw_corpus_maps(run: Run) -> go.Figure:
     return corpus_maps(run.keep("corpus", averaged), layers, logits=run.flag("logits"))
 
 
+def _draw_mechanism(run: Run) -> go.Figure:
+    exact = run.keep("attention", attention.run(run.handle, run.text, run.cache, with_logits=True))
+    lead = sinks.logit_lead(exact)
+    run.results["lead"] = lead
+    return sink_mechanism(exact.model, exact.sink_share, lead, len(exact.tokens))
+
+
 def _draw_share(run: Run) -> go.Figure:
     return share_figure(run.keep("attention", attention.run(run.handle, run.text, run.cache)), run.integer("k"))
 
@@ -68,6 +75,7 @@ VIEW = register(
         figures=(
             Figure("corpus_average_maps", _draw_corpus_maps, (sinks,)),
             Figure("sink_share", _draw_share, (attention, sinks)),
+            Figure("sink_mechanism", _draw_mechanism, (attention, sinks)),
             depth_figure("sinks_by_depth", "sinks", (attention,)),
         ),
     )

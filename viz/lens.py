@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from results.lens import LensResult
+from results.lens import LensResult, LogitAttribution
 from viz.theme import SEQUENTIAL, themed, visible
 
 COLOURS = {
@@ -136,4 +136,62 @@ def lens_by_layer(result: LensResult) -> go.Figure:
     fig.update_yaxes(title_text="probability / share", range=[0, 1.02], col=1)
     fig.update_yaxes(title_text="nats (log scale)", col=2, type="log")
     fig.update_layout(height=460, margin={"t": 110}, legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def attribution_figure(result: LogitAttribution) -> go.Figure:
+    """What each attention head (a layer x head grid) and each MLP (bars by layer) adds to one next token's logit
+    at one position, on one diverging scale centred at 0 (red: toward the token, blue: against it)."""
+    n_layers, n_heads = result.heads.shape
+    layers = np.arange(n_layers)
+    top = float(max(np.abs(result.heads).max(), np.abs(result.mlps).max(), 1e-9))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        column_widths=[0.62, 0.38],
+        horizontal_spacing=0.04,
+        subplot_titles=("attention heads", "MLPs"),
+    )
+    fig.add_trace(
+        go.Heatmap(
+            z=result.heads,
+            x=np.arange(n_heads),
+            y=layers,
+            colorscale="RdBu_r",
+            zmid=0.0,
+            zmin=-top,
+            zmax=top,
+            colorbar={"title": {"text": "logit", "side": "right"}, "thickness": 14},
+            hovertemplate="layer %{y}, head %{x}: %{z:+.3f}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=result.mlps,
+            y=layers,
+            orientation="h",
+            marker={"color": result.mlps, "colorscale": "RdBu_r", "cmin": -top, "cmax": top},
+            hovertemplate="MLP of layer %{y}: %{x:+.3f}<extra></extra>",
+            showlegend=False,
+        ),
+        row=1,
+        col=2,
+    )
+    token = visible(result.tokens[result.position])
+    themed(
+        fig,
+        f"Direct logit attribution: what writes {visible(result.target)!r} after position {result.position} ({token})",
+        f"Logit {result.logit:.2f} = embeddings {result.embedding:+.2f} + attention heads {result.heads.sum():+.2f} "
+        f"+ MLPs {result.mlps.sum():+.2f}"
+        + (f" + o_proj biases {result.attention_bias.sum():+.2f}" if result.attention_bias.any() else "")
+        + ",<br>each part through the unembedding with the final norm's scale frozen; red: toward the token, blue: "
+        "against it.",
+    )
+    fig.update_xaxes(title_text="head", dtick=1 if n_heads <= 16 else None, showgrid=False, zeroline=False, col=1)
+    fig.update_xaxes(title_text="logit", range=[-top * 1.05, top * 1.05], col=2)
+    fig.update_yaxes(title_text="layer", autorange="reversed", dtick=1 if n_layers <= 32 else None, col=1)
+    fig.update_layout(height=max(480, 20 * n_layers + 220), margin={"t": 140})
     return fig

@@ -240,3 +240,123 @@ def massive_link_chart(link: MassiveLink) -> go.Figure:
     fig.update_xaxes(**_layer_axis(len(layers)))
     fig.update_yaxes(title_text="largest |hidden state| (log scale)", type="log", dtick=1)
     return fig
+
+
+LEAD_RANGE = (-8.0, 12.0)  # nats of logit lead the mechanism chart spans
+TIED = (1, 10, 100)  # other keys tied at the best one, for the formula's curves
+
+
+def sink_mechanism(model: str, share: np.ndarray, lead: np.ndarray, n_tokens: int) -> go.Figure:
+    """Each head's sink share against its mean logit lead (token 0's logit minus the best other one), coloured by
+    layer, over the softmax formula's share 1 / (1 + m e^(-lead)) for m other keys tied at the best."""
+    leads = np.linspace(*LEAD_RANGE, 200)
+    traces: list[go.Scatter] = [
+        go.Scatter(
+            x=leads,
+            y=1 / (1 + m * np.exp(-leads)),
+            mode="lines",
+            name=f"softmax, {m} other key{'s' if m > 1 else ''} at the best one's logit",
+            line={"color": BASELINE_COLOUR, "dash": dash, "width": 1.5},
+            hovertemplate=f"lead %{{x:.1f}} nats, {m} tied keys: share %{{y:.1%}}<extra></extra>",
+        )
+        for m, dash in zip(TIED, ("solid", "dash", "dot"), strict=True)
+    ]
+    layers, heads = np.meshgrid(np.arange(share.shape[0]), np.arange(share.shape[1]), indexing="ij")
+    traces.append(
+        go.Scatter(
+            x=lead.ravel(),
+            y=share.ravel(),
+            mode="markers",
+            name="a head (colour: its layer)",
+            customdata=np.stack([layers.ravel(), heads.ravel()], axis=1),
+            marker={
+                "color": layers.ravel(),
+                "colorscale": SEQUENTIAL,
+                "size": 7,
+                "colorbar": {"title": {"text": "layer", "side": "right"}, "thickness": 14},
+            },
+            hovertemplate="layer %{customdata[0]}, head %{customdata[1]}: lead %{x:.2f} nats, sink share %{y:.1%}"
+            "<extra></extra>",
+        )
+    )
+    fig = go.Figure(traces)
+    themed(
+        fig,
+        f"Why sinks form: softmax must put its weight somewhere ({model})",
+        f"Each head on your text ({n_tokens} tokens): its share of attention on token 0 against token 0's logit lead"
+        "<br>over the best other key the query sees (means over queries). Softmax gives token 0 the weight "
+        "1 / (1 + Σ e^(x_k − x_0)):<br>a lead of a few nats and the first token takes it all (grey: m keys tied at "
+        "the best).",
+    )
+    legend_below(fig, height=580)
+    fig.update_layout(margin={"t": 130})
+    fig.update_xaxes(title_text="logit lead of token 0 (nats)", range=list(LEAD_RANGE), zeroline=True)
+    fig.update_yaxes(title_text="share of attention on token 0", range=[0, 1.02], tickformat=".0%")
+    return fig
+
+
+def first_weight(first: np.ndarray | float, others: np.ndarray) -> np.ndarray:
+    """Softmax's weight on the first of the logits [first, *others], for each value of `first` (computed stably)."""
+    x = np.asarray(first, dtype=np.float64)[..., None]
+    top = np.maximum(x, others.max())
+    own = np.exp(x - top)[..., 0]
+    return own / (own + np.exp(others - top).sum(axis=-1))
+
+
+def softmax_toy(first: float, others: np.ndarray) -> go.Figure:
+    """The lecture's equation, live: the softmax weights of the logits [first, *others] as bars (the first in the
+    sink's colour), and beside them the first token's weight as its logit grows, with `first` marked."""
+    logits = np.concatenate([[first], others])
+    weights = np.exp(logits - logits.max())
+    weights /= weights.sum()  # the same weights first_weight gives the first key
+    grid = np.linspace(LEAD_RANGE[0] + others.max(), LEAD_RANGE[1] + others.max(), 200)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.1)
+    colours = [SINK_COLOUR] + [FIRST_K_COLOUR] * len(others)
+    fig.add_trace(
+        go.Bar(
+            x=np.arange(len(logits)),
+            y=weights,
+            marker_color=colours,
+            customdata=logits,
+            hovertemplate="key %{x}: logit %{customdata:.2f}, weight %{y:.3%}<extra></extra>",
+            showlegend=False,
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=grid,
+            y=first_weight(grid, others),
+            mode="lines",
+            line={"color": SINK_COLOUR},
+            hovertemplate="x₁ = %{x:.2f}: weight on the first key %{y:.1%}<extra></extra>",
+            showlegend=False,
+        ),
+        row=1,
+        col=2,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[first],
+            y=[weights[0]],
+            mode="markers",
+            marker={"color": SINK_COLOUR, "size": 12, "symbol": "diamond"},
+            hovertemplate="here: %{y:.1%}<extra></extra>",
+            showlegend=False,
+        ),
+        row=1,
+        col=2,
+    )
+    themed(
+        fig,
+        f"softmax(x)₁ = e^x₁ / Σ e^xⱼ: the first key takes {weights[0]:.1%} of {len(logits)}",
+        f"x₁ = {first:g}; the other {len(others)} logits drawn around 0 (largest {others.max():.2f}). Left: every "
+        "key's weight; right: the first key's weight as x₁ grows.",
+    )
+    fig.update_xaxes(title_text="key", col=1)
+    fig.update_yaxes(title_text="softmax weight", col=1, rangemode="tozero")
+    fig.update_xaxes(title_text="x₁, the first key's logit", col=2)
+    fig.update_yaxes(title_text="weight on the first key", range=[0, 1.02], tickformat=".0%", col=2)
+    fig.update_layout(height=420, margin={"t": 110})
+    return fig

@@ -73,8 +73,30 @@ def every_decoder(rendered: Rendered) -> str:
     return "; ".join(found)
 
 
+def mechanism(rendered: Rendered) -> str:
+    """Every head with a sink share of at least 70% leads with token 0's logit by more than a nat (mean lead), the
+    heads under 20% trail (median lead < 0), and the share rises with the lead (rank correlation at least 0.8)."""
+    exact = rendered.result("attention", AttentionResult)
+    lead, share = sinks.logit_lead(exact).ravel(), exact.sink_share.ravel()
+    sinking, spread = share >= 0.7, share < 0.2
+    ranks = np.corrcoef(np.argsort(np.argsort(lead)), np.argsort(np.argsort(share)))[0, 1]
+    least = lead[sinking].min() if sinking.any() else np.nan
+    trailing = np.median(lead[spread]) if spread.any() else np.nan
+    if not least > 1 or not trailing < 0 or ranks < 0.8:
+        raise rendered.fail(
+            f"{sinking.sum()} heads at 70% or more (least lead {least:.2f}), {spread.sum()} under 20% (median lead "
+            f"{trailing:.2f}); rank correlation {ranks:.2f}"
+        )
+    return (
+        f"{sinking.sum()} of {share.size} heads put 70% or more on token 0, each leading by more than a nat (least "
+        f"{least:.1f}, median {np.median(lead[sinking]):.1f}); the {spread.sum()} under 20% trail (median "
+        f"{trailing:.1f}); rank correlation of lead and share {ranks:.2f}"
+    )
+
+
 CHECKS = {
     "corpus_average_maps": corpus_maps,
     "sink_share": sink_share,
+    "sink_mechanism": mechanism,
     "sinks_by_depth": every_decoder,
 }
