@@ -33,18 +33,20 @@ from runtime.placement import host
 from runtime.probe import CachedProbe
 
 NAME = "attribution"
-VERSION = 1
+VERSION = 2
 
 
 def rms_scale(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The per-feature factor an RMS norm multiplies the vector x by (float64): its gain over x's RMS (Gemma's
-    gain is 1 + weight)."""
+    """The per-feature factor an RMS norm multiplies the vector x by (float64): its gain over x's RMS. The gain is
+    read from the norm itself, as what it makes of a vector of ones (Llama's weight, Gemma's 1 + weight)."""
     kind = type(norm).__name__
     eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", None)
     if "RMSNorm" not in kind or eps is None:
         raise LmscopeError(f"Direct logit attribution reads RMS norms; this model's {kind} is not one.")
-    weight = norm.get_parameter("weight").detach().double()
-    gain = 1 + weight if kind.startswith("Gemma") else weight
+    weight = norm.get_parameter("weight")
+    with torch.inference_mode():
+        ones = torch.ones(weight.shape, dtype=weight.dtype, device=weight.device)
+        gain = host(norm(ones)).double() * np.sqrt(1 + float(eps))
     return gain / torch.sqrt(x.double().pow(2).mean() + float(eps))
 
 
@@ -105,10 +107,11 @@ def compute(handle: ModelHandle, token_ids: list[int], position: int, target_id:
         for i, (o_proj, _, attention_norm, mlp_norm) in enumerate(parts):
             weight = o_proj.weight.detach().double()
             scale = 1.0 if attention_norm is None else rms_scale(attention_norm, outputs[(i, "attention")])
-            width = weight.shape[1] // n_heads
-            for h in range(n_heads):
-                part = weight[:, h * width : (h + 1) * width] @ inputs[i][h * width : (h + 1) * width]
-                heads[i, h] = float(direction @ (part * scale))
+            # Head h's output is o_proj's weight columns of that head times the head's slice of o_proj's input.
+            by_head = torch.einsum(
+                "dhw,hw->hd", weight.reshape(weight.shape[0], n_heads, -1), inputs[i].reshape(n_heads, -1)
+            )
+            heads[i] = ((by_head * scale) @ direction).numpy()
             if o_proj.bias is not None:
                 bias[i] = float(direction @ (o_proj.bias.detach().double() * scale))
             mlp_scale = 1.0 if mlp_norm is None else rms_scale(mlp_norm, outputs[(i, "mlp")])
@@ -139,10 +142,10 @@ def run(
 ) -> Cached[LogitAttribution]:
     """The direct logit attribution of the token `target_id` at `position` of the token ids (a lens result's, so
     that the text was read and checked once), from the disk cache when it has been computed before."""
-    readout(handle)  # a model without a head: said first
+    _, head = readout(handle)  # a model without a head: said first
     if not 0 <= position < len(token_ids):
         raise LmscopeError(f"Position {position} does not exist: the text has positions 0 to {len(token_ids) - 1}.")
-    vocabulary = handle.model.get_output_embeddings().weight.shape[0]  # pyright: ignore[reportOptionalMemberAccess]
+    vocabulary = head.get_parameter("weight").shape[0]
     if not 0 <= target_id < vocabulary:
         raise LmscopeError(f"Token id {target_id} is not in the vocabulary (0 to {vocabulary - 1}).")
     return PROBE.cached(handle, cache, token_ids=list(token_ids), position=position, target_id=target_id)

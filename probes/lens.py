@@ -13,7 +13,7 @@ zeroing them does to it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,17 +51,22 @@ def readout(handle: ModelHandle) -> tuple[nn.Module, nn.Module]:
     return norms[0], head
 
 
-def _log_probs(handle: ModelHandle, hidden: torch.Tensor, zeroed: Sequence[int]) -> torch.Tensor:
-    """Log-probabilities of the next token read out from residual states (positions, features), float32."""
+def _reader(handle: ModelHandle, zeroed: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Residual states (positions, features) -> float32 log-probabilities of the next token, through the model's
+    final norm, unembedding and logit soft-capping, `zeroed` features set to 0 first."""
     norm, head = readout(handle)
-    if zeroed:
-        hidden = hidden.clone()
-        hidden[:, list(zeroed)] = 0
-    logits = head(norm(hidden)).float()
     cap = getattr(handle.text_config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits, dim=-1)
+
+    def read(hidden: torch.Tensor) -> torch.Tensor:
+        if zeroed:
+            hidden = hidden.clone()
+            hidden[:, list(zeroed)] = 0
+        logits = head(norm(hidden.to(handle.device))).float()
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return torch.log_softmax(logits, dim=-1).cpu()
+
+    return read
 
 
 def residual_states(handle: ModelHandle, token_ids: np.ndarray) -> list[torch.Tensor]:
@@ -91,17 +96,14 @@ def compute(
     entropy = np.zeros((rows, n), dtype=np.float32)
     kl_final = np.zeros((rows, n), dtype=np.float32)
     following = torch.as_tensor(ids[1:])
+    own, read = _reader(handle, ()), _reader(handle, zeroed)
     with handle.lock, torch.inference_mode():
         for start in range(0, n, CHUNK):
             span = slice(start, min(n, start + CHUNK))
-            final = _log_probs(handle, states[-1][span].to(handle.device), ()).cpu()  # the model's own prediction
+            final = own(states[-1][span])  # the model's own prediction
             targets = following[start : span.stop]  # the next token of each position that has one
             for row, state in enumerate(states):
-                logp = (
-                    final
-                    if row == rows - 1 and not zeroed
-                    else _log_probs(handle, state[span].to(handle.device), zeroed).cpu()
-                )
+                logp = final if row == rows - 1 and not zeroed else read(state[span])
                 probs = logp.exp()
                 best = torch.topk(logp, TOP, dim=-1)
                 top_ids[row, span] = best.indices.numpy()

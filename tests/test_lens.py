@@ -191,3 +191,5 @@ def test_attribution_on_the_page_the_cli_and_the_api(smollm2: ModelHandle, minil
         lmscope.attribute(minilm, TEXT, progress=False)
     with pytest.raises(LmscopeError, match="The target must be one of 1, 2, 3, 4, 5, next"):
         lmscope.attribute(smollm2, TEXT, 3, "7", progress=False)
+    with pytest.raises(LmscopeError, match="Position -100 does not exist"):
+        lmscope.attribute(smollm2, TEXT, -100, progress=False)

@@ -81,7 +81,7 @@ def attribute(
 
     def probe(handle: ModelHandle, store: ResultCache, on_progress: Progress | None) -> Cached[LogitAttribution]:
         read = lens.run(handle, text, store, (), on_progress).value
-        at = position % len(read.tokens) if position < 0 else position
+        at = position + len(read.tokens) if -len(read.tokens) <= position < 0 else position  # -1: the last
         return attribution.run(handle, read.token_ids.tolist(), at, target_id(read, at, target), store)
 
     return call(model, probe, attribution_figure, cache, progress, "attribution")
