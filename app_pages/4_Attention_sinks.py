@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import attention, corpus, sinks
+from probes import corpus, sinks
 from runtime import limits
 from ui.compare import compare_section
 from ui.models import probe_or_stop, probe_with_progress, result_cache, waited
 from ui.scaffold import Need, Setting, start
-from views.sinks import share_figure
+from views.sinks import share_figure, sink_attention
 from viz.sinks import corpus_maps, massive_link_chart, sink_head_grid, sink_mechanism, sink_table_rows, softmax_toy
 
 MAX_TOKENS_PER_SENTENCE = 64
@@ -19,7 +19,7 @@ page = start(__file__, Need.MODEL, Need.TEXT)
 handle = page.handle
 cached = probe_or_stop(
     "Running the model and summarising every head...",
-    lambda: attention.run(handle, page.text, result_cache()),
+    lambda: sink_attention(handle, page.text, result_cache()),
 )
 result = cached.value
 profile = sinks.sink_profile(result)
@@ -80,13 +80,9 @@ st.markdown(
     "says: the sink is where attention goes when a head has nothing to look for (the lecture's x₁ ≫ x_j)."
 )
 with page.errors():
-    exact = waited(
-        "Reading every head's logits...",
-        lambda progress: attention.run(handle, page.text, result_cache(), with_logits=True),
-    ).value
-    lead = sinks.logit_lead(exact)
+    lead = sinks.logit_lead(result)
     page.show(
-        sink_mechanism(result.model, exact.sink_share, lead, len(exact.tokens)),
+        sink_mechanism(result.model, result.sink_share, lead, len(result.tokens)),
         "mechanism",
         f"{result.model}-sink-mechanism",
     )

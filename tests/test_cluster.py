@@ -39,10 +39,12 @@ TEXT = "Attention sinks soak up the weight of queries with nowhere else to look.
 # The pages whose first view takes longest (10 to 90 s each on 2 cores), opened with less corpus, fewer settings or
 # rounds: the same probes travel to the workers (Wanda stands for the calibrated pruners), at a sixth of the work.
 LIGHT = {
+    "3_Structured_attention.py": {"windows": "4, 16"},
+    "4_Attention_sinks.py": {"sentences": "32"},
     "5_Massive_activations.py": {"sentences": "8"},
     "6_Distributions_and_neurons.py": {"sentences": "8"},
     "8_Weight_spectra.py": {"ranks": "32"},
-    "9_Pruning.py": {"methods": "prune,wanda,quantize", "sentences": "4", "calibration": "2", "length": "32"},
+    "9_Pruning.py": {"methods": "prune,wanda", "sentences": "2", "calibration": "2", "length": "32"},
     "11_Lottery_tickets.py": {"rounds": "2", "seeds": "1"},
 }
 

@@ -267,7 +267,8 @@ def depth_layers(n_layers: int) -> list[int]:
 
 COMPARISONS: dict[str, PerLayer | Comparison] = {
     "sinks": PerLayer(
-        lambda handle, text, cache, _, __: attention.run(handle, _text(text), cache),
+        # With logits, as the sinks page runs it (views.sinks.sink_attention): one pass serves the page and this.
+        lambda handle, text, cache, _, __: attention.run(handle, _text(text), cache, with_logits=True),
         lambda result: {"token 0": sink_profile(result).layer_share},
         "Sink share by layer: attention on the first token",
         "Mean over heads and later tokens of the weight on token 0.",

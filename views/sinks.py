@@ -8,7 +8,8 @@ import plotly.graph_objects as go
 
 from probes import attention, corpus, sinks
 from results.attention import AttentionResult
-from runtime.cache import ResultCache
+from runtime.cache import Cached, ResultCache
+from runtime.handle import ModelHandle
 from views.api import Model, Result, call
 from views.compare import depth_figure
 from views.registry import Figure, Run, View, register
@@ -20,11 +21,17 @@ def share_figure(result: AttentionResult, k: int = 4) -> go.Figure:
     return sink_share_by_layer(sinks.sink_profile(result), sinks.first_k_share(result, k), k)
 
 
+def sink_attention(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[AttentionResult]:
+    """The attention on the text with its logits, which every sink figure reads: the shares and the logit lead
+    come from one pass (the logits are pooled as the maps are, so they cost at most as much again)."""
+    return attention.run(handle, text, cache, with_logits=True)
+
+
 def run(model: Model, text: str, *, cache: ResultCache | None = None, progress: bool = True) -> Result[AttentionResult]:
-    """The attention on the text, whose sink statistics `probes.sinks.sink_profile` reads; its figure is the share
-    of attention on the first token (and the first k) by layer: `.figure(k=4)`."""
+    """The attention on the text (with its logits), whose sink statistics `probes.sinks.sink_profile` reads; its
+    figure is the share of attention on the first token (and the first k) by layer: `.figure(k=4)`."""
     return call(
-        model, lambda handle, store, _: attention.run(handle, text, store), share_figure, cache, progress, "sinks"
+        model, lambda handle, store, _: sink_attention(handle, text, store), share_figure, cache, progress, "sinks"
     )
 
 
@@ -50,14 +57,14 @@ def _draw_corpus_maps(run: Run) -> go.Figure:
 
 
 def _draw_mechanism(run: Run) -> go.Figure:
-    exact = run.keep("attention", attention.run(run.handle, run.text, run.cache, with_logits=True))
+    exact = run.keep("attention", sink_attention(run.handle, run.text, run.cache))
     lead = sinks.logit_lead(exact)
     run.results["lead"] = lead
     return sink_mechanism(exact.model, exact.sink_share, lead, len(exact.tokens))
 
 
 def _draw_share(run: Run) -> go.Figure:
-    return share_figure(run.keep("attention", attention.run(run.handle, run.text, run.cache)), run.integer("k"))
+    return share_figure(run.keep("attention", sink_attention(run.handle, run.text, run.cache)), run.integer("k"))
 
 
 VIEW = register(
