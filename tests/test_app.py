@@ -10,6 +10,7 @@ from probes.long_text import long_text
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
 from tests.helpers import APP, chart, open_page, plotly_array, texts
+from ui.state import DEFAULT_TEXT
 
 ATTENTION = "app_pages/1_Attention.py"
 ATLAS = "app_pages/2_Head_atlas.py"
@@ -166,6 +167,25 @@ def test_atlas_colours_heads_by_induction(smollm2: ModelHandle, tmp_path) -> Non
     np.testing.assert_allclose(plotly_array(grid["data"][0]["z"]), expected, rtol=1e-6)
     assert "Layer 17, head 3" in chart(at, 1)["layout"]["title"]["text"]
     assert "Highest-scoring heads" in texts(at.markdown)
+
+
+def test_atlas_shows_the_offsets_the_reversed_copy_and_the_mixed_heads(smollm2: ModelHandle) -> None:
+    at = open_page(ATLAS, layer="16", head="0", score="types_passed")
+    assert not at.exception and not at.error
+    kinds = heads.types_of(smollm2, DEFAULT_TEXT, ResultCache()).value
+    np.testing.assert_array_equal(plotly_array(chart(at, 0)["data"][0]["z"]), kinds.count)
+    reversed_map = chart(at, 3)
+    assert "Layer 16, head 0" in reversed_map["layout"]["title"]["text"]
+    offsets = chart(at, 4)
+    assert "attention by offset" in offsets["layout"]["title"]["text"]
+    bars = offsets["data"][0]
+    assert plotly_array(bars["x"]).tolist() == list(range(9))  # a decoder: 0 to 8 tokens back
+    np.testing.assert_allclose(plotly_array(bars["y"]), kinds.profile[16, 0, 8:], rtol=1e-6)
+    types = chart(at, 5)
+    only, mixed = (plotly_array(trace["y"]) for trace in types["data"])
+    assert list(types["data"][0]["x"]) == [*heads.THRESHOLDS, "none"]
+    assert (only + mixed).sum() == kinds.passed.sum() + (kinds.count == 0).sum()
+    assert f"{int((kinds.count > 1).sum())} of 270 heads pass more than one" in types["layout"]["title"]["text"]
 
 
 def test_atlas_on_the_encoder_names_cls_and_sep(minilm: ModelHandle) -> None:

@@ -46,9 +46,13 @@ def test_clicking_an_atlas_cell_opens_that_head(server: str, page: Page) -> None
     look(page, f"{server}/Head_atlas", charts=1)
     click_cell(page, page.locator(".js-plotly-plot").first, layer=18, head=6)
     look(page, shows='text="Layer 18, head 6: attention weights"')
-    page.get_by_role("tab", name="random tokens").click()
+    page.get_by_role("tab", name="repeated").click()
     look(page, name="atlas-clicked")
     assert "layer=18" in location(page) and "head=6" in location(page)
+    page.get_by_role("tab", name="Attention by offset").click()
+    look(page, shows='text="Layer 18, head 6: attention by offset"')
+    assert "induction + sink" in page.locator(".js-plotly-plot", has_text="attention by offset").inner_text()
+    assert "heads pass more than one" in page.locator(".js-plotly-plot", has_text="Head types of").inner_text()
 
 
 def test_structured_attention_page_draws_masks_and_losses(server: str, page: Page) -> None:

@@ -83,6 +83,25 @@ def test_heads_json_matches_the_probe(smollm2: ModelHandle, cache: ResultCache) 
     np.testing.assert_allclose(out["induction"], expected.scores["induction"], rtol=1e-6)
     for name in ("previous_token", "sink_share"):
         np.testing.assert_allclose(out[name], getattr(expected, name), rtol=1e-6)
+    np.testing.assert_allclose(out["duplicate_token"], expected.scores["duplicate token"], rtol=1e-6)
+    reverse = heads.run(smollm2, cache, 30, 7, reverse=True).value.scores["reverse induction"]
+    np.testing.assert_allclose(out["reverse_induction"], reverse, rtol=1e-6)
+    offsets, profile = heads.profile(expected)
+    assert out["offsets"] == offsets.tolist() and "types" not in out
+    np.testing.assert_allclose(np.array(out["offset_profile"], dtype=float), profile, rtol=1e-6)
+
+
+@pytest.mark.slow  # loads a model
+def test_heads_with_a_text_prints_every_heads_types(smollm2: ModelHandle, cache: ResultCache) -> None:
+    done = cli("heads", "--model", "smollm2-135m-instruct", "--text", TEXT)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    kinds = heads.types_of(smollm2, TEXT, cache).value
+    assert out["types"] == kinds.labels.tolist() and out["thresholds"] == heads.THRESHOLDS
+    assert out["types_passed"] == kinds.count.tolist()
+    np.testing.assert_allclose(out["type_entropy"], kinds.entropy, rtol=1e-6)
+    for kind in kinds.types:
+        np.testing.assert_allclose(np.array(out["type_scores"][kind], dtype=float), kinds.score(kind), rtol=1e-6)
 
 
 @pytest.mark.slow  # loads a model

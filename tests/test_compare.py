@@ -121,11 +121,10 @@ def test_alpha_by_kind_draws_a_panel_per_kind_with_each_models_matrices(
 def test_the_atlas_compares_head_type_shares(smollm2: ModelHandle, minilm: ModelHandle) -> None:
     at = open_page("app_pages/2_Head_atlas.py", model=smollm2.name, text=TEXT, compare=minilm.name)
     assert not at.exception and not at.error
-    (drawn,) = [c for c in _charts(at) if c["data"][0]["type"] == "bar"]
-    assert "Head types" in drawn["layout"]["title"]["text"]
+    (drawn,) = [c for c in _charts(at) if "side by side" in c["layout"]["title"]["text"]]
     cache = ResultCache()
     for handle, trace in zip((smollm2, minilm), drawn["data"], strict=True):
-        types = heads.head_types(attention.run(handle, TEXT, cache).value, heads.run(handle, cache).value)
+        types = heads.types_of(handle, TEXT, cache).value.dominant
         assert trace["name"] == handle.name and list(trace["x"]) == list(heads.TYPES)
         shares = plotly_array(trace["y"])
         np.testing.assert_allclose(shares, [np.mean(types == t) for t in heads.TYPES])

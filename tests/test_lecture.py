@@ -280,9 +280,9 @@ def test_the_atlas_is_the_induction_scores_with_types(rendered: dict[str, Render
     done = rendered["heads-atlas"]
     on_random, on_text = done.results["random"], done.results["text"]
     np.testing.assert_allclose(_z(done.figure.data[0]), on_random.scores["induction"], rtol=1e-6)
-    types = heads.head_types(on_text, on_random)
-    assert [row[1] for row in done.figure.data[1].customdata] == types.ravel().tolist()
-    assert (types == "induction").sum() >= 1
+    kinds = heads.classify(on_text, on_random, done.results["reversed"])
+    assert [row[1] for row in done.figure.data[1].customdata] == kinds.labels.ravel().tolist()
+    assert (kinds.dominant == "induction").sum() >= 1
 
 
 def test_the_masks_keep_what_their_titles_say(rendered: dict[str, Rendered]) -> None:

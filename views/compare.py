@@ -129,10 +129,11 @@ def _esds(results: Sequence[tuple[str, ModelSpectra]], options: Options) -> go.F
 
 
 def _head_types(handle: ModelHandle, text: str | None, cache: ResultCache, _: Progress | None, options: Options):
-    """Each head's type (`probes.heads.head_types`) on the text and on repeated random tokens."""
-    on_text = attention.run(handle, _text(text), cache)
-    on_random = heads.run(handle, cache, **{k: int(options[k]) for k in ("seq_len", "seed") if k in options})
-    return Cached(heads.head_types(on_text.value, on_random.value), on_text.hit and on_random.hit)
+    """Each head's type (`HeadTypes.dominant`) on the text and on random tokens repeated and reversed."""
+    found = heads.types_of(
+        handle, _text(text), cache, **{k: int(options[k]) for k in ("seq_len", "seed") if k in options}
+    )
+    return Cached(found.value.dominant, found.hit)
 
 
 def _type_shares(results: Sequence[tuple[str, np.ndarray]], _: Options) -> go.Figure:
@@ -142,8 +143,8 @@ def _type_shares(results: Sequence[tuple[str, np.ndarray]], _: Options) -> go.Fi
         shares,
         "Head types side by side",
         "share of the model's heads",
-        "Each head's dominant type by its scores on your text and on repeated random tokens; mixed: no score reaches "
-        "its threshold.",
+        "Each head's dominant type (the type it passes furthest above the threshold) by its scores on your text and "
+        "on random tokens; none: no score reaches its threshold.",
         hover=counts,
     )
 
