@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import corpus, sinks
+from probes import corpus, sink_effect, sinks
 from runtime import limits
 from ui.compare import compare_section
 from ui.models import probe_or_stop, probe_with_progress, result_cache, waited
 from ui.scaffold import Need, Setting, start
 from views.sinks import share_figure, sink_attention
+from viz.sink_effect import first_key_losses, sink_norms
 from viz.sinks import corpus_maps, massive_link_chart, sink_head_grid, sink_mechanism, sink_table_rows, softmax_toy
 
 MAX_TOKENS_PER_SENTENCE = 64
@@ -24,6 +25,7 @@ cached = probe_or_stop(
 result = cached.value
 profile = sinks.sink_profile(result)
 low, high, step = sinks.first_k_range(result)
+n_tokens = len(result.token_ids)
 page.settings(
     Setting("k", "int", sinks.default_k(result), lower=0, upper=high, check=lambda k: sinks.check_k(result, k)),
     Setting(
@@ -39,6 +41,8 @@ page.settings(
     Setting("toy_x1", "float", 4.0, lower=TOY_X1[0], upper=TOY_X1[1]),
     Setting("toy_keys", "int", 16, lower=2, upper=limits.TOY_KEYS),
     Setting("toy_spread", "float", 1.0, lower=0.0, upper=limits.TOY_SPREAD),
+    Setting("mask_window", "int", min(sink_effect.DEFAULT_WINDOW, n_tokens - 1), lower=1, upper=max(1, n_tokens - 1)),
+    Setting("mask_sinks", "int", min(sink_effect.DEFAULT_SINKS, n_tokens - 1), lower=0, upper=max(0, n_tokens - 1)),
     Setting("own", "bool", False, url=False),
     Setting("pasted", "str", "", length=limits.PASTED_CHARACTERS, url=False),
 )
@@ -93,6 +97,32 @@ n_keys = page.widget("toy_keys", toy[1].number_input, "Keys")
 spread = page.widget("toy_spread", toy[2].slider, "Spread of the other logits", step=0.25)
 with page.errors():
     page.show(softmax_toy(first, sinks.toy_logits(n_keys, spread)), "toy", "softmax-toy")
+
+st.markdown(
+    "**The sink takes the weight, not the output.** What a head adds is Σ_j a_ij f(x_j), with f(x) = W_O v the "
+    "value through the head's output projection (Kobayashi et al. 2020): a weight near 1 on a token whose f(x) is "
+    "short moves the output little. Below the diagonal, the sink's share of the weighted norms is smaller than its "
+    "share of the weights."
+)
+with page.errors():
+    norms = waited(
+        "Reading every head's values...", lambda progress: sink_effect.norms(handle, page.text, result_cache())
+    ).value
+    page.show(sink_norms(norms), "norms", f"{result.model}-sink-norms")
+if not page.lacks(Need.DECODER, "the loss with the first key masked"):
+    st.markdown(
+        "**Take the sink away.** The loss of your text when no query after the first may see token 0's key, "
+        "against a sliding window without and with the first tokens kept visible (StreamingLLM's sinks)."
+    )
+    masking = st.columns(2)
+    mask_window = page.widget("mask_window", masking[0].number_input, "Window (tokens)")
+    mask_sinks = page.widget("mask_sinks", masking[1].number_input, "First tokens kept in the window")
+    with page.errors():
+        masked = waited(
+            "Running the model with the first key hidden...",
+            lambda progress: sink_effect.first_key_masked(handle, page.text, result_cache(), mask_window, mask_sinks),
+        ).value
+        page.show(first_key_losses(masked), "masked", f"{result.model}-first-key-masked")
 
 st.subheader("Sinks and massive activations")
 st.markdown(

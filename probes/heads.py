@@ -23,6 +23,7 @@ from probes import attention
 from probes.text import from_ids
 from results.attention import AttentionResult
 from results.heads import NONE, HeadTypes
+from results.sinks import SINK_HEAD
 from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
@@ -40,7 +41,7 @@ THRESHOLDS = {
     "previous-token": 0.5,
     "previous-k": 0.5,
     "next-token": 0.5,
-    "sink": 0.7,
+    "sink": SINK_HEAD,
     "delimiter": 0.5,
 }
 TYPES = (*THRESHOLDS, NONE)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+SINK_HEAD = 0.7  # a head that puts this share of its attention on the first token is a sink head
+
 
 @dataclass
 class SinkProfile:
@@ -78,3 +80,48 @@ class MassiveLink:
         """Per layer: the sink's largest |h| over the median |h|."""
         return self.sink_magnitude / self.median_magnitude
 
+
+@dataclass
+class SinkNorms:
+    """Per layer and head (layers, heads), over the queries after the first: what the first token gets of the
+    attention weights and of the weighted value norms ‖a_ij f(x_j)‖ (Kobayashi et al. 2020)."""
+
+    MEASURES = ("attention_share", "norm_share", "first_value_norm", "other_value_norm", "sink_norm", "output_norm")
+
+    model: str
+    tokens: list[str]
+    attention_share: np.ndarray  # mean a_i0
+    norm_share: np.ndarray  # mean a_i0 ‖f(x_0)‖ / Σ_j a_ij ‖f(x_j)‖
+    first_value_norm: np.ndarray  # ‖f(x_0)‖
+    other_value_norm: np.ndarray  # mean over j ≥ 1 of ‖f(x_j)‖
+    sink_norm: np.ndarray  # mean a_i0 ‖f(x_0)‖
+    output_norm: np.ndarray  # mean ‖Σ_j a_ij f(x_j)‖, the head's output
+
+    @property
+    def n_layers(self) -> int:
+        return self.attention_share.shape[0]
+
+
+@dataclass
+class FirstKeyMasked:
+    """The text's mean next-token loss (nats) under full attention, with the first token's key hidden from every
+    later query, under a sliding window of `window` tokens, and under that window with the first `sinks` kept."""
+
+    model: str
+    n_tokens: int
+    window: int
+    sinks: int
+    full: float
+    masked: float
+    window_alone: float
+    window_sinks: float
+
+    @property
+    def losses(self) -> dict[str, float]:
+        """Each attention's loss by its label."""
+        return {
+            "full attention": self.full,
+            "first key masked": self.masked,
+            f"window {self.window}": self.window_alone,
+            f"window {self.window} + first {self.sinks}": self.window_sinks,
+        }

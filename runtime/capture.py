@@ -35,6 +35,8 @@ IMPLEMENTATION = "lmscope"
 LayerCallback = Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], None]
 # (layer, first query, first key, probabilities, scores): one chunk of a layer's queries (runtime.chunked), on the host
 ChunkedLayerCallback = Callable[[int, int, int, torch.Tensor, torch.Tensor], None]
+# (layer, value states (batch, key/value heads, keys, head dim)) as the attention reads them, on the host in float32
+ValuesCallback = Callable[[int, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class _Capture:
     chunking: Chunking | None = None
     seconds: list[float] | None = None  # each attention call's seconds, when asked for
     on_chunk: ChunkedLayerCallback | None = None  # each chunk's probabilities and scores, with its layer
+    on_values: ValuesCallback | None = None  # each layer's value states, before its probabilities
 
 
 _ACTIVE: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("lmscope_capture", default=None)
@@ -88,6 +91,8 @@ def _attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     capture = _ACTIVE.get()
     if capture is None:
         return _model_eager(module)(module, query, key, value, attention_mask, **kwargs)
+    if capture.on_values is not None:
+        capture.on_values(capture.layer_of[id(module)], host(value))
     started = time.perf_counter()
     if capture.chunking is not None:
         output, weights = _chunked(capture, capture.chunking, module, query, key, value, kwargs), None
@@ -147,10 +152,14 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
 
 @contextmanager
 def capturing(
-    model: nn.Module, on_layer: LayerCallback | None = None, allowed: np.ndarray | None = None
+    model: nn.Module,
+    on_layer: LayerCallback | None = None,
+    allowed: np.ndarray | None = None,
+    on_values: ValuesCallback | None = None,
 ) -> Iterator[None]:
-    """Within the block, forward passes of `model` report each layer to on_layer and obey the `allowed` mask."""
-    with _active(_Capture(_layers(model), on_layer, allowed)):
+    """Within the block, forward passes of `model` report each layer to on_layer (and its value states, first, to
+    on_values) and obey the `allowed` mask."""
+    with _active(_Capture(_layers(model), on_layer, allowed, on_values=on_values)):
         yield
 
 

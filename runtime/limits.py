@@ -34,6 +34,7 @@ LOTTERY_SEEDS = 10  # seeds, each a whole run of every round
 HEAD_DROP_SEEDS = 10  # random orders of head removal in one run (each costs about 20 forward passes)
 TOY_KEYS = 1024  # keys of the softmax toy on the sinks page
 TOY_SPREAD = 5.0  # standard deviation of its other logits
+SINK_NORM_TOKENS = 1024  # tokens of the sink-norm analysis (each layer's whole (n, n) maps and values are read)
 LENS_TOKENS = 512  # tokens the logit lens reads (each layer's readout is a pass through the vocabulary)
 WORD_CHARACTERS = 40  # characters of a word decomposed into concept atoms
 WORD_TOKENS = 8  # tokens of that word

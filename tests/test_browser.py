@@ -83,12 +83,14 @@ def test_attention_sinks_page_draws_its_charts(server: str, page: Page) -> None:
     query = urlencode(
         {"text": "The first token soaks up attention. Later tokens have nowhere else to look.", "sentences": 16}
     )
-    look(page, f"{server}/Attention_sinks?{query}", charts=6, name="attention-sinks")
+    look(page, f"{server}/Attention_sinks?{query}", charts=8, name="attention-sinks")
     plots = page.locator(".js-plotly-plot")
     assert "Sink share by layer" in plots.nth(0).inner_text()
     assert "Why sinks form" in plots.nth(2).inner_text()
     assert "the first key takes" in plots.nth(3).inner_text()  # the softmax toy
-    assert "over 16 sentences of 16 tokens" in plots.nth(5).inner_text()
+    assert "The sink takes the weight, not the output" in plots.nth(4).inner_text()
+    assert "Take the sink away" in plots.nth(5).inner_text()
+    assert "over 16 sentences of 16 tokens" in plots.nth(7).inner_text()
 
 
 def test_compare_mode_overlays_two_and_three_models_by_relative_depth(server: str, page: Page) -> None:
@@ -104,7 +106,7 @@ def test_compare_mode_overlays_two_and_three_models_by_relative_depth(server: st
         for series in ("top 1", "top 2", "median")
     ]
     assert "compare=gemma3-270m" in location(page)  # the choice stays in the URL
-    look(page, f"{server}/Attention_sinks?{urlencode({'text': text, 'compare': 'gemma3-270m'})}", charts=7)
+    look(page, f"{server}/Attention_sinks?{urlencode({'text': text, 'compare': 'gemma3-270m'})}", charts=9)
     chart = page.locator(".js-plotly-plot", has_text="relative depth")
     assert chart.evaluate("el => el.data.length") == 2
     chart.scroll_into_view_if_needed()

@@ -11,7 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probes import ablation, activations, attention, attribution, corpus, lens, neurons, pruning, routing, structured
+from probes import (
+    ablation,
+    activations,
+    attention,
+    attribution,
+    corpus,
+    lens,
+    neurons,
+    pruning,
+    routing,
+    sink_effect,
+    structured,
+)
 from probes.nll import token_nll
 from probes.residual import block_output, hooked_blocks
 from probes.text import encode
@@ -37,6 +49,7 @@ def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultC
         "attention": lambda: attention.run(smollm2, text, cache).value,
         "activations": lambda: activations.run(smollm2, text, cache).value,
         "lens": lambda: lens.run(smollm2, text, cache, [507]).value,
+        "sink norms": lambda: sink_effect.norms(smollm2, text, cache).value,
         "attribution": lambda: attribution.run(smollm2, ids.tolist(), len(ids) - 2, int(ids[-1]), cache).value,
         "block output": lambda: block_output(smollm2, ids, 5),
         "neurons": lambda: neurons.run(smollm2, [text, *SENTENCES[:3]], cache).value,

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from probes import attention, corpus, sinks
+from probes import attention, corpus, sink_effect, sinks, structured
+from probes.nll import token_nll
+from results.sinks import SINK_HEAD, SinkNorms
 from runtime.cache import ResultCache
+from runtime.capture import capturing
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
-from tests.helpers import chart, direct, open_page, plotly_array, texts
+from tests.helpers import chart, cli, direct, open_page, plotly_array, texts
 from viz.sinks import corpus_maps, massive_link_chart, sink_table_rows, softmax_toy
 from viz.theme import visible
 
@@ -212,24 +216,24 @@ def test_figures_draw_the_probe_numbers(smollm2: ModelHandle, cache: ResultCache
 def test_sinks_page_draws_its_charts(smollm2: ModelHandle, tmp_path: Path) -> None:
     at = open_page(SINKS, text=TEXT, k="3", sentences="4", tokens="12", layers="0,5")
     assert not at.exception and not at.error and not at.warning
-    assert len(at.get("plotly_chart")) == 6
+    assert len(at.get("plotly_chart")) == 8
     result = attention.run(smollm2, TEXT, ResultCache(tmp_path)).value
     lines = chart(at, 0)["data"]
     np.testing.assert_allclose(_values(lines[0]["y"]), sinks.sink_profile(result).layer_share, rtol=1e-6)
     np.testing.assert_allclose(_values(lines[1]["y"]), sinks.first_k_share(result, 3), rtol=1e-6)
-    maps = chart(at, 5)
+    maps = chart(at, 7)
     assert [a["text"].split("<br>")[0] for a in maps["layout"]["annotations"]] == ["Layer 0", "Layer 5"]
     assert "logits" in maps["layout"]["title"]["text"] and "4 sentences of 12 tokens" in maps["layout"]["title"]["text"]
     assert at.query_params["k"] == "3" and at.query_params["layers"] == "0,5"
     at.toggle(key="sinks_logits").set_value(False).run()
-    assert "weights" in chart(at, 5)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
+    assert "weights" in chart(at, 7)["layout"]["title"]["text"] and at.query_params["logits"] == "0"
 
 
 @pytest.mark.parametrize("model", ["gemma3-270m", "all-minilm-l6-v2"])
 def test_sinks_page_on_other_builtins(model: str) -> None:
     at = open_page(SINKS, model=model, text="Sinks and delimiters, again.", sentences="3")
     assert not at.exception and not at.error
-    assert len(at.get("plotly_chart")) == 6
+    assert len(at.get("plotly_chart")) == (8 if model.startswith("gemma3") else 7)  # an encoder has no loss to mask
     lines, grid = chart(at, 0)["layout"], chart(at, 1)["layout"]
     if model.startswith("gemma3"):  # five of every six layers see only the last 512 tokens
         starred = [f"{i}*" if (i + 1) % 6 else str(i) for i in range(18)]
@@ -264,7 +268,7 @@ def test_pasted_sentences_that_cannot_be_used(smollm2: ModelHandle, pasted: str,
     at.text_area(key="sinks_pasted").input(pasted).run()
     assert not at.exception
     assert message in texts(at.error)
-    assert len(at.get("plotly_chart")) == 5  # the charts of the text are still shown
+    assert len(at.get("plotly_chart")) == 7  # the charts of the text are still shown
 
 
 def test_the_logit_lead_is_read_from_the_attention_weights(any_model: ModelHandle, cache: ResultCache) -> None:
@@ -316,3 +320,102 @@ def test_the_page_draws_the_mechanism_and_the_toy(smollm2: ModelHandle) -> None:
     assert f"takes {np.exp(8) / (np.exp(8) + 127):.1%} of 128" in toy["layout"]["title"]["text"]  # the others at 0
     bad = open_page(SINKS, text=TEXT, sentences="2", toy_keys="5000")
     assert "toy_keys=5000 is out of range" in texts(bad.warning)
+
+
+def test_the_sink_norms_equal_a_direct_computation(smollm2: ModelHandle, cache: ResultCache) -> None:
+    """Values from the layer's own norm and v_proj on the residual stream transformers returns, weights from its
+    output_attentions, W_O split by head: every measure of `sink_effect.norms` in float64."""
+    found = sink_effect.norms(smollm2, TEXT, cache).value
+    ids = attention.run(smollm2, TEXT, cache).value.token_ids
+    out = direct(smollm2, ids, output_attentions=True, output_hidden_states=True)
+    layers = smollm2.model.model.layers
+    heads, kv = smollm2.n_heads, smollm2.model.config.num_key_value_heads
+    with torch.inference_mode():
+        for layer, block in enumerate(layers):
+            a = out.attentions[layer][0].double().numpy()[:, 1:]  # (heads, queries after the first, keys)
+            v = block.self_attn.v_proj(block.input_layernorm(out.hidden_states[layer]))[0].double().numpy()
+            v = v.reshape(len(ids), kv, -1).transpose(1, 0, 2).repeat(heads // kv, axis=0)  # (heads, n, head dim)
+            w = block.self_attn.o_proj.weight.double().numpy()
+            f = np.stack([v[h] @ w[:, h * v.shape[2] : (h + 1) * v.shape[2]].T for h in range(heads)])
+            size = np.linalg.norm(f, axis=-1)  # (heads, n)
+            weighted = a * size[:, None, :]
+            expected = {
+                "attention_share": a[..., 0].mean(-1),
+                "norm_share": (weighted[..., 0] / weighted.sum(-1)).mean(-1),
+                "first_value_norm": size[:, 0],
+                "other_value_norm": size[:, 1:].mean(-1),
+                "sink_norm": weighted[..., 0].mean(-1),
+                "output_norm": np.linalg.norm(np.einsum("hij,hjo->hio", a, f), axis=-1).mean(-1),
+            }
+            for name, values in expected.items():
+                np.testing.assert_allclose(getattr(found, name)[layer], values, rtol=2e-4, atol=1e-6, err_msg=name)
+
+
+def test_sink_heads_bring_less_of_the_norms_than_of_the_weight(any_model: ModelHandle, cache: ResultCache) -> None:
+    """Kobayashi et al.'s finding on every built-in model: the first token's values are short, so a head that puts
+    most of its weight there adds less of it to its output."""
+    found = sink_effect.norms(any_model, TEXT, cache).value
+    strong = found.attention_share >= SINK_HEAD
+    assert strong.sum() >= 5
+    assert (found.norm_share[strong] < found.attention_share[strong]).all()
+    assert np.median(found.first_value_norm[strong] / found.other_value_norm[strong]) < 0.5
+
+
+def test_masking_the_first_key_hides_it_and_costs_loss(gemma3: ModelHandle, cache: ResultCache) -> None:
+    text = " ".join(corpus.sentences()[:8])
+    masked = sink_effect.first_key_masked(gemma3, text, cache, window=8, sinks=2).value
+    ids = attention.run(gemma3, text, cache).value.token_ids
+    n = len(ids)
+    assert masked.full == pytest.approx(float(np.mean(token_nll(gemma3, ids))), rel=1e-6)
+    hidden = structured.full_mask(n)
+    hidden[1:, 0] = False
+    seen: list[float] = []
+
+    def on_layer(layer: int, weights: torch.Tensor, _logits) -> None:
+        seen.append(float(weights[0, :, 1:, 0].max()))
+
+    with capturing(gemma3.model, on_layer, allowed=hidden):
+        assert float(np.mean(token_nll(gemma3, ids))) == pytest.approx(masked.masked, rel=1e-6)
+    assert len(seen) == gemma3.n_layers and max(seen) == 0.0  # no later query sees token 0
+    window = structured.windowed_mask(n, 8, 0)
+    assert masked.window_alone == pytest.approx(float(np.mean(structured.masked_nll(gemma3, ids, window))), rel=1e-6)
+    assert masked.masked > masked.full + 0.5 and masked.window_sinks < masked.window_alone
+    assert list(masked.losses) == ["full attention", "first key masked", "window 8", "window 8 + first 2"]
+
+
+def test_the_sink_effect_refuses_what_it_cannot_measure(minilm: ModelHandle, smollm2: ModelHandle, cache) -> None:
+    with pytest.raises(LmscopeError, match="encoder"):
+        sink_effect.first_key_masked(minilm, TEXT, cache)
+    with pytest.raises(LmscopeError, match="window"):
+        sink_effect.first_key_masked(smollm2, "Two words.", cache, window=50)
+    with pytest.raises(LmscopeError, match="read 2 to 1,024 tokens"):
+        sink_effect.norms(smollm2, "word " * 3000, cache)
+
+
+def test_the_page_draws_the_norms_and_the_masked_loss(smollm2: ModelHandle) -> None:
+    at = open_page(SINKS, text=TEXT, sentences="2", mask_window="4", mask_sinks="1")
+    assert not at.exception and not at.error
+    cache = ResultCache()
+    norms, masked = sink_effect.norms(smollm2, TEXT, cache).value, chart(at, 5)
+    points = chart(at, 4)["data"][-1]
+    np.testing.assert_allclose(plotly_array(points["x"]), norms.attention_share.ravel(), rtol=1e-6)
+    np.testing.assert_allclose(plotly_array(points["y"]), norms.norm_share.ravel(), rtol=1e-6)
+    expected = sink_effect.first_key_masked(smollm2, TEXT, cache, 4, 1).value
+    np.testing.assert_allclose(plotly_array(masked["data"][0]["y"]), list(expected.losses.values()), rtol=1e-6)
+    assert list(masked["data"][0]["x"]) == ["full attention", "first key masked", "window 4", "window 4 + first 1"]
+    bad = open_page(SINKS, text=TEXT, sentences="2", mask_window="0")
+    assert "mask_window=0 is out of range" in texts(bad.warning)
+
+
+def test_the_cli_prints_the_sink_effect(smollm2: ModelHandle, minilm: ModelHandle, cache: ResultCache) -> None:
+    done = cli("sink-why", "--model", smollm2.name, "--text", TEXT, "--window", "4", "--sinks", "1")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    norms = sink_effect.norms(smollm2, TEXT, cache).value
+    for name in SinkNorms.MEASURES:
+        np.testing.assert_allclose(out[name], getattr(norms, name), rtol=1e-6)
+    assert out["losses"] == pytest.approx(sink_effect.first_key_masked(smollm2, TEXT, cache, 4, 1).value.losses)
+    encoder = json.loads(cli("sink-why", "--model", minilm.name, "--text", TEXT).stdout)
+    assert "losses" not in encoder and len(encoder["norm_share"]) == minilm.n_layers
+    bad = cli("sink-why", "--model", smollm2.name, "--text", TEXT, "--window", "0")
+    assert bad.returncode != 0 and "window" in bad.stderr and "Traceback" not in bad.stderr

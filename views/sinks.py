@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from probes import attention, corpus, sinks
+from probes import attention, corpus, sink_effect, sinks
 from results.attention import AttentionResult
+from results.sinks import SinkNorms
 from runtime.cache import Cached, ResultCache
 from runtime.handle import ModelHandle
+from runtime.models import load
 from views.api import Model, Result, call
 from views.compare import depth_figure
-from views.registry import Figure, Run, View, register
+from views.options import model_argument
+from views.registry import Command, Figure, Run, View, register
+from viz.sink_effect import first_key_losses, sink_norms
 from viz.sinks import corpus_maps, sink_mechanism, sink_share_by_layer
 
 
@@ -63,6 +68,35 @@ def _draw_mechanism(run: Run) -> go.Figure:
     return sink_mechanism(exact.model, exact.sink_share, lead, len(exact.tokens))
 
 
+def _draw_norms(run: Run) -> go.Figure:
+    return sink_norms(run.keep("norms", sink_effect.norms(run.handle, run.text, run.cache)))
+
+
+def _draw_masked(run: Run) -> go.Figure:
+    masked = sink_effect.first_key_masked(
+        run.handle, run.text, run.cache, run.integer("mask_window"), run.integer("mask_sinks")
+    )
+    return first_key_losses(run.keep("masked", masked))
+
+
+def _why_arguments(command: argparse.ArgumentParser) -> None:
+    model_argument(command)
+    command.add_argument("--text", required=True)
+    command.add_argument("--window", type=int, default=sink_effect.DEFAULT_WINDOW, help="sliding window (tokens)")
+    command.add_argument("--sinks", type=int, default=sink_effect.DEFAULT_SINKS, help="first tokens kept in it")
+
+
+def _print_why(args: argparse.Namespace) -> object:
+    handle, cache = load(args.model), ResultCache()
+    norms = sink_effect.norms(handle, args.text, cache).value
+    printed: dict[str, object] = {"model": handle.name, "tokens": norms.tokens}
+    printed |= {name: getattr(norms, name) for name in SinkNorms.MEASURES}
+    if handle.is_causal:
+        masked = sink_effect.first_key_masked(handle, args.text, cache, args.window, args.sinks).value
+        printed |= {"window": masked.window, "sinks": masked.sinks, "losses": masked.losses}
+    return printed
+
+
 def _draw_share(run: Run) -> go.Figure:
     return share_figure(run.keep("attention", sink_attention(run.handle, run.text, run.cache)), run.integer("k"))
 
@@ -79,10 +113,20 @@ VIEW = register(
             "Beyond the first layers, most heads put most of their weight on the first token: softmax must put its mass "
             "somewhere, and the first token, seen by every query, soaks it up (StreamingLLM, Xiao et al. 2023)."
         ),
+        commands=(
+            Command(
+                "sink-why",
+                "the sink's share of the weights and of the value norms per head, and the loss without its key",
+                _why_arguments,
+                _print_why,
+            ),
+        ),
         figures=(
             Figure("corpus_average_maps", _draw_corpus_maps, (sinks,)),
             Figure("sink_share", _draw_share, (attention, sinks)),
             Figure("sink_mechanism", _draw_mechanism, (attention, sinks)),
+            Figure("sink_norms", _draw_norms, (sink_effect,)),
+            Figure("first_key_masked", _draw_masked, (sink_effect,)),
             depth_figure("sinks_by_depth", "sinks", (attention,)),
         ),
     )

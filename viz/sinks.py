@@ -246,6 +246,27 @@ LEAD_RANGE = (-8.0, 12.0)  # nats of logit lead the mechanism chart spans
 TIED = (1, 10, 100)  # other keys tied at the best one, for the formula's curves
 
 
+def head_points(x: np.ndarray, y: np.ndarray, what: str, extra: np.ndarray | None = None) -> go.Scatter:
+    """One marker per head at (x, y) ((layers, heads) each), coloured by layer; the hover names the head, then
+    `what` (a Plotly template that may read %{customdata[2]} from `extra`, (layers, heads))."""
+    layers, heads = np.meshgrid(np.arange(x.shape[0]), np.arange(x.shape[1]), indexing="ij")
+    columns = [layers.ravel(), heads.ravel()] + ([] if extra is None else [extra.ravel()])
+    return go.Scatter(
+        x=x.ravel(),
+        y=y.ravel(),
+        mode="markers",
+        name="a head (colour: its layer)",
+        customdata=np.stack(columns, axis=1),
+        marker={
+            "color": layers.ravel(),
+            "colorscale": SEQUENTIAL,
+            "size": 7,
+            "colorbar": {"title": {"text": "layer", "side": "right"}, "thickness": 14},
+        },
+        hovertemplate=f"layer %{{customdata[0]}}, head %{{customdata[1]}}: {what}<extra></extra>",
+    )
+
+
 def sink_mechanism(model: str, share: np.ndarray, lead: np.ndarray, n_tokens: int) -> go.Figure:
     """Each head's sink share against its mean logit lead (token 0's logit minus the best other one), coloured by
     layer, over the softmax formula's share 1 / (1 + m e^(-lead)) for m other keys tied at the best."""
@@ -261,24 +282,7 @@ def sink_mechanism(model: str, share: np.ndarray, lead: np.ndarray, n_tokens: in
         )
         for m, dash in zip(TIED, ("solid", "dash", "dot"), strict=True)
     ]
-    layers, heads = np.meshgrid(np.arange(share.shape[0]), np.arange(share.shape[1]), indexing="ij")
-    traces.append(
-        go.Scatter(
-            x=lead.ravel(),
-            y=share.ravel(),
-            mode="markers",
-            name="a head (colour: its layer)",
-            customdata=np.stack([layers.ravel(), heads.ravel()], axis=1),
-            marker={
-                "color": layers.ravel(),
-                "colorscale": SEQUENTIAL,
-                "size": 7,
-                "colorbar": {"title": {"text": "layer", "side": "right"}, "thickness": 14},
-            },
-            hovertemplate="layer %{customdata[0]}, head %{customdata[1]}: lead %{x:.2f} nats, sink share %{y:.1%}"
-            "<extra></extra>",
-        )
-    )
+    traces.append(head_points(lead, share, "lead %{x:.2f} nats, sink share %{y:.1%}"))
     fig = go.Figure(traces)
     themed(
         fig,

@@ -1,4 +1,5 @@
-"""Checks of the attention-sinks section: the first token takes the most attention from layer 2 on."""
+"""Checks of the attention-sinks section: the first token takes the most attention from layer 2 on, leads with its
+logit, brings less of the output than of the weight, and cannot be taken away without cost."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 from lecture.render import Rendered
 from probes import sinks
 from results.attention import AttentionResult
-from results.sinks import CorpusAttention
+from results.sinks import SINK_HEAD, CorpusAttention, FirstKeyMasked, SinkNorms
 from runtime.untrained import base_name
 from viz.compare import relative_depth
 
@@ -94,9 +95,43 @@ def mechanism(rendered: Rendered) -> str:
     )
 
 
+def value_norms(rendered: Rendered) -> str:
+    """At least nine heads in ten, and every sink head, below the diagonal; the sink heads' mean norm share at least
+    0.15 below their mean weight share; the first token's values at most a quarter as long as the others'."""
+    norms = rendered.result("norms", SinkNorms)
+    strong, below = norms.attention_share >= SINK_HEAD, norms.norm_share < norms.attention_share
+    weight, norm = norms.attention_share[strong].mean(), norms.norm_share[strong].mean()
+    ratio = float(np.median((norms.first_value_norm / norms.other_value_norm)[strong]))
+    if below.mean() < 0.9 or not below[strong].all() or norm > weight - 0.15 or ratio > 0.25:
+        raise rendered.fail(
+            f"{below.mean():.0%} of heads below the diagonal; sink heads: weight {weight:.0%}, norms {norm:.0%}, "
+            f"value ratio {ratio:.2f}"
+        )
+    return (
+        f"{below.mean():.0%} of heads below the diagonal, all {int(strong.sum())} sink heads: weight {weight:.0%}, "
+        f"norms {norm:.0%}; the first token's values {ratio:.2f} of the others' (median)"
+    )
+
+
+def first_key_masked(rendered: Rendered) -> str:
+    """Masking the first key costs at least a nat, as does the window alone; the window with sinks under 0.5."""
+    masked = rendered.result("masked", FirstKeyMasked)
+    cost = {name: loss - masked.full for name, loss in masked.losses.items()}
+    named = ", ".join(f"{name} {loss:.2f}" for name, loss in masked.losses.items())
+    if (
+        masked.masked - masked.full < 1.0
+        or masked.window_alone - masked.full < 1.0
+        or masked.window_sinks - masked.full > 0.5
+    ):
+        raise rendered.fail(f"losses: {named}")
+    return f"losses: {named} (costs {', '.join(f'{v:+.2f}' for v in cost.values())})"
+
+
 CHECKS = {
     "corpus_average_maps": corpus_maps,
     "sink_share": sink_share,
     "sink_mechanism": mechanism,
+    "sink_norms": value_norms,
+    "first_key_masked": first_key_masked,
     "sinks_by_depth": every_decoder,
 }
