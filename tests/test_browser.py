@@ -55,6 +55,14 @@ def test_clicking_an_atlas_cell_opens_that_head(server: str, page: Page) -> None
     assert "heads pass more than one" in page.locator(".js-plotly-plot", has_text="Head types of").inner_text()
 
 
+def test_sparse_and_low_rank_page_draws_the_opening_slide(server: str, page: Page) -> None:
+    look(page, f"{server}/Sparse_and_low_rank?layer=15&matrix=q", charts=2, name="sparse-low-rank")
+    plots = page.locator(".js-plotly-plot")
+    assert "an image is, a trained weight matrix is not" in plots.nth(0).inner_text()
+    assert "layer 15 q" in plots.nth(0).inner_text() and "Gaussian" in plots.nth(0).inner_text()
+    assert "5% of the DCT coefficients" in plots.nth(1).inner_text()
+
+
 def test_structured_attention_page_draws_masks_and_losses(server: str, page: Page) -> None:
     text = "The first tokens soak up attention. A window that hides them costs the model dearly, sinks keep it calm."
     query = urlencode({"text": text, "layer": 3, "head": 2, "window": 6, "sinks": 2})

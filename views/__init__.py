@@ -13,6 +13,7 @@ from views import (  # noqa: F401  (each module registers its view)
     pruning,
     routing,
     sinks,
+    sparse_low_rank,
     spectra,
     structured,
     tour,

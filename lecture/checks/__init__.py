@@ -14,6 +14,7 @@ from lecture.checks import (
     mixture_of_experts,
     model_weights,
     pruning,
+    sparsity_and_low_rankness,
     specialised_heads,
 )
 from lecture.render import CaptionMismatch, Rendered
@@ -21,6 +22,7 @@ from lecture.render import CaptionMismatch, Rendered
 Check = Callable[[Rendered], str]
 
 CHECKS: dict[str, Check] = {
+    **sparsity_and_low_rankness.CHECKS,
     **model_weights.CHECKS,
     **pruning.CHECKS,
     **specialised_heads.CHECKS,
