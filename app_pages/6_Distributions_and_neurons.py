@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from probes import activations, corpus, distribution, neurons
+from probes import activations, corpus, distribution, neurons, relu_neurons
+from runtime import limits
 from ui.compare import compare_section
 from ui.models import probe_or_stop, probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
 from views.neurons import block_output_figure
 from viz.neurons import sparsity_figure
+from viz.relu_neurons import relu_activity
 
 TAU_RANGE = (-2.0, 4.0)
 
@@ -21,6 +23,7 @@ page.settings(
     Setting("layer", "int", n_layers // 2, lower=0, upper=n_layers - 1),
     Setting("tau", "float", 0.0, lower=TAU_RANGE[0], upper=TAU_RANGE[1]),
     Setting("sentences", "int", len(corpus.sentences()), lower=1, upper=len(corpus.sentences())),
+    Setting("relu_seed", "int", 0, lower=0, upper=limits.LOTTERY_SEEDS - 1),
 )
 controls = st.columns([1, 3])
 layer = page.widget("layer", controls[0].number_input, "Layer (output of block)")
@@ -61,4 +64,15 @@ st.caption(
     f"Over the corpus ({stats.n_tokens:,} tokens, {stats.n_neurons:,} neurons per layer): {np.mean(active):.1%} of neurons "
     f"active per token on average; {int(np.sum(dead * stats.n_neurons)):,} dead neurons in all layers together."
 )
+
+st.subheader("Where zero means zero: a ReLU network")
+st.markdown(
+    "The lecture's *many ReLU activations are zero* is about ReLU, which outputs exactly 0 for every z ≤ 0. The "
+    "language models here use smooth activations, hence the threshold above. The MLP of the Lottery tickets page "
+    "uses ReLU: trained on scikit-learn's digits, its hidden activations are read on the test digits, at its "
+    "initialisation and after training."
+)
+relu_seed = page.widget("relu_seed", st.number_input, "Seed of the ReLU network")
+relu = probe_or_stop("Training the ReLU network...", lambda: relu_neurons.run(result_cache(), int(relu_seed))).value
+page.show(relu_activity(relu), "relu", f"relu-neurons-seed{relu.seed}")
 compare_section(page, "neurons", text=page.text)

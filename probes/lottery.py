@@ -118,13 +118,20 @@ def rewind(initial: Weights, masks: Masks) -> Weights:
     return [(weight * mask, bias.clone()) for (weight, bias), mask in zip(initial, masks)]
 
 
-def logits(weights: Weights, masks: Masks, x: torch.Tensor) -> torch.Tensor:
-    """The masked MLP's outputs (ReLU between layers)."""
+def layer_outputs(weights: Weights, masks: Masks, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each layer's output on x: the hidden layers' after their ReLU, then the logits."""
+    outputs = []
     for i, ((weight, bias), mask) in enumerate(zip(weights, masks)):
         x = F.linear(x, weight * mask, bias)
         if i < len(weights) - 1:
             x = torch.relu(x)
-    return x
+        outputs.append(x)
+    return outputs
+
+
+def logits(weights: Weights, masks: Masks, x: torch.Tensor) -> torch.Tensor:
+    """The masked MLP's outputs (ReLU between layers)."""
+    return layer_outputs(weights, masks, x)[-1]
 
 
 def train(initial: Weights, masks: Masks, data: Digits, order: torch.Generator) -> Weights:
@@ -143,6 +150,12 @@ def train(initial: Weights, masks: Masks, data: Digits, order: torch.Generator) 
                 loss.backward()
                 optimiser.step()
     return [(w.detach(), b.detach()) for w, b in weights]
+
+
+def dense_network(seed: int) -> tuple[Weights, Weights]:
+    """The initial and the trained weights of the unpruned network of `seed` (round 0 of `compute`)."""
+    initial = initial_weights(generator(seed, _INIT))
+    return initial, train(initial, dense_masks(), digits(), generator(seed, _ORDER, 0))
 
 
 def accuracy(weights: Weights, masks: Masks, data: Digits) -> float:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from probes import lottery
+from probes import lottery, relu_neurons
 from results.lottery import LotteryResult
 from runtime import limits
 from runtime.cache import ResultCache
@@ -177,3 +177,59 @@ def test_the_page_draws_the_three_lines_from_the_probe() -> None:
     assert figure["layout"]["xaxis"]["type"] == "log" and figure["layout"]["xaxis"]["autorange"] == "reversed"
     assert "not a language model" in figure["layout"]["title"]["subtitle"]["text"]
     assert at.query_params["rounds"] == "2" and at.query_params["seeds"] == "1"
+
+
+def _numpy_hidden(weights: lottery.Weights, data: lottery.Digits) -> list[np.ndarray]:
+    """The hidden layers' ReLU outputs on the test digits, computed in numpy."""
+    x, hidden = data.x_test.numpy().astype(np.float64), []
+    for weight, bias in weights[:-1]:
+        x = np.maximum(x @ weight.numpy().astype(np.float64).T + bias.numpy(), 0)
+        hidden.append(x)
+    return hidden
+
+
+def test_the_relu_activity_equals_a_direct_computation(data: lottery.Digits, cache: ResultCache) -> None:
+    """Zero shares, firing rates and dead neurons of the seed's dense network, initialised and trained, from its
+    weights in numpy; its trained accuracy is round 0 of the lottery run of the same seed."""
+    found = relu_neurons.run(cache, 0).value
+    assert found.stages == ["initialised", "trained"] and found.n_inputs == 450
+    for s, weights in enumerate(lottery.dense_network(0)):
+        hidden = _numpy_hidden(weights, data)
+        # float32 products against float64 ones: an activation within rounding of 0 could land either side
+        for layer, h in enumerate(hidden):
+            np.testing.assert_allclose(found.zero_share[s, layer], np.mean(h <= 0), atol=1e-3)
+            np.testing.assert_allclose(found.rates[s][layer], np.mean(h > 0, axis=0), atol=2 / 450)
+            near = np.abs(h).max(axis=0) < 1e-5  # a neuron whose largest output is within rounding of 0
+            assert abs(found.dead[s, layer] - int((h.max(axis=0) <= 0).sum())) <= int(near.sum())
+    assert found.accuracy[1] == lottery.compute(1, 1).accuracy_ticket[0, 0]
+    assert found.dead[1].sum() > 2 * found.dead[0].sum() and found.zero_share[1].mean() > 0.3
+    with pytest.raises(LmscopeError, match="seed must be from 0"):
+        relu_neurons.run(cache, limits.LOTTERY_SEEDS)
+
+
+def test_the_neurons_page_draws_the_relu_network() -> None:
+    at = open_page("app_pages/6_Distributions_and_neurons.py", sentences="4", relu_seed="1")
+    assert not at.exception and not at.error
+    found = relu_neurons.run(ResultCache(), 1).value
+    (drawn,) = [
+        c
+        for c in (chart(at, i) for i in range(len(at.get("plotly_chart"))))
+        if "ReLU" in json.dumps(c["layout"]["title"])
+    ]
+    zeros = [trace for trace in drawn["data"] if trace["xaxis"] == "x"]
+    for s, trace in enumerate(zeros):
+        np.testing.assert_allclose(plotly_array(trace["y"]), found.zero_share[s], rtol=1e-6)
+    never = [plotly_array(trace["y"])[0] for trace in drawn["data"] if trace["xaxis"] == "x2"]
+    assert never == found.dead[1].tolist()
+
+
+def test_the_cli_prints_the_relu_activity(cache: ResultCache) -> None:
+    done = cli("relu-neurons", "--seed", "2")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    found = relu_neurons.run(cache, 2).value
+    assert out["stages"] == found.stages and out["dead"] == found.dead.tolist() and out["seed"] == 2
+    np.testing.assert_allclose(out["zero_share"], found.zero_share, rtol=1e-9)
+    np.testing.assert_allclose(out["rates"][1][0], found.rates[1][0], rtol=1e-9)
+    bad = cli("relu-neurons", "--seed", "99")
+    assert bad.returncode != 0 and "seed must be from 0" in bad.stderr and "Traceback" not in bad.stderr

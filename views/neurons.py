@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+
 import plotly.graph_objects as go
 
-from probes import activations, distribution
+from probes import activations, distribution, relu_neurons
 from results.activations import LayerActivations
 from results.distribution import Distribution
-from views.registry import Figure, Run, View, register
+from runtime.cache import ResultCache
+from views.registry import Command, Figure, Run, View, register
 from viz.distribution import distribution_figure
+from viz.relu_neurons import relu_activity
 
 
 def block_output_figure(values: LayerActivations, spread: Distribution) -> go.Figure:
@@ -26,6 +30,29 @@ def _draw_histogram(run: Run) -> go.Figure:
     return block_output_figure(values, spread)
 
 
+def _relu_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--seed", type=int, default=0, help="the network's seed (the lottery page's), 0 by default")
+
+
+def _print_relu(args: argparse.Namespace) -> object:
+    found = relu_neurons.run(ResultCache(), args.seed).value
+    return {
+        "dataset": found.dataset,
+        "layer_sizes": list(found.layer_sizes),
+        "seed": found.seed,
+        "n_inputs": found.n_inputs,
+        "stages": found.stages,
+        "accuracy": found.accuracy,
+        "zero_share": found.zero_share,
+        "dead": found.dead,
+        "rates": found.rates,
+    }
+
+
+def _draw_relu(run: Run) -> go.Figure:
+    return relu_activity(run.keep("relu", relu_neurons.run(run.cache, run.integer("relu_seed"))))
+
+
 VIEW = register(
     View(
         key="neurons",
@@ -38,6 +65,17 @@ VIEW = register(
             "Hidden states are approximately Gaussian except for a few huge outliers; MLP neurons are sparse: on each token "
             "most are (nearly) off, and some are never on at all."
         ),
-        figures=(Figure("activation_histogram", _draw_histogram, (activations,)),),
+        commands=(
+            Command(
+                "relu-neurons",
+                "zero activations and dead neurons of the lottery MLP (ReLU), initialised and trained",
+                _relu_arguments,
+                _print_relu,
+            ),
+        ),
+        figures=(
+            Figure("activation_histogram", _draw_histogram, (activations,)),
+            Figure("relu_activity", _draw_relu, (relu_neurons,)),
+        ),
     )
 )

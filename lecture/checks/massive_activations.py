@@ -1,4 +1,5 @@
-"""Checks of the massive-activations section: a run of layers with huge values, which the model needs."""
+"""Checks of the massive-activations section: a run of layers with huge values, which the model needs; and dead
+neurons where ReLU is real."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 from lecture.render import Rendered
 from results.activations import Ablation, ActivationResult, LayerActivations, Thresholds
 from results.lens import LensResult
+from results.relu_neurons import ReluNeurons
 from runtime.untrained import base_name
 
 
@@ -94,10 +96,27 @@ def lens_forms_late(rendered: Rendered) -> str:
     )
 
 
+def relu_dead(rendered: Rendered) -> str:
+    """Trained: at least 30% of the hidden activations exactly 0, and at least twice the dead neurons of the
+    initialised network."""
+    relu = rendered.result("relu", ReluNeurons)
+    trained, initialised = relu.stages.index("trained"), relu.stages.index("initialised")
+    zeros, dead, before = (
+        relu.zero_share[trained].mean(),
+        int(relu.dead[trained].sum()),
+        int(relu.dead[initialised].sum()),
+    )
+    summary = f"trained: {zeros:.0%} of hidden activations are 0, {dead} dead neurons (initialised: {before})"
+    if zeros < 0.3 or dead < 2 * max(before, 1):
+        raise rendered.fail(summary)
+    return summary
+
+
 CHECKS = {
     "magnitude_surface": surface,
     "magnitude_lines": lines,
     "ablation_bars": ablation_bars,
     "massive_by_depth": every_decoder,
     "lens_by_layer": lens_forms_late,
+    "relu_activity": relu_dead,
 }
