@@ -63,6 +63,13 @@ def test_sparse_and_low_rank_page_draws_the_opening_slide(server: str, page: Pag
     assert "5% of the DCT coefficients" in plots.nth(1).inner_text()
 
 
+def test_neurons_page_shows_dead_relu_neurons(server: str, page: Page) -> None:
+    look(page, f"{server}/Distributions_and_neurons?sentences=8", charts=3, name="neurons-relu")
+    relu = page.locator(".js-plotly-plot", has_text="Dead ReLU neurons")
+    relu.scroll_into_view_if_needed()
+    assert "72 of its 400 hidden neurons" in relu.inner_text() and "never" in relu.inner_text()
+
+
 def test_structured_attention_page_draws_masks_and_losses(server: str, page: Page) -> None:
     text = "The first tokens soak up attention. A window that hides them costs the model dearly, sinks keep it calm."
     query = urlencode({"text": text, "layer": 3, "head": 2, "window": 6, "sinks": 2})
