@@ -131,9 +131,9 @@ def test_keys_follow_every_input_the_model_and_every_dependency_version(
     monkeypatch.setattr(toy, "version", 2)
     assert dependent.key(smollm2, {"text": "a"}) != before
     # The project's: the head scores depend on the attention probe's version, declared once.
-    on_heads = heads.PROBE.key(smollm2, {"seq_len": 50, "seed": 0})
+    on_heads = heads.PROBE.key(smollm2, {"seq_len": 50, "seed": 0, "reverse": False})
     monkeypatch.setattr(attention.PROBE, "version", attention.VERSION + 1)
-    assert heads.PROBE.key(smollm2, {"seq_len": 50, "seed": 0}) != on_heads
+    assert heads.PROBE.key(smollm2, {"seq_len": 50, "seed": 0, "reverse": False}) != on_heads
 
 
 @pytest.mark.usefixtures("fresh_registry")
