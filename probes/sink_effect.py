@@ -3,7 +3,7 @@
 Norms (Kobayashi et al. 2020, "Attention is not only a weight"): head h's output at query i is
 Σ_j a_ij f_h(x_j), with f_h(x_j) = W_O^h v_j the value of key j through the head's slice of the output projection.
 A weight a_i0 near 1 on the first token moves the output little when ‖f_h(x_0)‖ is small: the sink's share of the
-norms, a_i0 ‖f_h(x_0)‖ / Σ_j a_ij ‖f_h(x_j)‖, is then far below its share of the weights. The value states are read
+norms, a_i0 ‖f_h(x_0)‖ / Σ_j a_ij ‖f_h(x_j)‖, is then below its share of the weights. The value states are read
 as the attention reads them (runtime.capture, for this call only), the weights from the same pass.
 
 Masking (the lecture: softmax must put its weight somewhere): the text's loss when no query after the first may see
