@@ -360,7 +360,11 @@ def test_neurons_page(smollm2: ModelHandle, tmp_path) -> None:
     assert at.query_params["tau"] == "1"
 
 
-@pytest.mark.parametrize("params", [{"tau": "9"}, {"layer": "-1"}, {"sentences": "0"}])
+@pytest.mark.parametrize(
+    "params",
+    # sentences=0 falls back to the whole corpus: a pass over every sentence
+    [{"tau": "9"}, {"layer": "-1"}, pytest.param({"sentences": "0"}, marks=pytest.mark.slow)],
+)
 def test_neurons_page_bad_url_options(smollm2: ModelHandle, params: dict[str, str]) -> None:
     at = open_page(NEURONS, text=TEXT, **{"sentences": str(FEW), **params})
     assert not at.exception and not at.error

@@ -146,6 +146,7 @@ def _pruning_page(smollm2: ModelHandle, compare: str) -> AppTest:
     )
 
 
+@pytest.mark.slow  # compresses two models
 def test_the_pruning_page_compares_loss_per_byte_at_its_settings(smollm2: ModelHandle) -> None:
     twin = "smollm2-135m-instruct@untrained"
     at = _pruning_page(smollm2, twin)
@@ -175,6 +176,7 @@ def test_the_pruning_page_compares_loss_per_byte_at_its_settings(smollm2: ModelH
     )
 
 
+@pytest.mark.slow  # the corpus pass of two models
 def test_the_massive_table_gains_a_model_column(smollm2: ModelHandle, gemma3: ModelHandle) -> None:
     at = open_page("app_pages/5_Massive_activations.py", model=smollm2.name, text=TEXT, compare=gemma3.name)
     assert not at.exception and not at.error
@@ -318,6 +320,7 @@ def test_two_texts_on_one_model(page: str, view: str, smollm2: ModelHandle, cach
         assert set(table["text"]) == set(labels)  # both texts have massive activations
 
 
+@pytest.mark.slow  # the spectra page decomposes every matrix
 def test_texts_are_not_compared_by_a_measure_of_the_weights(smollm2: ModelHandle) -> None:
     with pytest.raises(LmscopeError, match="measures the weights or the corpus, not a text: compare models"):
         compare_texts(smollm2, "spectra", [TEXT, OTHER], progress=False)

@@ -145,6 +145,7 @@ def test_compressed_copy_leaves_the_model_alone(smollm2: ModelHandle) -> None:
     assert all(torch.equal(after[name], value) for name, value in before.items())
 
 
+@pytest.mark.slow  # compresses SmolLM2 at several settings
 def test_tradeoff_on_smollm2(smollm2: ModelHandle, cache: ResultCache) -> None:
     result = pruning.tradeoff(smollm2, TEXT, SENTENCES, [0.0, 0.5], [16, 8], cache).value
     base = _mean_nll(smollm2)
@@ -221,6 +222,7 @@ def test_differences_refuse_other_architectures(smollm2: ModelHandle, gemma3: Mo
         updates.differences(smollm2, gemma3)
 
 
+@pytest.mark.slow  # GPTQ over every block of SmolLM2
 def test_gptq_beats_round_to_nearest_on_smollm2_and_leaves_the_model_alone(
     smollm2: ModelHandle, cache: ResultCache
 ) -> None:
@@ -263,6 +265,7 @@ def _weights(twin: ModelHandle) -> dict[str, torch.Tensor]:
     return {m.name: m.weight.detach().clone() for m in pruning.linear_weights(twin)}
 
 
+@pytest.mark.slow  # calibrated compressions of SmolLM2
 @pytest.mark.parametrize(
     "compression",
     [

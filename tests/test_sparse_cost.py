@@ -126,6 +126,7 @@ def test_cli_prints_the_timing_table() -> None:
     assert len(out["crossover"]) == 2 and out["dense_bytes"] > 0
 
 
+@pytest.mark.slow  # times sparse products
 def test_the_page_times_the_products_when_asked() -> None:
     quick = {"methods": "prune,quantize", "sparsities": "50", "bits": "8", "sentences": "2"}
     at = open_page(PAGE, text="The cat sat on the mat.", cost="1", cost_layer="4", **quick)

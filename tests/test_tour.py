@@ -12,10 +12,10 @@ from views import concepts, dropped_heads, finetune, lottery
 
 TOUR = "app_pages/0_Lecture_tour.py"
 SECTIONS = catalog.sections()
-# Figures that train or fit something on first use (tens of seconds): their sections are in the slow tier.
+# Figures that train, fit or time something on first use (tens of seconds): their sections are in the slow tier.
 TRAINING = {
     f.name for f in (*lottery.VIEW.figures, *concepts.VIEW.figures, *dropped_heads.FIGURES, *finetune.VIEW.figures)
-}
+} | {"attention_cost"}
 SECTION_PARAMS = [
     pytest.param(i, marks=pytest.mark.slow) if any(catalog.preset(n).figure in TRAINING for n in s.presets) else i
     for i, s in enumerate(SECTIONS)

@@ -113,6 +113,7 @@ def test_spectra_page_bad_ranks(smollm2: ModelHandle, ranks: str) -> None:
     assert at.error and ("rank" in texts(at.error).lower())
 
 
+@pytest.mark.slow  # the pruning page compresses SmolLM2 at its settings
 def test_compression_page(smollm2: ModelHandle, tmp_path) -> None:
     at = open_page(
         COMPRESSION,
