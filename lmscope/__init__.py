@@ -5,6 +5,7 @@ with the page's figure of it.
     m = lmscope.load("smollm2-135m-instruct")
     r = lmscope.attention(m, "The cat sat on the mat.")   # r.value: the AttentionResult; r.maps, r.tokens, ...
     r.figure(layer=3, head=1)                             # the Attention page's heatmap (a Plotly figure)
+    lmscope.head_types(m, text).value.labels              # every head's types (induction + sink, ...)
     lmscope.compare([m, "gemma3-270m"], "sinks", text)    # one line per model, layers by relative depth
     lmscope.compare_texts(m, "sinks", [text, other])      # one model, a line per text
     lmscope.figure("sink_share", m, text, k=4).figure     # any figure a lecture preset can name
@@ -32,6 +33,7 @@ from views.api import Drawn, Result, figure
 from views.api import loaded as load
 from views.attention import run as attention
 from views.compare import compare, compare_texts
+from views.heads import run as head_types
 from views.lens import attribute
 from views.lens import run as lens
 from views.massive import run as massive_activations
@@ -64,6 +66,7 @@ __all__ = [
     "compare_texts",
     "figure",
     "figure_names",
+    "head_types",
     "lens",
     "load",
     "massive_activations",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import lmscope
-from probes import attention
+from probes import attention, heads
 from probes.sinks import sink_profile
 from results.attention import AttentionResult
 from runtime.cache import ResultCache
@@ -129,3 +129,12 @@ def test_routing_from_python_equals_the_cli(moefied: ModelHandle, cache: ResultC
     assert r.figure().layout.title.text and r.figure(layer=0).layout.title.text != r.figure().layout.title.text
     with pytest.raises(lmscope.LmscopeError, match="derived MoE"):
         lmscope.routing("smollm2-135m-instruct", TEXT, setting=lmscope.MoeSetting(8, 2), progress=False)
+
+
+def test_head_types_from_python_are_the_pages(smollm2: ModelHandle, cache: ResultCache) -> None:
+    expected = heads.types_of(smollm2, TEXT, cache).value
+    found = lmscope.head_types(smollm2, TEXT, cache=cache, progress=False)
+    assert found.cached and found.labels.tolist() == expected.labels.tolist()
+    np.testing.assert_array_equal(found.value.scores, expected.scores)
+    drawn = found.figure().to_plotly_json()
+    assert list(drawn["data"][0]["x"]) == [*heads.THRESHOLDS, "none"]

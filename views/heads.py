@@ -13,6 +13,7 @@ from results.heads import HeadTypes
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.models import load
+from views.api import Model, Result, call
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
 from viz.attention import SUMMARY_LABELS, attention_heatmap, head_grid
@@ -118,6 +119,27 @@ def _draw_offsets(run: Run) -> go.Figure:
 
 def _draw_types(run: Run) -> go.Figure:
     return type_counts(_results(run)[2])
+
+
+def run(
+    model: Model,
+    text: str,
+    *,
+    seq_len: int = 50,
+    seed: int = 0,
+    cache: ResultCache | None = None,
+    progress: bool = True,
+) -> Result[HeadTypes]:
+    """Every head's type scores on the text and on random tokens (`probes.heads.types_of`); its figure counts each
+    type's heads, alone and mixed: `.figure()`."""
+    return call(
+        model,
+        lambda handle, store, _: heads.types_of(handle, text, store, seq_len, seed),
+        type_counts,
+        cache,
+        progress,
+        "head types",
+    )
 
 
 def _arguments(command: argparse.ArgumentParser) -> None:
