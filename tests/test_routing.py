@@ -287,6 +287,7 @@ def test_routing_page_corpus_views(tiny_folders: dict[str, Path]) -> None:
     assert list(table["expert"]) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow  # routes the corpus and computes the loss at every k
 def test_routing_page_derived_moe_corpus_and_loss(tmp_path: Path) -> None:
     at = open_page(PAGE, model="smollm2-135m-moefied", text="A short text.", experts="8", k="2", layer="3")
     at.toggle(key="routing_corpus").set_value(True).run()

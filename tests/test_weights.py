@@ -150,6 +150,7 @@ def test_compression_page_on_the_encoder(minilm: ModelHandle) -> None:
     assert "encoder" in texts(at.info)
 
 
+@pytest.mark.slow  # compresses SmolLM2 and scores it
 def test_tradeoff_figure_draws_the_points(smollm2: ModelHandle, cache: ResultCache) -> None:
     from probes import corpus
 
