@@ -68,22 +68,21 @@ def _kept(count: int, share: float) -> int:
     return max(1, round(share * count))
 
 
-def _relative(dropped_energy: np.ndarray, total: float) -> np.ndarray:
-    return np.sqrt(np.clip(dropped_energy, 0.0, None) / total)
+def _dropped(energy: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Relative error sqrt(dropped / total) of keeping the largest share of `energy` (sorted, largest first)."""
+    kept = np.cumsum(energy)
+    dropped = kept[-1] - kept[[_kept(energy.size, s) - 1 for s in shares]]
+    return np.sqrt(np.clip(dropped, 0.0, None) / kept[-1])
 
 
 def dct_error(matrix: np.ndarray, shares: np.ndarray) -> np.ndarray:
     """Relative error of keeping the largest `shares` of the mean-centred matrix's 2-D DCT coefficients."""
-    energy = np.sort(_dct(matrix - matrix.mean()).ravel() ** 2)[::-1]
-    kept = np.cumsum(energy)
-    return _relative(kept[-1] - kept[[_kept(energy.size, s) - 1 for s in shares]], kept[-1])
+    return _dropped(np.sort(_dct(matrix - matrix.mean()).ravel() ** 2)[::-1], shares)
 
 
 def svd_error(matrix: np.ndarray, shares: np.ndarray) -> np.ndarray:
     """Relative error of the best approximation of the mean-centred matrix at rank round(share x min side)."""
-    energy = np.linalg.svd(matrix - matrix.mean(), compute_uv=False) ** 2
-    kept = np.cumsum(energy)
-    return _relative(kept[-1] - kept[[_kept(energy.size, s) - 1 for s in shares]], kept[-1])
+    return _dropped(np.linalg.svd(matrix - matrix.mean(), compute_uv=False) ** 2, shares)
 
 
 def sparse_approximation(matrix: np.ndarray, share: float) -> np.ndarray:

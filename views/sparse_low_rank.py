@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 
 from probes import sparse_low_rank
 from results.pruning import KINDS
+from results.sparse_low_rank import SparseLowRank
 from runtime.cache import ResultCache
 from runtime.models import load
 from views.options import model_argument
@@ -18,7 +19,7 @@ DEFAULT_KIND = "q"
 DEFAULT_KEEP = 5  # percent of the DCT coefficients, and of the smaller side as the rank, in the pictures
 
 
-def _result(run: Run):
+def _result(run: Run) -> SparseLowRank:
     layer = run.integer("layer")
     return run.keep("measured", sparse_low_rank.run(run.handle, layer, run.string("matrix"), run.cache))
 
