@@ -8,13 +8,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
 from playwright.sync_api import Browser, Page
 
-from probes import ablation, corpus
+from probes import ablation, corpus, pruning
 from results.activations import Thresholds
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
 from tests.browser import WAIT_MS, look
+from viz.pruning import SERIES
 
 TEXTS = (
     "The first token soaks up attention. Massive values sit there, and removing them breaks the model.",
@@ -65,6 +67,43 @@ def test_sessions_at_once_get_their_own_answers(
         done = ablation.run(smollm2, text, Thresholds(), alone, corpus.sentences()[:SENTENCES]).value
         expected = [f"{float(n.mean()):.3f}" for n in (done.nll_base, done.nll_zeroed, done.nll_mean)]
         assert _mean_nlls(caption) == expected
+
+
+# The pruning page at its lightest calibrated setting: magnitude pruning and Wanda at 50%, 2 calibration sequences.
+PRUNING = {"methods": "prune,wanda", "sparsities": "50", "sentences": 2, "calibration": 2, "length": 32}
+
+
+def test_pruning_sessions_at_once_get_what_one_user_gets(
+    server: str, browser: Browser, smollm2: ModelHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sessions compress SmolLM2 at the same moment, each scoring its own text: each chart's losses equal a
+    single user's, computed afterwards here with an empty result cache and an empty store of compressed models."""
+    pages = _open_together(browser, [f"{server}/Pruning?{urlencode({'text': t, **PRUNING})}" for t in TEXTS])
+    shown = []
+    for i, page in enumerate(pages):
+        look(page, charts=2, name=f"pruning-sessions-{i}")
+        traces = page.locator(".js-plotly-plot").first.evaluate("el => el.data.map(t => [t.name, Array.from(t.y)])")
+        drawn: dict[str, list[float]] = {}
+        for name, y in traces:  # a method's trace on the text, then on the corpus
+            drawn.setdefault(name, []).extend(y)
+        shown.append(drawn)
+        page.context.close()
+    monkeypatch.setenv("LMSCOPE_COMPRESSED_DIR", str(tmp_path / "compressed"))
+    alone = ResultCache(tmp_path / "alone")
+    for text, traces in zip(TEXTS, shown):
+        done = pruning.tradeoff(
+            smollm2,
+            text,
+            corpus.sentences()[:2],
+            [0.5],
+            [],
+            alone,
+            methods=["prune", "wanda"],
+            patterns=[],
+            calibration=(2, 32),
+        ).value
+        for point in done.points:
+            assert traces[SERIES[point.method]] == pytest.approx([point.nll_text, point.nll_corpus], rel=1e-6)
 
 
 def test_a_session_asking_what_another_computes_shares_it(server: str, browser: Browser) -> None:

@@ -111,15 +111,15 @@ def tradeoff_figure(tradeoff: Tradeoff) -> go.Figure:
     legend_below(fig, 620)
     fig.update_layout(margin={"t": 140})  # the two-line subtitle above the subplot titles
     calibration = (
-        f"; Wanda, SparseGPT and GPTQ calibrated on {tradeoff.calibration_tokens:,} other corpus tokens"
+        f"Wanda, SparseGPT and GPTQ calibrated on {tradeoff.calibration_tokens:,} other corpus tokens; "
         if tradeoff.calibration_tokens
         else ""
     )
     return themed(
         fig,
         "Loss per byte: pruning against quantization",
-        f"{tradeoff.model}; compressed: {', '.join(tradeoff.kinds)} of every block{calibration}<br>"
-        "lower and further left is better",
+        f"{tradeoff.model}; compressed: {', '.join(tradeoff.kinds)} of every block<br>"
+        f"{calibration}lower and further left is better",
     )
 
 
