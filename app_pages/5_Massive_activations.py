@@ -7,6 +7,7 @@ import streamlit as st
 
 from probes import ablation, activations, corpus
 from results.activations import KINDS, Thresholds
+from runtime.settings import settings
 from ui.compare import compare_section
 from ui.models import probe_or_stop, probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
@@ -60,6 +61,11 @@ layer_values = probe_or_stop(
 ).value
 figure = magnitude_surface(layer_values) if view == "surface" else magnitude_heatmap(layer_values)
 page.show(figure, "layer_figure", f"{result.model}-magnitudes-L{layer}-{view}")
+if len(layer_values.tokens) < len(result.tokens):
+    st.caption(
+        f"The first {len(layer_values.tokens):,} of the text's {len(result.tokens):,} tokens (LMSCOPE_MAX_TOKENS); "
+        "the charts below and the table read all of them."
+    )
 
 st.subheader("Across layers")
 page.show(magnitude_lines(result), "lines", f"{result.model}-magnitudes-by-layer")
@@ -126,6 +132,12 @@ else:
 
 st.subheader("Ablation: do these few values matter?")
 page.require(Need.DECODER)
+if len(result.tokens) > settings().max_tokens:
+    st.info(
+        f"Ablation reads at most {settings().max_tokens:,} tokens (LMSCOPE_MAX_TOKENS), and this text has "
+        f"{len(result.tokens):,}: each edit costs several passes over the whole text. Use a shorter text to remove them."
+    )
+    st.stop()
 if not found:
     st.info("This text has no massive activations at these thresholds, so there is nothing to remove.")
     st.stop()

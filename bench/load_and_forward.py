@@ -60,7 +60,9 @@ def bench_model(name: str, cache: ResultCache) -> dict[str, float]:
     ids = encode(handle, TEXT, settings().max_tokens).token_ids
     row["tokens"] = len(ids)
     row["plain forward (s)"] = seconds(lambda: forward(handle, ids), REPEATS)
-    row["attention probe, computed (s)"] = seconds(lambda: attention.compute(handle, encode(handle, TEXT, 512)), REPEATS)
+    row["attention probe, computed (s)"] = seconds(
+        lambda: attention.compute(handle, encode(handle, TEXT, 512)), REPEATS
+    )
     attention.run(handle, TEXT, cache)
     row["attention probe, cache hit (s)"] = seconds(lambda: attention.run(handle, TEXT, cache), REPEATS)
     return row
@@ -82,10 +84,14 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3g}" if c in row else "–" for c in columns) + " |")
     lines.append("")
     for name, row in rows.items():
-        ratios = [f"attention probe / plain forward = {row['attention probe, computed (s)'] / row['plain forward (s)']:.2f}x",
-                  f"cache hit / computed = {row['attention probe, cache hit (s)'] / row['attention probe, computed (s)']:.3f}x"]
+        ratios = [
+            f"attention probe / plain forward = {row['attention probe, computed (s)'] / row['plain forward (s)']:.2f}x",
+            f"cache hit / computed = {row['attention probe, cache hit (s)'] / row['attention probe, computed (s)']:.3f}x",
+        ]
         if "transformers GGUF load (s)" in row:
-            ratios.insert(0, f"store load / GGUF load = {row['load from store (s)'] / row['transformers GGUF load (s)']:.3f}x")
+            ratios.insert(
+                0, f"store load / GGUF load = {row['load from store (s)'] / row['transformers GGUF load (s)']:.3f}x"
+            )
         lines.append(f"- {name}: " + "; ".join(ratios))
     report = "\n".join(lines) + "\n"
     print(report)

@@ -28,13 +28,22 @@ SINKS = 4
 N_SENTENCES = 30
 
 
+def paragraphs() -> str:
+    """The first N_SENTENCES corpus sentences as paragraphs of five."""
+    return "\n\n".join(" ".join(sentences()[i : i + 5]) for i in range(0, N_SENTENCES, 5))
+
+
 def main() -> None:
     """Print one table row per model."""
-    text = "\n\n".join(" ".join(sentences()[i : i + 5]) for i in range(0, N_SENTENCES, 5))
+    text = paragraphs()
     heads = [f"w={w}" for w in WINDOWS] + [f"w={w} + {SINKS} sinks" for w in WINDOWS]
     date = datetime.now(timezone.utc).date()
-    print(f"## Sliding-window loss with and without sinks ({date}, {platform.machine()}, `python bench/window_sinks.py`)\n")
-    print(f"Mean per-token NLL (nats) of the first {N_SENTENCES} corpus sentences (6 paragraphs); every layer masked.\n")
+    print(
+        f"## Sliding-window loss with and without sinks ({date}, {platform.machine()}, `python bench/window_sinks.py`)\n"
+    )
+    print(
+        f"Mean per-token NLL (nats) of the first {N_SENTENCES} corpus sentences (6 paragraphs); every layer masked.\n"
+    )
     print("| model | tokens | full | " + " | ".join(heads) + " | seconds |")
     print("|---" * (len(heads) + 4) + "|")
     with tempfile.TemporaryDirectory() as folder:

@@ -1,8 +1,9 @@
 """Massive activations (Sun et al. 2024): a few residual-stream values thousands of times the median magnitude.
 
 Found automatically on any model: per block output, the largest-magnitude entries and the median magnitude,
-computed inside forward hooks so that a long text never holds every layer at once. Over the bundled corpus,
-which dimensions are massive and on which kinds of token (the first token, the first delimiter, ...).
+computed inside forward hooks so that a long text never holds every layer at once, with the attention computed a
+chunk of queries at a time (runtime.chunked), so that a text may be as long as the model's context. Over the
+bundled corpus, which dimensions are massive and on which kinds of token (the first token, the first delimiter, ...).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import torch
 from probes.attention import delimiter_tokens
 from probes.batches import LengthGroups, Progress, batches, grouped
 from probes.residual import block_output, hooked_blocks
-from probes.text import Encoded, encode, from_ids, token_strings
+from probes.text import Encoded, encode, from_ids, long_limit, token_strings
 from results.activations import KINDS, ActivationResult, CorpusActivations, LayerActivations, Massive, Thresholds
 from runtime.cache import Cached, ResultCache
+from runtime.capture import Chunking, chunking
+from runtime.chunked import CHUNK
 from runtime.forward import forward
 from runtime.handle import ModelHandle
 from runtime.placement import host
@@ -28,7 +31,7 @@ from runtime.settings import settings
 NAME = "activations"
 LAYER_NAME = "activations-layer"
 CORPUS_NAME = "activations-corpus"
-VERSION = 2
+VERSION = 3
 TOP = 64  # largest-magnitude entries kept per layer of a text
 CORPUS_TOP = 8  # ... per layer of each corpus sentence
 
@@ -80,7 +83,7 @@ def massive(result: ActivationResult, thresholds: Thresholds) -> list[Massive]:
 
 
 def compute(handle: ModelHandle, encoded: Encoded) -> ActivationResult:
-    """Run the model once, summarising each block's output as it is computed."""
+    """Run the model once, summarising each block's output as it is computed (attention in chunks of queries)."""
     per_layer: dict[int, dict[str, np.ndarray]] = {}
 
     def summarise(layer: int, hidden: torch.Tensor) -> None:
@@ -97,7 +100,7 @@ def compute(handle: ModelHandle, encoded: Encoded) -> ActivationResult:
             "dim_peak": magnitude.amax(dim=0).numpy(),
         }
 
-    with hooked_blocks(handle, summarise):
+    with hooked_blocks(handle, summarise), chunking(handle.model, Chunking(None, CHUNK)):
         forward(handle, encoded.token_ids)
     layers = sorted(per_layer)
     return ActivationResult(
@@ -124,13 +127,16 @@ LAYER = CachedProbe(LAYER_NAME, VERSION, _layer)
 
 
 def run(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[ActivationResult]:
-    """Magnitudes of every block's output on the text, from the disk cache when computed before."""
-    return PROBE.cached(handle, cache, token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist())
+    """Magnitudes of every block's output on the text (up to the model's context: `long_limit`), from the disk
+    cache when computed before."""
+    return PROBE.cached(handle, cache, token_ids=encode(handle, text, long_limit(handle)).token_ids.tolist())
 
 
 def layer_run(handle: ModelHandle, text: str, layer: int, cache: ResultCache) -> Cached[LayerActivations]:
-    """Every value of one block's output on the text (the blocks after it are not run), cached."""
-    token_ids = encode(handle, text, settings().max_tokens).token_ids.tolist()
+    """Every value of one block's output on the text (the blocks after it are not run), cached; of a decoder's
+    longer text, on its first LMSCOPE_MAX_TOKENS tokens (which never see the later ones)."""
+    encoded = encode(handle, text, long_limit(handle) if handle.is_causal else settings().max_tokens)
+    token_ids = encoded.token_ids[: settings().max_tokens].tolist()
     return LAYER.cached(handle, cache, token_ids=token_ids, layer=layer)
 
 

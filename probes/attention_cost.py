@@ -92,7 +92,7 @@ def _resident_peak() -> int:
 
 
 @contextmanager
-def _peak(device: torch.device) -> Iterator[Callable[[], int]]:
+def peak_memory(device: torch.device) -> Iterator[Callable[[], int]]:
     """Within the block, the memory in use above what was in use when it began; read the peak after it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -134,7 +134,7 @@ def _pass(handle: ModelHandle, ids: np.ndarray, kind: str, window: int) -> tuple
         if kind == "eager"
         else chunking(handle.model, Chunking(window if kind == "window" else None, CHUNK), layers)
     )
-    with _peak(handle.device) as peak, scope:
+    with peak_memory(handle.device) as peak, scope:
         started = time.perf_counter()
         forward(handle, ids)
         seconds = time.perf_counter() - started

@@ -68,6 +68,28 @@ def test_summaries_equal_a_direct_computation(any_model: ModelHandle, cache: Res
         np.testing.assert_array_equal(result.top_values[layer], picked)  # signed, at the stated position and dim
 
 
+def test_a_long_text_is_read_whole_with_attention_in_chunks(
+    gemma3: ModelHandle, cache: ResultCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past LMSCOPE_MAX_TOKENS (and past one chunk of queries, and Gemma's 512-token window) the summaries still
+    equal the eager attention's block outputs; the layer's values are its first LMSCOPE_MAX_TOKENS tokens; the
+    ablation, which reads the text many times, keeps to the limit."""
+    monkeypatch.setenv("LMSCOPE_MAX_TOKENS", "300")
+    text = "Massive values sit on the first token and on the first full stop, whatever follows. " * 40
+    result = activations.run(gemma3, text, cache).value
+    n = len(result.tokens)
+    assert n > 600
+    outputs = _block_outputs(gemma3, result.token_ids)
+    for layer, h in enumerate(outputs[:-1]):  # the last block's value comes from the probe's own code path
+        np.testing.assert_allclose(result.token_peak[layer], np.abs(h).max(axis=1), rtol=1e-4, atol=1e-3)
+        assert result.max_abs[layer] == pytest.approx(np.abs(h).max(), rel=1e-4)
+    first = activations.layer_run(gemma3, text, 3, cache).value
+    assert len(first.tokens) == 300 and first.tokens == result.tokens[:300]
+    np.testing.assert_allclose(first.values, outputs[3][:300], rtol=1e-4, atol=1e-3)
+    with pytest.raises(LmscopeError, match="300"):
+        ablation.run(gemma3, text, Thresholds(), cache, corpus.sentences()[:FEW])
+
+
 def test_detection_finds_every_massive_activation(any_model: ModelHandle, cache: ResultCache) -> None:
     result = activations.run(any_model, TEXT, cache).value
     thresholds = Thresholds()
@@ -338,6 +360,19 @@ def test_massive_page_bad_url_options(smollm2: ModelHandle, params: dict[str, st
     at = open_page(MASSIVE, text=TEXT, sentences=str(FEW), **params)
     assert not at.exception and not at.error
     assert message in texts(at.warning)
+
+
+def test_massive_page_reads_a_text_past_the_limit(
+    smollm2: ModelHandle, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setenv("LMSCOPE_MAX_TOKENS", "40")
+    at = open_page(MASSIVE, text=TEXT * 4, sentences=str(FEW))
+    assert not at.exception and not at.error
+    whole = activations.run(smollm2, TEXT * 4, ResultCache(tmp_path)).value
+    n = len(whole.tokens)
+    assert n > 40 and plotly_array(chart(at, 1)["data"][0]["y"]).tolist() == pytest.approx(whole.max_abs.tolist())
+    assert f"The first 40 of the text's {n} tokens" in texts(at.caption)
+    assert "Ablation reads at most 40 tokens" in texts(at.info)
 
 
 def test_massive_page_on_the_encoder(minilm: ModelHandle) -> None:
