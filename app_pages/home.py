@@ -17,6 +17,8 @@ from views.registry import views
 from viz.tokens import token_chips_html
 
 OTHER = "Other: a Hugging Face id or a local folder…"
+# The views whose probes hold no (n, n) array of floats, so that they read texts up to the model's context.
+LONG_VIEWS = "the Attention, Head atlas, Structured attention, Attention sinks and Massive activations views"
 
 page = start(__file__, export=False)
 TITLES = {name: title(name) for name in [*BUILTINS, *DERIVED, *twin_names(list(BUILTINS))]}
@@ -51,8 +53,8 @@ with right:
         "Text",
         height=140,
         on_change=lambda: state.choose(new_text=page.value("text")),
-        help=f"Up to {settings().max_tokens:,} tokens for every view (LMSCOPE_MAX_TOKENS); the Attention view reads "
-        "up to the model's context (LMSCOPE_LONG_TOKENS). Ctrl+Enter applies.",
+        help=f"Up to {settings().max_tokens:,} tokens for every view (LMSCOPE_MAX_TOKENS); {LONG_VIEWS} read up to the "
+        "model's context (LMSCOPE_LONG_TOKENS). Ctrl+Enter applies.",
     )
 
 name = state.model_name()
@@ -92,7 +94,7 @@ with right:
     st.button(
         f"Try a long text ({limit:,} tokens)",
         icon=":material/article:",
-        help=f"The first {limit:,} tokens of {SOURCE}: the Attention view reads them whole.",
+        help=f"The first {limit:,} tokens of {SOURCE}: {LONG_VIEWS} read them whole.",
         on_click=lambda: _use(truncate(handle, long_text(), limit)),
     )
 
@@ -111,8 +113,8 @@ encoded = page.or_stop(_encoded)
 n = len(encoded.tokens)
 if n > settings().max_tokens:
     st.info(
-        f"This text has {n:,} tokens. The Attention view reads all of it (it keeps no n x n map); the other views "
-        f"read at most {settings().max_tokens:,} tokens (LMSCOPE_MAX_TOKENS) and say so."
+        f"This text has {n:,} tokens. {LONG_VIEWS[0].upper()}{LONG_VIEWS[1:]} read all of it (none of them keeps an n x n "
+        f"map of floats); the other views read at most {settings().max_tokens:,} tokens (LMSCOPE_MAX_TOKENS) and say so."
     )
 shown = f"the first {CHIPS:,} of {n:,}" if n > CHIPS else f"{n}"
 st.markdown(f"**Tokens** ({shown}; hover for position and id)")

@@ -8,7 +8,7 @@ a long text (tens of thousands of tokens) fits where its maps would not.
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,19 +18,17 @@ from probes.text import Encoded, encode, from_ids, long_limit
 from results.attention import AttentionResult
 from runtime.cache import Cached, ResultCache
 from runtime.capture import Chunking, chunking
-from runtime.chunked import CHUNK
+from runtime.chunked import CHUNK, HIDDEN
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
 from runtime.probe import CachedProbe
 
 NAME = "attention"
-VERSION = 5
+VERSION = 6
 SUMMARIES = ("sink_share", "previous_token", "delimiter_share", "special_share", "mean_distance", "entropy")
 # Maps longer than this are block-pooled for display; summaries always use the exact probabilities.
 MAX_MAP_SIDE = 256
-ENTROPY_ROWS = 128  # rows of a chunk whose entropy is taken at once (a causal block's keys end at its last query)
-STRIDED_POOL = 4  # up to this pool (texts up to 1,024 tokens), block_pool sums by strided adds
 
 
 _MARKS = set(string.punctuation) | {"…", "—", "–", "«", "»", "“", "”", "‘", "’"}
@@ -48,39 +46,30 @@ def delimiter_tokens(handle: ModelHandle, token_ids: np.ndarray, tokens: list[st
     return special_tokens(handle, token_ids) | np.array(text_marks, dtype=bool)
 
 
-def _strided_block_sums(maps: torch.Tensor, pool: int) -> torch.Tensor:
-    """Sums over pool x pool blocks (the last ones may be short): rows first, then columns, by strided adds."""
-    by_rows = maps[..., 0::pool, :].clone()
-    for i in range(1, pool):
-        part = maps[..., i::pool, :]
-        by_rows[..., : part.shape[-2], :] += part
-    sums = by_rows[..., 0::pool].clone()
-    for j in range(1, pool):
-        part = by_rows[..., j::pool]
-        sums[..., : part.shape[-1]] += part
-    return sums
+def _runs(maps: torch.Tensor, pool: int, dim: int, reduce: Callable, short_first: int = 0) -> torch.Tensor:
+    """`reduce` over consecutive runs of `pool` entries along `dim` (-1 or -2): the first run `short_first` entries
+    short (its other entries lie before the tensor), the last one as long as what is left. Views, no copies."""
+    size = maps.shape[dim]
+    opening = min(size, (pool - short_first) % pool)
+    body = (size - opening) // pool * pool
+    parts = []
+    if opening:
+        parts.append(reduce(maps.narrow(dim, 0, opening), dim, keepdim=True))
+    if body:
+        parts.append(reduce(maps.narrow(dim, opening, body).unflatten(dim, (body // pool, pool)), dim))
+    if opening + body < size:
+        parts.append(reduce(maps.narrow(dim, opening + body, size - opening - body), dim, keepdim=True))
+    return torch.cat(parts, dim) if len(parts) > 1 else parts[0]
 
 
-def block_pool(maps: torch.Tensor, pool: int, reduce_keys: str = "sum") -> torch.Tensor:
+def block_pool(maps: torch.Tensor, pool: int, reduce_keys: str = "sum", lead: int = 0) -> torch.Tensor:
     """Pool (..., queries, keys) maps into pool x pool blocks: over a block's keys take the sum (probabilities:
-    rows still sum to 1) or the NaN-ignoring mean (logits, NaN where masked), then average over its queries."""
+    rows still sum to 1) or the NaN-ignoring mean (logits, NaN where masked), then average over its queries (the
+    last block may be short). `lead`: the keys start `lead` places into their first block."""
     if pool == 1:
         return maps
-    rows, cols = maps.shape[-2:]
-    row_cells, col_cells = -(-rows // pool), -(-cols // pool)
-    padding = (0, col_cells * pool - cols, 0, row_cells * pool - rows)
-    if reduce_keys == "sum":  # block sums / pool, then a true mean for a short last row
-        if pool <= STRIDED_POOL:  # a few strided adds beat avg_pool2d (4x at pool 2) on the short texts
-            sums = _strided_block_sums(maps, pool)
-        else:
-            flat = maps.reshape(-1, 1, rows, cols)
-            sums = torch.nn.functional.avg_pool2d(flat, pool, ceil_mode=True, divisor_override=1)
-            sums = sums.reshape(*maps.shape[:-2], row_cells, col_cells)
-        sums /= pool
-        sums[..., -1, :] *= pool / (rows - (row_cells - 1) * pool)
-        return sums
-    padded = torch.nn.functional.pad(maps, padding, value=float("nan"))
-    return padded.reshape(*maps.shape[:-2], row_cells, pool, col_cells, pool).nanmean(-1).nanmean(-2)
+    by_keys = _runs(maps, pool, -1, torch.sum if reduce_keys == "sum" else torch.nanmean, lead)
+    return _runs(by_keys, pool, -2, torch.mean if reduce_keys == "sum" else torch.nanmean)
 
 
 @dataclass(frozen=True)
@@ -96,18 +85,26 @@ class _Layer:
     """One layer's summaries, extra scores and pooled maps, accumulated a chunk of queries at a time."""
 
     def __init__(
-        self, n_heads: int, n: int, features: torch.Tensor, causal: bool, pool: int, scores: Mapping[str, PairScore]
+        self,
+        n_heads: int,
+        n: int,
+        features: torch.Tensor,
+        causal: bool,
+        pool: int,
+        scores: Mapping[str, PairScore],
+        with_logits: bool,
     ) -> None:
         cells = -(-n // pool)
-        self.n, self.features, self.causal, self.pool = n, features, causal, pool
+        self.n, self.features, self.causal, self.pool, self.with_logits = n, features, causal, pool, with_logits
         self.totals = {name: torch.zeros(n_heads, dtype=torch.float64) for name in SUMMARIES}
         self.pair_scores = dict(scores)
         self.extra = {name: torch.zeros(n_heads, dtype=torch.float64) for name in scores}
         self.maps = torch.zeros(n_heads, cells, cells)
-        self.logits = torch.full((n_heads, cells, cells), float("nan"))
+        self.logits = torch.full((n_heads, cells, cells) if with_logits else (0,), float("nan"))
 
-    def add(self, start: int, first: int, weights: torch.Tensor, scores: torch.Tensor | None) -> None:
-        """Queries start.. of this layer: their (heads, queries, keys) probabilities and scores, keys from `first`."""
+    def add(self, start: int, first: int, weights: torch.Tensor, scores: torch.Tensor) -> None:
+        """Queries start.. of this layer: their (heads, queries, keys) probabilities and scores (runtime.chunked's),
+        keys from `first`."""
         stop, last = start + weights.shape[1], first + weights.shape[2]
         positions = self.features[:, 1]
         skip = 1 if start == 0 else 0  # summaries of "later" queries leave out query 0
@@ -124,23 +121,23 @@ class _Layer:
         else:
             distance = (positions[start:stop, None] - positions[None, first:last]).abs()
             self.totals["mean_distance"] += (weights * distance).sum((-1, -2))
-        for row in range(0, weights.shape[1], ENTROPY_ROWS):  # causal rows stop at their query: skip the zeros
-            keys = min(weights.shape[2], start + row + ENTROPY_ROWS - first) if self.causal else weights.shape[2]
-            block = weights[:, row : row + ENTROPY_ROWS, :keys]
-            self.totals["entropy"] -= torch.xlogy(block, block).sum((-1, -2))
+        # Entropy without a logarithm per key: -sum p log p = logsumexp(s) - sum p s, and logsumexp(s) = max s -
+        # log max p (the softmax's largest probability is exp(max s - logsumexp s)); hidden keys add 0 x HIDDEN = 0.
+        rows, keys = weights.shape[1:]
+        weighted = torch.bmm(weights.reshape(-1, 1, keys), scores.reshape(-1, keys, 1)).reshape(-1, rows)
+        self.totals["entropy"] += (scores.amax(-1) - weights.amax(-1).log() - weighted).sum(-1)
         for name, pairs in self.pair_scores.items():
             inside = (pairs.queries >= start) & (pairs.queries < stop) & (pairs.keys >= first) & (pairs.keys < last)
             rows = torch.as_tensor(pairs.queries[inside] - start)
             self.extra[name] += weights[:, rows, torch.as_tensor(pairs.keys[inside] - first)].sum(-1)
-        # Pooled from the first whole cell of keys on: keys before `first` carry no weight (and no score).
-        rows, lead = slice(start // self.pool, -(-stop // self.pool)), first % self.pool
-        pooled = block_pool(torch.nn.functional.pad(weights, (lead, 0)), self.pool)
+        # Keys before `first` carry no weight (and no score): the first cell of keys may start part-way.
+        cells, lead = slice(start // self.pool, -(-stop // self.pool)), first % self.pool
+        pooled = block_pool(weights, self.pool, lead=lead)
         cols = slice(first // self.pool, first // self.pool + pooled.shape[-1])
-        self.maps[:, rows, cols] = pooled
-        if scores is not None:
-            visible = scores.masked_fill(scores == float("-inf"), float("nan"))
-            padded = torch.nn.functional.pad(visible, (lead, 0), value=float("nan"))
-            self.logits[:, rows, cols] = block_pool(padded, self.pool, reduce_keys="mean")
+        self.maps[:, cells, cols] = pooled
+        if self.with_logits:
+            visible = scores.masked_fill(scores == HIDDEN, float("nan"))
+            self.logits[:, cells, cols] = block_pool(visible, self.pool, reduce_keys="mean", lead=lead)
 
     def summaries(self) -> dict[str, torch.Tensor]:
         """Each summary per head: means over the queries (1..n-1 for the shares)."""
@@ -181,8 +178,8 @@ def compute(
 
     def on_chunk(layer: int, start: int, first: int, weights: torch.Tensor, chunk_scores: torch.Tensor) -> None:
         if layer not in layers:
-            layers[layer] = _Layer(weights.shape[1], n, features, handle.is_causal, pool, extra)
-        layers[layer].add(start, first, weights[0], chunk_scores[0] if with_logits else None)
+            layers[layer] = _Layer(weights.shape[1], n, features, handle.is_causal, pool, extra, with_logits)
+        layers[layer].add(start, first, weights[0], chunk_scores[0])
 
     with chunking(handle.model, Chunking(None, query_chunk(pool)), on_chunk=on_chunk):
         forward(handle, encoded.token_ids)

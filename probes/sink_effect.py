@@ -30,7 +30,7 @@ from runtime.probe import CachedProbe
 
 NORMS_NAME = "sink-norms"
 MASKED_NAME = "sink-masked"
-VERSION = 1
+VERSION = 2
 DEFAULT_WINDOW = 16
 DEFAULT_SINKS = 4
 

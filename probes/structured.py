@@ -14,25 +14,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probes.attention import MAX_MAP_SIDE, block_pool
+from probes.attention import MAX_MAP_SIDE, block_pool, query_chunk
 from probes.nll import perplexity, token_nll
-from probes.text import Encoded, encode, from_ids
+from probes.text import Encoded, encode, from_ids, long_limit
 from results.structured import MaskView, PatternSweep, WindowLoss, WindowSweep
 from runtime import limits
 from runtime.cache import Cached, ResultCache
-from runtime.capture import capturing
+from runtime.capture import Chunking, chunking
+from runtime.chunked import CHUNK
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
 from runtime.probe import CachedProbe
-from runtime.settings import settings
 
 NAME = "window_sweep"
-VERSION = 2
+VERSION = 3
 MASKS_NAME = "structured_masks"
-MASKS_VERSION = 3
+MASKS_VERSION = 4
 PATTERNS_NAME = "pattern_sweep"
-PATTERNS_VERSION = 1
+PATTERNS_VERSION = 2
 DEFAULT_WINDOWS = (2, 4, 8, 16, 32, 64)
 # The structures the model can run under, by the name the URL and the CLI use; `size` is the window of the first
 # three and the block of the last.
@@ -51,48 +51,62 @@ def _at_least(value: int, low: int, what: str) -> None:
         raise LmscopeError(f"The {what} must be at least {low}; got {value}.")
 
 
-def _offsets(n: int) -> np.ndarray:
-    """q - k for every (query, key) pair: 0 on the diagonal, positive for keys in the past."""
+def _offsets(n: int, queries: np.ndarray | None = None) -> np.ndarray:
+    """q - k for the queries (default: all n) against every key: 0 on the diagonal, positive for keys in the past."""
     positions = np.arange(n)
-    return positions[:, None] - positions[None, :]
+    return (positions if queries is None else queries)[:, None] - positions[None, :]
 
 
-def full_mask(n: int) -> np.ndarray:
+# Every mask below is (queries, n): all n queries, or the rows of `queries` only (a long text's masks are built a
+# chunk of rows at a time).
+
+
+def full_mask(n: int, queries: np.ndarray | None = None) -> np.ndarray:
     """Causal attention: each query sees itself and every earlier key."""
-    return _offsets(n) >= 0
+    return _offsets(n, queries) >= 0
 
 
-def sliding_window_mask(n: int, window: int) -> np.ndarray:
+def sliding_window_mask(n: int, window: int, queries: np.ndarray | None = None) -> np.ndarray:
     """Query q sees keys q-window+1 .. q (Mistral-style sliding window)."""
     _at_least(window, 1, "window")
-    offsets = _offsets(n)
+    offsets = _offsets(n, queries)
     return (offsets >= 0) & (offsets < window)
 
 
-def dilated_window_mask(n: int, window: int, dilation: int) -> np.ndarray:
+def dilated_window_mask(n: int, window: int, dilation: int, queries: np.ndarray | None = None) -> np.ndarray:
     """Query q sees q, q-d, q-2d, ...: `window` keys in all, `dilation` apart."""
     _at_least(window, 1, "window")
     _at_least(dilation, 1, "dilation")
-    offsets = _offsets(n)
+    offsets = _offsets(n, queries)
     return (offsets >= 0) & (offsets % dilation == 0) & (offsets < window * dilation)
 
 
-def _global(n: int, global_positions: Iterable[int]) -> np.ndarray:
+def _global(n: int, global_positions: Iterable[int], queries: np.ndarray | None = None) -> np.ndarray:
     """The pairs a global token adds, kept causal: it sees every earlier token and every later one sees it."""
     is_global = np.zeros(n, dtype=bool)
     for position in global_positions:
         if not 0 <= position < n:
             raise LmscopeError(f"Global position {position} is outside the text: its positions are 0 to {n - 1}.")
         is_global[position] = True
-    return full_mask(n) & (is_global[None, :] | is_global[:, None])
+    rows = is_global if queries is None else is_global[queries]
+    return full_mask(n, queries) & (is_global[None, :] | rows[:, None])
 
 
-def global_sliding_mask(n: int, window: int, global_positions: Iterable[int]) -> np.ndarray:
+def global_sliding_mask(
+    n: int, window: int, global_positions: Iterable[int], queries: np.ndarray | None = None
+) -> np.ndarray:
     """A sliding window plus global tokens that see, and are seen by, every token (Longformer, kept causal)."""
-    return sliding_window_mask(n, window) | _global(n, global_positions)
+    return sliding_window_mask(n, window, queries) | _global(n, global_positions, queries)
 
 
-def block_sparse_mask(n: int, block: int, random_blocks: int, global_positions: Iterable[int], seed: int) -> np.ndarray:
+def block_sparse_mask(
+    n: int,
+    block: int,
+    random_blocks: int,
+    global_positions: Iterable[int],
+    seed: int,
+    queries: np.ndarray | None = None,
+) -> np.ndarray:
     """BigBird's pattern, kept causal: the tokens cut into blocks of `block`; a query sees its own block and the
     one before it, `random_blocks` earlier blocks drawn for its block (seeded), and the global tokens."""
     _at_least(block, 1, "block size")
@@ -106,14 +120,15 @@ def block_sparse_mask(n: int, block: int, random_blocks: int, global_positions: 
         farther = b - 1  # blocks 0 .. b-2 are neither this block nor the one before
         if farther > 0 and random_blocks:
             seen[b, rng.choice(farther, size=min(random_blocks, farther), replace=False)] = True
-    return (seen[of[:, None], of[None, :]] & full_mask(n)) | _global(n, global_positions)
+    rows = of if queries is None else of[queries]
+    return (seen[rows[:, None], of[None, :]] & full_mask(n, queries)) | _global(n, global_positions, queries)
 
 
-def with_sinks(mask: np.ndarray, k: int) -> np.ndarray:
+def with_sinks(mask: np.ndarray, k: int, queries: np.ndarray | None = None) -> np.ndarray:
     """The mask with the first k tokens also visible to every (later) query, as StreamingLLM keeps its sinks."""
     _at_least(k, 0, "number of sink tokens")
     n = mask.shape[-1]
-    return mask | (full_mask(n) & (np.arange(n) < k)[None, :])
+    return mask | (full_mask(n, queries) & (np.arange(n) < k)[None, :])
 
 
 @dataclass(frozen=True)
@@ -126,16 +141,17 @@ class Structure:
     random_blocks: int = 1
     seed: int = 0
 
-    def mask(self, pattern: str, n: int, size: int) -> np.ndarray:
-        """One of `PATTERNS` over n tokens; `size` is the window (sliding, dilated, global) or the block (block)."""
+    def mask(self, pattern: str, n: int, size: int, queries: np.ndarray | None = None) -> np.ndarray:
+        """One of `PATTERNS` over n tokens (the rows of `queries`, or all); `size` is the window (sliding, dilated,
+        global) or the block (block)."""
         if pattern == "sliding":
-            return sliding_window_mask(n, size)
+            return sliding_window_mask(n, size, queries)
         if pattern == "dilated":
-            return dilated_window_mask(n, size, self.dilation)
+            return dilated_window_mask(n, size, self.dilation, queries)
         if pattern == "global":
-            return global_sliding_mask(n, size, self.global_positions)
+            return global_sliding_mask(n, size, self.global_positions, queries)
         if pattern == "block":
-            return block_sparse_mask(n, size, self.random_blocks, self.global_positions, self.seed)
+            return block_sparse_mask(n, size, self.random_blocks, self.global_positions, self.seed, queries)
         raise LmscopeError(f"Unknown attention pattern '{pattern}': choose one of {', '.join(PATTERNS)}.")
 
     def title(self, pattern: str, size: int) -> str:
@@ -200,11 +216,6 @@ def check_window(window: int, n: int) -> None:
         )
 
 
-def kept_mass(attention_map: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean over queries of the attention weight that falls inside the mask (per map for stacked maps)."""
-    return (attention_map * mask).sum(axis=-1).mean(axis=-1)
-
-
 def parse_ints(text: str, what: str) -> list[int]:
     """Whole numbers from a comma- or space-separated list, e.g. "2, 4, 8"; a clear error otherwise."""
     parts = text.replace(",", " ").split()
@@ -217,10 +228,11 @@ def parse_ints(text: str, what: str) -> list[int]:
 
 
 def masked_nll(handle: ModelHandle, token_ids: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Per-token NLL (nats) of tokens 1..n-1 with the mask imposed on every attention layer (None: no mask)."""
+    """Per-token NLL (nats) of tokens 1..n-1 with the mask imposed on every attention layer (None: no mask), the
+    attention computed a chunk of queries at a time (runtime.chunked: no (n, n) float scores or mask)."""
     if mask is not None:
         check_mask(mask, len(token_ids))
-    with capturing(handle.model, allowed=mask):
+    with chunking(handle.model, Chunking(None, CHUNK, allowed=mask)):
         return token_nll(handle, token_ids)
 
 
@@ -231,7 +243,7 @@ def _decoder_text(handle: ModelHandle, text: str) -> Encoded:
             f"'{handle.name}' is an encoder: it does not predict the next token, so it has no loss. "
             "The windowed loss needs a decoder (a causal language model)."
         )
-    encoded = encode(handle, text, settings().max_tokens)
+    encoded = encode(handle, text, long_limit(handle))
     if len(encoded.token_ids) < 2:
         raise LmscopeError("The loss needs at least two tokens: type a longer text.")
     return encoded
@@ -416,14 +428,23 @@ def pattern_sweep(
     )
 
 
-def structure_masks(n: int, window: int, structure: Structure, sinks: int) -> dict[str, np.ndarray]:
-    """Full causal attention, then every pattern of `PATTERNS` at size `window` (plus `sinks`), by title."""
+def structure_masks(
+    n: int, window: int, structure: Structure, sinks: int, queries: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Full causal attention, then every pattern of `PATTERNS` at size `window` (plus `sinks`), by title: (queries,
+    n) each, all n queries by default."""
     check_window(window, n)
+    masks = [with_sinks(structure.mask(p, n, window, queries), sinks, queries) for p in PATTERNS]
+    return dict(zip(mask_titles(window, structure, sinks), [full_mask(n, queries), *masks]))
+
+
+def mask_titles(window: int, structure: Structure, sinks: int) -> list[str]:
+    """The titles of `structure_masks`, in order."""
     kept = f" + {sinks} sinks" if sinks else ""
-    return {
-        "full causal": full_mask(n),
-        **{structure.title(p, window) + kept: with_sinks(structure.mask(p, n, window), sinks) for p in PATTERNS},
-    }
+    return ["full causal", *(structure.title(p, window) + kept for p in PATTERNS)]
+
+
+MASK_BYTES = 2**28  # a text's masks are built once and kept up to this size; longer texts' rows are rebuilt per layer
 
 
 def _mask_view(
@@ -436,28 +457,49 @@ def _mask_view(
     random_blocks: int,
     seed: int,
 ) -> MaskView:
-    """Run the model once, measuring each head's kept mass under every mask (`structure_masks`) layer by layer."""
+    """Run the model once with its attention in chunks of queries (runtime.chunked), measuring each head's kept mass
+    under every mask (`structure_masks`) chunk by chunk: the mean over queries of the weight inside the mask. The
+    masks are built a chunk of rows at a time and pooled for display, so no (n, n) array is needed."""
     n = len(token_ids)
     structure = Structure(dilation, tuple(global_positions), random_blocks, seed)
-    masks = structure_masks(n, window, structure, sinks)
-    stack = np.stack(list(masks.values()))
-    kept: dict[int, np.ndarray] = {}
+    titles = mask_titles(window, structure, sinks)
+    pool = -(-n // MAX_MAP_SIDE)
+    chunk = query_chunk(pool)
+    memo: dict[int, torch.Tensor] = {}
+    keep = len(titles) * n * n <= MASK_BYTES
 
-    def on_layer(layer: int, weights: torch.Tensor, _logits) -> None:
-        maps = weights[0].numpy()
-        kept[layer] = np.stack([kept_mass(maps, mask) for mask in stack])
+    def rows(start: int, stop: int) -> torch.Tensor:
+        """The masks' rows start..stop-1: (masks, rows, n) bool."""
+        if start in memo:
+            return memo[start]
+        built = structure_masks(n, window, structure, sinks, np.arange(start, stop))
+        block = torch.from_numpy(np.stack(list(built.values())))
+        if keep:
+            memo[start] = block
+        return block
 
-    with capturing(handle.model, on_layer):
+    cells = torch.empty(len(titles), -(-n // pool), -(-n // pool))
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        pooled = block_pool(rows(start, stop).float(), pool, reduce_keys="mean")
+        cells[:, start // pool : start // pool + pooled.shape[1]] = pooled
+    kept: dict[int, torch.Tensor] = {}
+
+    def on_chunk(layer: int, start: int, first: int, weights: torch.Tensor, _scores: torch.Tensor) -> None:
+        stop, last = start + weights.shape[2], first + weights.shape[3]
+        inside = torch.einsum("hqk,mqk->mh", weights[0].double(), rows(start, stop)[:, :, first:last].double())
+        kept[layer] = kept.get(layer, 0) + inside
+
+    with chunking(handle.model, Chunking(None, chunk), on_chunk=on_chunk):
         forward(handle, np.asarray(token_ids, dtype=np.int64))
     if not kept:
         raise LmscopeError(f"Model '{handle.name}' reported no attention layers to lmscope.")
-    pool = -(-n // MAX_MAP_SIDE)
     return MaskView(
         model=handle.name,
-        titles=list(masks),
+        titles=titles,
         pool=pool,
-        cells=block_pool(torch.as_tensor(stack, dtype=torch.float32), pool, reduce_keys="mean").numpy(),
-        kept=np.stack([kept[i] for i in sorted(kept)], axis=1).astype(np.float32),
+        cells=cells.numpy(),
+        kept=(torch.stack([kept[i] for i in sorted(kept)], dim=1) / n).numpy().astype(np.float32),
     )
 
 
@@ -468,7 +510,7 @@ def mask_view(
     handle: ModelHandle, text: str, window: int, structure: Structure, sinks: int, cache: ResultCache
 ) -> Cached[MaskView]:
     """The structured masks on this text and the attention mass of every head each keeps (cached)."""
-    token_ids = encode(handle, text, settings().max_tokens).token_ids.tolist()
+    token_ids = encode(handle, text, long_limit(handle)).token_ids.tolist()
     check_window(window, len(token_ids))  # the other settings are checked as the masks are built
     structure.check(len(token_ids))
     return MASKS.cached(handle, cache, None, token_ids=token_ids, window=window, sinks=sinks, **structure.inputs())

@@ -2,11 +2,11 @@
 
 Models are loaded with the attention implementation "lmscope": it calls the model's own eager attention
 function unchanged, so outputs equal plain eager attention. Inside a `capturing` block it also hands each
-layer's probabilities (and, on demand, its pre-softmax logits) to a callback, and can impose an extra
-structural mask (sliding window, dilated, global + sliding) on every layer. The callback sees one layer at a
+layer's probabilities (and, on demand, its pre-softmax logits) to a callback. The callback sees one layer at a
 time, so summaries of long texts never need every layer's (n, n) maps at once. Inside a `chunking` block the
-attention is computed a chunk of queries at a time instead (runtime.chunked: no (n, n) scores and no (n, n) mask,
-optionally under a sliding window), and `timing` collects the seconds each layer's attention took.
+attention is computed a chunk of queries at a time instead (runtime.chunked: no (n, n) scores and no (n, n) float
+mask, optionally under a sliding window or an imposed structure: sliding, dilated, global + sliding, block-sparse),
+and `timing` collects the seconds each layer's attention took.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -41,17 +41,18 @@ ValuesCallback = Callable[[int, torch.Tensor], None]
 
 @dataclass(frozen=True)
 class Chunking:
-    """Attention a chunk of queries at a time, each query limited to the last `window` keys (None: all earlier)."""
+    """Attention a chunk of queries at a time, each query limited to the last `window` keys (None: all earlier) and
+    to the keys `allowed` lets it see ((queries, keys) bool, on top of the model's own masks; None: no more)."""
 
     window: int | None
     chunk: int = CHUNK
+    allowed: np.ndarray | None = field(default=None, compare=False)
 
 
 @dataclass
 class _Capture:
     layer_of: dict[int, int]
     on_layer: LayerCallback | None = None
-    allowed: np.ndarray | None = None  # (queries, keys) bool: what the imposed structure lets each query see
     chunking: Chunking | None = None
     seconds: list[float] | None = None  # each attention call's seconds, when asked for
     on_chunk: ChunkedLayerCallback | None = None  # each chunk's probabilities and scores, with its layer
@@ -64,14 +65,6 @@ _ACTIVE: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("lmsco
 def _model_eager(module: nn.Module) -> Callable:
     """The eager attention function of the model's own modeling file."""
     return sys.modules[type(module).__module__].eager_attention_forward
-
-
-def _impose(mask: torch.Tensor | None, allowed: np.ndarray, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-    """The model's additive mask with the structure's forbidden positions also set to the dtype's minimum."""
-    lowest = torch.finfo(query.dtype).min
-    keep = torch.as_tensor(np.ascontiguousarray(allowed[-query.shape[-2] :, : key.shape[-2]]), device=query.device)
-    blocked = torch.where(keep, 0.0, lowest).to(query.dtype)[None, None]
-    return blocked if mask is None else (mask + blocked).clamp(min=lowest)
 
 
 def attention_logits(
@@ -97,8 +90,6 @@ def _attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     if capture.chunking is not None:
         output, weights = _chunked(capture, capture.chunking, module, query, key, value, kwargs), None
     else:
-        if capture.allowed is not None:
-            attention_mask = _impose(attention_mask, capture.allowed, query, key)
         output, weights = _model_eager(module)(module, query, key, value, attention_mask, **kwargs)
     if capture.seconds is not None:
         if output.is_cuda:
@@ -117,7 +108,8 @@ def _chunked(capture: _Capture, chunks: Chunking, module: nn.Module, query, key,
     """The attention output computed in chunks, each chunk handed to the capture's listener (on the host)."""
     heard = capture.on_chunk
     listener = None if heard is None else partial(_on_host, heard, capture.layer_of[id(module)])
-    return chunked_attention(module, query, key, value, chunks.window, chunks.chunk, listener, **kwargs)
+    allowed = None if chunks.allowed is None else torch.from_numpy(chunks.allowed)
+    return chunked_attention(module, query, key, value, chunks.window, chunks.chunk, listener, allowed, **kwargs)
 
 
 def _on_host(
@@ -152,14 +144,11 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
 
 @contextmanager
 def capturing(
-    model: nn.Module,
-    on_layer: LayerCallback | None = None,
-    allowed: np.ndarray | None = None,
-    on_values: ValuesCallback | None = None,
+    model: nn.Module, on_layer: LayerCallback | None = None, on_values: ValuesCallback | None = None
 ) -> Iterator[None]:
     """Within the block, forward passes of `model` report each layer to on_layer (and its value states, first, to
-    on_values) and obey the `allowed` mask."""
-    with _active(_Capture(_layers(model), on_layer, allowed, on_values=on_values)):
+    on_values)."""
+    with _active(_Capture(_layers(model), on_layer, on_values=on_values)):
         yield
 
 

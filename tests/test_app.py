@@ -77,7 +77,7 @@ def test_long_text_offers_truncation(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "Tokens" in texts(at.markdown)
 
 
-def test_a_long_text_reaches_the_attention_view_and_the_others_say_their_limit(
+def test_a_long_text_reaches_the_long_views_and_the_others_say_their_limit(
     smollm2: ModelHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LMSCOPE_MAX_TOKENS", "1000")
@@ -86,13 +86,15 @@ def test_a_long_text_reaches_the_attention_view_and_the_others_say_their_limit(
     next(b for b in at.button if b.label.startswith("Try a long text")).click().run()
     assert not at.exception and not at.error
     assert at.text_area[0].value.startswith(long_text()[:40])
-    assert "This text has 1,500 tokens. The Attention view reads all of it" in texts(at.info)
+    assert "This text has 1,500 tokens. The Attention, Head atlas, Structured attention" in texts(at.info)
     assert "(the first 2,000" not in texts(at.markdown) and "1500" in texts(at.markdown)
     text = at.text_area[0].value
     attention_page = open_page("app_pages/1_Attention.py", text=text, layer="3", head="1")
     assert not attention_page.exception and not attention_page.error and len(attention_page.get("plotly_chart")) == 2
-    massive = open_page("app_pages/5_Massive_activations.py", text=text)
-    assert not massive.exception and "more than the limit of 1000 tokens" in texts(massive.error)
+    massive = open_page("app_pages/5_Massive_activations.py", text=text, sentences="6")
+    assert not massive.exception and not massive.error and "Ablation reads at most 1,000 tokens" in texts(massive.info)
+    lens = open_page("app_pages/14_Logit_lens.py", text=text)
+    assert not lens.exception and "more than the limit of 1000 tokens" in texts(lens.error)
 
 
 def test_odd_unicode_text_works() -> None:

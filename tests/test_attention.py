@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probes import attention, structured
+from probes import attention, dropped_heads
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
@@ -155,7 +155,7 @@ def test_attention_reads_texts_past_the_other_views_limit(
     result = attention.run(smollm2, text, cache).value
     assert len(result.tokens) > 300
     with pytest.raises(LmscopeError, match="300"):
-        structured.window_sweep(smollm2, text, [4], 0, cache)
+        dropped_heads.run(smollm2, text, cache)
     monkeypatch.setenv("LMSCOPE_LONG_TOKENS", "400")
     with pytest.raises(LmscopeError, match="400"):
         attention.run(smollm2, text, cache)

@@ -14,7 +14,7 @@ from probes import attention, corpus, sink_effect, sinks, structured
 from probes.nll import token_nll
 from results.sinks import SINK_HEAD, SinkNorms
 from runtime.cache import ResultCache
-from runtime.capture import capturing
+from runtime.capture import Chunking, chunking
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from tests.helpers import chart, cli, direct, open_page, plotly_array, texts
@@ -371,10 +371,10 @@ def test_masking_the_first_key_hides_it_and_costs_loss(gemma3: ModelHandle, cach
     hidden[1:, 0] = False
     seen: list[float] = []
 
-    def on_layer(layer: int, weights: torch.Tensor, _logits) -> None:
+    def on_chunk(layer: int, start: int, first: int, weights: torch.Tensor, _scores: torch.Tensor) -> None:
         seen.append(float(weights[0, :, 1:, 0].max()))
 
-    with capturing(gemma3.model, on_layer, allowed=hidden):
+    with chunking(gemma3.model, Chunking(None, allowed=hidden), on_chunk=on_chunk):
         assert float(np.mean(token_nll(gemma3, ids))) == pytest.approx(masked.masked, rel=1e-6)
     assert len(seen) == gemma3.n_layers and max(seen) == 0.0  # no later query sees token 0
     window = structured.windowed_mask(n, 8, 0)

@@ -13,11 +13,11 @@ from probes.nll import token_nll
 from probes.structured import Structure
 from probes.text import encode
 from runtime.cache import ResultCache
-from runtime.capture import capturing
+from runtime.capture import Chunking, chunking
 from runtime.errors import LmscopeError
 from runtime.forward import forward
 from runtime.handle import ModelHandle
-from tests.helpers import chart, cli, open_page, plotly_array, texts
+from tests.helpers import chart, cli, direct_attentions, open_page, plotly_array, texts
 
 TEXT = "When Mary and John went to the store, John gave a drink to Mary. Then they went home together."
 PAGE = "app_pages/3_Structured_attention.py"
@@ -163,10 +163,10 @@ def test_masked_attention_is_zero_outside_the_mask_and_rows_sum_to_one(any_model
     ids = encode(any_model, TEXT, 4096).token_ids
     mask = _masks(len(ids))[kind]
     layers: dict[int, np.ndarray] = {}
-    with capturing(
+    with chunking(  # one chunk: the whole text
         any_model.model,
-        on_layer=lambda layer, weights, _: layers.update({layer: weights[0].double().numpy()}),
-        allowed=mask,
+        Chunking(None, allowed=mask),
+        on_chunk=lambda layer, start, first, weights, _: layers.update({layer: weights[0].double().numpy()}),
     ):
         forward(any_model, ids)
     assert sorted(layers) == list(range(any_model.n_layers))
@@ -190,15 +190,14 @@ def test_a_window_as_large_as_the_text_is_the_unmasked_model(model: str, request
     assert not np.array_equal(narrower, unmasked)
 
 
-@pytest.mark.parametrize("model", ["smollm2", "gemma3"])
-def test_kept_mass_of_real_attention(model: str, request: pytest.FixtureRequest, cache: ResultCache) -> None:
-    handle: ModelHandle = request.getfixturevalue(model)
-    maps = attention.run(handle, TEXT, cache).value.maps.astype(np.float64)
-    n = maps.shape[-1]
-    np.testing.assert_allclose(structured.kept_mass(maps, structured.full_mask(n)), 1.0, atol=5e-3)
-    sliding = structured.sliding_window_mask(n, 4)
-    direct = np.mean([maps[3, 1, q, max(0, q - 3) : q + 1].sum() for q in range(n)])
-    assert structured.kept_mass(maps[3, 1], sliding) == pytest.approx(direct)
+@pytest.mark.parametrize("pattern", list(structured.PATTERNS))
+def test_masks_built_a_chunk_of_rows_at_a_time_are_the_rows_of_the_whole_mask(pattern: str) -> None:
+    structure = Structure(3, (5, 17), 2, 4)
+    whole = structured.with_sinks(structure.mask(pattern, N, 4), 2)
+    for start, stop in ((0, 7), (7, 16), (16, N)):
+        queries = np.arange(start, stop)
+        rows = structured.with_sinks(structure.mask(pattern, N, 4, queries), 2, queries)
+        np.testing.assert_array_equal(rows, whole[start:stop])
 
 
 def test_mask_view_keeps_what_the_direct_attention_puts_inside(any_model: ModelHandle, cache: ResultCache) -> None:
@@ -210,19 +209,30 @@ def test_mask_view_keeps_what_the_direct_attention_puts_inside(any_model: ModelH
     with torch.inference_mode():
         direct = any_model.model(input_ids=torch.as_tensor(ids)[None], output_attentions=True).attentions
     for i, mask in enumerate(masks.values()):
-        expected = np.stack([structured.kept_mass(a[0].double().numpy(), mask) for a in direct])
+        expected = np.stack([(a[0].double().numpy() * mask).sum(-1).mean(-1) for a in direct])
         np.testing.assert_allclose(view.kept[i], expected, atol=1e-5)
     assert (view.kept[0] == pytest.approx(1.0, abs=1e-5)) == any_model.is_causal
 
 
-def test_mask_view_pools_long_texts_like_the_attention_maps(smollm2: ModelHandle, cache: ResultCache) -> None:
-    text = "A sentence that repeats, so that the text is long. " * 30
-    n = len(encode(smollm2, text, 4096).token_ids)
-    view = structured.mask_view(smollm2, text, 16, Structure(2), 0, cache).value
+def test_mask_view_of_a_long_text_is_pooled_and_summed_over_chunks(gemma3: ModelHandle, cache: ResultCache) -> None:
+    """Past one chunk of queries and Gemma's 512-token window: the kept mass still equals the whole maps', and the
+    masks are pooled as the attention maps are."""
+    text = "A sentence that repeats, so that the text is long. " * 60
+    ids = encode(gemma3, text, 4096).token_ids
+    n = len(ids)
+    structure = Structure(2, (300,), 1, 0)
+    view = structured.mask_view(gemma3, text, 16, structure, 1, cache).value
     pool = -(-n // attention.MAX_MAP_SIDE)
-    assert view.pool == pool > 1 and view.cells.shape == (5, -(-n // pool), -(-n // pool))
-    sliding = structured.sliding_window_mask(n, 16)
-    assert view.cells[1, 1, 0] == pytest.approx(sliding[pool : 2 * pool, :pool].mean())
+    assert n > 600 and view.pool == pool > 1 and view.cells.shape == (5, -(-n // pool), -(-n // pool))
+    masks = structured.structure_masks(n, 16, structure, 1)
+    padded = np.full((5, view.cells.shape[1] * pool, view.cells.shape[1] * pool), np.nan)
+    padded[:, :n, :n] = np.stack(list(masks.values()))
+    pooled = np.nanmean(padded.reshape(5, view.cells.shape[1], pool, view.cells.shape[1], pool), axis=(2, 4))
+    np.testing.assert_allclose(view.cells, pooled, atol=1e-6)
+    direct = direct_attentions(gemma3, ids)
+    for i, mask in enumerate(masks.values()):
+        expected = np.stack([(a * mask).sum(-1).mean(-1) for a in direct])
+        np.testing.assert_allclose(view.kept[i], expected, atol=1e-5)
 
 
 def test_window_sweep_equals_one_run_per_mask(smollm2: ModelHandle, cache: ResultCache) -> None:
@@ -409,6 +419,17 @@ def test_page_draws_masks_and_the_loss_sweep(smollm2: ModelHandle, tmp_path) -> 
     for trace, (i, k) in zip(drawn, [(0, 0), (0, 1), (1, 0), (1, 1)]):
         np.testing.assert_allclose(plotly_array(trace["x"]).ravel(), budgets.budget[i, :, k], rtol=1e-6)
         np.testing.assert_allclose(plotly_array(trace["y"]).ravel(), np.exp(budgets.nll[i, :, k]), rtol=1e-5)
+
+
+def test_page_reads_a_text_past_the_limit(smollm2: ModelHandle, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Nothing on the page holds an (n, n) float array, so it reads what the Attention view reads."""
+    monkeypatch.setenv("LMSCOPE_MAX_TOKENS", "40")
+    text = " ".join([TEXT] * 3)
+    at = open_page(PAGE, text=text, windows="4", patterns="sliding", sinks="1")
+    assert not at.exception and not at.error and len(at.get("plotly_chart")) == 5
+    sweep = structured.window_sweep(smollm2, text, [4], 1, ResultCache(tmp_path)).value
+    assert len(sweep.tokens) > 40
+    np.testing.assert_allclose(plotly_array(chart(at, 2)["data"][0]["y"]).ravel(), sweep.mean_window, rtol=1e-5)
 
 
 def test_page_on_an_encoder_draws_masks_and_explains_the_loss(minilm: ModelHandle) -> None:
