@@ -60,6 +60,7 @@ def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultC
                 smollm2, text, ["dilated", "block"], [3], 1, structured.Structure(2, (5,), 1, 0), cache
             ).value
         ),
+        "masks": lambda: structured.mask_view(smollm2, text, 3, structured.Structure(2, (5,), 1, 0), 1, cache).value,
         "routing": lambda: routing.run(moefied, text, cache, Setting(8, 2, "oracle")).value,
         "routing default": lambda: routing.run(moefied, text, cache).value,
         "pruning": lambda: pruning.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [], cache, patterns=[]).value,
