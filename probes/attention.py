@@ -25,10 +25,11 @@ from runtime.handle import ModelHandle
 from runtime.probe import CachedProbe
 
 NAME = "attention"
-VERSION = 6
+VERSION = 7
 SUMMARIES = ("sink_share", "previous_token", "delimiter_share", "special_share", "mean_distance", "entropy")
 # Maps longer than this are block-pooled for display; summaries always use the exact probabilities.
 MAX_MAP_SIDE = 256
+STRIDED_SUM = 8  # runs up to this long are summed by strided adds (texts up to 2,048 tokens)
 
 
 _MARKS = set(string.punctuation) | {"…", "—", "–", "«", "»", "“", "”", "‘", "’"}
@@ -56,7 +57,14 @@ def _runs(maps: torch.Tensor, pool: int, dim: int, reduce: Callable, short_first
     if opening:
         parts.append(reduce(maps.narrow(dim, 0, opening), dim, keepdim=True))
     if body:
-        parts.append(reduce(maps.narrow(dim, opening, body).unflatten(dim, (body // pool, pool)), dim))
+        runs = maps.narrow(dim, opening, body).unflatten(dim, (body // pool, pool))
+        if reduce is torch.sum and pool <= STRIDED_SUM:  # a few strided adds beat a reduction over a short axis
+            total = runs.select(dim, 0).clone()
+            for i in range(1, pool):
+                total += runs.select(dim, i)
+            parts.append(total)
+        else:
+            parts.append(reduce(runs, dim))
     if opening + body < size:
         parts.append(reduce(maps.narrow(dim, opening + body, size - opening - body), dim, keepdim=True))
     return torch.cat(parts, dim) if len(parts) > 1 else parts[0]
@@ -99,7 +107,7 @@ class _Layer:
         self.totals = {name: torch.zeros(n_heads, dtype=torch.float64) for name in SUMMARIES}
         self.pair_scores = dict(scores)
         self.extra = {name: torch.zeros(n_heads, dtype=torch.float64) for name in scores}
-        self.maps = torch.zeros(n_heads, cells, cells)
+        self.maps = torch.zeros(n_heads, cells, cells, dtype=torch.float16)  # as the result keeps them
         self.logits = torch.full((n_heads, cells, cells) if with_logits else (0,), float("nan"))
 
     def add(self, start: int, first: int, weights: torch.Tensor, scores: torch.Tensor) -> None:
@@ -197,7 +205,7 @@ def compute(
         delimiters=delimiters,
         specials=specials,
         pool=pool,
-        maps=torch.stack([layer.maps for layer in order]).half().numpy(),
+        maps=torch.stack([layer.maps for layer in order]).numpy(),
         logits=torch.stack([layer.logits for layer in order]).half().numpy() if with_logits else None,
         scores={
             name: (torch.stack([layer.extra[name] for layer in order]) / len(pairs.queries)).numpy().astype(np.float32)
