@@ -77,7 +77,11 @@ def magnitude_surface(layer: LayerActivations) -> go.Figure:
     fig.update_layout(
         scene={
             "xaxis_title": "feature",
-            "yaxis": {"title": "token", **token_axis(layer.tokens if pool == 1 else labels, max_labels=12)},
+            # Pooled rows are labelled with their ranges ("924-927"): half as many fit along the axis.
+            "yaxis": {
+                "title": "token",
+                **token_axis(layer.tokens if pool == 1 else labels, max_labels=12 if pool == 1 else 6),
+            },
             "zaxis_title": "|h|",
             "annotations": annotations,
             "camera": {"eye": {"x": 1.6, "y": -1.6, "z": 0.9}},
