@@ -73,8 +73,8 @@ def _compress(
 
 
 def _block_calls(twin: ModelHandle, batch: np.ndarray) -> list[tuple[tuple, dict]]:
-    """The positional and keyword arguments each block of the copy is called with on the batch (one pass; the
-    hooks that record them live on the private copy for this pass only)."""
+    """The positional and keyword arguments each block of the copy is called with on the batch (one pass, heard
+    through `observing`)."""
     layers = blocks(twin)
     calls: list[tuple[tuple, dict]] = [((), {})] * len(layers)
 
@@ -84,12 +84,8 @@ def _block_calls(twin: ModelHandle, batch: np.ndarray) -> list[tuple[tuple, dict
 
         return record
 
-    hooks = [block.register_forward_pre_hook(recorder(i), with_kwargs=True) for i, block in enumerate(layers)]
-    try:
+    with observing(calls={block: recorder(i) for i, block in enumerate(layers)}):
         forward(twin, batch, use_cache=False)
-    finally:
-        for hook in hooks:
-            hook.remove()
     return calls
 
 

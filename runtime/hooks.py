@@ -23,21 +23,26 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 ForwardCallback = Callable[[nn.Module, tuple, Any], Any]
 # (module, positional inputs) -> replacement inputs, or None to keep them
 PreCallback = Callable[[nn.Module, tuple], Any]
+# (module, positional inputs, keyword inputs) after the call: hears how a module was called, changes nothing
+CallCallback = Callable[[nn.Module, tuple, dict], None]
 
 
 @dataclass(frozen=True)
 class _Observers:
     forward: Mapping[nn.Module, tuple[ForwardCallback, ...]]
     pre: Mapping[nn.Module, tuple[PreCallback, ...]]
+    calls: Mapping[nn.Module, tuple[CallCallback, ...]]
 
 
 _ACTIVE: contextvars.ContextVar[_Observers | None] = contextvars.ContextVar("lmscope_hooks", default=None)
 
 
-def _dispatch_forward(module: nn.Module, args: tuple, output: Any) -> Any:
+def _dispatch_forward(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
     observers = _ACTIVE.get()
     if observers is None:
         return None
+    for heard in observers.calls.get(module, ()):
+        heard(module, args, kwargs)
     replaced = None
     for callback in observers.forward.get(module, ()):
         new = callback(module, args, output if replaced is None else replaced)
@@ -58,7 +63,7 @@ def _dispatch_pre(module: nn.Module, args: tuple) -> Any:
     return replaced
 
 
-register_module_forward_hook(_dispatch_forward)
+register_module_forward_hook(_dispatch_forward, with_kwargs=True)
 register_module_forward_pre_hook(_dispatch_pre)
 
 
@@ -71,12 +76,20 @@ def _merged(old: Mapping[nn.Module, tuple], new: Mapping[nn.Module, Callable]) -
 
 @contextmanager
 def observing(
-    forward: Mapping[nn.Module, ForwardCallback] | None = None, pre: Mapping[nn.Module, PreCallback] | None = None
+    forward: Mapping[nn.Module, ForwardCallback] | None = None,
+    pre: Mapping[nn.Module, PreCallback] | None = None,
+    calls: Mapping[nn.Module, CallCallback] | None = None,
 ) -> Iterator[None]:
     """Within the block, and only in this thread/context, each module's forward calls pass through its callbacks
-    (inner blocks add theirs after the outer ones')."""
-    current = _ACTIVE.get() or _Observers({}, {})
-    token = _ACTIVE.set(_Observers(_merged(current.forward, forward or {}), _merged(current.pre, pre or {})))
+    (inner blocks add theirs after the outer ones'); `calls` hear each call's positional and keyword inputs."""
+    current = _ACTIVE.get() or _Observers({}, {}, {})
+    token = _ACTIVE.set(
+        _Observers(
+            _merged(current.forward, forward or {}),
+            _merged(current.pre, pre or {}),
+            _merged(current.calls, calls or {}),
+        )
+    )
     try:
         yield
     finally:

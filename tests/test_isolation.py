@@ -25,13 +25,14 @@ from probes import (
     structured,
 )
 from probes.nll import token_nll
-from probes.residual import block_output, hooked_blocks
+from probes.residual import block_output, blocks, hooked_blocks
 from probes.text import encode
 from results.activations import Thresholds
 from results.moefication import Setting
 from results.pruning import Compression
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
+from runtime.hooks import observing
 from tests.helpers import assert_same
 
 TEXTS = (
@@ -85,6 +86,21 @@ def _hooks(handle: ModelHandle) -> int:
 
 def test_transformers_records_outputs_through_hooks_installed_at_load(smollm2: ModelHandle) -> None:
     assert smollm2.model._output_capturing_hooks_installed
+
+
+def test_a_call_observer_hears_a_blocks_keyword_inputs_in_its_own_context_only(smollm2: ModelHandle) -> None:
+    """`observing(calls=...)` (how a compression records each block's call) hears the block's positional and keyword
+    inputs during its own pass, registers nothing on the module, and is deaf to a pass in another thread."""
+    block = blocks(smollm2)[3]
+    ids = encode(smollm2, "Heard once, here only.", 64).token_ids
+    heard: list[tuple[tuple, dict]] = []
+    with observing(calls={block: lambda module, args, kwargs: heard.append((args, kwargs))}):
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(token_nll, smollm2, ids).result()  # another context: not heard
+        assert heard == []
+        token_nll(smollm2, ids)
+    assert len(heard) == 1 and heard[0][0][0].shape[:2] == (1, len(ids))
+    assert "position_embeddings" in heard[0][1] and _hooks(smollm2) == 0
 
 
 @pytest.fixture
