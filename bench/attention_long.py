@@ -65,7 +65,7 @@ def exact_summaries(handle: ModelHandle, ids: np.ndarray, pool: int) -> dict[str
         a = weights[0].double()
         found["sink_share"].append(a[:, 1:, 0].mean(-1).numpy())
         found["previous_token"].append(a[:, q[1:].long(), q[1:].long() - 1].mean(-1).numpy())
-        found["mean_distance"].append(((a @ q) * -1 + q * a.sum(-1)).mean(-1).numpy())  # causal: sum_k a (q - k)
+        found["mean_distance"].append((q * a.sum(-1) - a @ q).mean(-1).numpy())  # causal: sum_k a (q - k)
         found["entropy"].append((-torch.xlogy(a, a).sum(-1)).mean(-1).numpy())
         padded = torch.zeros(a.shape[0], cells * pool, cells * pool, dtype=torch.float64)
         padded[:, :n, :n] = a

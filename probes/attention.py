@@ -131,8 +131,8 @@ class _Layer:
             self.totals["mean_distance"] += (weights * distance).sum((-1, -2))
         # Entropy without a logarithm per key: -sum p log p = logsumexp(s) - sum p s, and logsumexp(s) = max s -
         # log max p (the softmax's largest probability is exp(max s - logsumexp s)); hidden keys add 0 x HIDDEN = 0.
-        rows, keys = weights.shape[1:]
-        weighted = torch.bmm(weights.reshape(-1, 1, keys), scores.reshape(-1, keys, 1)).reshape(-1, rows)
+        n_queries, n_keys = weights.shape[1:]
+        weighted = torch.bmm(weights.reshape(-1, 1, n_keys), scores.reshape(-1, n_keys, 1)).reshape(-1, n_queries)
         self.totals["entropy"] += (scores.amax(-1) - weights.amax(-1).log() - weighted).sum(-1)
         for name, pairs in self.pair_scores.items():
             inside = (pairs.queries >= start) & (pairs.queries < stop) & (pairs.keys >= first) & (pairs.keys < last)

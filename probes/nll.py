@@ -20,8 +20,7 @@ def _head_logits(handle: ModelHandle, head: nn.Module, hidden: torch.Tensor) -> 
     caps them, in float32 on the host."""
     with torch.inference_mode():
         logits = host(head(hidden)).float()
-    config = handle.config.get_text_config() if hasattr(handle.config, "get_text_config") else handle.config
-    if cap := getattr(config, "final_logit_softcapping", None):
+    if cap := getattr(handle.text_config, "final_logit_softcapping", None):
         logits = torch.tanh(logits / cap) * cap
     return logits
 

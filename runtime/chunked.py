@@ -3,11 +3,12 @@
 Each chunk of queries scores only the keys it may see: every earlier key for full attention (memory: chunk x n
 scores, the idea behind FlashAttention's tiling; time still n²), or the last `reach` keys under a sliding window
 (chunk x (chunk + reach) scores; time and memory linear in n), and optionally under an imposed structure (a
-boolean (n, n) array of the pairs a query may see, read a chunk of rows at a time). The scores are formed as the model's eager attention
-forms them (q.k x scaling, soft-capped where the model caps them), and a layer's own sliding window (Gemma 3's
-local layers) is kept, so with no window imposed the output equals the model's eager attention. An encoder's
-chunks see every key. The mask is built here as it goes, for one unpadded sequence. `on_chunk` hears each chunk's
-probabilities and scores, so that summaries of a long text are computed without its (n, n) maps.
+boolean (n, n) array of the pairs a query may see, read a chunk of rows at a time). The scores are formed as the
+model's eager attention forms them (q.k x scaling, soft-capped where the model caps them), and a layer's own
+sliding window (Gemma 3's local layers) is kept, so with no window imposed the output equals the model's eager
+attention. An encoder's chunks see every key. The mask is built here as it goes, for one unpadded sequence.
+`on_chunk` hears each chunk's probabilities and scores, so that summaries of a long text are computed without its
+(n, n) maps.
 """
 
 from __future__ import annotations
