@@ -22,6 +22,7 @@ import torch
 from distributed import LocalCluster
 
 from probes import attention, corpus, routing, sinks
+from probes.text import encode, long_limit
 from runtime import cluster_worker, engine, jobs
 from runtime.cache import ResultCache
 from runtime.cluster import KEY_PREFIX, Cluster, ship
@@ -279,9 +280,11 @@ def test_a_task_carries_names_not_weights_and_a_private_copy_runs_here(
     assert len(payload) < 20_000 and SMOLLM2.encode() in payload  # the model's name, not its 135M parameters
     assert b"float32" in payload  # and the float type the dashboard holds it in
     twin = ModelHandle(smollm2.name, smollm2.source, smollm2.model, smollm2.tokenizer, "a-private-copy", 0.0)
-    before = _computed(on_cluster)
+    token_ids = encode(twin, TEXT, long_limit(twin)).token_ids.tolist()
+    key = attention.PROBE.key(twin, {"token_ids": token_ids, "logits": False})
     done = attention.run(twin, TEXT, cache)
-    assert _computed(on_cluster) == before  # the worker's model is not this one: computed here
+    assert key in _keys(cache.directory)  # computed and stored ...
+    assert key not in _computed(on_cluster)  # ... here: the worker's model is not this one
     assert done.value.model == smollm2.name
 
 
