@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from probes import corpus, moe_loss, moefication, routing
+from probes import corpus, moe_equation, moe_loss, moe_trained_store, moefication, routing
 from probes.text import token_strings
 from results.moefication import EXPERT_COUNTS, ROUTERS
 from results.moefication import Setting as MoeSetting
 from ui.models import probe_or_stop, probe_with_progress, result_cache
 from ui.scaffold import Need, Setting, start
+from viz.moe_trained import capacity_figure, cost_rows, equation_html, training_figure
 from viz.routing import (
     balance_text,
     confidence_figure,
@@ -27,6 +28,14 @@ page = start(__file__, Need.MOE, Need.TEXT)
 handle = page.handle
 
 setting = None
+trained = moe_trained_store.log_of(handle)
+if trained is not None:
+    st.info(
+        "Trained here: SmolLM2-135M's MLPs split into experts (MoEfication) as transformers' own Mixtral MoE, with a "
+        "softmax router G(x) = Softmax(x·W_g) and the top-k gates renormalised, then trained by distillation from "
+        "the dense model (each layer fitted to the dense MLP, then KL through the whole model, with the Switch "
+        "load-balancing loss). It loads with MixtralForCausalLM.from_pretrained like any downloaded checkpoint."
+    )
 if handle.name == moefication.DERIVED_NAME:
     st.info(
         "Derived model: SmolLM2-135M's MLPs split into E experts of co-activating neurons, built here from the dense "
@@ -55,6 +64,22 @@ index = st.selectbox("Layer (router)", range(len(labels)), format_func=labels.__
 layer = result.router(index)
 
 page.show(routing_heatmap(layer, result.tokens, result.model), "heatmap", f"{handle.name}-routing-{layer.label}")
+
+sparse = moe_equation.is_sparse(handle, result.layers[index].layer)
+if sparse:
+    st.subheader("y = Σ G(x)ᵢ Eᵢ(x) for one token")
+    page.settings(Setting("token", "int", 0, lower=0, upper=len(result.tokens) - 1))
+    position = st.selectbox(
+        "Token",
+        range(len(result.tokens)),
+        format_func=lambda i: f"{i}: {result.tokens[i]}",
+        key=page.key("token"),
+    )
+    equation = probe_or_stop(
+        "Reading the experts of one token...",
+        lambda: moe_equation.run(handle, page.text, layer.layer, position, result_cache()),
+    ).value
+    st.html(equation_html(equation))
 
 st.subheader("Your text, coloured by each token's top-1 expert")
 colours, notes = top1_backgrounds(layer)
@@ -128,3 +153,25 @@ if setting is not None:
             lambda: moe_loss.loss_by_k(handle, page.text, result_cache()),
         ).value
         page.show(loss_by_k_figure(loss), "loss_chart", f"{handle.name}-loss-by-k")
+
+if sparse:
+    st.subheader("Loss against the number of active experts")
+    if st.toggle(
+        "Measure the loss of your text with each router keeping k = 1, 2, 4, … E experts", key=page.key("loss")
+    ):
+        loss = probe_or_stop(
+            "Running the MoE at every k...", lambda: moe_loss.trained_loss_by_k(handle, page.text, result_cache())
+        ).value
+        page.show(loss_by_k_figure(loss), "loss_chart", f"{handle.name}-loss-by-k")
+
+if trained is not None:
+    st.subheader("Capacity against compute")
+    page.show(capacity_figure(trained, handle.name), "capacity", f"{handle.name}-capacity")
+    st.dataframe(cost_rows(trained), hide_index=True, width="stretch")
+    st.caption(
+        "Active parameters: attention, norms, the router and k experts per block, and the output head (the input "
+        "embedding is a lookup); FLOPs per token = 2 × active parameters (attention over the context left out: the "
+        "same in both). MLP time: the middle block on 512 real tokens, the family's own forward that computes only "
+        "the chosen experts, measured when the model was built."
+    )
+    page.show(training_figure(trained, handle.name), "training", f"{handle.name}-training")

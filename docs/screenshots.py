@@ -40,7 +40,7 @@ COLUMNS = 2  # images per row of the gallery's table
 THUMBNAIL_WIDTH = 420
 # Where a view's first look shows little: the routing needs an MoE (the one derived from the built-in model), and the
 # tour's first sections are text alone (section 5, attention sinks, has two live figures).
-QUERIES = {"Expert_routing": {"model": "smollm2-135m-moefied"}, "Lecture_tour": {"section": 5}}
+QUERIES = {"Expert_routing": {"model": "smollm2-135m-moe"}, "Lecture_tour": {"section": 5}}
 VIEW_TIMEOUT_S = 1800  # the first visit computes (fine-tuning trains twice when the model store has no runs)
 QUIET_S = 2.0  # a page counts as settled once its script is idle and its charts stayed the same this long
 

@@ -72,7 +72,7 @@ def _compress(
     raise ValueError(f"{compression.method} is not a calibrated method")
 
 
-def _block_calls(twin: ModelHandle, batch: np.ndarray) -> list[tuple[tuple, dict]]:
+def block_calls(twin: ModelHandle, batch: np.ndarray) -> list[tuple[tuple, dict]]:
     """The positional and keyword arguments each block of the copy is called with on the batch (one pass, heard
     through `observing`)."""
     layers = blocks(twin)
@@ -89,7 +89,7 @@ def _block_calls(twin: ModelHandle, batch: np.ndarray) -> list[tuple[tuple, dict
     return calls
 
 
-def _hidden(output: object) -> torch.Tensor:
+def block_output(output: object) -> torch.Tensor:
     """A block's output hidden states (some families return a tuple)."""
     return output[0] if isinstance(output, tuple) else output  # pyright: ignore[reportReturnType]
 
@@ -110,7 +110,7 @@ def compress_in_place(
     give the next block's inputs. Layers that read the same tensor (q, k and v; gate and up) share its statistics
     and are compressed in one sweep.
     """
-    calls = _block_calls(twin, np.asarray(calibration, dtype=np.int64))
+    calls = block_calls(twin, np.asarray(calibration, dtype=np.int64))
     layers = blocks(twin)
     hidden = calls[0][0][0]
     quantized: dict[Key, reconstruction.Quantized] = {}
@@ -149,7 +149,7 @@ def compress_in_place(
                     for weight, part in zip(weights, done.split(rows), strict=True):
                         weight.copy_(part)
                 by_input.clear()
-            hidden = _hidden(block(hidden, *args[1:], **kwargs))
+            hidden = block_output(block(hidden, *args[1:], **kwargs))
         if on_block is not None:
             on_block(index + 1, len(layers))
     return quantized

@@ -1,12 +1,14 @@
-"""The derived MoE's loss against k: the mean NLL of a text at each number of experts, k and router, against the
-dense model's."""
+"""Loss against k: the mean NLL of a text at each number of active experts, for the MoEfied model (each E and router,
+against the dense model's) and for a trained Mixtral-style MoE (its own softmax router at each k)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from probes.moe_equation import sparse_block
 from probes.moe_modules import MoefiedMLP
 from probes.moe_state import dense, routed
+from probes.moe_trained import at_k
 from probes.moefication import DERIVED_NAME
 from probes.nll import token_nll
 from probes.residual import blocks
@@ -19,6 +21,7 @@ from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 VERSION = 2  # of the cached loss against k
+TRAINED_VERSION = 1  # of the trained MoE's
 
 
 def ks_for(n_experts: int) -> np.ndarray:
@@ -51,3 +54,28 @@ def loss_by_k(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[Loss
     if not all(isinstance(block.mlp, MoefiedMLP) for block in blocks(handle)):
         raise LmscopeError(f"'{handle.name}' is not a MoEfied model: choose {DERIVED_NAME}.")
     return PROBE.cached(handle, cache, token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist())
+
+
+TRAINED_ROUTER = "softmax (trained)"
+
+
+def _trained_loss_by_k(handle: ModelHandle, token_ids: list[int]) -> LossByK:
+    ids = np.asarray(token_ids, dtype=np.int64)
+    n_experts = int(handle.config.num_local_experts)
+    ks = ks_for(n_experts)
+    values = []
+    for k in ks:
+        with at_k(handle.model, int(k)):
+            values.append(token_nll(handle, ids).mean())
+    nll = {TRAINED_ROUTER: {n_experts: np.asarray(values, dtype=np.float64)}}
+    return LossByK(handle.name, ids, float("nan"), {n_experts: ks}, nll)
+
+
+TRAINED = CachedProbe("moe-trained-loss", TRAINED_VERSION, _trained_loss_by_k)
+
+
+def trained_loss_by_k(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[LossByK]:
+    """Mean NLL of the text under a Mixtral-style MoE with each of its routers keeping k = 1, 2, 4, ..., E experts by
+    its own rule (no dense reference: `dense_nll` is NaN); cached."""
+    sparse_block(handle, 0)
+    return TRAINED.cached(handle, cache, token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist())

@@ -139,7 +139,8 @@ def read_stored(handle: ModelHandle, path: Path) -> tuple[Moefication, bytes] | 
     return moefication, data
 
 
-def _stored_or_built(handle: ModelHandle, on_progress: Progress | None) -> tuple[Moefication, bytes]:
+def stored_or_built(handle: ModelHandle, on_progress: Progress | None) -> tuple[Moefication, bytes]:
+    """The MoEfication of the base model `handle` and its bytes: from the model store, else built and stored."""
     path = store_path(handle.dtype)
     with _build_lock:  # two sessions loading at once build once
         found = read_stored(handle, path)
@@ -180,7 +181,7 @@ def load_derived(base: ModelHandle, on_progress: Progress | None = None) -> Mode
     MoEfication is built and stored on first use (on_progress then reports corpus sentences, then layers fitted,
     as steps done of steps in all)."""
     started = time.perf_counter()
-    moefication, data = _stored_or_built(base, on_progress)
+    moefication, data = stored_or_built(base, on_progress)
     handle = derive(base, moefication, data)
     handle.load_seconds = base.load_seconds + time.perf_counter() - started
     return handle

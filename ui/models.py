@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _loaded(name: str) -> ModelHandle:
-    return load(name)
+def _loaded(name: str, _progress: Progress | None = None) -> ModelHandle:
+    return load(name, on_progress=_progress)
 
 
 @st.cache_resource(show_spinner=False)
@@ -48,7 +48,9 @@ def loaded_model(name: str) -> ModelHandle | None:
     """The model, loaded once per server; on failure an error is shown and None returned."""
     try:
         with st.spinner(f"Loading {name} (the first load of a built-in GGUF model converts it, about a minute)..."):
-            return _loaded(name)
+            return waited(
+                f"Building {name} (once; it is kept in the model store)", lambda progress: _loaded(name, progress)
+            )
     except LmscopeError as exc:  # st.cache_resource does not cache exceptions, so a fixed problem retries
         show_error(exc)
         return None

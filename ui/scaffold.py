@@ -21,7 +21,8 @@ from typing import Any, Literal, TypeVar
 import plotly.graph_objects as go
 import streamlit as st
 
-from probes import moefication, routing
+from probes import routing
+from runtime.builtin import MOEFIED, TRAINED_MOE
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from ui import state
@@ -34,6 +35,9 @@ from views.registry import View
 T = TypeVar("T")
 Kind = Literal["int", "float", "bool", "choice", "multi", "str"]
 SHOWN_OPTIONS = 12  # a message lists at most this many of a setting's options
+
+# The MoEs built from SmolLM2 that a page needing an MoE offers on a dense model, by name.
+MOE_CHOICES = {TRAINED_MOE.name: "Use the trained MoE", MOEFIED.name: "Use the MoEfication (untrained)"}
 
 
 class Need(enum.Enum):
@@ -225,13 +229,15 @@ class Page:
             except LmscopeError as exc:
                 st.warning(str(exc))
                 st.caption(
-                    "No real MoE weights ship with lmscope (none can be installed offline). The derived MoE splits "
-                    "each of SmolLM2's MLPs into experts of neurons that fire together (MoEfication, Zhang et al. "
-                    "2022)."
+                    "No real MoE weights ship with lmscope (none can be installed offline). Both MoEs built here "
+                    "split each of SmolLM2's MLPs into experts of neurons that fire together (MoEfication, Zhang et "
+                    "al. 2022); the trained one is a Mixtral MoE with a softmax router, trained by distillation."
                 )
-                if st.button("Use the derived MoE", icon=":material/call_split:"):
-                    state.choose(model=moefication.DERIVED_NAME)
-                    st.rerun()
+                columns = st.columns(2)
+                for column, (name, label) in zip(columns, MOE_CHOICES.items(), strict=True):
+                    if column.button(label, icon=":material/call_split:"):
+                        state.choose(model=name)
+                        st.rerun()
                 return True
         return False
 

@@ -36,8 +36,9 @@ LOADED = 4  # models a process keeps loaded for the API, the most recently asked
 @lru_cache(maxsize=LOADED)
 def loaded(name: str) -> ModelHandle:
     """The model of that name (`runtime.models.load`), loaded once per process: asking again returns the same
-    handle."""
-    return load(name)
+    handle. A derived model built on first use shows its build's progress bar."""
+    with progress_bar(f"Building {name}", True) as bar:
+        return load(name, on_progress=bar)
 
 
 def model_of(model: Model) -> ModelHandle:

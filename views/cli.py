@@ -16,6 +16,7 @@ from runtime import engine
 from runtime.builtin import BUILTINS, DERIVED
 from runtime.errors import LmscopeError
 from runtime.models import info, load
+from views.api import loaded
 from views.registry import Command, commands
 
 PROG = "python -m lmscope"
@@ -47,7 +48,7 @@ def _prepare_arguments(command: argparse.ArgumentParser) -> None:
 def _prepare(args: argparse.Namespace) -> object:
     prepared = []
     for name in args.model or [*BUILTINS, *DERIVED]:
-        handle = load(name)
+        handle = loaded(name)
         prepared.append(
             {"name": name, "fingerprint": handle.fingerprint, "load_seconds": round(handle.load_seconds, 2)}
         )

@@ -7,14 +7,18 @@ import dataclasses
 
 import plotly.graph_objects as go
 
-from probes import moe_loss, moefication, routing
+from probes import moe_loss, moe_trained, moe_trained_store, moefication, routing
+from probes.moe_equation import is_sparse
+from results.moe_trained import MAX_LAYER_STEPS, MAX_STEPS, Recipe, TrainingLog
 from results.moefication import EXPERT_COUNTS, ROUTERS, Setting
 from results.routing import LayerRouting, RoutingResult
+from runtime.builtin import TRAINED_MOE
 from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
-from views.api import Model, Result, call
+from views.api import Model, Result, call, loaded, progress_bar
 from views.registry import Command, Figure, Run, View, register
+from viz.moe_trained import capacity_figure, cost_rows, training_figure
 from viz.routing import load_figure, loss_by_k_figure, routing_heatmap
 
 
@@ -69,7 +73,61 @@ def _draw_load(run: Run) -> go.Figure:
 
 
 def _draw_loss_by_k(run: Run) -> go.Figure:
+    if is_sparse(run.handle, 0):
+        return loss_by_k_figure(run.keep("loss", moe_loss.trained_loss_by_k(run.handle, run.text, run.cache)))
     return loss_by_k_figure(run.keep("loss", moe_loss.loss_by_k(run.handle, run.text, run.cache)))
+
+
+def _log(run: Run) -> TrainingLog:
+    log = moe_trained_store.log_of(run.handle)
+    if log is None:
+        raise LmscopeError(f"'{run.handle.name}' was not trained by lmscope: choose {TRAINED_MOE.name}.")
+    run.results["training"] = log
+    return log
+
+
+def _draw_capacity(run: Run) -> go.Figure:
+    return capacity_figure(_log(run), run.handle.name)
+
+
+def _draw_training(run: Run) -> go.Figure:
+    return training_figure(_log(run), run.handle.name)
+
+
+def _train_arguments(command: argparse.ArgumentParser) -> None:
+    default = Recipe()
+    command.add_argument(
+        "--experts", type=int, default=default.experts, help=f"experts per MLP, one of {EXPERT_COUNTS}"
+    )
+    command.add_argument("--k", type=int, default=default.top_k, help="active experts per token")
+    command.add_argument(
+        "--layer-steps", type=int, default=default.layer_steps, help=f"fitting steps per layer (0 to {MAX_LAYER_STEPS})"
+    )
+    command.add_argument("--steps", type=int, default=default.steps, help=f"distillation steps (0 to {MAX_STEPS})")
+    command.add_argument("--tokens", type=int, default=default.tokens, help="training tokens")
+    command.add_argument("--seed", type=int, default=default.seed)
+
+
+def _train(args: argparse.Namespace) -> object:
+    recipe = Recipe(args.experts, args.k, args.layer_steps, args.steps, args.tokens, args.seed)
+    recipe.check()
+    with progress_bar(f"Training the MoE (E = {recipe.experts}, k = {recipe.top_k})", True) as bar:
+        folder = moe_trained_store.stored_or_trained(loaded(TRAINED_MOE.base), recipe, bar)
+    log = moe_trained_store.training_log(folder)
+    return {
+        "folder": str(folder),
+        "recipe": dataclasses.asdict(log.recipe),
+        "seconds": log.seconds,
+        "train_tokens": log.train_tokens,
+        "layer_error": log.layer_error,
+        "kl": log.kl,
+        "balance": log.balance,
+        "ks": log.costs.ks,
+        "nll_dense": log.dense_nll,
+        "nll_untrained": log.untrained_nll,
+        "nll_trained": log.trained_nll,
+        "costs": cost_rows(log),
+    }
 
 
 def _arguments(command: argparse.ArgumentParser) -> None:
@@ -137,11 +195,21 @@ VIEW = register(
             "y = Σ G(x)_i E_i(x). Parameters grow with the experts while the compute per token stays that of k experts "
             "(Shazeer et al. 2017; DeepSeekMoE adds shared experts every token uses)."
         ),
-        commands=(Command("moe", "Mixture-of-Experts routing of every router on a text", _arguments, _print),),
+        commands=(
+            Command("moe", "Mixture-of-Experts routing of every router on a text", _arguments, _print),
+            Command(
+                "moe-train",
+                "train a Mixtral MoE from SmolLM2 (or read it from the model store): curve, NLL against k, costs",
+                _train_arguments,
+                _train,
+            ),
+        ),
         figures=(
             Figure("moe_routing", _draw_routing, (routing, moefication)),
             Figure("moe_load", _draw_load, (routing, moefication)),
             Figure("moe_loss_by_k", _draw_loss_by_k, (moe_loss,)),
+            Figure("moe_capacity", _draw_capacity, (moe_trained,)),
+            Figure("moe_training", _draw_training, (moe_trained,)),
         ),
     )
 )

@@ -276,9 +276,12 @@ def loss_by_k_figure(loss: LossByK) -> go.Figure:
                     hovertemplate=f"E = {experts}, k = %{{customdata}} (%{{x:.0%}} active): NLL %{{y:.3f}}<extra>{router}</extra>",
                 )
             )
-    fig.add_hline(
-        y=loss.dense_nll, line={"color": UNIFORM_COLOUR, "dash": "dash"}, annotation_text=f"dense {loss.dense_nll:.3f}"
-    )
+    if np.isfinite(loss.dense_nll):
+        fig.add_hline(
+            y=loss.dense_nll,
+            line={"color": UNIFORM_COLOUR, "dash": "dash"},
+            annotation_text=f"dense {loss.dense_nll:.3f}",
+        )
     fig.update_xaxes(title_text="share of experts active per token (k / E)", tickformat=".0%", type="log")
     fig.update_yaxes(title_text="mean NLL per token (nats)")
     legend_below(fig, 560)

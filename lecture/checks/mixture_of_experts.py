@@ -1,4 +1,5 @@
-"""Checks of the mixture-of-experts section: top-k routing, skewed load, loss against k."""
+"""Checks of the mixture-of-experts section: top-k routing, skewed load, loss against k, and the trained MoE's
+capacity against compute and its training."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 
 from lecture.render import Rendered
 from probes import routing
+from results.moe_trained import TrainingLog
 from results.moefication import LossByK
 from results.routing import RoutingResult
 
@@ -41,6 +43,8 @@ def moe_load(rendered: Rendered) -> str:
 
 def moe_loss(rendered: Rendered) -> str:
     loss = rendered.result("loss", LossByK)
+    if not np.isfinite(loss.dense_nll):
+        return _trained_loss(rendered, loss)
     at_e = {(router, e): float(values[-1]) for router, by_e in loss.nll.items() for e, values in by_e.items()}
     if any(value != loss.dense_nll for value in at_e.values()):
         raise rendered.fail(f"k = E differs from the dense model ({loss.dense_nll}): {at_e}")
@@ -53,8 +57,51 @@ def moe_loss(rendered: Rendered) -> str:
     )
 
 
+def _trained_loss(rendered: Rendered, loss: LossByK) -> str:
+    ((experts, values),) = next(iter(loss.nll.values())).items()
+    ks = list(loss.ks[experts])
+    trained = int(rendered.handle.config.num_experts_per_tok)
+    best = ks[int(np.argmin(values))]
+    if values[0] <= values[ks.index(trained)] or best == 1:
+        raise rendered.fail(f"one expert per token does not lose more than the trained k = {trained}: {values}")
+    return (
+        f"k = 1: {values[0]:.2f} nats, k = {trained} (as trained): {values[ks.index(trained)]:.2f}, "
+        f"k = {experts}: {values[-1]:.2f}; lowest at k = {best}"
+    )
+
+
+def moe_capacity(rendered: Rendered) -> str:
+    log = rendered.result("training", TrainingLog)
+    at = list(log.costs.ks).index(log.recipe.top_k)
+    share = log.costs.moe_active[at] / log.costs.dense_active
+    if not log.trained_nll[at] < log.untrained_nll[at] or not share < 1:
+        raise rendered.fail(
+            f"at k = {log.recipe.top_k} the trained MoE ({log.trained_nll[at]:.2f}) does not beat the untrained router "
+            f"({log.untrained_nll[at]:.2f}) or is not cheaper than dense ({share:.0%} of its active parameters)"
+        )
+    return (
+        f"k = {log.recipe.top_k} of {log.recipe.experts}: {log.costs.moe_active[at] / 1e6:.0f} M active parameters "
+        f"({share:.0%} of dense), NLL {log.trained_nll[at]:.2f} trained vs {log.untrained_nll[at]:.2f} untrained; "
+        f"dense {log.dense_nll:.2f}"
+    )
+
+
+def moe_training(rendered: Rendered) -> str:
+    log = rendered.result("training", TrainingLog)
+    tenth = max(1, len(log.kl) // 10)
+    first, last = float(log.kl[:tenth].mean()), float(log.kl[-tenth:].mean())
+    if not last < first:
+        raise rendered.fail(f"the distillation KL does not fall ({first:.2f} at the start, {last:.2f} at the end)")
+    return (
+        f"KL {first:.2f} → {last:.2f} nats per token over {len(log.kl)} steps; layer errors "
+        f"{log.layer_error.min():.2f}–{log.layer_error.max():.2f}; balance loss {log.balance[-tenth:].mean():.2f} (1 = even)"
+    )
+
+
 CHECKS = {
     "moe_routing": moe_routing,
     "moe_load": moe_load,
     "moe_loss_by_k": moe_loss,
+    "moe_capacity": moe_capacity,
+    "moe_training": moe_training,
 }

@@ -1,0 +1,327 @@
+"""A trained Mixture-of-Experts made from the dense SmolLM2, in transformers' own Mixtral architecture.
+
+Each MLP's neurons are split into E experts by the MoEfication clustering (probes.moefication); expert e is the
+gated MLP of its neurons (its rows of the gate and up projections, its columns of the down projection). Mixtral
+routes by G(x) = Softmax(x·W_g), keeps the top k and renormalises their gates to sum to 1; the experts' down
+projections are scaled by k, so that k equal gates give the plain sum of the chosen experts (the MoEfication
+model). Training is distillation from the dense model, as a pruned model is recovered:
+1. block after block, on the hidden states the already-converted blocks produce, each MoE MLP is fitted to the dense
+   MLP on the same inputs (squared error), its router taught the oracle's choice, the k experts whose outputs are
+   largest (cross-entropy), with the Switch load-balancing loss;
+2. then the whole network: KL divergence from the dense model's next-token distributions, plus the load-balancing
+   loss, training every router and expert (attention and embeddings stay the dense model's).
+The training text is the bundled corpus (its first EVAL_SENTENCES sentences held out, the loss is measured on them)
+and Python's own documentation (`pydoc_data`, shipped with every Python).
+"""
+
+from __future__ import annotations
+
+import pydoc_data.topics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AutoModelForCausalLM, MixtralConfig, PreTrainedModel
+
+from probes import corpus
+from probes.batches import Progress
+from probes.calibrated import block_calls, block_output
+from probes.moefication import EVAL_SENTENCES
+from probes.residual import blocks, submodule
+from probes.text import clean
+from results.moe_trained import Costs, Recipe, TrainingLog
+from runtime.handle import ModelHandle
+from runtime.hooks import observing
+
+VERSION = 2  # of the build: a new version trains a new model folder
+SEQUENCE = 128  # tokens per training sequence
+LOCAL_BATCH = 1024  # tokens per step of the layer-wise fit
+DISTIL_BATCH = 4  # sequences per distillation step
+ROUTER_LR, EXPERT_LR, DISTIL_LR = 1e-2, 3e-4, 1e-4
+CHOICE_WEIGHT = 0.1  # of the router's cross-entropy to the oracle's top-k experts (layer-wise fit)
+BALANCE_WEIGHT = 0.01  # of the Switch load-balancing loss (Fedus et al. 2021)
+TIMED_TOKENS = 512  # tokens of the MLP timing
+
+
+def config(base: ModelHandle, recipe: Recipe) -> MixtralConfig:
+    """The Mixtral config of the dense model with its MLPs split into recipe.experts experts, k of them per token."""
+    c = base.config
+    return MixtralConfig(
+        vocab_size=c.vocab_size,
+        hidden_size=c.hidden_size,
+        intermediate_size=c.intermediate_size // recipe.experts,
+        num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads,
+        num_key_value_heads=c.num_key_value_heads,
+        head_dim=getattr(c, "head_dim", None),
+        hidden_act=c.hidden_act,
+        max_position_embeddings=c.max_position_embeddings,
+        rms_norm_eps=c.rms_norm_eps,
+        rope_parameters=getattr(c, "rope_parameters", None),
+        tie_word_embeddings=c.tie_word_embeddings,
+        num_local_experts=recipe.experts,
+        num_experts_per_tok=recipe.top_k,
+        router_aux_loss_coef=BALANCE_WEIGHT,
+        bos_token_id=c.bos_token_id,
+        eos_token_id=c.eos_token_id,
+        pad_token_id=getattr(c, "pad_token_id", None),
+    )
+
+
+def convert(base: ModelHandle, assignment: np.ndarray, recipe: Recipe) -> PreTrainedModel:
+    """The dense model as a Mixtral MoE: `assignment` (layers, intermediate) gives each neuron its expert; the
+    routers keep the family's initialisation (seeded by the recipe), everything else is the dense model's."""
+    torch.manual_seed(recipe.seed)
+    moe = AutoModelForCausalLM.from_config(config(base, recipe), dtype=base.dtype).eval()
+    dense = base.model.state_dict()
+    state = moe.state_dict()
+    for name in state:
+        if ".mlp." not in name:
+            state[name] = dense[name]
+    for layer, block in enumerate(blocks(base)):
+        neurons = [np.flatnonzero(assignment[layer] == e) for e in range(recipe.experts)]
+        gate, up, down = (block.get_parameter(f"mlp.{name}.weight") for name in ("gate_proj", "up_proj", "down_proj"))
+        prefix = f"model.layers.{layer}.mlp.experts."
+        state[prefix + "gate_up_proj"] = torch.stack([torch.cat([gate[n], up[n]]) for n in neurons])
+        state[prefix + "down_proj"] = torch.stack([down[:, n] * recipe.top_k for n in neurons])
+    moe.load_state_dict(state)
+    return moe
+
+
+def moe_blocks(moe: nn.Module) -> list[nn.Module]:
+    """The MoE blocks (`mlp` of each decoder layer) of a Mixtral-style model."""
+    return [submodule(layer, "mlp", nn.Module) for layer in submodule(moe, "model.layers", nn.ModuleList)]
+
+
+def _routers(moe: nn.Module) -> list[nn.Module]:
+    return [submodule(mlp, "gate", nn.Module) for mlp in moe_blocks(moe)]
+
+
+@contextmanager
+def at_k(moe: nn.Module, k: int) -> Iterator[None]:
+    """Within the block (this context only), every Mixtral router of `moe` keeps its top k experts instead of its
+    configured number, by its own rule (softmax over all experts, top k, renormalised)."""
+
+    def top(module: nn.Module, args: tuple, output: tuple) -> tuple:
+        logits = output[0]
+        weights, experts = F.softmax(logits.float(), dim=-1).topk(k, dim=-1)
+        return logits, weights / weights.sum(dim=-1, keepdim=True), experts
+
+    with observing(forward={router: top for router in _routers(moe)}):
+        yield
+
+
+def training_ids(base: ModelHandle, tokens: int) -> np.ndarray:
+    """(sequences, SEQUENCE) token ids, `tokens` at most: the corpus after its held-out sentences, then Python's
+    documentation."""
+    documentation = " ".join(pydoc_data.topics.topics[name] for name in sorted(pydoc_data.topics.topics))
+    text = " ".join(clean(s) for s in corpus.sentences()[EVAL_SENTENCES:]) + " " + documentation
+    ids = base.tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
+    return np.asarray(ids[: len(ids) // SEQUENCE * SEQUENCE], dtype=np.int64).reshape(-1, SEQUENCE)
+
+
+def held_out_ids(base: ModelHandle) -> list[list[int]]:
+    """The corpus's first EVAL_SENTENCES sentences, each tokenized alone: what the loss is measured on."""
+    return [base.tokenizer(clean(s))["input_ids"] for s in corpus.sentences()[:EVAL_SENTENCES]]
+
+
+def mean_nll(model: nn.Module, sequences: list[list[int]]) -> float:
+    """Mean per-token NLL (nats) of the sequences under `model` (a transformers causal LM), in one padded batch."""
+    longest = max(len(ids) for ids in sequences)
+    ids = torch.tensor([s + [0] * (longest - len(s)) for s in sequences])
+    mask = torch.tensor([[1] * len(s) + [0] * (longest - len(s)) for s in sequences])
+    with torch.inference_mode():
+        log_probs = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
+    nll = -log_probs.gather(2, ids[:, 1:, None])[..., 0]
+    counted = mask[:, 1:].bool()
+    return float(nll[counted].mean())
+
+
+def _expert_outputs(experts: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(E, N, d): every expert's output on every token (what the router's targets are made of)."""
+    gate, up = torch.einsum("nh,eih->eni", x, experts.get_parameter("gate_up_proj")).chunk(2, dim=-1)
+    return torch.einsum("eni,ehi->enh", getattr(experts, "act_fn")(gate) * up, experts.get_parameter("down_proj"))
+
+
+def _balance(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """The Switch load-balancing loss E·Σᵢ fᵢ·Pᵢ over a batch's (N, E) router logits, divided by k: 1 when the
+    tokens' top-k choices and router probabilities are spread evenly over the experts."""
+    n_experts = logits.shape[-1]
+    probs = logits.float().softmax(-1)
+    chosen = F.one_hot(probs.topk(k, dim=-1).indices, n_experts).float().sum(1).mean(0) / k
+    return n_experts * (chosen * probs.mean(0)).sum()
+
+
+def fit_layers(
+    base: ModelHandle, moe: PreTrainedModel, ids: np.ndarray, recipe: Recipe, on_layer: Callable[[], None]
+) -> np.ndarray:
+    """Fit each MoE MLP to the dense one on the inputs the converted blocks before it produce; returns each layer's
+    relative squared error on its inputs afterwards."""
+    calls = block_calls(base, ids)
+    hidden = calls[0][0][0]
+    generator = torch.Generator().manual_seed(recipe.seed)
+    errors = []
+    layers = submodule(moe, "model.layers", nn.ModuleList)
+    for layer, (block, dense) in enumerate(zip(layers, blocks(base), strict=True)):
+        args, kwargs = calls[layer]
+        mlp = submodule(block, "mlp", nn.Module)
+        router, experts = mlp.get_parameter("gate.weight"), submodule(mlp, "experts", nn.Module)
+        seen: list[torch.Tensor] = []
+        with torch.inference_mode(), observing(pre={mlp: lambda module, inputs: seen.append(inputs[0])}):
+            block(hidden, *args[1:], **kwargs)
+            x = seen[0].reshape(-1, seen[0].shape[-1]).clone()
+            y = submodule(dense, "mlp", nn.Module)(x).clone()
+        scale = y.pow(2).sum(-1).mean()
+        if recipe.layer_steps:
+            optimizer = torch.optim.Adam(
+                [{"params": [router], "lr": ROUTER_LR}, {"params": experts.parameters(), "lr": EXPERT_LR}]
+            )
+            mlp.requires_grad_(True)
+            for _ in range(recipe.layer_steps):
+                rows = torch.randint(0, len(x), (LOCAL_BATCH,), generator=generator)
+                xb, yb = x[rows], y[rows]
+                logits = F.linear(xb, router)
+                with torch.no_grad():  # the oracle's choice: the k experts of largest output norm, 1/k each
+                    norms = _expert_outputs(experts, xb).norm(dim=-1).T  # (N, E)
+                    oracle = torch.zeros_like(norms).scatter_(1, norms.topk(recipe.top_k, dim=-1).indices, 1.0)
+                choice_loss = -(oracle / recipe.top_k * logits.float().log_softmax(-1)).sum(-1).mean()
+                error = (mlp(xb[None])[0] - yb).pow(2).sum(-1).mean() / scale
+                loss = error + CHOICE_WEIGHT * choice_loss + BALANCE_WEIGHT * _balance(logits, recipe.top_k)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            mlp.requires_grad_(False)
+        with torch.inference_mode():
+            errors.append(float((mlp(x[None])[0] - y).pow(2).sum(-1).mean() / scale))
+            hidden = block_output(block(hidden, *args[1:], **kwargs))
+        on_layer()
+    return np.asarray(errors)
+
+
+def distil(
+    base: ModelHandle, moe: PreTrainedModel, ids: np.ndarray, recipe: Recipe, on_step: Callable[[], None]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train every router and expert to match the dense model's next-token distributions (KL) with the
+    load-balancing loss; returns the KL and the balance loss at each step."""
+    parameters = [p for mlp in moe_blocks(moe) for p in mlp.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=DISTIL_LR)
+    generator = torch.Generator().manual_seed(recipe.seed + 1)
+    kl, balance = [], []
+    moe.requires_grad_(False)
+    for p in parameters:
+        p.requires_grad_(True)
+    for _ in range(recipe.steps):
+        batch = torch.from_numpy(ids[torch.randint(0, len(ids), (DISTIL_BATCH,), generator=generator).numpy()])
+        with torch.inference_mode():
+            target = base.model(input_ids=batch).logits.float().log_softmax(-1)
+        routed: list[torch.Tensor] = []
+        with observing(forward={router: lambda m, a, out: routed.append(out[0]) for router in _routers(moe)}):
+            log_probs = moe(input_ids=batch).logits.float().log_softmax(-1)
+        step_kl = (target.exp() * (target - log_probs)).sum(-1).mean()
+        step_balance = torch.stack([_balance(logits, recipe.top_k) for logits in routed]).mean()
+        optimizer.zero_grad()
+        (step_kl + BALANCE_WEIGHT * step_balance).backward()
+        optimizer.step()
+        kl.append(step_kl.item())
+        balance.append(step_balance.item())
+        on_step()
+    moe.requires_grad_(False)
+    return np.asarray(kl), np.asarray(balance)
+
+
+def _active(model: nn.Module, mlp_parameters: int) -> int:
+    """Parameters a token passes through: every block's attention and norms, `mlp_parameters` per MLP, the final
+    norm and the output head (the input embedding is a lookup)."""
+    layers = submodule(model, "model.layers", nn.ModuleList)
+    attention = sum(p.numel() for block in layers for n, p in block.named_parameters() if not n.startswith("mlp."))
+    head = model.get_parameter("lm_head.weight").numel()
+    return attention + len(layers) * mlp_parameters + model.get_parameter("model.norm.weight").numel() + head
+
+
+def _seconds_per_token(mlp: nn.Module, x: torch.Tensor) -> float:
+    """The fastest of five timed calls of `mlp` on the tokens x (1, N, d), per token."""
+    times = []
+    with torch.inference_mode():
+        mlp(x)
+        for _ in range(5):
+            started = time.perf_counter()
+            mlp(x)
+            times.append(time.perf_counter() - started)
+    return min(times) / x.shape[1]
+
+
+def costs(base: ModelHandle, moe: PreTrainedModel, ids: np.ndarray, ks: np.ndarray) -> Costs:
+    """Parameters and compute of the dense model and the MoE at each k; the MLP times are measured on real hidden
+    states (the middle block's MLP inputs)."""
+    middle = base.n_layers // 2
+    dense_mlp, moe_mlp = submodule(blocks(base)[middle], "mlp", nn.Module), moe_blocks(moe)[middle]
+    seen: list[torch.Tensor] = []
+    with torch.inference_mode(), observing(pre={dense_mlp: lambda m, inputs: seen.append(inputs[0])}):
+        base.model(input_ids=torch.from_numpy(ids.reshape(1, -1)[:, :TIMED_TOKENS]))
+    x = seen[0]
+    expert = sum(p[0].numel() for p in submodule(moe_mlp, "experts", nn.Module).parameters())
+    router = moe_mlp.get_parameter("gate.weight").numel()
+    moe_seconds = []
+    for k in ks:
+        with at_k(moe, int(k)):
+            moe_seconds.append(_seconds_per_token(moe_mlp, x))
+    return Costs(
+        ks=ks,
+        dense_parameters=sum(p.numel() for p in base.model.parameters()),
+        moe_parameters=sum(p.numel() for p in moe.parameters()),
+        dense_active=_active(base.model, sum(p.numel() for p in dense_mlp.parameters())),
+        moe_active=np.asarray([_active(moe, router + int(k) * expert) for k in ks], dtype=np.int64),
+        dense_mlp_seconds=_seconds_per_token(dense_mlp, x),
+        moe_mlp_seconds=np.asarray(moe_seconds),
+    )
+
+
+def _nll_at_ks(moe: nn.Module, sequences: list[list[int]], ks: np.ndarray) -> np.ndarray:
+    values = []
+    for k in ks:
+        with at_k(moe, int(k)):
+            values.append(mean_nll(moe, sequences))
+    return np.asarray(values)
+
+
+def train(
+    base: ModelHandle, assignment: np.ndarray, recipe: Recipe, on_progress: Progress | None = None
+) -> tuple[PreTrainedModel, TrainingLog]:
+    """Convert the dense model (`base`, a private copy: it is only read) by the recipe and train it; returns the MoE
+    and what the build measured. on_progress(done, total) counts layers fitted and distillation steps."""
+    recipe.check()
+    started = time.perf_counter()
+    ids, held_out = training_ids(base, recipe.tokens), held_out_ids(base)
+    ks = 2 ** np.arange(int(np.log2(recipe.experts)) + 1)
+    total, done = base.n_layers + recipe.steps, [0]
+
+    def advance() -> None:
+        done[0] += 1
+        if on_progress is not None:
+            on_progress(done[0], total)
+
+    moe = convert(base, assignment, recipe)
+    untrained = _nll_at_ks(moe, held_out, ks)
+    layer_error = fit_layers(base, moe, ids, recipe, advance)
+    kl, balance = distil(base, moe, ids, recipe, advance)
+    moe.eval()
+    log = TrainingLog(
+        recipe=recipe,
+        base_fingerprint=base.fingerprint,
+        train_tokens=int(ids.size),
+        eval_tokens=sum(len(s) - 1 for s in held_out),
+        layer_error=layer_error,
+        kl=kl,
+        balance=balance,
+        seconds=0.0,
+        dense_nll=mean_nll(base.model, held_out),
+        untrained_nll=untrained,
+        trained_nll=_nll_at_ks(moe, held_out, ks),
+        costs=costs(base, moe, ids, ks),
+    )
+    log.seconds = time.perf_counter() - started
+    return moe, log

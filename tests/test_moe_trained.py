@@ -1,0 +1,167 @@
+"""The trained MoE: SmolLM2 converted into transformers' Mixtral, trained by distillation, stored and read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import MixtralForCausalLM
+
+from probes import moe_equation, moe_loss, moe_trained, moe_trained_store, routing
+from probes.moe_store import stored_or_built
+from probes.nll import token_nll
+from probes.text import encode
+from results.moe_trained import Recipe, TrainingLog
+from runtime.builtin import TRAINED_MOE
+from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
+from runtime.handle import ModelHandle
+from runtime.models import load_built
+from runtime.settings import settings
+from tests.helpers import cli
+from tests.test_routing import assert_routing_equals_the_experts_used
+
+SHORT = Recipe(experts=8, top_k=2, layer_steps=4, steps=3, tokens=2048, seed=0)
+TEXT = "The committee met on Tuesday to discuss the budget for the new library."
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store of its own, holding the prepared store's MoEfication (so that only the training runs)."""
+    folder = tmp_path_factory.mktemp("store")
+    (folder / "derived").mkdir()
+    (folder / "derived" / "smollm2-135m-moefied").symlink_to(
+        settings().model_store / "derived" / "smollm2-135m-moefied"
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def short(store: Path, smollm2: ModelHandle) -> Path:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LMSCOPE_MODEL_STORE", str(store))
+        return moe_trained_store.stored_or_trained(smollm2, SHORT)
+
+
+@pytest.fixture(scope="module")
+def trained(short: Path) -> ModelHandle:
+    return load_built(TRAINED_MOE.name, short, "a short training")
+
+
+def test_converted_with_every_expert_on_is_the_dense_model(smollm2: ModelHandle) -> None:
+    moefication, _ = stored_or_built(smollm2, None)
+    recipe = Recipe(experts=16, top_k=16, layer_steps=0, steps=0)
+    moe = moe_trained.convert(smollm2, moefication.assignments[16], recipe)
+    for mlp in moe_trained.moe_blocks(moe):  # equal gates: each expert's output counts once
+        torch.nn.init.zeros_(mlp.get_parameter("gate.weight"))
+    held_out = moe_trained.held_out_ids(smollm2)[:6]
+    dense = moe_trained.mean_nll(smollm2.model, held_out)
+    assert moe_trained.mean_nll(moe, held_out) == pytest.approx(dense, abs=1e-4)
+    # One padded batch scores each sentence as it scores alone.
+    alone = [moe_trained.mean_nll(smollm2.model, [ids]) for ids in held_out]
+    lengths = [len(ids) - 1 for ids in held_out]
+    assert dense == pytest.approx(np.average(alone, weights=lengths), abs=1e-5)
+    # Block by block on the same hidden states, each MoE MLP is the dense MLP (k = E, equal gates, no training).
+    errors = moe_trained.fit_layers(smollm2, moe, moe_trained.training_ids(smollm2, 512), recipe, lambda: None)
+    assert errors.shape == (smollm2.n_layers,) and errors.max() < 1e-9
+
+
+def test_the_stored_model_loads_with_mixtral_and_its_log_is_complete(short: Path, smollm2: ModelHandle) -> None:
+    log = moe_trained_store.training_log(short)
+    assert log.recipe == SHORT and log.base_fingerprint == smollm2.fingerprint
+    assert log.kl.shape == log.balance.shape == (SHORT.steps,) and np.all(log.kl > 0)
+    assert log.layer_error.shape == (smollm2.n_layers,) and np.all(log.layer_error > 0)
+    assert list(log.costs.ks) == [1, 2, 4, 8]
+    assert log.untrained_nll.shape == log.trained_nll.shape == (4,)
+    at_k = list(log.costs.ks).index(SHORT.top_k)
+    assert log.trained_nll[at_k] < log.untrained_nll[at_k]  # even a few steps beat the initialised router
+    assert log.costs.moe_active[-1] == pytest.approx(log.costs.dense_active, rel=0.01)  # k = E: every neuron
+    assert np.all(np.diff(log.costs.moe_active) > 0) and log.costs.moe_active[0] < 0.6 * log.costs.dense_active
+    assert TrainingLog.from_json(log.to_json()).to_json() == log.to_json()
+    model = MixtralForCausalLM.from_pretrained(short).eval()
+    assert model.config.num_local_experts == 8 and model.config.num_experts_per_tok == 2
+    ids = torch.tensor([encode(smollm2, TEXT, 100).token_ids.tolist()])
+    stored = load_file(str(short / "model.safetensors"))  # in Mixtral's checkpoint layout
+    router = stored["model.layers.3.block_sparse_moe.gate.weight"]
+    assert torch.equal(model.get_parameter("model.layers.3.mlp.gate.weight"), router)
+    with torch.inference_mode():
+        assert torch.isfinite(model(input_ids=ids).logits).all()
+
+
+def test_training_again_reproduces_the_stored_model(short: Path, smollm2: ModelHandle) -> None:
+    moefication, _ = stored_or_built(smollm2, None)
+    again, log = moe_trained.train(smollm2, moefication.assignments[SHORT.experts], SHORT)
+    stored = MixtralForCausalLM.from_pretrained(short).state_dict()
+    fresh = again.state_dict()
+    assert fresh.keys() == stored.keys()
+    for name, value in fresh.items():
+        assert torch.allclose(value, stored[name], atol=1e-5), name
+    assert np.allclose(log.kl, moe_trained_store.training_log(short).kl, atol=1e-5)
+
+
+def test_a_second_request_reads_the_store(short: Path, smollm2: ModelHandle, store: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LMSCOPE_MODEL_STORE", str(store))
+    monkeypatch.setattr(moe_trained_store, "train", lambda *a, **k: pytest.fail("trained again"))
+    assert moe_trained_store.stored_or_trained(smollm2, SHORT) == short
+
+
+def test_recipes_outside_the_limits_are_refused() -> None:
+    for recipe, message in (
+        (Recipe(experts=12), "MoEfication split"),
+        (Recipe(top_k=17), "k = 17"),
+        (Recipe(steps=10**6), "Distillation steps"),
+        (Recipe(layer_steps=-1), "Layer steps"),
+        (Recipe(tokens=10), "Training tokens"),
+    ):
+        with pytest.raises(LmscopeError, match=message):
+            recipe.check()
+
+
+def test_routing_equals_the_experts_the_trained_model_uses(trained: ModelHandle) -> None:
+    assert_routing_equals_the_experts_used(trained)
+
+
+def test_the_equation_adds_up_to_what_the_block_returned(trained: ModelHandle, cache: ResultCache) -> None:
+    result = routing.run(trained, TEXT, cache, None).value
+    for position in (0, 5):
+        equation = moe_equation.run(trained, TEXT, 7, position, cache).value
+        assert equation.mismatch < 1e-5
+        assert equation.gates.sum() == pytest.approx(1.0, abs=1e-6) and np.all(np.diff(equation.gates) <= 0)
+        assert list(equation.experts) == list(result.router(7).experts[position])
+        assert equation.probs.sum() == pytest.approx(1.0, abs=1e-5)
+        assert equation.token == result.tokens[position]
+    with pytest.raises(LmscopeError, match="token position"):
+        moe_equation.run(trained, TEXT, 7, 999, cache)
+
+
+def test_loss_against_k_uses_the_family_rule(trained: ModelHandle, cache: ResultCache) -> None:
+    loss = moe_loss.trained_loss_by_k(trained, TEXT, cache).value
+    values = loss.nll[moe_loss.TRAINED_ROUTER][8]
+    assert list(loss.ks[8]) == [1, 2, 4, 8] and np.isnan(loss.dense_nll)
+    # At the model's own k, the loss is the model's loss as it runs unaltered.
+    assert values[1] == pytest.approx(float(token_nll(trained, loss.token_ids).mean()), abs=1e-6)
+    assert len(set(np.round(values, 6))) == 4
+
+
+def test_equation_and_loss_refuse_a_model_without_mixtral_experts(smollm2: ModelHandle, cache: ResultCache) -> None:
+    with pytest.raises(LmscopeError, match="no Mixtral-style experts"):
+        moe_equation.run(smollm2, TEXT, 0, 0, cache)
+    with pytest.raises(LmscopeError, match="no Mixtral-style experts"):
+        moe_loss.trained_loss_by_k(smollm2, TEXT, cache)
+
+
+def test_cli_moe_train(short: Path, store: Path) -> None:
+    done = cli(
+        "moe-train", "--experts", "8", "--k", "2", "--layer-steps", "4", "--steps", "3", "--tokens", "2048",
+        env={"LMSCOPE_MODEL_STORE": str(store)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["folder"] == str(short) and out["ks"] == [1, 2, 4, 8] and len(out["kl"]) == 3
+    assert out["costs"][0]["model"] == "dense" and len(out["costs"]) == 5
+    bad = cli("moe-train", "--experts", "12", env={"LMSCOPE_MODEL_STORE": str(store)})
+    assert bad.returncode == 1 and "MoEfication split" in bad.stderr
