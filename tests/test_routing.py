@@ -213,8 +213,8 @@ def test_corpus_routing_and_preferences(tiny_models: dict[str, ModelHandle], cac
     assert load.tolist() == pytest.approx(np.bincount(corpus.experts[1].ravel(), minlength=4) / corpus.experts[1].size)
 
 
-def test_dense_model_is_refused_with_a_pointer_to_the_derived_moe(smollm2: ModelHandle) -> None:
-    with pytest.raises(LmscopeError, match="dense model.*derived MoE"):
+def test_dense_model_is_refused_with_a_pointer_to_the_moes_built_here(smollm2: ModelHandle) -> None:
+    with pytest.raises(LmscopeError, match="dense model.*smollm2-135m-moe\\).*smollm2-135m-moefied"):
         routing.routers(smollm2)
 
 
