@@ -25,6 +25,8 @@ from runtime.settings import settings
 from tests.helpers import cli
 from tests.test_routing import assert_routing_equals_the_experts_used
 
+pytestmark = pytest.mark.slow  # trains (a short recipe, about a minute a build): not in `make check`
+
 SHORT = Recipe(experts=8, top_k=2, layer_steps=4, steps=3, tokens=2048, seed=0)
 TEXT = "The committee met on Tuesday to discuss the budget for the new library."
 
