@@ -95,10 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     # Headless runs have no browser session behind them; Streamlit says so after every page ("can be ignored").
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(prog="python -m ui.warm", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--model", action="append", help="a model to warm (default: every built-in and derived)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="a model to warm (default: every built-in, and the derived MoEs on the expert routing page)",
+    )
     parser.add_argument("--page", action="append", help="a page file to warm, e.g. 4_Attention_sinks.py (default: all)")
     args = parser.parse_args(argv)
-    chosen = visits(args.model or [*BUILTINS, *DERIVED], args.page)
+    if args.model:
+        chosen = visits(args.model, args.page)
+    else:  # the MoEs built from SmolLM2 exist for the expert routing page; other pages may need a dense MLP
+        chosen = visits(list(BUILTINS), args.page) + [
+            v for v in visits(list(DERIVED), args.page) if v.page.endswith("Expert_routing.py")
+        ]
     started = time.perf_counter()
 
     def report(index: int, warmed: Warmed) -> None:
