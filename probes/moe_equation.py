@@ -41,10 +41,10 @@ def sparse_block(handle: ModelHandle, layer: int) -> nn.Module:
     return submodule(blocks(handle)[layer], "mlp", nn.Module)
 
 
-def expert_output(experts: nn.Module, expert: int, x: torch.Tensor) -> torch.Tensor:
-    """Eᵢ(x): expert `expert`'s gated MLP on the vectors x (..., d), from its own weights."""
-    gate, up = nn.functional.linear(x, experts.get_parameter("gate_up_proj")[expert]).chunk(2, dim=-1)
-    return nn.functional.linear(getattr(experts, "act_fn")(gate) * up, experts.get_parameter("down_proj")[expert])
+def expert_outputs(experts: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(E, N, d): every expert's gated MLP Eᵢ(x) on every vector of x (N, d), from the experts' own weights."""
+    gate, up = torch.einsum("nh,eih->eni", x, experts.get_parameter("gate_up_proj")).chunk(2, dim=-1)
+    return torch.einsum("eni,ehi->enh", getattr(experts, "act_fn")(gate) * up, experts.get_parameter("down_proj"))
 
 
 def _equation(handle: ModelHandle, token_ids: list[int], layer: int, position: int) -> Equation:
@@ -66,7 +66,7 @@ def _equation(handle: ModelHandle, token_ids: list[int], layer: int, position: i
         forward(handle, np.asarray(token_ids))
     x, y, gates, chosen = seen["x"], seen["y"], seen["gates"], seen["experts"]
     with torch.inference_mode():
-        outputs = torch.stack([expert_output(experts, int(e), x) for e in chosen])
+        outputs = expert_outputs(experts, x[None])[chosen, 0]
         recomputed = (gates[:, None].to(outputs.dtype) * outputs).sum(0)
     y_norm = float(y.float().norm())
     return Equation(

@@ -13,7 +13,7 @@ from probes.moefication import DERIVED_NAME
 from probes.nll import token_nll
 from probes.residual import blocks
 from probes.text import encode
-from results.moefication import EXPERT_COUNTS, ROUTERS, LossByK, Setting
+from results.moefication import EXPERT_COUNTS, ROUTERS, LossByK, Setting, ks_for
 from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
@@ -22,11 +22,6 @@ from runtime.settings import settings
 
 VERSION = 2  # of the cached loss against k
 TRAINED_VERSION = 1  # of the trained MoE's
-
-
-def ks_for(n_experts: int) -> np.ndarray:
-    """1, 2, 4, ..., E: the k values measured for E experts."""
-    return 2 ** np.arange(int(np.log2(n_experts)) + 1)
 
 
 def _loss_by_k(handle: ModelHandle, token_ids: list[int]) -> LossByK:

@@ -30,10 +30,12 @@ from transformers import AutoModelForCausalLM, MixtralConfig, PreTrainedModel
 from probes import corpus
 from probes.batches import Progress
 from probes.calibrated import block_calls, block_output
+from probes.moe_equation import expert_outputs
 from probes.moefication import EVAL_SENTENCES
 from probes.residual import blocks, submodule
 from probes.text import clean
 from results.moe_trained import Costs, Recipe, TrainingLog
+from results.moefication import ks_for
 from runtime.handle import ModelHandle
 from runtime.hooks import observing
 
@@ -141,12 +143,6 @@ def mean_nll(model: nn.Module, sequences: list[list[int]]) -> float:
     return float(nll[counted].mean())
 
 
-def _expert_outputs(experts: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(E, N, d): every expert's output on every token (what the router's targets are made of)."""
-    gate, up = torch.einsum("nh,eih->eni", x, experts.get_parameter("gate_up_proj")).chunk(2, dim=-1)
-    return torch.einsum("eni,ehi->enh", getattr(experts, "act_fn")(gate) * up, experts.get_parameter("down_proj"))
-
-
 def _balance(logits: torch.Tensor, k: int) -> torch.Tensor:
     """The Switch load-balancing loss E·Σᵢ fᵢ·Pᵢ over a batch's (N, E) router logits, divided by k: 1 when the
     tokens' top-k choices and router probabilities are spread evenly over the experts."""
@@ -186,7 +182,7 @@ def fit_layers(
                 xb, yb = x[rows], y[rows]
                 logits = F.linear(xb, router)
                 with torch.no_grad():  # the oracle's choice: the k experts of largest output norm, 1/k each
-                    norms = _expert_outputs(experts, xb).norm(dim=-1).T  # (N, E)
+                    norms = expert_outputs(experts, xb).norm(dim=-1).T  # (N, E)
                     oracle = torch.zeros_like(norms).scatter_(1, norms.topk(recipe.top_k, dim=-1).indices, 1.0)
                 choice_loss = -(oracle / recipe.top_k * logits.float().log_softmax(-1)).sum(-1).mean()
                 error = (mlp(xb[None])[0] - yb).pow(2).sum(-1).mean() / scale
@@ -271,7 +267,7 @@ def costs(base: ModelHandle, moe: PreTrainedModel, ids: np.ndarray, ks: np.ndarr
             moe_seconds.append(_seconds_per_token(moe_mlp, x))
     return Costs(
         ks=ks,
-        dense_parameters=sum(p.numel() for p in base.model.parameters()),
+        dense_parameters=base.n_parameters,
         moe_parameters=sum(p.numel() for p in moe.parameters()),
         dense_active=_active(base.model, sum(p.numel() for p in dense_mlp.parameters())),
         moe_active=np.asarray([_active(moe, router + int(k) * expert) for k in ks], dtype=np.int64),
@@ -296,7 +292,7 @@ def train(
     recipe.check()
     started = time.perf_counter()
     ids, held_out = training_ids(base, recipe.tokens), held_out_ids(base)
-    ks = 2 ** np.arange(int(np.log2(recipe.experts)) + 1)
+    ks = ks_for(recipe.experts)
     total, done = base.n_layers + recipe.steps, [0]
 
     def advance() -> None:
@@ -308,7 +304,6 @@ def train(
     untrained = _nll_at_ks(moe, held_out, ks)
     layer_error = fit_layers(base, moe, ids, recipe, advance)
     kl, balance = distil(base, moe, ids, recipe, advance)
-    moe.eval()
     log = TrainingLog(
         recipe=recipe,
         base_fingerprint=base.fingerprint,

@@ -12,6 +12,11 @@ EXPERT_COUNTS = (8, 16, 32)
 ROUTERS = ("fitted", "oracle")
 
 
+def ks_for(n_experts: int) -> np.ndarray:
+    """1, 2, 4, ..., E: the k values measured for E experts."""
+    return 2 ** np.arange(int(np.log2(n_experts)) + 1)
+
+
 @dataclass(frozen=True)
 class Setting:
     """How the MoEfied model routes: E experts per MLP, the top k per token, by the fitted router or the oracle."""
@@ -65,4 +70,3 @@ class LossByK:
     dense_nll: float  # mean per-token NLL (nats) of the dense base model
     ks: dict[int, np.ndarray]  # E -> the k values measured (powers of 2 up to E)
     nll: dict[str, dict[int, np.ndarray]]  # router -> E -> mean NLL at each k
-

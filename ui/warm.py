@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from lecture import catalog
 from runtime.builtin import BUILTINS, DERIVED
 from ui.navigation import HOME
-from views import tour
+from views import routing, tour
 from views.registry import views
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,9 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         chosen = visits(args.model, args.page)
     else:  # the MoEs built from SmolLM2 exist for the expert routing page; other pages may need a dense MLP
-        chosen = visits(list(BUILTINS), args.page) + [
-            v for v in visits(list(DERIVED), args.page) if v.page.endswith("Expert_routing.py")
-        ]
+        derived = [v for v in visits(list(DERIVED), args.page) if v.page == routing.VIEW.page]
+        chosen = visits(list(BUILTINS), args.page) + derived
     started = time.perf_counter()
 
     def report(index: int, warmed: Warmed) -> None:
