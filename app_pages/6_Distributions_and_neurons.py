@@ -41,29 +41,32 @@ st.caption(
 )
 
 st.subheader("MLP neurons")
-st.markdown(
-    f"This model's MLP activation is **{neurons.activation_name(handle)}**. A neuron is **active** on a token when its "
-    "pre-activation z (the input of the activation function; in a gated MLP, the gate projection) exceeds τ. With "
-    "ReLU and τ = 0 that is exactly 'output non-zero'. SiLU and GELU are near zero well below 0 and near z above it, "
-    "so z > τ splits them the same way, with τ a choice. A neuron is **dead** when it is never active on the "
-    "sentences of the bundled corpus."
-)
-tau = page.widget("tau", controls[1].slider, "τ: active when z exceeds", step=0.05)
-n_sentences = page.widget("sentences", st.number_input, "Corpus sentences")
-tau = round(tau, 2)
-own = probe_or_stop("Counting active neurons on your text...", lambda: neurons.run(handle, [page.text], result_cache()))
-on_corpus = probe_with_progress(
-    "Running the corpus, sentences",
-    lambda progress: neurons.run(handle, corpus.sentences()[:n_sentences], result_cache(), progress),
-)
-stats = on_corpus.value
-active, dead = neurons.active_share(stats, tau), neurons.dead_share(stats, tau)
-figure = sparsity_figure(neurons.active_share(own.value, tau), active, dead, tau, stats.activation, handle.name)
-page.show(figure, "neurons", f"{handle.name}-neurons-tau{tau:g}")
-st.caption(
-    f"Over the corpus ({stats.n_tokens:,} tokens, {stats.n_neurons:,} neurons per layer): {np.mean(active):.1%} of neurons "
-    f"active per token on average; {int(np.sum(dead * stats.n_neurons)):,} dead neurons in all layers together."
-)
+if not page.lacks(Need.DENSE_MLP, "counting MLP neurons"):
+    st.markdown(
+        f"This model's MLP activation is **{neurons.activation_name(handle)}**. A neuron is **active** on a token when its "
+        "pre-activation z (the input of the activation function; in a gated MLP, the gate projection) exceeds τ. With "
+        "ReLU and τ = 0 that is exactly 'output non-zero'. SiLU and GELU are near zero well below 0 and near z above it, "
+        "so z > τ splits them the same way, with τ a choice. A neuron is **dead** when it is never active on the "
+        "sentences of the bundled corpus."
+    )
+    tau = page.widget("tau", controls[1].slider, "τ: active when z exceeds", step=0.05)
+    n_sentences = page.widget("sentences", st.number_input, "Corpus sentences")
+    tau = round(tau, 2)
+    own = probe_or_stop(
+        "Counting active neurons on your text...", lambda: neurons.run(handle, [page.text], result_cache())
+    )
+    on_corpus = probe_with_progress(
+        "Running the corpus, sentences",
+        lambda progress: neurons.run(handle, corpus.sentences()[:n_sentences], result_cache(), progress),
+    )
+    stats = on_corpus.value
+    active, dead = neurons.active_share(stats, tau), neurons.dead_share(stats, tau)
+    figure = sparsity_figure(neurons.active_share(own.value, tau), active, dead, tau, stats.activation, handle.name)
+    page.show(figure, "neurons", f"{handle.name}-neurons-tau{tau:g}")
+    st.caption(
+        f"Over the corpus ({stats.n_tokens:,} tokens, {stats.n_neurons:,} neurons per layer): {np.mean(active):.1%} of neurons "
+        f"active per token on average; {int(np.sum(dead * stats.n_neurons)):,} dead neurons in all layers together."
+    )
 
 st.subheader("Where zero means zero: a ReLU network")
 st.markdown(

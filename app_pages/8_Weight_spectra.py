@@ -20,6 +20,8 @@ DEFAULT_RANKS = "8, 32, 128"
 
 page = start(__file__, Need.MODEL)
 handle = page.handle
+# An MoE's experts are slices of 3-D tensors: the matrices below are then its attention's and routers' only.
+page.lacks(Need.DENSE_MLP, "listing the MLP matrices (the experts' are left out, the rest is shown)")
 every = model_spectra(handle)
 refs = spectra.block_weights(handle)
 page.settings(

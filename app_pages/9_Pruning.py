@@ -23,7 +23,7 @@ DEFAULT_SENTENCES = 32
 # Held-out sentences come from the corpus's start, calibration text from its end: this many are kept for calibration.
 MAX_SENTENCES = len(corpus.sentences()) // 2
 
-page = start(__file__, Need.DECODER, Need.TEXT)
+page = start(__file__, Need.DECODER, Need.DENSE_MLP, Need.TEXT)
 handle = page.handle
 # The dropped-heads section's choices too: its widgets come last, the URL is written before the first computation.
 page.settings(

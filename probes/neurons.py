@@ -31,11 +31,20 @@ VERSION = 2
 PRE_ACTIVATION = ("mlp.gate_proj", "intermediate.dense", "mlp.fc1", "mlp.c_fc", "mlp.dense_h_to_4h", "mlp.w1")
 
 
+def _pre_activations(block: nn.Module) -> list[nn.Module]:
+    return [m for name, m in block.named_modules() if name.endswith(PRE_ACTIVATION)]
+
+
+def has_dense_mlp(handle: ModelHandle) -> bool:
+    """Whether every block has one dense MLP whose neurons lmscope can read (an MoE's experts are not one)."""
+    return all(len(_pre_activations(block)) == 1 for block in blocks(handle))
+
+
 def pre_activation_modules(handle: ModelHandle) -> list[nn.Module]:
     """Per block, the linear layer whose output is the MLP neurons' pre-activations."""
     found = []
     for block in blocks(handle):
-        modules = [m for name, m in block.named_modules() if name.endswith(PRE_ACTIVATION)]
+        modules = _pre_activations(block)
         if len(modules) != 1:
             raise LmscopeError(
                 f"lmscope finds MLP neurons in dense MLPs ({', '.join(PRE_ACTIVATION)}); "

@@ -21,8 +21,8 @@ from typing import Any, Literal, TypeVar
 import plotly.graph_objects as go
 import streamlit as st
 
-from probes import routing
-from runtime.builtin import MOEFIED, TRAINED_MOE
+from probes import neurons, routing
+from runtime.builtin import DERIVED, MOEFIED, TRAINED_MOE
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from ui import state
@@ -46,6 +46,7 @@ class Need(enum.Enum):
     MODEL = enum.auto()
     DECODER = enum.auto()
     MOE = enum.auto()
+    DENSE_MLP = enum.auto()
     TEXT = enum.auto()
 
 
@@ -222,6 +223,16 @@ class Page:
             return False
         if need == Need.TEXT and not self.text.strip():
             st.info(f"The text is empty, and {where} reads it: type one on the home page.")
+            return True
+        if need == Need.DENSE_MLP and not neurons.has_dense_mlp(self.handle):
+            st.info(
+                f"{self.handle.name} sends each token through a few experts instead of one dense MLP, and {where} "
+                "needs a dense MLP. Pick a dense model on the home page."
+            )
+            derived = DERIVED.get(self.handle.name)
+            if derived is not None and st.button(f"Use {derived.base}, the dense model it was built from"):
+                state.choose(model=derived.base)
+                st.rerun()
             return True
         if need == Need.MOE:
             try:

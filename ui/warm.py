@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.model:
         chosen = visits(args.model, args.page)
-    else:  # the MoEs built from SmolLM2 exist for the expert routing page; other pages may need a dense MLP
+    else:  # the MoEs built from SmolLM2 exist for the expert routing page; other views on them compute when asked
         derived = [v for v in visits(list(DERIVED), args.page) if v.page == routing.VIEW.page]
         chosen = visits(list(BUILTINS), args.page) + derived
     started = time.perf_counter()
