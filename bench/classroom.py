@@ -80,13 +80,14 @@ TEXTS = [
     "One two three four five six seven eight nine ten.",
     "The quick brown fox jumps over the lazy dog again and again.",
 ]
-# (page path, extra URL parameters); the routing page runs on the MoE derived from SmolLM2
+# (page path, extra URL parameters); the routing page runs on the trained MoE built from SmolLM2 (the lecture's),
+# with the equation written out for a token
 PAGES = [
     ("Attention", {}),
     ("Attention_sinks", {}),
     ("Massive_activations", {}),
     ("Weight_spectra", {}),
-    ("Expert_routing", {"model": "smollm2-135m-moefied"}),
+    ("Expert_routing", {"model": "smollm2-135m-moe", "token": "3"}),
     ("Pruning", {}),
 ]
 CORPUS_VIEW = ("Attention_sinks", {})  # the sinks page as it opens: its corpus pass (256 sentences) is the shared part

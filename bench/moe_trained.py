@@ -1,11 +1,13 @@
 """The trained MoE (probes.moe_trained): what each recipe's build measured, side by side.
 
 Each recipe (`E:k:steps`, default: the built-in model's recipe) is read from the model store, or trained into it
-first; its training record holds the build time, the distillation curve, the held-out loss at every k (trained,
-and with the router untrained) and the parameter, FLOP and MLP-time table. Prints Markdown and records it in
-bench/RESULTS.md (replacing the previous run's section).
+first; its training record holds the build time, the distillation curve, the held-out loss against build time and
+at every k (trained, and with the router untrained), the experts' load before and after, and the parameter, FLOP
+and MLP-time table. Then the first recipe against the MoEfication baseline (ridge router, unweighted sum) on the
+MoEfication bench's text, through the routing page's probes. Prints Markdown and records it in bench/RESULTS.md
+(replacing the previous run's section).
 
-    python bench/moe_trained.py [16:4:150 8:2:150 ...]
+    python bench/moe_trained.py [16:4:150 16:4:150:0.1 8:2:150 ...]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import os
 import platform
 import sys
+import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -22,23 +25,33 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.moefication import N_SENTENCES  # noqa: E402
 from bench.record import record  # noqa: E402
-from probes import moe_trained_store  # noqa: E402
+from probes import corpus, moe_loss, moe_trained, moe_trained_store, routing  # noqa: E402
+from probes.moefication import DERIVED_NAME  # noqa: E402
 from results.moe_trained import Recipe, TrainingLog  # noqa: E402
+from results.moefication import Setting  # noqa: E402
 from runtime.builtin import TRAINED_MOE  # noqa: E402
-from runtime.models import load  # noqa: E402
+from runtime.cache import ResultCache  # noqa: E402
+from runtime.models import load, load_built  # noqa: E402
 
 
 def recipe_of(spec: str) -> Recipe:
-    """`E:k:steps` as a recipe, the rest as the default's."""
-    experts, top_k, steps = (int(part) for part in spec.split(":"))
-    return dataclasses.replace(Recipe(), experts=experts, top_k=top_k, steps=steps)
+    """`E:k:steps[:balance]` as a recipe, the rest as the default's."""
+    experts, top_k, steps, *balance = spec.split(":")
+    chosen = dataclasses.replace(Recipe(), experts=int(experts), top_k=int(top_k), steps=int(steps))
+    return dataclasses.replace(chosen, balance=float(balance[0])) if balance else chosen
+
+
+def label(recipe: Recipe) -> str:
+    """The recipe as a table's row names it."""
+    return f"E = {recipe.experts}, k = {recipe.top_k}, {recipe.steps} steps, balance weight {recipe.balance:g}"
 
 
 def rows(log: TrainingLog) -> list[str]:
     """Markdown rows: dense, then the MoE at each k."""
     costs, recipe = log.costs, log.recipe
-    name = f"E = {recipe.experts}, trained at k = {recipe.top_k}, {recipe.steps} steps"
+    name = label(recipe)
     found = [
         f"| {name} | dense | {costs.dense_active / 1e6:.1f} | {costs.dense_flops / 1e6:.0f} | "
         f"{costs.dense_mlp_seconds * 1e6:.1f} | 1.00 | {log.dense_nll:.3f} | |"
@@ -52,26 +65,76 @@ def rows(log: TrainingLog) -> list[str]:
     return found
 
 
+def curve_rows(log: TrainingLog) -> list[str]:
+    """Markdown rows: the held-out loss at each measurement of the build."""
+    name = label(log.recipe)
+    stage = {-1: "converted", 0: "layers fitted"}
+    return [
+        f"| {name} | {seconds / 60:.1f} | {stage.get(int(steps), f'step {steps}')} | {nll:.3f} | "
+        f"{nll - log.dense_nll:+.3f} |"
+        for seconds, steps, nll in zip(log.curve_seconds, log.curve_steps, log.curve_nll, strict=True)
+    ]
+
+
+def against_moefication(folder: Path, recipe: Recipe) -> list[str]:
+    """Markdown: loss at each k and load balance of the trained MoE and of the MoEfied model (its fitted router) on
+    one text, through the page's probes."""
+    trained, moefied = load_built(TRAINED_MOE.name, folder, "bench"), load(DERIVED_NAME)
+    text = " ".join(corpus.sentences()[:N_SENTENCES])
+    with tempfile.TemporaryDirectory() as scratch:
+        cache = ResultCache(Path(scratch))
+        ours = moe_loss.trained_loss_by_k(trained, text, cache).value
+        theirs = moe_loss.loss_by_k(moefied, text, cache).value
+        cv_ours = [routing.balance(layer).cv for layer in routing.run(trained, text, cache).value.layers]
+        fitted = Setting(recipe.experts, recipe.top_k, "fitted")
+        cv_theirs = [routing.balance(layer).cv for layer in routing.run(moefied, text, cache, fitted).value.layers]
+        cache.close()
+    ks = list(ours.ks[recipe.experts])
+    trained_nll, fitted_nll = ours.nll[moe_loss.TRAINED_ROUTER][recipe.experts], theirs.nll["fitted"][recipe.experts]
+    lines = [
+        f"\nOn the MoEfication bench's text (the first {N_SENTENCES} corpus sentences, {len(ours.token_ids)} tokens; "
+        f"dense **{theirs.dense_nll:.3f}**), E = {recipe.experts}: the trained MoE (softmax router, gates "
+        "renormalised over the chosen, as Mixtral) against the MoEfied model with its fitted ridge router (unweighted "
+        f"sum). Load balance at k = {recipe.top_k}, coefficient of variation of the experts' load, median over the "
+        f"layers: trained {np.median(cv_ours):.2f}, MoEfication's fitted router {np.median(cv_theirs):.2f}.\n",
+        "| k | MLP neurons used | trained MoE | MoEfication, fitted router | trained - fitted | trained - dense |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, k in enumerate(ks):
+        lines.append(
+            f"| {k} | {k / recipe.experts:.0%} | {trained_nll[i]:.3f} | {fitted_nll[i]:.3f} | "
+            f"{trained_nll[i] - fitted_nll[i]:+.3f} | {trained_nll[i] - theirs.dense_nll:+.3f} |"
+        )
+    return lines
+
+
 def report(recipes: list[Recipe]) -> str:
     """Build or read each recipe's MoE and return the Markdown section."""
     base = load(TRAINED_MOE.base)
-    logs = [moe_trained_store.training_log(moe_trained_store.stored_or_trained(base, r)) for r in recipes]
+    folders = [moe_trained_store.stored_or_trained(base, r) for r in recipes]
+    logs = [moe_trained_store.training_log(folder) for folder in folders]
+    ids = moe_trained.training_ids(base, Recipe().tokens)
+    for log, folder in zip(logs, folders, strict=True):  # timed again here, side by side, on an otherwise idle machine
+        log.costs = moe_trained.costs(base, load_built(TRAINED_MOE.name, folder, "bench").model, ids, log.costs.ks)
     lines = [
         f"## Trained MoE from SmolLM2 ({date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
         "`python bench/moe_trained.py`)\n",
         "Each build: the MoEfication split, 60 layer-wise fitting steps per layer, then the distillation "
         f"steps; held-out NLL on the first 40 corpus sentences ({logs[0].eval_tokens} tokens). Active parameters: "
         "attention, norms, router, k experts per block and the output head; FLOPs = 2 x active; MLP time: the "
-        "middle block on 512 real tokens, Mixtral's own forward (only the chosen experts run).\n",
-        "| recipe | build (min) | train tokens | KL first 10% -> last 10% | balance loss, last 10% | layer error median |",
-        "|---|---|---|---|---|---|",
+        "middle block on 512 real tokens, Mixtral's own forward (only the chosen experts run), timed in this run "
+        "(the build's own timing shares the machine with the training).\n",
+        "| recipe | build (min) | train tokens | KL first 10% -> last 10% | balance loss, last 10% | layer error median "
+        "| load CV untrained -> trained (median of layers) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for log in logs:
         tenth = max(1, len(log.kl) // 10)
         lines.append(
-            f"| E = {log.recipe.experts}, k = {log.recipe.top_k}, {log.recipe.steps} steps | {log.seconds / 60:.1f} | "
+            f"| {label(log.recipe)} | {log.seconds / 60:.1f} | "
             f"{log.train_tokens:,} | {log.kl[:tenth].mean():.2f} -> {log.kl[-tenth:].mean():.2f} | "
-            f"{log.balance[-tenth:].mean():.2f} | {np.median(log.layer_error):.2f} |"
+            f"{log.balance[-tenth:].mean():.2f} | {np.median(log.layer_error):.2f} | "
+            f"{np.median(log.untrained_cv):.2f} -> {np.median(log.trained_cv):.2f} |"
         )
     lines += [
         "",
@@ -81,6 +144,14 @@ def report(recipes: list[Recipe]) -> str:
     ]
     for log in logs:
         lines += rows(log)
+    lines += [
+        f"\nHeld-out NLL at the trained k against build time (dense {logs[0].dense_nll:.3f}):\n",
+        "| recipe | minutes | stage | NLL | NLL - dense |",
+        "|---|---|---|---|---|",
+    ]
+    for log in logs:
+        lines += curve_rows(log)
+    lines += against_moefication(folders[0], recipes[0])
     return "\n".join(lines) + "\n"
 
 

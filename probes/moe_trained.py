@@ -33,20 +33,21 @@ from probes.calibrated import block_calls, block_output
 from probes.moe_equation import expert_outputs
 from probes.moefication import EVAL_SENTENCES
 from probes.residual import blocks, submodule
+from probes.routing import expert_balance
 from probes.text import clean
 from results.moe_trained import Costs, Recipe, TrainingLog
 from results.moefication import ks_for
 from runtime.handle import ModelHandle
 from runtime.hooks import observing
 
-VERSION = 2  # of the build: a new version trains a new model folder
+VERSION = 3  # of the build: a new version trains a new model folder
 SEQUENCE = 128  # tokens per training sequence
 LOCAL_BATCH = 1024  # tokens per step of the layer-wise fit
 DISTIL_BATCH = 4  # sequences per distillation step
 ROUTER_LR, EXPERT_LR, DISTIL_LR = 1e-2, 3e-4, 1e-4
 CHOICE_WEIGHT = 0.1  # of the router's cross-entropy to the oracle's top-k experts (layer-wise fit)
-BALANCE_WEIGHT = 0.01  # of the Switch load-balancing loss (Fedus et al. 2021)
 TIMED_TOKENS = 512  # tokens of the MLP timing
+EVAL_EVERY = 25  # distillation steps between held-out measurements of the training curve
 
 
 def config(base: ModelHandle, recipe: Recipe) -> MixtralConfig:
@@ -67,7 +68,7 @@ def config(base: ModelHandle, recipe: Recipe) -> MixtralConfig:
         tie_word_embeddings=c.tie_word_embeddings,
         num_local_experts=recipe.experts,
         num_experts_per_tok=recipe.top_k,
-        router_aux_loss_coef=BALANCE_WEIGHT,
+        router_aux_loss_coef=recipe.balance,
         bos_token_id=c.bos_token_id,
         eos_token_id=c.eos_token_id,
         pad_token_id=getattr(c, "pad_token_id", None),
@@ -131,16 +132,35 @@ def held_out_ids(base: ModelHandle) -> list[list[int]]:
     return [base.tokenizer(clean(s))["input_ids"] for s in corpus.sentences()[:EVAL_SENTENCES]]
 
 
-def mean_nll(model: nn.Module, sequences: list[list[int]]) -> float:
-    """Mean per-token NLL (nats) of the sequences under `model` (a transformers causal LM), in one padded batch."""
+def _padded(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sequences as one right-padded batch of ids, and its attention mask."""
     longest = max(len(ids) for ids in sequences)
     ids = torch.tensor([s + [0] * (longest - len(s)) for s in sequences])
     mask = torch.tensor([[1] * len(s) + [0] * (longest - len(s)) for s in sequences])
+    return ids, mask
+
+
+def mean_nll(model: nn.Module, sequences: list[list[int]]) -> float:
+    """Mean per-token NLL (nats) of the sequences under `model` (a transformers causal LM), in one padded batch."""
+    ids, mask = _padded(sequences)
     with torch.inference_mode():
         log_probs = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
     nll = -log_probs.gather(2, ids[:, 1:, None])[..., 0]
     counted = mask[:, 1:].bool()
     return float(nll[counted].mean())
+
+
+def load_cv(moe: nn.Module, sequences: list[list[int]]) -> np.ndarray:
+    """Per MoE block: the coefficient of variation of its experts' load (their shares of the tokens' top-k slots)
+    over the sequences; 0 when every expert gets the same share."""
+    ids, mask = _padded(sequences)
+    chosen: list[torch.Tensor] = []
+    routers = _routers(moe)
+    with torch.inference_mode(), observing(forward={r: lambda m, a, out: chosen.append(out[2]) for r in routers}):
+        moe(input_ids=ids, attention_mask=mask)
+    real = mask.reshape(-1).bool()
+    n_experts = int(routers[0].get_parameter("weight").shape[0])
+    return np.asarray([expert_balance(experts[real].numpy(), n_experts).cv for experts in chosen])
 
 
 def _balance(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -150,6 +170,11 @@ def _balance(logits: torch.Tensor, k: int) -> torch.Tensor:
     probs = logits.float().softmax(-1)
     chosen = F.one_hot(probs.topk(k, dim=-1).indices, n_experts).float().sum(1).mean(0) / k
     return n_experts * (chosen * probs.mean(0)).sum()
+
+
+def oracle_choice(norms: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, E) targets for the router: 1 for each token's k experts of largest output norm (`norms`), else 0."""
+    return torch.zeros_like(norms).scatter_(1, norms.topk(k, dim=-1).indices, 1.0)
 
 
 def fit_layers(
@@ -181,12 +206,12 @@ def fit_layers(
                 rows = torch.randint(0, len(x), (LOCAL_BATCH,), generator=generator)
                 xb, yb = x[rows], y[rows]
                 logits = F.linear(xb, router)
-                with torch.no_grad():  # the oracle's choice: the k experts of largest output norm, 1/k each
+                with torch.no_grad():
                     norms = expert_outputs(experts, xb).norm(dim=-1).T  # (N, E)
-                    oracle = torch.zeros_like(norms).scatter_(1, norms.topk(recipe.top_k, dim=-1).indices, 1.0)
+                    oracle = oracle_choice(norms, recipe.top_k)
                 choice_loss = -(oracle / recipe.top_k * logits.float().log_softmax(-1)).sum(-1).mean()
                 error = (mlp(xb[None])[0] - yb).pow(2).sum(-1).mean() / scale
-                loss = error + CHOICE_WEIGHT * choice_loss + BALANCE_WEIGHT * _balance(logits, recipe.top_k)
+                loss = error + CHOICE_WEIGHT * choice_loss + recipe.balance * _balance(logits, recipe.top_k)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -199,10 +224,10 @@ def fit_layers(
 
 
 def distil(
-    base: ModelHandle, moe: PreTrainedModel, ids: np.ndarray, recipe: Recipe, on_step: Callable[[], None]
+    base: ModelHandle, moe: PreTrainedModel, ids: np.ndarray, recipe: Recipe, on_step: Callable[[int], None]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train every router and expert to match the dense model's next-token distributions (KL) with the
-    load-balancing loss; returns the KL and the balance loss at each step."""
+    load-balancing loss; returns the KL and the balance loss at each step. on_step(steps done) after each."""
     parameters = [p for mlp in moe_blocks(moe) for p in mlp.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=DISTIL_LR)
     generator = torch.Generator().manual_seed(recipe.seed + 1)
@@ -210,7 +235,7 @@ def distil(
     moe.requires_grad_(False)
     for p in parameters:
         p.requires_grad_(True)
-    for _ in range(recipe.steps):
+    for step in range(recipe.steps):
         batch = torch.from_numpy(ids[torch.randint(0, len(ids), (DISTIL_BATCH,), generator=generator).numpy()])
         with torch.inference_mode():
             target = base.model(input_ids=batch).logits.float().log_softmax(-1)
@@ -220,11 +245,11 @@ def distil(
         step_kl = (target.exp() * (target - log_probs)).sum(-1).mean()
         step_balance = torch.stack([_balance(logits, recipe.top_k) for logits in routed]).mean()
         optimizer.zero_grad()
-        (step_kl + BALANCE_WEIGHT * step_balance).backward()
+        (step_kl + recipe.balance * step_balance).backward()
         optimizer.step()
         kl.append(step_kl.item())
         balance.append(step_balance.item())
-        on_step()
+        on_step(step + 1)
     moe.requires_grad_(False)
     return np.asarray(kl), np.asarray(balance)
 
@@ -294,16 +319,28 @@ def train(
     ids, held_out = training_ids(base, recipe.tokens), held_out_ids(base)
     ks = ks_for(recipe.experts)
     total, done = base.n_layers + recipe.steps, [0]
+    curve: list[tuple[float, int, float]] = []  # (build seconds, distillation steps, held-out NLL at the trained k)
 
     def advance() -> None:
         done[0] += 1
         if on_progress is not None:
             on_progress(done[0], total)
 
+    def measure(steps: int) -> None:
+        curve.append((time.perf_counter() - started, steps, mean_nll(moe, held_out)))
+
+    def after_step(steps: int) -> None:
+        if steps % EVAL_EVERY == 0 or steps == recipe.steps:
+            measure(steps)
+        advance()
+
     moe = convert(base, assignment, recipe)
-    untrained = _nll_at_ks(moe, held_out, ks)
+    untrained, untrained_cv = _nll_at_ks(moe, held_out, ks), load_cv(moe, held_out)
+    measure(-1)
     layer_error = fit_layers(base, moe, ids, recipe, advance)
-    kl, balance = distil(base, moe, ids, recipe, advance)
+    measure(0)
+    kl, balance = distil(base, moe, ids, recipe, after_step)
+    seconds, steps, nll = (np.asarray(column) for column in zip(*curve, strict=True))
     log = TrainingLog(
         recipe=recipe,
         base_fingerprint=base.fingerprint,
@@ -317,6 +354,11 @@ def train(
         untrained_nll=untrained,
         trained_nll=_nll_at_ks(moe, held_out, ks),
         costs=costs(base, moe, ids, ks),
+        curve_seconds=seconds.astype(np.float64),
+        curve_steps=steps.astype(np.int64),
+        curve_nll=nll.astype(np.float64),
+        untrained_cv=untrained_cv,
+        trained_cv=load_cv(moe, held_out),
     )
     log.seconds = time.perf_counter() - started
     return moe, log

@@ -262,7 +262,9 @@ def run(
     return PROBE.cached(handle, cache, token_ids=ids, setting=asdict(setting) if setting else None)
 
 
-def _balance(experts: np.ndarray, n_experts: int, probs: np.ndarray | None) -> Balance:
+def expert_balance(experts: np.ndarray, n_experts: int, probs: np.ndarray | None = None) -> Balance:
+    """Load per expert of (tokens, k) chosen experts and how far it is from uniform; the auxiliary loss when the
+    softmax probabilities (tokens, experts) are given."""
     used = experts[experts != DROPPED]
     counts = np.bincount(used, minlength=n_experts).astype(np.float64)
     load = counts / max(counts.sum(), 1.0)
@@ -275,7 +277,7 @@ def _balance(experts: np.ndarray, n_experts: int, probs: np.ndarray | None) -> B
 
 def balance(layer: LayerRouting) -> Balance:
     """Load per expert and how far it is from uniform; the auxiliary loss for softmax routers."""
-    return _balance(layer.experts, layer.n_experts, layer.probs if layer.rule == "softmax" else None)
+    return expert_balance(layer.experts, layer.n_experts, layer.probs if layer.rule == "softmax" else None)
 
 
 def confidence(layer: LayerRouting) -> tuple[np.ndarray, np.ndarray]:
@@ -337,7 +339,7 @@ def corpus_run(
 
 def corpus_balance(corpus: CorpusRouting, router: int) -> Balance:
     """Load per expert of one router over the whole corpus (no auxiliary loss: the probabilities are not kept)."""
-    return _balance(corpus.experts[router], corpus.n_experts[router], None)
+    return expert_balance(corpus.experts[router], corpus.n_experts[router], None)
 
 
 def preferences(

@@ -15,14 +15,16 @@ MAX_STEPS = 2000  # distillation steps of one build (each about 2 s of 2 cores o
 MAX_LAYER_STEPS = 1000  # local fitting steps per layer (each about 0.1 s)
 MAX_TOKENS = 131072  # training tokens (the corpus, then Python's documentation: about 110,000 tokens in all)
 MIN_TOKENS = 1024
+MAX_BALANCE = 10.0  # weight of the load-balancing loss
 
 
 @dataclass(frozen=True)
 class Recipe:
     """How a Mixtral MoE is made from the dense SmolLM2: E experts per MLP from the MoEfication split, the top k of
     them per token, `layer_steps` steps fitting each layer's router and experts to the dense MLP on its own inputs,
-    then `steps` steps of distillation from the dense model through the whole network, on `tokens` training tokens;
-    `seed` fixes the router's initialisation and the batches."""
+    then `steps` steps of distillation from the dense model through the whole network, on `tokens` training tokens,
+    both with the Switch load-balancing loss weighted by `balance`; `seed` fixes the router's initialisation and the
+    batches."""
 
     experts: int = 16
     top_k: int = 4
@@ -30,6 +32,7 @@ class Recipe:
     steps: int = 150
     tokens: int = 16384
     seed: int = 0
+    balance: float = 0.01
 
     def check(self) -> None:
         """Refuse a recipe outside the limits, before any work."""
@@ -43,6 +46,8 @@ class Recipe:
             raise LmscopeError(f"Distillation steps must be from 0 to {MAX_STEPS}; got {self.steps}.")
         if not MIN_TOKENS <= self.tokens <= MAX_TOKENS:
             raise LmscopeError(f"Training tokens must be from {MIN_TOKENS} to {MAX_TOKENS}; got {self.tokens}.")
+        if not 0 <= self.balance <= MAX_BALANCE:
+            raise LmscopeError(f"The balancing loss's weight must be from 0 to {MAX_BALANCE}; got {self.balance}.")
 
     def digest(self) -> str:
         """A short name for the recipe, for the model store."""
@@ -87,6 +92,11 @@ class TrainingLog:
     untrained_nll: np.ndarray  # at each k of costs.ks: the converted MoE before training (router: the family's init)
     trained_nll: np.ndarray  # at each k: after training (trained at recipe.top_k)
     costs: Costs
+    curve_seconds: np.ndarray  # build time at each held-out measurement: converted, layers fitted, distillation steps
+    curve_steps: np.ndarray  # distillation steps done at each (-1: before the layer-wise fit)
+    curve_nll: np.ndarray  # held-out mean NLL at recipe.top_k at each
+    untrained_cv: np.ndarray  # (layers,) coefficient of variation of the experts' load on the held-out tokens, before
+    trained_cv: np.ndarray  # (layers,) and after training
 
     def to_json(self) -> str:
         """The log as JSON (numbers as lists)."""
@@ -105,12 +115,14 @@ class TrainingLog:
         """The log written by `to_json`; KeyError or TypeError if it is not one."""
         data = json.loads(text)
         costs = data["costs"]
-        arrays = ("layer_error", "kl", "balance", "untrained_nll", "trained_nll")
+        arrays = ("layer_error", "kl", "balance", "untrained_nll", "trained_nll", "curve_seconds", "curve_nll")
+        arrays += ("untrained_cv", "trained_cv")
         return cls(
             **{
                 **data,
                 "recipe": Recipe(**data["recipe"]),
                 **{name: np.asarray(data[name], dtype=np.float64) for name in arrays},
+                "curve_steps": np.asarray(data["curve_steps"], dtype=np.int64),
                 "costs": Costs(
                     **{
                         **costs,

@@ -70,6 +70,12 @@ def moefied() -> ModelHandle:
     return load("smollm2-135m-moefied")
 
 
+@pytest.fixture(scope="session")
+def trained_moe() -> ModelHandle:
+    """The trained MoE built from SmolLM2, from the prepared model store (`make models` trains it)."""
+    return load("smollm2-135m-moe")
+
+
 @pytest.fixture(params=["smollm2", "gemma3", "minilm"])
 def any_model(request: pytest.FixtureRequest) -> ModelHandle:
     """Each built-in model in turn."""

@@ -18,6 +18,8 @@ from probes import (
     attribution,
     corpus,
     lens,
+    moe_equation,
+    moe_loss,
     neurons,
     pruning,
     routing,
@@ -42,7 +44,9 @@ TEXTS = (
 SENTENCES = corpus.sentences()[:6]
 
 
-def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultCache) -> dict[str, Callable]:
+def _tasks(
+    smollm2: ModelHandle, moefied: ModelHandle, trained: ModelHandle, text: str, cache: ResultCache
+) -> dict[str, Callable]:
     """One call of every probe kind on the shared handles."""
     ids = encode(smollm2, text, 512).token_ids
     return {
@@ -64,6 +68,9 @@ def _tasks(smollm2: ModelHandle, moefied: ModelHandle, text: str, cache: ResultC
         "masks": lambda: structured.mask_view(smollm2, text, 3, structured.Structure(2, (5,), 1, 0), 1, cache).value,
         "routing": lambda: routing.run(moefied, text, cache, Setting(8, 2, "oracle")).value,
         "routing default": lambda: routing.run(moefied, text, cache).value,
+        "trained routing": lambda: routing.run(trained, text, cache).value,
+        "trained loss by k": lambda: moe_loss.trained_loss_by_k(trained, text, cache).value,  # routers overridden
+        "equation": lambda: moe_equation.run(trained, text, 3, 2, cache).value,
         "pruning": lambda: pruning.tradeoff(smollm2, text, SENTENCES[:2], [0.5], [], cache, patterns=[]).value,
         "calibrated pruning": lambda: (
             pruning.tradeoff(
@@ -104,14 +111,14 @@ def test_a_call_observer_hears_a_blocks_keyword_inputs_in_its_own_context_only(s
 
 
 @pytest.fixture
-def hook_watch(smollm2: ModelHandle, moefied: ModelHandle) -> Iterator[list[int]]:
+def hook_watch(smollm2: ModelHandle, moefied: ModelHandle, trained_moe: ModelHandle) -> Iterator[list[int]]:
     """Counts of hooks found on the shared models' modules, sampled every few milliseconds while a test runs."""
     seen: list[int] = []
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.wait(0.005):
-            seen.append(_hooks(smollm2) + _hooks(moefied))
+            seen.append(sum(_hooks(handle) for handle in (smollm2, moefied, trained_moe)))
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -122,18 +129,18 @@ def hook_watch(smollm2: ModelHandle, moefied: ModelHandle) -> Iterator[list[int]
 
 @pytest.mark.slow  # every probe twice: alone, then all at once
 def test_every_probe_at_once_equals_each_alone(
-    smollm2: ModelHandle, moefied: ModelHandle, tmp_path: Path, hook_watch: list[int]
+    smollm2: ModelHandle, moefied: ModelHandle, trained_moe: ModelHandle, tmp_path: Path, hook_watch: list[int]
 ) -> None:
     alone = {}
     for i, text in enumerate(TEXTS):
         cache = ResultCache(tmp_path / f"alone-{i}")
-        alone |= {(name, text): task() for name, task in _tasks(smollm2, moefied, text, cache).items()}
-    for name, task in _tasks(smollm2, moefied, TEXTS[0], ResultCache(tmp_path / "alone-0")).items():
+        alone |= {(name, text): task() for name, task in _tasks(smollm2, moefied, trained_moe, text, cache).items()}
+    for name, task in _tasks(smollm2, moefied, trained_moe, TEXTS[0], ResultCache(tmp_path / "alone-0")).items():
         assert_same(task(), alone[(name, TEXTS[0])], f"{name}, read back from the cache")
     together = {  # every task at once, each in its own thread, with empty caches so that all of them compute
         (name, text): task
         for i, text in enumerate(TEXTS)
-        for name, task in _tasks(smollm2, moefied, text, ResultCache(tmp_path / f"together-{i}")).items()
+        for name, task in _tasks(smollm2, moefied, trained_moe, text, ResultCache(tmp_path / f"together-{i}")).items()
     }
     with ThreadPoolExecutor(len(together)) as pool:
         futures = {key: pool.submit(task) for key, task in together.items()}

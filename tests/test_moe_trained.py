@@ -83,6 +83,18 @@ def test_the_stored_model_loads_with_mixtral_and_its_log_is_complete(short: Path
     assert log.trained_nll[at_k] < log.untrained_nll[at_k]  # even a few steps beat the initialised router
     assert log.costs.moe_active[-1] == pytest.approx(log.costs.dense_active, rel=0.01)  # k = E: every neuron
     assert np.all(np.diff(log.costs.moe_active) > 0) and log.costs.moe_active[0] < 0.6 * log.costs.dense_active
+    # The curve: converted, layers fitted, then every EVAL_EVERY steps and the last; its end is the trained model.
+    last = [SHORT.steps] if SHORT.steps % moe_trained.EVAL_EVERY else []
+    assert list(log.curve_steps) == [
+        -1,
+        0,
+        *range(moe_trained.EVAL_EVERY, SHORT.steps + 1, moe_trained.EVAL_EVERY),
+        *last,
+    ]
+    assert np.all(np.diff(log.curve_seconds) > 0) and log.curve_seconds[-1] < log.seconds
+    assert log.curve_nll[0] == pytest.approx(log.untrained_nll[at_k], abs=1e-4)
+    assert log.curve_nll[-1] == pytest.approx(log.trained_nll[at_k], abs=1e-4)
+    assert log.untrained_cv.shape == log.trained_cv.shape == (smollm2.n_layers,) and np.all(log.trained_cv >= 0)
     assert TrainingLog.from_json(log.to_json()).to_json() == log.to_json()
     model = MixtralForCausalLM.from_pretrained(short).eval()
     assert model.config.num_local_experts == 8 and model.config.num_experts_per_tok == 2
@@ -118,6 +130,7 @@ def test_recipes_outside_the_limits_are_refused() -> None:
         (Recipe(steps=10**6), "Distillation steps"),
         (Recipe(layer_steps=-1), "Layer steps"),
         (Recipe(tokens=10), "Training tokens"),
+        (Recipe(balance=-1.0), "balancing loss"),
     ):
         with pytest.raises(LmscopeError, match=message):
             recipe.check()
@@ -125,6 +138,17 @@ def test_recipes_outside_the_limits_are_refused() -> None:
 
 def test_routing_equals_the_experts_the_trained_model_uses(trained: ModelHandle) -> None:
     assert_routing_equals_the_experts_used(trained)
+
+
+def test_the_builds_load_measure_is_the_routing_pages(trained: ModelHandle, cache: ResultCache) -> None:
+    result = routing.run(trained, TEXT, cache, None).value
+    ids = result.token_ids.tolist()
+    page = [routing.balance(result.router(i)).cv for i in range(trained.n_layers)]
+    assert np.allclose(moe_trained.load_cv(trained.model, [ids]), page, atol=1e-12)
+    # Padding does not count: a prefix routes its tokens as the whole text did (causal), and adds just those.
+    experts = [result.router(i).experts for i in range(trained.n_layers)]
+    padded = [routing.expert_balance(np.concatenate([e, e[:5]]), 8).cv for e in experts]
+    assert np.allclose(moe_trained.load_cv(trained.model, [ids, ids[:5]]), padded, atol=1e-12)
 
 
 def test_the_equation_adds_up_to_what_the_block_returned(trained: ModelHandle, cache: ResultCache) -> None:

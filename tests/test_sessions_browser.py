@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Browser, Page
 
-from probes import ablation, corpus, pruning
+from probes import ablation, corpus, moe_loss, pruning
 from results.activations import Thresholds
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
@@ -118,4 +118,29 @@ def test_a_session_asking_what_another_computes_shares_it(server: str, browser: 
     captions = [page.locator("text=sentences cut to 23 tokens").inner_text() for page in (first, second)]
     assert captions[0].split(" · ")[0] == captions[1].split(" · ")[0]
     for page in (first, second):
+        page.context.close()
+
+
+def test_trained_moe_sessions_at_once_get_what_one_user_gets(
+    server: str, browser: Browser, trained_moe: ModelHandle, tmp_path: Path
+) -> None:
+    """Two sessions measure the trained MoE's loss against k at the same moment (each call overrides the routers'
+    k for itself only): each chart equals a single user's, computed afterwards here with an empty result cache."""
+    query = {"model": trained_moe.name, "layer": 12, "token": 2}
+    urls = [f"{server}/Expert_routing?{urlencode({**query, 'text': t})}" for t in TEXTS]
+    pages = _open_together(browser, urls)
+    for page in pages:
+        page.wait_for_selector(".js-plotly-plot", timeout=WAIT_MS)
+    charts = [page.locator(".js-plotly-plot").count() for page in pages]
+    for page in pages:  # both switched on before either is waited for
+        page.get_by_text("Measure the loss of your text").click()
+    alone = ResultCache(tmp_path / "alone")
+    for i, (page, text, shown) in enumerate(zip(pages, TEXTS, charts, strict=True)):
+        look(page, charts=shown + 1, name=f"sessions-moe-{i}")
+        drawn = page.locator(".js-plotly-plot").evaluate_all(
+            "plots => plots.filter(p => p.layout.title.text.startsWith('Loss against the number'))"
+            ".map(p => p.calcdata[0].map(point => point.y))"
+        )
+        expected = moe_loss.trained_loss_by_k(trained_moe, text, alone).value.nll[moe_loss.TRAINED_ROUTER][16]
+        assert len(drawn) == 1 and drawn[0] == pytest.approx(list(expected), abs=1e-9)
         page.context.close()

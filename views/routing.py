@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from probes import moe_loss, moe_trained, moe_trained_store, moefication, routing
 from probes.moe_equation import is_sparse
-from results.moe_trained import MAX_LAYER_STEPS, MAX_STEPS, Recipe, TrainingLog
+from results.moe_trained import MAX_BALANCE, MAX_LAYER_STEPS, MAX_STEPS, Recipe, TrainingLog
 from results.moefication import EXPERT_COUNTS, ROUTERS, Setting
 from results.routing import LayerRouting, RoutingResult
 from runtime.builtin import TRAINED_MOE
@@ -106,10 +106,16 @@ def _train_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--steps", type=int, default=default.steps, help=f"distillation steps (0 to {MAX_STEPS})")
     command.add_argument("--tokens", type=int, default=default.tokens, help="training tokens")
     command.add_argument("--seed", type=int, default=default.seed)
+    command.add_argument(
+        "--balance",
+        type=float,
+        default=default.balance,
+        help=f"weight of the load-balancing loss (0 to {MAX_BALANCE:g})",
+    )
 
 
 def _train(args: argparse.Namespace) -> object:
-    recipe = Recipe(args.experts, args.k, args.layer_steps, args.steps, args.tokens, args.seed)
+    recipe = Recipe(args.experts, args.k, args.layer_steps, args.steps, args.tokens, args.seed, args.balance)
     recipe.check()
     with progress_bar(f"Training the MoE (E = {recipe.experts}, k = {recipe.top_k})", True) as bar:
         folder = moe_trained_store.stored_or_trained(loaded(TRAINED_MOE.base), recipe, bar)
@@ -122,6 +128,9 @@ def _train(args: argparse.Namespace) -> object:
         "layer_error": log.layer_error,
         "kl": log.kl,
         "balance": log.balance,
+        "load_cv_untrained": log.untrained_cv,
+        "load_cv_trained": log.trained_cv,
+        "curve": {"seconds": log.curve_seconds, "steps": log.curve_steps, "nll": log.curve_nll},
         "ks": log.costs.ks,
         "nll_dense": log.dense_nll,
         "nll_untrained": log.untrained_nll,

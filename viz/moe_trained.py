@@ -16,12 +16,13 @@ DENSE_COLOUR, TRAINED_COLOUR, UNTRAINED_COLOUR = "#555555", "#2e6fb7", "#c0392b"
 
 
 def training_figure(log: TrainingLog, model: str) -> go.Figure:
-    """The layer-wise fit (each MLP's relative error against the dense one) and the distillation curve."""
+    """The layer-wise fit (each MLP's relative error against the dense one), the distillation curve, and the held-out
+    loss against build time."""
     fig = make_subplots(
         rows=1,
-        cols=2,
-        column_widths=[0.4, 0.6],
-        subplot_titles=("1. each layer fitted to the dense MLP", "2. distillation through the whole model"),
+        cols=3,
+        column_widths=[0.3, 0.35, 0.35],
+        subplot_titles=("1. each layer fitted alone", "2. distillation, whole model", "held-out loss by build time"),
     )
     fig.add_trace(
         go.Bar(
@@ -53,10 +54,38 @@ def training_figure(log: TrainingLog, model: str) -> go.Figure:
         row=1,
         col=2,
     )
+    minutes = log.curve_seconds / 60
+    stage = np.where(log.curve_steps < 0, "converted", np.where(log.curve_steps == 0, "layers fitted", "step"))
+    fig.add_trace(
+        go.Scatter(
+            x=minutes,
+            y=log.curve_nll,
+            mode="lines+markers",
+            name=f"held-out NLL of the MoE at k = {log.recipe.top_k}",
+            line={"color": TRAINED_COLOUR, "width": 3},
+            customdata=np.stack([stage, np.maximum(log.curve_steps, 0)], axis=1),
+            hovertemplate="%{x:.1f} min, %{customdata[0]} %{customdata[1]}: NLL %{y:.2f}<extra></extra>",
+        ),
+        row=1,
+        col=3,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, minutes[-1]],
+            y=[log.dense_nll] * 2,
+            mode="lines",
+            name="dense model",
+            line={"color": DENSE_COLOUR, "dash": "dash"},
+        ),
+        row=1,
+        col=3,
+    )
     fig.update_xaxes(title_text="layer", row=1, col=1)
     fig.update_xaxes(title_text="step", row=1, col=2)
+    fig.update_xaxes(title_text="minutes of the build", row=1, col=3)
     fig.update_yaxes(title_text="relative error", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=2)
+    fig.update_yaxes(title_text="NLL (nats per token)", type="log", row=1, col=3)
     legend_below(fig, 460)
     recipe = log.recipe
     return themed(

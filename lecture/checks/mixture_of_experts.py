@@ -92,9 +92,20 @@ def moe_training(rendered: Rendered) -> str:
     first, last = float(log.kl[:tenth].mean()), float(log.kl[-tenth:].mean())
     if not last < first:
         raise rendered.fail(f"the distillation KL does not fall ({first:.2f} at the start, {last:.2f} at the end)")
+    balance = float(log.balance[-tenth:].mean())
+    if not balance > 1.5 or not np.median(log.trained_cv) > np.median(log.untrained_cv):
+        raise rendered.fail(f"the experts are used evenly after all (balance loss {balance:.2f}, 1 = even)")
+    converted, fitted, *distilled = log.curve_nll
+    if not converted - fitted > fitted - distilled[-1] > 0:
+        raise rendered.fail(f"the layer-wise fit does not buy most of the loss: {log.curve_nll.round(2)}")
+    gains = -np.diff([fitted, *distilled])
+    if not gains[0] > gains[-1]:
+        raise rendered.fail(f"the distillation's returns do not diminish: {gains.round(3)}")
     return (
-        f"KL {first:.2f} → {last:.2f} nats per token over {len(log.kl)} steps; layer errors "
-        f"{log.layer_error.min():.2f}–{log.layer_error.max():.2f}; balance loss {log.balance[-tenth:].mean():.2f} (1 = even)"
+        f"KL {first:.2f} → {last:.2f} nats per token over {len(log.kl)} steps; held-out NLL {log.curve_nll[0]:.2f} → "
+        f"{log.curve_nll[-1]:.2f} in {log.curve_seconds[-1] / 60:.1f} min (dense {log.dense_nll:.2f}); layer errors "
+        f"{log.layer_error.min():.2f}–{log.layer_error.max():.2f}; balance loss {balance:.2f} "
+        f"(1 = even), load CV {np.median(log.untrained_cv):.2f} → {np.median(log.trained_cv):.2f}"
     )
 
 
