@@ -14,7 +14,8 @@ NEEDS_DENSE = "instead of one dense MLP"
 
 
 def test_neurons_page_counts_no_neurons_but_draws_the_hidden_states(smollm2: ModelHandle) -> None:
-    at = open_page("app_pages/6_Distributions_and_neurons.py", model=TRAINED_MOE.name, text=TEXT, layer="3")
+    page = "app_pages/6_Distributions_and_neurons.py"
+    at = open_page(page, model=TRAINED_MOE.name, text=TEXT, layer="3", sentences="4")
     assert not at.exception and not at.error, texts(at.error)
     assert f"{NEEDS_DENSE}, and counting MLP neurons needs a dense MLP" in texts(at.info)
     assert "excess kurtosis" in chart(at, 0)["layout"]["title"]["subtitle"]["text"]  # the hidden states still are
