@@ -22,7 +22,7 @@ def training_figure(log: TrainingLog, model: str) -> go.Figure:
         rows=1,
         cols=3,
         column_widths=[0.3, 0.35, 0.35],
-        subplot_titles=("1. each layer fitted alone", "2. distillation, whole model", "held-out loss by build time"),
+        subplot_titles=("1. each layer fitted alone", "2. distillation, whole model", "3. held-out loss by time"),
     )
     fig.add_trace(
         go.Bar(
