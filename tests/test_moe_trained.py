@@ -191,3 +191,5 @@ def test_cli_moe_train(short: Path, store: Path) -> None:
     assert out["costs"][0]["model"] == "dense" and len(out["costs"]) == 5
     bad = cli("moe-train", "--experts", "12", env={"LMSCOPE_MODEL_STORE": str(store)})
     assert bad.returncode == 1 and "MoEfication split" in bad.stderr
+    heavy = cli("moe-train", "--balance", "11", env={"LMSCOPE_MODEL_STORE": str(store)})
+    assert heavy.returncode == 1 and "balancing loss's weight must be from 0 to 10" in heavy.stderr
