@@ -10,10 +10,13 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from runtime.errors import LmscopeError
+
+ABANDONED_S = 24 * 3600  # a store build's private folder untouched this long was left by a killed process
 
 log = logging.getLogger(__name__)
 _locks: dict[Path, threading.Lock] = {}
@@ -46,6 +49,18 @@ def file_lock(path: Path) -> threading.Lock:
         return _locks.setdefault(path, threading.Lock())
 
 
+def _sweep_abandoned(target: Path) -> None:
+    """Remove the private folders of `target`'s builds that were killed before they could clean up (a build that
+    has not touched its folder for ABANDONED_S is not running: none takes that long)."""
+    now = time.time()
+    for partial in target.parent.glob(f".{target.name}.*.partial"):
+        try:
+            if now - partial.stat().st_mtime > ABANDONED_S:
+                shutil.rmtree(partial, ignore_errors=True)
+        except OSError:  # removed by another process meanwhile
+            continue
+
+
 def built_folder(target: Path, marker: str, build: Callable[[Path], None]) -> Path:
     """`target`, a folder of the store that `build` writes once: complete when it holds the file `marker` (which
     `build` writes last). Each build writes a private folder renamed into place when complete, so two processes
@@ -56,6 +71,7 @@ def built_folder(target: Path, marker: str, build: Callable[[Path], None]) -> Pa
     tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_abandoned(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
         build(tmp)
         for written in tmp.iterdir():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from runtime import store_files
 from runtime.builtin import BUILTINS
 from runtime.capture import IMPLEMENTATION
 from runtime.errors import LmscopeError
@@ -137,6 +139,26 @@ def test_broken_config_fails_with_a_message(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(LmscopeError, match="failed to load"):
         load(str(tmp_path))
+
+
+def test_a_build_sweeps_away_the_folders_killed_builds_left(tmp_path: Path) -> None:
+    """A build killed before its cleanup leaves its private folder; the next build of the same target removes those
+    untouched for a day, and leaves a running build's folder and other targets' alone."""
+    abandoned, running, other = (tmp_path / f".{name}.partial" for name in ("thing.a1", "thing.b2", "other.c3"))
+    for folder in (abandoned, running, other):
+        folder.mkdir()
+        (folder / "weights").write_bytes(b"half written")
+    long_ago = time.time() - store_files.ABANDONED_S - 60
+    for folder in (abandoned, other):
+        os.utime(folder, (long_ago, long_ago))
+    target = tmp_path / "thing"
+
+    def build(folder: Path) -> None:
+        (folder / "done").write_text("ok")
+
+    built = store_files.built_folder(target, "done", build)
+    assert built == target and (target / "done").read_text() == "ok"
+    assert not abandoned.exists() and running.exists() and other.exists()
 
 
 @pytest.mark.gguf
