@@ -29,7 +29,7 @@ from bench.moefication import N_SENTENCES  # noqa: E402
 from bench.record import record  # noqa: E402
 from probes import corpus, moe_loss, moe_trained, moe_trained_store, routing  # noqa: E402
 from probes.moefication import DERIVED_NAME  # noqa: E402
-from results.moe_trained import Recipe, TrainingLog  # noqa: E402
+from results.moe_trained import Recipe, TrainingLog, tenths  # noqa: E402
 from results.moefication import Setting  # noqa: E402
 from runtime.builtin import TRAINED_MOE  # noqa: E402
 from runtime.cache import ResultCache  # noqa: E402
@@ -68,11 +68,9 @@ def rows(log: TrainingLog) -> list[str]:
 def curve_rows(log: TrainingLog) -> list[str]:
     """Markdown rows: the held-out loss at each measurement of the build."""
     name = label(log.recipe)
-    stage = {-1: "converted", 0: "layers fitted"}
     return [
-        f"| {name} | {seconds / 60:.1f} | {stage.get(int(steps), f'step {steps}')} | {nll:.3f} | "
-        f"{nll - log.dense_nll:+.3f} |"
-        for seconds, steps, nll in zip(log.curve_seconds, log.curve_steps, log.curve_nll, strict=True)
+        f"| {name} | {seconds / 60:.1f} | {stage} | {nll:.3f} | {nll - log.dense_nll:+.3f} |"
+        for seconds, stage, nll in zip(log.curve_seconds, log.curve_stages(), log.curve_nll, strict=True)
     ]
 
 
@@ -129,11 +127,11 @@ def report(recipes: list[Recipe]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for log in logs:
-        tenth = max(1, len(log.kl) // 10)
+        (kl_first, kl_last), (_, balance_last) = tenths(log.kl), tenths(log.balance)
         lines.append(
             f"| {label(log.recipe)} | {log.seconds / 60:.1f} | "
-            f"{log.train_tokens:,} | {log.kl[:tenth].mean():.2f} -> {log.kl[-tenth:].mean():.2f} | "
-            f"{log.balance[-tenth:].mean():.2f} | {np.median(log.layer_error):.2f} | "
+            f"{log.train_tokens:,} | {kl_first:.2f} -> {kl_last:.2f} | "
+            f"{balance_last:.2f} | {np.median(log.layer_error):.2f} | "
             f"{np.median(log.untrained_cv):.2f} -> {np.median(log.trained_cv):.2f} |"
         )
     lines += [

@@ -76,6 +76,12 @@ class Costs:
         return 2 * self.moe_active
 
 
+def tenths(series: np.ndarray) -> tuple[float, float]:
+    """The mean of the first and of the last tenth (one value at least) of a per-step series such as the KL."""
+    tenth = max(1, len(series) // 10)
+    return float(series[:tenth].mean()), float(series[-tenth:].mean())
+
+
 @dataclass
 class TrainingLog:
     """What a build measured: each layer's fit, the distillation curve, and the held-out loss at each k."""
@@ -98,6 +104,12 @@ class TrainingLog:
     untrained_cv: np.ndarray  # (layers,) coefficient of variation of the experts' load on the held-out tokens, before
     trained_cv: np.ndarray  # (layers,) and after training
 
+    def curve_stages(self) -> list[str]:
+        """What each point of the held-out curve follows: "converted", "layers fitted", or "step N" of the
+        distillation."""
+        named = {-1: "converted", 0: "layers fitted"}
+        return [named.get(int(steps), f"step {steps}") for steps in self.curve_steps]
+
     def to_json(self) -> str:
         """The log as JSON (numbers as lists)."""
 
@@ -115,8 +127,10 @@ class TrainingLog:
         """The log written by `to_json`; KeyError or TypeError if it is not one."""
         data = json.loads(text)
         costs = data["costs"]
-        arrays = ("layer_error", "kl", "balance", "untrained_nll", "trained_nll", "curve_seconds", "curve_nll")
-        arrays += ("untrained_cv", "trained_cv")
+        arrays = (
+            *("layer_error", "kl", "balance", "untrained_nll", "trained_nll"),
+            *("curve_seconds", "curve_nll", "untrained_cv", "trained_cv"),
+        )
         return cls(
             **{
                 **data,

@@ -92,6 +92,7 @@ def test_the_stored_model_loads_with_mixtral_and_its_log_is_complete(short: Path
         *last,
     ]
     assert np.all(np.diff(log.curve_seconds) > 0) and log.curve_seconds[-1] < log.seconds
+    assert log.curve_stages() == ["converted", "layers fitted", f"step {SHORT.steps}"]
     assert log.curve_nll[0] == pytest.approx(log.untrained_nll[at_k], abs=1e-4)
     assert log.curve_nll[-1] == pytest.approx(log.trained_nll[at_k], abs=1e-4)
     assert log.untrained_cv.shape == log.trained_cv.shape == (smollm2.n_layers,) and np.all(log.trained_cv >= 0)

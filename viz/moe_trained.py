@@ -55,7 +55,6 @@ def training_figure(log: TrainingLog, model: str) -> go.Figure:
         col=2,
     )
     minutes = log.curve_seconds / 60
-    stage = np.where(log.curve_steps < 0, "converted", np.where(log.curve_steps == 0, "layers fitted", "step"))
     fig.add_trace(
         go.Scatter(
             x=minutes,
@@ -63,8 +62,8 @@ def training_figure(log: TrainingLog, model: str) -> go.Figure:
             mode="lines+markers",
             name=f"held-out NLL of the MoE at k = {log.recipe.top_k}",
             line={"color": TRAINED_COLOUR, "width": 3},
-            customdata=np.stack([stage, np.maximum(log.curve_steps, 0)], axis=1),
-            hovertemplate="%{x:.1f} min, %{customdata[0]} %{customdata[1]}: NLL %{y:.2f}<extra></extra>",
+            customdata=log.curve_stages(),
+            hovertemplate="%{x:.1f} min, %{customdata}: NLL %{y:.2f}<extra></extra>",
         ),
         row=1,
         col=3,

@@ -7,7 +7,7 @@ import numpy as np
 
 from lecture.render import Rendered
 from probes import routing
-from results.moe_trained import TrainingLog
+from results.moe_trained import TrainingLog, tenths
 from results.moefication import LossByK
 from results.routing import RoutingResult
 
@@ -88,11 +88,9 @@ def moe_capacity(rendered: Rendered) -> str:
 
 def moe_training(rendered: Rendered) -> str:
     log = rendered.result("training", TrainingLog)
-    tenth = max(1, len(log.kl) // 10)
-    first, last = float(log.kl[:tenth].mean()), float(log.kl[-tenth:].mean())
+    (first, last), (_, balance) = tenths(log.kl), tenths(log.balance)
     if not last < first:
         raise rendered.fail(f"the distillation KL does not fall ({first:.2f} at the start, {last:.2f} at the end)")
-    balance = float(log.balance[-tenth:].mean())
     if not balance > 1.5 or not np.median(log.trained_cv) > np.median(log.untrained_cv):
         raise rendered.fail(f"the experts are used evenly after all (balance loss {balance:.2f}, 1 = even)")
     converted, fitted, *distilled = log.curve_nll
