@@ -30,11 +30,13 @@ handle = page.handle
 setting = None
 trained = moe_trained_store.log_of(handle)
 if trained is not None:
+    recipe = trained.recipe
     st.info(
-        "Trained here: SmolLM2-135M's MLPs split into experts (MoEfication) as transformers' own Mixtral MoE, with a "
-        "softmax router G(x) = Softmax(x·W_g) and the top-k gates renormalised, then trained by distillation from "
-        "the dense model (each layer fitted to the dense MLP, then KL through the whole model, with the Switch "
-        "load-balancing loss). It loads with MixtralForCausalLM.from_pretrained like any downloaded checkpoint."
+        f"Trained here: SmolLM2-135M's MLPs split into {recipe.experts} experts (MoEfication) as transformers' own "
+        f"{recipe.family()} MoE, {recipe.top_k} active per token: {recipe.routing()}, G(x) = Softmax(x·W_g) with "
+        "the top-k gates renormalised; then trained by distillation from the dense model (each layer fitted to the "
+        "dense MLP, then KL through the whole model, with the Switch load-balancing loss). It loads with "
+        f"{type(handle.model).__name__}.from_pretrained like any downloaded checkpoint."
     )
 if handle.name == moefication.DERIVED_NAME:
     st.info(
@@ -157,7 +159,8 @@ if setting is not None:
 if sparse:
     st.subheader("Loss against the number of active experts")
     if st.toggle(
-        "Measure the loss of your text with each router keeping k = 1, 2, 4, … E experts", key=page.key("loss")
+        "Measure the loss of your text with k = 1, 2, 4, … E experts active per token (shared ones included)",
+        key=page.key("loss"),
     ):
         loss = probe_or_stop(
             "Running the MoE at every k...", lambda: moe_loss.trained_loss_by_k(handle, page.text, result_cache())

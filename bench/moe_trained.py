@@ -1,13 +1,13 @@
 """The trained MoE (probes.moe_trained): what each recipe's build measured, side by side.
 
-Each recipe (`E:k:steps`, default: the built-in model's recipe) is read from the model store, or trained into it
+Each recipe (`E:k:steps[:balance[:shared]]`, default: the built-in model's recipe) is read from the model store, or trained into it
 first; its training record holds the build time, the distillation curve, the held-out loss against build time and
 at every k (trained, and with the router untrained), the experts' load before and after, and the parameter, FLOP
 and MLP-time table. Then the first recipe against the MoEfication baseline (ridge router, unweighted sum) on the
 MoEfication bench's text, through the routing page's probes. Prints Markdown and records it in bench/RESULTS.md
 (replacing the previous run's section).
 
-    python bench/moe_trained.py [16:4:150 16:4:150:0.1 8:2:150 ...]
+    python bench/moe_trained.py [16:4:150 16:4:150:0.1 16:4:150:0.01:1 8:2:150 ...]
 """
 
 from __future__ import annotations
@@ -33,19 +33,23 @@ from results.moe_trained import Recipe, TrainingLog, tenths  # noqa: E402
 from results.moefication import Setting  # noqa: E402
 from runtime.builtin import TRAINED_MOE  # noqa: E402
 from runtime.cache import ResultCache  # noqa: E402
+from runtime.handle import ModelHandle  # noqa: E402
 from runtime.models import load, load_built  # noqa: E402
 
 
 def recipe_of(spec: str) -> Recipe:
-    """`E:k:steps[:balance]` as a recipe, the rest as the default's."""
-    experts, top_k, steps, *balance = spec.split(":")
+    """`E:k:steps[:balance[:shared]]` as a recipe, the rest as the default's."""
+    experts, top_k, steps, *more = spec.split(":")
     chosen = dataclasses.replace(Recipe(), experts=int(experts), top_k=int(top_k), steps=int(steps))
-    return dataclasses.replace(chosen, balance=float(balance[0])) if balance else chosen
+    if more:
+        chosen = dataclasses.replace(chosen, balance=float(more[0]))
+    return dataclasses.replace(chosen, shared=int(more[1])) if len(more) > 1 else chosen
 
 
 def label(recipe: Recipe) -> str:
     """The recipe as a table's row names it."""
-    return f"E = {recipe.experts}, k = {recipe.top_k}, {recipe.steps} steps, balance weight {recipe.balance:g}"
+    shared = f" ({recipe.shared} shared)" if recipe.shared else ""
+    return f"E = {recipe.experts}, k = {recipe.top_k}{shared}, {recipe.steps} steps, balance weight {recipe.balance:g}"
 
 
 def rows(log: TrainingLog) -> list[str]:
@@ -88,11 +92,12 @@ def against_moefication(folder: Path, recipe: Recipe) -> list[str]:
         cv_theirs = [routing.balance(layer).cv for layer in routing.run(moefied, text, cache, fitted).value.layers]
         cache.close()
     ks = list(ours.ks[recipe.experts])
-    trained_nll, fitted_nll = ours.nll[moe_loss.TRAINED_ROUTER][recipe.experts], theirs.nll["fitted"][recipe.experts]
+    trained_nll = ours.nll[moe_loss.TRAINED_ROUTER][recipe.experts]
+    fitted_nll = theirs.nll["fitted"][recipe.experts][np.searchsorted(theirs.ks[recipe.experts], ks)]
     lines = [
         f"\nOn the MoEfication bench's text (the first {N_SENTENCES} corpus sentences, {len(ours.token_ids)} tokens; "
-        f"dense **{theirs.dense_nll:.3f}**), E = {recipe.experts}: the trained MoE (softmax router, gates "
-        "renormalised over the chosen, as Mixtral) against the MoEfied model with its fitted ridge router (unweighted "
+        f"dense **{theirs.dense_nll:.3f}**), E = {recipe.experts}: the trained MoE ({recipe.routing()}, gates "
+        "renormalised over the chosen) against the MoEfied model with its fitted ridge router (unweighted "
         f"sum). Load balance at k = {recipe.top_k}, coefficient of variation of the experts' load, median over the "
         f"layers: trained {np.median(cv_ours):.2f}, MoEfication's fitted router {np.median(cv_theirs):.2f}.\n",
         "| k | MLP neurons used | trained MoE | MoEfication, fitted router | trained - fitted | trained - dense |",
@@ -103,6 +108,64 @@ def against_moefication(folder: Path, recipe: Recipe) -> list[str]:
             f"| {k} | {k / recipe.experts:.0%} | {trained_nll[i]:.3f} | {fitted_nll[i]:.3f} | "
             f"{trained_nll[i] - fitted_nll[i]:+.3f} | {trained_nll[i] - theirs.dense_nll:+.3f} |"
         )
+    return lines
+
+
+CATEGORIES = ("punctuation", "number", "capitalised", "lower-case word")
+
+
+def category(token: str) -> int:
+    """The token's kind, an index into CATEGORIES: punctuation (or space), a number, a capitalised word, another."""
+    text = token.strip()
+    if not any(c.isalnum() for c in text):
+        return 0
+    if any(c.isdigit() for c in text):
+        return 1
+    return 2 if text[0].isupper() else 3
+
+
+def explained(experts: np.ndarray, kinds: np.ndarray) -> float:
+    """The share of the tokens' kind entropy that their top-1 expert explains: I(expert; kind) / H(kind)."""
+    joint = np.zeros((int(experts.max()) + 1, len(CATEGORIES)))
+    np.add.at(joint, (experts, kinds), 1.0)
+    joint /= joint.sum()
+    outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+    seen = joint > 0
+    kind = joint.sum(0)[joint.sum(0) > 0]
+    return float((joint[seen] * np.log(joint[seen] / outer[seen])).sum() / -(kind * np.log(kind)).sum())
+
+
+def specialisation(folders: list[Path], recipes: list[Recipe]) -> list[str]:
+    """Markdown: how much of the corpus tokens' kind (punctuation, number, capitalised, other word) their top-1
+    expert tells, per layer, for each trained MoE and the MoEfication's fitted router, against chance (the same
+    choices given to shuffled tokens)."""
+    base = load(TRAINED_MOE.base)
+    sentences = corpus.sentences()
+    handles: list[tuple[str, ModelHandle, Setting | None]] = [
+        (label(r), load_built(TRAINED_MOE.name, f, "bench"), None) for f, r in zip(folders, recipes, strict=True)
+    ]
+    handles.append(("MoEfication, fitted router, E = 16, k = 4", load(DERIVED_NAME), Setting(16, 4, "fitted")))
+    rng = np.random.default_rng(0)
+    lines = [
+        f"\nExpert specialisation over the bundled corpus ({len(sentences)} sentences): the share of the entropy of "
+        "each token's kind (punctuation, number, capitalised word, other word) that its top-1 expert explains, "
+        "I(expert; kind) / H(kind), per layer; chance: the same experts given to shuffled tokens.\n",
+        "| model | tokens | median of layers | highest layer | chance (median) |",
+        "|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as scratch:
+        cache = ResultCache(Path(scratch))
+        for name, handle, setting in handles:
+            routed = routing.corpus_run(handle, sentences, cache, setting).value
+            vocabulary, inverse = np.unique(routed.token_ids, return_inverse=True)
+            kinds = np.asarray([category(str(base.tokenizer.decode([int(t)]))) for t in vocabulary])[inverse]
+            shares = np.asarray([explained(e[:, 0].astype(np.int64), kinds) for e in routed.experts])
+            chance = [explained(rng.permutation(e[:, 0].astype(np.int64)), kinds) for e in routed.experts]
+            lines.append(
+                f"| {name} | {len(kinds):,} | {np.median(shares):.1%} | {shares.max():.1%} (layer "
+                f"{int(shares.argmax())}) | {np.median(chance):.1%} |"
+            )
+        cache.close()
     return lines
 
 
@@ -150,6 +213,7 @@ def report(recipes: list[Recipe]) -> str:
     for log in logs:
         lines += curve_rows(log)
     lines += against_moefication(folders[0], recipes[0])
+    lines += specialisation(folders, recipes)
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,11 @@
 """The lecture's MoE equation for one token, y = Σᵢ G(x)ᵢ Eᵢ(x), read from a Mixtral-style block while the model
 runs: the router's softmax over every expert, the chosen experts and their gates, and each expert's output
-recomputed from its own weights (which must add up to what the block returned)."""
+recomputed from its own weights (which must add up to what the block returned); a Qwen2-MoE block's shared expert
+adds σ(x·w_s) E_s(x)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,7 +23,7 @@ from runtime.limits import check_range
 from runtime.probe import CachedProbe
 from runtime.settings import settings
 
-VERSION = 1
+VERSION = 2  # 2: the shared expert's term
 
 
 def is_sparse(handle: ModelHandle, layer: int) -> bool:
@@ -41,10 +44,18 @@ def sparse_block(handle: ModelHandle, layer: int) -> nn.Module:
     return submodule(blocks(handle)[layer], "mlp", nn.Module)
 
 
+def stacked_outputs(gate_up: torch.Tensor, down: torch.Tensor, act: Callable, x: torch.Tensor) -> torch.Tensor:
+    """(E, N, d): the gated MLPs E, with (E, 2m, d) gate and up projections stacked and (E, d, m) down projections,
+    on every vector of x (N, d)."""
+    gate, up = torch.einsum("nh,eih->eni", x, gate_up).chunk(2, dim=-1)
+    return torch.einsum("eni,ehi->enh", act(gate) * up, down)
+
+
 def expert_outputs(experts: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(E, N, d): every expert's gated MLP Eᵢ(x) on every vector of x (N, d), from the experts' own weights."""
-    gate, up = torch.einsum("nh,eih->eni", x, experts.get_parameter("gate_up_proj")).chunk(2, dim=-1)
-    return torch.einsum("eni,ehi->enh", getattr(experts, "act_fn")(gate) * up, experts.get_parameter("down_proj"))
+    return stacked_outputs(
+        experts.get_parameter("gate_up_proj"), experts.get_parameter("down_proj"), getattr(experts, "act_fn"), x
+    )
 
 
 def _equation(handle: ModelHandle, token_ids: list[int], layer: int, position: int) -> Equation:
@@ -65,9 +76,15 @@ def _equation(handle: ModelHandle, token_ids: list[int], layer: int, position: i
     with observing(pre={mlp: read_input}, forward={mlp: read_output, router: read_route}):
         forward(handle, np.asarray(token_ids))
     x, y, gates, chosen = seen["x"], seen["y"], seen["gates"], seen["experts"]
+    shared_gate, shared_norm = float("nan"), float("nan")
     with torch.inference_mode():
         outputs = expert_outputs(experts, x[None])[chosen, 0]
         recomputed = (gates[:, None].to(outputs.dtype) * outputs).sum(0)
+        if hasattr(mlp, "shared_expert"):
+            shared = submodule(mlp, "shared_expert", nn.Module)(x)
+            gate = torch.sigmoid(submodule(mlp, "shared_expert_gate", nn.Module)(x))
+            recomputed = recomputed + gate * shared
+            shared_gate, shared_norm = float(gate), float(shared.float().norm())
     y_norm = float(y.float().norm())
     return Equation(
         model=handle.name,
@@ -78,6 +95,8 @@ def _equation(handle: ModelHandle, token_ids: list[int], layer: int, position: i
         experts=chosen.cpu().numpy().astype(np.int64),
         gates=gates.float().cpu().numpy(),
         expert_norms=outputs.float().norm(dim=-1).cpu().numpy(),
+        shared_gate=shared_gate,
+        shared_norm=shared_norm,
         output_norm=y_norm,
         mismatch=float((y - recomputed).float().norm()) / max(y_norm, 1e-30),
     )

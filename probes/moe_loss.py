@@ -8,11 +8,13 @@ import numpy as np
 from probes.moe_equation import sparse_block
 from probes.moe_modules import MoefiedMLP
 from probes.moe_state import dense, routed
-from probes.moe_trained import at_k
+from probes.moe_trained import at_k, routed_count
 from probes.moefication import DERIVED_NAME
 from probes.nll import token_nll
 from probes.residual import blocks
+from probes.routing import shared_count
 from probes.text import encode
+from results.moe_trained import active_ks
 from results.moefication import EXPERT_COUNTS, ROUTERS, LossByK, Setting, ks_for
 from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
@@ -21,7 +23,7 @@ from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 VERSION = 2  # of the cached loss against k
-TRAINED_VERSION = 1  # of the trained MoE's
+TRAINED_VERSION = 2  # of the trained MoE's; 2: shared experts counted in E and k
 
 
 def _loss_by_k(handle: ModelHandle, token_ids: list[int]) -> LossByK:
@@ -56,8 +58,9 @@ TRAINED_ROUTER = "softmax (trained)"
 
 def _trained_loss_by_k(handle: ModelHandle, token_ids: list[int]) -> LossByK:
     ids = np.asarray(token_ids, dtype=np.int64)
-    n_experts = int(handle.config.num_local_experts)
-    ks = ks_for(n_experts)
+    shared = shared_count(handle.config)
+    n_experts = routed_count(handle.config) + shared
+    ks = active_ks(n_experts, shared)
     values = []
     for k in ks:
         with at_k(handle.model, int(k)):
@@ -70,7 +73,8 @@ TRAINED = CachedProbe("moe-trained-loss", TRAINED_VERSION, _trained_loss_by_k)
 
 
 def trained_loss_by_k(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[LossByK]:
-    """Mean NLL of the text under a Mixtral-style MoE with each of its routers keeping k = 1, 2, 4, ..., E experts by
-    its own rule (no dense reference: `dense_nll` is NaN); cached."""
+    """Mean NLL of the text under a Mixtral-style MoE with k = 1, 2, 4, ..., E experts active per token (its shared
+    ones and the top k − shared routed ones, by its routers' own rule; E counts both); no dense reference:
+    `dense_nll` is NaN; cached."""
     sparse_block(handle, 0)
     return TRAINED.cached(handle, cache, token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist())

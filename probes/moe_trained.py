@@ -1,10 +1,13 @@
-"""A trained Mixture-of-Experts made from the dense SmolLM2, in transformers' own Mixtral architecture.
+"""A trained Mixture-of-Experts made from the dense SmolLM2, in transformers' own MoE architectures: Mixtral, or
+Qwen2-MoE when some experts are shared (always on, as in DeepSeekMoE).
 
 Each MLP's neurons are split into E experts by the MoEfication clustering (probes.moefication); expert e is the
-gated MLP of its neurons (its rows of the gate and up projections, its columns of the down projection). Mixtral
-routes by G(x) = Softmax(x·W_g), keeps the top k and renormalises their gates to sum to 1; the experts' down
+gated MLP of its neurons (its rows of the gate and up projections, its columns of the down projection). The router
+computes G(x) = Softmax(x·W_g), keeps the top k and renormalises their gates to sum to 1; the experts' down
 projections are scaled by k, so that k equal gates give the plain sum of the chosen experts (the MoEfication
-model). Training is distillation from the dense model, as a pruned model is recovered:
+model). With S shared experts, the S experts of the split that the most tokens need (most often among the k of
+largest output on the dense model's MLP inputs) become one Qwen2-MoE shared expert, weighted by σ(x·w_s) (w_s starts
+at 0, so its down projection is doubled), and the router chooses the top k − S of the others. Training is distillation from the dense model, as a pruned model is recovered:
 1. block after block, on the hidden states the already-converted blocks produce, each MoE MLP is fitted to the dense
    MLP on the same inputs (squared error), its router taught the oracle's choice, the k experts whose outputs are
    largest (cross-entropy), with the Switch load-balancing loss;
@@ -25,18 +28,18 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoModelForCausalLM, MixtralConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, MixtralConfig, PretrainedConfig, PreTrainedModel, Qwen2MoeConfig
 
 from probes import corpus
 from probes.batches import Progress
 from probes.calibrated import block_calls, block_output
-from probes.moe_equation import expert_outputs
+from probes.moe_equation import expert_outputs, stacked_outputs
 from probes.moefication import EVAL_SENTENCES
 from probes.residual import blocks, submodule
-from probes.routing import expert_balance
+from probes.routing import expert_balance, shared_count
 from probes.text import clean
-from results.moe_trained import Costs, Recipe, TrainingLog
-from results.moefication import ks_for
+from results.moe_trained import Costs, Recipe, TrainingLog, active_ks
+from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from runtime.hooks import observing
 
@@ -50,34 +53,84 @@ TIMED_TOKENS = 512  # tokens of the MLP timing
 EVAL_EVERY = 25  # distillation steps between held-out measurements of the training curve
 
 
-def config(base: ModelHandle, recipe: Recipe) -> MixtralConfig:
-    """The Mixtral config of the dense model with its MLPs split into recipe.experts experts, k of them per token."""
+def config(base: ModelHandle, recipe: Recipe) -> PretrainedConfig:
+    """The dense model's config with its MLPs split into recipe.experts experts, k of them active per token: a
+    Mixtral's, or a Qwen2-MoE's with recipe.shared of them as one shared expert."""
     c = base.config
-    return MixtralConfig(
-        vocab_size=c.vocab_size,
-        hidden_size=c.hidden_size,
-        intermediate_size=c.intermediate_size // recipe.experts,
-        num_hidden_layers=c.num_hidden_layers,
-        num_attention_heads=c.num_attention_heads,
-        num_key_value_heads=c.num_key_value_heads,
-        head_dim=getattr(c, "head_dim", None),
-        hidden_act=c.hidden_act,
-        max_position_embeddings=c.max_position_embeddings,
-        rms_norm_eps=c.rms_norm_eps,
-        rope_parameters=getattr(c, "rope_parameters", None),
-        tie_word_embeddings=c.tie_word_embeddings,
-        num_local_experts=recipe.experts,
-        num_experts_per_tok=recipe.top_k,
-        router_aux_loss_coef=recipe.balance,
-        bos_token_id=c.bos_token_id,
-        eos_token_id=c.eos_token_id,
-        pad_token_id=getattr(c, "pad_token_id", None),
+    neurons = c.intermediate_size // recipe.experts
+    common = {
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.num_key_value_heads,
+        "hidden_act": c.hidden_act,
+        "max_position_embeddings": c.max_position_embeddings,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_parameters": getattr(c, "rope_parameters", None),
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "num_experts_per_tok": recipe.routed_k,
+        "router_aux_loss_coef": recipe.balance,
+        "bos_token_id": c.bos_token_id,
+        "eos_token_id": c.eos_token_id,
+        "pad_token_id": getattr(c, "pad_token_id", None),
+    }
+    if not recipe.shared:
+        return MixtralConfig(
+            **common, intermediate_size=neurons, num_local_experts=recipe.experts, head_dim=getattr(c, "head_dim", None)
+        )
+    return Qwen2MoeConfig(
+        **common,
+        intermediate_size=c.intermediate_size,
+        moe_intermediate_size=neurons,
+        shared_expert_intermediate_size=recipe.shared * neurons,
+        num_experts=recipe.experts - recipe.shared,
+        norm_topk_prob=True,
+        qkv_bias=False,
     )
 
 
-def convert(base: ModelHandle, assignment: np.ndarray, recipe: Recipe) -> PreTrainedModel:
-    """The dense model as a Mixtral MoE: `assignment` (layers, intermediate) gives each neuron its expert; the
-    routers keep the family's initialisation (seeded by the recipe), everything else is the dense model's."""
+def routed_count(config: PretrainedConfig) -> int:
+    """The routed experts per MoE block of a Mixtral or Qwen2-MoE config."""
+    return int(getattr(config, "num_local_experts", None) or config.num_experts)
+
+
+def _split(block: nn.Module, assignment: np.ndarray, experts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dense block's MLP as `experts` stacked gated MLPs by its neurons' assignment: (E, 2m, d) gate and up
+    projections, (E, d, m) down projections."""
+    neurons = [np.flatnonzero(assignment == e) for e in range(experts)]
+    gate, up, down = (block.get_parameter(f"mlp.{name}.weight") for name in ("gate_proj", "up_proj", "down_proj"))
+    return torch.stack([torch.cat([gate[n], up[n]]) for n in neurons]), torch.stack([down[:, n] for n in neurons])
+
+
+def _mlp_inputs(base: ModelHandle, ids: np.ndarray) -> list[torch.Tensor]:
+    """Each dense block's MLP input on the token ids (sequences, N), as (sequences·N, d)."""
+    seen: list[torch.Tensor] = []
+    mlps = [submodule(block, "mlp", nn.Module) for block in blocks(base)]
+    with torch.inference_mode(), observing(pre={mlp: lambda m, inputs: seen.append(inputs[0]) for mlp in mlps}):
+        base.model(input_ids=torch.from_numpy(ids))
+    return [x.reshape(-1, x.shape[-1]) for x in seen]
+
+
+def popular_experts(base: ModelHandle, assignment: np.ndarray, recipe: Recipe, ids: np.ndarray) -> np.ndarray:
+    """(layers, recipe.shared): in each block, the experts of the split most often among the k of largest output
+    (the oracle's choice) on the dense model's MLP inputs over the token ids (sequences, N), most often first."""
+    if not recipe.shared:
+        return np.zeros((base.n_layers, 0), dtype=np.int64)
+    found = []
+    for layer, (block, x) in enumerate(zip(blocks(base), _mlp_inputs(base, ids), strict=True)):
+        gate_up, down = _split(block, assignment[layer], recipe.experts)
+        with torch.inference_mode():
+            norms = stacked_outputs(gate_up, down, getattr(block.mlp, "act_fn"), x).norm(dim=-1).T
+        counts = oracle_choice(norms, recipe.top_k).sum(0)
+        found.append(counts.argsort(descending=True, stable=True)[: recipe.shared].numpy())
+    return np.asarray(found, dtype=np.int64).reshape(len(found), recipe.shared)
+
+
+def convert(base: ModelHandle, assignment: np.ndarray, recipe: Recipe, shared: np.ndarray) -> PreTrainedModel:
+    """The dense model as an MoE: `assignment` (layers, intermediate) gives each neuron its expert, `shared`
+    (layers, recipe.shared) the experts made the shared one; the routers keep the family's initialisation (seeded by
+    the recipe), everything else is the dense model's."""
     torch.manual_seed(recipe.seed)
     moe = AutoModelForCausalLM.from_config(config(base, recipe), dtype=base.dtype).eval()
     dense = base.model.state_dict()
@@ -86,17 +139,23 @@ def convert(base: ModelHandle, assignment: np.ndarray, recipe: Recipe) -> PreTra
         if ".mlp." not in name:
             state[name] = dense[name]
     for layer, block in enumerate(blocks(base)):
-        neurons = [np.flatnonzero(assignment[layer] == e) for e in range(recipe.experts)]
-        gate, up, down = (block.get_parameter(f"mlp.{name}.weight") for name in ("gate_proj", "up_proj", "down_proj"))
-        prefix = f"model.layers.{layer}.mlp.experts."
-        state[prefix + "gate_up_proj"] = torch.stack([torch.cat([gate[n], up[n]]) for n in neurons])
-        state[prefix + "down_proj"] = torch.stack([down[:, n] * recipe.top_k for n in neurons])
+        gate_up, down = _split(block, assignment[layer], recipe.experts)
+        routed = np.setdiff1d(np.arange(recipe.experts), shared[layer])
+        prefix = f"model.layers.{layer}.mlp."
+        state[prefix + "experts.gate_up_proj"] = gate_up[routed]
+        state[prefix + "experts.down_proj"] = down[routed] * recipe.routed_k
+        if recipe.shared:
+            gate, up = gate_up[shared[layer]].chunk(2, dim=1)
+            state[prefix + "shared_expert.gate_proj.weight"] = gate.reshape(-1, gate.shape[-1])
+            state[prefix + "shared_expert.up_proj.weight"] = up.reshape(-1, up.shape[-1])
+            state[prefix + "shared_expert.down_proj.weight"] = torch.cat(list(down[shared[layer]] * 2), dim=1)
+            state[prefix + "shared_expert_gate.weight"] = torch.zeros_like(state[prefix + "shared_expert_gate.weight"])
     moe.load_state_dict(state)
     return moe
 
 
 def moe_blocks(moe: nn.Module) -> list[nn.Module]:
-    """The MoE blocks (`mlp` of each decoder layer) of a Mixtral-style model."""
+    """The MoE blocks (`mlp` of each decoder layer) of a Mixtral or Qwen2-MoE model."""
     return [submodule(layer, "mlp", nn.Module) for layer in submodule(moe, "model.layers", nn.ModuleList)]
 
 
@@ -105,13 +164,20 @@ def _routers(moe: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def at_k(moe: nn.Module, k: int) -> Iterator[None]:
-    """Within the block (this context only), every Mixtral router of `moe` keeps its top k experts instead of its
-    configured number, by its own rule (softmax over all experts, top k, renormalised)."""
+def at_k(moe: PreTrainedModel, k: int) -> Iterator[None]:
+    """Within the block (this context only), k experts of `moe` are active per token instead of its configured
+    number: its S shared ones and the top k − S of the routed ones, by the router's own rule (softmax over the
+    routed experts, top k − S, renormalised)."""
+    shared, available = shared_count(moe.config), routed_count(moe.config)
+    if not shared < k <= shared + available:
+        raise LmscopeError(
+            f"k = {k}: choose from {shared + 1} to {shared + available} ({shared} shared experts, {available} routed)."
+        )
+    routed = k - shared
 
     def top(module: nn.Module, args: tuple, output: tuple) -> tuple:
         logits = output[0]
-        weights, experts = F.softmax(logits.float(), dim=-1).topk(k, dim=-1)
+        weights, experts = F.softmax(logits.float(), dim=-1).topk(routed, dim=-1)
         return logits, weights / weights.sum(dim=-1, keepdim=True), experts
 
     with observing(forward={router: top for router in _routers(moe)}):
@@ -191,6 +257,7 @@ def fit_layers(
         args, kwargs = calls[layer]
         mlp = submodule(block, "mlp", nn.Module)
         router, experts = mlp.get_parameter("gate.weight"), submodule(mlp, "experts", nn.Module)
+        trained = [p for name, p in mlp.named_parameters() if not name.startswith("gate.")]  # experts, shared expert
         seen: list[torch.Tensor] = []
         with torch.inference_mode(), observing(pre={mlp: lambda module, inputs: seen.append(inputs[0])}):
             block(hidden, *args[1:], **kwargs)
@@ -198,9 +265,7 @@ def fit_layers(
             y = submodule(dense, "mlp", nn.Module)(x).clone()
         scale = y.pow(2).sum(-1).mean()
         if recipe.layer_steps:
-            optimizer = torch.optim.Adam(
-                [{"params": [router], "lr": ROUTER_LR}, {"params": experts.parameters(), "lr": EXPERT_LR}]
-            )
+            optimizer = torch.optim.Adam([{"params": [router], "lr": ROUTER_LR}, {"params": trained, "lr": EXPERT_LR}])
             mlp.requires_grad_(True)
             for _ in range(recipe.layer_steps):
                 rows = torch.randint(0, len(x), (LOCAL_BATCH,), generator=generator)
@@ -208,10 +273,10 @@ def fit_layers(
                 logits = F.linear(xb, router)
                 with torch.no_grad():
                     norms = expert_outputs(experts, xb).norm(dim=-1).T  # (N, E)
-                    oracle = oracle_choice(norms, recipe.top_k)
-                choice_loss = -(oracle / recipe.top_k * logits.float().log_softmax(-1)).sum(-1).mean()
+                    oracle = oracle_choice(norms, recipe.routed_k)
+                choice_loss = -(oracle / recipe.routed_k * logits.float().log_softmax(-1)).sum(-1).mean()
                 error = (mlp(xb[None])[0] - yb).pow(2).sum(-1).mean() / scale
-                loss = error + CHOICE_WEIGHT * choice_loss + recipe.balance * _balance(logits, recipe.top_k)
+                loss = error + CHOICE_WEIGHT * choice_loss + recipe.balance * _balance(logits, recipe.routed_k)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -243,7 +308,7 @@ def distil(
         with observing(forward={router: lambda m, a, out: routed.append(out[0]) for router in _routers(moe)}):
             log_probs = moe(input_ids=batch).logits.float().log_softmax(-1)
         step_kl = (target.exp() * (target - log_probs)).sum(-1).mean()
-        step_balance = torch.stack([_balance(logits, recipe.top_k) for logits in routed]).mean()
+        step_balance = torch.stack([_balance(logits, recipe.routed_k) for logits in routed]).mean()
         optimizer.zero_grad()
         (step_kl + recipe.balance * step_balance).backward()
         optimizer.step()
@@ -276,16 +341,15 @@ def _seconds_per_token(mlp: nn.Module, x: torch.Tensor) -> float:
 
 
 def costs(base: ModelHandle, moe: PreTrainedModel, ids: np.ndarray, ks: np.ndarray) -> Costs:
-    """Parameters and compute of the dense model and the MoE at each k; the MLP times are measured on real hidden
-    states (the middle block's MLP inputs)."""
+    """Parameters and compute of the dense model and the MoE with k experts active (shared ones included) for each k
+    of ks; the MLP times are measured on real hidden states (the middle block's MLP inputs)."""
     middle = base.n_layers // 2
     dense_mlp, moe_mlp = submodule(blocks(base)[middle], "mlp", nn.Module), moe_blocks(moe)[middle]
-    seen: list[torch.Tensor] = []
-    with torch.inference_mode(), observing(pre={dense_mlp: lambda m, inputs: seen.append(inputs[0])}):
-        base.model(input_ids=torch.from_numpy(ids.reshape(1, -1)[:, :TIMED_TOKENS]))
-    x = seen[0]
+    x = _mlp_inputs(base, ids.reshape(1, -1)[:, :TIMED_TOKENS])[middle][None]
     expert = sum(p[0].numel() for p in submodule(moe_mlp, "experts", nn.Module).parameters())
     router = moe_mlp.get_parameter("gate.weight").numel()
+    shared = sum(p.numel() for name, p in moe_mlp.named_parameters() if name.startswith("shared_expert"))
+    routed_k = ks - shared_count(moe.config)
     moe_seconds = []
     for k in ks:
         with at_k(moe, int(k)):
@@ -295,13 +359,13 @@ def costs(base: ModelHandle, moe: PreTrainedModel, ids: np.ndarray, ks: np.ndarr
         dense_parameters=base.n_parameters,
         moe_parameters=sum(p.numel() for p in moe.parameters()),
         dense_active=_active(base.model, sum(p.numel() for p in dense_mlp.parameters())),
-        moe_active=np.asarray([_active(moe, router + int(k) * expert) for k in ks], dtype=np.int64),
+        moe_active=np.asarray([_active(moe, router + shared + int(k) * expert) for k in routed_k], dtype=np.int64),
         dense_mlp_seconds=_seconds_per_token(dense_mlp, x),
         moe_mlp_seconds=np.asarray(moe_seconds),
     )
 
 
-def _nll_at_ks(moe: nn.Module, sequences: list[list[int]], ks: np.ndarray) -> np.ndarray:
+def _nll_at_ks(moe: PreTrainedModel, sequences: list[list[int]], ks: np.ndarray) -> np.ndarray:
     values = []
     for k in ks:
         with at_k(moe, int(k)):
@@ -317,7 +381,8 @@ def train(
     recipe.check()
     started = time.perf_counter()
     ids, held_out = training_ids(base, recipe.tokens), held_out_ids(base)
-    ks = ks_for(recipe.experts)
+    ks = active_ks(recipe.experts, recipe.shared)
+    at = list(ks).index(recipe.top_k)
     total, done = base.n_layers + recipe.steps, [0]
     curve: list[tuple[float, int, float]] = []  # (build seconds, distillation steps, held-out NLL at the trained k)
 
@@ -326,20 +391,29 @@ def train(
         if on_progress is not None:
             on_progress(done[0], total)
 
+    def elapsed() -> float:
+        return time.perf_counter() - started
+
     def measure(steps: int) -> None:
-        curve.append((time.perf_counter() - started, steps, mean_nll(moe, held_out)))
+        curve.append((elapsed(), steps, mean_nll(moe, held_out)))
 
     def after_step(steps: int) -> None:
-        if steps % EVAL_EVERY == 0 or steps == recipe.steps:
+        if steps % EVAL_EVERY == 0 and steps < recipe.steps:  # the last is measured with every k below
             measure(steps)
         advance()
 
-    moe = convert(base, assignment, recipe)
+    popular = popular_experts(base, assignment, recipe, ids[: LOCAL_BATCH // SEQUENCE])
+    moe = convert(base, assignment, recipe, popular)
+    converted = elapsed()
     untrained, untrained_cv = _nll_at_ks(moe, held_out, ks), load_cv(moe, held_out)
-    measure(-1)
+    curve.append((converted, -1, float(untrained[at])))
     layer_error = fit_layers(base, moe, ids, recipe, advance)
-    measure(0)
+    if recipe.steps:
+        measure(0)
     kl, balance = distil(base, moe, ids, recipe, after_step)
+    distilled = elapsed()
+    trained = _nll_at_ks(moe, held_out, ks)
+    curve.append((distilled, recipe.steps, float(trained[at])))
     seconds, steps, nll = (np.asarray(column) for column in zip(*curve, strict=True))
     log = TrainingLog(
         recipe=recipe,
@@ -352,7 +426,7 @@ def train(
         seconds=0.0,
         dense_nll=mean_nll(base.model, held_out),
         untrained_nll=untrained,
-        trained_nll=_nll_at_ks(moe, held_out, ks),
+        trained_nll=trained,
         costs=costs(base, moe, ids, ks),
         curve_seconds=seconds.astype(np.float64),
         curve_steps=steps.astype(np.int64),

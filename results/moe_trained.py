@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from results.errors import LmscopeError
-from results.moefication import EXPERT_COUNTS
+from results.moefication import EXPERT_COUNTS, ks_for
 
 MAX_STEPS = 2000  # distillation steps of one build (each about 2 s of 2 cores on SmolLM2)
 MAX_LAYER_STEPS = 1000  # local fitting steps per layer (each about 0.1 s)
@@ -20,8 +20,9 @@ MAX_BALANCE = 10.0  # weight of the load-balancing loss
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a Mixtral MoE is made from the dense SmolLM2: E experts per MLP from the MoEfication split, the top k of
-    them per token, `layer_steps` steps fitting each layer's router and experts to the dense MLP on its own inputs,
+    """How an MoE is made from the dense SmolLM2: E experts per MLP from the MoEfication split, k of them active per
+    token; `shared` of the k (the experts the most tokens need, DeepSeekMoE's shared experts) always on as one shared
+    expert (a Qwen2-MoE; a Mixtral when none) and the top k − shared of the others routed; `layer_steps` steps fitting each layer's router and experts to the dense MLP on its own inputs,
     then `steps` steps of distillation from the dense model through the whole network, on `tokens` training tokens,
     both with the Switch load-balancing loss weighted by `balance`; `seed` fixes the router's initialisation and the
     batches."""
@@ -33,6 +34,21 @@ class Recipe:
     tokens: int = 16384
     seed: int = 0
     balance: float = 0.01
+    shared: int = 0
+
+    @property
+    def routed_k(self) -> int:
+        """Experts the router chooses per token (the shared ones are always on)."""
+        return self.top_k - self.shared
+
+    def family(self) -> str:
+        """The transformers MoE architecture the recipe builds."""
+        return "Qwen2-MoE" if self.shared else "Mixtral"
+
+    def routing(self) -> str:
+        """How the k active experts are found, in words."""
+        chosen = f"the top {self.routed_k} of {self.experts - self.shared} by a softmax router"
+        return f"{self.shared} always on as a shared expert, {chosen}" if self.shared else chosen
 
     def check(self) -> None:
         """Refuse a recipe outside the limits, before any work."""
@@ -40,6 +56,8 @@ class Recipe:
             raise LmscopeError(f"E = {self.experts}: the MoEfication split has {EXPERT_COUNTS} experts per MLP.")
         if not 1 <= self.top_k <= self.experts:
             raise LmscopeError(f"k = {self.top_k}: choose from 1 to the E = {self.experts} experts.")
+        if not 0 <= self.shared < self.top_k:
+            raise LmscopeError(f"Shared experts must be from 0 to k − 1 = {self.top_k - 1}; got {self.shared}.")
         if not 0 <= self.layer_steps <= MAX_LAYER_STEPS:
             raise LmscopeError(f"Layer steps must be from 0 to {MAX_LAYER_STEPS}; got {self.layer_steps}.")
         if not 0 <= self.steps <= MAX_STEPS:
@@ -74,6 +92,13 @@ class Costs:
     @property
     def moe_flops(self) -> np.ndarray:
         return 2 * self.moe_active
+
+
+def active_ks(experts: int, shared: int) -> np.ndarray:
+    """The numbers of active experts per token measured for E experts of which `shared` are always on: 1, 2, 4, ...,
+    E, those above `shared` (the router must choose one at least)."""
+    ks = ks_for(experts)
+    return ks[ks > shared]
 
 
 def tenths(series: np.ndarray) -> tuple[float, float]:
@@ -151,7 +176,8 @@ class TrainingLog:
 
 @dataclass
 class Equation:
-    """y = Σᵢ G(x)ᵢ Eᵢ(x) for one token at one MoE block, as the model computed it."""
+    """y = Σᵢ G(x)ᵢ Eᵢ(x) (+ g_s E_s(x) for a shared expert) for one token at one MoE block, as the model computed
+    it."""
 
     model: str
     layer: int
@@ -161,5 +187,7 @@ class Equation:
     experts: np.ndarray  # (k,) the chosen experts, best first
     gates: np.ndarray  # (k,) their weights in the sum (renormalised over the chosen)
     expert_norms: np.ndarray  # (k,) ||Eᵢ(x)||
+    shared_gate: float  # σ(x·w_s), the weight of the always-on shared expert (Qwen2-MoE); NaN without one
+    shared_norm: float  # ||E_s(x)||, the shared expert's output; NaN without one
     output_norm: float  # ||y||, the block's MoE output for the token
-    mismatch: float  # ||y − Σᵢ gᵢ Eᵢ(x)|| / ||y||: the equation recomputed from the experts' weights
+    mismatch: float  # ||y − Σᵢ gᵢ Eᵢ(x) − g_s E_s(x)|| / ||y||: the equation recomputed from the experts' weights

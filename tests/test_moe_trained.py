@@ -1,4 +1,5 @@
-"""The trained MoE: SmolLM2 converted into transformers' Mixtral, trained by distillation, stored and read back."""
+"""The trained MoE: SmolLM2 converted into transformers' Mixtral (or Qwen2-MoE, with a shared expert), trained by
+distillation, stored and read back."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import MixtralForCausalLM
+from transformers import MixtralForCausalLM, Qwen2MoeForCausalLM
 
 from probes import moe_equation, moe_loss, moe_trained, moe_trained_store, routing
 from probes.moe_store import stored_or_built
@@ -27,7 +28,8 @@ from tests.test_routing import assert_routing_equals_the_experts_used
 
 pytestmark = pytest.mark.slow  # trains (a short recipe, about a minute a build): not in `make check`
 
-SHORT = Recipe(experts=8, top_k=2, layer_steps=4, steps=3, tokens=2048, seed=0)
+SHORT = Recipe(experts=8, top_k=2, layer_steps=4, steps=3, tokens=1024, seed=0)
+SHARED = Recipe(experts=8, top_k=2, layer_steps=4, steps=3, tokens=1024, seed=0, shared=1)
 TEXT = "The committee met on Tuesday to discuss the budget for the new library."
 
 
@@ -50,14 +52,30 @@ def short(store: Path, smollm2: ModelHandle) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(short: Path) -> ModelHandle:
-    return load_built(TRAINED_MOE.name, short, "a short training")
+def shared_short(store: Path, smollm2: ModelHandle) -> Path:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LMSCOPE_MODEL_STORE", str(store))
+        return moe_trained_store.stored_or_trained(smollm2, SHARED)
 
 
-def test_converted_with_every_expert_on_is_the_dense_model(smollm2: ModelHandle) -> None:
+@pytest.fixture(scope="module", params=["mixtral", "shared"])
+def trained(request: pytest.FixtureRequest) -> ModelHandle:
+    """The short build as a Mixtral, then with one shared expert as a Qwen2-MoE."""
+    folder = request.getfixturevalue("short" if request.param == "mixtral" else "shared_short")
+    return load_built(TRAINED_MOE.name, folder, "a short training")
+
+
+@pytest.mark.parametrize("shared", [0, 2])
+def test_converted_with_every_expert_on_is_the_dense_model(smollm2: ModelHandle, shared: int) -> None:
     moefication, _ = stored_or_built(smollm2, None)
-    recipe = Recipe(experts=16, top_k=16, layer_steps=0, steps=0)
-    moe = moe_trained.convert(smollm2, moefication.assignments[16], recipe)
+    recipe = Recipe(experts=16, top_k=16, layer_steps=0, steps=0, shared=shared)
+    popular = moe_trained.popular_experts(
+        smollm2, moefication.assignments[16], Recipe(top_k=4, shared=shared), moe_trained.training_ids(smollm2, 1024)
+    )
+    assert popular.shape == (smollm2.n_layers, shared)
+    moe = moe_trained.convert(smollm2, moefication.assignments[16], recipe, popular)
+    assert type(moe).__name__ == ("Qwen2MoeForCausalLM" if shared else "MixtralForCausalLM")
+    assert moe_trained.routed_count(moe.config) == 16 - shared and routing.shared_count(moe.config) == shared
     for mlp in moe_trained.moe_blocks(moe):  # equal gates: each expert's output counts once
         torch.nn.init.zeros_(mlp.get_parameter("gate.weight"))
     held_out = moe_trained.held_out_ids(smollm2)[:6]
@@ -93,8 +111,8 @@ def test_the_stored_model_loads_with_mixtral_and_its_log_is_complete(short: Path
     ]
     assert np.all(np.diff(log.curve_seconds) > 0) and log.curve_seconds[-1] < log.seconds
     assert log.curve_stages() == ["converted", "layers fitted", f"step {SHORT.steps}"]
-    assert log.curve_nll[0] == pytest.approx(log.untrained_nll[at_k], abs=1e-4)
-    assert log.curve_nll[-1] == pytest.approx(log.trained_nll[at_k], abs=1e-4)
+    assert log.curve_nll[0] == log.untrained_nll[at_k]  # the same measurements, not taken twice
+    assert log.curve_nll[-1] == log.trained_nll[at_k]
     assert log.untrained_cv.shape == log.trained_cv.shape == (smollm2.n_layers,) and np.all(log.trained_cv >= 0)
     assert TrainingLog.from_json(log.to_json()).to_json() == log.to_json()
     model = MixtralForCausalLM.from_pretrained(short).eval()
@@ -105,6 +123,27 @@ def test_the_stored_model_loads_with_mixtral_and_its_log_is_complete(short: Path
     assert torch.equal(model.get_parameter("model.layers.3.mlp.gate.weight"), router)
     with torch.inference_mode():
         assert torch.isfinite(model(input_ids=ids).logits).all()
+
+
+def test_the_shared_build_loads_with_qwen2_moe(shared_short: Path, smollm2: ModelHandle) -> None:
+    log = moe_trained_store.training_log(shared_short)
+    assert log.recipe == SHARED and list(log.costs.ks) == [2, 4, 8]  # k counts the shared expert
+    assert log.costs.moe_active[-1] == pytest.approx(log.costs.dense_active, rel=0.01)  # k = E: every neuron
+    model = Qwen2MoeForCausalLM.from_pretrained(shared_short).eval()
+    config = model.config
+    assert (config.num_experts, config.num_experts_per_tok, config.norm_topk_prob) == (7, 1, True)
+    assert config.shared_expert_intermediate_size == config.moe_intermediate_size == 1536 // 8
+    # The shared expert holds the neurons of the split's most popular expert; the routed ones keep the others.
+    moefication, _ = stored_or_built(smollm2, None)
+    ids = moe_trained.training_ids(smollm2, SHARED.tokens)[: moe_trained.LOCAL_BATCH // moe_trained.SEQUENCE]
+    popular = moe_trained.popular_experts(smollm2, moefication.assignments[8], SHARED, ids)
+    converted = moe_trained.convert(smollm2, moefication.assignments[8], SHARED, popular)
+    block = converted.model.layers[5].mlp
+    neurons = np.flatnonzero(moefication.assignments[8][5] == popular[5, 0])
+    dense_gate = smollm2.model.get_parameter("model.layers.5.mlp.gate_proj.weight")
+    assert torch.equal(block.shared_expert.gate_proj.weight, dense_gate[neurons])
+    with torch.inference_mode():
+        assert torch.isfinite(model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits).all()
 
 
 def test_training_again_reproduces_the_stored_model(short: Path, smollm2: ModelHandle) -> None:
@@ -132,6 +171,7 @@ def test_recipes_outside_the_limits_are_refused() -> None:
         (Recipe(layer_steps=-1), "Layer steps"),
         (Recipe(tokens=10), "Training tokens"),
         (Recipe(balance=-1.0), "balancing loss"),
+        (Recipe(top_k=2, shared=2), "Shared experts must be from 0 to k − 1 = 1"),
     ):
         with pytest.raises(LmscopeError, match=message):
             recipe.check()
@@ -139,6 +179,8 @@ def test_recipes_outside_the_limits_are_refused() -> None:
 
 def test_routing_equals_the_experts_the_trained_model_uses(trained: ModelHandle) -> None:
     assert_routing_equals_the_experts_used(trained)
+    layers = routing.compute(trained, TEXT).layers
+    assert {layer.n_shared for layer in layers} == {routing.shared_count(trained.config)}
 
 
 def test_the_builds_load_measure_is_the_routing_pages(trained: ModelHandle, cache: ResultCache) -> None:
@@ -148,7 +190,8 @@ def test_the_builds_load_measure_is_the_routing_pages(trained: ModelHandle, cach
     assert np.allclose(moe_trained.load_cv(trained.model, [ids]), page, atol=1e-12)
     # Padding does not count: a prefix routes its tokens as the whole text did (causal), and adds just those.
     experts = [result.router(i).experts for i in range(trained.n_layers)]
-    padded = [routing.expert_balance(np.concatenate([e, e[:5]]), 8).cv for e in experts]
+    n_experts = moe_trained.routed_count(trained.config)
+    padded = [routing.expert_balance(np.concatenate([e, e[:5]]), n_experts).cv for e in experts]
     assert np.allclose(moe_trained.load_cv(trained.model, [ids, ids[:5]]), padded, atol=1e-12)
 
 
@@ -161,6 +204,10 @@ def test_the_equation_adds_up_to_what_the_block_returned(trained: ModelHandle, c
         assert list(equation.experts) == list(result.router(7).experts[position])
         assert equation.probs.sum() == pytest.approx(1.0, abs=1e-5)
         assert equation.token == result.tokens[position]
+        if routing.shared_count(trained.config):  # the shared expert's term, weighted by σ(x·w_s)
+            assert 0 < equation.shared_gate < 1 and equation.shared_norm > 0
+        else:
+            assert np.isnan(equation.shared_gate) and np.isnan(equation.shared_norm)
     with pytest.raises(LmscopeError, match="token position"):
         moe_equation.run(trained, TEXT, 7, 999, cache)
 
@@ -168,10 +215,16 @@ def test_the_equation_adds_up_to_what_the_block_returned(trained: ModelHandle, c
 def test_loss_against_k_uses_the_family_rule(trained: ModelHandle, cache: ResultCache) -> None:
     loss = moe_loss.trained_loss_by_k(trained, TEXT, cache).value
     values = loss.nll[moe_loss.TRAINED_ROUTER][8]
-    assert list(loss.ks[8]) == [1, 2, 4, 8] and np.isnan(loss.dense_nll)
-    # At the model's own k, the loss is the model's loss as it runs unaltered.
-    assert values[1] == pytest.approx(float(token_nll(trained, loss.token_ids).mean()), abs=1e-6)
-    assert len(set(np.round(values, 6))) == 4
+    shared = routing.shared_count(trained.config)
+    assert list(loss.ks[8]) == [1, 2, 4, 8][shared:] and np.isnan(loss.dense_nll)
+    # At the model's own k (2, the shared expert included), the loss is the model's loss as it runs unaltered.
+    own = list(loss.ks[8]).index(2)
+    assert values[own] == pytest.approx(float(token_nll(trained, loss.token_ids).mean()), abs=1e-6)
+    assert len(set(np.round(values, 6))) == len(values)
+    for outside in (shared, 9):  # the router must choose one expert at least, and at most all
+        with pytest.raises(LmscopeError, match=f"k = {outside}: choose from {shared + 1} to 8"):
+            with moe_trained.at_k(trained.model, outside):
+                pass
 
 
 def test_equation_and_loss_refuse_a_model_without_mixtral_experts(smollm2: ModelHandle, cache: ResultCache) -> None:
@@ -181,15 +234,21 @@ def test_equation_and_loss_refuse_a_model_without_mixtral_experts(smollm2: Model
         moe_loss.trained_loss_by_k(smollm2, TEXT, cache)
 
 
-def test_cli_moe_train(short: Path, store: Path) -> None:
+def test_cli_moe_train(short: Path, shared_short: Path, store: Path) -> None:
     done = cli(
-        "moe-train", "--experts", "8", "--k", "2", "--layer-steps", "4", "--steps", "3", "--tokens", "2048",
+        "moe-train", "--experts", "8", "--k", "2", "--layer-steps", "4", "--steps", "3", "--tokens", "1024",
         env={"LMSCOPE_MODEL_STORE": str(store)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["folder"] == str(short) and out["ks"] == [1, 2, 4, 8] and len(out["kl"]) == 3
     assert out["costs"][0]["model"] == "dense" and len(out["costs"]) == 5
+    shared = cli(
+        "moe-train", "--experts", "8", "--k", "2", "--shared", "1", "--layer-steps", "4", "--steps", "3",
+        "--tokens", "1024", env={"LMSCOPE_MODEL_STORE": str(store)},
+    )  # fmt: skip
+    assert shared.returncode == 0, shared.stderr
+    assert json.loads(shared.stdout)["folder"] == str(shared_short) and json.loads(shared.stdout)["ks"] == [2, 4, 8]
     bad = cli("moe-train", "--experts", "12", env={"LMSCOPE_MODEL_STORE": str(store)})
     assert bad.returncode == 1 and "MoEfication split" in bad.stderr
     heavy = cli("moe-train", "--balance", "11", env={"LMSCOPE_MODEL_STORE": str(store)})

@@ -136,9 +136,9 @@ def test_family_rules(tiny_models: dict[str, ModelHandle]) -> None:
                 assert np.allclose(layer.probs.sum(1), 1.0, atol=1e-5)
     assert [layer.layer for layer in results["deepseek_v3"].layers] == [1], "layer 0 is dense (first_k_dense_replace)"
     assert {layer.n_shared for layer in results["deepseek_v2"].layers} == {2}
-    qwen = results["qwen2_moe"].layers[0]
+    qwen = results["qwen2_moe"].layers[0]  # its shared expert is two routed experts' worth (32 neurons against 16)
     assert (
-        qwen.n_shared == 1 and qwen.shared_gate is not None and np.all((qwen.shared_gate > 0) & (qwen.shared_gate < 1))
+        qwen.n_shared == 2 and qwen.shared_gate is not None and np.all((qwen.shared_gate > 0) & (qwen.shared_gate < 1))
     )
     assert {layer.kind for layer in results["jetmoe"].layers} == {"mlp", "attention"}
     switch = results["switch_transformers"]
@@ -230,7 +230,7 @@ def test_routing_page_on_an_moe_folder(tiny_folders: dict[str, Path], tiny_model
     expected = routing.compute(tiny_models["qwen2_moe"], TEXT).layers[1]
     heatmap = chart(at, 0)
     np.testing.assert_allclose(plotly_array(heatmap["data"][0]["z"]), expected.probs, rtol=1e-6)
-    assert "1 shared expert" in heatmap["layout"]["title"]["subtitle"]["text"]
+    assert "2 shared expert" in heatmap["layout"]["title"]["subtitle"]["text"]  # two routed experts' worth
     top1 = heatmap["data"][1]
     assert plotly_array(top1["x"]).tolist() == expected.experts[:, 0].tolist()
     titles = [chart(at, i)["layout"]["title"]["text"] for i in range(len(at.get("plotly_chart")))]

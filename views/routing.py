@@ -99,7 +99,13 @@ def _train_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--experts", type=int, default=default.experts, help=f"experts per MLP, one of {EXPERT_COUNTS}"
     )
-    command.add_argument("--k", type=int, default=default.top_k, help="active experts per token")
+    command.add_argument("--k", type=int, default=default.top_k, help="active experts per token (shared included)")
+    command.add_argument(
+        "--shared",
+        type=int,
+        default=default.shared,
+        help="of the k, experts always on as one shared expert (DeepSeekMoE; a Qwen2-MoE), 0 to k − 1",
+    )
     command.add_argument(
         "--layer-steps", type=int, default=default.layer_steps, help=f"fitting steps per layer (0 to {MAX_LAYER_STEPS})"
     )
@@ -115,9 +121,20 @@ def _train_arguments(command: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> object:
-    recipe = Recipe(args.experts, args.k, args.layer_steps, args.steps, args.tokens, args.seed, args.balance)
+    recipe = Recipe(
+        experts=args.experts,
+        top_k=args.k,
+        layer_steps=args.layer_steps,
+        steps=args.steps,
+        tokens=args.tokens,
+        seed=args.seed,
+        balance=args.balance,
+        shared=args.shared,
+    )
     recipe.check()
-    with progress_bar(f"Training the MoE (E = {recipe.experts}, k = {recipe.top_k})", True) as bar:
+    with progress_bar(
+        f"Training the MoE (E = {recipe.experts}, k = {recipe.top_k}, {recipe.shared} shared)", True
+    ) as bar:
         folder = moe_trained_store.stored_or_trained(loaded(TRAINED_MOE.base), recipe, bar)
     log = moe_trained_store.training_log(folder)
     return {
@@ -208,7 +225,7 @@ VIEW = register(
             Command("moe", "Mixture-of-Experts routing of every router on a text", _arguments, _print),
             Command(
                 "moe-train",
-                "train a Mixtral MoE from SmolLM2 (or read it from the model store): curve, NLL against k, costs",
+                "train an MoE from SmolLM2 (or read it from the model store): curve, NLL against k, costs",
                 _train_arguments,
                 _train,
             ),

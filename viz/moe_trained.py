@@ -170,7 +170,8 @@ def cost_rows(log: TrainingLog) -> list[dict]:
 
 
 def equation_html(equation: Equation) -> str:
-    """y = Σᵢ G(x)ᵢ Eᵢ(x) written out for the token: each chosen expert with its gate and its output's norm."""
+    """y = Σᵢ G(x)ᵢ Eᵢ(x) written out for the token: each chosen expert with its gate and its output's norm, and the
+    shared expert's term if the block has one."""
     terms = " + ".join(
         f'<span style="color:{expert_colour(int(e))}"><b>{g:.3f}</b>·E<sub>{e}</sub>(x)</span>'
         for e, g in zip(equation.experts, equation.gates, strict=True)
@@ -182,6 +183,12 @@ def equation_html(equation: Equation) -> str:
             equation.experts, equation.gates, equation.expert_norms, equation.probs[equation.experts], strict=True
         )
     )
+    if not np.isnan(equation.shared_gate):
+        terms += f" + <b>{equation.shared_gate:.3f}</b>·E<sub>shared</sub>(x)"
+        rows += (
+            f"<tr><td>E<sub>shared</sub> (always on)</td><td>–</td><td>σ(x·w<sub>s</sub>) = {equation.shared_gate:.3f}"
+            f"</td><td>{equation.shared_norm:.2f}</td><td>{equation.shared_gate * equation.shared_norm:.2f}</td></tr>"
+        )
     token = html.escape(visible(equation.token))
     return (
         f"<div style='font-family:DejaVu Sans, Arial, sans-serif'>"
