@@ -7,10 +7,11 @@ computes G(x) = Softmax(x·W_g), keeps the top k and renormalises their gates to
 projections are scaled by k, so that k equal gates give the plain sum of the chosen experts (the MoEfication
 model). With S shared experts, the S experts of the split that the most tokens need (most often among the k of
 largest output on the dense model's MLP inputs) become one Qwen2-MoE shared expert, weighted by σ(x·w_s) (w_s starts
-at 0, so its down projection is doubled), and the router chooses the top k − S of the others. Training is distillation from the dense model, as a pruned model is recovered:
+at 0, so its down projection is doubled), and the router chooses the top k − S of the others. Training is
+distillation from the dense model, as a pruned model is recovered:
 1. block after block, on the hidden states the already-converted blocks produce, each MoE MLP is fitted to the dense
-   MLP on the same inputs (squared error), its router taught the oracle's choice, the k experts whose outputs are
-   largest (cross-entropy), with the Switch load-balancing loss;
+   MLP on the same inputs (squared error), its router taught the oracle's choice, the k − S routed experts whose
+   outputs are largest (cross-entropy), with the Switch load-balancing loss;
 2. then the whole network: KL divergence from the dense model's next-token distributions, plus the load-balancing
    loss, training every router and expert (attention and embeddings stay the dense model's).
 The training text is the bundled corpus (its first EVAL_SENTENCES sentences held out, the loss is measured on them)
