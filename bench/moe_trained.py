@@ -7,7 +7,7 @@ and MLP-time table. Then the first recipe against the MoEfication baseline (ridg
 MoEfication bench's text, through the routing page's probes. Prints Markdown and records it in bench/RESULTS.md
 (replacing the previous run's section).
 
-    python bench/moe_trained.py [16:4:150 16:4:150:0.1 16:4:150:0.01:1 8:2:150 ...]
+    python bench/moe_trained.py [16:4:150 16:4:150:0.01:1 16:4:150:0.01:2 32:8:150 ...]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from bench.moefication import N_SENTENCES  # noqa: E402
 from bench.record import record  # noqa: E402
 from probes import corpus, moe_loss, moe_trained, moe_trained_store, routing  # noqa: E402
+from probes.moe_store import stored_or_built  # noqa: E402
 from probes.moefication import DERIVED_NAME  # noqa: E402
 from results.moe_trained import Recipe, TrainingLog, tenths  # noqa: E402
 from results.moefication import Setting  # noqa: E402
@@ -135,10 +136,22 @@ def explained(experts: np.ndarray, kinds: np.ndarray) -> float:
     return float((joint[seen] * np.log(joint[seen] / outer[seen])).sum() / -(kind * np.log(kind)).sum())
 
 
+def untrained(base: ModelHandle, recipe: Recipe, scratch: Path) -> ModelHandle:
+    """The recipe's MoE as converted, its routers as the family initialises them, saved under scratch and loaded."""
+    assignment = stored_or_built(base, None)[0].assignments[recipe.experts]
+    ids = moe_trained.training_ids(base, recipe.tokens)[: moe_trained.LOCAL_BATCH // moe_trained.SEQUENCE]
+    converted = moe_trained.convert(
+        base, assignment, recipe, moe_trained.popular_experts(base, assignment, recipe, ids)
+    )
+    converted.save_pretrained(scratch / "untrained")
+    base.tokenizer.save_pretrained(scratch / "untrained")
+    return load_built(TRAINED_MOE.name, scratch / "untrained", "bench")
+
+
 def specialisation(folders: list[Path], recipes: list[Recipe]) -> list[str]:
     """Markdown: how much of the corpus tokens' kind (punctuation, number, capitalised, other word) their top-1
-    expert tells, per layer, for each trained MoE and the MoEfication's fitted router, against chance (the same
-    choices given to shuffled tokens)."""
+    expert tells, per layer, for each trained MoE, the first recipe's MoE before training and the MoEfication's fitted
+    router, against chance (the same choices given to shuffled tokens)."""
     base = load(TRAINED_MOE.base)
     sentences = corpus.sentences()
     handles: list[tuple[str, ModelHandle, Setting | None]] = [
@@ -154,7 +167,8 @@ def specialisation(folders: list[Path], recipes: list[Recipe]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as scratch:
-        cache = ResultCache(Path(scratch))
+        handles.insert(1, (f"{label(recipes[0])}, router untrained", untrained(base, recipes[0], Path(scratch)), None))
+        cache = ResultCache(Path(scratch) / "cache")
         for name, handle, setting in handles:
             routed = routing.corpus_run(handle, sentences, cache, setting).value
             vocabulary, inverse = np.unique(routed.token_ids, return_inverse=True)
