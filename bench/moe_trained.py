@@ -1,11 +1,12 @@
 """The trained MoE (probes.moe_trained): what each recipe's build measured, side by side.
 
-Each recipe (`E:k:steps[:balance[:shared]]`, default: the built-in model's recipe) is read from the model store, or trained into it
-first; its training record holds the build time, the distillation curve, the held-out loss against build time and
-at every k (trained, and with the router untrained), the experts' load before and after, and the parameter, FLOP
-and MLP-time table. Then the first recipe against the MoEfication baseline (ridge router, unweighted sum) on the
-MoEfication bench's text, through the routing page's probes. Prints Markdown and records it in bench/RESULTS.md
-(replacing the previous run's section).
+Each recipe (`E:k:steps[:balance[:shared]]`, default: the built-in model's recipe) is read from the model store,
+or trained into it first; its training record holds the build time, the distillation curve, the held-out loss
+against build time and at every k (trained, and with the router untrained), the experts' load before and after, and
+the parameter, FLOP and MLP-time table. Then the first recipe against the MoEfication baseline (ridge router,
+unweighted sum) on the MoEfication bench's text, through the routing page's probes, and how much each MoE's experts
+specialise in kinds of tokens. Prints Markdown and records it in bench/RESULTS.md (replacing the previous run's
+section).
 
     python bench/moe_trained.py [16:4:150 16:4:150:0.01:1 16:4:150:0.01:2 32:8:150 ...]
 """
@@ -139,10 +140,7 @@ def explained(experts: np.ndarray, kinds: np.ndarray) -> float:
 def untrained(base: ModelHandle, recipe: Recipe, scratch: Path) -> ModelHandle:
     """The recipe's MoE as converted, its routers as the family initialises them, saved under scratch and loaded."""
     assignment = stored_or_built(base, None)[0].assignments[recipe.experts]
-    ids = moe_trained.training_ids(base, recipe.tokens)[: moe_trained.LOCAL_BATCH // moe_trained.SEQUENCE]
-    converted = moe_trained.convert(
-        base, assignment, recipe, moe_trained.popular_experts(base, assignment, recipe, ids)
-    )
+    converted = moe_trained.converted(base, assignment, recipe, moe_trained.training_ids(base, recipe.tokens))
     converted.save_pretrained(scratch / "untrained")
     base.tokenizer.save_pretrained(scratch / "untrained")
     return load_built(TRAINED_MOE.name, scratch / "untrained", "bench")

@@ -155,6 +155,13 @@ def convert(base: ModelHandle, assignment: np.ndarray, recipe: Recipe, shared: n
     return moe
 
 
+def converted(base: ModelHandle, assignment: np.ndarray, recipe: Recipe, ids: np.ndarray) -> PreTrainedModel:
+    """The dense model converted by the recipe, before any training: its shared experts (if any) the most popular on
+    the first LOCAL_BATCH tokens of the training ids (sequences, SEQUENCE)."""
+    sample = ids[: LOCAL_BATCH // SEQUENCE]
+    return convert(base, assignment, recipe, popular_experts(base, assignment, recipe, sample))
+
+
 def moe_blocks(moe: nn.Module) -> list[nn.Module]:
     """The MoE blocks (`mlp` of each decoder layer) of a Mixtral or Qwen2-MoE model."""
     return [submodule(layer, "mlp", nn.Module) for layer in submodule(moe, "model.layers", nn.ModuleList)]
@@ -403,18 +410,17 @@ def train(
             measure(steps)
         advance()
 
-    popular = popular_experts(base, assignment, recipe, ids[: LOCAL_BATCH // SEQUENCE])
-    moe = convert(base, assignment, recipe, popular)
-    converted = elapsed()
+    moe = converted(base, assignment, recipe, ids)
+    converted_at = elapsed()
     untrained, untrained_cv = _nll_at_ks(moe, held_out, ks), load_cv(moe, held_out)
-    curve.append((converted, -1, float(untrained[at])))
+    curve.append((converted_at, -1, float(untrained[at])))
     layer_error = fit_layers(base, moe, ids, recipe, advance)
     if recipe.steps:
         measure(0)
     kl, balance = distil(base, moe, ids, recipe, after_step)
-    distilled = elapsed()
+    distilled_at = elapsed()
     trained = _nll_at_ks(moe, held_out, ks)
-    curve.append((distilled, recipe.steps, float(trained[at])))
+    curve.append((distilled_at, recipe.steps, float(trained[at])))
     seconds, steps, nll = (np.asarray(column) for column in zip(*curve, strict=True))
     log = TrainingLog(
         recipe=recipe,

@@ -62,9 +62,10 @@ def describe(log: TrainingLog) -> str:
     recipe, at = log.recipe, int(list(log.costs.ks).index(log.recipe.top_k))
     return (
         f"derived: SmolLM2-135M's MLPs split into {recipe.experts} experts (MoEfication) as a {recipe.family()} MoE, "
-        f"{recipe.top_k} active per token ({recipe.routing()}), trained here by distillation ({recipe.layer_steps} steps per layer, "
-        f"{recipe.steps} through the model, {log.train_tokens:,} tokens, {log.seconds / 60:.1f} min); held-out NLL "
-        f"{log.trained_nll[at]:.2f} (dense {log.dense_nll:.2f}, untrained router {log.untrained_nll[at]:.2f})"
+        f"{recipe.top_k} active per token ({recipe.routing()}), trained here by distillation ({recipe.layer_steps} "
+        f"steps per layer, {recipe.steps} through the model, {log.train_tokens:,} tokens, {log.seconds / 60:.1f} "
+        f"min); held-out NLL {log.trained_nll[at]:.2f} (dense {log.dense_nll:.2f}, untrained router "
+        f"{log.untrained_nll[at]:.2f})"
     )
 
 

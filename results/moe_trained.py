@@ -22,10 +22,10 @@ MAX_BALANCE = 10.0  # weight of the load-balancing loss
 class Recipe:
     """How an MoE is made from the dense SmolLM2: E experts per MLP from the MoEfication split, k of them active per
     token; `shared` of the k (the experts the most tokens need, DeepSeekMoE's shared experts) always on as one shared
-    expert (a Qwen2-MoE; a Mixtral when none) and the top k − shared of the others routed; `layer_steps` steps fitting each layer's router and experts to the dense MLP on its own inputs,
-    then `steps` steps of distillation from the dense model through the whole network, on `tokens` training tokens,
-    both with the Switch load-balancing loss weighted by `balance`; `seed` fixes the router's initialisation and the
-    batches."""
+    expert (a Qwen2-MoE; a Mixtral when none) and the top k − shared of the others routed; `layer_steps` steps
+    fitting each layer's router and experts to the dense MLP on its own inputs, then `steps` steps of distillation
+    from the dense model through the whole network, on `tokens` training tokens, both with the Switch load-balancing
+    loss weighted by `balance`; `seed` fixes the router's initialisation and the batches."""
 
     experts: int = 16
     top_k: int = 4
