@@ -35,6 +35,7 @@ from results.pruning import (
     QUANTIZERS,
     Compression,
     RankSweep,
+    SettingScore,
     Tradeoff,
     TradeoffPoint,
 )
@@ -404,6 +405,87 @@ def tradeoff(
         ],
         kinds=list(kinds),
         calibration=calibrated.calibration_ids(handle, [*sentences, text], *calibration) if needs_calibration else [],
+        domains=[
+            (name, encode(handle, body, settings().max_tokens).token_ids.tolist())
+            for name, body in domain_texts().items()
+        ],
+    )
+
+
+def _setting_score(
+    handle: ModelHandle,
+    token_ids: list[int],
+    compression: dict,
+    calibration: list[list[int]],
+    domains: list[tuple[str, list[int]]],
+    on_progress: Progress,
+) -> SettingScore:
+    """The text's per-token loss before and after one compression, each layer's output error on it, and the mean
+    loss of each domain's text before and after; progress counts the blocks of a calibrated method."""
+    chosen = Compression(**compression)
+    ids = np.asarray(token_ids, dtype=np.int64)
+    others = [np.asarray(d, dtype=np.int64) for _, d in domains]
+
+    def domain_nll(target: ModelHandle) -> np.ndarray:
+        return np.asarray([np.mean(token_nll(target, d)) for d in others], dtype=np.float64)
+
+    base, base_domains = token_nll(handle, ids), domain_nll(handle)
+    with model_copy(handle, NAME) as twin:
+        pairs = _pairs(handle, twin, chosen.kinds)
+        _compress_copy(handle, twin, pairs, chosen, calibration, on_progress)
+        after = token_nll(twin, ids)
+        errors = layer_errors(handle, twin, chosen.kinds, ids)
+        after_domains = domain_nll(twin)
+    return SettingScore(
+        model=handle.name,
+        fingerprint=handle.fingerprint,
+        method=chosen.method,
+        amount=chosen.amount,
+        pattern=chosen.pattern,
+        group=chosen.group,
+        kinds=chosen.kinds,
+        calibration_tokens=sum(len(s) for s in calibration) if chosen.method in CALIBRATED else 0,
+        bytes_per_weight=bytes_per_weight(chosen, [m.shape for m in linear_weights(handle, chosen.kinds)]),
+        nll_base=np.asarray(base, dtype=np.float64),
+        nll_compressed=np.asarray(after, dtype=np.float64),
+        reconstruction_error=np.asarray(errors, dtype=np.float64),
+        domains=[name for name, _ in domains],
+        domain_nll_base=base_domains,
+        domain_nll_compressed=after_domains,
+    )
+
+
+SETTING = CachedProbe(f"{NAME}-setting", VERSION, _setting_score)
+
+
+def setting_score(
+    handle: ModelHandle,
+    text: str,
+    compression: Compression,
+    cache: ResultCache,
+    calibration: tuple[int, int] = (calibrated.DEFAULT_SEQUENCES, calibrated.DEFAULT_LENGTH),
+    on_progress: Progress | None = None,
+) -> Cached[SettingScore]:
+    """The text (cut to the token limit) and each domain's text scored before and after one compression, with each
+    layer's output error on the text; a calibrated method reads `calibration` (sequences, tokens each) of corpus
+    text that is not in the text; cached."""
+    compression.check()
+    linear_weights(handle, compression.kinds)  # a plain error before any work, if there is nothing to compress
+    return SETTING.cached(
+        handle,
+        cache,
+        on_progress,
+        token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist(),
+        compression={
+            "method": compression.method,
+            "amount": compression.amount,
+            "kinds": list(compression.kinds),
+            "pattern": compression.pattern,
+            "group": compression.group,
+        },
+        calibration=(
+            calibrated.calibration_ids(handle, [text], *calibration) if compression.method in CALIBRATED else []
+        ),
         domains=[
             (name, encode(handle, body, settings().max_tokens).token_ids.tolist())
             for name, body in domain_texts().items()

@@ -132,6 +132,28 @@ class Tradeoff:
 
 
 @dataclass
+class SettingScore:
+    """One compression setting on a text (the pruning command's result): the loss of each token of the text before
+    and after, each layer's output error, and the mean loss of each text unlike the corpus (probes.domains)."""
+
+    model: str
+    fingerprint: str
+    method: str
+    amount: float
+    pattern: str
+    group: int
+    kinds: tuple[str, ...]
+    calibration_tokens: int  # tokens a calibrated method read; 0 for the others
+    bytes_per_weight: float
+    nll_base: np.ndarray  # (tokens - 1,) per-token NLL (nats) of the text, uncompressed
+    nll_compressed: np.ndarray  # (tokens - 1,)
+    reconstruction_error: np.ndarray  # (layers,) relative output error of each layer's compressed matrices
+    domains: list[str]
+    domain_nll_base: np.ndarray  # (domains,) mean per-token NLL
+    domain_nll_compressed: np.ndarray  # (domains,)
+
+
+@dataclass
 class RankSweep:
     """Loss of the text against the rank r to which the chosen matrices are truncated."""
 

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from probes import distribution, domains, pruning, spectra
+from probes.nll import token_nll
+from probes.text import encode
+from results.pruning import Compression
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
@@ -201,10 +204,13 @@ def test_cli_weights_and_pruning(smollm2: ModelHandle, cache: ResultCache) -> No
 
 
 @pytest.mark.slow  # loads a model
-def test_prune_and_quantize_commands_are_the_pruning_commands_halves() -> None:
+def test_prune_and_quantize_commands_are_the_pruning_commands_halves(
+    smollm2: ModelHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`prune` and `quantize` print what `pruning` prints for the same setting, under the method names of the
-    literature (magnitude, rtn)."""
-    base = ("--model", "smollm2-135m-instruct", "--text", TEXT)
+    literature (magnitude, rtn): one cached result, which the second command reads without computing it again."""
+    text = TEXT + " Pruned once."  # a text no other test compresses, so that the first command computes
+    base = ("--model", "smollm2-135m-instruct", "--text", text)
     pairs = [
         (("prune", *base, "--sparsity", "0.3"), ("pruning", *base, "--sparsity", "0.3")),
         (
@@ -213,9 +219,18 @@ def test_prune_and_quantize_commands_are_the_pruning_commands_halves() -> None:
         ),
     ]
     for short, long in pairs:
-        done, expected = cli(*short), cli(*long)
+        done = cli(*short)
+        with monkeypatch.context() as patch:
+            patch.setattr(pruning.SETTING, "function", lambda **_: pytest.fail("computed again"))
+            expected = cli(*long)
         assert done.returncode == 0 == expected.returncode, done.stderr + expected.stderr
         assert json.loads(done.stdout) == json.loads(expected.stdout)
+    # The cached losses are the model's on a copy compressed directly.
+    pruned = json.loads(cli(*pairs[0][0]).stdout)
+    ids = encode(smollm2, text, 512).token_ids
+    with pruning.compressed(smollm2, Compression("prune", 0.3)) as small:
+        assert pruned["nll_compressed"] == pytest.approx(float(np.mean(token_nll(small, ids))), rel=1e-6)
+    assert pruned["nll_base"] == pytest.approx(float(np.mean(token_nll(smollm2, ids))), rel=1e-6)
     done = cli("prune", *base, "--bits", "4")
     assert done.returncode == 2 and "one of the arguments --sparsity" in done.stderr and "Traceback" not in done.stderr
     done = cli("quantize", *base, "--bits", "4", "--method", "sparsegpt")

@@ -7,13 +7,12 @@ import argparse
 
 import plotly.graph_objects as go
 
-from probes import calibrated, corpus, domains, pruning
+from probes import calibrated, corpus, pruning
 from probes import sparse_cost as sparse_cost_probe
-from probes.nll import perplexity, token_nll
-from probes.text import encode
-from results.pruning import CALIBRATED, PATTERNS, PRUNERS, QUANTIZERS, Tradeoff
+from probes.nll import perplexity
+from results.pruning import PATTERNS, PRUNERS, QUANTIZERS, Tradeoff
+from runtime.cache import ResultCache
 from runtime.models import load
-from runtime.settings import settings
 from views import dropped_heads, sparse_cost
 from views.options import model_argument
 from views.registry import Command, Figure, Run, View, register
@@ -122,38 +121,27 @@ def _print(args: argparse.Namespace) -> object:
         pattern = "2:4" if args.semi_structured else args.nm or ""
         sparsity = 0.5 if args.sparsity is None else args.sparsity  # N:M sets its own
         compression = pruning.Compression(args.method or "prune", sparsity, pattern=pattern, group=args.group)
-    compression.check()
     handle = load(args.model)
-    encoded = encode(handle, args.text, settings().max_tokens)
-    calibration = (
-        calibrated.calibration_ids(handle, [args.text], args.calibration, args.length)
-        if compression.method in CALIBRATED
-        else None
-    )
-    base = token_nll(handle, encoded.token_ids)
-    others = {name: encode(handle, body, settings().max_tokens).token_ids for name, body in domains.texts().items()}
-    by_domain = {name: {"nll_base": token_nll(handle, ids).mean()} for name, ids in others.items()}
-    with pruning.compressed(handle, compression, calibration) as smaller:
-        shapes = [m.shape for m in pruning.linear_weights(handle, compression.kinds)]
-        nll = token_nll(smaller, encoded.token_ids)
-        errors = pruning.layer_errors(handle, smaller, compression.kinds, encoded.token_ids)
-        for name, ids in others.items():
-            by_domain[name]["nll_compressed"] = token_nll(smaller, ids).mean()
+    calibration = (args.calibration, args.length)
+    done = pruning.setting_score(handle, args.text, compression, ResultCache(), calibration).value
     return {
         "model": handle.name,
-        "method": compression.method,
-        "amount": compression.amount,
-        "pattern": compression.pattern,
-        "group": compression.group,
-        "calibration_tokens": sum(map(len, calibration or [])),
-        "bytes_per_weight": pruning.bytes_per_weight(compression, shapes),
-        "n_tokens": len(encoded.token_ids),
-        "nll_base": base.mean(),
-        "nll_compressed": nll.mean(),
-        "perplexity_base": perplexity(base),
-        "perplexity_compressed": perplexity(nll),
-        "reconstruction_error": errors,
-        "by_domain": by_domain,
+        "method": done.method,
+        "amount": done.amount,
+        "pattern": done.pattern,
+        "group": done.group,
+        "calibration_tokens": done.calibration_tokens,
+        "bytes_per_weight": done.bytes_per_weight,
+        "n_tokens": len(done.nll_base) + 1,
+        "nll_base": done.nll_base.mean(),
+        "nll_compressed": done.nll_compressed.mean(),
+        "perplexity_base": perplexity(done.nll_base),
+        "perplexity_compressed": perplexity(done.nll_compressed),
+        "reconstruction_error": done.reconstruction_error,
+        "by_domain": {
+            name: {"nll_base": base, "nll_compressed": after}
+            for name, base, after in zip(done.domains, done.domain_nll_base, done.domain_nll_compressed)
+        },
     }
 
 
