@@ -87,3 +87,12 @@ def cache(tmp_path: Path) -> ResultCache:
     store = ResultCache(tmp_path / "cache")
     yield store
     store.close()
+
+
+@pytest.fixture(scope="session")
+def shared_cache() -> ResultCache:
+    """The run's result cache, which the pages, the command line and every test file of the run use: a result any of
+    them computed is read back. A test that needs its computation to happen takes `cache` instead."""
+    store = ResultCache()
+    yield store
+    store.close()

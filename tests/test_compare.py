@@ -96,9 +96,9 @@ def test_a_bad_compare_link_is_a_warning(compare: str, warning: str) -> None:
 
 
 def test_alpha_by_kind_draws_a_panel_per_kind_with_each_models_matrices(
-    smollm2: ModelHandle, minilm: ModelHandle, cache: ResultCache
+    smollm2: ModelHandle, minilm: ModelHandle, shared_cache: ResultCache
 ) -> None:
-    fig = compare([smollm2, minilm], "alpha_by_kind", cache=cache, progress=False).to_plotly_json()
+    fig = compare([smollm2, minilm], "alpha_by_kind", cache=shared_cache, progress=False).to_plotly_json()
     kinds = [a["text"] for a in fig["layout"]["annotations"]]
     assert kinds[:4] == ["q", "k", "v", "o"] and {"up", "down"} <= set(kinds)  # MiniLM has no gate
     by_panel = {}
@@ -107,7 +107,7 @@ def test_alpha_by_kind_draws_a_panel_per_kind_with_each_models_matrices(
     assert len(by_panel) == len(kinds)
     for kind, traces in zip(kinds, by_panel.values(), strict=True):
         for handle, trace in zip((smollm2, minilm), traces, strict=False):
-            spectra_ = spectra.run(handle, cache).value
+            spectra_ = spectra.run(handle, shared_cache).value
             direct = [
                 [m.alpha for m in spectra_.matrices if m.layer == i and m.kind == kind] for i in range(handle.n_layers)
             ]
@@ -225,11 +225,13 @@ def test_the_sinks_page_shows_the_corpus_maps_side_by_side_on_one_scale(
 
 
 def test_esds_overlay_the_same_kind_at_the_same_depth(
-    smollm2: ModelHandle, gemma3: ModelHandle, cache: ResultCache
+    smollm2: ModelHandle, gemma3: ModelHandle, shared_cache: ResultCache
 ) -> None:
-    drawn = compare([smollm2, gemma3], "esd", kind="down", depth=0.5, cache=cache, progress=False).to_plotly_json()
+    drawn = compare(
+        [smollm2, gemma3], "esd", kind="down", depth=0.5, cache=shared_cache, progress=False
+    ).to_plotly_json()
     for handle, trace, layer in zip((smollm2, gemma3), drawn["data"], (14, 8), strict=True):
-        matrix = spectra.run(handle, cache).value.get(f"model.layers.{layer}.mlp.down_proj")
+        matrix = spectra.run(handle, shared_cache).value.get(f"model.layers.{layer}.mlp.down_proj")
         assert trace["name"] == f"{handle.name}: {matrix.name} (alpha {matrix.alpha:.2f})"
         evals = matrix.singular_values.astype(np.float64) ** 2
         centers, density = esd_density(np.sort(evals[evals > 0]) / evals.mean())
@@ -240,10 +242,10 @@ def test_esds_overlay_the_same_kind_at_the_same_depth(
 
 
 def test_an_esd_of_a_kind_a_model_lacks_is_a_message(
-    smollm2: ModelHandle, minilm: ModelHandle, cache: ResultCache
+    smollm2: ModelHandle, minilm: ModelHandle, shared_cache: ResultCache
 ) -> None:
     with pytest.raises(LmscopeError, match="'all-minilm-l6-v2' has no gate matrix in block 2"):
-        compare([smollm2, minilm], "esd", kind="gate", cache=cache, progress=False)
+        compare([smollm2, minilm], "esd", kind="gate", cache=shared_cache, progress=False)
 
 
 OTHER = "Once upon a time there was a fox. Once upon a time there was a dog."
@@ -298,7 +300,7 @@ def test_a_head_another_model_lacks_is_a_message_and_the_grids_still_show(
         ("app_pages/6_Distributions_and_neurons.py", "neurons"),
     ],
 )
-def test_two_texts_on_one_model(page: str, view: str, smollm2: ModelHandle, cache: ResultCache) -> None:
+def test_two_texts_on_one_model(page: str, view: str, smollm2: ModelHandle, shared_cache: ResultCache) -> None:
     at = open_page(page, model=smollm2.name, text=TEXT, compare_by="texts", compare_text=OTHER)
     assert not at.exception and not at.error
     (drawn,) = _compared(at)  # the text's measures only (the sinks page's corpus maps read no text)
@@ -308,12 +310,12 @@ def test_two_texts_on_one_model(page: str, view: str, smollm2: ModelHandle, cach
     expected = [
         (label, values)
         for label, text in zip(labels, (TEXT, OTHER), strict=True)
-        for values in comparison.values(comparison.probe(smollm2, text, cache, None, {}).value).values()
+        for values in comparison.values(comparison.probe(smollm2, text, shared_cache, None, {}).value).values()
     ]
     assert [t["legendgroup"] for t in drawn["data"]] == [label for label, _ in expected]
     for trace, (_, values) in zip(drawn["data"], expected, strict=True):
         np.testing.assert_allclose(plotly_array(trace["y"]), values, rtol=1e-12, equal_nan=True)
-    api = compare_texts(smollm2, view, [TEXT, OTHER], cache=cache, progress=False).to_plotly_json()
+    api = compare_texts(smollm2, view, [TEXT, OTHER], cache=shared_cache, progress=False).to_plotly_json()
     assert [t["name"] for t in api["data"]] == [t["name"] for t in drawn["data"]]  # the page's figure
     if view == "massive":
         (table,) = [d.value for d in at.dataframe if "text" in d.value.columns]
@@ -324,5 +326,7 @@ def test_two_texts_on_one_model(page: str, view: str, smollm2: ModelHandle, cach
 def test_texts_are_not_compared_by_a_measure_of_the_weights(smollm2: ModelHandle) -> None:
     with pytest.raises(LmscopeError, match="measures the weights or the corpus, not a text: compare models"):
         compare_texts(smollm2, "spectra", [TEXT, OTHER], progress=False)
-    at = open_page("app_pages/8_Weight_spectra.py", model=smollm2.name, compare_by="texts", compare_text=OTHER)
+    at = open_page(
+        "app_pages/8_Weight_spectra.py", model=smollm2.name, text=TEXT, compare_by="texts", compare_text=OTHER
+    )
     assert "compare_by='texts' is not models" in texts(at.warning)  # the spectra page offers models only

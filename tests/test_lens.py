@@ -44,10 +44,10 @@ def _independent(handle: ModelHandle, token_ids: np.ndarray, zeroed: list[int]) 
 
 
 @pytest.mark.parametrize("zero", [False, True])
-def test_every_readout_equals_an_independent_one(decoder: ModelHandle, zero: bool, cache: ResultCache) -> None:
-    zeroed = massive_features(decoder, TEXT, cache) if zero else []
+def test_every_readout_equals_an_independent_one(decoder: ModelHandle, zero: bool, shared_cache: ResultCache) -> None:
+    zeroed = massive_features(decoder, TEXT, shared_cache) if zero else []
     assert not zero or zeroed  # both decoders have massive features on the text
-    result = lens.run(decoder, TEXT, cache, zeroed).value
+    result = lens.run(decoder, TEXT, shared_cache, zeroed).value
     assert result.top_ids.shape == (decoder.n_layers + 1, len(result.tokens), lens.TOP) and result.zeroed == zeroed
     following = torch.as_tensor(result.token_ids[1:])
     for row, logp in enumerate(_independent(decoder, result.token_ids, zeroed)):
@@ -62,8 +62,8 @@ def test_every_readout_equals_an_independent_one(decoder: ModelHandle, zero: boo
     assert result.top_tokens[0, 3, 0] == decoder.tokenizer.decode([int(result.top_ids[0, 3, 0])])
 
 
-def test_the_last_readout_is_the_models_own_prediction(decoder: ModelHandle, cache: ResultCache) -> None:
-    result = lens.run(decoder, TEXT, cache).value
+def test_the_last_readout_is_the_models_own_prediction(decoder: ModelHandle, shared_cache: ResultCache) -> None:
+    result = lens.run(decoder, TEXT, shared_cache).value
     logits = direct(decoder, result.token_ids).logits[0].float()
     logp = torch.log_softmax(logits, dim=-1)
     np.testing.assert_allclose(result.top_probs[-1], torch.topk(logp, lens.TOP).values.exp().numpy(), atol=1e-5)
@@ -72,19 +72,19 @@ def test_the_last_readout_is_the_models_own_prediction(decoder: ModelHandle, cac
     ranks = (logp[:-1] > logp[:-1].gather(1, torch.as_tensor(result.token_ids[1:])[:, None])).sum(-1).numpy()
     np.testing.assert_array_equal(result.next_rank[-1], ranks)
     # Zeroing the massive features moves the model's own prediction: the last row's KL is no longer 0.
-    zeroed = lens.run(decoder, TEXT, cache, massive_features(decoder, TEXT, cache)).value
+    zeroed = lens.run(decoder, TEXT, shared_cache, massive_features(decoder, TEXT, shared_cache)).value
     assert zeroed.kl_final[-1].mean() > 0.01
 
 
-def test_bad_requests_are_messages(smollm2: ModelHandle, minilm: ModelHandle, cache: ResultCache) -> None:
+def test_bad_requests_are_messages(smollm2: ModelHandle, minilm: ModelHandle, shared_cache: ResultCache) -> None:
     with pytest.raises(LmscopeError, match="is an encoder: it has no unembedding"):
-        lens.run(minilm, TEXT, cache)
+        lens.run(minilm, TEXT, shared_cache)
     with pytest.raises(LmscopeError, match="The features to zero must be from 0 to 575"):
-        lens.run(smollm2, TEXT, cache, [576])
+        lens.run(smollm2, TEXT, shared_cache, [576])
     with pytest.raises(LmscopeError, match="The lens reads 2 to 512 tokens"):
-        lens.run(smollm2, "word " * 600, cache)
+        lens.run(smollm2, "word " * 600, shared_cache)
     with pytest.raises(LmscopeError, match="The lens reads 2 to 512 tokens"):
-        lens.run(smollm2, "Hi", cache)
+        lens.run(smollm2, "Hi", shared_cache)
 
 
 def test_the_page_draws_the_lens_at_its_settings(smollm2: ModelHandle) -> None:
@@ -128,11 +128,11 @@ def test_the_cli_prints_what_the_api_returns(smollm2: ModelHandle) -> None:
     assert bad.returncode != 0 and "--zero takes feature numbers" in bad.stderr
 
 
-def test_the_attribution_parts_sum_to_the_models_logit(decoder: ModelHandle, cache: ResultCache) -> None:
-    read = lens.run(decoder, TEXT, cache).value
+def test_the_attribution_parts_sum_to_the_models_logit(decoder: ModelHandle, shared_cache: ResultCache) -> None:
+    read = lens.run(decoder, TEXT, shared_cache).value
     position = len(read.tokens) - 3
     target = int(read.token_ids[position + 1])
-    done = attribution.run(decoder, read.token_ids.tolist(), position, target, cache).value
+    done = attribution.run(decoder, read.token_ids.tolist(), position, target, shared_cache).value
     assert done.heads.shape == (decoder.n_layers, decoder.n_heads) and done.target_id == target
     logits = direct(decoder, read.token_ids).logits[0, position].double()
     assert done.logit == pytest.approx(float(logits[target]), abs=2e-3)  # neither model soft-caps its logits
@@ -149,10 +149,12 @@ def test_the_attribution_parts_sum_to_the_models_logit(decoder: ModelHandle, cac
         assert by_block == pytest.approx(float(direction @ added), abs=2e-4 * magnitude), layer
 
 
-def test_a_heads_part_equals_its_attention_weights_times_values(smollm2: ModelHandle, cache: ResultCache) -> None:
-    read = lens.run(smollm2, TEXT, cache).value
+def test_a_heads_part_equals_its_attention_weights_times_values(
+    smollm2: ModelHandle, shared_cache: ResultCache
+) -> None:
+    read = lens.run(smollm2, TEXT, shared_cache).value
     position, target, layer, h = len(read.tokens) - 1, int(read.top_ids[-1, -1, 0]), 23, 4
-    done = attribution.run(smollm2, read.token_ids.tolist(), position, target, cache).value
+    done = attribution.run(smollm2, read.token_ids.tolist(), position, target, shared_cache).value
     outputs = direct(smollm2, read.token_ids, output_hidden_states=True, output_attentions=True)
     block = blocks(smollm2)[layer]
     with torch.inference_mode():

@@ -30,8 +30,8 @@ def _parameter(handle: ModelHandle, name: str) -> np.ndarray:
 
 
 @pytest.mark.slow  # every matrix of each built-in, against numpy
-def test_weight_statistics_equal_a_direct_computation(any_model: ModelHandle, cache: ResultCache) -> None:
-    stats = spectra.run(any_model, cache).value
+def test_weight_statistics_equal_a_direct_computation(any_model: ModelHandle, shared_cache: ResultCache) -> None:
+    stats = spectra.run(any_model, shared_cache).value
     assert [m.name for m in stats.matrices] == [r.name for r in spectra.block_weights(any_model)]
     for m in stats.matrices[:: max(1, len(stats.matrices) // 12)]:
         w = _parameter(any_model, m.name).ravel()
@@ -40,7 +40,7 @@ def test_weight_statistics_equal_a_direct_computation(any_model: ModelHandle, ca
         assert m.kurtosis == pytest.approx(np.mean(z**4) - 3, rel=1e-6, abs=1e-9)
         assert m.beyond_3_std == pytest.approx(np.mean(np.abs(z) > 3), abs=1e-12)
         assert m.beyond_6_std == pytest.approx(np.mean(np.abs(z) > 6), abs=1e-12)
-    assert spectra.run(any_model, cache).hit
+    assert spectra.run(any_model, shared_cache).hit
 
 
 def test_unknown_matrix_gets_a_message(smollm2: ModelHandle) -> None:
@@ -53,8 +53,8 @@ def test_energy_captured_matches_the_definition() -> None:
     np.testing.assert_allclose(energy_captured(s, np.array([1, 2, 4])), [16 / 22, 20 / 22, 1.0])
 
 
-def test_spectra_figures_draw_the_probe_numbers(smollm2: ModelHandle, cache: ResultCache) -> None:
-    model_spectra = spectra.run(smollm2, cache).value
+def test_spectra_figures_draw_the_probe_numbers(smollm2: ModelHandle, shared_cache: ResultCache) -> None:
+    model_spectra = spectra.run(smollm2, shared_cache).value
     chosen = model_spectra.get("model.layers.4.mlp.down_proj")
     fig = esd_figure(chosen, *spectra.marchenko_pastur(chosen.shape, chosen.std**2))
     assert f"alpha {chosen.alpha:.2f}" in fig.layout.title.subtitle.text
@@ -154,10 +154,10 @@ def test_compression_page_on_the_encoder(minilm: ModelHandle) -> None:
 
 
 @pytest.mark.slow  # compresses SmolLM2 and scores it
-def test_tradeoff_figure_draws_the_points(smollm2: ModelHandle, cache: ResultCache) -> None:
+def test_tradeoff_figure_draws_the_points(smollm2: ModelHandle, shared_cache: ResultCache) -> None:
     from probes import corpus
 
-    done = pruning.tradeoff(smollm2, TEXT, corpus.sentences()[:2], [0.5], [8], cache).value
+    done = pruning.tradeoff(smollm2, TEXT, corpus.sentences()[:2], [0.5], [8], shared_cache).value
     fig = tradeoff_figure(done)
     quant = next(t for t in fig.data if t.name == "round-to-nearest quantization")
     point = next(p for p in done.points if p.method == "quantize")
@@ -165,7 +165,7 @@ def test_tradeoff_figure_draws_the_points(smollm2: ModelHandle, cache: ResultCac
 
 
 @pytest.mark.slow  # loads a model
-def test_cli_weights_and_pruning(smollm2: ModelHandle, cache: ResultCache) -> None:
+def test_cli_weights_and_pruning(smollm2: ModelHandle, shared_cache: ResultCache) -> None:
     done = cli("weights", "--model", "smollm2-135m-instruct")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
