@@ -289,7 +289,7 @@ def test_layer_out_of_range_gets_a_message(smollm2: ModelHandle, cache: ResultCa
 
 
 @pytest.mark.slow  # loads a model
-def test_cli_activations_and_ablate(smollm2: ModelHandle, cache: ResultCache) -> None:
+def test_cli_activations_and_ablate(smollm2: ModelHandle, cache: ResultCache, shared_cache: ResultCache) -> None:
     done = cli("activations", "--model", "smollm2-135m-instruct", "--text", TEXT, "--top", "5")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -303,11 +303,13 @@ def test_cli_activations_and_ablate(smollm2: ModelHandle, cache: ResultCache) ->
         assert magnitudes == sorted(magnitudes, reverse=True) and magnitudes[0] == pytest.approx(entry["max_abs"])
     first = out["layers"][int(np.argmax(result.max_abs))]["top"][0]
     assert set(first) >= {"position", "dim", "value"}
-    done = cli("ablate", "--model", "smollm2-135m-instruct", "--text", TEXT)
+    done = cli("ablate", "--model", "smollm2-135m-instruct", "--text", TEXT, "--sentences", "8")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["nll_massive_zeroed"] > out["nll_random_zeroed"] > 0 and out["nll_base"] > 0
     assert out["nll_base"] == pytest.approx(float(token_nll(smollm2, result.token_ids).mean()), rel=1e-6)
+    means = ablation.run(smollm2, TEXT, Thresholds(), shared_cache, corpus.sentences()[:8]).value.means  # the CLI's
+    assert [a["mean"] for a in out["ablated"]] == pytest.approx(means.tolist())  # the means of those 8 sentences
 
 
 @pytest.mark.slow  # loads a model
@@ -317,6 +319,7 @@ def test_cli_activations_and_ablate(smollm2: ModelHandle, cache: ResultCache) ->
         (("activations", "--model", "smollm2-135m-instruct", "--text", " "), "empty"),
         (("activations", "--model", "smollm2-135m-instruct", "--text", "x", "--top", "0"), "--top"),
         (("ablate", "--model", "all-minilm-l6-v2", "--text", "A text."), "encoder"),
+        (("ablate", "--model", "smollm2-135m-instruct", "--text", "A text.", "--sentences", "0"), "corpus sentences"),
         (("activations", "--model", "no/such-model", "--text", "x"), "no/such-model"),
     ],
 )

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from probes import ablation, activations, corpus
 from probes.nll import perplexity
 from results.activations import ActivationResult, Thresholds
+from runtime import limits
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.models import load
@@ -113,12 +114,20 @@ def _ablation_arguments(command: argparse.ArgumentParser) -> None:
         action="store_true",
         help="edit each massive entry at every layer where it is massive, not only the first",
     )
+    command.add_argument(
+        "--sentences",
+        type=int,
+        default=len(corpus.sentences()),
+        help=f"the first N corpus sentences give the means (default: all {len(corpus.sentences())})",
+    )
 
 
 def _print_ablation(args: argparse.Namespace) -> object:
+    limits.check_range(args.sentences, 1, len(corpus.sentences()), "number of corpus sentences")
     handle = load(args.model)
     thresholds = Thresholds(args.min_magnitude, args.min_ratio)
-    done = ablation.run(handle, args.text, thresholds, ResultCache(), everywhere=args.everywhere).value
+    chosen = corpus.sentences()[: args.sentences]
+    done = ablation.run(handle, args.text, thresholds, ResultCache(), chosen, args.everywhere).value
     return {
         "model": handle.name,
         "fingerprint": handle.fingerprint,
