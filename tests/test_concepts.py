@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -22,17 +21,8 @@ pytestmark = pytest.mark.slow  # one dictionary fit on SmolLM2 (about 20 s), sha
 
 
 @pytest.fixture(scope="module")
-def session_cache() -> Iterator[ResultCache]:
-    """The session's throwaway result cache (conftest points LMSCOPE_CACHE_DIR at it): the page, the CLI and the
-    lecture tests find the same dictionary there."""
-    store = ResultCache()
-    yield store
-    store.close()
-
-
-@pytest.fixture(scope="module")
-def found(smollm2: ModelHandle, session_cache: ResultCache) -> ConceptDictionary:
-    return concepts.dictionary(smollm2, session_cache).value
+def found(smollm2: ModelHandle, shared_cache: ResultCache) -> ConceptDictionary:
+    return concepts.dictionary(smollm2, shared_cache).value
 
 
 def _unit(vectors: np.ndarray, center: np.ndarray) -> np.ndarray:
@@ -88,9 +78,9 @@ def undecided(smollm2: ModelHandle, found: ConceptDictionary) -> np.ndarray:
 
 @pytest.mark.parametrize("word", ["apple", "king", "photosynthesis"])
 def test_a_words_reconstruction_is_its_code_times_the_atoms(
-    smollm2: ModelHandle, found: ConceptDictionary, session_cache: ResultCache, word: str
+    smollm2: ModelHandle, found: ConceptDictionary, shared_cache: ResultCache, word: str
 ) -> None:
-    result = concepts.decompose(smollm2, word, found, 5, session_cache).value
+    result = concepts.decompose(smollm2, word, found, 5, shared_cache).value
     ids = smollm2.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
     x = _unit(_embeddings(smollm2, ids).mean(axis=0), found.center)
     np.testing.assert_allclose(result.vector, x, atol=1e-5)
@@ -154,8 +144,8 @@ def test_atom_labels_are_the_tokens_with_the_largest_coefficients(
     assert checked > 0.9 * found.n_atoms
 
 
-def test_a_second_request_comes_from_the_cache(smollm2: ModelHandle, session_cache: ResultCache, found) -> None:
-    again = concepts.dictionary(smollm2, session_cache)
+def test_a_second_request_comes_from_the_cache(smollm2: ModelHandle, shared_cache: ResultCache, found) -> None:
+    again = concepts.dictionary(smollm2, shared_cache)
     assert again.hit and np.array_equal(again.value.atoms, found.atoms)
 
 
@@ -195,11 +185,11 @@ def test_unknown_words_and_layers_get_a_message(minilm: ModelHandle, smollm2: Mo
         concepts.dictionary(smollm2, cache, 30)
 
 
-def test_the_cli_prints_the_words_code(found: ConceptDictionary, smollm2: ModelHandle, session_cache) -> None:
+def test_the_cli_prints_the_words_code(found: ConceptDictionary, smollm2: ModelHandle, shared_cache) -> None:
     done = cli("concepts", "--model", "smollm2-135m-instruct", "--word", "apple", "--atoms", "4")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    expected = concepts.decompose(smollm2, "apple", found, 4, session_cache).value
+    expected = concepts.decompose(smollm2, "apple", found, 4, shared_cache).value
     assert out["model"] == smollm2.name and out["fingerprint"] == smollm2.fingerprint and out["layer"] is None
     assert [a["atom"] for a in out["atoms"]] == expected.atoms.tolist()
     np.testing.assert_allclose([a["coefficient"] for a in out["atoms"]], expected.coefficients, atol=1e-6)
@@ -209,10 +199,10 @@ def test_the_cli_prints_the_words_code(found: ConceptDictionary, smollm2: ModelH
     assert out["fit"]["n_nonzero"] == found.n_nonzero and out["fit"]["n_atoms"] == found.n_atoms
 
 
-def test_the_page_draws_the_words_equation(found: ConceptDictionary, smollm2: ModelHandle, session_cache) -> None:
+def test_the_page_draws_the_words_equation(found: ConceptDictionary, smollm2: ModelHandle, shared_cache) -> None:
     at = open_page("app_pages/12_Concepts.py", word="king", atoms="4")
     assert not at.exception and not at.error
-    expected = concepts.decompose(smollm2, "king", found, 4, session_cache).value
+    expected = concepts.decompose(smollm2, "king", found, 4, shared_cache).value
     figure = chart(at, 0)
     bars = figure["data"][-1]  # the coefficients, then the residual
     np.testing.assert_allclose(

@@ -30,15 +30,6 @@ PAGE = "app_pages/9_Pruning.py"
 
 
 @pytest.fixture(scope="module")
-def shared_cache() -> Iterator[ResultCache]:
-    """The session's result cache (conftest points LMSCOPE_CACHE_DIR at it), which the page and the CLI use too:
-    the probe runs once for every test here."""
-    store = ResultCache()
-    yield store
-    store.close()
-
-
-@pytest.fixture(scope="module")
 def result(smollm2: ModelHandle, shared_cache: ResultCache) -> DroppedHeads:
     return dropped_heads.run(smollm2, TEXT, shared_cache, SEEDS).value
 

@@ -5,7 +5,7 @@ model is never touched, runs depend on their seed alone, limits, the CLI and the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -194,11 +194,9 @@ def test_an_encoder_is_refused(minilm: ModelHandle, cache: ResultCache) -> None:
 
 
 @pytest.fixture(scope="module")
-def defaults(smollm2: ModelHandle) -> Iterator[FineTuneComparison]:
+def defaults(smollm2: ModelHandle, shared_cache: ResultCache) -> FineTuneComparison:
     """Both default runs (about 75 s of 2 cores when not stored yet; the lecture and tour tests read them too)."""
-    store = ResultCache()
-    yield finetune.compare(smollm2, store).value
-    store.close()
+    return finetune.compare(smollm2, shared_cache).value
 
 
 def _similarity(u_a: np.ndarray, u_b: np.ndarray) -> float:

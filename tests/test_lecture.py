@@ -50,16 +50,8 @@ PAGES = figure_pages()
 
 
 @pytest.fixture(scope="module")
-def lecture_cache() -> ResultCache:
-    """The session's throwaway result cache (conftest points LMSCOPE_CACHE_DIR at it), as the export uses."""
-    store = ResultCache()
-    yield store
-    store.close()
-
-
-@pytest.fixture(scope="module")
 def rendered(
-    smollm2: ModelHandle, moefied: ModelHandle, gemma3: ModelHandle, lecture_cache: ResultCache
+    smollm2: ModelHandle, moefied: ModelHandle, gemma3: ModelHandle, shared_cache: ResultCache
 ) -> dict[str, Rendered]:
     """Every preset rendered once on its own models (the session's models shared)."""
     handles = {smollm2.name: smollm2, moefied.name: moefied, gemma3.name: gemma3}
@@ -70,7 +62,7 @@ def rendered(
         return handles[name]
 
     return {
-        name: render(preset, loaded(preset.model), lecture_cache, others=[loaded(n) for n in preset.compare])
+        name: render(preset, loaded(preset.model), shared_cache, others=[loaded(n) for n in preset.compare])
         for name, preset in catalog.presets().items()
     }
 
@@ -549,10 +541,10 @@ ON_GEMMA = ("sinks-share-by-layer", "massive-lines", "heads-induction", "weights
 @pytest.mark.gguf
 @pytest.mark.parametrize("name", ON_GEMMA)
 def test_a_caption_on_another_model_is_measured_there_or_says_it_does_not_apply(
-    name: str, gemma3: ModelHandle, lecture_cache: ResultCache
+    name: str, gemma3: ModelHandle, shared_cache: ResultCache
 ) -> None:
     preset = catalog.preset(name)
-    done = render(preset, gemma3, lecture_cache)
+    done = render(preset, gemma3, shared_cache)
     verdict = judge(done)
     written = caption(done, verdict)
     assert not done.own_model and preset.caption not in written  # SmolLM2's numbers never appear under Gemma's figure

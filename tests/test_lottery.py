@@ -4,7 +4,6 @@ Frankle and Carbin's result on the digits with the default settings."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -131,11 +130,9 @@ def test_counts_over_the_limits_are_refused(cache: ResultCache, rounds: int, see
 
 
 @pytest.fixture(scope="module")
-def defaults() -> Iterator[LotteryResult]:
-    """The default experiment, through the session's result cache (the lecture preset and the tour read it too)."""
-    store = ResultCache()
-    yield lottery.run(store).value
-    store.close()
+def defaults(shared_cache: ResultCache) -> LotteryResult:
+    """The default experiment, through the run's result cache (the lecture preset and the tour read it too)."""
+    return lottery.run(shared_cache).value
 
 
 @pytest.mark.slow  # 129 trainings, about 20 s of one core (unless the lecture tests computed them first)
