@@ -309,6 +309,24 @@ def settings_of(
     return chosen
 
 
+def _fields(compression: Compression) -> dict:
+    """A setting as a probe input (plain JSON, `Compression(**fields)` gives it back)."""
+    c = compression
+    return {"method": c.method, "amount": c.amount, "kinds": list(c.kinds), "pattern": c.pattern, "group": c.group}
+
+
+def _domain_ids(handle: ModelHandle) -> list[tuple[str, list[int]]]:
+    """Each domain's text (probes.domains) as token ids, cut to the token limit, by name."""
+    return [
+        (name, encode(handle, body, settings().max_tokens).token_ids.tolist()) for name, body in domain_texts().items()
+    ]
+
+
+def _domain_nll(target: ModelHandle, domains: list[tuple[str, list[int]]]) -> np.ndarray:
+    """The mean per-token NLL of each domain's text under `target`."""
+    return np.asarray([np.mean(token_nll(target, np.asarray(d))) for _, d in domains], dtype=np.float64)
+
+
 def _tradeoff(
     handle: ModelHandle,
     token_ids: list[int],
@@ -335,8 +353,7 @@ def _tradeoff(
 
     def score(target: ModelHandle) -> tuple[float, float, np.ndarray]:
         text_nll = float(np.mean(token_nll(target, ids)))  # first: an encoder stops here with a plain message
-        by_domain = np.asarray([np.mean(token_nll(target, np.asarray(d))) for _, d in domains], dtype=np.float64)
-        return text_nll, sentences_nll(target, dict(groups)) if groups else math.nan, by_domain
+        return text_nll, sentences_nll(target, dict(groups)) if groups else math.nan, _domain_nll(target, domains)
 
     base_text, base_corpus, base_domains = score(handle)  # before the copy
     advance()
@@ -399,16 +416,10 @@ def tradeoff(
         on_progress,
         token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist(),
         groups=grouped(handle, sentences) if sentences else [],
-        settings_=[
-            {"method": c.method, "amount": c.amount, "kinds": list(c.kinds), "pattern": c.pattern, "group": c.group}
-            for c in chosen
-        ],
+        settings_=[_fields(c) for c in chosen],
         kinds=list(kinds),
         calibration=calibrated.calibration_ids(handle, [*sentences, text], *calibration) if needs_calibration else [],
-        domains=[
-            (name, encode(handle, body, settings().max_tokens).token_ids.tolist())
-            for name, body in domain_texts().items()
-        ],
+        domains=_domain_ids(handle),
     )
 
 
@@ -424,18 +435,13 @@ def _setting_score(
     loss of each domain's text before and after; progress counts the blocks of a calibrated method."""
     chosen = Compression(**compression)
     ids = np.asarray(token_ids, dtype=np.int64)
-    others = [np.asarray(d, dtype=np.int64) for _, d in domains]
-
-    def domain_nll(target: ModelHandle) -> np.ndarray:
-        return np.asarray([np.mean(token_nll(target, d)) for d in others], dtype=np.float64)
-
-    base, base_domains = token_nll(handle, ids), domain_nll(handle)
+    base, base_domains = token_nll(handle, ids), _domain_nll(handle, domains)
     with model_copy(handle, NAME) as twin:
         pairs = _pairs(handle, twin, chosen.kinds)
         _compress_copy(handle, twin, pairs, chosen, calibration, on_progress)
         after = token_nll(twin, ids)
         errors = layer_errors(handle, twin, chosen.kinds, ids)
-        after_domains = domain_nll(twin)
+        after_domains = _domain_nll(twin, domains)
     return SettingScore(
         model=handle.name,
         fingerprint=handle.fingerprint,
@@ -476,20 +482,11 @@ def setting_score(
         cache,
         on_progress,
         token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist(),
-        compression={
-            "method": compression.method,
-            "amount": compression.amount,
-            "kinds": list(compression.kinds),
-            "pattern": compression.pattern,
-            "group": compression.group,
-        },
+        compression=_fields(compression),
         calibration=(
             calibrated.calibration_ids(handle, [text], *calibration) if compression.method in CALIBRATED else []
         ),
-        domains=[
-            (name, encode(handle, body, settings().max_tokens).token_ids.tolist())
-            for name, body in domain_texts().items()
-        ],
+        domains=_domain_ids(handle),
     )
 
 
