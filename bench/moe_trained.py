@@ -28,8 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.moefication import N_SENTENCES  # noqa: E402
 from bench.record import record  # noqa: E402
-from probes import corpus, moe_loss, moe_trained, moe_trained_store, routing  # noqa: E402
-from probes.moe_store import stored_or_built  # noqa: E402
+from probes import corpus, moe_loss, moe_trained, moe_trained_store, moe_update, routing  # noqa: E402
 from probes.moefication import DERIVED_NAME  # noqa: E402
 from results.moe_trained import Recipe, TrainingLog, tenths  # noqa: E402
 from results.moefication import Setting  # noqa: E402
@@ -137,10 +136,10 @@ def explained(experts: np.ndarray, kinds: np.ndarray) -> float:
     return float((joint[seen] * np.log(joint[seen] / outer[seen])).sum() / -(kind * np.log(kind)).sum())
 
 
-def untrained(base: ModelHandle, recipe: Recipe, scratch: Path) -> ModelHandle:
-    """The recipe's MoE as converted, its routers as the family initialises them, saved under scratch and loaded."""
-    assignment = stored_or_built(base, None)[0].assignments[recipe.experts]
-    converted = moe_trained.converted(base, assignment, recipe, moe_trained.training_ids(base, recipe.tokens))
+def untrained(base: ModelHandle, folder: Path, scratch: Path) -> ModelHandle:
+    """The MoE of the build in `folder` as converted, its routers as the family initialises them, saved under scratch
+    and loaded."""
+    converted = moe_trained_store.converted(base, moe_update.read(folder))
     converted.save_pretrained(scratch / "untrained")
     base.tokenizer.save_pretrained(scratch / "untrained")
     return load_built(TRAINED_MOE.name, scratch / "untrained", "bench")
@@ -165,7 +164,7 @@ def specialisation(folders: list[Path], recipes: list[Recipe]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as scratch:
-        handles.insert(1, (f"{label(recipes[0])}, router untrained", untrained(base, recipes[0], Path(scratch)), None))
+        handles.insert(1, (f"{label(recipes[0])}, router untrained", untrained(base, folders[0], Path(scratch)), None))
         cache = ResultCache(Path(scratch) / "cache")
         for name, handle, setting in handles:
             routed = routing.corpus_run(handle, sentences, cache, setting).value

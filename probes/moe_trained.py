@@ -35,6 +35,7 @@ from probes import corpus
 from probes.batches import Progress
 from probes.calibrated import block_calls, block_output
 from probes.moe_equation import expert_outputs, stacked_outputs
+from probes.moe_update import Update, apply, extract, trained_weights
 from probes.moefication import EVAL_SENTENCES
 from probes.residual import blocks, submodule
 from probes.routing import expert_balance, shared_count
@@ -44,7 +45,7 @@ from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from runtime.hooks import observing
 
-VERSION = 3  # of the build: a new version trains a new model folder
+VERSION = 4  # of the build: a new version trains a new model folder
 SEQUENCE = 128  # tokens per training sequence
 LOCAL_BATCH = 1024  # tokens per step of the layer-wise fit
 DISTIL_BATCH = 4  # sequences per distillation step
@@ -153,13 +154,6 @@ def convert(base: ModelHandle, assignment: np.ndarray, recipe: Recipe, shared: n
             state[prefix + "shared_expert_gate.weight"] = torch.zeros_like(state[prefix + "shared_expert_gate.weight"])
     moe.load_state_dict(state)
     return moe
-
-
-def converted(base: ModelHandle, assignment: np.ndarray, recipe: Recipe, ids: np.ndarray) -> PreTrainedModel:
-    """The dense model converted by the recipe, before any training: its shared experts (if any) the most popular on
-    the first LOCAL_BATCH tokens of the training ids (sequences, SEQUENCE)."""
-    sample = ids[: LOCAL_BATCH // SEQUENCE]
-    return convert(base, assignment, recipe, popular_experts(base, assignment, recipe, sample))
 
 
 def moe_blocks(moe: nn.Module) -> list[nn.Module]:
@@ -383,9 +377,11 @@ def _nll_at_ks(moe: PreTrainedModel, sequences: list[list[int]], ks: np.ndarray)
 
 def train(
     base: ModelHandle, assignment: np.ndarray, recipe: Recipe, on_progress: Progress | None = None
-) -> tuple[PreTrainedModel, TrainingLog]:
+) -> tuple[PreTrainedModel, Update, TrainingLog]:
     """Convert the dense model (`base`, a private copy: it is only read) by the recipe and train it; returns the MoE
-    and what the build measured. on_progress(done, total) counts layers fitted and distillation steps."""
+    kept (its update at the recipe's rank), that update, and what the build measured. Its shared experts (if any)
+    are the most popular on the first LOCAL_BATCH training tokens. on_progress(done, total) counts layers fitted and
+    distillation steps."""
     recipe.check()
     started = time.perf_counter()
     ids, held_out = training_ids(base, recipe.tokens), held_out_ids(base)
@@ -406,11 +402,13 @@ def train(
         curve.append((elapsed(), steps, mean_nll(moe, held_out)))
 
     def after_step(steps: int) -> None:
-        if steps % EVAL_EVERY == 0 and steps < recipe.steps:  # the last is measured with every k below
+        if steps % EVAL_EVERY == 0 and steps < recipe.steps:  # the last is measured after the loop
             measure(steps)
         advance()
 
-    moe = converted(base, assignment, recipe, ids)
+    shared = popular_experts(base, assignment, recipe, ids[: LOCAL_BATCH // SEQUENCE])
+    moe = convert(base, assignment, recipe, shared)
+    before = trained_weights(moe)
     converted_at = elapsed()
     untrained, untrained_cv = _nll_at_ks(moe, held_out, ks), load_cv(moe, held_out)
     curve.append((converted_at, -1, float(untrained[at])))
@@ -418,9 +416,11 @@ def train(
     if recipe.steps:
         measure(0)
     kl, balance = distil(base, moe, ids, recipe, after_step)
-    distilled_at = elapsed()
+    measure(recipe.steps)
+    update = Update(recipe, base.fingerprint, VERSION, assignment, shared, extract(before, moe, recipe.rank))
+    moe.load_state_dict(before, strict=False)
+    apply(moe, update.tensors)  # the model kept is the converted one plus the update, as rebuilt from its file
     trained = _nll_at_ks(moe, held_out, ks)
-    curve.append((distilled_at, recipe.steps, float(trained[at])))
     seconds, steps, nll = (np.asarray(column) for column in zip(*curve, strict=True))
     log = TrainingLog(
         recipe=recipe,
@@ -442,4 +442,4 @@ def train(
         trained_cv=load_cv(moe, held_out),
     )
     log.seconds = time.perf_counter() - started
-    return moe, log
+    return moe, update, log

@@ -1,14 +1,20 @@
-"""The trained MoE in the model store: one model folder (config.json, safetensors, tokenizer, training.json) per
-dense model and recipe, trained once when missing; and the derived model's handle, loaded from that folder."""
+"""The trained MoE in the model store: one model folder (config.json, safetensors, tokenizer, the update that
+training made, training.json) per dense model and recipe, made once when missing: from the update the repository
+ships when it is this recipe's for this dense model, else trained; and the derived model's handle, loaded from that
+folder."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+from transformers import PreTrainedModel
+
+from probes import moe_update
 from probes.batches import Progress
 from probes.moe_store import stored_or_built
-from probes.moe_trained import VERSION, train
+from probes.moe_trained import VERSION, convert, train
+from probes.moe_update import Update
 from results.moe_trained import Recipe, TrainingLog
 from runtime.builtin import TRAINED_MOE
 from runtime.errors import LmscopeError
@@ -26,18 +32,71 @@ def folder(base: ModelHandle, recipe: Recipe) -> Path:
     return settings().model_store / "derived" / TRAINED_MOE.name / f"{base.fingerprint}-v{VERSION}-{recipe.digest()}"
 
 
+def converted(base: ModelHandle, update: Update) -> PreTrainedModel:
+    """The MoE that `update` was trained from: the dense model converted by its recipe, split and shared experts."""
+    return convert(base, update.assignment, update.recipe, update.shared)
+
+
+def rebuilt(base: ModelHandle, update: Update) -> PreTrainedModel:
+    """The trained MoE that `update` stands for: its converted model plus the update."""
+    moe = converted(base, update)
+    moe_update.apply(moe, update.tensors)
+    return moe
+
+
+def shipped(base: ModelHandle, recipe: Recipe) -> Path | None:
+    """The repository's folder holding this recipe's update for this dense model, by this version of the build; None
+    when it ships another (or none)."""
+    try:
+        update = moe_update.read(moe_update.SHIPPED)
+    except LmscopeError:
+        return None
+    same = (update.recipe, update.base, update.version) == (recipe, base.fingerprint, VERSION)
+    return moe_update.SHIPPED if same else None
+
+
+def write(into: Path, moe: PreTrainedModel, update: Update, log: TrainingLog, base: ModelHandle) -> None:
+    """A build's folder: the model (config.json, safetensors), the dense model's tokenizer, the update and, last, the
+    training record."""
+    moe.save_pretrained(into)
+    base.tokenizer.save_pretrained(into)
+    moe_update.save(update, into)
+    (into / LOG_NAME).write_text(log.to_json())
+
+
+def trained(
+    base: ModelHandle, recipe: Recipe, on_progress: Progress | None = None
+) -> tuple[PreTrainedModel, Update, TrainingLog]:
+    """The MoE of this recipe trained from `base` (a private copy, only read) on the model store's MoEfication
+    split: the model, its update and the training record."""
+    moefication, _ = stored_or_built(base, None)
+    return train(base, moefication.assignments[recipe.experts], recipe, on_progress)
+
+
+def export(base: ModelHandle, recipe: Recipe, into: Path, on_progress: Progress | None = None) -> None:
+    """Train the MoE of this recipe and write its update and training record into `into`: what the repository ships
+    in moe_update.SHIPPED for the default recipe (`make moe-update`)."""
+    recipe.check()
+    _, update, log = trained(base, recipe, on_progress)
+    into.mkdir(parents=True, exist_ok=True)
+    moe_update.save(update, into)
+    (into / LOG_NAME).write_text(log.to_json())
+
+
 def stored_or_trained(base: ModelHandle, recipe: Recipe, on_progress: Progress | None = None) -> Path:
-    """The folder of the MoE of this recipe: from the model store, else trained from `base` (a private copy, only
-    read) and stored; sessions asking at once in this process train it once."""
+    """The folder of the MoE of this recipe: from the model store, else made from the shipped update when it is this
+    recipe's (seconds), else trained from `base` (a private copy, only read; minutes), and stored; sessions asking at
+    once in this process make it once."""
     recipe.check()
     target = folder(base, recipe)
 
     def build(into: Path) -> None:
-        moefication, _ = stored_or_built(base, None)
-        moe, log = train(base, moefication.assignments[recipe.experts], recipe, on_progress)
-        moe.save_pretrained(into)
-        base.tokenizer.save_pretrained(into)
-        (into / LOG_NAME).write_text(log.to_json())
+        ready = shipped(base, recipe)
+        if ready is None:
+            write(into, *trained(base, recipe, on_progress), base)
+            return
+        update = moe_update.read(ready)
+        write(into, rebuilt(base, update), update, training_log(ready), base)
 
     with file_lock(target):
         return built_folder(target, LOG_NAME, build)
@@ -60,11 +119,12 @@ def log_of(handle: ModelHandle) -> TrainingLog | None:
 def describe(log: TrainingLog) -> str:
     """The trained MoE in one line: how it was made and what it scores."""
     recipe, at = log.recipe, int(list(log.costs.ks).index(log.recipe.top_k))
+    kept = f", the experts' update kept at rank {recipe.rank}" if recipe.rank else ""
     return (
         f"derived: SmolLM2-135M's MLPs split into {recipe.experts} experts (MoEfication) as a {recipe.family()} MoE, "
-        f"{recipe.top_k} active per token ({recipe.routing()}), trained here by distillation ({recipe.layer_steps} "
-        f"steps per layer, {recipe.steps} through the model, {log.train_tokens:,} tokens, {log.seconds / 60:.1f} "
-        f"min); held-out NLL {log.trained_nll[at]:.2f} (dense {log.dense_nll:.2f}, untrained router "
+        f"{recipe.top_k} active per token ({recipe.routing()}), trained by distillation ({recipe.layer_steps} steps "
+        f"per layer, {recipe.steps} through the model, {log.train_tokens:,} tokens, {log.seconds / 60:.1f} min"
+        f"{kept}); held-out NLL {log.trained_nll[at]:.2f} (dense {log.dense_nll:.2f}, untrained router "
         f"{log.untrained_nll[at]:.2f})"
     )
 

@@ -16,16 +16,18 @@ MAX_LAYER_STEPS = 1000  # local fitting steps per layer (each about 0.1 s)
 MAX_TOKENS = 131072  # training tokens (the corpus, then Python's documentation: about 110,000 tokens in all)
 MIN_TOKENS = 1024
 MAX_BALANCE = 10.0  # weight of the load-balancing loss
+MAX_RANK = 512  # of the experts' kept update per layer (the update matrices are 576 wide on SmolLM2)
 
 
 @dataclass(frozen=True)
 class Recipe:
     """How an MoE is made from the dense SmolLM2: E experts per MLP from the MoEfication split, k of them active per
-    token; `shared` of the k (the experts the most tokens need, DeepSeekMoE's shared experts) always on as one shared
-    expert (a Qwen2-MoE; a Mixtral when none) and the top k − shared of the others routed; `layer_steps` steps
-    fitting each layer's router and experts to the dense MLP on its own inputs, then `steps` steps of distillation
-    from the dense model through the whole network, on `tokens` training tokens, both with the Switch load-balancing
-    loss weighted by `balance`; `seed` fixes the router's initialisation and the batches."""
+        token; `shared` of the k (the experts the most tokens need, DeepSeekMoE's shared experts) always on as one shared
+        expert (a Qwen2-MoE; a Mixtral when none) and the top k − shared of the others routed; `layer_steps` steps
+        fitting each layer's router and experts to the dense MLP on its own inputs, then `steps` steps of distillation
+        from the dense model through the whole network, on `tokens` training tokens, both with the Switch load-balancing
+        loss weighted by `balance`; `seed` fixes the router's initialisation and the batches. The experts' update from
+    their converted weights is kept at `rank` per layer and weight (0: in full), so that the build is a small file."""
 
     experts: int = 16
     top_k: int = 4
@@ -35,6 +37,7 @@ class Recipe:
     seed: int = 0
     balance: float = 0.01
     shared: int = 0
+    rank: int = 32
 
     @property
     def routed_k(self) -> int:
@@ -66,6 +69,8 @@ class Recipe:
             raise LmscopeError(f"Training tokens must be from {MIN_TOKENS} to {MAX_TOKENS}; got {self.tokens}.")
         if not 0 <= self.balance <= MAX_BALANCE:
             raise LmscopeError(f"The balancing loss's weight must be from 0 to {MAX_BALANCE}; got {self.balance}.")
+        if not 0 <= self.rank <= MAX_RANK:
+            raise LmscopeError(f"The update's rank must be from 0 (full) to {MAX_RANK}; got {self.rank}.")
 
     def digest(self) -> str:
         """A short name for the recipe, for the model store."""
@@ -121,11 +126,11 @@ class TrainingLog:
     seconds: float  # the whole build
     dense_nll: float  # held-out mean NLL of the dense model
     untrained_nll: np.ndarray  # at each k of costs.ks: the converted MoE before training (router: the family's init)
-    trained_nll: np.ndarray  # at each k: after training (trained at recipe.top_k)
+    trained_nll: np.ndarray  # at each k: the model kept (trained at recipe.top_k, its update at recipe.rank)
     costs: Costs
     curve_seconds: np.ndarray  # build time at each held-out measurement: converted, layers fitted, distillation steps
     curve_steps: np.ndarray  # distillation steps done at each (-1: before the layer-wise fit)
-    curve_nll: np.ndarray  # held-out mean NLL at recipe.top_k at each
+    curve_nll: np.ndarray  # held-out mean NLL at recipe.top_k at each (the last: the full update, before its rank cut)
     untrained_cv: np.ndarray  # (layers,) coefficient of variation of the experts' load on the held-out tokens, before
     trained_cv: np.ndarray  # (layers,) and after training
 

@@ -5,6 +5,8 @@ loaded; the slide export writes real PNG, SVG and PDF files and an index, and a 
 from __future__ import annotations
 
 import ast
+import copy
+import dataclasses
 import html
 import json
 import os
@@ -456,6 +458,17 @@ def test_routing_rings_each_tokens_top_k(rendered: dict[str, Rendered]) -> None:
     chosen = np.stack([np.asarray(top1.x)] + [np.asarray(t.x) for t in others], axis=1)
     assert all(len(set(row)) == 4 for row in chosen.tolist())
     np.testing.assert_array_equal(chosen, layer.experts)
+
+
+def test_the_trained_routing_check_reads_the_softmax_gates(rendered: dict[str, Rendered]) -> None:
+    done = rendered["moe-trained-routing"]
+    verdict = judge(done)
+    assert verdict.ok and "by Softmax(x·W_g)" in verdict.finding
+    routing = copy.deepcopy(done.results["routing"])
+    layer = routing.router(int(done.query["layer"]))
+    layer.weights[:] = 1 / layer.top_k  # equal gates: not the router's
+    broken = judge(dataclasses.replace(done, results={**done.results, "routing": routing}))
+    assert broken.ok is False and "renormalised" in broken.finding
 
 
 def test_the_load_bars_are_the_routed_shares(rendered: dict[str, Rendered]) -> None:

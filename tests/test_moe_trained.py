@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import MixtralForCausalLM, Qwen2MoeForCausalLM
 
-from probes import moe_equation, moe_loss, moe_trained, moe_trained_store, routing
+from probes import moe_equation, moe_loss, moe_trained, moe_trained_store, moe_update, routing
 from probes.moe_store import stored_or_built
 from probes.nll import token_nll
 from probes.text import encode
@@ -112,7 +112,17 @@ def test_the_stored_model_loads_with_mixtral_and_its_log_is_complete(short: Path
     assert np.all(np.diff(log.curve_seconds) > 0) and log.curve_seconds[-1] < log.seconds
     assert log.curve_stages() == ["converted", "layers fitted", f"step {SHORT.steps}"]
     assert log.curve_nll[0] == log.untrained_nll[at_k]  # the same measurements, not taken twice
-    assert log.curve_nll[-1] == log.trained_nll[at_k]
+    # The model kept is the converted one plus its update (the experts' at rank 32), as its file rebuilds it; the
+    # curve ends before the rank cut, the loss at each k is the kept model's.
+    update = moe_update.read(short)
+    assert (update.recipe, update.base, update.version) == (SHORT, smollm2.fingerprint, moe_trained.VERSION)
+    assert any(name.endswith(".left") for name in update.tensors)
+    stored = MixtralForCausalLM.from_pretrained(short).eval()
+    rebuilt = moe_trained_store.rebuilt(smollm2, update).state_dict()
+    assert all(torch.equal(value, rebuilt[name]) for name, value in stored.state_dict().items())
+    held_out = moe_trained.held_out_ids(smollm2)
+    assert moe_trained.mean_nll(stored, held_out) == pytest.approx(log.trained_nll[at_k], abs=1e-5)
+    assert log.curve_nll[-1] != log.trained_nll[at_k]
     assert log.untrained_cv.shape == log.trained_cv.shape == (smollm2.n_layers,) and np.all(log.trained_cv >= 0)
     assert TrainingLog.from_json(log.to_json()).to_json() == log.to_json()
     model = MixtralForCausalLM.from_pretrained(short).eval()
@@ -146,15 +156,53 @@ def test_the_shared_build_loads_with_qwen2_moe(shared_short: Path, smollm2: Mode
         assert torch.isfinite(model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits).all()
 
 
-def test_training_again_reproduces_the_stored_model(short: Path, smollm2: ModelHandle) -> None:
-    moefication, _ = stored_or_built(smollm2, None)
-    again, log = moe_trained.train(smollm2, moefication.assignments[SHORT.experts], SHORT)
-    stored = MixtralForCausalLM.from_pretrained(short).state_dict()
-    fresh = again.state_dict()
-    assert fresh.keys() == stored.keys()
-    for name, value in fresh.items():
-        assert torch.allclose(value, stored[name], atol=1e-5), name
-    assert np.allclose(log.kl, moe_trained_store.training_log(short).kl, atol=1e-5)
+def test_exporting_trains_again_and_reproduces_the_stored_update(short: Path, store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    done = cli(
+        "moe-train", "--experts", "8", "--k", "2", "--layer-steps", "4", "--steps", "3", "--tokens", "1024",
+        "--export", str(out), env={"LMSCOPE_MODEL_STORE": str(store)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["folder"] == str(out) and sorted(p.name for p in out.iterdir()) == [
+        moe_trained_store.LOG_NAME,
+        moe_update.FILE_NAME,
+    ]
+    fresh, stored = moe_update.read(out), moe_update.read(short)
+    assert (fresh.recipe, fresh.base, fresh.version) == (stored.recipe, stored.base, stored.version)
+    assert np.array_equal(fresh.assignment, stored.assignment) and fresh.tensors.keys() == stored.tensors.keys()
+    for name in (n for n in stored.tensors if not n.endswith(".right")):
+        want, got = stored.tensors[name].float(), fresh.tensors[name].float()
+        if name.endswith(".left"):  # compare the updates, not their factors
+            right = name.removesuffix(".left") + ".right"
+            want, got = want @ stored.tensors[right].float(), got @ fresh.tensors[right].float()
+        assert torch.allclose(got, want, atol=2e-3 * float(want.abs().max())), name
+    log = moe_trained_store.training_log(short)
+    assert np.allclose(moe_trained_store.training_log(out).kl, log.kl, atol=1e-5)
+
+
+def test_the_repository_ships_the_default_recipes_update(smollm2: ModelHandle) -> None:
+    update = moe_update.read(moe_update.SHIPPED)
+    assert (update.recipe, update.base, update.version) == (Recipe(), smollm2.fingerprint, moe_trained.VERSION)
+    log = moe_trained_store.training_log(moe_update.SHIPPED)
+    assert (log.recipe, log.base_fingerprint) == (Recipe(), smollm2.fingerprint)
+    assert (moe_update.SHIPPED / moe_update.FILE_NAME).stat().st_size < 16e6
+
+
+def test_the_default_moe_is_the_shipped_update_applied_without_training(
+    smollm2: ModelHandle, trained_moe: ModelHandle, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LMSCOPE_MODEL_STORE", str(store))
+    monkeypatch.setattr(moe_trained_store, "train", lambda *a, **k: pytest.fail("trained"))
+    folder = moe_trained_store.stored_or_trained(smollm2, Recipe())
+    built = MixtralForCausalLM.from_pretrained(folder).eval()
+    prepared = trained_moe.model.state_dict()  # the prepared store's (`make models`)
+    assert all(torch.equal(value, prepared[name]) for name, value in built.state_dict().items())
+    # The shipped training record is true of the model built here.
+    log = moe_trained_store.training_log(folder)
+    at = list(log.costs.ks).index(Recipe().top_k)
+    assert moe_trained.mean_nll(built, moe_trained.held_out_ids(smollm2)) == pytest.approx(
+        log.trained_nll[at], abs=1e-4
+    )
 
 
 def test_a_second_request_reads_the_store(short: Path, smollm2: ModelHandle, store: Path, monkeypatch) -> None:
@@ -172,6 +220,7 @@ def test_recipes_outside_the_limits_are_refused() -> None:
         (Recipe(tokens=10), "Training tokens"),
         (Recipe(balance=-1.0), "balancing loss"),
         (Recipe(top_k=2, shared=2), "Shared experts must be from 0 to k − 1 = 1"),
+        (Recipe(rank=-1), "update's rank must be from 0"),
     ):
         with pytest.raises(LmscopeError, match=message):
             recipe.check()

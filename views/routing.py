@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import plotly.graph_objects as go
 
 from probes import moe_loss, moe_trained, moe_trained_store, moefication, routing
 from probes.moe_equation import is_sparse
-from results.moe_trained import MAX_BALANCE, MAX_LAYER_STEPS, MAX_STEPS, Recipe, TrainingLog
+from results.moe_trained import MAX_BALANCE, MAX_LAYER_STEPS, MAX_RANK, MAX_STEPS, Recipe, TrainingLog
 from results.moefication import EXPERT_COUNTS, ROUTERS, Setting
 from results.routing import LayerRouting, RoutingResult
 from runtime.builtin import TRAINED_MOE
@@ -118,6 +119,18 @@ def _train_arguments(command: argparse.ArgumentParser) -> None:
         default=default.balance,
         help=f"weight of the load-balancing loss (0 to {MAX_BALANCE:g})",
     )
+    command.add_argument(
+        "--rank",
+        type=int,
+        default=default.rank,
+        help=f"the experts' update kept at this rank (0: in full, to {MAX_RANK})",
+    )
+    command.add_argument(
+        "--export",
+        type=Path,
+        help="train even if the store or the repository has this recipe's MoE, and write its update and training "
+        "record into this folder (what the repository ships for the default recipe)",
+    )
 
 
 def _train(args: argparse.Namespace) -> object:
@@ -130,12 +143,17 @@ def _train(args: argparse.Namespace) -> object:
         seed=args.seed,
         balance=args.balance,
         shared=args.shared,
+        rank=args.rank,
     )
     recipe.check()
     with progress_bar(
         f"Training the MoE (E = {recipe.experts}, k = {recipe.top_k}, {recipe.shared} shared)", True
     ) as bar:
-        folder = moe_trained_store.stored_or_trained(loaded(TRAINED_MOE.base), recipe, bar)
+        if args.export:
+            moe_trained_store.export(loaded(TRAINED_MOE.base), recipe, args.export, bar)
+            folder = args.export
+        else:
+            folder = moe_trained_store.stored_or_trained(loaded(TRAINED_MOE.base), recipe, bar)
     log = moe_trained_store.training_log(folder)
     return {
         "folder": str(folder),

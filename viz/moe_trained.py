@@ -79,6 +79,20 @@ def training_figure(log: TrainingLog, model: str) -> go.Figure:
         row=1,
         col=3,
     )
+    if log.recipe.rank:
+        at = list(log.costs.ks).index(log.recipe.top_k)
+        fig.add_trace(
+            go.Scatter(
+                x=[minutes[-1]],
+                y=[log.trained_nll[at]],
+                mode="markers",
+                name=f"the model kept: the experts' update at rank {log.recipe.rank}",
+                marker={"color": TRAINED_COLOUR, "symbol": "diamond-open", "size": 12, "line": {"width": 2}},
+                hovertemplate=f"the update cut to rank {log.recipe.rank}: NLL %{{y:.2f}}<extra></extra>",
+            ),
+            row=1,
+            col=3,
+        )
     fig.update_xaxes(title_text="layer", row=1, col=1)
     fig.update_xaxes(title_text="step", row=1, col=2)
     fig.update_xaxes(title_text="minutes of the build", row=1, col=3)

@@ -9,7 +9,7 @@ from lecture.render import Rendered
 from probes import routing
 from results.moe_trained import TrainingLog, tenths
 from results.moefication import LossByK
-from results.routing import RoutingResult
+from results.routing import LayerRouting, RoutingResult
 
 
 def moe_routing(rendered: Rendered) -> str:
@@ -18,6 +18,8 @@ def moe_routing(rendered: Rendered) -> str:
     top = np.argmax(layer.logits, axis=1)
     if not distinct or not np.array_equal(top, layer.experts[:, 0]):
         raise rendered.fail("the ringed experts are not each token's top-k distinct experts")
+    if layer.rule == "softmax":
+        return _softmax_gates(rendered, layer)
     favourites = np.argsort(np.bincount(top, minlength=layer.n_experts))[::-1][:3]
     taken = int(np.isin(top, favourites).sum())
     others = {int(e) for e in layer.experts[:, 1:].ravel()}
@@ -26,6 +28,24 @@ def moe_routing(rendered: Rendered) -> str:
     return (
         f"{layer.label}: experts {', '.join(map(str, sorted(favourites.tolist())))} are the first choice of {taken} of "
         f"{len(top)} tokens; the other picks use {len(others)} of the {layer.n_experts} experts"
+    )
+
+
+def _softmax_gates(rendered: Rendered, layer: LayerRouting) -> str:
+    """A trained softmax router: G(x) = Softmax(x·W_g), the chosen are the top k of G, their gates G renormalised."""
+    shifted = np.exp(layer.logits - layer.logits.max(axis=1, keepdims=True))
+    softmax = shifted / shifted.sum(axis=1, keepdims=True)
+    chosen = np.take_along_axis(layer.probs, layer.experts, axis=1)
+    best = -np.sort(-layer.probs, axis=1)[:, : layer.top_k]
+    renormalised = chosen / chosen.sum(axis=1, keepdims=True)
+    if not np.allclose(layer.probs, softmax, atol=1e-5) or not np.allclose(chosen, best, atol=1e-6):
+        raise rendered.fail("the probabilities are not the softmax of the router's scores, or the chosen not its top k")
+    if not np.allclose(layer.weights, renormalised, atol=1e-5):
+        raise rendered.fail("the chosen experts' gates are not their probabilities renormalised to sum to 1")
+    return (
+        f"{layer.label}: each of {len(layer.probs)} tokens uses its top {layer.top_k} of {layer.n_experts} by "
+        f"Softmax(x·W_g), which hold {chosen.sum(axis=1).mean():.0%} of its probability on average; renormalised, "
+        f"the first choice's gate is {layer.weights[:, 0].mean():.2f} on average"
     )
 
 
