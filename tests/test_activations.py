@@ -23,6 +23,7 @@ TEXT = "The quick brown fox jumps over the lazy dog. Then it ran home.\nAnd the 
 MASSIVE = "app_pages/5_Massive_activations.py"
 NEURONS = "app_pages/6_Distributions_and_neurons.py"
 FEW = 6  # corpus sentences, where the whole corpus is not the point
+SUMMATION_ORDER = 1e-3  # relative: two orders of float32 sums through Gemma 3 (see the long-text test)
 
 
 def _has_final_norm(handle: ModelHandle) -> bool:
@@ -80,12 +81,15 @@ def test_a_long_text_is_read_whole_with_attention_in_chunks(
     n = len(result.tokens)
     assert n > 600
     outputs = _block_outputs(gemma3, result.token_ids)
+    # Chunked and eager attention sum the same float32 terms in other orders; through Gemma's blocks, whose residual
+    # stream reaches 7e4, the outputs drift apart by up to 1.4e-4 of a value (measured, 2026-12-05). A wrong chunk or
+    # mask moves values by a whole part of themselves, so 1e-3 still tells the two apart.
     for layer, h in enumerate(outputs[:-1]):  # the last block's value comes from the probe's own code path
-        np.testing.assert_allclose(result.token_peak[layer], np.abs(h).max(axis=1), rtol=1e-4, atol=1e-3)
-        assert result.max_abs[layer] == pytest.approx(np.abs(h).max(), rel=1e-4)
+        np.testing.assert_allclose(result.token_peak[layer], np.abs(h).max(axis=1), rtol=SUMMATION_ORDER, atol=1e-3)
+        assert result.max_abs[layer] == pytest.approx(np.abs(h).max(), rel=SUMMATION_ORDER)
     first = activations.layer_run(gemma3, text, 3, cache).value
     assert len(first.tokens) == 300 and first.tokens == result.tokens[:300]
-    np.testing.assert_allclose(first.values, outputs[3][:300], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(first.values, outputs[3][:300], rtol=SUMMATION_ORDER, atol=1e-3)
     with pytest.raises(LmscopeError, match="300"):
         ablation.run(gemma3, text, Thresholds(), cache, corpus.sentences()[:FEW])
 
