@@ -32,11 +32,12 @@ trained = moe_trained_store.log_of(handle)
 if trained is not None:
     recipe = trained.recipe
     st.info(
-        f"Trained here: SmolLM2-135M's MLPs split into {recipe.experts} experts (MoEfication) as transformers' own "
-        f"{recipe.family()} MoE, {recipe.top_k} active per token: {recipe.routing()}, G(x) = Softmax(x·W_g) with "
+        f"Trained by lmscope: SmolLM2-135M's MLPs split into {recipe.experts} experts (MoEfication) as transformers' "
+        f"own {recipe.family()} MoE, {recipe.top_k} active per token: {recipe.routing()}, G(x) = Softmax(x·W_g) with "
         "the top-k gates renormalised; then trained by distillation from the dense model (each layer fitted to the "
-        "dense MLP, then KL through the whole model, with the Switch load-balancing loss). It loads with "
-        f"{type(handle.model).__name__}.from_pretrained like any downloaded checkpoint."
+        "dense MLP, then KL through the whole model, with the Switch load-balancing loss)"
+        + (f", the experts' update kept at rank {recipe.rank}" if recipe.rank else "")
+        + f". It loads with {type(handle.model).__name__}.from_pretrained like any downloaded checkpoint."
     )
 if handle.name == moefication.DERIVED_NAME:
     st.info(
