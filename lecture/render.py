@@ -22,7 +22,7 @@ from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from views.registry import Run, figures
 from viz.layers import mark_sliding_layers
-from viz.theme import layout_of
+from viz.theme import layout_of, title_on_top
 
 T = TypeVar("T")
 
@@ -78,6 +78,7 @@ def _retitle(figure: go.Figure, preset: Preset) -> None:
     figure.update_layout(
         title_text=preset.title, title_subtitle_text="<br>".join(t for t in own if t and t != preset.title)
     )
+    title_on_top(figure)  # the subtitle may have grown by the builder's title
 
 
 def _plain(value: object) -> object:

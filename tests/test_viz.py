@@ -19,7 +19,7 @@ from runtime.handle import ModelHandle
 from viz.attention import attention_heatmap, head_summary_grid
 from viz.export import figure_bytes, figures_zip
 from viz.layers import LINE, mark_sliding_layers
-from viz.theme import TEMPLATE, themed, token_axis, visible
+from viz.theme import TEMPLATE, themed, title_on_top, token_axis, visible
 from viz.tokens import token_chips_html
 
 TEXT = "The cat sat on the mat.\nThe dog sat on the log."
@@ -137,3 +137,17 @@ def test_the_models_windows_come_from_their_configs(smollm2: ModelHandle, gemma3
     types = gemma3.text_config.layer_types
     assert gemma3.layer_windows == [512 if t == "sliding_attention" else None for t in types]
     assert gemma3.layer_windows.count(None) == 3 and gemma3.layer_windows[5] is None
+
+
+def test_title_on_top_leaves_room_for_every_subtitle_line_and_the_subplot_titles() -> None:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Layer 0<br>1.4 to 2.5", "Layer 1"))
+    themed(fig, "A preset's title", "the builder's title<br>its subtitle<br>a second line<br>a third")
+    fig.update_layout(height=400)
+    title_on_top(fig)
+    layout = fig.layout
+    assert (layout.title.y, layout.title.yref, layout.title.yanchor) == (1, "container", "top")
+    # Padding, the 18 px title, four 14 px subtitle lines and two lines of 16 px subplot titles, at 1.3 lines.
+    assert layout.margin.t == pytest.approx(12 + (18 + 4 * 14 + 2 * 16) * 1.3 + 12)
+    assert layout.height == pytest.approx(400 + layout.margin.t - TEMPLATE.layout.margin.t)  # the plot keeps its size
+    short = themed(go.Figure(), "Title", "one line")
+    assert title_on_top(short).layout.margin.t == TEMPLATE.layout.margin.t  # room enough already: unchanged

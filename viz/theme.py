@@ -37,6 +37,23 @@ def themed(fig: go.Figure, title: str, subtitle: str | None = None) -> go.Figure
     return fig
 
 
+def title_on_top(fig: go.Figure) -> go.Figure:
+    """Pin the title and subtitle to the top of the figure and make the top margin tall enough for them and the
+    subplot titles above the plot, however many lines the subtitle has (returns the same figure)."""
+    layout, base = layout_of(fig), layout_of(TEMPLATE)
+    body = layout.font.size or base.font.size
+    subtitle = layout.title.subtitle.text
+    lines = str(subtitle).count("<br>") + 1 if subtitle else 0
+    needed = 12 + base.title.font.size * _LINE + lines * body * _LINE + _top_labels(fig, body) + 12
+    current = layout.margin.t if layout.margin.t is not None else base.margin.t
+    fig.update_layout(
+        title={"y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 12}}, margin_t=max(current, needed)
+    )
+    if layout.height is not None and needed > current:  # the plot keeps its height
+        fig.update_layout(height=layout.height + needed - current)
+    return fig
+
+
 def legend_below(fig: go.Figure, height: int) -> go.Figure:
     """A horizontal legend under the plot, leaving the top for a two-line subtitle."""
     fig.update_layout(
