@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 
-.PHONY: run test check check-cuda models moe-update chromium bench warm screenshots
+.PHONY: run test check check-cuda models chromium bench warm screenshots
 
 $(INSTALLED): requirements.txt requirements-models.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,6 @@ chromium:
 # Converts the built-in GGUF models into the local model store once; later calls return in seconds.
 models: $(INSTALLED)
 	$(BIN)/python -m lmscope prepare > /dev/null
-
-# Trains the default trained MoE again (about 11 minutes on 2 cores) and writes the update that the repository ships
-# (probes/data/trained_moe/: the split, the routers, the experts' update at rank 32, the training record), from which
-# `make models` builds the model in seconds. Run it when the build changes (probes/moe_trained.py's VERSION).
-moe-update: $(INSTALLED) models
-	$(BIN)/python -m lmscope moe-train --export probes/data/trained_moe > /dev/null
 
 # Computes every page's first view on every built-in model, and every lecture preset, into the result cache.
 warm: $(INSTALLED) models

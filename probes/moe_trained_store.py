@@ -1,7 +1,6 @@
 """The trained MoE in the model store: one model folder (config.json, safetensors, tokenizer, the update that
-training made, training.json) per dense model and recipe, made once when missing: from the update the repository
-ships when it is this recipe's for this dense model, else trained; and the derived model's handle, loaded from that
-folder."""
+training made, training.json) per dense model and recipe, trained once when missing; and the derived model's handle,
+loaded from that folder."""
 
 from __future__ import annotations
 
@@ -44,17 +43,6 @@ def rebuilt(base: ModelHandle, update: Update) -> PreTrainedModel:
     return moe
 
 
-def shipped(base: ModelHandle, recipe: Recipe) -> Path | None:
-    """The repository's folder holding this recipe's update for this dense model, by this version of the build; None
-    when it ships another (or none)."""
-    try:
-        update = moe_update.read(moe_update.SHIPPED)
-    except LmscopeError:
-        return None
-    same = (update.recipe, update.base, update.version) == (recipe, base.fingerprint, VERSION)
-    return moe_update.SHIPPED if same else None
-
-
 def write(into: Path, moe: PreTrainedModel, update: Update, log: TrainingLog, base: ModelHandle) -> None:
     """A build's folder: the model (config.json, safetensors), the dense model's tokenizer, the update and, last, the
     training record."""
@@ -74,8 +62,8 @@ def trained(
 
 
 def export(base: ModelHandle, recipe: Recipe, into: Path, on_progress: Progress | None = None) -> None:
-    """Train the MoE of this recipe and write its update and training record into `into`: what the repository ships
-    in moe_update.SHIPPED for the default recipe (`make moe-update`)."""
+    """Train the MoE of this recipe and write its update and training record into `into` (the build as a small file,
+    from which `rebuilt` makes the model)."""
     recipe.check()
     _, update, log = trained(base, recipe, on_progress)
     into.mkdir(parents=True, exist_ok=True)
@@ -84,19 +72,13 @@ def export(base: ModelHandle, recipe: Recipe, into: Path, on_progress: Progress 
 
 
 def stored_or_trained(base: ModelHandle, recipe: Recipe, on_progress: Progress | None = None) -> Path:
-    """The folder of the MoE of this recipe: from the model store, else made from the shipped update when it is this
-    recipe's (seconds), else trained from `base` (a private copy, only read; minutes), and stored; sessions asking at
-    once in this process make it once."""
+    """The folder of the MoE of this recipe: from the model store, else trained from `base` (a private copy, only
+    read) and stored; sessions asking at once in this process train it once."""
     recipe.check()
     target = folder(base, recipe)
 
     def build(into: Path) -> None:
-        ready = shipped(base, recipe)
-        if ready is None:
-            write(into, *trained(base, recipe, on_progress), base)
-            return
-        update = moe_update.read(ready)
-        write(into, rebuilt(base, update), update, training_log(ready), base)
+        write(into, *trained(base, recipe, on_progress), base)
 
     with file_lock(target):
         return built_folder(target, LOG_NAME, build)

@@ -2,8 +2,7 @@
 every router, and the experts' update from their converted weights at rank r per layer and weight (the stacked gate
 and up projections of a layer's experts share their input side, the down projections their output side), in
 float16. A build is its converted model plus this update, so the file is the build: the model store keeps it beside
-each folder, and the repository ships the default recipe's, which a fresh machine applies in seconds instead of
-training for minutes."""
+each folder, and `moe-train --export` writes it alone."""
 
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ from runtime.errors import LmscopeError
 
 FILE_NAME = "update.safetensors"
 STORED = torch.float16
-SHIPPED = Path(__file__).resolve().parent / "data" / "trained_moe"  # the default recipe's update, and its log
 _LEFT, _RIGHT = ".left", ".right"  # a weight's update as the product of two factors
 
 

@@ -180,31 +180,6 @@ def test_exporting_trains_again_and_reproduces_the_stored_update(short: Path, st
     assert np.allclose(moe_trained_store.training_log(out).kl, log.kl, atol=1e-5)
 
 
-def test_the_repository_ships_the_default_recipes_update(smollm2: ModelHandle) -> None:
-    update = moe_update.read(moe_update.SHIPPED)
-    assert (update.recipe, update.base, update.version) == (Recipe(), smollm2.fingerprint, moe_trained.VERSION)
-    log = moe_trained_store.training_log(moe_update.SHIPPED)
-    assert (log.recipe, log.base_fingerprint) == (Recipe(), smollm2.fingerprint)
-    assert (moe_update.SHIPPED / moe_update.FILE_NAME).stat().st_size < 16e6
-
-
-def test_the_default_moe_is_the_shipped_update_applied_without_training(
-    smollm2: ModelHandle, trained_moe: ModelHandle, store: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LMSCOPE_MODEL_STORE", str(store))
-    monkeypatch.setattr(moe_trained_store, "train", lambda *a, **k: pytest.fail("trained"))
-    folder = moe_trained_store.stored_or_trained(smollm2, Recipe())
-    built = MixtralForCausalLM.from_pretrained(folder).eval()
-    prepared = trained_moe.model.state_dict()  # the prepared store's (`make models`)
-    assert all(torch.equal(value, prepared[name]) for name, value in built.state_dict().items())
-    # The shipped training record is true of the model built here.
-    log = moe_trained_store.training_log(folder)
-    at = list(log.costs.ks).index(Recipe().top_k)
-    assert moe_trained.mean_nll(built, moe_trained.held_out_ids(smollm2)) == pytest.approx(
-        log.trained_nll[at], abs=1e-4
-    )
-
-
 def test_a_second_request_reads_the_store(short: Path, smollm2: ModelHandle, store: Path, monkeypatch) -> None:
     monkeypatch.setenv("LMSCOPE_MODEL_STORE", str(store))
     monkeypatch.setattr(moe_trained_store, "train", lambda *a, **k: pytest.fail("trained again"))

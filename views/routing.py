@@ -129,7 +129,7 @@ def _train_arguments(command: argparse.ArgumentParser) -> None:
         "--export",
         type=Path,
         help="train even if the store or the repository has this recipe's MoE, and write its update and training "
-        "record into this folder (what the repository ships for the default recipe)",
+        "record into this folder (the build as a small file)",
     )
 
 
