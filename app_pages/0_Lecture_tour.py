@@ -9,14 +9,17 @@ from lecture.render import render
 from ui.charts import show_figure
 from ui.models import loaded_model, result_cache, waited
 from ui.scaffold import Setting, start
-from viz.theme import slide
+from viz.theme import slide, title_html
 
 PRESENTER_CSS = """<style>
 [data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], header { display: none !important; }
 .block-container { padding-top: 1.5rem !important; max-width: 100% !important; }
 h1 { font-size: 2.2rem !important; } h2 { font-size: 3rem !important; }
 [data-testid="stMarkdown"] p, [data-testid="stMarkdown"] li { font-size: 1.7rem !important; }
+.lm-title { font-size: 2.4rem; color: #2a3f5f; line-height: 1.2; margin-top: 1rem; }
+.lm-subtitle { font-size: 1.35rem; color: #2a3f5f; line-height: 1.35; margin-top: 0.4rem; }
 </style>"""
+SLIDE = (1600, 900)  # the size a presenter's slide is laid out at, then stretched to the screen's width
 
 sections = catalog.sections()
 page = start(__file__)
@@ -32,9 +35,7 @@ def step(by: int) -> None:
 
 
 controls = st.columns([1, 1, 4, 2], vertical_alignment="bottom")
-controls[0].button(
-    "Previous", icon=":material/arrow_back:", on_click=step, args=(-1,), shortcut="Left", width="stretch"
-)
+controls[0].button("Back", icon=":material/arrow_back:", on_click=step, args=(-1,), shortcut="Left", width="stretch")
 controls[1].button("Next", icon=":material/arrow_forward:", on_click=step, args=(1,), shortcut="Right", width="stretch")
 index = page.widget("section", controls[2].selectbox, "Section", format_func=lambda i: f"{i + 1}. {sections[i].title}")
 presenter = page.widget(
@@ -52,9 +53,10 @@ def show(name: str, preset: presets.Preset) -> None:
         return
     compared = [other for other in others if other is not None]
     rendered = waited(preset.title, lambda progress: render(preset, handle, result_cache(), progress, compared))
-    if presenter:  # the figure as a slide; the caption as large text, which wraps to any screen width
-        figure = slide(rendered.figure, 1600, 900).update_layout(width=None, autosize=True)  # the screen's width
-        show_figure(figure, page.key(name), name)
+    if presenter:  # the figure as a slide, its titles and caption as large text that wraps to any screen width
+        st.html(title_html(rendered.figure))
+        figure = slide(rendered.figure, *SLIDE, titles=False, fit_height=True).update_layout(width=None, autosize=True)
+        show_figure(figure, page.key(name), name, download=slide(rendered.figure, *SLIDE))
         st.markdown(f"*{preset.caption}*")
     else:
         show_figure(rendered.figure, page.key(name), name)

@@ -50,7 +50,7 @@ def test_next_and_previous_step_through_the_sections() -> None:
     assert at.header[0].value.startswith("1. ")
     at.button[1].click().run()  # Next
     assert at.header[0].value.startswith("2. ") and at.query_params["section"] == "1"
-    at.button[0].click().run().button[0].click().run()  # Previous twice: stays at the first section
+    at.button[0].click().run().button[0].click().run()  # Back twice: stays at the first section
     assert at.header[0].value.startswith("1. ") and not at.exception
 
 

@@ -19,7 +19,7 @@ from runtime.handle import ModelHandle
 from viz.attention import attention_heatmap, head_summary_grid
 from viz.export import figure_bytes, figures_zip
 from viz.layers import LINE, mark_sliding_layers
-from viz.theme import TEMPLATE, themed, title_on_top, token_axis, visible
+from viz.theme import TEMPLATE, slide, themed, title_html, title_on_top, token_axis, visible
 from viz.tokens import token_chips_html
 
 TEXT = "The cat sat on the mat.\nThe dog sat on the log."
@@ -151,3 +151,28 @@ def test_title_on_top_leaves_room_for_every_subtitle_line_and_the_subplot_titles
     assert layout.height == pytest.approx(400 + layout.margin.t - TEMPLATE.layout.margin.t)  # the plot keeps its size
     short = themed(go.Figure(), "Title", "one line")
     assert title_on_top(short).layout.margin.t == TEMPLATE.layout.margin.t  # room enough already: unchanged
+
+
+def test_title_html_keeps_plotlys_markup_and_shows_everything_else_as_text() -> None:
+    fig = themed(go.Figure(), "W<sup>T</sup>W of <b>layer 3</b>", "first token <|im_start|> & co<br>x < y<br />a")
+    assert title_html(fig) == (
+        '<div class="lm-title">W<sup>T</sup>W of <b>layer 3</b></div>'
+        '<div class="lm-subtitle">first token &lt;|im_start|&gt; &amp; co<br>x &lt; y<br>a</div>'
+    )
+    assert title_html(themed(go.Figure(), "Only a title")) == '<div class="lm-title">Only a title</div>'
+
+
+def test_a_slide_of_square_maps_is_made_only_as_tall_as_the_maps_need() -> None:
+    fig = make_subplots(rows=1, cols=4, horizontal_spacing=0.03)
+    for col in range(1, 5):
+        fig.add_trace(go.Heatmap(z=np.arange(64.0).reshape(8, 8), showscale=False), row=1, col=col)
+        fig.update_yaxes(scaleanchor="x" if col == 1 else f"x{col}", row=1, col=col)
+    themed(fig, "Four maps", "one row of square maps")
+    fitted = slide(fig, 1600, 900, fit_height=True)
+    layout = fitted.layout
+    square = (fig.layout.xaxis.domain[1] - fig.layout.xaxis.domain[0]) * (1600 - layout.margin.l - layout.margin.r)
+    assert layout.height == pytest.approx(layout.margin.t + square + layout.margin.b, abs=1)
+    assert layout.height < 600
+    assert slide(fig, 1600, 900).layout.height == 900  # a page of the slide's own shape unless asked
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1]), row=1, col=1)  # not only maps: the scale is free, nothing to fit
+    assert slide(fig, 1600, 900, fit_height=True).layout.height == 900

@@ -23,12 +23,21 @@ def _renderer(fig: go.Figure, fmt: str) -> Callable[[], bytes]:
     return lambda: figure_bytes(fig, fmt)
 
 
-def show_figure(fig: go.Figure, key: str, name: str, windows: Sequence[int | None] = (), **chart_options) -> object:
+def show_figure(
+    fig: go.Figure,
+    key: str,
+    name: str,
+    windows: Sequence[int | None] = (),
+    download: go.Figure | None = None,
+    **chart_options,
+) -> object:
     """Draw the chart and its PNG/SVG download buttons; returns what st.plotly_chart returns. `windows`: the drawn
-    model's per-layer attention windows (`ModelHandle.layer_windows`), so its sliding-window layers are marked."""
+    model's per-layer attention windows (`ModelHandle.layer_windows`), so its sliding-window layers are marked;
+    `download`: what the buttons save, when not the chart as drawn."""
     mark_sliding_layers(fig, windows)
     event = st.plotly_chart(fig, key=key, theme=None, width="stretch", **chart_options)
-    st.session_state.setdefault(PAGE_FIGURES, []).append((name, fig))
+    saved = fig if download is None else download
+    st.session_state.setdefault(PAGE_FIGURES, []).append((name, saved))
     if browser_path() is None:
         st.caption("PNG/SVG downloads need chromium on the server (Debian package `chromium`).")
         return event
@@ -37,7 +46,7 @@ def show_figure(fig: go.Figure, key: str, name: str, windows: Sequence[int | Non
         row.download_button(
             fmt.upper(),
             icon=":material/download:",
-            data=_renderer(fig, fmt),
+            data=_renderer(saved, fmt),
             file_name=f"{slug(name)}.{fmt}",
             mime=FORMATS[fmt],
             key=f"{key}-{fmt}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import textwrap
@@ -52,6 +53,21 @@ def title_on_top(fig: go.Figure) -> go.Figure:
     if layout.height is not None and needed > current:  # the plot keeps its height
         fig.update_layout(height=layout.height + needed - current)
     return fig
+
+
+_MARKUP = re.compile(r"&lt;(/?)(b|i|em|sup|sub)&gt;|&lt;br\s*/?&gt;")
+
+
+def title_html(fig: go.Figure) -> str:
+    """The figure's title and subtitle as HTML that wraps to any width (for a page that shows them above the plot):
+    Plotly's markup for line breaks, bold, italics, super- and subscripts kept, everything else as plain text."""
+
+    def markup(text: str) -> str:
+        return _MARKUP.sub(lambda m: f"<{m[1]}{m[2]}>" if m[2] else "<br>", html.escape(text, quote=False))
+
+    layout = layout_of(fig)
+    parts = [("lm-title", layout.title.text), ("lm-subtitle", layout.title.subtitle.text)]
+    return "".join(f'<div class="{name}">{markup(str(text))}</div>' for name, text in parts if text)
 
 
 def legend_below(fig: go.Figure, height: int) -> go.Figure:
@@ -216,16 +232,38 @@ def _axis_labels(fig: go.Figure, body: float) -> float:
     return longest + 3.0 * body * _LINE
 
 
+def _square_maps_height(fig: go.Figure, plot_width: float) -> float | None:
+    """The plot height at which every map fills its subplot's width, for a figure of heatmaps whose y axes are
+    anchored to the x scale (square cells); None when a trace is not such a map."""
+    layout = layout_of(fig)
+    needed = [0.0]
+    for trace in fig.data:
+        if not isinstance(trace, go.Heatmap) or trace.z is None:
+            return None
+        x_axis, y_axis = (
+            layout[f"{axis}axis{str(name)[1:]}"]
+            for axis, name in (("x", trace.xaxis or "x"), ("y", trace.yaxis or "y"))
+        )
+        if y_axis.scaleanchor is None:
+            return None
+        rows, cols = np.shape(trace.z)[:2]
+        x_share, y_share = (a.domain[1] - a.domain[0] if a.domain else 1.0 for a in (x_axis, y_axis))
+        needed.append(x_share * plot_width * rows / cols / y_share)
+    return max(needed)
+
+
 def slide(
     fig: go.Figure,
     width: int = SLIDE_WIDTH,
     height: int = SLIDE_HEIGHT,
     titles: bool = True,
     caption: str | None = None,
+    fit_height: bool = False,
 ) -> go.Figure:
     """A copy of the figure as a width x height slide: fonts sized for 1920 x 1080 and scaled with the slide,
     colour scales untouched, the title and subtitle (wrapped to the width) only when `titles`, and the caption
-    as a text block under the plot when given."""
+    as a text block under the plot when given. With `fit_height`, a figure of square-celled maps (heatmaps whose
+    axes keep one scale) is made only as tall as its maps need, where a 16:9 page would leave it blank below."""
     out = go.Figure(fig)
     scale = min(width / SLIDE_WIDTH, height / SLIDE_HEIGHT)
     body = SLIDE_FONT * scale
@@ -274,6 +312,11 @@ def slide(
         caption_height = len(lines) * caption_px * _LINE + 2 * pad
     rows = _legend_rows(out, body, usable) if layout.legend.orientation == "h" else 0
     legend_height = rows * body * 1.5 + (pad if rows else 0)
+    bottom = below + legend_height + caption_height + pad
+    maps = _square_maps_height(out, usable) if fit_height else None
+    if maps is not None and top + maps + bottom < height:
+        height = math.ceil(top + maps + bottom)
+        out.update_layout(height=height)
     if rows:  # horizontal legends go under the plot, above the caption, whatever the builder chose
         out.update_layout(
             legend={
@@ -299,7 +342,6 @@ def slide(
             showarrow=False,
             font={"size": caption_px, "color": "#222222"},
         )
-    bottom = below + legend_height + caption_height + pad
     out.update_layout(margin={"l": left, "r": right, "t": top, "b": bottom})
     _fit_ticks(out, body, usable, height - top - bottom)
     return out
