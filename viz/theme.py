@@ -238,15 +238,15 @@ def _square_maps_height(fig: go.Figure, plot_width: float) -> float | None:
     layout = layout_of(fig)
     needed = [0.0]
     for trace in fig.data:
-        if not isinstance(trace, go.Heatmap) or trace.z is None:
+        if not isinstance(trace, go.Heatmap) or trace["z"] is None:
             return None
         x_axis, y_axis = (
             layout[f"{axis}axis{str(name)[1:]}"]
-            for axis, name in (("x", trace.xaxis or "x"), ("y", trace.yaxis or "y"))
+            for axis, name in (("x", trace["xaxis"] or "x"), ("y", trace["yaxis"] or "y"))
         )
         if y_axis.scaleanchor is None:
             return None
-        rows, cols = np.shape(trace.z)[:2]
+        rows, cols = np.asarray(trace["z"], dtype=object).shape[:2]
         x_share, y_share = (a.domain[1] - a.domain[0] if a.domain else 1.0 for a in (x_axis, y_axis))
         needed.append(x_share * plot_width * rows / cols / y_share)
     return max(needed)
