@@ -277,3 +277,22 @@ def test_cli_moe_train(short: Path, shared_short: Path, store: Path) -> None:
     assert bad.returncode == 1 and "MoEfication split" in bad.stderr
     heavy = cli("moe-train", "--balance", "11", env={"LMSCOPE_MODEL_STORE": str(store)})
     assert heavy.returncode == 1 and "balancing loss's weight must be from 0 to 10" in heavy.stderr
+
+
+def test_the_built_in_moe_keeps_the_first_tokens_massive_activation(
+    smollm2: ModelHandle, trained_moe: ModelHandle
+) -> None:
+    """SmolLM2's layer 11 gives the first token a hidden state thousands of times larger than any other token's
+    (the attention sink's massive activation); the trained MoE must route that token to the expert whose neurons
+    make it, or the model loses its sink (version 4 of the build peaked at 1% of the dense value)."""
+    ids = smollm2.tokenizer("The lecture shows what happens inside a language model.", return_tensors="pt")
+    with torch.inference_mode():
+        dense, moe = (
+            torch.stack(h.model(**ids, output_hidden_states=True).hidden_states)[:, 0].abs().amax(-1)
+            for h in (smollm2, trained_moe)
+        )  # (layers + 1, tokens): the largest |h| of each token after each block
+    layer = int(dense[:, 0].argmax())  # where the dense model's first token peaks
+    first, others = dense[layer, 0], dense[layer, 1:].max()
+    assert first > 100 * others, "the dense model's massive activation"
+    assert moe[layer, 0] > 0.5 * first, "kept by the MoE"
+    assert moe[layer, 1:].max() < 2 * others
