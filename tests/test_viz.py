@@ -176,3 +176,4 @@ def test_a_slide_of_square_maps_is_made_only_as_tall_as_the_maps_need() -> None:
     assert slide(fig, 1600, 900).layout.height == 900  # a page of the slide's own shape unless asked
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1]), row=1, col=1)  # not only maps: the scale is free, nothing to fit
     assert slide(fig, 1600, 900, fit_height=True).layout.height == 900
+    assert slide(themed(go.Figure(), "No maps"), 1600, 900, fit_height=True).layout.height == 900

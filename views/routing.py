@@ -128,8 +128,8 @@ def _train_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--export",
         type=Path,
-        help="train even if the store or the repository has this recipe's MoE, and write its update and training "
-        "record into this folder (the build as a small file)",
+        help="train even if the store has this recipe's MoE, and write its update and training record into this "
+        "folder (the build as a small file)",
     )
 
 

@@ -234,9 +234,9 @@ def _axis_labels(fig: go.Figure, body: float) -> float:
 
 def _square_maps_height(fig: go.Figure, plot_width: float) -> float | None:
     """The plot height at which every map fills its subplot's width, for a figure of heatmaps whose y axes are
-    anchored to the x scale (square cells); None when a trace is not such a map."""
+    anchored to the x scale (square cells); None when a trace is not such a map, or there is none."""
     layout = layout_of(fig)
-    needed = [0.0]
+    needed: list[float] = []
     for trace in fig.data:
         if not isinstance(trace, go.Heatmap) or trace["z"] is None:
             return None
@@ -249,7 +249,7 @@ def _square_maps_height(fig: go.Figure, plot_width: float) -> float | None:
         rows, cols = np.asarray(trace["z"], dtype=object).shape[:2]
         x_share, y_share = (a.domain[1] - a.domain[0] if a.domain else 1.0 for a in (x_axis, y_axis))
         needed.append(x_share * plot_width * rows / cols / y_share)
-    return max(needed)
+    return max(needed, default=None)
 
 
 def slide(
