@@ -200,7 +200,8 @@ if page.widget("cost", cost_controls[2].toggle, "Measure on this server (minutes
     page.show(attention_cost_figure(cost), "cost_chart", f"{handle.name}-attention-cost")
     st.caption(
         f"Measured on {cost.host}, {cost.device}, {cost.threads} threads, at {cost.measured_at} (UTC); lengths up to "
-        f"{attention_cost.SHORT:,} tokens are the best of {attention_cost.REPEATS} passes. Peak memory: the "
+        f"{attention_cost.SHORT:,} tokens are the best of {attention_cost.REPEATS} passes, longer ones of "
+        f"{attention_cost.LONG_REPEATS}. Peak memory: the "
         "process's resident memory above what it held before the pass. Where the eager scores would not fit in half "
         "the free memory, the eager pass is not run. Other work on the server slows the passes it shares the cores "
         "with."

@@ -47,7 +47,7 @@ from runtime.placement import device_name
 from runtime.probe import CachedProbe
 
 NAME = "attention-cost"
-VERSION = 2
+VERSION = 3
 KINDS = {
     "eager": "full attention, eager (every (n, n) score stored)",
     "chunked": "full attention, chunked queries (memory linear in n)",
@@ -57,6 +57,7 @@ DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096)
 DEFAULT_WINDOW = 128
 SHORT = 512  # lengths up to this are timed best of REPEATS (a pass takes well under a second)
 REPEATS = 3
+LONG_REPEATS = 2  # longer ones best of two: one pass slowed by other work would bend the fitted exponents
 SAMPLE_SECONDS = 0.001  # how often the CPU's resident memory is read during a pass, where the kernel keeps no peak
 CLEAR_REFS, STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
 _TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; elsewhere the memory is read as it is
@@ -154,7 +155,7 @@ def measure_here(handle: ModelHandle, lengths: list[int], window: int, on_progre
     for j, n in enumerate(lengths):
         for i, kind in enumerate(kinds):
             if kind != "eager" or eager_bytes(handle, n) <= budget:
-                runs = [_pass(handle, ids[:n], kind, window) for _ in range(REPEATS if n <= SHORT else 1)]
+                runs = [_pass(handle, ids[:n], kind, window) for _ in range(REPEATS if n <= SHORT else LONG_REPEATS)]
                 seconds[i, j], attention[i, j] = min(runs)[:2]
                 peaks[i, j] = max(r[2] for r in runs)
             on_progress(j * len(kinds) + i + 1, len(lengths) * len(kinds))
