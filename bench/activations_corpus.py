@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -31,7 +32,10 @@ MODELS = ("smollm2-135m-instruct", "gemma3-270m", "all-minilm-l6-v2")
 N_PARAGRAPH_SENTENCES = 30
 
 
-def timed(run: Callable[[], object]) -> tuple[object, float]:
+T = TypeVar("T")
+
+
+def timed(run: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
     value = run()
     return value, time.perf_counter() - started

@@ -53,6 +53,7 @@ from streamlit.proto.Alert_pb2 import Alert
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.Element_pb2 import Element
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from websockets.typing import Subprotocol
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -365,7 +366,7 @@ async def _protocol_visit(url: str, page_name: str, query: str) -> tuple[float, 
     the server finished the page's script (reruns included), and the elements the page then shows, in order."""
     started = time.perf_counter()
     address = url.replace("http://", "ws://") + "/_stcore/stream"
-    async with websockets.connect(address, subprotocols=["streamlit"], max_size=None) as socket:
+    async with websockets.connect(address, subprotocols=[Subprotocol("streamlit")], max_size=None) as socket:
         message = BackMsg()
         message.rerun_script.query_string = query
         message.rerun_script.page_name = page_name
@@ -374,7 +375,8 @@ async def _protocol_visit(url: str, page_name: str, query: str) -> tuple[float, 
         shown: dict[tuple[int, ...], Element] = {}  # delta path -> the element there now
         while True:
             forward = ForwardMsg()
-            forward.ParseFromString(await socket.recv())
+            data = await socket.recv()
+            forward.ParseFromString(data if isinstance(data, bytes) else data.encode())
             if forward.WhichOneof("type") == "ref_hash":  # a message this session was sent before
                 forward = ForwardMsg(metadata=forward.metadata, delta=received[forward.ref_hash].delta)
             elif forward.hash:
@@ -619,9 +621,10 @@ def main() -> None:
             stack.callback(browser.close)
             browsers = stack.enter_context(Usage(chromium))
 
-            def visit(url: str, visits: Visits, charts_to: Path) -> list[Visit]:
+            def in_browser(url: str, visits: Visits, charts_to: Path) -> list[Visit]:
                 return visit_all(browser, url, visits, charts_to)
 
+            visit = in_browser
             kinds = {"browser": visit, **kinds}
 
         reference = single_user(visit, work, max(counts, default=0))

@@ -40,7 +40,7 @@ REPEATS = 3
 
 def _weightwatcher(model):
     """WeightWatcher's default analysis of the model: its details table."""
-    import weightwatcher
+    import weightwatcher  # pyright: ignore[reportMissingImports]  (installed beside, not in the venv: see above)
 
     watcher = weightwatcher.WeightWatcher(model=model, log_level=logging.ERROR)
     return watcher.analyze()

@@ -123,7 +123,7 @@ def write_gallery(readme: Path, text: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--only", nargs="*", default=None, help="URL paths to take (default: every view and home)")
     args = parser.parse_args()
     wanted = [s for s in shots() if args.only is None or (s.path or "home") in args.only]
