@@ -61,11 +61,11 @@ def routing_heatmap(layer: LayerRouting, tokens: list[str], model: str) -> go.Fi
                 name="top-1 expert" if rank == 0 else ("other chosen experts" if rank == 1 else None),
                 showlegend=rank < 2,
                 legendgroup="top1" if rank == 0 else "chosen",
-                marker={
+                marker={  # top-1 a filled dot, the others rings: told apart on the map and in the legend
                     "symbol": "circle" if rank == 0 else "circle-open",
                     "size": 9 if rank == 0 else 11,
-                    "color": "white" if rank == 0 else "#ff4136",
-                    "line": {"width": 2, "color": "#ff4136"},
+                    "color": "#ff4136",
+                    "line": {"width": 1.5 if rank == 0 else 2, "color": "white" if rank == 0 else "#ff4136"},
                 },
                 customdata=layer.weights[used, rank],
                 hovertemplate=f"rank {rank + 1}: expert %{{x}}, weight %{{customdata:.3f}}<extra></extra>",
