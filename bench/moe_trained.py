@@ -139,8 +139,7 @@ def explained(experts: np.ndarray, kinds: np.ndarray) -> float:
 def untrained(base: ModelHandle, folder: Path, scratch: Path) -> ModelHandle:
     """The MoE of the build in `folder` as converted, its routers as the family initialises them, saved under scratch
     and loaded."""
-    update = moe_update.read(folder)
-    converted = moe_trained.convert(base, update.assignment, update.recipe, update.shared)
+    converted = moe_trained_store.converted(base, moe_update.read(folder))
     converted.save_pretrained(scratch / "untrained")
     base.tokenizer.save_pretrained(scratch / "untrained")
     return load_built(TRAINED_MOE.name, scratch / "untrained", "bench")

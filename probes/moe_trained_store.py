@@ -31,10 +31,14 @@ def folder(base: ModelHandle, recipe: Recipe) -> Path:
     return settings().model_store / "derived" / TRAINED_MOE.name / f"{base.fingerprint}-v{VERSION}-{recipe.digest()}"
 
 
+def converted(base: ModelHandle, update: Update) -> PreTrainedModel:
+    """The MoE that `update` was trained from: the dense model converted by its recipe, split and shared experts."""
+    return convert(base, update.assignment, update.recipe, update.shared)
+
+
 def rebuilt(base: ModelHandle, update: Update) -> PreTrainedModel:
-    """The trained MoE that `update` stands for: the dense model converted by its recipe, split and shared experts,
-    plus the update."""
-    moe = convert(base, update.assignment, update.recipe, update.shared)
+    """The trained MoE that `update` stands for: its converted model plus the update."""
+    moe = converted(base, update)
     moe_update.apply(moe, update.tensors)
     return moe
 
