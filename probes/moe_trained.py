@@ -46,7 +46,7 @@ from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from runtime.hooks import observing
 
-VERSION = 6  # of the build: a new version trains a new model folder
+VERSION = 7  # of the build: a new version trains a new model folder
 SEQUENCE = 128  # tokens per training sequence
 LOCAL_BATCH = 1024  # tokens per step of the layer-wise fit
 DISTIL_BATCH = 4  # sequences per distillation step
@@ -257,6 +257,31 @@ def choice_weights(y: torch.Tensor) -> torch.Tensor:
     return 1 + energy / energy.mean()
 
 
+class _Intercept(nn.Module):
+    """Stands in for a block's MLP: keeps the input it is given and returns zeros."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = torch.empty(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x
+        return torch.zeros_like(x)
+
+
+def _before_mlp(block: nn.Module, hidden: torch.Tensor, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual stream that the block adds its MLP's output to, and the MLP's input, from one call of the block
+    with its MLP left out (a pre-norm block returns residual + mlp(norm(residual))). The block is the build's own
+    model under training, which no other call sees, so its MLP is swapped for that call."""
+    mlp, stand_in = submodule(block, "mlp", nn.Module), _Intercept()
+    block.mlp = stand_in
+    try:
+        residual = block_output(block(hidden, *args[1:], **kwargs))
+    finally:
+        block.mlp = mlp
+    return residual, stand_in.seen
+
+
 def fit_layers(
     base: ModelHandle, moe: PreTrainedModel, ids: np.ndarray, recipe: Recipe, on_layer: Callable[[], None]
 ) -> np.ndarray:
@@ -272,10 +297,9 @@ def fit_layers(
         mlp = submodule(block, "mlp", nn.Module)
         router, experts = mlp.get_parameter("gate.weight"), submodule(mlp, "experts", nn.Module)
         trained = [p for name, p in mlp.named_parameters() if not name.startswith("gate.")]  # experts, shared expert
-        seen: list[torch.Tensor] = []
-        with torch.inference_mode(), observing(pre={mlp: lambda module, inputs: seen.append(inputs[0])}):
-            block(hidden, *args[1:], **kwargs)
-            x = seen[0].reshape(-1, seen[0].shape[-1]).clone()
+        with torch.inference_mode():
+            residual, seen = _before_mlp(block, hidden, args, kwargs)
+            x = seen.reshape(-1, seen.shape[-1]).clone()
             y = submodule(dense, "mlp", nn.Module)(x).clone()
         scale = y.pow(2).sum(-1).mean()
         if recipe.layer_steps:
@@ -298,8 +322,9 @@ def fit_layers(
                 optimizer.step()
             mlp.requires_grad_(False)
         with torch.inference_mode():
-            errors.append(float((mlp(x[None])[0] - y).pow(2).sum(-1).mean() / scale))
-            hidden = block_output(block(hidden, *args[1:], **kwargs))
+            fitted = mlp(x[None])[0]
+            errors.append(float((fitted - y).pow(2).sum(-1).mean() / scale))
+            hidden = residual + fitted.reshape(residual.shape)
         on_layer()
     return np.asarray(errors)
 

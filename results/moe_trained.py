@@ -32,8 +32,8 @@ class Recipe:
     experts: int = 16
     top_k: int = 4
     layer_steps: int = 60
-    steps: int = 150
-    tokens: int = 16384
+    steps: int = 100
+    tokens: int = 8192
     seed: int = 0
     balance: float = 0.01
     shared: int = 0
