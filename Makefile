@@ -37,10 +37,17 @@ models: $(INSTALLED)
 warm: $(INSTALLED) models
 	$(BIN)/python -m ui.warm
 
-run: $(INSTALLED) chromium models
+# Debian's chromium installs while pip installs (both wait on the network and the disk), then the models convert.
+SETUP := $(MAKE) --no-print-directory
+
+run:
+	$(SETUP) -j2 chromium $(INSTALLED)
+	$(SETUP) models
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
-test: $(TEST_INSTALLED) chromium models
+test:
+	$(SETUP) -j2 chromium $(TEST_INSTALLED)
+	$(SETUP) models
 	$(PYTEST)
 
 # The fast tier, while working: every test that needs no browser, no Docker step, no GGUF parse and no long
@@ -58,5 +65,7 @@ bench: $(INSTALLED) models
 
 # One screenshot of every view from a real server on the built-in model into docs/screenshots/, and the README's
 # gallery rewritten from them (headless chromium through Playwright, hence the test requirements).
-screenshots: $(TEST_INSTALLED) chromium models
+screenshots:
+	$(SETUP) -j2 chromium $(TEST_INSTALLED)
+	$(SETUP) models
 	$(BIN)/python docs/screenshots.py
