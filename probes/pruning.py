@@ -51,7 +51,7 @@ from runtime.settings import settings
 from runtime.store_files import file_lock
 
 NAME = "pruning"
-VERSION = 6
+VERSION = 7
 # (settings done, settings in all) -> None
 Progress = Callable[[int, int], None]
 
