@@ -37,17 +37,16 @@ models: $(INSTALLED)
 warm: $(INSTALLED) models
 	$(BIN)/python -m ui.warm
 
-# Debian's chromium installs while pip installs (both wait on the network and the disk), then the models convert.
-SETUP := $(MAKE) --no-print-directory
+# $(call SETUP,venv): Debian's chromium installs while pip installs the venv (both wait on the network and the disk),
+# then the models convert.
+SETUP = $(MAKE) --no-print-directory -j2 chromium $(1) && $(MAKE) --no-print-directory models
 
 run:
-	$(SETUP) -j2 chromium $(INSTALLED)
-	$(SETUP) models
+	$(call SETUP,$(INSTALLED))
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
 test:
-	$(SETUP) -j2 chromium $(TEST_INSTALLED)
-	$(SETUP) models
+	$(call SETUP,$(TEST_INSTALLED))
 	$(PYTEST)
 
 # The fast tier, while working: every test that needs no browser, no Docker step, no GGUF parse and no long
@@ -66,6 +65,5 @@ bench: $(INSTALLED) models
 # One screenshot of every view from a real server on the built-in model into docs/screenshots/, and the README's
 # gallery rewritten from them (headless chromium through Playwright, hence the test requirements).
 screenshots:
-	$(SETUP) -j2 chromium $(TEST_INSTALLED)
-	$(SETUP) models
+	$(call SETUP,$(TEST_INSTALLED))
 	$(BIN)/python docs/screenshots.py
