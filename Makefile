@@ -63,7 +63,7 @@ check-cuda: $(TEST_INSTALLED) models
 # The trained MoE's default build ships in probes/data/smollm2-135m-moe (its update and training record), so that
 # `make models` rebuilds it in seconds: `moe-update` trains it again into that folder (one thread, so that the build is
 # deterministic; about 10 minutes), `reproduce` checks that training again gives back the shipped build.
-moe-update: $(INSTALLED) models
+moe-update: $(INSTALLED)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
 	  $(BIN)/python -m lmscope moe-train --export probes/data/smollm2-135m-moe > /dev/null
 
