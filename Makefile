@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 
-.PHONY: run test check check-cuda reproduce moe-update models chromium bench warm screenshots
+.PHONY: run test check check-cuda models chromium bench warm screenshots
 
 $(INSTALLED): requirements.txt requirements-models.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,10 +45,9 @@ run:
 	$(call SETUP,$(INSTALLED))
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
-# Everything but the shipped MoE's retraining (`make reproduce`).
 test:
 	$(call SETUP,$(TEST_INSTALLED))
-	$(PYTEST) -m "not reproduce"
+	$(PYTEST)
 
 # The fast tier, while working: every test that needs no browser, no Docker step, no GGUF parse and no long
 # computation, lint and types (ruff; pyright in basic mode, pyrightconfig.json) and the import layers included.
@@ -59,16 +58,6 @@ check: $(TEST_INSTALLED) models
 # against the CPU. It uses none of the suite's browser fixtures, so it runs where only torch and a GPU are.
 check-cuda: $(TEST_INSTALLED) models
 	$(BIN)/python -m pytest -q --noconftest tests/test_cuda.py
-
-# The trained MoE's default build ships in probes/data/smollm2-135m-moe (its update and training record), so that
-# `make models` rebuilds it in seconds: `moe-update` trains it again into that folder (one thread, so that the build is
-# deterministic; about 10 minutes), `reproduce` checks that training again gives back the shipped build.
-moe-update: $(INSTALLED)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
-	  $(BIN)/python -m lmscope moe-train --export probes/data/smollm2-135m-moe > /dev/null
-
-reproduce: $(TEST_INSTALLED) models
-	$(BIN)/python -m pytest -q -m reproduce
 
 bench: $(INSTALLED) models
 	$(BIN)/python bench/load_and_forward.py

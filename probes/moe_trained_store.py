@@ -1,11 +1,6 @@
 """The trained MoE in the model store: one model folder (config.json, safetensors, tokenizer, the update that
-training made, training.json) per dense model and recipe, made once when missing; and the derived model's handle,
-loaded from that folder.
-
-The default recipe's build from the built-in SmolLM2 ships with lmscope (SHIPPED: its update, 12 MB, and training
-record, made by `make moe-update` on one thread): a missing folder of that recipe is rebuilt from it in seconds instead
-of trained for minutes, and `make reproduce` checks that training again gives it back. Any other recipe, dense model or
-build version trains."""
+training made, training.json) per dense model and recipe, trained once when missing; and the derived model's handle,
+loaded from that folder."""
 
 from __future__ import annotations
 
@@ -29,7 +24,6 @@ from runtime.settings import settings
 from runtime.store_files import built_folder, file_lock
 
 LOG_NAME = "training.json"  # written last: a folder that has it is complete
-SHIPPED = Path(__file__).with_name("data") / TRAINED_MOE.name  # the default recipe's update and training record
 
 
 def folder(base: ModelHandle, recipe: Recipe) -> Path:
@@ -77,25 +71,14 @@ def export(base: ModelHandle, recipe: Recipe, into: Path, on_progress: Progress 
     (into / LOG_NAME).write_text(log.to_json())
 
 
-def shipped(base: ModelHandle, recipe: Recipe) -> Update | None:
-    """The shipped build's update if it is this recipe's, made from `base` by this build version, else None."""
-    update = moe_update.read(SHIPPED)
-    return update if (update.recipe, update.base, update.version) == (recipe, base.fingerprint, VERSION) else None
-
-
 def stored_or_trained(base: ModelHandle, recipe: Recipe, on_progress: Progress | None = None) -> Path:
-    """The folder of the MoE of this recipe: from the model store, else rebuilt from the shipped update if it is this
-    recipe's, else trained from `base` (a private copy, only read), and stored; sessions asking at once in this
-    process make it once."""
+    """The folder of the MoE of this recipe: from the model store, else trained from `base` (a private copy, only
+    read) and stored; sessions asking at once in this process train it once."""
     recipe.check()
     target = folder(base, recipe)
 
     def build(into: Path) -> None:
-        update = shipped(base, recipe)
-        if update is None:
-            write(into, *trained(base, recipe, on_progress), base)
-        else:
-            write(into, rebuilt(base, update), update, training_log(SHIPPED), base)
+        write(into, *trained(base, recipe, on_progress), base)
 
     with file_lock(target):
         return built_folder(target, LOG_NAME, build)

@@ -72,7 +72,7 @@ def moefied() -> ModelHandle:
 
 @pytest.fixture(scope="session")
 def trained_moe() -> ModelHandle:
-    """The trained MoE built from SmolLM2, from the prepared model store (`make models` rebuilds the shipped build)."""
+    """The trained MoE built from SmolLM2, from the prepared model store (`make models` trains it)."""
     return load("smollm2-135m-moe")
 
 
