@@ -184,20 +184,24 @@ class Cluster:
 
     def _wait(self, key: str, future: Future) -> bytes:
         """The task's bytes; meanwhile its progress goes to the local job (`jobs.report`), which raises Superseded
-        once nobody waits for it: the task is then cancelled on the cluster."""
+        once nobody waits for it: the task is then cancelled on the cluster.
+
+        The wait is on an event that the future's completion sets, and the result is asked for once it is there:
+        distributed's `Future.result(timeout=...)` can end in an UnboundLocalError when its timeout races the
+        result (dask/distributed#8514; seen here under a loaded test run)."""
+        finished = threading.Event()
+        future.add_done_callback(lambda _: finished.set())
         connected = time.monotonic()
         try:
-            while True:
-                try:
-                    return future.result(timeout=jobs.POLL_SECONDS)
-                except TimeoutError:
-                    with self._progress_lock:
-                        done, total = self._progress.get(key, (0, 0))
-                    jobs.report(done, total)
+            while not finished.wait(jobs.POLL_SECONDS):
+                with self._progress_lock:
+                    done, total = self._progress.get(key, (0, 0))
+                jobs.report(done, total)
                 if self.client.status == "running":
                     connected = time.monotonic()
                 elif time.monotonic() - connected > CONNECT_TIMEOUT_S:  # the scheduler is gone and stays gone
                     raise CommClosedError(f"no scheduler for {CONNECT_TIMEOUT_S} s (client {self.client.status})")
+            return future.result()
         except jobs.Superseded:
             future.cancel()
             raise
