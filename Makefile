@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 
-.PHONY: run test check check-cuda models chromium bench warm screenshots
+.PHONY: run test check check-cuda models chromium compose bench warm screenshots
 
 $(INSTALLED): requirements.txt requirements-models.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ $(TEST_INSTALLED): $(INSTALLED) requirements-test.txt
 chromium:
 	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-liberation fonts-dejavu-core; }
+
+# Debian's docker-compose checks compose.yaml in the tests (its `config` needs no Docker engine); after chromium, so
+# that the two apt-get runs never overlap.
+compose: chromium
+	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; }
 
 # Converts the built-in GGUF models into the local model store once; later calls return in seconds.
 models: $(INSTALLED)
@@ -46,7 +52,7 @@ run:
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
 test:
-	$(call SETUP,$(TEST_INSTALLED))
+	$(call SETUP,$(TEST_INSTALLED) compose)
 	$(PYTEST)
 
 # The fast tier, while working: every test that needs no browser, no Docker step, no GGUF parse and no long

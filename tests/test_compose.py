@@ -1,6 +1,6 @@
 """compose.yaml: a scheduler, workers and the dashboard from the one image the Dockerfile builds, wired to each other,
-with commands the `dask` command line accepts and settings lmscope reads (checked without a Docker engine; Compose's
-own `config` check as well where `docker compose` or `docker-compose` is installed)."""
+with commands the `dask` command line accepts and settings lmscope reads (checked without a Docker engine), and Compose's own `config`
+check (`make test` installs Debian's docker-compose for it)."""
 
 from __future__ import annotations
 
@@ -168,21 +168,20 @@ def test_volumes_are_declared_and_mounted_where_the_image_reads_them() -> None:
         assert volumes("dashboard")[root] == volumes("worker")[root]
 
 
-def compose_command() -> list[str] | None:
-    """Docker's compose plugin (`docker compose`), else the standalone `docker-compose`; None when neither runs."""
+def compose_command() -> list[str]:
+    """Docker's compose plugin (`docker compose`), else the standalone `docker-compose`."""
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         return [docker, "compose"]
     standalone = shutil.which("docker-compose")
-    return [standalone] if standalone else None
+    assert standalone, "neither `docker compose` nor `docker-compose` is installed (`make test` installs the latter)"
+    return [standalone]
 
 
+@pytest.mark.docker
 def test_docker_compose_accepts_the_file() -> None:
     """Compose's own schema and interpolation (no Docker engine needed)."""
-    command = compose_command()
-    if command is None:
-        pytest.skip("neither `docker compose` (Docker's compose plugin) nor `docker-compose` is installed here")
     done = subprocess.run(
-        [*command, "--file", str(COMPOSE), "config", "--quiet"], cwd=ROOT, capture_output=True, text=True
+        [*compose_command(), "--file", str(COMPOSE), "config", "--quiet"], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -84,7 +84,7 @@ def test_a_words_reconstruction_is_its_code_times_the_atoms(
     ids = smollm2.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
     x = _unit(_embeddings(smollm2, ids).mean(axis=0), found.center)
     np.testing.assert_allclose(result.vector, x, atol=1e-5)
-    assert 1 <= len(result.atoms) <= 5 and len(set(result.atoms.tolist())) == len(result.atoms)
+    assert len(result.atoms) in range(1, 6) and len(set(result.atoms.tolist())) == len(result.atoms)
     x_hat = result.coefficients.astype(np.float64) @ found.atoms[result.atoms].astype(np.float64)
     assert result.reconstruction_error == pytest.approx(np.linalg.norm(x - x_hat), abs=1e-5)
     # Five atoms explain more of the word than the best of 20 random five-dimensional subspaces does.
