@@ -1,6 +1,6 @@
 """compose.yaml: a scheduler, workers and the dashboard from the one image the Dockerfile builds, wired to each other,
-with commands the `dask` command line accepts and settings lmscope reads (checked without a Docker engine), and Compose's own `config`
-check (`make test` installs Debian's docker-compose for it)."""
+with commands the `dask` command line accepts and settings lmscope reads (checked without a Docker engine), and
+Compose's own `config` check (`make test` installs Debian's docker-compose for it)."""
 
 from __future__ import annotations
 
