@@ -24,16 +24,18 @@ $(TEST_INSTALLED): $(INSTALLED) requirements-test.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-test.txt
 	touch $@
 
+# $(call APT_INSTALL,packages): Debian's packages, installed as root without questions.
+APT_INSTALL = $(SUDO) apt-get update -q && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(1)
+
 # Debian's chromium renders PNG/SVG exports (kaleido) and runs the browser tests.
 chromium:
-	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -q && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-liberation fonts-dejavu-core; }
+	@[ -x /usr/bin/chromium ] || { $(call APT_INSTALL,chromium fonts-liberation fonts-dejavu-core); }
 
 # Debian's docker-compose checks compose.yaml in the tests (its `config` needs no Docker engine); after chromium, so
 # that the two apt-get runs never overlap.
 compose: chromium
-	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; }
+	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || { $(call APT_INSTALL,docker-compose); }
 
 # Converts the built-in GGUF models into the local model store once; later calls return in seconds.
 models: $(INSTALLED)
