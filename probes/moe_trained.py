@@ -329,11 +329,31 @@ def fit_layers(
     return np.asarray(errors)
 
 
+def dense_hidden(base: ModelHandle, ids: np.ndarray) -> torch.Tensor:
+    """The dense model's last hidden states (after its final norm) for each of the sequences: computed once per
+    sequence, so that a distillation step pays only the dense model's output layer for its targets, not its body."""
+    with torch.inference_mode():
+        return torch.cat(
+            [
+                base.model.base_model(input_ids=torch.from_numpy(ids[start : start + DISTIL_BATCH])).last_hidden_state
+                for start in range(0, len(ids), DISTIL_BATCH)
+            ]
+        )
+
+
+def dense_log_probs(base: ModelHandle, hidden: torch.Tensor) -> torch.Tensor:
+    """The dense model's next-token log-probabilities from its last hidden states (its output layer alone)."""
+    with torch.inference_mode():
+        return F.linear(hidden, base.model.get_parameter("lm_head.weight")).float().log_softmax(-1)
+
+
 def distil(
     base: ModelHandle, moe: PreTrainedModel, ids: np.ndarray, recipe: Recipe, on_step: Callable[[int], None]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train every router and expert to match the dense model's next-token distributions (KL) with the
     load-balancing loss; returns the KL and the balance loss at each step. on_step(steps done) after each."""
+    if not recipe.steps:
+        return np.zeros(0), np.zeros(0)
     parameters = [p for mlp in moe_blocks(moe) for p in mlp.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=DISTIL_LR)
     generator = torch.Generator().manual_seed(recipe.seed + 1)
@@ -341,10 +361,13 @@ def distil(
     moe.requires_grad_(False)
     for p in parameters:
         p.requires_grad_(True)
-    for step in range(recipe.steps):
-        batch = torch.from_numpy(ids[torch.randint(0, len(ids), (DISTIL_BATCH,), generator=generator).numpy()])
-        with torch.inference_mode():
-            target = base.model(input_ids=batch).logits.float().log_softmax(-1)
+    batches = torch.randint(0, len(ids), (recipe.steps, DISTIL_BATCH), generator=generator)
+    visited = batches.unique()
+    dense = dense_hidden(base, ids[visited.numpy()])
+    at = torch.zeros(len(ids), dtype=torch.long).index_put_((visited,), torch.arange(len(visited)))
+    for step, rows in enumerate(batches):
+        batch = torch.from_numpy(ids[rows.numpy()])
+        target = dense_log_probs(base, dense[at[rows]])
         routed: list[torch.Tensor] = []
         with observing(forward={router: lambda m, a, out: routed.append(out[0]) for router in _routers(moe)}):
             log_probs = moe(input_ids=batch).logits.float().log_softmax(-1)

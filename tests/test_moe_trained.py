@@ -65,6 +65,18 @@ def trained(request: pytest.FixtureRequest) -> ModelHandle:
     return load_built(TRAINED_MOE.name, folder, "a short training")
 
 
+def test_distillation_targets_are_the_dense_models_next_token_distributions(smollm2: ModelHandle) -> None:
+    """The targets come from the dense model's last hidden states, computed once per sequence: its output layer on
+    them gives the distributions the whole model gives, for any subset of the sequences."""
+    ids = moe_trained.training_ids(smollm2, 6 * moe_trained.SEQUENCE)
+    hidden = moe_trained.dense_hidden(smollm2, ids)
+    assert hidden.shape == (6, moe_trained.SEQUENCE, smollm2.model.config.hidden_size)
+    rows = torch.tensor([4, 1, 4])
+    with torch.inference_mode():
+        whole = smollm2.model(input_ids=torch.from_numpy(ids[rows.numpy()])).logits.float().log_softmax(-1)
+    assert torch.allclose(moe_trained.dense_log_probs(smollm2, hidden[rows]), whole, atol=1e-5)
+
+
 @pytest.mark.parametrize("shared", [0, 2])
 def test_converted_with_every_expert_on_is_the_dense_model(smollm2: ModelHandle, shared: int) -> None:
     moefication, _ = stored_or_built(smollm2, None)
