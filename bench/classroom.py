@@ -259,7 +259,14 @@ def serving(cache: Path, engine: str = "here") -> Iterator[Server]:
 
 def chromium() -> list[int]:
     """The pids of this benchmark's chromium processes (the browser and its renderers)."""
-    return [p.pid for p in psutil.Process().children(recursive=True) if "chromium" in p.name()]
+    pids = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "chromium" in proc.name():
+                pids.append(proc.pid)
+        except psutil.Error:  # a renderer that ended after the listing
+            continue
+    return pids
 
 
 def _record(data: Any, charts_to: Path, index: int) -> str:
