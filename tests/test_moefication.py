@@ -1,9 +1,11 @@
-"""The MoEfied SmolLM2 (probes.moefication), built once for this module into a temporary store: exact at
-k = E, balanced experts, routers that pick the top k of scores checked against a direct computation from the
+"""The MoEfied SmolLM2 (probes.moefication), as `make models` built it, read from a private copy of its stored file:
+exact at k = E, balanced experts, routers that pick the top k of scores checked against a direct computation from the
 dense MLP's own modules, its loss against k, the stored file reused or rebuilt, and the parameter list kept."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from runtime.handle import ModelHandle
 from runtime.models import info, load
 from tests.helpers import direct
 
-pytestmark = pytest.mark.slow  # builds the derived MoE into a private store
+pytestmark = pytest.mark.slow  # scores the derived MoE at every k
 
 TEXT = "The quick brown fox jumps over the lazy dog. Then it ran home.\nAnd the dog slept."
 # The first corpus sentences are never used by the build, so the loss on them is out of sample.
@@ -36,10 +38,11 @@ LOSS_TEXT = " ".join(corpus.sentences()[:10])
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private store file for this module's tests (the patch ends with them), so they never touch the operator's
-    model store."""
+def store(smollm2: ModelHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private copy of the model store's MoEfication (built there once, by `make models` or here) for this
+    module's tests (the patch ends with them), so that they never touch the operator's model store."""
     path = tmp_path_factory.mktemp("derived") / moe_store.FILE_NAME
+    path.write_bytes(moe_store.stored_or_built(smollm2, None)[1])
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(moe_store, "store_path", lambda dtype: path)
         yield path
@@ -47,7 +50,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def moefied(store: Path) -> ModelHandle:
-    """The derived model through the one loader; built here once (about a minute), then read from the store."""
+    """The derived model through the one loader, from this module's store."""
     return load(moefication.DERIVED_NAME)
 
 
@@ -224,7 +227,6 @@ def test_the_stored_file_is_reused(moefied: ModelHandle, store: Path, monkeypatc
     again = load(moefication.DERIVED_NAME)
     assert calls == [] and store.stat().st_mtime_ns == before
     assert again.fingerprint == moefied.fingerprint
-    assert (store.parent / moe_store.MANIFEST_NAME).is_file()
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "missing", "other base model"])
@@ -257,6 +259,8 @@ def test_a_damaged_store_is_rebuilt(
     # Saved again: the same tensors (safetensors does not keep the metadata's order, so not the same bytes).
     assert load_file(path).keys() == load_file(store).keys()
     assert all(np.array_equal(load_file(path)[key], value) for key, value in load_file(store).items())
+    manifest = json.loads((path.parent / moe_store.MANIFEST_NAME).read_text())
+    assert manifest["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert load(moefication.DERIVED_NAME).fingerprint == rebuilt.fingerprint
     assert calls == [1]  # read back from then on
 
