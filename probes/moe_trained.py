@@ -362,12 +362,11 @@ def distil(
     for p in parameters:
         p.requires_grad_(True)
     batches = torch.randint(0, len(ids), (recipe.steps, DISTIL_BATCH), generator=generator)
-    visited = batches.unique()
+    visited = batches.unique()  # sorted
     dense = dense_hidden(base, ids[visited.numpy()])
-    at = torch.zeros(len(ids), dtype=torch.long).index_put_((visited,), torch.arange(len(visited)))
     for step, rows in enumerate(batches):
         batch = torch.from_numpy(ids[rows.numpy()])
-        target = dense_log_probs(base, dense[at[rows]])
+        target = dense_log_probs(base, dense[torch.searchsorted(visited, rows)])
         routed: list[torch.Tensor] = []
         with observing(forward={router: lambda m, a, out: routed.append(out[0]) for router in _routers(moe)}):
             log_probs = moe(input_ids=batch).logits.float().log_softmax(-1)
