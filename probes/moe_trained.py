@@ -35,9 +35,11 @@ from transformers import AutoModelForCausalLM, MixtralConfig, PretrainedConfig, 
 from probes import corpus
 from probes.batches import Progress
 from probes.calibrated import block_calls, block_output
+from probes.lens import readout
 from probes.moe_equation import expert_outputs, stacked_outputs
 from probes.moe_update import Update, apply, extract, trained_weights
 from probes.moefication import EVAL_SENTENCES
+from probes.nll import head_logits
 from probes.residual import blocks, submodule
 from probes.routing import expert_balance, shared_count
 from probes.text import clean
@@ -343,8 +345,7 @@ def dense_hidden(base: ModelHandle, ids: np.ndarray) -> torch.Tensor:
 
 def dense_log_probs(base: ModelHandle, hidden: torch.Tensor) -> torch.Tensor:
     """The dense model's next-token log-probabilities from its last hidden states (its output layer alone)."""
-    with torch.inference_mode():
-        return F.linear(hidden, base.model.get_parameter("lm_head.weight")).float().log_softmax(-1)
+    return head_logits(base, readout(base)[1], hidden).log_softmax(-1)
 
 
 def distil(

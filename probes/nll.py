@@ -15,7 +15,7 @@ from runtime.placement import host
 LOGIT_FLOATS = 2**26  # vocabulary logits formed at once (256 MB in float32): a long text's rows are taken in chunks
 
 
-def _head_logits(handle: ModelHandle, head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def head_logits(handle: ModelHandle, head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """The vocabulary logits of final hidden states, as the model's head forms them, soft-capped where the model
     caps them, in float32 on the host."""
     with torch.inference_mode():
@@ -50,13 +50,13 @@ def token_nll(handle: ModelHandle, token_ids: np.ndarray) -> np.ndarray:
     with observing(pre={head: keep_last}):
         last = forward(handle, batch, logits=True)["logits"][:, -1].float()
     hidden = final[0]
-    if not torch.allclose(_head_logits(handle, head, hidden[:, -1:])[:, 0], last, rtol=1e-4, atol=1e-4):
+    if not torch.allclose(head_logits(handle, head, hidden[:, -1:])[:, 0], last, rtol=1e-4, atol=1e-4):
         raise LmscopeError(f"Model '{handle.name}' transforms its logits in a way lmscope does not know.")
     targets = torch.as_tensor(batch[:, 1:], dtype=torch.long)
     rows = max(1, LOGIT_FLOATS // last.shape[-1])
     nll = torch.empty(targets.shape)
     for start in range(0, targets.shape[1], rows):
-        logits = _head_logits(handle, head, hidden[:, start : start + rows])[:, : targets.shape[1] - start]
+        logits = head_logits(handle, head, hidden[:, start : start + rows])[:, : targets.shape[1] - start]
         # Flat (tokens, vocabulary) rows: cross_entropy over a transposed (b, vocabulary, n) tensor differs by 2e-4.
         nll[:, start : start + logits.shape[1]] = torch.nn.functional.cross_entropy(
             logits.flatten(0, 1), targets[:, start : start + logits.shape[1]].flatten(), reduction="none"
