@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -84,6 +85,15 @@ def test_exports_ignore_the_default_template(smollm2_attention: AttentionResult)
     assert b"fill: rgb(255, 255, 255)" in svg or b"fill:#fff" in svg.replace(b" ", b"")
     assert pdf.startswith(b"%PDF")
     assert go.Figure(fig).layout.template == TEMPLATE
+
+
+def test_an_export_leaves_the_other_sessions_warnings_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions are threads of one process and share its warning filters: an export swaps in no blanket filter while
+    it renders (kaleido's warning about the options a running server ignores is filtered once, by its message)."""
+    during: list[list] = []
+    monkeypatch.setattr(go.Figure, "to_image", lambda self, **_: during.append(list(warnings.filters)) or b"")
+    figure_bytes(go.Figure(), "svg")
+    assert during and not [f for f in during[0] if f[0] == "ignore" and f[1] is None and f[2] is UserWarning]
 
 
 def test_figures_zip_holds_every_figure_in_every_format() -> None:

@@ -18,6 +18,10 @@ from viz.theme import TEMPLATE, layout_of
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 _started = threading.Lock()
 _server_running = False
+# plotly hands kaleido its defaults (kopts) on every export, which a running server ignores and warns about. One
+# narrow filter for the whole process: a per-call `warnings.catch_warnings` swaps the process's filter list under
+# every other session's thread.
+warnings.filterwarnings("ignore", message="The kopts argument is ignored if using a server", category=UserWarning)
 
 
 class ExportUnavailable(RuntimeError):
@@ -55,10 +59,8 @@ def figure_bytes(fig: go.Figure, fmt: str, width: int = 1400, height: int | None
     _ensure_server()
     export = go.Figure(fig)
     export.update_layout(template=TEMPLATE)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # kaleido warns that a running server ignores kopts
-        height = height or layout_of(export).height or 900
-        return export.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)
+    height = height or layout_of(export).height or 900
+    return export.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)
 
 
 def slug(text: str) -> str:
