@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from probes.batches import Progress
 from probes.finetune_store import load_run, save_run, training_lock
@@ -136,9 +135,8 @@ def _run(recipe: Recipe, rank: int, trained: Trained, matrices: list[Matrix]) ->
         u, s, _ = np.linalg.svd(delta, full_matrices=False)
         return _update(matrix, delta, s, rank), u[:, :rank]
 
-    # As the weight spectra do: one BLAS thread per SVD (threaded, it slows many fold whenever another process holds
-    # a core), and one SVD per core at a time.
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(worker_count()) as pool:
+    # As the weight spectra do: one SVD per core at a time, each on the one BLAS thread of every lmscope process.
+    with ThreadPoolExecutor(worker_count()) as pool:
         done = list(pool.map(spectrum, matrices))
     updates, tops = [update for update, _ in done], [top for _, top in done]
     found = FineTuneRun(

@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from probes.distribution import describe
@@ -140,12 +139,10 @@ def eigenvalues(weight: np.ndarray) -> np.ndarray:
     weight = np.asarray(weight)
     if weight.ndim != 2 or min(weight.shape) == 0:
         raise LmscopeError(f"A weight matrix must be 2-D and non-empty; this one has shape {weight.shape}.")
-    # One BLAS thread: eigvalsh's tridiagonalisation is a long chain of small matrix-vector products that, threaded,
-    # slows 20-300 fold whenever another process holds a core (measured on 2 cores), and threads left spinning by a
-    # threaded Gram product slow it too. `compute` uses the cores by working on several matrices at once instead.
-    with threadpool_limits(1, user_api="blas"):
-        evals = np.linalg.eigvalsh(_gram(weight))
-    return np.clip(evals, 0.0, None)
+    # On one BLAS thread, as every lmscope process runs its BLAS (runtime.machine.one_blas_thread): eigvalsh's
+    # tridiagonalisation is a long chain of small matrix-vector products that, threaded, slows 20-300 fold whenever
+    # another process holds a core. `compute` uses the cores by working on several matrices at once instead.
+    return np.clip(np.linalg.eigvalsh(_gram(weight)), 0.0, None)
 
 
 def fit_power_law(evals: np.ndarray) -> PowerLawFit:
@@ -250,9 +247,8 @@ def entry_moments(weight: np.ndarray) -> EntryMoments:
 
 def spectrum(ref: WeightRef, weight: np.ndarray) -> MatrixSpectrum:
     """The spectrum, power-law fit and statistics of one weight matrix."""
-    with threadpool_limits(1, user_api="blas"):  # also makes the moments' BLAS sums independent of the thread count
-        evals = eigenvalues(weight)
-        moments = entry_moments(np.asarray(weight))
+    evals = eigenvalues(weight)
+    moments = entry_moments(np.asarray(weight))
     fit = fit_power_law(evals)
     singular_values = np.sqrt(evals[::-1])
     return MatrixSpectrum(
@@ -291,7 +287,7 @@ def compute(handle: ModelHandle, on_progress: Callable[[int, int], None] | None 
     refs = block_weights(handle)
     matrices = []
     # The weights are views of the model's parameters: no copy of the model.
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(worker_count()) as pool:
+    with ThreadPoolExecutor(worker_count()) as pool:
         jobs = pool.map(lambda ref: spectrum(ref, as_numpy(_weight(handle, ref.name))), refs)
         for done, matrix in enumerate(jobs, start=1):
             matrices.append(matrix)

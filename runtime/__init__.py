@@ -7,6 +7,12 @@ probe stack at the same moment. transformers resolves its names lazily, and two 
 have seen `ImportError: cannot import name 'AutoConfig' from 'transformers'`. Importing the model loader here
 makes the first import of any runtime module (every probe imports one) finish it under this package's import lock,
 which every other thread waits for.
+
+numpy's and scipy's BLAS run one thread per call in every process that imports the runtime (runtime.machine.
+one_blas_thread): set once here, before any session's work, never per call.
 """
 
 import runtime.models  # noqa: F401
+from runtime.machine import one_blas_thread
+
+one_blas_thread()

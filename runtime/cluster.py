@@ -122,7 +122,7 @@ class Cluster:
     @classmethod
     def start_local(cls, workers: int, fallback: bool = False, threads: int | None = None) -> Cluster:
         """Start a cluster of `workers` processes on this machine, one task at a time each, with `threads` threads
-        for torch and the native pools (default: the cores shared among the workers)."""
+        for torch (OpenMP) in each task (default: the cores shared among the workers)."""
         threads = threads or share_of_cores(workers)
         # Read when a worker is lost, not at start: set for this process (the local cluster's owner) for good.
         dask.config.set({"distributed.deploy.lost-worker-timeout": LOST_WORKER_GRACE})

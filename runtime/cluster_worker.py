@@ -35,7 +35,7 @@ PROGRESS_EVERY_S = 0.2  # at most this often per task (the last step is always s
 _held: OrderedDict[tuple[str, str], ModelHandle] = OrderedDict()  # (name, float type) -> the loaded model
 _held_lock = threading.Lock()
 _computed: Counter[str] = Counter()  # cache key -> times computed on this worker
-_threads = 1  # torch's and the native pools' threads for each task, set by `Setup`
+_threads = 1  # torch's (OpenMP) threads for each task, set by `Setup`
 
 
 class Mismatch(LmscopeError):
@@ -57,7 +57,9 @@ def held(name: str, dtype: str, fingerprint: str) -> ModelHandle:
                 _held.popitem(last=False)
         _held.move_to_end((name, dtype))
     if handle.fingerprint != fingerprint:
-        raise Mismatch(f"The worker's '{name}' ({handle.fingerprint[:12]}) is not the one asked about ({fingerprint[:12]}).")
+        raise Mismatch(
+            f"The worker's '{name}' ({handle.fingerprint[:12]}) is not the one asked about ({fingerprint[:12]})."
+        )
     return handle
 
 
@@ -99,10 +101,11 @@ def run_shipped(key: str, payload: bytes) -> bytes:
     as a plain LmscopeError (its message kept), so that any client can unpickle it."""
     try:
         compute = pickle.loads(payload)
-        # The worker's share of the cores for this task thread's OpenMP (torch) and the native pools, set the way a
-        # probe may narrow them again (threadpoolctl, per thread): torch's own global count is never set, as in a
-        # dashboard process, so a computation takes the path it takes there and gives the same numbers.
-        with jobs.reporting(_reporter(key)), threadpool_limits(limits=_threads):
+        # The worker's share of the cores for this task thread's OpenMP (torch's products), set the way a probe may
+        # narrow it again (threadpoolctl, per thread): torch's own global count is never set, as in a dashboard
+        # process, so a computation takes the path it takes there and gives the same numbers. The BLAS stays at
+        # one thread, as in every lmscope process (runtime.machine.one_blas_thread).
+        with jobs.reporting(_reporter(key)), threadpool_limits(limits=_threads, user_api="openmp"):
             value = compute()
     except Mismatch:
         raise
@@ -118,7 +121,7 @@ def share_of_cores(tasks: int) -> int:
 
 
 class Setup(WorkerPlugin):
-    """Set up each worker process: the threads each task's torch and native pools use (None: LMSCOPE_WORKER_THREADS,
+    """Set up each worker process: the threads each task's torch (OpenMP) uses (None: LMSCOPE_WORKER_THREADS,
     else the machine's cores shared among the worker's task threads)."""
 
     def __init__(self, threads: int | None) -> None:

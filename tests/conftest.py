@@ -22,13 +22,14 @@ else:
 # Compressions computed by an earlier run are not read either: each run computes its own.
 os.environ["LMSCOPE_COMPRESSED_DIR"] = str(Path(os.environ["LMSCOPE_CACHE_DIR"]) / "compressed")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# pytest-xdist runs several workers side by side: each gets its share of the cores for torch's and the native
-# thread pools (set before torch is imported here, and inherited by every server and process a test starts). More
-# threads than cores, and OpenMP's spinning threads wait on each other (the cluster's every-page test took 684 s
-# beside another worker that way, 247 s alone).
+# pytest-xdist runs several workers side by side: each gets its share of the cores for torch's thread pools (set
+# before torch is imported here, and inherited by every server and process a test starts; the BLAS of numpy and
+# scipy runs one thread in every lmscope process, runtime.machine.one_blas_thread). More threads than cores, and
+# OpenMP's spinning threads wait on each other (the cluster's every-page test took 684 s beside another worker that
+# way, 247 s alone).
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    for _pool in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for _pool in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_pool, str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
 
 from runtime.cache import ResultCache  # noqa: E402

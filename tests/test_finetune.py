@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from probes import finetune, finetune_store, finetune_train
@@ -34,8 +33,7 @@ _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_
 
 
 def _rank(delta: np.ndarray) -> int:
-    with threadpool_limits(1, user_api="blas"):  # threaded, SVDs slow many fold on a busy machine
-        return int(np.linalg.matrix_rank(delta.astype(np.float64), rtol=max(delta.shape) * EPSILON))
+    return int(np.linalg.matrix_rank(delta.astype(np.float64), rtol=max(delta.shape) * EPSILON))
 
 
 def _hooks(model: nn.Module) -> list[tuple[int, ...]]:
@@ -220,20 +218,19 @@ def test_the_default_updates_recomputed_from_the_store(defaults: FineTuneCompari
     r = defaults.rank
     lora, full = (_stored(smollm2, m, r, defaults.steps) for m in ("lora", "full"))
     assert defaults.full.trained_params == defaults.full.total_params == smollm2.n_parameters
-    with threadpool_limits(1, user_api="blas"):
-        for i, (low, high) in enumerate(zip(defaults.lora.matrices, defaults.full.matrices)):
-            assert _rank(lora.deltas[low.name]) == r == low.numerical_rank
-            s = np.linalg.svd(full.deltas[high.name].astype(np.float64), compute_uv=False)
-            assert 0 < high.energy_top_r <= 1
-            assert high.energy_top_r == pytest.approx(np.sum(s[:r] ** 2) / np.sum(s**2), rel=1e-9)
-            assert high.numerical_rank > r and high.effective_rank > r  # the full update is not strictly low-rank
-            assert defaults.chance[i] == pytest.approx(r / high.shape[0])
-        for i in range(0, len(defaults.lora.matrices), 7):  # the similarity, on a sample of the matrices
-            u_lora, u_full = (
-                np.linalg.svd(run.deltas[defaults.lora.matrices[i].name].astype(np.float64), full_matrices=False)[0]
-                for run in (lora, full)
-            )
-            assert defaults.similarity[i, -1] == pytest.approx(_similarity(u_lora[:, :r], u_full[:, :r]), abs=1e-9)
+    for i, (low, high) in enumerate(zip(defaults.lora.matrices, defaults.full.matrices)):
+        assert _rank(lora.deltas[low.name]) == r == low.numerical_rank
+        s = np.linalg.svd(full.deltas[high.name].astype(np.float64), compute_uv=False)
+        assert 0 < high.energy_top_r <= 1
+        assert high.energy_top_r == pytest.approx(np.sum(s[:r] ** 2) / np.sum(s**2), rel=1e-9)
+        assert high.numerical_rank > r and high.effective_rank > r  # the full update is not strictly low-rank
+        assert defaults.chance[i] == pytest.approx(r / high.shape[0])
+    for i in range(0, len(defaults.lora.matrices), 7):  # the similarity, on a sample of the matrices
+        u_lora, u_full = (
+            np.linalg.svd(run.deltas[defaults.lora.matrices[i].name].astype(np.float64), full_matrices=False)[0]
+            for run in (lora, full)
+        )
+        assert defaults.similarity[i, -1] == pytest.approx(_similarity(u_lora[:, :r], u_full[:, :r]), abs=1e-9)
 
 
 @pytest.mark.slow

@@ -3,6 +3,11 @@ what it gives alone, and no hook is ever left on a shared model's modules."""
 
 from __future__ import annotations
 
+import ast
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +40,7 @@ from results.pruning import Compression
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
 from runtime.hooks import observing
+from tests.conftest import ROOT
 from tests.helpers import assert_same
 
 TEXTS = (
@@ -187,3 +193,29 @@ def test_a_compressed_copy_carries_no_hooks_and_leaves_the_model_alone(smollm2: 
     assert np.array_equal(token_nll(smollm2, ids), before)
     for name, p in smollm2.model.named_parameters():
         assert np.array_equal(p.detach().numpy(), weights[name].numpy()), name
+
+
+def test_the_blas_runs_one_thread_in_every_lmscope_process() -> None:
+    """OpenBLAS's thread count is one number for the whole process: the runtime fixes it at one when it is imported
+    (runtime.machine.one_blas_thread), for numpy's library and for scipy's, which loads later."""
+    show = "from threadpoolctl import threadpool_info as i; print([p['num_threads'] for p in i() if p['user_api'] == 'blas'])"
+    code = f"import runtime, scipy.linalg; {show}"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}  # as a server starts
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    widths = json.loads(done.stdout)
+    assert len(widths) >= 2 and set(widths) == {1}
+
+
+def test_no_call_narrows_a_process_wide_thread_pool() -> None:
+    """threadpoolctl's BLAS limit sets the whole process's count, which the server's sessions share: only the
+    per-thread OpenMP pool is narrowed per call (`user_api="openmp"`), and only the runtime's start sets the BLAS."""
+    offenders = []
+    for package in ("probes", "runtime", "views", "viz", "lecture", "ui", "app_pages"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "threadpool_limits":
+                    api = {k.arg: getattr(k.value, "value", None) for k in node.keywords}.get("user_api")
+                    if api != "openmp" and path != ROOT / "runtime" / "machine.py":
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []

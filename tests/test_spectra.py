@@ -7,7 +7,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
 from torch import nn
 
 from probes import spectra
@@ -224,10 +223,3 @@ def test_weight_matrix_is_a_float32_copy(smollm2: ModelHandle) -> None:
     assert weight.dtype == np.float32 and weight.shape == (1536, 576)
     weight[:] = 0
     assert float(smollm2.model.get_submodule(name).weight.detach().abs().sum()) > 0
-
-
-def test_blas_thread_count_is_restored() -> None:
-    """Spectra run the BLAS on one thread (see spectra.eigenvalues) and hand back the caller's setting."""
-    before = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
-    spectra.eigenvalues(_random((20, 30)))
-    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == before
