@@ -59,13 +59,15 @@ class HeadTypes:
 
     @property
     def entropy(self) -> np.ndarray:
-        """(layers, heads): entropy of the head's ratios normalised to sum 1, over log(number of types): 0 when one
-        type holds all of its score, 1 when every type holds the same share (a head that is a bit of everything)."""
+        """(layers, heads): entropy of the head's ratios normalised to sum 1, over log(number of types that apply to
+        the model; a decoder has no next-token type): 0 when one type holds all of its score, 1 when every type
+        holds the same share (a head that is a bit of everything)."""
         ratios = np.clip(self.ratios, 0.0, None)
         total = ratios.sum(axis=0, keepdims=True)
         p = np.divide(ratios, total, out=np.zeros_like(ratios), where=total > 0)
         terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-        return terms.sum(axis=0) / np.log(len(self.types))
+        applicable = int(np.isfinite(self.scores).any(axis=(1, 2)).sum())
+        return terms.sum(axis=0) / np.log(max(applicable, 2))
 
     @property
     def dominant_offset(self) -> np.ndarray:
