@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from unittest import mock
@@ -50,8 +51,9 @@ def open_page(page: str, timeout: float = TIMEOUT, **params: str) -> AppTest:
 
 
 def texts(elements) -> str:
-    """The text of a list of AppTest elements (errors, warnings, markdown), joined."""
-    return " ".join(str(e.value) for e in elements)
+    """The text of a list of AppTest elements (errors, warnings, markdown), joined, as the reader sees it: without
+    the backslashes that keep user input from being read as Markdown (ui.markdown.literal)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", " ".join(str(e.value) for e in elements))
 
 
 def plotly_array(value: object) -> np.ndarray:

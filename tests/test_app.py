@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from markdown_it import MarkdownIt
 
 from probes import attention, heads
 from probes.long_text import long_text
@@ -125,6 +126,22 @@ def test_bad_layer_or_head_in_the_url(smollm2: ModelHandle, layer: str, head: st
     assert not at.exception and not at.error
     assert message in texts(at.warning)
     assert 0 <= at.number_input[0].value < 30 and 0 <= at.number_input[1].value < 9
+
+
+LINK, IMAGE = "[log in here](http://evil.example/)", "![x](http://127.0.0.1:9/pixel.png)"
+
+
+def test_a_links_values_are_shown_as_written_never_as_markdown(smollm2: ModelHandle) -> None:
+    """A link's values reach warnings, errors and the sidebar: Markdown renders them as typed, with no link or image
+    (an image would make every reader's browser fetch it)."""
+    at = open_page(ATTENTION, summary=LINK, head=IMAGE, text=f"{LINK} **bold**")
+    bad_model = open_page(ATTENTION, model=f"/{LINK}")
+    shown = [*at.warning, *at.sidebar.markdown, *bad_model.error]
+    assert not at.exception and not bad_model.exception and len(at.warning) == 2 and bad_model.error
+    for element in shown:
+        html = MarkdownIt().render(str(element.value))
+        assert "<a " not in html and "<img" not in html and "<strong>bold" not in html, html
+    assert LINK in texts(at.warning) and IMAGE in texts(at.warning) and LINK in texts(bad_model.error)
 
 
 @pytest.mark.parametrize("model", ["gemma3-270m", "all-minilm-l6-v2"])

@@ -6,6 +6,7 @@ import streamlit as st
 
 from ui import state
 from ui.charts import start_page_figures
+from ui.markdown import literal
 from ui.navigation import HOME
 from viz.export import browser_path, figures_zip, slug
 
@@ -17,9 +18,9 @@ def page(title: str, caption: str, export: bool = True) -> None:
     st.title(title)
     st.caption(caption)
     with st.sidebar:
-        st.markdown(f"**Model:** `{state.model_name()}`")
+        st.markdown(f"**Model:** {literal(state.model_name())}")
         preview = state.text()
-        st.markdown(f"**Text:** {preview[:120]}{'…' if len(preview) > 120 else ''}")
+        st.markdown(f"**Text:** {literal(preview[:120])}{'…' if len(preview) > 120 else ''}")
         st.page_link(HOME, label="Change model or text", icon=":material/edit:")
         figures = start_page_figures()
         if export and browser_path() is not None:  # rendered on click, from the figures this run of the page showed

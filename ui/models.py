@@ -17,6 +17,7 @@ from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from runtime.models import load
 from ui import state
+from ui.markdown import literal
 from ui.navigation import HOME
 
 T = TypeVar("T")
@@ -57,8 +58,9 @@ def loaded_model(name: str) -> ModelHandle | None:
 
 
 def show_error(exc: LmscopeError, about: str = "") -> None:
-    """A user error on a page, shown the one way every page shows them."""
-    st.error(f"{about}: {exc}" if about else str(exc))
+    """A user error on a page, shown the one way every page shows them (as written: its model names and values are
+    never read as Markdown)."""
+    st.error(literal(f"{about}: {exc}" if about else str(exc)))
 
 
 def current_model() -> ModelHandle:
@@ -124,7 +126,7 @@ def probe_with_progress(what: str, run: Callable[[Progress], Cached[T]]) -> Cach
         st.page_link(HOME, label="Change the model or text", icon=":material/edit:")
         st.stop()
     if cached.warning:
-        st.warning(cached.warning)
+        st.warning(literal(cached.warning))
     return cached
 
 

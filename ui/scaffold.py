@@ -28,6 +28,7 @@ from runtime.handle import ModelHandle
 from ui import state
 from ui.charts import show_figure
 from ui.layout import page as frame
+from ui.markdown import literal
 from ui.models import current_model, show_error
 from ui.navigation import view_of
 from views.registry import View
@@ -183,7 +184,7 @@ class Page:
             raw = self._link.get(setting.name) if setting.url else None
             value, problem = (setting.default, None) if raw is None else setting.from_url(raw)
             if problem:
-                st.warning(problem)
+                st.warning(literal(problem))
             st.session_state[key] = value
         state.sync_url(**{s.name: s.spell(self.value(s.name)) for s in self._settings.values() if s.url})
 
@@ -238,7 +239,7 @@ class Page:
             try:
                 routing.routers(self.handle)
             except LmscopeError as exc:
-                st.warning(str(exc))
+                st.warning(literal(str(exc)))
                 st.caption(
                     "No real MoE weights ship with lmscope (none can be installed offline). Both MoEs built here "
                     "split each of SmolLM2's MLPs into experts of neurons that fire together (MoEfication, Zhang et "
