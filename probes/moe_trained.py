@@ -47,6 +47,7 @@ from results.moe_trained import Costs, Recipe, TrainingLog, active_ks
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
 from runtime.hooks import observing
+from runtime.initialised import initial_weights
 
 VERSION = 7  # of the build: a new version trains a new model folder
 SEQUENCE = 128  # tokens per training sequence
@@ -57,6 +58,7 @@ ROUTER_LR, EXPERT_LR, DISTIL_LR = 1e-2, 3e-4, 1e-3
 CHOICE_WEIGHT = 0.1  # of the router's cross-entropy to the oracle's top-k experts (layer-wise fit)
 TIMED_TOKENS = 512  # tokens of the MLP timing
 EVAL_EVERY = 25  # distillation steps between held-out measurements of the training curve
+ROUTER = ".mlp.gate.weight"  # each block's router, in Mixtral and Qwen2-MoE alike
 
 
 def config(base: ModelHandle, recipe: Recipe) -> PretrainedConfig:
@@ -83,10 +85,15 @@ def config(base: ModelHandle, recipe: Recipe) -> PretrainedConfig:
     }
     if not recipe.shared:
         return MixtralConfig(
-            **common, intermediate_size=neurons, num_local_experts=recipe.experts, head_dim=getattr(c, "head_dim", None)
+            **common,
+            architectures=["MixtralForCausalLM"],
+            intermediate_size=neurons,
+            num_local_experts=recipe.experts,
+            head_dim=getattr(c, "head_dim", None),
         )
     return Qwen2MoeConfig(
         **common,
+        architectures=["Qwen2MoeForCausalLM"],
         intermediate_size=c.intermediate_size,
         moe_intermediate_size=neurons,
         shared_expert_intermediate_size=recipe.shared * neurons,
@@ -136,11 +143,12 @@ def popular_experts(base: ModelHandle, assignment: np.ndarray, recipe: Recipe, i
 def convert(base: ModelHandle, assignment: np.ndarray, recipe: Recipe, shared: np.ndarray) -> PreTrainedModel:
     """The dense model as an MoE: `assignment` (layers, intermediate) gives each neuron its expert, `shared`
     (layers, recipe.shared) the experts made the shared one; the routers keep the family's initialisation (seeded by
-    the recipe), everything else is the dense model's."""
-    torch.manual_seed(recipe.seed)
-    moe = AutoModelForCausalLM.from_config(config(base, recipe), dtype=base.dtype).eval()
+    the recipe, drawn in a process of its own: runtime.initialised), everything else is the dense model's."""
+    moe_config = config(base, recipe)
+    routers = initial_weights(moe_config, recipe.seed, base.dtype, ROUTER)
+    moe = AutoModelForCausalLM.from_config(moe_config, dtype=base.dtype).eval()
     dense = base.model.state_dict()
-    state = moe.state_dict()
+    state = moe.state_dict() | routers
     for name in state:
         if ".mlp." not in name:
             state[name] = dense[name]

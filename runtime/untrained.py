@@ -21,7 +21,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, __version__
 
 from runtime import child
-from runtime.handle import model_class
+from runtime.initialised import seeded_model
 from runtime.settings import settings
 from runtime.store_files import built_folder
 
@@ -68,8 +68,7 @@ def _build(request: dict, on_progress: child.Progress) -> None:
     base_folder, target = Path(request["base_folder"]), Path(request["target"])
     trust = settings().trust_remote_code
     config = AutoConfig.from_pretrained(base_folder, trust_remote_code=trust)
-    torch.manual_seed(request["seed"])
-    model = model_class(config).from_config(config, dtype=torch.float32, trust_remote_code=trust)
+    model = seeded_model(config, request["seed"], torch.float32)
     model.save_pretrained(target)
     AutoTokenizer.from_pretrained(base_folder, trust_remote_code=trust).save_pretrained(target)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from probes import activations, attention, sinks
 from probes.nll import token_nll
@@ -17,9 +18,11 @@ from probes.text import encode
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
+from runtime.initialised import initial_weights, seeded_model
 from runtime.models import info, load
 from runtime.untrained import TWIN_SEED
 from tests.helpers import chart, open_page, plotly_array
+from tests.tiny_moe import FAMILIES
 
 TWIN = "smollm2-135m-instruct@untrained"
 TEXT = "The cat sat on the mat, and then the cat slept."
@@ -131,3 +134,26 @@ def test_a_twin_built_while_other_threads_draw_random_numbers_is_the_same(
     assert (tmp_path / "busy").is_dir() and quiet.fingerprint == busy.fingerprint
     expected = quiet.model.state_dict()
     assert all(torch.equal(value, expected[key]) for key, value in busy.model.state_dict().items())
+
+
+def test_initial_weights_are_the_seeded_family_initialisation_while_other_threads_draw() -> None:
+    """runtime.initialised draws in a child process: what it hands back is exactly what transformers initialises
+    with the seed, whatever another session draws from torch's global generator meanwhile (the trained MoE's
+    routers start from it)."""
+    config = transformers.MixtralConfig(**FAMILIES["mixtral"][1], architectures=["MixtralForCausalLM"])
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            torch.nn.Linear(64, 64)
+
+    with ThreadPoolExecutor(1) as pool:
+        drawing = pool.submit(draw)
+        try:
+            drawn = initial_weights(config, 7, torch.float32, ".mlp.gate.weight")
+        finally:
+            stop.set()
+        drawing.result()
+    expected = {k: v for k, v in seeded_model(config, 7, torch.float32).state_dict().items() if k in drawn}
+    assert sorted(drawn) == [f"model.layers.{i}.mlp.gate.weight" for i in range(2)] == sorted(expected)
+    assert all(torch.equal(drawn[k], expected[k]) for k in drawn)
