@@ -5,7 +5,9 @@ LMSCOPE_MODEL_ROOTS unset: any model (one's own machine). `builtin`: the built-i
 by ":": the built-ins and the models under those folders. A name outside what is allowed gets the same message
 whether or not it exists, so that a visitor cannot probe the server's files. The size of a model is its
 parameter count, read from its config (a model built on the meta device, which holds no weights) or from a GGUF
-file's tensor table, times 4 bytes (lmscope runs models in float32).
+file's tensor table, times 4 bytes (lmscope runs models in float32). Before that build, a config's counts of
+repeated modules are checked: the build takes time and memory in proportion to them (a config.json asking for 10^8
+layers held a server for minutes and 16 GB), and no published model comes near the limits.
 """
 
 from __future__ import annotations
@@ -13,10 +15,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from transformers import PretrainedConfig
+
 from runtime.errors import LmscopeError
 from runtime.settings import settings
 
 BYTES_PER_PARAMETER = 4
+NAME_CHARACTERS = 1024  # of a model name or path
+MAX_LAYERS = 1_000  # blocks of a model, encoder or decoder (published models have at most a few hundred)
+MAX_EXPERTS = 4_096  # experts of an MoE block
+_LAYER_FIELDS = ("num_hidden_layers", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers")
+_EXPERT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 
 
 class NotAllowed(LmscopeError):
@@ -40,14 +49,26 @@ def allowed_roots() -> list[Path] | None:
     return [Path(part).expanduser().resolve() for part in roots.split(os.pathsep) if part.strip()]
 
 
+def model_path(name: str) -> Path:
+    """The path a model name would be (~ expanded); a name that cannot be a path here is a clear error."""
+    if len(name) > NAME_CHARACTERS:
+        raise LmscopeError(
+            f"A model name or path has at most {NAME_CHARACTERS:,} characters; this one has {len(name):,}."
+        )
+    try:
+        return Path(name).expanduser()
+    except RuntimeError as exc:  # ~user, for a user this system does not have
+        raise LmscopeError(f"'{name}' is not a path on this server: {exc}") from exc
+
+
 def check_allowed(name: str) -> None:
     """Refuse a model that is not a built-in when the operator restricts models, before looking at any file.
 
     A path counts as inside a root when it is, after symbolic links and `..` are resolved."""
+    path = model_path(name)
     roots = allowed_roots()
     if roots is None:
         return
-    path = Path(name).expanduser()
     looks_like_path = name.startswith((".", "/", "~")) or path.suffix == ".gguf" or os.sep in name
     inside = looks_like_path and any(path.resolve().is_relative_to(root) for root in roots)
     if not inside:
@@ -60,8 +81,22 @@ def gguf_parameters(path: Path) -> int:
 
     try:
         return sum(int(tensor.n_elements) for tensor in GGUFReader(path).tensors)
-    except (ValueError, OSError, KeyError) as exc:
-        raise LmscopeError(f"{path.name} is not a readable GGUF file: {exc}") from exc
+    except Exception as exc:  # the reader meets a damaged file with whatever fails first (IndexError, struct.error...)
+        raise LmscopeError(f"{path.name} is not a readable GGUF file: {type(exc).__name__}: {exc}") from exc
+
+
+def check_structure(name: str, config: PretrainedConfig) -> None:
+    """Refuse a config that asks for more layers or experts than MAX_LAYERS and MAX_EXPERTS, before anything is
+    built from it (its text model's config too, for a model that has one)."""
+    for part in {id(c): c for c in (config, config.get_text_config())}.values():
+        for fields, limit, what in ((_LAYER_FIELDS, MAX_LAYERS, "layers"), (_EXPERT_FIELDS, MAX_EXPERTS, "experts")):
+            for field in fields:
+                value = getattr(part, field, None)
+                if isinstance(value, int) and value > limit:
+                    raise LmscopeError(
+                        f"Model '{name}' asks for {value:,} {what} ({field} in its config): lmscope builds at most "
+                        f"{limit:,}."
+                    )
 
 
 def check_size(name: str, n_parameters: int) -> None:

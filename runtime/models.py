@@ -26,7 +26,7 @@ from runtime.errors import LmscopeError
 from runtime.fingerprint import folder_fingerprint
 from runtime.gguf_store import converted_folder
 from runtime.handle import ModelHandle, model_class
-from runtime.model_access import check_allowed, check_size, gguf_parameters
+from runtime.model_access import check_allowed, check_size, check_structure, gguf_parameters, model_path
 from runtime.placement import Placement, dtype_name, placement, typed_fingerprint
 from runtime.probe import Progress
 from runtime.settings import settings
@@ -86,13 +86,17 @@ def resolve(name: str) -> tuple[str, str]:
         folder = converted_folder(located, store) if spec.is_gguf else located
         return str(folder), f"built-in (PyPI wheel {spec.wheel})"
     check_allowed(name)  # before any file is looked at
-    path = Path(name).expanduser()
+    path = model_path(name)
+    try:
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except OSError as exc:  # a name the file system refuses (a part longer than it allows)
+        raise LmscopeError(f"'{name}' is not a path on this server: {exc.strerror}.") from exc
     if path.suffix == ".gguf":
-        if not path.is_file():
+        if not is_file:
             raise LmscopeError(f"No GGUF file at {path}.")
         check_size(name, gguf_parameters(path))  # before the slow conversion
         return str(converted_folder(path.resolve(), store)), f"GGUF file {path}"
-    if path.is_dir():
+    if is_dir:
         if not (path / "config.json").is_file():
             raise LmscopeError(f"{path} is a folder but has no config.json, so it is not a model folder.")
         _check_local_weights(path)
@@ -171,6 +175,7 @@ def _opened(
     trust = settings().trust_remote_code
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
+        check_structure(name, config)  # before the parameter count builds the model on the meta device
         check_size(name, config_parameters(config))
         weights = folder if build is None else build(config)
         model = _weights(weights, config, placement(config, dtype), trust)

@@ -3,6 +3,8 @@ checked before a model is read, with messages that do not tell a visitor which p
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,49 @@ def test_page_refuses_a_linked_model_outside_the_roots(monkeypatch: pytest.Monke
     at = open_page("app_pages/1_Attention.py", model="/etc", text="Hello there.")
     assert not at.exception
     assert "not available on this server" in texts(at.error)
+
+
+@pytest.mark.timeout(60)  # a config of 10^8 layers built on the meta device ran for minutes (16 GB) before this check
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"num_hidden_layers": 10**8}, "asks for 100,000,000 layers (num_hidden_layers in its config)"),
+        ({"num_hidden_layers": 2, "num_local_experts": 10**6, "model_type": "mixtral"}, "1,000,000 experts"),
+    ],
+)
+def test_a_config_asking_for_too_many_modules_is_refused_before_anything_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fields: dict, message: str
+) -> None:
+    config = {"model_type": "llama", "hidden_size": 8, "intermediate_size": 8, "num_attention_heads": 1} | fields
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was built before its structure was checked")
+
+    monkeypatch.setattr(models, "config_parameters", never)
+    with pytest.raises(LmscopeError, match=re.escape(message)):
+        load(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("a" * 5000, "at most 1,024 characters; this one has 5,000"),
+        ("~no-such-user-here/model", "is not a path on this server"),
+        ("/" + "a" * 300, "is not a path on this server: File name too long"),
+    ],
+)
+def test_a_name_that_cannot_be_a_path_here_is_a_clear_error(name: str, message: str) -> None:
+    with pytest.raises(LmscopeError, match=re.escape(message)):
+        resolve(name)
+
+
+def test_a_damaged_gguf_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A GGUF header that promises more tensors than the file holds: the reader fails with an IndexError."""
+    damaged = tmp_path / "damaged.gguf"
+    damaged.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (2**63 - 1).to_bytes(8, "little") + bytes(8))
+    with pytest.raises(LmscopeError, match="damaged.gguf is not a readable GGUF file"):
+        resolve(str(damaged))
+    done = cli("attention", "--model", str(damaged), "--text", "Hello there.")
+    assert done.returncode == 1 and "not a readable GGUF file" in done.stderr and "Traceback" not in done.stderr
