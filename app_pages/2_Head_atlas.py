@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from probes import attention, heads
+from runtime import limits
 from ui.compare import compare_section
 from ui.head_choice import grid_click, head_inputs
 from ui.models import probe_or_stop, result_cache
@@ -19,7 +20,7 @@ handle = page.handle
 page.settings(
     Setting("score", "choice", "induction", options=SCORES),
     Setting("n", "int", 50, lower=heads.MIN_SEQ_LEN, upper=heads.MAX_SEQ_LEN, url=False),
-    Setting("seed", "int", 0, lower=0, upper=2**31 - 1, url=False),
+    Setting("seed", "int", 0, lower=0, upper=limits.SEED, url=False),
 )
 controls = st.columns([3, 1, 1, 1, 1])
 score = page.widget(

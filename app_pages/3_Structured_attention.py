@@ -30,7 +30,7 @@ page.settings(
     Setting("sinks", "int", min(4, n - 1), lower=0, upper=n - 1),
     Setting("global", "str", str(n // 2)),
     Setting("random_blocks", "int", 1, lower=0, upper=limits.RANDOM_BLOCKS),
-    Setting("seed", "int", 0, lower=0, upper=2**31 - 1),
+    Setting("seed", "int", 0, lower=0, upper=limits.SEED),
     Setting("patterns", "multi", list(structured.PATTERNS), options=list(structured.PATTERNS)),
     Setting("lengths", "str", ", ".join(map(str, attention_cost.DEFAULT_LENGTHS))),
     Setting("cost_window", "int", attention_cost.DEFAULT_WINDOW, lower=1, upper=limits.COST_CONTEXT),

@@ -35,7 +35,6 @@ VERSION = 1
 DEFAULT_RANK = 8
 DEFAULT_STEPS = 30
 DEFAULT_SEED = 0
-MAX_SEED = 2**32 - 1
 _EPSILON = float(np.finfo(np.float32).eps)  # the updates are float32
 
 
@@ -55,7 +54,7 @@ def check(handle: ModelHandle, rank: int, steps: int, seed: int, method: str = "
             f"{limits.FINETUNE_PARAMETERS:,}."
         )
     limits.check_range(steps, 1, limits.FINETUNE_STEPS, "number of fine-tuning steps")
-    limits.check_range(seed, 0, MAX_SEED, "seed")
+    limits.check_range(seed, 0, limits.SEED, "seed")
     matrices = linear_weights(handle, KINDS)
     smallest = min(min(m.shape) for m in matrices)
     limits.check_range(rank, 1, min(limits.FINETUNE_RANK, smallest), "LoRA rank")

@@ -24,6 +24,7 @@ from probes.text import from_ids
 from results.attention import AttentionResult
 from results.heads import NONE, HeadTypes
 from results.sinks import SINK_HEAD
+from runtime import limits
 from runtime.cache import Cached, ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
@@ -132,6 +133,7 @@ def run(
 ) -> Cached[AttentionResult]:
     """Head scores on the repeated random sequence (R + reversed R with `reverse`), from the disk cache when
     computed before."""
+    limits.check_range(seed, 0, limits.SEED, "seed")
     return PROBE.cached(handle, cache, seq_len=seq_len, seed=seed, reverse=reverse)
 
 

@@ -179,7 +179,7 @@ class Structure:
         limits.check_count(self.global_positions, limits.GLOBAL_POSITIONS, "global positions")
         limits.check_range(self.random_blocks, 0, limits.RANDOM_BLOCKS, "number of random blocks")
         limits.check_range(self.dilation, 1, max(1, n - 1), "dilation")
-        limits.check_range(self.seed, 0, 2**31 - 1, "seed")
+        limits.check_range(self.seed, 0, limits.SEED, "seed")
 
     def inputs(self) -> dict[str, object]:
         """The settings as a cached probe's inputs."""

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from probes import corpus, pruning, sinks, structured, text
+from probes import corpus, heads, pruning, sinks, structured, text
 from runtime import limits
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
@@ -78,6 +78,7 @@ def _refuses_before_work(monkeypatch: pytest.MonkeyPatch, call, message: str) ->
             lambda h, c: sinks.corpus_attention(h, ["A sentence."] * (limits.CORPUS_SENTENCES + 1), c),
             f"At most {limits.CORPUS_SENTENCES} sentences",
         ),
+        ("head atlas seed", lambda h, c: heads.run(h, c, seed=-1), f"seed must be from 0 to {limits.SEED}"),
     ],
 )
 def test_probe_limits_are_checked_before_any_work(
