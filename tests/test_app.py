@@ -144,6 +144,19 @@ def test_a_links_values_are_shown_as_written_never_as_markdown(smollm2: ModelHan
     assert LINK in texts(at.warning) and IMAGE in texts(at.warning) and LINK in texts(bad_model.error)
 
 
+def test_a_links_values_are_refused_whole_or_said_to_be_cut(smollm2: ModelHandle) -> None:
+    """A string setting over its length is refused with a message (never cut into another value: `1, 20` cut after
+    a run of spaces once read `1, 2`); a linked text over MAX_URL_TEXT is cut, and the page says so."""
+    spaced = "1," + " " * 198 + "20"
+    at = open_page("app_pages/3_Structured_attention.py", **{"global": spaced})
+    assert not at.exception and "is longer than 200 characters; showing global 16." in texts(at.warning)
+    assert len(texts(at.warning)) < 300  # the value is quoted, not echoed whole
+    at = open_page(ATTENTION, text="word " * 3000)
+    assert not at.exception and not at.error
+    assert "The link's text has 15,000 characters: it is cut to its first 8,000." in texts(at.warning)
+    assert "cut to its first" not in texts(at.run().warning)  # said once
+
+
 @pytest.mark.parametrize("model", ["gemma3-270m", "all-minilm-l6-v2"])
 def test_attention_page_on_other_builtins(model: str, request: pytest.FixtureRequest) -> None:
     at = open_page(ATTENTION, model=model, text="Sinks and delimiters.", layer="1", head="1")

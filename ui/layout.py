@@ -17,6 +17,12 @@ def page(title: str, caption: str, export: bool = True) -> None:
     st.set_page_config(page_title=f"{title} · lmscope", page_icon=":material/biotech:", layout="wide")
     st.title(title)
     st.caption(caption)
+    cut = state.linked_text_cut()
+    if cut:
+        st.warning(
+            f"The link's text has {cut:,} characters: it is cut to its first {state.MAX_URL_TEXT:,}. Longer texts are "
+            "typed or pasted on the home page."
+        )
     with st.sidebar:
         st.markdown(f"**Model:** {literal(state.model_name())}")
         preview = state.text()

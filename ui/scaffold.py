@@ -36,9 +36,15 @@ from views.registry import View
 T = TypeVar("T")
 Kind = Literal["int", "float", "bool", "choice", "multi", "str"]
 SHOWN_OPTIONS = 12  # a message lists at most this many of a setting's options
+SHOWN_CHARACTERS = 60  # a message quotes at most this much of a link's value
 
 # The MoEs built from SmolLM2 that a page needing an MoE offers on a dense model, by name.
 MOE_CHOICES = {TRAINED_MOE.name: "Use the trained MoE", MOEFIED.name: "Use the MoEfication (untrained)"}
+
+
+def _cut(raw: str) -> str:
+    """A link's value as a message quotes it: its first SHOWN_CHARACTERS characters."""
+    return raw if len(raw) <= SHOWN_CHARACTERS else f"{raw[:SHOWN_CHARACTERS]}…"
 
 
 class Need(enum.Enum):
@@ -111,7 +117,7 @@ class Setting:
         if self.kind == "multi":
             spelled = {str(o): o for o in self.options}
             return [spelled.get(part.strip(), part.strip()) for part in raw.split(",") if part.strip()]
-        return raw[: self.length]
+        return raw  # whole: a value over its length is refused with a message, never cut into another value
 
     def spell(self, value: Any) -> str:
         """The value as the URL writes it."""
@@ -130,11 +136,11 @@ class Setting:
             value = self.parse(raw)
         except ValueError:
             what = "0 or 1" if self.kind == "bool" else "a number"
-            return self.default, f"The link's {self.name}={raw!r} is not {what}; showing {shown}."
+            return self.default, f"The link's {self.name}={_cut(raw)!r} is not {what}; showing {shown}."
         problem = self._problem(value)
         if problem is None:
             return value, None
-        spelled = repr(raw) if self.kind in ("choice", "multi", "str") else value
+        spelled = repr(_cut(raw)) if self.kind in ("choice", "multi", "str") else _cut(str(value))
         return self.default, f"The link's {self.name}={spelled} {problem}; showing {shown}."
 
     def kept(self, value: Any) -> Any:

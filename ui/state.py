@@ -15,6 +15,7 @@ DEFAULT_TEXT = (
 MAX_URL_TEXT = 8000
 MODEL = "lm_model"
 TEXT = "lm_text"
+CUT = "lm_text_cut"  # the length of a linked text that was cut to MAX_URL_TEXT, until a page says so
 
 
 def _init() -> None:
@@ -24,7 +25,15 @@ def _init() -> None:
     params = st.query_params
     st.session_state[MODEL] = params.get("model", "").strip() or DEFAULT_MODEL
     text = params.get("text", "")
+    if len(text) > MAX_URL_TEXT:
+        st.session_state[CUT] = len(text)
     st.session_state[TEXT] = clean(text[:MAX_URL_TEXT]) if text.strip() else DEFAULT_TEXT
+
+
+def linked_text_cut() -> int | None:
+    """The length of the link's text if it was cut to its first MAX_URL_TEXT characters; said once (None after)."""
+    _init()
+    return st.session_state.pop(CUT, None)
 
 
 def model_name() -> str:
