@@ -7,6 +7,7 @@ import streamlit as st
 
 from probes import ablation, activations, corpus
 from results.activations import KINDS, Thresholds
+from runtime import limits
 from runtime.settings import settings
 from ui.compare import compare_section
 from ui.models import probe_or_stop, probe_with_progress, result_cache
@@ -22,7 +23,6 @@ from viz.activations import (
 )
 
 LAYER_VIEWS = ("surface", "heatmap")
-MAX_THRESHOLD = 1e9
 
 page = start(__file__, Need.MODEL, Need.TEXT)
 handle = page.handle
@@ -32,8 +32,8 @@ result = probe_or_stop(
 ).value
 page.settings(
     Setting("layer", "int", int(np.argmax(result.max_abs)), lower=0, upper=result.n_layers - 1),
-    Setting("min", "float", Thresholds.min_magnitude, lower=0.0, upper=MAX_THRESHOLD),
-    Setting("ratio", "float", Thresholds.min_ratio, lower=0.0, upper=MAX_THRESHOLD),
+    Setting("min", "float", Thresholds.min_magnitude, lower=0.0, upper=limits.THRESHOLD),
+    Setting("ratio", "float", Thresholds.min_ratio, lower=0.0, upper=limits.THRESHOLD),
     Setting("view", "choice", LAYER_VIEWS[0], options=LAYER_VIEWS),
     Setting("sentences", "int", len(corpus.sentences()), lower=1, upper=len(corpus.sentences())),
     Setting("everywhere", "bool", False),

@@ -41,6 +41,7 @@ WORD_TOKENS = 8  # tokens of that word
 WORD_ATOMS = 16  # atoms in one word's sparse code
 FINETUNE_RANK = 64  # LoRA's rank r (and the r that full fine-tuning's update is measured at)
 FINETUNE_STEPS = 100  # steps of each fine-tuning run (both runs of 100 steps: about 3 minutes of 2 cores on SmolLM2)
+THRESHOLD = 1e9  # the largest massive-activation threshold, of |h| or of its ratio to the median (from 0)
 SEED = 2**31 - 1  # the largest random seed a user can set (every generator lmscope seeds takes it)
 FINETUNE_PARAMETERS = 1_000_000_000  # parameters of a model fine-tuned in full: each costs about 16 bytes (Adam)
 

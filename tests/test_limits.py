@@ -149,3 +149,13 @@ def test_cli_zero_is_refused_where_it_means_nothing(args: list[str], message: st
 def test_cli_zero_on_a_dense_model_is_still_a_derived_moe_option() -> None:
     done = cli("moe", "--model", "smollm2-135m-instruct", "--text", TEXT, "--k", "0")
     assert done.returncode == 1 and "derived MoE" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["activations", "ablate"])
+@pytest.mark.parametrize(
+    ("option", "value"), [("--min-magnitude", "nan"), ("--min-ratio", "inf"), ("--min-magnitude", "-1")]
+)
+def test_cli_thresholds_have_the_pages_limits(command: str, option: str, value: str) -> None:
+    """NaN once made nothing massive, silently; the page allows 0 to limits.THRESHOLD, and so does the CLI."""
+    done = cli(command, "--model", "smollm2-135m-instruct", "--text", TEXT, option, value)
+    assert done.returncode == 2 and f"{value} is not from 0 to 1e+09" in done.stderr
