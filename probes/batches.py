@@ -30,7 +30,10 @@ def by_length(handle: ModelHandle, sentences: Sequence[str]) -> dict[int, list[l
         if len(ids) >= 2:
             groups[len(ids)].append(ids)
     if not groups:
-        raise LmscopeError("There are no sentences of two tokens or more to run.")
+        raise LmscopeError(
+            "Nothing to run: every sentence (or the text) has fewer than two tokens, and a measure over tokens needs "
+            "two or more. Use a longer text or longer sentences."
+        )
     return dict(sorted(groups.items()))
 
 

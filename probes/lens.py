@@ -153,8 +153,9 @@ def run(
         raise LmscopeError(f"The features to zero must be from 0 to {features - 1}; got {chosen}.")
     encoded = encode(handle, text, settings().max_tokens)
     if not 2 <= len(encoded.token_ids) <= limits.LENS_TOKENS:
+        advice = "lengthen it" if len(encoded.token_ids) < 2 else "shorten it"
         raise LmscopeError(
             f"The lens reads 2 to {limits.LENS_TOKENS} tokens (every layer's readout is a pass through the whole "
-            f"vocabulary); the text has {len(encoded.token_ids)}: shorten it."
+            f"vocabulary); the text has {len(encoded.token_ids)}: {advice}."
         )
     return PROBE.cached(handle, cache, on_progress, token_ids=encoded.token_ids.tolist(), zeroed=chosen)

@@ -70,8 +70,13 @@ class TextTooLong(LmscopeError):
 
     def __init__(self, n_tokens: int | None, limit: int) -> None:
         size = f"{n_tokens} tokens" if n_tokens is not None else f"over {max_characters(limit):,} characters"
+        named = (
+            "LMSCOPE_MAX_TOKENS"
+            if limit == settings().max_tokens
+            else "the longest text this view reads: the model's context, at most LMSCOPE_LONG_TOKENS"
+        )
         super().__init__(
-            f"The text has {size}, more than the limit of {limit} tokens (LMSCOPE_MAX_TOKENS). "
+            f"The text has {size}, more than the limit of {limit} tokens ({named}). "
             f"Shorten it or truncate it to the first {limit} tokens."
         )
         self.n_tokens = n_tokens

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
 
-from probes import corpus, heads, pruning, sinks, structured, text
+from probes import batches, corpus, heads, lens, pruning, sinks, structured, text
 from runtime import limits
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
@@ -159,3 +160,33 @@ def test_cli_thresholds_have_the_pages_limits(command: str, option: str, value: 
     """NaN once made nothing massive, silently; the page allows 0 to limits.THRESHOLD, and so does the CLI."""
     done = cli(command, "--model", "smollm2-135m-instruct", "--text", TEXT, option, value)
     assert done.returncode == 2 and f"{value} is not from 0 to 1e+09" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda h, c: lens.run(h, "a", c), "the text has 1: lengthen it."),
+        (lambda h, c: batches.by_length(h, ["a", "b"]), "every sentence (or the text) has fewer than two tokens"),
+        (
+            lambda h, c: text.encode(h, "word " * 9000, text.long_limit(h)),
+            "more than the limit of 8192 tokens (the longest text this view reads: the model's context, at most "
+            "LMSCOPE_LONG_TOKENS)",
+        ),
+        (lambda h, c: text.encode(h, "word " * 5000, 4096), "more than the limit of 4096 tokens (LMSCOPE_MAX_TOKENS)"),
+    ],
+)
+def test_refusals_say_what_to_change(smollm2: ModelHandle, cache: ResultCache, call, message: str) -> None:
+    with pytest.raises(LmscopeError, match=re.escape(message)):
+        call(smollm2, cache)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sparsity", "0.5", "--method", "gptq"], "gptq quantizes: give it --bits"),
+        (["--bits", "4", "--method", "sparsegpt"], "sparsegpt prunes: give it --sparsity"),
+    ],
+)
+def test_cli_pruning_refuses_a_method_with_the_other_kinds_setting(args: list[str], message: str) -> None:
+    done = cli("pruning", "--model", "smollm2-135m-instruct", "--text", TEXT, *args)
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr

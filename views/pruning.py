@@ -12,6 +12,7 @@ from probes import sparse_cost as sparse_cost_probe
 from probes.nll import perplexity
 from results.pruning import PATTERNS, PRUNERS, QUANTIZERS, Tradeoff
 from runtime.cache import ResultCache
+from runtime.errors import LmscopeError
 from runtime.models import load
 from views import dropped_heads, sparse_cost
 from views.options import model_argument
@@ -115,6 +116,10 @@ def _quantize(args: argparse.Namespace) -> object:
 
 
 def _print(args: argparse.Namespace) -> object:
+    if args.bits is None and args.method in QUANTIZERS:
+        raise LmscopeError(f"{args.method} quantizes: give it --bits (2 to 16), not a sparsity or N:M pattern.")
+    if args.bits is not None and args.method in PRUNERS:
+        raise LmscopeError(f"{args.method} prunes: give it --sparsity, --nm or --semi-structured, not --bits.")
     if args.bits is not None:
         compression = pruning.Compression(args.method or "quantize", args.bits, group=args.group)
     else:
