@@ -24,7 +24,8 @@ def page(title: str, caption: str, export: bool = True) -> None:
             "typed or pasted on the home page."
         )
     with st.sidebar:
-        st.markdown(f"**Model:** {literal(state.model_name())}")
+        name = state.model_name()  # in a code span Markdown reads nothing but a backtick
+        st.markdown(f"**Model:** `{name}`" if "`" not in name else f"**Model:** {literal(name)}")
         preview = state.text()
         st.markdown(f"**Text:** {literal(preview[:120])}{'…' if len(preview) > 120 else ''}")
         st.page_link(HOME, label="Change model or text", icon=":material/edit:")
