@@ -471,6 +471,32 @@ def test_the_trained_routing_check_reads_the_softmax_gates(rendered: dict[str, R
     assert broken.ok is False and "renormalised" in broken.finding
 
 
+def _moved_to_layer_2(delta: np.ndarray) -> np.ndarray:
+    moved = delta.copy()
+    moved[2, 0], moved[1] = delta.max(), 0.0
+    return moved
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "broken"),
+    [
+        # a spike at the second token, not the first
+        ("massive-surface", "layer", lambda v: dataclasses.replace(v, values=np.roll(v.values, 1, axis=0))),
+        # the trained MoE as good as dense: the caption says "though not to dense"
+        ("moe-capacity", "training", lambda v: dataclasses.replace(v, dense_nll=float(v.trained_nll.max()) + 1)),
+        # the top head outside layer 1, which the caption names
+        ("head-drop-grid", "dropped_heads", lambda v: dataclasses.replace(v, delta=_moved_to_layer_2(v.delta))),
+    ],
+)
+def test_a_caption_check_fails_when_the_claim_it_checks_does_not_hold(
+    rendered: dict[str, Rendered], name: str, key: str, broken
+) -> None:
+    done = rendered[name]
+    assert judge(done).ok
+    verdict = judge(dataclasses.replace(done, results={**done.results, key: broken(done.results[key])}))
+    assert verdict.ok is False
+
+
 def test_the_load_bars_are_the_routed_shares(rendered: dict[str, Rendered]) -> None:
     done = rendered["moe-load"]
     layer = done.results["routing"].router(int(done.query["layer"]))

@@ -19,6 +19,9 @@ def perplexities(done: Ablation) -> dict[str, float]:
     return {"unchanged": base, "zeroed": zeroed, "mean": mean, "random": random}
 
 
+SPIKE = 5  # times the next largest value: the surface's peak is a single spike
+
+
 def surface(rendered: Rendered) -> str:
     result, values = rendered.result("activations", ActivationResult), rendered.result("layer", LayerActivations)
     magnitude = np.abs(values.values)
@@ -27,10 +30,14 @@ def surface(rendered: Rendered) -> str:
     if not np.isclose(peak, float(result.max_abs[values.layer]), rtol=1e-5):
         raise rendered.fail(f"the layer's largest |h| {peak} is not the probe's {result.max_abs[values.layer]}")
     ratio = peak / float(result.median_abs[values.layer])
-    return (
+    second = float(np.partition(magnitude.ravel(), -2)[-2])
+    found = (
         f"layer {values.layer}: |h| = {peak:,.0f} in feature {dim} at token {position} ({values.tokens[position]!r}), "
-        f"{ratio:,.0f}x the layer's median"
+        f"{ratio:,.0f}x the layer's median, {peak / second:.1f}x the next largest value"
     )
+    if position != 0 or peak < SPIKE * second:  # the caption: a single spike, at the first token
+        raise rendered.fail(found)
+    return found
 
 
 def lines(rendered: Rendered) -> str:

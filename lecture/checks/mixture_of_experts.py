@@ -94,10 +94,11 @@ def moe_capacity(rendered: Rendered) -> str:
     log = rendered.result("training", TrainingLog)
     at = list(log.costs.ks).index(log.recipe.top_k)
     share = log.costs.moe_active[at] / log.costs.dense_active
-    if not log.trained_nll[at] < log.untrained_nll[at] or not share < 1:
+    if not log.dense_nll < log.trained_nll[at] < log.untrained_nll[at] or not share < 1:
         raise rendered.fail(
-            f"at k = {log.recipe.top_k} the trained MoE ({log.trained_nll[at]:.2f}) does not beat the untrained router "
-            f"({log.untrained_nll[at]:.2f}) or is not cheaper than dense ({share:.0%} of its active parameters)"
+            f"at k = {log.recipe.top_k} the trained MoE ({log.trained_nll[at]:.2f}) does not lie between the untrained "
+            f"router ({log.untrained_nll[at]:.2f}) and dense ({log.dense_nll:.2f}), or is not cheaper than dense "
+            f"({share:.0%} of its active parameters)"
         )
     return (
         f"k = {log.recipe.top_k} of {log.recipe.experts}: {log.costs.moe_active[at] / 1e6:.0f} M active parameters "

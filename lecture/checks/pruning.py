@@ -75,7 +75,11 @@ def robustness(rendered: Rendered) -> str:
     )
     if not all(held_out > 0 and bool((unlike > 2 * held_out).all()) for held_out, unlike in rises.values()):
         raise rendered.fail(f"Wanda or SparseGPT does not lose twice as much on code and French as held out ({shown})")
-    return shown
+    held_out, unlike = rises["sparsegpt"]
+    times = float(unlike.mean() / held_out)
+    if rendered.own_model and not 3.5 <= times <= 5.5:  # the caption: SparseGPT four to five times
+        raise rendered.fail(f"SparseGPT loses {times:.1f} times as much on code and French as held out ({shown})")
+    return f"{shown}; SparseGPT {times:.1f} times its held-out loss"
 
 
 def sparse_cost(rendered: Rendered) -> str:
@@ -126,6 +130,8 @@ def head_grid(rendered: Rendered) -> str:
         f"(layer {layer}, head {head}) by {top:.3f}, {top / median:.0f} times the median |change| {median:.4f}"
     )
     if small < 0.8 or top < 10 * median:
+        raise rendered.fail(found)
+    if rendered.own_model and (layer != 1 or top < 20 * median):  # the caption: layer 1, some thirty times the median
         raise rendered.fail(found)
     return found
 
