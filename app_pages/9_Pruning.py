@@ -73,6 +73,12 @@ if not kinds or not methods:
 
 sparsities = page.or_stop(lambda: [s / 100 for s in parse_ints(sparsity_text, "sparsities")])
 bits = page.or_stop(lambda: parse_ints(bits_text, "bit widths"))
+pruned = bool(set(methods) & set(PRUNERS)) and bool(sparsities or patterns)
+if not pruned and not (set(methods) & set(QUANTIZERS) and bits):
+    st.info(
+        "Nothing to compress: give the pruning methods a sparsity or an N:M pattern, or the quantizers a bit width."
+    )
+    st.stop()
 sentences = corpus.sentences()[:n_sentences]
 done = probe_with_progress(
     "Compressing and measuring, steps",

@@ -147,6 +147,13 @@ def test_compression_page(smollm2: ModelHandle, tmp_path) -> None:
     assert "bit" in texts(at.error)
 
 
+def test_compression_page_with_nothing_to_compress_says_so(smollm2: ModelHandle) -> None:
+    """Pruning methods with no sparsity or pattern (the quantizers' bits do not apply to them): no empty chart."""
+    at = open_page(COMPRESSION, text=TEXT, methods="prune,sparsegpt", sparsities="", patterns="", bits="4")
+    assert not at.exception and not at.error and not at.get("plotly_chart")
+    assert "Nothing to compress" in texts(at.info)
+
+
 def test_compression_page_on_the_encoder(minilm: ModelHandle) -> None:
     at = open_page(COMPRESSION, model="all-minilm-l6-v2", text=TEXT)
     assert not at.exception and not at.error
