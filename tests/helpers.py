@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from runtime.handle import ModelHandle
 from tests.conftest import ROOT
+from ui.markdown import WORD_JOINER
 from views import cli as views_cli
 
 APP = "app.py"
@@ -52,8 +53,9 @@ def open_page(page: str, timeout: float = TIMEOUT, **params: str) -> AppTest:
 
 def texts(elements) -> str:
     """The text of a list of AppTest elements (errors, warnings, markdown), joined, as the reader sees it: without
-    the backslashes that keep user input from being read as Markdown (ui.markdown.literal)."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", " ".join(str(e.value) for e in elements))
+    the backslashes and word joiners that keep user input from being read as Markdown (ui.markdown.literal)."""
+    shown = " ".join(str(e.value) for e in elements).replace(WORD_JOINER, "")
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", shown)
 
 
 def plotly_array(value: object) -> np.ndarray:

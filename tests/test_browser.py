@@ -276,3 +276,17 @@ def test_attention_compares_two_texts_side_by_side(server: str, page: Page) -> N
     assert maps.evaluate("el => el.data.length") == 2
     assert maps.evaluate("el => new Set(el.data.map(t => t.zmax)).size") == 1  # one colour scale
     assert "compare_by=texts" in location(page)
+
+
+def test_a_links_values_show_as_typed_with_no_link_or_image(server: str, page: Page) -> None:
+    """Values from a link reach warnings and the sidebar: the browser shows them as typed, with no link (not even a
+    bare URL, which Markdown would link by itself) and no image for every reader's browser to fetch."""
+    link, image = "[log in](http://evil.example/)", "![x](http://127.0.0.1:9/p.png)"
+    query = urlencode({"summary": link, "head": image, "text": f"Mail a@b.example or see www.evil.example: {link}"})
+    look(page, f"{server}/Attention?{query}", shows='[data-testid="stAlertContentWarning"]', charts=1, name="md-link")
+    alerts, sidebar = page.get_by_test_id("stAlertContentWarning"), page.get_by_test_id("stSidebar")
+    shown = " ".join(alerts.nth(i).inner_text() for i in range(alerts.count())).replace("\u2060", "")
+    assert link in shown and image in shown
+    assert "[log in](http://evil.example/)" in sidebar.inner_text().replace("\u2060", "")
+    for where in (alerts, sidebar.get_by_test_id("stMarkdownContainer")):
+        assert where.locator("a").count() == 0 and where.locator("img").count() == 0

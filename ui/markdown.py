@@ -7,9 +7,13 @@ import re
 # Every ASCII punctuation character that Markdown, its HTML, Streamlit's directives (:red[...], :material/x:) or
 # its LaTeX ($...$) reads; CommonMark lets a backslash escape any of them.
 _MARKUP = re.compile(r"([!-/:-@\[-`{-~])")
+# What GitHub-flavoured Markdown turns into a link even unmarked, after escapes are read: a URL's scheme or "www.",
+# and an e-mail address's "@". A word joiner (U+2060, invisible) after each keeps it text.
+_AUTOLINK = re.compile(r"(?i)(https?(?=:)|ftp(?=:)|www(?=\.)|@(?=\S))")
+WORD_JOINER = "\u2060"
 
 
 def literal(text: str) -> str:
     """`text` escaped so that Streamlit's Markdown shows it character for character: a link's value or a model
-    name in a message is never a link, an image, emphasis or a directive."""
-    return _MARKUP.sub(r"\\\1", text)
+    name in a message is never a link (not even a bare URL), an image, emphasis or a directive."""
+    return _MARKUP.sub(r"\\\1", _AUTOLINK.sub(rf"\1{WORD_JOINER}", text))
