@@ -7,6 +7,7 @@ import streamlit as st
 
 from probes import concepts
 from runtime import limits
+from ui.markdown import code, literal
 from ui.models import probe_with_progress, result_cache, waited
 from ui.scaffold import Need, Setting, start
 from views.concepts import EMBEDDINGS
@@ -53,8 +54,8 @@ with page.errors():
     ).value
     page.show(concept_figure(decomposed, found), "equation", f"{handle.name}-concepts-{decomposed.word}")
     st.markdown(
-        f"**{decomposed.word}** is {len(decomposed.tokens)} token(s) here: "
-        + ", ".join(f"`{t}`" for t in decomposed.tokens)
+        f"**{literal(decomposed.word)}** is {len(decomposed.tokens)} token(s) here: "
+        + ", ".join(code(t) for t in decomposed.tokens)
         + ". A word is read as it appears after a space; "
         + (
             "its vector is the mean of its tokens' input embeddings. "

@@ -11,6 +11,7 @@ from runtime.models import info, title
 from runtime.settings import settings
 from runtime.untrained import twin_names
 from ui import state
+from ui.markdown import literal
 from ui.models import compute_engine, show_error
 from ui.scaffold import Setting, start
 from views.registry import views
@@ -64,7 +65,7 @@ if not name:
 handle = page.handle
 
 summary = info(handle)
-st.subheader(summary.title)
+st.subheader(literal(summary.title))  # a local model's title and source are its path, as the user typed it
 cols = st.columns(5)
 cols[0].metric("Layers", summary.n_layers)
 cols[1].metric("Query heads", summary.n_heads)
@@ -73,7 +74,8 @@ cols[3].metric("Parameters", f"{summary.n_parameters / 1e6:.1f} M")
 cols[4].metric("Load time", f"{handle.load_seconds:.1f} s")
 placed = "the cluster's workers (no weights here)" if summary.device == "meta" else summary.device
 st.caption(
-    f"{summary.architecture} · {summary.source} · {summary.dtype} on {placed} · fingerprint `{summary.fingerprint}` · "
+    f"{summary.architecture} · {literal(summary.source)} · {summary.dtype} on {placed} · fingerprint "
+    f"`{summary.fingerprint}` · "
     f"{compute_engine()}"
 )
 

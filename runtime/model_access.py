@@ -13,9 +13,8 @@ layers held a server for minutes and 16 GB), and no published model comes near t
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-
-from transformers import PretrainedConfig
 
 from runtime.errors import LmscopeError
 from runtime.settings import settings
@@ -24,7 +23,7 @@ BYTES_PER_PARAMETER = 4
 NAME_CHARACTERS = 1024  # of a model name or path
 MAX_LAYERS = 1_000  # blocks of a model, encoder or decoder (published models have at most a few hundred)
 MAX_EXPERTS = 4_096  # experts of an MoE block
-_LAYER_FIELDS = ("num_hidden_layers", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers")
+_LAYER_FIELDS = ("num_hidden_layers", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers", "n_layer")
 _EXPERT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 
 
@@ -85,18 +84,19 @@ def gguf_parameters(path: Path) -> int:
         raise LmscopeError(f"{path.name} is not a readable GGUF file: {type(exc).__name__}: {exc}") from exc
 
 
-def check_structure(name: str, config: PretrainedConfig) -> None:
-    """Refuse a config that asks for more layers or experts than MAX_LAYERS and MAX_EXPERTS, before anything is
-    built from it (its text model's config too, for a model that has one)."""
-    for part in {id(c): c for c in (config, config.get_text_config())}.values():
-        for fields, limit, what in ((_LAYER_FIELDS, MAX_LAYERS, "layers"), (_EXPERT_FIELDS, MAX_EXPERTS, "experts")):
-            for field in fields:
-                value = getattr(part, field, None)
-                if isinstance(value, int) and value > limit:
-                    raise LmscopeError(
-                        f"Model '{name}' asks for {value:,} {what} ({field} in its config): lmscope builds at most "
-                        f"{limit:,}."
-                    )
+def check_structure(name: str, fields: Mapping[str, object]) -> None:
+    """Refuse a config (config.json as read, before transformers builds anything from it: some configs already
+    list every layer) that asks for more layers or experts than MAX_LAYERS and MAX_EXPERTS, in any part of it (a
+    text or vision model's config too)."""
+    for field, value in fields.items():
+        if isinstance(value, Mapping):
+            check_structure(name, value)
+            continue
+        limit, what = (MAX_LAYERS, "layers") if field in _LAYER_FIELDS else (MAX_EXPERTS, "experts")
+        if field in (*_LAYER_FIELDS, *_EXPERT_FIELDS) and isinstance(value, int) and value > limit:
+            raise LmscopeError(
+                f"Model '{name}' asks for {value:,} {what} ({field} in its config): lmscope builds at most {limit:,}."
+            )
 
 
 def check_size(name: str, n_parameters: int) -> None:

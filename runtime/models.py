@@ -174,8 +174,8 @@ def _opened(
     and tokenizer come from instead, made after the size check (an untrained twin)."""
     trust = settings().trust_remote_code
     try:
+        check_structure(name, PretrainedConfig.get_config_dict(folder)[0])  # before anything is built from it
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust)
-        check_structure(name, config)  # before the parameter count builds the model on the meta device
         check_size(name, config_parameters(config))
         weights = folder if build is None else build(config)
         model = _weights(weights, config, placement(config, dtype), trust)

@@ -54,7 +54,7 @@ def open_page(page: str, timeout: float = TIMEOUT, **params: str) -> AppTest:
 def texts(elements) -> str:
     """The text of a list of AppTest elements (errors, warnings, markdown), joined, as the reader sees it: without
     the backslashes and word joiners that keep user input from being read as Markdown (ui.markdown.literal)."""
-    shown = " ".join(str(e.value) for e in elements).replace(WORD_JOINER, "")
+    shown = " ".join(str(e.value) for e in elements).replace(WORD_JOINER, "").replace("\\\n", "\n")
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", shown)
 
 

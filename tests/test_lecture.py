@@ -21,6 +21,7 @@ import torch
 
 from lecture import catalog, export, presets
 from lecture.checks import CHECKS, caption, judge
+from lecture.checks.model_weights import MOSTLY
 from lecture.render import Rendered, render
 from probes import heads, spectra, structured
 from probes.text import encode
@@ -409,7 +410,7 @@ def test_alpha_lines_are_every_block_matrix(rendered: dict[str, Rendered]) -> No
     alphas = np.array([m.alpha for m in matrices])
     assert np.mean((alphas >= 2) & (alphas <= 6)) > 0.5
     above = {t.name: np.mean(np.asarray(t.y, dtype=float) > 6) for t in done.figure.data}
-    assert {kind for kind, share in above.items() if share > 2 / 3} == {"v", "up"}  # "mostly lie above it"
+    assert {kind for kind, share in above.items() if share > MOSTLY} == {"v", "up"}  # "mostly lie above it"
 
 
 def test_energy_curves_are_the_singular_values(rendered: dict[str, Rendered], smollm2: ModelHandle) -> None:

@@ -123,6 +123,7 @@ def test_page_refuses_a_linked_model_outside_the_roots(monkeypatch: pytest.Monke
     [
         ({"num_hidden_layers": 10**8}, "asks for 100,000,000 layers (num_hidden_layers in its config)"),
         ({"num_hidden_layers": 2, "num_local_experts": 10**6, "model_type": "mixtral"}, "1,000,000 experts"),
+        ({"model_type": "gemma3", "vision_config": {"num_hidden_layers": 10**7}}, "10,000,000 layers"),
     ],
 )
 def test_a_config_asking_for_too_many_modules_is_refused_before_anything_is_built(
@@ -133,9 +134,9 @@ def test_a_config_asking_for_too_many_modules_is_refused_before_anything_is_buil
     (tmp_path / "model.safetensors").write_bytes(b"")
 
     def never(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the model was built before its structure was checked")
+        raise AssertionError("the config was built before its structure was checked")
 
-    monkeypatch.setattr(models, "config_parameters", never)
+    monkeypatch.setattr(models.AutoConfig, "from_pretrained", never)  # some configs list every layer
     with pytest.raises(LmscopeError, match=re.escape(message)):
         load(str(tmp_path))
 

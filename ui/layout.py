@@ -6,7 +6,7 @@ import streamlit as st
 
 from ui import state
 from ui.charts import start_page_figures
-from ui.markdown import literal
+from ui.markdown import code, literal
 from ui.navigation import HOME
 from viz.export import browser_path, figures_zip, slug
 
@@ -24,8 +24,7 @@ def page(title: str, caption: str, export: bool = True) -> None:
             "typed or pasted on the home page."
         )
     with st.sidebar:
-        name = state.model_name()  # in a code span Markdown reads nothing but a backtick
-        st.markdown(f"**Model:** `{name}`" if "`" not in name else f"**Model:** {literal(name)}")
+        st.markdown(f"**Model:** {code(state.model_name())}")
         preview = state.text()
         st.markdown(f"**Text:** {literal(preview[:120])}{'…' if len(preview) > 120 else ''}")
         st.page_link(HOME, label="Change model or text", icon=":material/edit:")
