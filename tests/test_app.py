@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from html import unescape
+
 import numpy as np
 import pytest
 from markdown_it import MarkdownIt
@@ -11,6 +14,7 @@ from probes.long_text import long_text
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
 from tests.helpers import APP, chart, open_page, plotly_array, texts
+from ui.markdown import WORD_JOINER, literal
 from ui.state import DEFAULT_TEXT
 
 ATTENTION = "app_pages/1_Attention.py"
@@ -129,6 +133,25 @@ def test_bad_layer_or_head_in_the_url(smollm2: ModelHandle, layer: str, head: st
 
 
 LINK, IMAGE = "[log in here](http://evil.example/)", "![x](http://127.0.0.1:9/pixel.png)"
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        LINK,
+        IMAGE,
+        "*a* _b_ `c` <b>d</b> $e$ :red[f] # g",
+        "a\\b \\* C:\\x",
+        "one\n\n    two*\n- three",
+        "é ✓ a@b.example",
+    ],
+)
+def test_literal_markdown_shows_what_was_typed(typed: str) -> None:
+    """Rendered as CommonMark, ui.markdown.literal's text is the typed text: no markup, and a line break a break."""
+    html = MarkdownIt().render(literal(typed))
+    assert not re.search(r"<(?!/?p>|br />)", html), html  # nothing but the paragraph and its line breaks
+    shown = unescape(html.removeprefix("<p>").removesuffix("</p>\n").replace("<br />\n", "\n"))
+    assert shown.strip().replace(WORD_JOINER, "") == "\n".join(line.strip() for line in typed.split("\n")).strip()
 
 
 def test_a_links_values_are_shown_as_written_never_as_markdown(smollm2: ModelHandle) -> None:
