@@ -8,7 +8,6 @@ import dataclasses
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 from unittest import mock
@@ -19,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from runtime.handle import ModelHandle
 from tests.conftest import ROOT
-from ui.markdown import WORD_JOINER
+from ui.markdown import read
 from views import cli as views_cli
 
 APP = "app.py"
@@ -54,8 +53,7 @@ def open_page(page: str, timeout: float = TIMEOUT, **params: str) -> AppTest:
 def texts(elements) -> str:
     """The text of a list of AppTest elements (errors, warnings, markdown), joined, as the reader sees it: without
     the backslashes and word joiners that keep user input from being read as Markdown (ui.markdown.literal)."""
-    shown = " ".join(str(e.value) for e in elements).replace(WORD_JOINER, "").replace("\\\n", "\n")
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", shown)
+    return read(" ".join(str(e.value) for e in elements))
 
 
 def plotly_array(value: object) -> np.ndarray:

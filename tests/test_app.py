@@ -14,7 +14,7 @@ from probes.long_text import long_text
 from runtime.cache import ResultCache
 from runtime.handle import ModelHandle
 from tests.helpers import APP, chart, open_page, plotly_array, texts
-from ui.markdown import WORD_JOINER, literal
+from ui.markdown import WORD_JOINER, literal, read
 from ui.state import DEFAULT_TEXT
 
 ATTENTION = "app_pages/1_Attention.py"
@@ -152,6 +152,7 @@ def test_literal_markdown_shows_what_was_typed(typed: str) -> None:
     assert not re.search(r"<(?!/?p>|br />)", html), html  # nothing but the paragraph and its line breaks
     shown = unescape(html.removeprefix("<p>").removesuffix("</p>\n").replace("<br />\n", "\n"))
     assert shown.strip().replace(WORD_JOINER, "") == "\n".join(line.strip() for line in typed.split("\n")).strip()
+    assert read(literal(typed)) == typed  # what the warm step and the tests read back
 
 
 def test_a_links_values_are_shown_as_written_never_as_markdown(smollm2: ModelHandle) -> None:

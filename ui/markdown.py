@@ -22,6 +22,12 @@ def literal(text: str) -> str:
     return escaped.replace("\r\n", "\n").replace("\n", "\\\n")
 
 
+def read(markdown: str) -> str:
+    """What a reader sees of Markdown that holds `literal` text: its escapes, hard breaks and word joiners undone."""
+    plain = markdown.replace(WORD_JOINER, "").replace("\\\n", "\n")
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", plain)
+
+
 def code(text: str) -> str:
     """`text` as an inline code span (a token, a model name), where Markdown reads nothing; as `literal` text when
     it holds what would end the span (a backtick or a line break)."""

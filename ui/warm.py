@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from lecture import catalog
 from runtime.builtin import BUILTINS, DERIVED
+from ui.markdown import read
 from ui.navigation import HOME
 from views import routing, tour
 from views.registry import views
@@ -71,7 +72,7 @@ def open_visit(visit: Visit) -> Warmed:
     for key, value in visit.params.items():
         app.query_params[key] = value
     app.switch_page(visit.page).run()
-    problems = [f"exception: {e.message}" for e in app.exception] + [f"error: {e.value}" for e in app.error]
+    problems = [f"exception: {e.message}" for e in app.exception] + [f"error: {read(e.value)}" for e in app.error]
     return Warmed(visit, time.perf_counter() - started, problems)
 
 
