@@ -4,7 +4,9 @@ initialised with, seeded, built offline, fingerprinted apart, and usable whereve
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +110,25 @@ def test_the_pages_show_the_twin(twin: ModelHandle) -> None:
     assert not at.exception and not at.error
 
 
+@contextmanager
+def another_session_drawing(size: int) -> Iterator[None]:
+    """Within the block, another thread builds modules of `size` x `size` without pause, as another session building
+    a model does: each draws from torch's global generator."""
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            torch.nn.Linear(size, size)
+
+    with ThreadPoolExecutor(1) as pool:
+        drawing = pool.submit(draw)
+        try:
+            yield
+        finally:
+            stop.set()
+        drawing.result()
+
+
 @pytest.mark.slow  # builds or runs pages on a twin
 def test_a_twin_built_while_other_threads_draw_random_numbers_is_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -118,19 +139,8 @@ def test_a_twin_built_while_other_threads_draw_random_numbers_is_the_same(
     monkeypatch.setenv("LMSCOPE_MODEL_STORE", str(tmp_path / "quiet"))
     quiet = load(name)
     monkeypatch.setenv("LMSCOPE_MODEL_STORE", str(tmp_path / "busy"))
-    stop = threading.Event()
-
-    def draw() -> None:
-        while not stop.is_set():
-            torch.nn.Linear(384, 384)
-
-    with ThreadPoolExecutor(2) as pool:
-        drawing = pool.submit(draw)
-        try:
-            busy = load(name)
-        finally:
-            stop.set()
-        drawing.result()
+    with another_session_drawing(384):
+        busy = load(name)
     assert (tmp_path / "busy").is_dir() and quiet.fingerprint == busy.fingerprint
     expected = quiet.model.state_dict()
     assert all(torch.equal(value, expected[key]) for key, value in busy.model.state_dict().items())
@@ -141,19 +151,8 @@ def test_initial_weights_are_the_seeded_family_initialisation_while_other_thread
     with the seed, whatever another session draws from torch's global generator meanwhile (the trained MoE's
     routers start from it)."""
     config = transformers.MixtralConfig(**FAMILIES["mixtral"][1], architectures=["MixtralForCausalLM"])
-    stop = threading.Event()
-
-    def draw() -> None:
-        while not stop.is_set():
-            torch.nn.Linear(64, 64)
-
-    with ThreadPoolExecutor(1) as pool:
-        drawing = pool.submit(draw)
-        try:
-            drawn = initial_weights(config, 7, torch.float32, ".mlp.gate.weight")
-        finally:
-            stop.set()
-        drawing.result()
+    with another_session_drawing(64):
+        drawn = initial_weights(config, 7, torch.float32, ".mlp.gate.weight")
     expected = {k: v for k, v in seeded_model(config, 7, torch.float32).state_dict().items() if k in drawn}
     assert sorted(drawn) == [f"model.layers.{i}.mlp.gate.weight" for i in range(2)] == sorted(expected)
     assert all(torch.equal(drawn[k], expected[k]) for k in drawn)
