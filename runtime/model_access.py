@@ -25,6 +25,8 @@ MAX_LAYERS = 1_000  # blocks of a model, encoder or decoder (published models ha
 MAX_EXPERTS = 4_096  # experts of an MoE block
 _LAYER_FIELDS = ("num_hidden_layers", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers", "n_layer")
 _EXPERT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+# Each counted config field: its limit and what it counts.
+_COUNTS = {f: (MAX_LAYERS, "layers") for f in _LAYER_FIELDS} | {f: (MAX_EXPERTS, "experts") for f in _EXPERT_FIELDS}
 
 
 class NotAllowed(LmscopeError):
@@ -92,8 +94,8 @@ def check_structure(name: str, fields: Mapping[str, object]) -> None:
         if isinstance(value, Mapping):
             check_structure(name, value)
             continue
-        limit, what = (MAX_LAYERS, "layers") if field in _LAYER_FIELDS else (MAX_EXPERTS, "experts")
-        if field in (*_LAYER_FIELDS, *_EXPERT_FIELDS) and isinstance(value, int) and value > limit:
+        limit, what = _COUNTS.get(field, (None, ""))
+        if limit is not None and isinstance(value, int) and value > limit:
             raise LmscopeError(
                 f"Model '{name}' asks for {value:,} {what} ({field} in its config): lmscope builds at most {limit:,}."
             )

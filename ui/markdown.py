@@ -6,7 +6,9 @@ import re
 
 # Every ASCII punctuation character that Markdown, its HTML, Streamlit's directives (:red[...], :material/x:) or
 # its LaTeX ($...$) reads; CommonMark lets a backslash escape any of them.
-_MARKUP = re.compile(r"([!-/:-@\[-`{-~])")
+_PUNCTUATION = r"[!-/:-@\[-`{-~]"
+_MARKUP = re.compile(f"({_PUNCTUATION})")
+_ESCAPED = re.compile(rf"\\({_PUNCTUATION})")
 # What GitHub-flavoured Markdown turns into a link even unmarked, after escapes are read: a URL's scheme or "www.",
 # and the "@" of an e-mail address (a dotted domain after it). A word joiner (U+2060, invisible) after each keeps it
 # text.
@@ -25,7 +27,7 @@ def literal(text: str) -> str:
 def read(markdown: str) -> str:
     """What a reader sees of Markdown that holds `literal` text: its escapes, hard breaks and word joiners undone."""
     plain = markdown.replace(WORD_JOINER, "").replace("\\\n", "\n")
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", plain)
+    return _ESCAPED.sub(r"\1", plain)
 
 
 def code(text: str) -> str:
