@@ -62,7 +62,7 @@ test:
 check: $(TEST_INSTALLED) models
 	$(PYTEST) -q -m "not slow and not browser and not docker and not gguf"
 
-# The CUDA path on a machine with a GPU (skipped without one): every command-line view with the model on the GPU,
+# The CUDA path on a machine with a GPU (skipped without one): twelve command-line views with the model on the GPU,
 # against the CPU. It uses none of the suite's browser fixtures, so it runs where only torch and a GPU are.
 check-cuda: $(TEST_INSTALLED) models
 	$(BIN)/python -m pytest -q --noconftest tests/test_cuda.py

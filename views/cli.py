@@ -56,10 +56,10 @@ def _prepare(args: argparse.Namespace) -> object:
 
 
 STORE = (
-    Command("list-models", "the built-in models and the MoE derived from one", lambda command: None, _list_models),
+    Command("list-models", "the built-in models and the two MoEs derived from SmolLM2", lambda command: None, _list_models),
     Command(
         "prepare",
-        "convert the built-in models into the local model store, and build the derived MoE",
+        "convert the built-in models into the local model store, and build the two derived MoEs",
         _prepare_arguments,
         _prepare,
     ),
