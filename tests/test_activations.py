@@ -69,6 +69,7 @@ def test_summaries_equal_a_direct_computation(any_model: ModelHandle, cache: Res
         np.testing.assert_array_equal(result.top_values[layer], picked)  # signed, at the stated position and dim
 
 
+@pytest.mark.slow  # a text of over 600 tokens through Gemma 3, eager and chunked: tens of seconds
 def test_a_long_text_is_read_whole_with_attention_in_chunks(
     gemma3: ModelHandle, cache: ResultCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -82,6 +82,7 @@ def test_long_text_offers_truncation(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "Tokens" in texts(at.markdown)
 
 
+@pytest.mark.slow  # a text of 1,500 tokens through the long views: tens of seconds
 def test_a_long_text_reaches_the_long_views_and_the_others_say_their_limit(
     smollm2: ModelHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -119,6 +119,7 @@ def test_out_of_range_heads_get_a_message(smollm2: ModelHandle, cache: ResultCac
         result.check_head(layer, head)
 
 
+@pytest.mark.slow  # a text past Gemma 3's sliding window: tens of seconds
 def test_gemmas_sliding_layers_are_summarised_past_their_window(gemma3: ModelHandle, cache: ResultCache) -> None:
     """Past 512 tokens a sliding-window layer's chunks start their keys after 0: its summaries and pooled maps must
     still equal the whole-map computation, as the full-attention layers' do."""

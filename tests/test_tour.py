@@ -7,17 +7,28 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from lecture import catalog
+from lecture.presets import Preset
+from runtime.builtin import DERIVED
 from tests.helpers import chart, open_page, texts
 from views import concepts, dropped_heads, finetune, lottery
 
 TOUR = "app_pages/0_Lecture_tour.py"
 SECTIONS = catalog.sections()
-# Figures that train, fit or time something on first use (tens of seconds): their sections are in the slow tier.
+# Figures that train, fit or time something on first use (tens of seconds).
 TRAINING = {
     f.name for f in (*lottery.VIEW.figures, *concepts.VIEW.figures, *dropped_heads.FIGURES, *finetune.VIEW.figures)
 } | {"attention_cost"}
+
+
+def _long(preset: Preset) -> bool:
+    """A preset whose first rendering is a long computation: it trains, fits or times something, reads the corpus,
+    draws several models, or runs a derived MoE."""
+    return preset.figure in TRAINING or "sentences" in preset.query or bool(preset.compare) or preset.model in DERIVED
+
+
+# Sections with a long preset are in the slow tier (`make test`); `make check` opens the others.
 SECTION_PARAMS = [
-    pytest.param(i, marks=pytest.mark.slow) if any(catalog.preset(n).figure in TRAINING for n in s.presets) else i
+    pytest.param(i, marks=pytest.mark.slow) if any(_long(catalog.preset(n)) for n in s.presets) else i
     for i, s in enumerate(SECTIONS)
 ]
 
