@@ -56,7 +56,9 @@ def _prepare(args: argparse.Namespace) -> object:
 
 
 STORE = (
-    Command("list-models", "the built-in models and the two MoEs derived from SmolLM2", lambda command: None, _list_models),
+    Command(
+        "list-models", "the built-in models and the two MoEs derived from SmolLM2", lambda command: None, _list_models
+    ),
     Command(
         "prepare",
         "convert the built-in models into the local model store, and build the two derived MoEs",
