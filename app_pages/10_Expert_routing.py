@@ -32,8 +32,10 @@ trained = moe_trained_store.log_of(handle)
 if trained is not None:
     recipe = trained.recipe
     st.info(
-        f"Trained by lmscope: SmolLM2-135M's MLPs split into {recipe.experts} experts (MoEfication) as transformers' "
-        f"own {recipe.family()} MoE, {recipe.top_k} active per token: {recipe.routing()}, G(x) = Softmax(x·W_g) with "
+        f"Trained by lmscope: SmolLM2-135M's MLPs split into {recipe.experts} experts (MoEfication"
+        + (", the shared ones the neurons of largest output energy" if recipe.shared else "")
+        + f") in transformers' own {recipe.family()} architecture, {recipe.top_k} active per token: "
+        f"{recipe.routing()}, G(x) = Softmax(x·W_g) with "
         "the top-k gates renormalised; then trained by distillation from the dense model (each layer fitted to the "
         "dense MLP, then KL through the whole model, with the Switch load-balancing loss)"
         + (f", the experts' update kept at rank {recipe.rank}" if recipe.rank else "")

@@ -29,7 +29,9 @@ sys.path.insert(0, str(ROOT))
 from bench.moefication import N_SENTENCES  # noqa: E402
 from bench.record import record  # noqa: E402
 from probes import corpus, moe_loss, moe_trained, moe_trained_store, moe_update, routing  # noqa: E402
+from probes.moe_state import dense, routed  # noqa: E402
 from probes.moefication import DERIVED_NAME  # noqa: E402
+from probes.nll import token_nll  # noqa: E402
 from results.moe_trained import Recipe, TrainingLog, tenths  # noqa: E402
 from results.moefication import Setting  # noqa: E402
 from runtime.builtin import TRAINED_MOE  # noqa: E402
@@ -87,17 +89,21 @@ def against_moefication(folder: Path, recipe: Recipe) -> list[str]:
     with tempfile.TemporaryDirectory() as scratch:
         cache = ResultCache(Path(scratch))
         ours = moe_loss.trained_loss_by_k(trained, text, cache).value
-        theirs = moe_loss.loss_by_k(moefied, text, cache).value
         cv_ours = [routing.balance(layer).cv for layer in routing.run(trained, text, cache).value.layers]
         fitted = Setting(recipe.experts, recipe.top_k, "fitted")
         cv_theirs = [routing.balance(layer).cv for layer in routing.run(moefied, text, cache, fitted).value.layers]
         cache.close()
     ks = list(ours.ks[recipe.experts])
     trained_nll = ours.nll[moe_loss.TRAINED_ROUTER][recipe.experts]
-    fitted_nll = theirs.nll["fitted"][recipe.experts][np.searchsorted(theirs.ks[recipe.experts], ks)]
+    with dense():
+        dense_nll = float(token_nll(moefied, ours.token_ids).mean())
+    fitted_nll = []  # the MoEfication at the trained MoE's own k values
+    for k in ks:
+        with routed(dataclasses.replace(fitted, top_k=int(k))):
+            fitted_nll.append(float(token_nll(moefied, ours.token_ids).mean()))
     lines = [
         f"\nOn the MoEfication bench's text (the first {N_SENTENCES} corpus sentences, {len(ours.token_ids)} tokens; "
-        f"dense **{theirs.dense_nll:.3f}**), E = {recipe.experts}: the trained MoE ({recipe.routing()}, gates "
+        f"dense **{dense_nll:.3f}**), E = {recipe.experts}: the trained MoE ({recipe.routing()}, gates "
         "renormalised over the chosen) against the MoEfied model with its fitted ridge router (unweighted "
         f"sum). Load balance at k = {recipe.top_k}, coefficient of variation of the experts' load, median over the "
         f"layers: trained {np.median(cv_ours):.2f}, MoEfication's fitted router {np.median(cv_theirs):.2f}.\n",
@@ -107,7 +113,7 @@ def against_moefication(folder: Path, recipe: Recipe) -> list[str]:
     for i, k in enumerate(ks):
         lines.append(
             f"| {k} | {k / recipe.experts:.0%} | {trained_nll[i]:.3f} | {fitted_nll[i]:.3f} | "
-            f"{trained_nll[i] - fitted_nll[i]:+.3f} | {trained_nll[i] - theirs.dense_nll:+.3f} |"
+            f"{trained_nll[i] - fitted_nll[i]:+.3f} | {trained_nll[i] - dense_nll:+.3f} |"
         )
     return lines
 
@@ -191,11 +197,13 @@ def report(recipes: list[Recipe]) -> str:
     lines = [
         f"## Trained MoE from SmolLM2 ({date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
         "`python bench/moe_trained.py`)\n",
-        "Each build: the MoEfication split, 60 layer-wise fitting steps per layer, then the distillation "
-        f"steps; held-out NLL on the first 40 corpus sentences ({logs[0].eval_tokens} tokens). Active parameters: "
-        "attention, norms, router, k experts per block and the output head; FLOPs = 2 x active; MLP time: the "
-        "middle block on 512 real tokens, Mixtral's own forward (only the chosen experts run), timed in this run "
-        "(the build's own timing shares the machine with the training).\n",
+        "Each build: the MoEfication split (with S shared experts: the S x 96 neurons of largest output energy "
+        "shared, the others split again into E - S experts), 60 layer-wise fitting steps per layer, then the "
+        f"distillation steps; held-out NLL on the first 40 corpus sentences ({logs[0].eval_tokens} tokens). Active "
+        "parameters: attention, norms, router, k experts per block (the shared ones counted) and the output head; "
+        "FLOPs = 2 x active; MLP time: the middle block on 512 real tokens, the family's own forward (Mixtral or "
+        "Qwen2-MoE: only the chosen experts run), timed in this run (the build's own timing shares the machine with "
+        "the training).\n",
         "| recipe | build (min) | train tokens | KL first 10% -> last 10% | balance loss, last 10% | layer error median "
         "| load CV untrained -> trained (median of layers) |",
         "|---|---|---|---|---|---|---|",

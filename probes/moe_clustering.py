@@ -49,6 +49,12 @@ def balanced_assign(similarity: torch.Tensor, size: int) -> torch.Tensor:
     return assignment
 
 
+def coactivation(acts: torch.Tensor) -> torch.Tensor:
+    """(n, n) the cosine similarities of n neurons' |activation| profiles over the tokens of acts (tokens, n)."""
+    profiles = F.normalize(acts.abs().T, dim=1)
+    return profiles @ profiles.T
+
+
 def balanced_kmeans(gram: torch.Tensor, n_experts: int, seed: int) -> torch.Tensor:
     """(n,) balanced spherical k-means of n unit vectors given their Gram matrix; equal-size clusters."""
     n = gram.shape[0]
@@ -93,8 +99,7 @@ def fit_layer(
     """E -> (assignment, router weight, router bias, held-out recall) for one layer."""
     acts = torch.from_numpy(a).float()
     inputs = torch.from_numpy(x)
-    profiles = F.normalize(acts[:n_fit].abs().T, dim=1)  # (n, tokens): each neuron's |a| over fitting tokens
-    gram = profiles @ profiles.T
+    gram = coactivation(acts[:n_fit])
     fitted = {}
     for n_experts in EXPERT_COUNTS:
         assignment = balanced_kmeans(gram, n_experts, seed)

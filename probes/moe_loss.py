@@ -23,7 +23,7 @@ from runtime.probe import CachedProbe
 from runtime.settings import settings
 
 VERSION = 2  # of the cached loss against k
-TRAINED_VERSION = 2  # of the trained MoE's; 2: shared experts counted in E and k
+TRAINED_VERSION = 3  # of the trained MoE's; 2: shared experts counted in E and k; 3: S + 1, 2, 4, ... and the trained k
 
 
 def _loss_by_k(handle: ModelHandle, token_ids: list[int]) -> LossByK:
@@ -60,7 +60,7 @@ def _trained_loss_by_k(handle: ModelHandle, token_ids: list[int]) -> LossByK:
     ids = np.asarray(token_ids, dtype=np.int64)
     shared = shared_count(handle.config)
     n_experts = routed_count(handle.config) + shared
-    ks = active_ks(n_experts, shared)
+    ks = active_ks(n_experts, shared, int(handle.config.num_experts_per_tok) + shared)
     values = []
     for k in ks:
         with at_k(handle.model, int(k)):
@@ -73,8 +73,8 @@ TRAINED = CachedProbe("moe-trained-loss", TRAINED_VERSION, _trained_loss_by_k)
 
 
 def trained_loss_by_k(handle: ModelHandle, text: str, cache: ResultCache) -> Cached[LossByK]:
-    """Mean NLL of the text under a Mixtral-style MoE with k = 1, 2, 4, ..., E experts active per token (its shared
-    ones and the top k − shared routed ones, by its routers' own rule; E counts both); no dense reference:
-    `dense_nll` is NaN; cached."""
+    """Mean NLL of the text under a Mixtral-style MoE with k experts active per token (its S shared ones and the top
+    k − S routed ones, by its routers' own rule; E counts both), for k = S + 1, S + 2, S + 4, ..., E and the k it
+    routes by; no dense reference: `dense_nll` is NaN; cached."""
     sparse_block(handle, 0)
     return TRAINED.cached(handle, cache, token_ids=encode(handle, text, settings().max_tokens).token_ids.tolist())

@@ -5,10 +5,10 @@ Each MLP's neurons are split into E experts by the MoEfication clustering (probe
 gated MLP of its neurons (its rows of the gate and up projections, its columns of the down projection). The router
 computes G(x) = Softmax(x·W_g), keeps the top k and renormalises their gates to sum to 1; the experts' down
 projections are scaled by k, so that k equal gates give the plain sum of the chosen experts (the MoEfication
-model). With S shared experts, the S experts of the split that the most tokens need (most often among the k of
-largest output on the dense model's MLP inputs) become one Qwen2-MoE shared expert, weighted by σ(x·w_s) (w_s starts
-at 0, so its down projection is doubled), and the router chooses the top k − S of the others. Training is
-distillation from the dense model, as a pruned model is recovered:
+model). With S shared experts (DeepSeekMoE's), the S·m neurons (m per expert) that carry the most of the dense MLP's
+output energy become one Qwen2-MoE shared expert, weighted by σ(x·w_s) (w_s starts at 0, so its down projection is
+doubled), the others are split again into E − S experts by the same clustering, and the router chooses the top k − S
+of them. Training is distillation from the dense model, as a pruned model is recovered:
 1. block after block, on the hidden states the already-converted blocks produce, each MoE MLP is fitted to the dense
    MLP on the same inputs (squared error), its router taught the oracle's choice, the k − S routed experts whose
    outputs are largest (cross-entropy, each token weighted by its share of the output's energy, so that the
@@ -36,7 +36,8 @@ from probes import corpus
 from probes.batches import Progress
 from probes.calibrated import block_calls, block_output
 from probes.lens import readout
-from probes.moe_equation import expert_outputs, stacked_outputs
+from probes.moe_clustering import balanced_kmeans, coactivation
+from probes.moe_equation import expert_outputs
 from probes.moe_update import Update, apply, extract, trained_weights
 from probes.moefication import EVAL_SENTENCES
 from probes.nll import head_logits
@@ -49,7 +50,7 @@ from runtime.handle import ModelHandle
 from runtime.hooks import observing
 from runtime.initialised import initial_weights
 
-VERSION = 7  # of the build: a new version trains a new model folder
+VERSION = 8  # of the build: a new version trains a new model folder
 SEQUENCE = 128  # tokens per training sequence
 LOCAL_BATCH = 1024  # tokens per step of the layer-wise fit
 DISTIL_BATCH = 4  # sequences per distillation step
@@ -125,19 +126,31 @@ def _mlp_inputs(base: ModelHandle, ids: np.ndarray) -> list[torch.Tensor]:
     return [x.reshape(-1, x.shape[-1]) for x in seen]
 
 
-def popular_experts(base: ModelHandle, assignment: np.ndarray, recipe: Recipe, ids: np.ndarray) -> np.ndarray:
-    """(layers, recipe.shared): in each block, the experts of the split most often among the k of largest output
-    (the oracle's choice) on the dense model's MLP inputs over the token ids (sequences, N), most often first."""
+def shared_split(
+    base: ModelHandle, assignment: np.ndarray, recipe: Recipe, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The split the MoE is built on, (layers, intermediate) an expert for each neuron, and its shared experts (layers,
+    recipe.shared). Without shared experts, the MoEfication's `assignment` as it is. With S, in each block the S·m
+    neurons (m per expert) that carry the most of the dense MLP's output energy, mean aₙ²·‖dₙ‖² over the dense
+    model's MLP inputs on the token ids (sequences, N), make the shared expert (experts E − S to E − 1), whatever
+    token comes: the massive activation's neurons among them; the others are split into E − S equal experts by the
+    MoEfication's clustering of their co-activation on the same tokens."""
     if not recipe.shared:
-        return np.zeros((base.n_layers, 0), dtype=np.int64)
-    found = []
+        return assignment, np.zeros((base.n_layers, 0), dtype=np.int64)
+    routed = recipe.experts - recipe.shared
+    size = assignment.shape[1] // recipe.experts
+    split = np.empty_like(assignment)
     for layer, (block, x) in enumerate(zip(blocks(base), _mlp_inputs(base, ids), strict=True)):
-        gate_up, down = _split(block, assignment[layer], recipe.experts)
+        mlp = submodule(block, "mlp", nn.Module)
         with torch.inference_mode():
-            norms = stacked_outputs(gate_up, down, getattr(block.mlp, "act_fn"), x).norm(dim=-1).T
-        counts = oracle_choice(norms, recipe.top_k).sum(0)
-        found.append(counts.argsort(descending=True, stable=True)[: recipe.shared].numpy())
-    return np.asarray(found, dtype=np.int64).reshape(len(found), recipe.shared)
+            a = getattr(mlp, "act_fn")(mlp.get_submodule("gate_proj")(x)) * mlp.get_submodule("up_proj")(x)
+            energy = a.float().pow(2).mean(0) * mlp.get_parameter("down_proj.weight").float().pow(2).sum(0)
+        order = energy.argsort(descending=True, stable=True).numpy()
+        kept, others = order[: recipe.shared * size], np.sort(order[recipe.shared * size :])
+        split[layer, kept] = routed + np.arange(len(kept)) // size
+        gram = coactivation(a[:, torch.from_numpy(others)].float())
+        split[layer, others] = balanced_kmeans(gram, routed, recipe.seed).numpy()
+    return split, np.tile(np.arange(routed, recipe.experts), (base.n_layers, 1))
 
 
 def convert(base: ModelHandle, assignment: np.ndarray, recipe: Recipe, shared: np.ndarray) -> PreTrainedModel:
@@ -449,13 +462,13 @@ def train(
     base: ModelHandle, assignment: np.ndarray, recipe: Recipe, on_progress: Progress | None = None
 ) -> tuple[PreTrainedModel, Update, TrainingLog]:
     """Convert the dense model (`base`, a private copy: it is only read) by the recipe and train it; returns the MoE
-    kept (its update at the recipe's rank), that update, and what the build measured. Its shared experts (if any)
-    are the most popular on the first LOCAL_BATCH training tokens. on_progress(done, total) counts layers fitted and
+    kept (its update at the recipe's rank), that update, and what the build measured. Its shared expert (if any)
+    is chosen on the first LOCAL_BATCH training tokens (shared_split). on_progress(done, total) counts layers fitted and
     distillation steps."""
     recipe.check()
     started = time.perf_counter()
     ids, held_out = training_ids(base, recipe.tokens), held_out_ids(base)
-    ks = active_ks(recipe.experts, recipe.shared)
+    ks = active_ks(recipe.experts, recipe.shared, recipe.top_k)
     at = list(ks).index(recipe.top_k)
     total, done = base.n_layers + recipe.steps, [0]
     curve: list[tuple[float, int, float]] = []  # (build seconds, distillation steps, held-out NLL at the trained k)
@@ -476,7 +489,7 @@ def train(
             measure(steps)
         advance()
 
-    shared = popular_experts(base, assignment, recipe, ids[: LOCAL_BATCH // SEQUENCE])
+    assignment, shared = shared_split(base, assignment, recipe, ids[: LOCAL_BATCH // SEQUENCE])
     moe = convert(base, assignment, recipe, shared)
     before = trained_weights(moe)
     converted_at = elapsed()

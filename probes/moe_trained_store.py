@@ -103,7 +103,7 @@ def describe(log: TrainingLog) -> str:
     recipe, at = log.recipe, int(list(log.costs.ks).index(log.recipe.top_k))
     kept = f", the experts' update kept at rank {recipe.rank}" if recipe.rank else ""
     return (
-        f"derived: SmolLM2-135M's MLPs split into {recipe.experts} experts (MoEfication) as a {recipe.family()} MoE, "
+        f"derived: SmolLM2-135M's MLPs split into {recipe.experts} experts (MoEfication) as a {recipe.family()} model, "
         f"{recipe.top_k} active per token ({recipe.routing()}), trained by distillation ({recipe.layer_steps} steps "
         f"per layer, {recipe.steps} through the model, {log.train_tokens:,} tokens, {log.seconds / 60:.1f} min"
         f"{kept}); held-out NLL {log.trained_nll[at]:.2f} (dense {log.dense_nll:.2f}, untrained router "

@@ -32,11 +32,11 @@ class Recipe:
     experts: int = 16
     top_k: int = 4
     layer_steps: int = 60
-    steps: int = 100
+    steps: int = 50
     tokens: int = 8192
     seed: int = 0
-    balance: float = 0.01
-    shared: int = 0
+    balance: float = 0.05
+    shared: int = 2
     rank: int = 32
 
     @property
@@ -99,11 +99,11 @@ class Costs:
         return 2 * self.moe_active
 
 
-def active_ks(experts: int, shared: int) -> np.ndarray:
-    """The numbers of active experts per token measured for E experts of which `shared` are always on: 1, 2, 4, ...,
-    E, those above `shared` (the router must choose one at least)."""
-    ks = ks_for(experts)
-    return ks[ks > shared]
+def active_ks(experts: int, shared: int, trained: int) -> np.ndarray:
+    """The numbers of active experts per token measured for E experts of which `shared` are always on: the shared
+    ones and 1, 2, 4, ... routed ones, all E, and the k the MoE was trained with."""
+    routed = shared + ks_for(experts - shared)
+    return np.unique(np.concatenate([routed[routed <= experts], [experts, trained]]))
 
 
 def tenths(series: np.ndarray) -> tuple[float, float]:

@@ -99,7 +99,8 @@ MOEFIED = DerivedModel(
 )
 TRAINED_MOE = DerivedModel(
     "smollm2-135m-moe",
-    "SmolLM2-135M as a trained Mixtral MoE (derived: 16 experts per MLP, top 4, softmax router; trained here)",
+    "SmolLM2-135M as a trained Qwen2-MoE (derived: 16 experts per MLP, 2 shared + top 2 of 14 by a softmax router; "
+    "trained here)",
     "smollm2-135m-instruct",
     "probes.moe_trained_store:load_trained",
 )

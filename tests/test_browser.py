@@ -185,7 +185,8 @@ def test_expert_routing_page_on_the_trained_moe(server: str, page: Page) -> None
     query = urlencode({"model": "smollm2-135m-moe", "text": text, "layer": 12, "token": 3})
     look(page, f"{server}/Expert_routing?{query}", charts=7, name="expert-routing-trained")
     plots = page.locator(".js-plotly-plot")
-    assert "Routing of layer 12: top-4 of 16 experts per token" in plots.nth(0).inner_text()
+    assert "Routing of layer 12: top-2 of 14 experts per token" in plots.nth(0).inner_text()
+    assert "plus 2 shared expert(s) every token uses" in plots.nth(0).inner_text()
     body = page.inner_text("body")
     assert "y = Σ G(x)ᵢ Eᵢ(x) for one token" in body and "Token ␣past (position 3), block 12" in body
     shown = plots.count()

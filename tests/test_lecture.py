@@ -485,6 +485,8 @@ def _moved_to_layer_2(delta: np.ndarray) -> np.ndarray:
         ("massive-surface", "layer", lambda v: dataclasses.replace(v, values=np.roll(v.values, 1, axis=0))),
         # the trained MoE as good as dense: the caption says "though not to dense"
         ("moe-capacity", "training", lambda v: dataclasses.replace(v, dense_nll=float(v.trained_nll.max()) + 1)),
+        # the routed experts used less evenly than by the untrained router: the caption says more evenly
+        ("moe-training", "training", lambda v: dataclasses.replace(v, trained_cv=v.untrained_cv + 1)),
         # the top head outside layer 1, which the caption names
         ("head-drop-grid", "dropped_heads", lambda v: dataclasses.replace(v, delta=_moved_to_layer_2(v.delta))),
     ],

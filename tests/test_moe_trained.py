@@ -21,6 +21,7 @@ from runtime.builtin import TRAINED_MOE
 from runtime.cache import ResultCache
 from runtime.errors import LmscopeError
 from runtime.handle import ModelHandle
+from runtime.hooks import observing
 from runtime.models import load_built
 from runtime.settings import settings
 from tests.helpers import cli
@@ -28,7 +29,7 @@ from tests.test_routing import assert_routing_equals_the_experts_used
 
 pytestmark = pytest.mark.slow  # trains (a short recipe, about a minute a build): not in `make check`
 
-SHORT = Recipe(experts=8, top_k=2, layer_steps=4, steps=3, tokens=1024, seed=0)
+SHORT = Recipe(experts=8, top_k=2, layer_steps=4, steps=3, tokens=1024, seed=0, shared=0)
 SHARED = Recipe(experts=8, top_k=2, layer_steps=4, steps=3, tokens=1024, seed=0, shared=1)
 TEXT = "The committee met on Tuesday to discuss the budget for the new library."
 
@@ -81,11 +82,11 @@ def test_distillation_targets_are_the_dense_models_next_token_distributions(smol
 def test_converted_with_every_expert_on_is_the_dense_model(smollm2: ModelHandle, shared: int) -> None:
     moefication, _ = stored_or_built(smollm2, None)
     recipe = Recipe(experts=16, top_k=16, layer_steps=0, steps=0, shared=shared)
-    popular = moe_trained.popular_experts(
-        smollm2, moefication.assignments[16], Recipe(top_k=4, shared=shared), moe_trained.training_ids(smollm2, 1024)
+    split, chosen = moe_trained.shared_split(
+        smollm2, moefication.assignments[16], recipe, moe_trained.training_ids(smollm2, 1024)
     )
-    assert popular.shape == (smollm2.n_layers, shared)
-    moe = moe_trained.convert(smollm2, moefication.assignments[16], recipe, popular)
+    assert chosen.shape == (smollm2.n_layers, shared)
+    moe = moe_trained.convert(smollm2, split, recipe, chosen)
     assert type(moe).__name__ == ("Qwen2MoeForCausalLM" if shared else "MixtralForCausalLM")
     assert moe_trained.routed_count(moe.config) == 16 - shared and routing.shared_count(moe.config) == shared
     for mlp in moe_trained.moe_blocks(moe):  # equal gates: each expert's output counts once
@@ -149,21 +150,31 @@ def test_the_stored_model_loads_with_mixtral_and_its_log_is_complete(short: Path
 
 def test_the_shared_build_loads_with_qwen2_moe(shared_short: Path, smollm2: ModelHandle) -> None:
     log = moe_trained_store.training_log(shared_short)
-    assert log.recipe == SHARED and list(log.costs.ks) == [2, 4, 8]  # k counts the shared expert
+    assert log.recipe == SHARED and list(log.costs.ks) == [2, 3, 5, 8]  # k counts the shared expert
     assert log.costs.moe_active[-1] == pytest.approx(log.costs.dense_active, rel=0.01)  # k = E: every neuron
     model = Qwen2MoeForCausalLM.from_pretrained(shared_short).eval()
     config = model.config
     assert (config.num_experts, config.num_experts_per_tok, config.norm_topk_prob) == (7, 1, True)
     assert config.shared_expert_intermediate_size == config.moe_intermediate_size == 1536 // 8
-    # The shared expert holds the neurons of the split's most popular expert; the routed ones keep the others.
-    moefication, _ = stored_or_built(smollm2, None)
+    # The shared expert holds the 192 neurons that carry the most of the dense MLP's output energy on the first
+    # training tokens (their activations read here at the down projection's input), the massive activation's among
+    # them; the routed experts split the others equally.
+    update = moe_update.read(shared_short)
+    assert np.array_equal(update.shared, np.full((smollm2.n_layers, 1), 7))
+    assert all(np.array_equal(np.bincount(row, minlength=8), np.full(8, 192)) for row in update.assignment)
     ids = moe_trained.training_ids(smollm2, SHARED.tokens)[: moe_trained.LOCAL_BATCH // moe_trained.SEQUENCE]
-    popular = moe_trained.popular_experts(smollm2, moefication.assignments[8], SHARED, ids)
-    converted = moe_trained.convert(smollm2, moefication.assignments[8], SHARED, popular)
-    block = converted.model.layers[5].mlp
-    neurons = np.flatnonzero(moefication.assignments[8][5] == popular[5, 0])
-    dense_gate = smollm2.model.get_parameter("model.layers.5.mlp.gate_proj.weight")
-    assert torch.equal(block.shared_expert.gate_proj.weight, dense_gate[neurons])
+    down = smollm2.model.get_submodule("model.layers.11.mlp.down_proj")
+    seen: list[torch.Tensor] = []
+    with torch.inference_mode(), observing(pre={down: lambda m, inputs: seen.append(inputs[0])}):
+        smollm2.model(input_ids=torch.from_numpy(ids))
+    a, columns = seen[0].reshape(-1, seen[0].shape[-1]).float(), down.weight.detach().float().norm(dim=0)
+    energy = a.pow(2).mean(0) * columns.pow(2)
+    shared = np.flatnonzero(update.assignment[11] == 7)
+    assert set(shared) == set(energy.topk(192).indices.tolist())
+    assert int((a[0] * columns).abs().argmax()) in shared  # the first token's largest contribution
+    converted = moe_trained_store.converted(smollm2, update).get_submodule("model.layers.11.mlp.shared_expert")
+    dense_gate = smollm2.model.get_parameter("model.layers.11.mlp.gate_proj.weight")
+    assert torch.equal(converted.get_parameter("gate_proj.weight"), dense_gate[shared])
     with torch.inference_mode():
         assert torch.isfinite(model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits).all()
 
@@ -171,7 +182,8 @@ def test_the_shared_build_loads_with_qwen2_moe(shared_short: Path, smollm2: Mode
 def test_exporting_trains_again_and_reproduces_the_stored_update(short: Path, store: Path, tmp_path: Path) -> None:
     out = tmp_path / "export"
     done = cli(
-        "moe-train", "--experts", "8", "--k", "2", "--layer-steps", "4", "--steps", "3", "--tokens", "1024",
+        "moe-train", "--experts", "8", "--k", "2", "--shared", "0", "--layer-steps", "4", "--steps", "3",
+        "--tokens", "1024",
         "--export", str(out), env={"LMSCOPE_MODEL_STORE": str(store)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -219,6 +231,12 @@ def test_routing_equals_the_experts_the_trained_model_uses(trained: ModelHandle)
     assert {layer.n_shared for layer in layers} == {routing.shared_count(trained.config)}
 
 
+def test_routing_equals_the_experts_the_built_in_moe_uses(trained_moe: ModelHandle) -> None:
+    """The default build (two shared experts, the top 2 of 14 routed) through the same family test."""
+    assert_routing_equals_the_experts_used(trained_moe)
+    assert (routing.shared_count(trained_moe.config), moe_trained.routed_count(trained_moe.config)) == (2, 14)
+
+
 def test_the_builds_load_measure_is_the_routing_pages(trained: ModelHandle, cache: ResultCache) -> None:
     result = routing.run(trained, TEXT, cache, None).value
     ids = result.token_ids.tolist()
@@ -252,7 +270,7 @@ def test_loss_against_k_uses_the_family_rule(trained: ModelHandle, cache: Result
     loss = moe_loss.trained_loss_by_k(trained, TEXT, cache).value
     values = loss.nll[moe_loss.TRAINED_ROUTER][8]
     shared = routing.shared_count(trained.config)
-    assert list(loss.ks[8]) == [1, 2, 4, 8][shared:] and np.isnan(loss.dense_nll)
+    assert list(loss.ks[8]) == ([2, 3, 5, 8] if shared else [1, 2, 4, 8]) and np.isnan(loss.dense_nll)
     # At the model's own k (2, the shared expert included), the loss is the model's loss as it runs unaltered.
     own = list(loss.ks[8]).index(2)
     assert values[own] == pytest.approx(float(token_nll(trained, loss.token_ids).mean()), abs=1e-6)
@@ -272,7 +290,8 @@ def test_equation_and_loss_refuse_a_model_without_mixtral_experts(smollm2: Model
 
 def test_cli_moe_train(short: Path, shared_short: Path, store: Path) -> None:
     done = cli(
-        "moe-train", "--experts", "8", "--k", "2", "--layer-steps", "4", "--steps", "3", "--tokens", "1024",
+        "moe-train", "--experts", "8", "--k", "2", "--shared", "0", "--layer-steps", "4", "--steps", "3",
+        "--tokens", "1024",
         env={"LMSCOPE_MODEL_STORE": str(store)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -284,7 +303,7 @@ def test_cli_moe_train(short: Path, shared_short: Path, store: Path) -> None:
         "--tokens", "1024", env={"LMSCOPE_MODEL_STORE": str(store)},
     )  # fmt: skip
     assert shared.returncode == 0, shared.stderr
-    assert json.loads(shared.stdout)["folder"] == str(shared_short) and json.loads(shared.stdout)["ks"] == [2, 4, 8]
+    assert json.loads(shared.stdout)["folder"] == str(shared_short) and json.loads(shared.stdout)["ks"] == [2, 3, 5, 8]
     bad = cli("moe-train", "--experts", "12", env={"LMSCOPE_MODEL_STORE": str(store)})
     assert bad.returncode == 1 and "MoEfication split" in bad.stderr
     heavy = cli("moe-train", "--balance", "11", env={"LMSCOPE_MODEL_STORE": str(store)})
@@ -295,8 +314,9 @@ def test_the_built_in_moe_keeps_the_first_tokens_massive_activation(
     smollm2: ModelHandle, trained_moe: ModelHandle
 ) -> None:
     """SmolLM2's layer 11 gives the first token a hidden state thousands of times larger than any other token's
-    (the attention sink's massive activation); the trained MoE must route that token to the expert whose neurons
-    make it, or the model loses its sink (version 4 of the build peaked at 1% of the dense value)."""
+    (the attention sink's massive activation); the trained MoE must keep the neurons that make it where that token
+    reaches them (the default build: in its shared expert), or the model loses its sink (version 4 of the build
+    routed that token elsewhere and peaked at 1% of the dense value)."""
     ids = smollm2.tokenizer("The lecture shows what happens inside a language model.", return_tensors="pt")
     with torch.inference_mode():
         dense, moe = (

@@ -249,7 +249,8 @@ class Page:
                 st.caption(
                     "No real MoE weights ship with lmscope (none can be installed offline). Both MoEs built here "
                     "split each of SmolLM2's MLPs into experts of neurons that fire together (MoEfication, Zhang et "
-                    "al. 2022); the trained one is a Mixtral MoE with a softmax router, trained by distillation."
+                    "al. 2022); the trained one is a Qwen2-MoE with two shared experts and a softmax router, trained by "
+                    "distillation."
                 )
                 columns = st.columns(2)
                 for column, (name, label) in zip(columns, MOE_CHOICES.items(), strict=True):

@@ -80,12 +80,14 @@ def moe_loss(rendered: Rendered) -> str:
 def _trained_loss(rendered: Rendered, loss: LossByK) -> str:
     ((experts, values),) = next(iter(loss.nll.values())).items()
     ks = list(loss.ks[experts])
-    trained = int(rendered.handle.config.num_experts_per_tok)
+    trained = int(rendered.handle.config.num_experts_per_tok) + routing.shared_count(rendered.handle.config)
     best = ks[int(np.argmin(values))]
-    if values[0] <= values[ks.index(trained)] or best == 1:
-        raise rendered.fail(f"one expert per token does not lose more than the trained k = {trained}: {values}")
+    if values[0] <= values[ks.index(trained)] or best == ks[0]:
+        raise rendered.fail(
+            f"the fewest experts (k = {ks[0]}) do not lose more than the trained k = {trained}: {values}"
+        )
     return (
-        f"k = 1: {values[0]:.2f} nats, k = {trained} (as trained): {values[ks.index(trained)]:.2f}, "
+        f"k = {ks[0]}: {values[0]:.2f} nats, k = {trained} (as trained): {values[ks.index(trained)]:.2f}, "
         f"k = {experts}: {values[-1]:.2f}; lowest at k = {best}"
     )
 
@@ -109,11 +111,15 @@ def moe_capacity(rendered: Rendered) -> str:
 
 def moe_training(rendered: Rendered) -> str:
     log = rendered.result("training", TrainingLog)
-    (first, last), (_, balance) = tenths(log.kl), tenths(log.balance)
+    (first, last), (balance_first, balance) = tenths(log.kl), tenths(log.balance)
     if not last < first:
         raise rendered.fail(f"the distillation KL does not fall ({first:.2f} at the start, {last:.2f} at the end)")
-    if not balance > 1.5 or not np.median(log.trained_cv) > np.median(log.untrained_cv):
-        raise rendered.fail(f"the experts are used evenly after all (balance loss {balance:.2f}, 1 = even)")
+    untrained_cv, trained_cv = np.median(log.untrained_cv), np.median(log.trained_cv)
+    if not balance < balance_first or not trained_cv < untrained_cv:
+        raise rendered.fail(
+            f"the balance loss does not fall ({balance_first:.2f} -> {balance:.2f}), or the routed experts are used "
+            f"less evenly than by the untrained router (load CV {untrained_cv:.2f} -> {trained_cv:.2f})"
+        )
     converted, fitted, *distilled = log.curve_nll
     if not converted - fitted > fitted - distilled[-1] > 0:
         raise rendered.fail(f"the layer-wise fit does not buy most of the loss: {log.curve_nll.round(2)}")
@@ -123,8 +129,8 @@ def moe_training(rendered: Rendered) -> str:
     return (
         f"KL {first:.2f} → {last:.2f} nats per token over {len(log.kl)} steps; held-out NLL {log.curve_nll[0]:.2f} → "
         f"{log.curve_nll[-1]:.2f} in {log.curve_seconds[-1] / 60:.1f} min (dense {log.dense_nll:.2f}); layer errors "
-        f"{log.layer_error.min():.2f}–{log.layer_error.max():.2f}; balance loss {balance:.2f} "
-        f"(1 = even), load CV {np.median(log.untrained_cv):.2f} → {np.median(log.trained_cv):.2f}"
+        f"{log.layer_error.min():.2f}–{log.layer_error.max():.2f}; balance loss {balance_first:.2f} → {balance:.2f} "
+        f"(1 = even), load CV {untrained_cv:.2f} untrained → {trained_cv:.2f}"
     )
 
 
