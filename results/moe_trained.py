@@ -21,13 +21,14 @@ MAX_RANK = 512  # of the experts' kept update per layer (the update matrices are
 
 @dataclass(frozen=True)
 class Recipe:
-    """How an MoE is made from the dense SmolLM2: E experts per MLP from the MoEfication split, k of them active per
-        token; `shared` of the k (the experts the most tokens need, DeepSeekMoE's shared experts) always on as one shared
-        expert (a Qwen2-MoE; a Mixtral when none) and the top k − shared of the others routed; `layer_steps` steps
-        fitting each layer's router and experts to the dense MLP on its own inputs, then `steps` steps of distillation
-        from the dense model through the whole network, on `tokens` training tokens, both with the Switch load-balancing
-        loss weighted by `balance`; `seed` fixes the router's initialisation and the batches. The experts' update from
-    their converted weights is kept at `rank` per layer and weight (0: in full), so that the build is a small file."""
+    """How an MoE is made from the dense SmolLM2: E experts per MLP, k of them active per token; `shared` of the k
+    always on as one shared expert (DeepSeekMoE's: the neurons that carry the most of the MLP's output energy; a
+    Qwen2-MoE) and the top k − shared of the others (the MoEfication's clusters) routed, or, with none shared, a
+    Mixtral on the MoEfication split; `layer_steps` steps fitting each layer's router and experts to the dense MLP on
+    its own inputs, then `steps` steps of distillation from the dense model through the whole network, on `tokens`
+    training tokens, both with the Switch load-balancing loss weighted by `balance`; `seed` fixes the router's
+    initialisation, the split and the batches. The experts' update from their converted weights is kept at `rank` per
+    layer and weight (0: in full), so that the build is a small file."""
 
     experts: int = 16
     top_k: int = 4
@@ -102,8 +103,7 @@ class Costs:
 def active_ks(experts: int, shared: int, trained: int) -> np.ndarray:
     """The numbers of active experts per token measured for E experts of which `shared` are always on: the shared
     ones and 1, 2, 4, ... routed ones, all E, and the k the MoE was trained with."""
-    routed = shared + ks_for(experts - shared)
-    return np.unique(np.concatenate([routed[routed <= experts], [experts, trained]]))
+    return np.unique(np.concatenate([shared + ks_for(experts - shared), [experts, trained]]))
 
 
 def tenths(series: np.ndarray) -> tuple[float, float]:
