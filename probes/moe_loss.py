@@ -8,7 +8,7 @@ import numpy as np
 from probes.moe_equation import sparse_block
 from probes.moe_modules import MoefiedMLP
 from probes.moe_state import dense, routed
-from probes.moe_trained import at_k, routed_count
+from probes.moe_trained import active_count, at_k, routed_count
 from probes.moefication import DERIVED_NAME
 from probes.nll import token_nll
 from probes.residual import blocks
@@ -60,7 +60,7 @@ def _trained_loss_by_k(handle: ModelHandle, token_ids: list[int]) -> LossByK:
     ids = np.asarray(token_ids, dtype=np.int64)
     shared = shared_count(handle.config)
     n_experts = routed_count(handle.config) + shared
-    ks = active_ks(n_experts, shared, int(handle.config.num_experts_per_tok) + shared)
+    ks = active_ks(n_experts, shared, active_count(handle.config))
     values = []
     for k in ks:
         with at_k(handle.model, int(k)):

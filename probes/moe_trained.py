@@ -109,6 +109,12 @@ def routed_count(config: PretrainedConfig) -> int:
     return int(getattr(config, "num_local_experts", None) or config.num_experts)
 
 
+def active_count(config: PretrainedConfig) -> int:
+    """The experts a token uses per MoE block of a Mixtral or Qwen2-MoE config: its routed top k and the shared ones
+    (Qwen2-MoE's `num_experts_per_tok` counts only the routed)."""
+    return int(config.num_experts_per_tok) + shared_count(config)
+
+
 def _split(block: nn.Module, assignment: np.ndarray, experts: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A dense block's MLP as `experts` stacked gated MLPs by its neurons' assignment: (E, 2m, d) gate and up
     projections, (E, d, m) down projections."""

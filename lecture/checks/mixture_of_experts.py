@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from lecture.render import Rendered
-from probes import routing
+from probes import moe_trained, routing
 from results.moe_trained import TrainingLog, tenths
 from results.moefication import LossByK
 from results.routing import LayerRouting, RoutingResult
@@ -80,7 +80,7 @@ def moe_loss(rendered: Rendered) -> str:
 def _trained_loss(rendered: Rendered, loss: LossByK) -> str:
     ((experts, values),) = next(iter(loss.nll.values())).items()
     ks = list(loss.ks[experts])
-    trained = int(rendered.handle.config.num_experts_per_tok) + routing.shared_count(rendered.handle.config)
+    trained = moe_trained.active_count(rendered.handle.config)
     best = ks[int(np.argmin(values))]
     if values[0] <= values[ks.index(trained)] or best == ks[0]:
         raise rendered.fail(
