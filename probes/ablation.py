@@ -46,7 +46,10 @@ def edited_nll(
         if not len(here):
             return None
         edited = hidden.clone()
-        where = torch.as_tensor(positions[here], device=hidden.device), torch.as_tensor(dims[here], device=hidden.device)
+        where = (
+            torch.as_tensor(positions[here], device=hidden.device),
+            torch.as_tensor(dims[here], device=hidden.device),
+        )
         edited[0, where[0], where[1]] = torch.as_tensor(values[here], dtype=hidden.dtype, device=hidden.device)
         return edited
 

@@ -281,7 +281,13 @@ def word_vector(handle: ModelHandle, ids: list[int], layer: int | None) -> np.nd
 
 
 def _word(
-    handle: ModelHandle, word: str, ids: list[int], layer: int | None, atoms: np.ndarray, center: np.ndarray, n_atoms: int
+    handle: ModelHandle,
+    word: str,
+    ids: list[int],
+    layer: int | None,
+    atoms: np.ndarray,
+    center: np.ndarray,
+    n_atoms: int,
 ) -> WordConcepts:
     """The word's vector (from its token ids, at the layer) as n_atoms of the dictionary's atoms, plus a residual."""
     x = unit_rows(word_vector(handle, ids, layer), center.astype(np.float64))
@@ -315,5 +321,12 @@ def decompose(
         raise LmscopeError(f"This dictionary was learned on {found.model}, not on {handle.name}.")
     ids = word_tokens(handle, word)
     return WORD.cached(
-        handle, cache, word=clean(word).strip(), ids=ids, layer=found.layer, atoms=found.atoms, center=found.center, n_atoms=n_atoms
+        handle,
+        cache,
+        word=clean(word).strip(),
+        ids=ids,
+        layer=found.layer,
+        atoms=found.atoms,
+        center=found.center,
+        n_atoms=n_atoms,
     )

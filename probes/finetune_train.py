@@ -173,7 +173,9 @@ def train(handle: ModelHandle, recipe: Recipe, on_step: Callable[[], None] | Non
     checkpoints = evaluated_after(recipe.steps)
     started = time.perf_counter()
     with model_copy(handle, f"finetune:{recipe.method}") as twin:
-        model = twin.model.float()  # trained in float32 whatever the shared model's float type (bfloat16 loses the steps)
+        model = (
+            twin.model.float()
+        )  # trained in float32 whatever the shared model's float type (bfloat16 loses the steps)
         if recipe.method == "lora":
             _adapt(model, matrices, recipe)
         else:

@@ -51,4 +51,3 @@ def differences(base: ModelHandle, tuned: ModelHandle) -> list[Difference]:
                 )
             )
     return found
-

@@ -168,11 +168,12 @@ def _register(probe: CachedProbe) -> None:
         probe.function.__qualname__,
     )
     if known is not None and not same:
-        raise Undeclarable(f"two probes are named '{probe.name}': {known.function.__module__} and {probe.function.__module__}")
+        raise Undeclarable(
+            f"two probes are named '{probe.name}': {known.function.__module__} and {probe.function.__module__}"
+        )
     _declared[probe.name] = probe
 
 
 def declared() -> list[CachedProbe]:
     """Every probe declared so far (in the modules imported), by name."""
     return [_declared[name] for name in sorted(_declared)]
-
