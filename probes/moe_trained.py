@@ -30,7 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoModelForCausalLM, MixtralConfig, PretrainedConfig, PreTrainedModel, Qwen2MoeConfig
+from transformers.configuration_utils import PretrainedConfig
+from transformers.modeling_utils import PreTrainedModel
+from transformers.models.auto.modeling_auto import AutoModelForCausalLM
+from transformers.models.mixtral.configuration_mixtral import MixtralConfig
+from transformers.models.qwen2_moe.configuration_qwen2_moe import Qwen2MoeConfig
 
 from probes import corpus
 from probes.batches import Progress

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from transformers import PreTrainedModel
+from transformers.modeling_utils import PreTrainedModel
 
 from probes import moe_update
 from probes.batches import Progress

@@ -22,8 +22,8 @@ from functools import partial
 import numpy as np
 import torch
 from torch import nn
-from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+from transformers.modeling_utils import AttentionInterface
 
 from runtime.chunked import CHUNK, chunked_attention, expanded, scores
 from runtime.placement import host

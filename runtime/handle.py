@@ -9,14 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import (
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers.configuration_utils import PretrainedConfig
+from transformers.modeling_utils import PreTrainedModel
+from transformers.models.auto.modeling_auto import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from runtime.turns import Turns
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 
 import torch
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+from transformers.configuration_utils import PretrainedConfig
+from transformers.modeling_utils import PreTrainedModel
+from transformers.models.auto.configuration_auto import AutoConfig
 
 from runtime import child
 from runtime.handle import model_class

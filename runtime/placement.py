@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import PretrainedConfig
+from transformers.configuration_utils import PretrainedConfig
 
 from runtime.errors import LmscopeError
 from runtime.settings import settings

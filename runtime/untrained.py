@@ -15,10 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, __version__
+from transformers.configuration_utils import PretrainedConfig
+from transformers.models.auto.configuration_auto import AutoConfig
+from transformers.models.auto.tokenization_auto import AutoTokenizer
 
 from runtime import child
 from runtime.initialised import seeded_model
@@ -27,6 +30,7 @@ from runtime.store_files import built_folder
 
 UNTRAINED = "@untrained"  # NAME@untrained: the model's untrained twin
 TWIN_SEED = 0
+TRANSFORMERS = version("transformers")  # a twin is the initialisation of this release
 FOLDER = "untrained"
 MARKER = "lmscope-twin.json"
 
@@ -45,7 +49,7 @@ def twin_names(names: list[str]) -> list[str]:
 def recipe_digest(config: PretrainedConfig) -> str:
     """What decides a twin's weights: the config, the seed and transformers' initialisation (its version)."""
     fields = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}  # where it lies is no part of it
-    recipe = f"{json.dumps(fields, sort_keys=True, default=str)}:{TWIN_SEED}:transformers {__version__}"
+    recipe = f"{json.dumps(fields, sort_keys=True, default=str)}:{TWIN_SEED}:transformers {TRANSFORMERS}"
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
@@ -56,7 +60,7 @@ def twin_folder(base: str, base_folder: Path, config: PretrainedConfig) -> Path:
     def build(folder: Path) -> None:
         request = {"base_folder": str(base_folder), "target": str(folder), "seed": TWIN_SEED}
         child.run(__name__, request, lambda *_: None, f"Building the untrained twin of '{base}'")
-        (folder / MARKER).write_text(json.dumps({"base": base, "seed": TWIN_SEED, "transformers": __version__}))
+        (folder / MARKER).write_text(json.dumps({"base": base, "seed": TWIN_SEED, "transformers": TRANSFORMERS}))
 
     name = re.sub(r"[^\w.-]", "_", base)[-60:]
     return built_folder(settings().model_store / FOLDER / f"{name}-{digest}", MARKER, build)
