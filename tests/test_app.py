@@ -176,9 +176,9 @@ def test_a_links_values_are_refused_whole_or_said_to_be_cut(smollm2: ModelHandle
     at = open_page("app_pages/3_Structured_attention.py", **{"global": spaced})
     assert not at.exception and "is longer than 200 characters; showing global 16." in texts(at.warning)
     assert len(texts(at.warning)) < 300  # the value is quoted, not echoed whole
-    at = open_page(ATTENTION, text="word " * 3000)
+    at = open_page(ATTENTION, text="understanding " * 1100)  # 572 tokens once cut
     assert not at.exception and not at.error
-    assert "The link's text has 15,000 characters: it is cut to its first 8,000." in texts(at.warning)
+    assert "The link's text has 15,400 characters: it is cut to its first 8,000." in texts(at.warning)
     assert "cut to its first" not in texts(at.run().warning)  # said once
 
 

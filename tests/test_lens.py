@@ -43,6 +43,11 @@ def _independent(handle: ModelHandle, token_ids: np.ndarray, zeroed: list[int]) 
     return readouts
 
 
+@pytest.mark.parametrize(
+    "decoder",
+    ["smollm2", pytest.param("gemma3", marks=pytest.mark.slow)],  # Gemma 3: 19 readouts of a 262k vocabulary, twice
+    indirect=True,
+)
 @pytest.mark.parametrize("zero", [False, True])
 def test_every_readout_equals_an_independent_one(decoder: ModelHandle, zero: bool, shared_cache: ResultCache) -> None:
     zeroed = massive_features(decoder, TEXT, shared_cache) if zero else []
