@@ -22,6 +22,8 @@ from viz.lens import MOST_POSITIONS
 
 TEXT = "The Eiffel Tower is in Paris, the capital of France. The Colosseum is in Rome, the capital of Italy."
 PAGE = "app_pages/14_Logit_lens.py"
+# Tests that read every layer's readout over the whole vocabulary: on Gemma 3 (262k words) in the full suite only.
+EVERY_READOUT = ["smollm2", pytest.param("gemma3", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(params=["smollm2", "gemma3"])
@@ -43,11 +45,7 @@ def _independent(handle: ModelHandle, token_ids: np.ndarray, zeroed: list[int]) 
     return readouts
 
 
-@pytest.mark.parametrize(
-    "decoder",
-    ["smollm2", pytest.param("gemma3", marks=pytest.mark.slow)],  # Gemma 3: 19 readouts of a 262k vocabulary, twice
-    indirect=True,
-)
+@pytest.mark.parametrize("decoder", EVERY_READOUT, indirect=True)
 @pytest.mark.parametrize("zero", [False, True])
 def test_every_readout_equals_an_independent_one(decoder: ModelHandle, zero: bool, shared_cache: ResultCache) -> None:
     zeroed = massive_features(decoder, TEXT, shared_cache) if zero else []
@@ -67,6 +65,7 @@ def test_every_readout_equals_an_independent_one(decoder: ModelHandle, zero: boo
     assert result.top_tokens[0, 3, 0] == decoder.tokenizer.decode([int(result.top_ids[0, 3, 0])])
 
 
+@pytest.mark.parametrize("decoder", EVERY_READOUT, indirect=True)
 def test_the_last_readout_is_the_models_own_prediction(decoder: ModelHandle, shared_cache: ResultCache) -> None:
     result = lens.run(decoder, TEXT, shared_cache).value
     logits = direct(decoder, result.token_ids).logits[0].float()

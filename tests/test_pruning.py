@@ -295,6 +295,7 @@ def test_a_calibrated_compression_is_stored_and_read_back_bit_for_bit(
             pass
 
 
+@pytest.mark.slow  # Wanda on SmolLM2, computed twice
 def test_a_damaged_stored_compression_is_computed_again(smollm2: ModelHandle, compressed_store: Path) -> None:
     compression = Compression("wanda", 0.5, KINDS)
     calibration = calibrated.calibration_ids(smollm2, [TEXT], 2, 32)

@@ -361,6 +361,7 @@ def test_sink_heads_bring_less_of_the_norms_than_of_the_weight(any_model: ModelH
     assert np.median(found.first_value_norm[strong] / found.other_value_norm[strong]) < 0.5
 
 
+@pytest.mark.slow  # Gemma 3 over eight corpus sentences, four masks and their references: tens of seconds
 def test_masking_the_first_key_hides_it_and_costs_loss(gemma3: ModelHandle, cache: ResultCache) -> None:
     text = " ".join(corpus.sentences()[:8])
     masked = sink_effect.first_key_masked(gemma3, text, cache, window=8, sinks=2).value
