@@ -32,12 +32,14 @@ from probes import corpus, moe_loss, moe_trained, moe_trained_store, moe_update,
 from probes.moe_state import dense, routed  # noqa: E402
 from probes.moefication import DERIVED_NAME  # noqa: E402
 from probes.nll import token_nll  # noqa: E402
+from probes.text import encode  # noqa: E402
 from results.moe_trained import Recipe, TrainingLog, tenths  # noqa: E402
 from results.moefication import Setting  # noqa: E402
 from runtime.builtin import TRAINED_MOE  # noqa: E402
 from runtime.cache import ResultCache  # noqa: E402
 from runtime.handle import ModelHandle  # noqa: E402
 from runtime.models import load, load_built  # noqa: E402
+from runtime.settings import settings  # noqa: E402
 
 
 def recipe_of(spec: str) -> Recipe:
@@ -119,28 +121,23 @@ def against_moefication(folder: Path, recipe: Recipe) -> list[str]:
 
 
 def at_their_k(folders: list[Path], recipes: list[Recipe]) -> list[str]:
-    """Markdown: each MoE at the k it was trained for against the MoEfication (its fitted router, the same E and k) on
-    the MoEfication bench's text; a k the default's router was not trained for gets a build of its own here."""
+    """Markdown: each MoE at the k it was trained for (its own config's) against the MoEfication (its fitted router,
+    the same E and k) on the MoEfication bench's text."""
     moefied = load(DERIVED_NAME)
-    text = " ".join(corpus.sentences()[:N_SENTENCES])
+    ids = encode(moefied, " ".join(corpus.sentences()[:N_SENTENCES]), settings().max_tokens).token_ids
     lines = [
         "\nEach recipe at the k it was trained for, on the same text, against the MoEfication at that k:\n",
         "| recipe | MLP neurons used | trained MoE | MoEfication, fitted router | trained - fitted |",
         "|---|---|---|---|---|",
     ]
-    with tempfile.TemporaryDirectory() as scratch:
-        cache = ResultCache(Path(scratch))
-        for folder, recipe in zip(folders, recipes, strict=True):
-            ours = moe_loss.trained_loss_by_k(load_built(TRAINED_MOE.name, folder, "bench"), text, cache).value
-            ks = list(ours.ks[recipe.experts])
-            trained_nll = ours.nll[moe_loss.TRAINED_ROUTER][recipe.experts][ks.index(recipe.top_k)]
-            with routed(Setting(recipe.experts, recipe.top_k, "fitted")):
-                fitted_nll = float(token_nll(moefied, ours.token_ids).mean())
-            lines.append(
-                f"| {label(recipe)} | {recipe.top_k / recipe.experts:.0%} | {trained_nll:.3f} | {fitted_nll:.3f} | "
-                f"{trained_nll - fitted_nll:+.3f} |"
-            )
-        cache.close()
+    for folder, recipe in zip(folders, recipes, strict=True):
+        trained_nll = float(token_nll(load_built(TRAINED_MOE.name, folder, "bench"), ids).mean())
+        with routed(Setting(recipe.experts, recipe.top_k, "fitted")):
+            fitted_nll = float(token_nll(moefied, ids).mean())
+        lines.append(
+            f"| {label(recipe)} | {recipe.top_k / recipe.experts:.0%} | {trained_nll:.3f} | {fitted_nll:.3f} | "
+            f"{trained_nll - fitted_nll:+.3f} |"
+        )
     return lines
 
 
